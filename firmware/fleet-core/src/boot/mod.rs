@@ -1,0 +1,1 @@
+//! Boot-flow models (pure). See docs/adr/0001-boot-flow.md.

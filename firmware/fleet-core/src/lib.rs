@@ -1,0 +1,18 @@
+//! The functional core of fleet.
+//!
+//! **fleet-core does not know about files, clocks or sockets.** Every decision that can brick a
+//! station or delete a recording is a pure function here: the update state machine (`update`),
+//! offer admission (`offer`), wave membership (`wave`), boot-slot models (`boot`) and the
+//! retention plan (`retention`). Time enters as a value ([`time::Now`]); wall-clock time is
+//! `None` until the shell knows the clock is trusted.
+//!
+//! The port traits the shells implement live in [`ports`].
+#![forbid(unsafe_code)]
+
+pub mod boot;
+pub mod ids;
+pub mod ports;
+pub mod retention;
+pub mod slot;
+pub mod time;
+pub mod update;

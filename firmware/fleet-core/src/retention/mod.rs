@@ -1,0 +1,1 @@
+//! The retention plan (pure). Owned by the retention work (issue 6).

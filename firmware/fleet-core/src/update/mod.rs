@@ -1,0 +1,1 @@
+//! The station update engine (pure): `step(state, event, now)`.

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The one test command (README, .ci/run). Installs what it needs, idempotently, then runs:
+# format and lint gates, every cargo test in the workspace, and every suite in tests/suites.d.
+#
+#   FLEET_SKIP_SETUP=1   skip the install steps (you know the machine has everything)
+#   FLEET_SUITES=a,b     run only the named suites from tests/suites.d (default: all)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+started=$(date +%s)
+stamp() { echo "==> [$(( $(date +%s) - started ))s] $*"; }
+
+if [ "${FLEET_SKIP_SETUP:-0}" != 1 ]; then
+  for step in tests/setup.d/*.sh; do
+    stamp "setup: $step"
+    bash "$step"
+  done
+fi
+
+stamp "cargo fmt --check"
+cargo fmt --all --check
+
+stamp "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+stamp "cargo test"
+cargo test --workspace --locked 2>&1 | tee target/cargo-test.log
+# One closing line over all test binaries, for people and for CI.
+awk '/^test result:/ { p += $4; f += $6; i += $8 } END { printf "cargo: %d passed, %d failed, %d ignored\n", p, f, i }' target/cargo-test.log
+
+failed=0
+for suite in tests/suites.d/*.sh; do
+  name=$(basename "$suite" .sh)
+  if [ -n "${FLEET_SUITES:-}" ] && [[ ",${FLEET_SUITES}," != *",${name#*-},"* ]] && [[ ",${FLEET_SUITES}," != *",${name},"* ]]; then
+    continue
+  fi
+  stamp "suite: $name"
+  if ! bash "$suite"; then
+    echo "suite FAILED: $name"
+    failed=$((failed + 1))
+  fi
+done
+stamp "done"
+[ "$failed" -eq 0 ]
