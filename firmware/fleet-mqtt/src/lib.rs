@@ -1,1 +1,532 @@
-//! fleet-mqtt
+//! The MQTT session adapter: one broker connection over rumqttc, kept up for the life of a
+//! daemon.
+//!
+//! rumqttc reconnects as soon as its event loop is polled again after an error, which hammers a
+//! broker that is down and synchronises a whole fleet after a broker restart. [`Session`] wraps
+//! the event loop in a driver task that waits an exponential backoff with jitter between
+//! attempts ([`Backoff`]), resubscribes every topic after each (clean-session) connect, and hands
+//! incoming messages to the owner through a bounded channel, so a slow owner slows the socket
+//! instead of growing memory.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), fleet_mqtt::SessionError> {
+//! use fleet_mqtt::{Session, SessionConfig, SessionEvent};
+//! let (session, mut events) = Session::start(SessionConfig::new("stn-1", "127.0.0.1", 1883));
+//! session.subscribe("fleet/v1/devices/stn-1/offer").await?;
+//! while let Some(event) = events.recv().await {
+//!     if let SessionEvent::Message(m) = event {
+//!         println!("{} {} bytes", m.topic, m.payload.len());
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub use bytes::Bytes;
+use rand::Rng;
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Size and depth limits of one session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest MQTT packet accepted or sent, in bytes (a 1 MiB chunk plus its topic fits).
+    pub max_packet_bytes: usize,
+    /// Depth of the queue of requests (publish, subscribe) towards the event loop.
+    pub request_capacity: usize,
+    /// Depth of the queue of events towards the owner. When full, the driver stops reading the
+    /// socket until the owner catches up (TCP back-pressure towards the broker).
+    pub event_capacity: usize,
+    /// Most topics one session keeps subscribed.
+    pub max_subscriptions: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_packet_bytes: 1024 * 1024 + 64 * 1024,
+            request_capacity: 64,
+            event_capacity: 64,
+            max_subscriptions: 1024,
+        }
+    }
+}
+
+/// Exponential backoff between connection attempts, with jitter so that a fleet does not
+/// reconnect in lock-step after a broker restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Delay after the first failure.
+    pub initial: Duration,
+    /// The delay doubles after every further failure up to this.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Backoff {
+    /// The nominal delay after `failures` consecutive failures (1 = first failure), before
+    /// jitter.
+    #[must_use]
+    pub fn nominal(&self, failures: u32) -> Duration {
+        let shift = failures.saturating_sub(1).min(20);
+        self.initial
+            .saturating_mul(1u32 << shift)
+            .min(self.max)
+            .max(Duration::from_millis(1))
+    }
+
+    /// The delay to wait: uniformly drawn from `[nominal / 2, nominal]` ("equal jitter").
+    /// `unit` is a random number in `[0, 1)`; passing it in keeps this function pure.
+    #[must_use]
+    pub fn delay(&self, failures: u32, unit: f64) -> Duration {
+        let nominal = self.nominal(failures);
+        let half = nominal / 2;
+        half + half.mul_f64(unit.clamp(0.0, 1.0))
+    }
+}
+
+/// The message the broker publishes for this session when it drops without a clean disconnect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Will {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub retain: bool,
+}
+
+/// How to reach the broker.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub client_id: String,
+    pub host: String,
+    pub port: u16,
+    pub keep_alive: Duration,
+    pub will: Option<Will>,
+    pub backoff: Backoff,
+    pub limits: Limits,
+}
+
+impl SessionConfig {
+    /// A configuration with default keep-alive (30 s), backoff and limits and no will.
+    #[must_use]
+    pub fn new(client_id: impl Into<String>, host: impl Into<String>, port: u16) -> Self {
+        Self {
+            client_id: client_id.into(),
+            host: host.into(),
+            port,
+            keep_alive: Duration::from_secs(30),
+            will: None,
+            backoff: Backoff::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// One message received on a subscribed topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub topic: String,
+    pub payload: Bytes,
+    pub retain: bool,
+}
+
+/// What the driver reports to the owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEvent {
+    /// A connection is up and every subscribed topic was (re)subscribed. The owner republishes
+    /// its retained state here: a clean session does not keep what was queued while down.
+    Connected,
+    /// The connection dropped or could not be made; the next attempt follows after `retry_in`.
+    Disconnected {
+        reason: String,
+        retry_in: Duration,
+    },
+    Message(Message),
+}
+
+/// A failed session operation.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("unable to publish to {topic}: {source}")]
+    Publish {
+        topic: String,
+        #[source]
+        source: rumqttc::ClientError,
+    },
+    #[error("unable to subscribe to {topic}: {source}")]
+    Subscribe {
+        topic: String,
+        #[source]
+        source: rumqttc::ClientError,
+    },
+    #[error("unable to unsubscribe from {topic}: {source}")]
+    Unsubscribe {
+        topic: String,
+        #[source]
+        source: rumqttc::ClientError,
+    },
+    #[error("unable to subscribe to {topic}: already {max} subscriptions")]
+    TooManySubscriptions { topic: String, max: usize },
+    #[error("unable to disconnect: {0}")]
+    Disconnect(#[source] rumqttc::ClientError),
+}
+
+impl SessionError {
+    /// Request-queue errors mean the driver stopped: retrying does not help.
+    #[must_use]
+    pub fn is_retryable(&self) -> bool {
+        false
+    }
+}
+
+/// Counters of one session, for reports and benchmarks.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Payload bytes of every message received.
+    pub received_payload_bytes: AtomicU64,
+    /// Messages received.
+    pub received_messages: AtomicU64,
+    /// Successful connects.
+    pub connects: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Subscriptions {
+    connected: bool,
+    topics: BTreeSet<String>,
+}
+
+/// A handle to a running session. Cheap to clone; the driver task stops when every event
+/// receiver is dropped, on [`Session::disconnect`] or on [`Session::abort`].
+#[derive(Debug, Clone)]
+pub struct Session {
+    client: AsyncClient,
+    subs: Arc<Mutex<Subscriptions>>,
+    stats: Arc<Stats>,
+    max_subscriptions: usize,
+    driver: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Session {
+    /// Starts the driver task (on the current tokio runtime) and returns the handle and the
+    /// bounded stream of events.
+    #[must_use]
+    pub fn start(config: SessionConfig) -> (Session, mpsc::Receiver<SessionEvent>) {
+        let mut options =
+            MqttOptions::new(config.client_id.clone(), config.host.clone(), config.port);
+        options
+            .set_keep_alive(config.keep_alive)
+            .set_clean_session(true)
+            .set_max_packet_size(
+                config.limits.max_packet_bytes,
+                config.limits.max_packet_bytes,
+            )
+            .set_request_channel_capacity(config.limits.request_capacity)
+            .set_inflight(32);
+        if let Some(will) = &config.will {
+            options.set_last_will(LastWill::new(
+                will.topic.clone(),
+                will.payload.clone(),
+                QoS::AtLeastOnce,
+                will.retain,
+            ));
+        }
+        let (client, eventloop) = AsyncClient::new(options, config.limits.request_capacity);
+        let (tx, rx) = mpsc::channel(config.limits.event_capacity);
+        let subs = Arc::new(Mutex::new(Subscriptions::default()));
+        let stats = Arc::new(Stats::default());
+        let driver = Driver {
+            eventloop,
+            client: client.clone(),
+            subs: subs.clone(),
+            stats: stats.clone(),
+            tx,
+            backoff: config.backoff,
+        };
+        let handle = tokio::spawn(driver.run());
+        let session = Session {
+            client,
+            subs,
+            stats,
+            max_subscriptions: config.limits.max_subscriptions,
+            driver: Arc::new(Mutex::new(Some(handle))),
+        };
+        (session, rx)
+    }
+
+    /// Publishes with QoS 1. Waits while the request queue is full.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+        retain: bool,
+    ) -> Result<(), SessionError> {
+        self.client
+            .publish(topic, QoS::AtLeastOnce, retain, payload.into())
+            .await
+            .map_err(|source| SessionError::Publish {
+                topic: topic.to_owned(),
+                source,
+            })
+    }
+
+    /// Publishes with QoS 1 without waiting; fails when the request queue is full.
+    pub fn try_publish(
+        &self,
+        topic: &str,
+        payload: impl Into<Vec<u8>>,
+        retain: bool,
+    ) -> Result<(), SessionError> {
+        self.client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload.into())
+            .map_err(|source| SessionError::Publish {
+                topic: topic.to_owned(),
+                source,
+            })
+    }
+
+    /// Subscribes `topic` (QoS 1) now when connected and again after every reconnect.
+    pub async fn subscribe(&self, topic: &str) -> Result<(), SessionError> {
+        self.subscribe_many(&[topic.to_owned()]).await
+    }
+
+    /// Subscribes several topics in one request.
+    pub async fn subscribe_many(&self, topics: &[String]) -> Result<(), SessionError> {
+        let fresh: Vec<String> = {
+            let mut subs = lock(&self.subs);
+            let mut fresh = Vec::new();
+            for t in topics {
+                if subs.topics.contains(t) {
+                    continue;
+                }
+                if subs.topics.len() >= self.max_subscriptions {
+                    return Err(SessionError::TooManySubscriptions {
+                        topic: t.clone(),
+                        max: self.max_subscriptions,
+                    });
+                }
+                subs.topics.insert(t.clone());
+                fresh.push(t.clone());
+            }
+            if !subs.connected {
+                // The driver subscribes every topic in the set on the next connect.
+                return Ok(());
+            }
+            fresh
+        };
+        if fresh.is_empty() {
+            return Ok(());
+        }
+        let first = fresh[0].clone();
+        self.client
+            .subscribe_many(
+                fresh
+                    .into_iter()
+                    .map(|t| rumqttc::SubscribeFilter::new(t, QoS::AtLeastOnce)),
+            )
+            .await
+            .map_err(|source| SessionError::Subscribe {
+                topic: first,
+                source,
+            })
+    }
+
+    /// Unsubscribes `topic` and forgets it for reconnects.
+    pub async fn unsubscribe(&self, topic: &str) -> Result<(), SessionError> {
+        let connected = {
+            let mut subs = lock(&self.subs);
+            if !subs.topics.remove(topic) {
+                return Ok(());
+            }
+            subs.connected
+        };
+        if connected {
+            self.client
+                .unsubscribe(topic)
+                .await
+                .map_err(|source| SessionError::Unsubscribe {
+                    topic: topic.to_owned(),
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Topics subscribed now (for tests and reports).
+    #[must_use]
+    pub fn subscriptions(&self) -> Vec<String> {
+        lock(&self.subs).topics.iter().cloned().collect()
+    }
+
+    /// True while a connection is up.
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        lock(&self.subs).connected
+    }
+
+    #[must_use]
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Sends a clean MQTT disconnect (the broker does not publish the will) and stops the
+    /// driver once it went out.
+    pub async fn disconnect(&self) -> Result<(), SessionError> {
+        self.client
+            .disconnect()
+            .await
+            .map_err(SessionError::Disconnect)
+    }
+
+    /// Stops the driver at once and drops the socket without a disconnect, as a power cut
+    /// would: the broker publishes the will.
+    pub fn abort(&self) {
+        if let Some(handle) = lock(&self.driver).take() {
+            handle.abort();
+        }
+    }
+
+    /// Waits for the driver task to end (after [`Session::disconnect`]).
+    pub async fn join(&self) {
+        let handle = lock(&self.driver).take();
+        if let Some(handle) = handle {
+            // A cancelled or panicked driver has nothing more to report.
+            let _ = handle.await;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding this lock cannot leave the set inconsistent (single inserts).
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+struct Driver {
+    eventloop: EventLoop,
+    client: AsyncClient,
+    subs: Arc<Mutex<Subscriptions>>,
+    stats: Arc<Stats>,
+    tx: mpsc::Sender<SessionEvent>,
+    backoff: Backoff,
+}
+
+impl Driver {
+    async fn run(mut self) {
+        let mut failures: u32 = 0;
+        loop {
+            match self.eventloop.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    tracing::info!(code = ?ack.code, "mqtt connected");
+                    failures = 0;
+                    self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                    let topics: Vec<String> = {
+                        let mut subs = lock(&self.subs);
+                        subs.connected = true;
+                        subs.topics.iter().cloned().collect()
+                    };
+                    if !topics.is_empty() {
+                        // Never await the request queue from the driver: it is the one draining
+                        // it. A helper task queues the subscriptions.
+                        let client = self.client.clone();
+                        tokio::spawn(async move {
+                            let filters = topics
+                                .into_iter()
+                                .map(|t| rumqttc::SubscribeFilter::new(t, QoS::AtLeastOnce));
+                            if let Err(e) = client.subscribe_many(filters).await {
+                                tracing::warn!(error = %e, "unable to resubscribe after connect");
+                            }
+                        });
+                    }
+                    if self.tx.send(SessionEvent::Connected).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    self.stats
+                        .received_payload_bytes
+                        .fetch_add(p.payload.len() as u64, Ordering::Relaxed);
+                    self.stats.received_messages.fetch_add(1, Ordering::Relaxed);
+                    let msg = Message {
+                        topic: p.topic,
+                        payload: p.payload,
+                        retain: p.retain,
+                    };
+                    if self.tx.send(SessionEvent::Message(msg)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                    tracing::info!("mqtt disconnected on request");
+                    lock(&self.subs).connected = false;
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    lock(&self.subs).connected = false;
+                    failures = failures.saturating_add(1);
+                    let unit: f64 = rand::thread_rng().r#gen();
+                    let retry_in = self.backoff.delay(failures, unit);
+                    tracing::warn!(error = %e, failures, retry_in_ms = retry_in.as_millis() as u64, "mqtt connection lost");
+                    let event = SessionEvent::Disconnected {
+                        reason: e.to_string(),
+                        retry_in,
+                    };
+                    if self.tx.send(event).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(retry_in).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_maximum() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        assert_eq!(b.nominal(1), Duration::from_millis(100));
+        assert_eq!(b.nominal(2), Duration::from_millis(200));
+        assert_eq!(b.nominal(4), Duration::from_millis(800));
+        assert_eq!(b.nominal(5), Duration::from_secs(1));
+        assert_eq!(b.nominal(1000), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn jitter_stays_between_half_and_the_full_delay() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        assert_eq!(b.delay(3, 0.0), Duration::from_millis(200));
+        assert_eq!(b.delay(3, 0.5), Duration::from_millis(300));
+        assert!(b.delay(3, 0.999) <= Duration::from_millis(400));
+        assert_eq!(b.delay(3, 7.0), Duration::from_millis(400));
+    }
+
+    #[test]
+    fn a_zero_initial_delay_still_waits_a_little() {
+        let b = Backoff {
+            initial: Duration::ZERO,
+            max: Duration::ZERO,
+        };
+        assert!(b.nominal(1) > Duration::ZERO);
+    }
+}

@@ -1,0 +1,117 @@
+//! The session against a real mosquitto: subscribe, publish, last will, reconnect after a broker
+//! restart with resubscription.
+use std::time::Duration;
+
+use fleet_mqtt::{Backoff, Session, SessionConfig, SessionEvent, Will};
+use fleet_testkit::Mosquitto;
+use tokio::sync::mpsc::Receiver;
+use tokio::time::timeout;
+
+fn config(id: &str, broker: &Mosquitto) -> SessionConfig {
+    let mut c = SessionConfig::new(id, broker.host(), broker.port());
+    c.backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(400),
+    };
+    c
+}
+
+async fn next_message(rx: &mut Receiver<SessionEvent>) -> fleet_mqtt::Message {
+    loop {
+        match timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(SessionEvent::Message(m))) => return m,
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("session ended"),
+            Err(_) => panic!("no message within 10 s"),
+        }
+    }
+}
+
+async fn connected(rx: &mut Receiver<SessionEvent>) {
+    loop {
+        match timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(SessionEvent::Connected)) => return,
+            Ok(Some(_)) => continue,
+            other => panic!("not connected: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn retained_messages_reach_a_subscriber_and_the_will_fires_on_abort() {
+    let broker = Mosquitto::start().expect("broker");
+    let (watcher, mut wrx) = Session::start(config("watcher", &broker));
+    connected(&mut wrx).await;
+    watcher.subscribe("t/presence").await.expect("subscribe");
+
+    let mut c = config("station", &broker);
+    c.will = Some(Will {
+        topic: "t/presence".into(),
+        payload: b"offline".to_vec(),
+        retain: true,
+    });
+    let (station, mut srx) = Session::start(c);
+    connected(&mut srx).await;
+    station
+        .publish("t/presence", "online", true)
+        .await
+        .expect("publish");
+    let m = next_message(&mut wrx).await;
+    assert_eq!(&m.payload[..], b"online");
+
+    station.abort();
+    let m = next_message(&mut wrx).await;
+    assert_eq!(&m.payload[..], b"offline");
+}
+
+#[tokio::test]
+async fn session_reconnects_after_a_broker_restart_and_resubscribes() {
+    let mut broker = Mosquitto::start().expect("broker");
+    let (s, mut rx) = Session::start(config("resub", &broker));
+    connected(&mut rx).await;
+    s.subscribe("t/x").await.expect("subscribe");
+    s.publish("t/x", "one", false).await.expect("publish");
+    assert_eq!(&next_message(&mut rx).await.payload[..], b"one");
+
+    broker.stop().expect("stop");
+    // Connection lost, then refused while the broker is down: backoff between attempts.
+    let mut disconnects = 0;
+    while disconnects < 2 {
+        match timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(SessionEvent::Disconnected { retry_in, .. })) => {
+                assert!(retry_in <= Duration::from_millis(400));
+                disconnects += 1;
+            }
+            Ok(Some(_)) => {}
+            other => panic!("expected a disconnect: {other:?}"),
+        }
+    }
+    assert!(!s.is_connected());
+    broker.start_again().expect("start");
+    connected(&mut rx).await;
+    // The retained message published by another client after the restart arrives through the
+    // automatic resubscription.
+    let (p, mut prx) = Session::start(config("pub", &broker));
+    connected(&mut prx).await;
+    p.publish("t/x", "two", true).await.expect("publish");
+    assert_eq!(&next_message(&mut rx).await.payload[..], b"two");
+    assert!(
+        s.stats()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 2
+    );
+}
+
+#[tokio::test]
+async fn a_message_larger_than_a_chunk_limit_is_carried_whole() {
+    let broker = Mosquitto::start().expect("broker");
+    let (s, mut rx) = Session::start(config("big", &broker));
+    connected(&mut rx).await;
+    s.subscribe("t/big").await.expect("subscribe");
+    let payload = vec![7u8; 1024 * 1024];
+    s.publish("t/big", payload.clone(), false)
+        .await
+        .expect("publish");
+    assert_eq!(next_message(&mut rx).await.payload.len(), payload.len());
+}
