@@ -1,0 +1,10 @@
+//! `fleetctl`: the host side of fleet updates.
+//!
+//! Everything a command does lives here so that integration tests of other crates can call it:
+//! [`keys`] (offer-signing key pair), [`publish`] (push and clear bundles, offers), [`status`]
+//! (station table from retained state), [`watch`] (live progress), [`embedded`] (an in-process
+//! rumqttd broker) and [`demo`]. The binary only parses arguments and prints.
+pub mod connection;
+pub mod embedded;
+pub mod keys;
+pub mod target;
