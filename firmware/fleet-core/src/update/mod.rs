@@ -1,1 +1,19 @@
-//! The station update engine (pure): `step(state, event, now)`.
+//! The station update engine (pure): [`step`]`(state, event, now)` returns the next state and
+//! the actions the shell carries out. Offer admission is [`decide_offer`]; wave membership is
+//! in [`wave`]. See [`engine`] for the shell's contract and the invariants.
+pub mod digest;
+pub mod engine;
+pub mod offer;
+pub mod report;
+pub mod wave;
+
+pub use digest::{BundleId, HexError, KeyId, Sha256Digest};
+pub use engine::{
+    Action, Event, EventName, Job, MAX_DETAIL_LEN, Phase, PhaseName, Policy, Rejected, State,
+    Transition, step,
+};
+pub use offer::{
+    AdmissionContext, Admitted, Downgrade, Offer, RejectReason, RolloutPercent, SignatureVerdict,
+    Station, Target, decide_offer,
+};
+pub use report::{BootOp, DownloadFailure, FallbackCause, Outcome, Report, Stage, VerifyFailure};

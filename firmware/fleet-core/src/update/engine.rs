@@ -1,0 +1,1150 @@
+//! The update state machine: [`step`] maps `(state, event, now)` to the next state and the
+//! actions the shell must carry out.
+//!
+//! # The shell's contract
+//! 1. Feed [`Event::Started`] once at every daemon start (after every boot and every crash),
+//!    with the boot flow's status. The engine resumes whatever it was doing: a download
+//!    resumes, a verification reruns, an interrupted install is verified again before it is
+//!    retried, a trial reboot is judged (trial booted, or fell back).
+//! 2. After every `Ok(transition)`, **persist `transition.next` durably (temp file, fsync,
+//!    rename, fsync directory) before carrying out any action**: the journal always holds the
+//!    intent of the irreversible step that follows.
+//! 3. Carry out `transition.actions` in order and feed each result back as the matching event
+//!    (`Download` → `DownloadProgress`/`DownloadComplete`/`DownloadFailed`, `VerifyBundle` →
+//!    `BundleVerified`/`BundleVerifyFailed`, `Install` → `InstallProgress`/`Installed`/
+//!    `InstallFailed`, `ArmTrial` → `TrialArmed`, `MarkGood` → `MarkedGood`, `MarkBad` →
+//!    `MarkedBad`, a failed boot-control call → `BootControlFailed`, `RunHealthChecks` →
+//!    `HealthPassed`/`HealthFailed`). Retry retryable port errors with backoff a bounded number
+//!    of times before feeding a failure. `Report` is published as a station event.
+//! 4. `Err(Rejected)` means the event does not fit the state (a stale or nonsense event): log
+//!    it and keep the old state. Nothing happened.
+//!
+//! # Invariants (property-tested in `tests/update_invariants.rs`)
+//! - `MarkGood(slot)` is only emitted when `slot` is the booted slot.
+//! - `Install` is only emitted for a bundle the shell reported verified in the `Verifying`
+//!   phase that immediately precedes it.
+//! - An offer is only accepted with a sequence above every sequence accepted before.
+//! - A rollback ends (phase back to `Idle`) only on the committed (last good) slot, which never
+//!   changes during an update and is never marked bad.
+//!
+//! # Attempt counting
+//! A trial gets `Policy::max_trial_attempts` attempts (default 3). An attempt is consumed when
+//! the station comes back on the committed slot instead of the trial slot, when the trial
+//! fails a health check, when committing fails, and when the daemon restarts during health
+//! checks (so a check that crashes the daemon cannot loop forever). While attempts remain, the
+//! trial is re-armed and the station reboots into it again; then the slot is marked bad. On the
+//! U-Boot flow the boot loader counts its own attempts per arming; set `max_trial_attempts` to
+//! 1 there if every arming should be one boot-loader round.
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{UpdateId, Version};
+use crate::ports::BootStatus;
+use crate::slot::{Slot, SlotHealth};
+use crate::time::Now;
+use crate::update::digest::{BundleId, KeyId, Sha256Digest};
+use crate::update::offer::{
+    AdmissionContext, Offer, RejectReason, SignatureVerdict, Station, decide_offer, truncate,
+};
+use crate::update::report::{
+    BootOp, DownloadFailure, FallbackCause, Outcome, Report, Stage, VerifyFailure,
+};
+
+/// Longest free-text detail kept in a report or outcome, in bytes.
+pub const MAX_DETAIL_LEN: usize = 256;
+
+/// Tunables of the engine, part of the persisted state so a restart keeps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Policy {
+    /// Trial attempts before the new slot is marked bad (1..; default 3).
+    pub max_trial_attempts: u8,
+    /// Install attempts after retryable installer errors (default 3).
+    pub max_install_attempts: u8,
+    /// Reboots tried to leave a slot marked bad before giving up (default 3).
+    pub max_rollback_reboots: u8,
+    /// Largest bundle this station downloads, in bytes (default 2 GiB).
+    pub max_bundle_bytes: u64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            max_trial_attempts: 3,
+            max_install_attempts: 3,
+            max_rollback_reboots: 3,
+            max_bundle_bytes: 2 * 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// The accepted update being worked on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Job {
+    pub update_id: UpdateId,
+    /// The sequence of the offer that is being acted on (the newest accepted).
+    pub sequence: u64,
+    pub bundle_id: BundleId,
+    pub bundle_size: u64,
+    pub version: Version,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_hash: Option<Sha256Digest>,
+    /// The key that signed the accepted offer.
+    pub key_id: KeyId,
+}
+
+impl Job {
+    fn from_offer(offer: &Offer, key_id: KeyId) -> Self {
+        Self {
+            update_id: offer.update_id.clone(),
+            sequence: offer.sequence,
+            bundle_id: offer.bundle_id,
+            bundle_size: offer.bundle_size,
+            version: offer.version.clone(),
+            manifest_hash: offer.manifest_hash,
+            key_id,
+        }
+    }
+}
+
+/// Where the station is in an update. Persisted in the journal as `{"phase": "...", ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "phase",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case"
+)]
+pub enum Phase {
+    /// No update in progress.
+    Idle,
+    /// Receiving the bundle; `held_bytes` are already on disk and verified chunk by chunk.
+    Downloading { job: Job, held_bytes: u64 },
+    /// Hashing the assembled file. `install_attempts` counts installs already tried.
+    Verifying { job: Job, install_attempts: u8 },
+    /// Writing the inactive slot (`attempt` counts from 1).
+    Installing { job: Job, slot: Slot, attempt: u8 },
+    /// Asking the boot flow to try `slot` on the next boot (trial `attempt`, from 1).
+    ArmingTrial { job: Job, slot: Slot, attempt: u8 },
+    /// Armed; rebooting into `slot`.
+    Rebooting { job: Job, slot: Slot, attempt: u8 },
+    /// Booted on the trial slot; health checks run.
+    HealthChecking { job: Job, slot: Slot, attempt: u8 },
+    /// Healthy; committing `slot`.
+    Committing { job: Job, slot: Slot, attempt: u8 },
+    /// Abandoning `bad_slot`: mark it bad (`marked`), then reboot off it if it runs.
+    RollingBack {
+        job: Job,
+        bad_slot: Slot,
+        cause: FallbackCause,
+        marked: bool,
+        reboots: u8,
+    },
+}
+
+/// The name of a [`Phase`], as reported in the station state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PhaseName {
+    Idle,
+    Downloading,
+    Verifying,
+    Installing,
+    ArmingTrial,
+    Rebooting,
+    HealthChecking,
+    Committing,
+    RollingBack,
+}
+
+impl Phase {
+    #[must_use]
+    pub fn name(&self) -> PhaseName {
+        match self {
+            Phase::Idle => PhaseName::Idle,
+            Phase::Downloading { .. } => PhaseName::Downloading,
+            Phase::Verifying { .. } => PhaseName::Verifying,
+            Phase::Installing { .. } => PhaseName::Installing,
+            Phase::ArmingTrial { .. } => PhaseName::ArmingTrial,
+            Phase::Rebooting { .. } => PhaseName::Rebooting,
+            Phase::HealthChecking { .. } => PhaseName::HealthChecking,
+            Phase::Committing { .. } => PhaseName::Committing,
+            Phase::RollingBack { .. } => PhaseName::RollingBack,
+        }
+    }
+
+    /// The update being worked on, if any.
+    #[must_use]
+    pub fn job(&self) -> Option<&Job> {
+        match self {
+            Phase::Idle => None,
+            Phase::Downloading { job, .. }
+            | Phase::Verifying { job, .. }
+            | Phase::Installing { job, .. }
+            | Phase::ArmingTrial { job, .. }
+            | Phase::Rebooting { job, .. }
+            | Phase::HealthChecking { job, .. }
+            | Phase::Committing { job, .. }
+            | Phase::RollingBack { job, .. } => Some(job),
+        }
+    }
+}
+
+/// The engine's whole state: what the shell persists in its journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct State {
+    /// Identity used for admission. The shell refreshes it from configuration at start.
+    pub station: Station,
+    pub policy: Policy,
+    /// The slot running now (from the last `Started`).
+    pub booted: Slot,
+    /// The last good (committed) slot: where every fallback ends.
+    pub committed: Slot,
+    /// The version running in the committed slot; offers must be above it.
+    pub committed_version: Version,
+    /// The highest offer sequence ever accepted (replay protection).
+    pub last_sequence: Option<u64>,
+    pub phase: Phase,
+    /// How the last update ended.
+    pub last_outcome: Option<Outcome>,
+}
+
+impl State {
+    /// The state of a station with no journal: it runs `booted`, taken as committed, with
+    /// `version`.
+    #[must_use]
+    pub fn new(station: Station, policy: Policy, booted: Slot, version: Version) -> Self {
+        Self {
+            station,
+            policy,
+            booted,
+            committed: booted,
+            committed_version: version,
+            last_sequence: None,
+            phase: Phase::Idle,
+            last_outcome: None,
+        }
+    }
+
+    fn admission(&self) -> AdmissionContext<'_> {
+        AdmissionContext {
+            station: &self.station,
+            installed: &self.committed_version,
+            last_sequence: self.last_sequence,
+            max_bundle_bytes: self.policy.max_bundle_bytes,
+        }
+    }
+}
+
+/// Something that happened, fed to [`step`] by the shell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The daemon started; `BootStatus` says which slot runs.
+    Started(BootStatus),
+    /// An offer whose envelope opened, with fleet-proto's signature verdict.
+    OfferReceived {
+        offer: Offer,
+        verdict: SignatureVerdict,
+    },
+    /// A message on an offer topic that fleet-proto refused before an offer could be read
+    /// (bad signature, unknown key, malformed, oversize). Only reported.
+    OfferUnusable { reason: RejectReason },
+    /// `held_bytes` of the bundle are on disk, each chunk checked against the manifest.
+    DownloadProgress {
+        bundle_id: BundleId,
+        held_bytes: u64,
+    },
+    /// Every chunk is on disk.
+    DownloadComplete { bundle_id: BundleId },
+    /// The download cannot finish (not for transient transport trouble).
+    DownloadFailed {
+        bundle_id: BundleId,
+        failure: DownloadFailure,
+    },
+    /// The whole file's SHA-256 equals the bundle id and its size the offered size.
+    BundleVerified { bundle_id: BundleId },
+    /// The whole file failed verification.
+    BundleVerifyFailed {
+        bundle_id: BundleId,
+        failure: VerifyFailure,
+    },
+    /// The installer's progress.
+    InstallProgress { percent: u8 },
+    /// The installer wrote `slot` with `version` and armed it.
+    Installed { slot: Slot, version: Version },
+    /// The installer failed; `retryable` from `PortError::is_retryable`.
+    InstallFailed { retryable: bool, detail: String },
+    /// `BootControl::arm_trial(slot)` succeeded.
+    TrialArmed { slot: Slot },
+    /// `BootControl::mark_good(slot)` succeeded.
+    MarkedGood { slot: Slot },
+    /// `BootControl::mark_bad(slot)` succeeded.
+    MarkedBad { slot: Slot },
+    /// A boot-control call (or the reboot request) failed after the shell's retries.
+    BootControlFailed {
+        op: BootOp,
+        slot: Slot,
+        detail: String,
+    },
+    /// Every health check passed on the booted slot.
+    HealthPassed,
+    /// A health check failed; `check` names it.
+    HealthFailed { check: String },
+}
+
+/// The short name of an [`Event`], used in [`Rejected`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventName {
+    Started,
+    OfferReceived,
+    OfferUnusable,
+    DownloadProgress,
+    DownloadComplete,
+    DownloadFailed,
+    BundleVerified,
+    BundleVerifyFailed,
+    InstallProgress,
+    Installed,
+    InstallFailed,
+    TrialArmed,
+    MarkedGood,
+    MarkedBad,
+    BootControlFailed,
+    HealthPassed,
+    HealthFailed,
+}
+
+impl Event {
+    #[must_use]
+    pub fn name(&self) -> EventName {
+        match self {
+            Event::Started(_) => EventName::Started,
+            Event::OfferReceived { .. } => EventName::OfferReceived,
+            Event::OfferUnusable { .. } => EventName::OfferUnusable,
+            Event::DownloadProgress { .. } => EventName::DownloadProgress,
+            Event::DownloadComplete { .. } => EventName::DownloadComplete,
+            Event::DownloadFailed { .. } => EventName::DownloadFailed,
+            Event::BundleVerified { .. } => EventName::BundleVerified,
+            Event::BundleVerifyFailed { .. } => EventName::BundleVerifyFailed,
+            Event::InstallProgress { .. } => EventName::InstallProgress,
+            Event::Installed { .. } => EventName::Installed,
+            Event::InstallFailed { .. } => EventName::InstallFailed,
+            Event::TrialArmed { .. } => EventName::TrialArmed,
+            Event::MarkedGood { .. } => EventName::MarkedGood,
+            Event::MarkedBad { .. } => EventName::MarkedBad,
+            Event::BootControlFailed { .. } => EventName::BootControlFailed,
+            Event::HealthPassed => EventName::HealthPassed,
+            Event::HealthFailed { .. } => EventName::HealthFailed,
+        }
+    }
+}
+
+/// Something the shell must do. Carry out in order, after persisting the next state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Fetch the bundle's signed manifest and chunks into the download area, keeping chunks
+    /// already held (`resume`), checking each chunk against the manifest and the manifest
+    /// against this offer (`size`, version and compatible).
+    Download {
+        bundle_id: BundleId,
+        size: u64,
+        version: Version,
+        resume: bool,
+    },
+    /// Delete the partial or complete download of `bundle_id`.
+    DiscardDownload { bundle_id: BundleId },
+    /// Hash the whole file; it must be `size` bytes with SHA-256 `bundle_id`.
+    VerifyBundle { bundle_id: BundleId, size: u64 },
+    /// Install the verified bundle into `slot` (the inactive one).
+    Install {
+        bundle_id: BundleId,
+        update_id: UpdateId,
+        slot: Slot,
+        version: Version,
+        manifest_hash: Option<Sha256Digest>,
+    },
+    /// `BootControl::arm_trial(slot)`.
+    ArmTrial { slot: Slot },
+    /// Reboot; the engine expects to come back on `into` (it judges what actually booted).
+    Reboot { into: Slot },
+    /// Run the health checks on the booted slot `slot`.
+    RunHealthChecks { slot: Slot },
+    /// `BootControl::mark_good(slot)`; `slot` is always the booted slot.
+    MarkGood { slot: Slot },
+    /// `BootControl::mark_bad(slot)`; never the committed slot.
+    MarkBad { slot: Slot },
+    /// Publish as a station event.
+    Report(Report),
+}
+
+/// The result of a step: the state to persist and the actions to carry out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub next: State,
+    pub actions: Vec<Action>,
+}
+
+/// An event that does not fit the state: nothing happens.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unable to apply event {event:?} in phase {phase:?}: {why}")]
+pub struct Rejected {
+    pub phase: PhaseName,
+    pub event: EventName,
+    pub why: &'static str,
+}
+
+fn reject(state: &State, event: &Event, why: &'static str) -> Rejected {
+    Rejected {
+        phase: state.phase.name(),
+        event: event.name(),
+        why,
+    }
+}
+
+fn detail(s: &str) -> String {
+    truncate(s, MAX_DETAIL_LEN)
+}
+
+fn percent(held: u64, total: u64) -> u64 {
+    if total == 0 {
+        100
+    } else {
+        u64::try_from(u128::from(held) * 100 / u128::from(total)).unwrap_or(100)
+    }
+}
+
+/// Advances the engine by one event. See the module documentation for the shell's contract.
+pub fn step(state: &State, event: Event, now: Now) -> Result<Transition, Rejected> {
+    let mut next = state.clone();
+    let mut actions = Vec::new();
+    match (&state.phase, &event) {
+        (_, Event::Started(status)) => on_started(&mut next, status, &mut actions),
+        (_, Event::OfferReceived { offer, verdict }) => {
+            on_offer(&mut next, offer, *verdict, now, &mut actions);
+        }
+        (_, Event::OfferUnusable { reason }) => {
+            actions.push(Action::Report(Report::OfferRejected {
+                update_id: None,
+                sequence: None,
+                reason: reason.clone(),
+            }));
+        }
+        (
+            Phase::Downloading { job, held_bytes },
+            Event::DownloadProgress {
+                bundle_id,
+                held_bytes: new_held,
+            },
+        ) => {
+            if *bundle_id != job.bundle_id {
+                return Err(reject(state, &event, "progress for another bundle"));
+            }
+            if *new_held > job.bundle_size {
+                return Err(reject(state, &event, "more bytes held than the bundle has"));
+            }
+            if percent(*new_held, job.bundle_size) != percent(*held_bytes, job.bundle_size) {
+                actions.push(Action::Report(Report::DownloadProgress {
+                    held_bytes: *new_held,
+                    total_bytes: job.bundle_size,
+                }));
+            }
+            next.phase = Phase::Downloading {
+                job: job.clone(),
+                held_bytes: *new_held,
+            };
+        }
+        (Phase::Downloading { job, .. }, Event::DownloadComplete { bundle_id }) => {
+            if *bundle_id != job.bundle_id {
+                return Err(reject(state, &event, "completion of another bundle"));
+            }
+            actions.push(Action::Report(Report::Downloaded {
+                bundle_id: *bundle_id,
+            }));
+            actions.push(Action::VerifyBundle {
+                bundle_id: *bundle_id,
+                size: job.bundle_size,
+            });
+            next.phase = Phase::Verifying {
+                job: job.clone(),
+                install_attempts: 0,
+            };
+        }
+        (Phase::Downloading { job, .. }, Event::DownloadFailed { bundle_id, failure }) => {
+            if *bundle_id != job.bundle_id {
+                return Err(reject(state, &event, "failure of another bundle"));
+            }
+            actions.push(Action::Report(Report::DownloadFailed {
+                failure: failure.clone(),
+            }));
+            fail(
+                &mut next,
+                job,
+                Stage::Download,
+                failure_detail(failure),
+                &mut actions,
+            );
+        }
+        (
+            Phase::Verifying {
+                job,
+                install_attempts,
+            },
+            Event::BundleVerified { bundle_id },
+        ) => {
+            if *bundle_id != job.bundle_id {
+                return Err(reject(state, &event, "verdict on another bundle"));
+            }
+            let slot = state.committed.other();
+            let attempt = install_attempts.saturating_add(1);
+            actions.push(Action::Report(Report::Verified {
+                bundle_id: *bundle_id,
+            }));
+            actions.push(Action::Report(Report::InstallStarted { slot, attempt }));
+            actions.push(Action::Install {
+                bundle_id: job.bundle_id,
+                update_id: job.update_id.clone(),
+                slot,
+                version: job.version.clone(),
+                manifest_hash: job.manifest_hash,
+            });
+            next.phase = Phase::Installing {
+                job: job.clone(),
+                slot,
+                attempt,
+            };
+        }
+        (Phase::Verifying { job, .. }, Event::BundleVerifyFailed { bundle_id, failure }) => {
+            if *bundle_id != job.bundle_id {
+                return Err(reject(state, &event, "verdict on another bundle"));
+            }
+            actions.push(Action::Report(Report::VerifyFailed {
+                failure: failure.clone(),
+            }));
+            let d = match failure {
+                VerifyFailure::HashMismatch { actual } => format!("sha256 was {actual}"),
+                VerifyFailure::SizeMismatch { expected, actual } => {
+                    format!("size was {actual}, expected {expected}")
+                }
+                VerifyFailure::Io { detail } => detail.clone(),
+            };
+            fail(&mut next, job, Stage::Verify, d, &mut actions);
+        }
+        (Phase::Installing { .. }, Event::InstallProgress { percent }) => {
+            actions.push(Action::Report(Report::InstallProgress {
+                percent: (*percent).min(100),
+            }));
+        }
+        (
+            Phase::Installing { job, slot, .. },
+            Event::Installed {
+                slot: written,
+                version,
+            },
+        ) => {
+            actions.push(Action::Report(Report::Installed {
+                slot: *written,
+                version: version.clone(),
+            }));
+            if *written == state.committed || *written == state.booted {
+                // Never arm, and never mark bad, the slot we run on: fail without touching
+                // the boot flow. The installer contract was broken; a person must look.
+                fail(
+                    &mut next,
+                    job,
+                    Stage::Install,
+                    format!("installer reported writing the running slot {written}"),
+                    &mut actions,
+                );
+            } else if written != slot || *version != job.version {
+                let cause = FallbackCause::InstallMismatch {
+                    detail: detail(&format!(
+                        "installed {version} into {written}, offered {} for {slot}",
+                        job.version
+                    )),
+                };
+                actions.push(Action::MarkBad { slot: *written });
+                next.phase = Phase::RollingBack {
+                    job: job.clone(),
+                    bad_slot: *written,
+                    cause,
+                    marked: false,
+                    reboots: 0,
+                };
+            } else {
+                arm(&mut next, job, *slot, 1, &mut actions);
+            }
+        }
+        (
+            Phase::Installing { job, attempt, .. },
+            Event::InstallFailed {
+                retryable,
+                detail: d,
+            },
+        ) => {
+            let will_retry = *retryable && *attempt < state.policy.max_install_attempts;
+            actions.push(Action::Report(Report::InstallFailed {
+                detail: detail(d),
+                will_retry,
+            }));
+            if will_retry {
+                // The bytes are hashed again before the next install.
+                actions.push(Action::VerifyBundle {
+                    bundle_id: job.bundle_id,
+                    size: job.bundle_size,
+                });
+                next.phase = Phase::Verifying {
+                    job: job.clone(),
+                    install_attempts: *attempt,
+                };
+            } else {
+                fail(&mut next, job, Stage::Install, detail(d), &mut actions);
+            }
+        }
+        (Phase::ArmingTrial { job, slot, attempt }, Event::TrialArmed { slot: armed }) => {
+            if armed != slot {
+                return Err(reject(state, &event, "armed another slot"));
+            }
+            actions.push(Action::Report(Report::TrialArmed {
+                slot: *slot,
+                attempt: *attempt,
+            }));
+            actions.push(Action::Report(Report::Rebooting { into: *slot }));
+            actions.push(Action::Reboot { into: *slot });
+            next.phase = Phase::Rebooting {
+                job: job.clone(),
+                slot: *slot,
+                attempt: *attempt,
+            };
+        }
+        (
+            Phase::ArmingTrial { job, slot, .. },
+            Event::BootControlFailed {
+                op: BootOp::ArmTrial,
+                slot: failed,
+                detail: d,
+            },
+        ) => {
+            if failed != slot {
+                return Err(reject(state, &event, "failure for another slot"));
+            }
+            let cause = FallbackCause::BootControl {
+                op: BootOp::ArmTrial,
+                detail: detail(d),
+            };
+            start_rollback(&mut next, job, *slot, cause, &mut actions);
+        }
+        (
+            Phase::Rebooting { job, slot, attempt },
+            Event::BootControlFailed {
+                op: BootOp::Reboot, ..
+            },
+        ) => {
+            // The reboot request failed: the trial never ran. Count it as an attempt.
+            actions.push(Action::Report(Report::BootControlFailed {
+                op: BootOp::Reboot,
+                slot: *slot,
+                detail: match &event {
+                    Event::BootControlFailed { detail: d, .. } => detail(d),
+                    _ => String::new(),
+                },
+            }));
+            trial_failed_to_boot(&mut next, job, *slot, *attempt, &mut actions);
+        }
+        (Phase::HealthChecking { job, slot, attempt }, Event::HealthPassed) => {
+            if state.booted != *slot {
+                return Err(reject(
+                    state,
+                    &event,
+                    "health verdict for a slot not booted",
+                ));
+            }
+            actions.push(Action::Report(Report::HealthPassed { slot: *slot }));
+            actions.push(Action::MarkGood { slot: *slot });
+            next.phase = Phase::Committing {
+                job: job.clone(),
+                slot: *slot,
+                attempt: *attempt,
+            };
+        }
+        (Phase::HealthChecking { job, slot, attempt }, Event::HealthFailed { check }) => {
+            unhealthy(
+                &mut next,
+                job,
+                *slot,
+                *attempt,
+                &detail(check),
+                &mut actions,
+            );
+        }
+        (Phase::Committing { job, slot, .. }, Event::MarkedGood { slot: marked }) => {
+            if marked != slot || state.booted != *slot {
+                return Err(reject(state, &event, "committed a slot not on trial"));
+            }
+            actions.push(Action::Report(Report::Committed {
+                slot: *slot,
+                version: job.version.clone(),
+            }));
+            actions.push(Action::DiscardDownload {
+                bundle_id: job.bundle_id,
+            });
+            next.committed = *slot;
+            next.committed_version = job.version.clone();
+            next.last_outcome = Some(Outcome::Committed {
+                update_id: job.update_id.clone(),
+                slot: *slot,
+                version: job.version.clone(),
+            });
+            next.phase = Phase::Idle;
+        }
+        (
+            Phase::Committing { job, slot, attempt },
+            Event::BootControlFailed {
+                op: BootOp::MarkGood,
+                detail: d,
+                ..
+            },
+        ) => {
+            actions.push(Action::Report(Report::BootControlFailed {
+                op: BootOp::MarkGood,
+                slot: *slot,
+                detail: detail(d),
+            }));
+            unhealthy(&mut next, job, *slot, *attempt, "commit", &mut actions);
+        }
+        (
+            Phase::RollingBack {
+                job,
+                bad_slot,
+                cause,
+                reboots,
+                ..
+            },
+            Event::MarkedBad { slot },
+        ) => {
+            if slot != bad_slot {
+                return Err(reject(state, &event, "marked another slot bad"));
+            }
+            actions.push(Action::Report(Report::MarkedBad { slot: *slot }));
+            next.phase = Phase::RollingBack {
+                job: job.clone(),
+                bad_slot: *bad_slot,
+                cause: cause.clone(),
+                marked: true,
+                reboots: *reboots,
+            };
+            leave_bad_slot(&mut next, &mut actions);
+        }
+        (
+            Phase::RollingBack {
+                job,
+                bad_slot,
+                cause,
+                marked,
+                reboots,
+            },
+            Event::BootControlFailed { op, detail: d, .. },
+        ) if matches!(op, BootOp::MarkBad | BootOp::Reboot) => {
+            actions.push(Action::Report(Report::BootControlFailed {
+                op: *op,
+                slot: *bad_slot,
+                detail: detail(d),
+            }));
+            if state.booted == *bad_slot && *op == BootOp::MarkBad {
+                // Reboot anyway: the Pi's tryboot flag is one-shot and U-Boot counts down,
+                // so a reboot is the best remaining way off the bad slot.
+                next.phase = Phase::RollingBack {
+                    job: job.clone(),
+                    bad_slot: *bad_slot,
+                    cause: cause.clone(),
+                    marked: *marked,
+                    reboots: *reboots,
+                };
+                reboot_off_bad_slot(&mut next, &mut actions);
+            }
+            // Otherwise the station already runs its good slot: the mark is retried at the
+            // next start.
+        }
+        _ => return Err(reject(state, &event, "event does not apply in this phase")),
+    }
+    Ok(Transition { next, actions })
+}
+
+fn failure_detail(f: &DownloadFailure) -> String {
+    let s = match f {
+        DownloadFailure::NoSpace { needed, available } => {
+            format!("no space: need {needed} bytes, {available} available")
+        }
+        DownloadFailure::BadManifest { reason } => format!("bad manifest: {reason:?}"),
+        DownloadFailure::ManifestMismatch { detail } => format!("manifest mismatch: {detail}"),
+        DownloadFailure::CorruptChunk { index } => format!("chunk {index} corrupt"),
+        DownloadFailure::Io { detail } => detail.clone(),
+    };
+    detail(&s)
+}
+
+/// Ends the update before any slot changed.
+fn fail(next: &mut State, job: &Job, stage: Stage, d: String, actions: &mut Vec<Action>) {
+    actions.push(Action::DiscardDownload {
+        bundle_id: job.bundle_id,
+    });
+    next.last_outcome = Some(Outcome::Failed {
+        update_id: job.update_id.clone(),
+        stage,
+        detail: detail(&d),
+    });
+    next.phase = Phase::Idle;
+}
+
+fn arm(next: &mut State, job: &Job, slot: Slot, attempt: u8, actions: &mut Vec<Action>) {
+    actions.push(Action::ArmTrial { slot });
+    next.phase = Phase::ArmingTrial {
+        job: job.clone(),
+        slot,
+        attempt,
+    };
+}
+
+fn start_rollback(
+    next: &mut State,
+    job: &Job,
+    bad_slot: Slot,
+    cause: FallbackCause,
+    actions: &mut Vec<Action>,
+) {
+    debug_assert_ne!(
+        bad_slot, next.committed,
+        "the committed slot is never marked bad"
+    );
+    actions.push(Action::MarkBad { slot: bad_slot });
+    next.phase = Phase::RollingBack {
+        job: job.clone(),
+        bad_slot,
+        cause,
+        marked: false,
+        reboots: 0,
+    };
+}
+
+/// The station did not come up on the trial slot (attempt `attempt`).
+fn trial_failed_to_boot(
+    next: &mut State,
+    job: &Job,
+    slot: Slot,
+    attempt: u8,
+    actions: &mut Vec<Action>,
+) {
+    let will_retry = attempt < next.policy.max_trial_attempts;
+    actions.push(Action::Report(Report::TrialFellBack {
+        from: slot,
+        to: next.booted,
+        attempt,
+        will_retry,
+    }));
+    if will_retry {
+        arm(next, job, slot, attempt + 1, actions);
+    } else {
+        let cause = FallbackCause::TrialDidNotBoot { attempts: attempt };
+        start_rollback(next, job, slot, cause, actions);
+    }
+}
+
+/// The trial slot ran but was not healthy (attempt `attempt`).
+fn unhealthy(
+    next: &mut State,
+    job: &Job,
+    slot: Slot,
+    attempt: u8,
+    check: &str,
+    actions: &mut Vec<Action>,
+) {
+    let will_retry = attempt < next.policy.max_trial_attempts;
+    actions.push(Action::Report(Report::HealthFailed {
+        slot,
+        check: check.to_owned(),
+        attempt,
+        will_retry,
+    }));
+    if will_retry {
+        arm(next, job, slot, attempt + 1, actions);
+    } else {
+        let cause = FallbackCause::HealthCheckFailed {
+            check: check.to_owned(),
+            attempts: attempt,
+        };
+        start_rollback(next, job, slot, cause, actions);
+    }
+}
+
+/// In `RollingBack` with the mark done: finish if the good slot runs, else reboot off.
+fn leave_bad_slot(next: &mut State, actions: &mut Vec<Action>) {
+    let Phase::RollingBack {
+        job,
+        bad_slot,
+        cause,
+        ..
+    } = next.phase.clone()
+    else {
+        return;
+    };
+    if next.booted == bad_slot {
+        reboot_off_bad_slot(next, actions);
+    } else {
+        actions.push(Action::Report(Report::RolledBack {
+            from: bad_slot,
+            to: next.committed,
+            cause: cause.clone(),
+        }));
+        actions.push(Action::DiscardDownload {
+            bundle_id: job.bundle_id,
+        });
+        next.last_outcome = Some(Outcome::RolledBack {
+            update_id: job.update_id,
+            bad_slot,
+            cause,
+        });
+        next.phase = Phase::Idle;
+    }
+}
+
+/// Booted on the bad slot: reboot towards the committed slot while reboots remain.
+fn reboot_off_bad_slot(next: &mut State, actions: &mut Vec<Action>) {
+    let Phase::RollingBack {
+        bad_slot, reboots, ..
+    } = &mut next.phase
+    else {
+        return;
+    };
+    if *reboots < next.policy.max_rollback_reboots {
+        *reboots += 1;
+        actions.push(Action::Report(Report::Rebooting {
+            into: next.committed,
+        }));
+        actions.push(Action::Reboot {
+            into: next.committed,
+        });
+    } else {
+        actions.push(Action::Report(Report::RollbackStuck { slot: *bad_slot }));
+    }
+}
+
+fn on_started(next: &mut State, status: &BootStatus, actions: &mut Vec<Action>) {
+    next.booted = status.booted;
+    match next.phase.clone() {
+        Phase::Idle => {
+            // A station found running a good slot other than the committed one (the journal
+            // was lost or an operator switched slots) adopts it.
+            let running = status.slot(status.booted);
+            if status.booted != next.committed && running.health == SlotHealth::Good {
+                next.committed = status.booted;
+                if let Some(v) = &running.version {
+                    next.committed_version = v.clone();
+                }
+            }
+        }
+        Phase::Downloading { job, held_bytes } => {
+            actions.push(Action::Report(Report::DownloadStarted {
+                bundle_id: job.bundle_id,
+                size: job.bundle_size,
+                resumed: true,
+                held_bytes,
+            }));
+            actions.push(Action::Download {
+                bundle_id: job.bundle_id,
+                size: job.bundle_size,
+                version: job.version.clone(),
+                resume: true,
+            });
+        }
+        Phase::Verifying { job, .. } => {
+            actions.push(Action::VerifyBundle {
+                bundle_id: job.bundle_id,
+                size: job.bundle_size,
+            });
+        }
+        Phase::Installing { job, attempt, .. } => {
+            // The install was interrupted: hash the bytes again before retrying, and count
+            // the interrupted install so a crashing installer cannot loop forever.
+            if attempt < next.policy.max_install_attempts {
+                actions.push(Action::Report(Report::InstallFailed {
+                    detail: "interrupted by a restart".into(),
+                    will_retry: true,
+                }));
+                actions.push(Action::VerifyBundle {
+                    bundle_id: job.bundle_id,
+                    size: job.bundle_size,
+                });
+                next.phase = Phase::Verifying {
+                    job,
+                    install_attempts: attempt,
+                };
+            } else {
+                actions.push(Action::Report(Report::InstallFailed {
+                    detail: "interrupted by a restart".into(),
+                    will_retry: false,
+                }));
+                // The installer contract leaves the slot not primary on failure, but an
+                // interrupted install may have armed it: make sure it is not booted.
+                let slot = next.committed.other();
+                let cause = FallbackCause::InstallMismatch {
+                    detail: "install interrupted on its last attempt".into(),
+                };
+                start_rollback(next, &job, slot, cause, actions);
+            }
+        }
+        Phase::ArmingTrial { slot, .. } => {
+            actions.push(Action::ArmTrial { slot });
+        }
+        Phase::Rebooting { job, slot, attempt } => {
+            if status.booted == slot {
+                actions.push(Action::Report(Report::TrialBooted { slot, attempt }));
+                actions.push(Action::RunHealthChecks { slot });
+                next.phase = Phase::HealthChecking { job, slot, attempt };
+            } else {
+                trial_failed_to_boot(next, &job, slot, attempt, actions);
+            }
+        }
+        Phase::HealthChecking { job, slot, attempt } => {
+            if status.booted == slot {
+                // Restarted during the checks: that consumes an attempt.
+                unhealthy(
+                    next,
+                    &job,
+                    slot,
+                    attempt,
+                    "restarted during checks",
+                    actions,
+                );
+            } else {
+                trial_failed_to_boot(next, &job, slot, attempt, actions);
+            }
+        }
+        Phase::Committing { job, slot, attempt } => {
+            if status.booted == slot {
+                actions.push(Action::MarkGood { slot });
+            } else {
+                trial_failed_to_boot(next, &job, slot, attempt, actions);
+            }
+        }
+        Phase::RollingBack {
+            bad_slot, marked, ..
+        } => {
+            if marked {
+                leave_bad_slot(next, actions);
+            } else {
+                actions.push(Action::MarkBad { slot: bad_slot });
+            }
+        }
+    }
+}
+
+fn on_offer(
+    next: &mut State,
+    offer: &Offer,
+    verdict: SignatureVerdict,
+    now: Now,
+    actions: &mut Vec<Action>,
+) {
+    let rejected = |reason: RejectReason| {
+        Action::Report(Report::OfferRejected {
+            update_id: Some(offer.update_id.clone()),
+            sequence: Some(offer.sequence),
+            reason,
+        })
+    };
+    let admitted = match decide_offer(&next.admission(), offer, verdict, now) {
+        Ok(a) => a,
+        Err(reason) => {
+            actions.push(rejected(reason));
+            return;
+        }
+    };
+    if next.booted != next.committed {
+        actions.push(rejected(RejectReason::Busy {
+            phase: next.phase.name(),
+        }));
+        return;
+    }
+    let current = match &next.phase {
+        Phase::Idle => None,
+        Phase::Downloading { job, .. } | Phase::Verifying { job, .. } => Some(job.clone()),
+        other => {
+            actions.push(rejected(RejectReason::Busy {
+                phase: other.name(),
+            }));
+            return;
+        }
+    };
+    next.last_sequence = Some(offer.sequence);
+    if let Some(cur) = &current
+        && cur.update_id == offer.update_id
+        && cur.bundle_id == offer.bundle_id
+        && cur.version == offer.version
+        && cur.bundle_size == offer.bundle_size
+    {
+        // Same update re-signed (a wider wave, a later expiry): carry on.
+        actions.push(Action::Report(Report::OfferRenewed {
+            update_id: offer.update_id.clone(),
+            sequence: offer.sequence,
+        }));
+        let renewed = |job: &Job| Job {
+            sequence: offer.sequence,
+            key_id: admitted.key_id,
+            manifest_hash: offer.manifest_hash,
+            ..job.clone()
+        };
+        next.phase = match &next.phase {
+            Phase::Downloading { job, held_bytes } => Phase::Downloading {
+                job: renewed(job),
+                held_bytes: *held_bytes,
+            },
+            Phase::Verifying {
+                job,
+                install_attempts,
+            } => Phase::Verifying {
+                job: renewed(job),
+                install_attempts: *install_attempts,
+            },
+            other => other.clone(),
+        };
+        return;
+    }
+    if let Some(cur) = current {
+        actions.push(Action::Report(Report::Superseded {
+            update_id: cur.update_id.clone(),
+            by: offer.update_id.clone(),
+        }));
+        if cur.bundle_id != offer.bundle_id {
+            actions.push(Action::DiscardDownload {
+                bundle_id: cur.bundle_id,
+            });
+        }
+        next.last_outcome = Some(Outcome::Superseded {
+            update_id: cur.update_id,
+            by: offer.update_id.clone(),
+        });
+    }
+    let job = Job::from_offer(offer, admitted.key_id);
+    actions.push(Action::Report(Report::OfferAccepted {
+        update_id: job.update_id.clone(),
+        sequence: job.sequence,
+        version: job.version.clone(),
+        key_id: job.key_id,
+        expiry_checked: admitted.expiry_checked,
+    }));
+    actions.push(Action::Report(Report::DownloadStarted {
+        bundle_id: job.bundle_id,
+        size: job.bundle_size,
+        resumed: false,
+        held_bytes: 0,
+    }));
+    actions.push(Action::Download {
+        bundle_id: job.bundle_id,
+        size: job.bundle_size,
+        version: job.version.clone(),
+        resume: false,
+    });
+    next.phase = Phase::Downloading { job, held_bytes: 0 };
+}

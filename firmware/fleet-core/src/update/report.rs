@@ -1,0 +1,255 @@
+//! What the engine reports: every step becomes a [`Report`] in an [`Action::Report`]
+//! (`crate::update::engine::Action`), which the shell publishes as a station event
+//! (`fleet-proto`'s `StationEvent`), and an [`Outcome`] kept in the state for the last update.
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{UpdateId, Version};
+use crate::slot::Slot;
+use crate::update::digest::{BundleId, KeyId, Sha256Digest};
+use crate::update::offer::RejectReason;
+
+/// Why a download was abandoned. Transient transport trouble (a broker restart, a lost
+/// connection) is not a failure: the shell resumes by itself and never reports it here.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "code",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case"
+)]
+#[non_exhaustive]
+pub enum DownloadFailure {
+    /// `/data` cannot hold the bundle within the space the station may use.
+    NoSpace { needed: u64, available: u64 },
+    /// The signed manifest is unusable (bad signature, limits exceeded, inconsistent).
+    BadManifest { reason: RejectReason },
+    /// The manifest disagrees with the offer (size, version, compatible).
+    ManifestMismatch { detail: String },
+    /// A chunk kept failing its hash after the shell's bounded retries.
+    CorruptChunk { index: u32 },
+    /// A local I/O error the shell could not recover from.
+    Io { detail: String },
+}
+
+/// Why the assembled bundle failed verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "code",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case"
+)]
+#[non_exhaustive]
+pub enum VerifyFailure {
+    /// The file's SHA-256 is not the bundle id.
+    HashMismatch { actual: Sha256Digest },
+    /// The file's size is not the offered size.
+    SizeMismatch { expected: u64, actual: u64 },
+    /// The file could not be read.
+    Io { detail: String },
+}
+
+/// A boot-control operation, named in failure reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootOp {
+    ArmTrial,
+    MarkGood,
+    MarkBad,
+    Reboot,
+}
+
+/// Why a trial was abandoned and the station went (or goes) back to its committed slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "code",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case"
+)]
+#[non_exhaustive]
+pub enum FallbackCause {
+    /// The station came back on the committed slot instead of the trial slot (the trial hung,
+    /// crashed, reset or never booted) and no attempts were left.
+    TrialDidNotBoot { attempts: u8 },
+    /// The trial slot booted but failed a health check on its last attempt.
+    HealthCheckFailed { check: String, attempts: u8 },
+    /// The installer wrote something other than what was offered.
+    InstallMismatch { detail: String },
+    /// The boot flow refused an operation the update needed.
+    BootControl { op: BootOp, detail: String },
+}
+
+/// How the last update ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "result",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case"
+)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The new slot runs and is committed.
+    Committed {
+        update_id: UpdateId,
+        slot: Slot,
+        version: Version,
+    },
+    /// The new slot was marked bad; the station runs its previous slot.
+    RolledBack {
+        update_id: UpdateId,
+        bad_slot: Slot,
+        cause: FallbackCause,
+    },
+    /// The update stopped before any slot changed (download, verification or install failed).
+    Failed {
+        update_id: UpdateId,
+        stage: Stage,
+        detail: String,
+    },
+    /// A newer offer replaced this one before it was installed.
+    Superseded { update_id: UpdateId, by: UpdateId },
+}
+
+/// Where an update failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    Download,
+    Verify,
+    Install,
+    Rollback,
+}
+
+/// One reported step. Serialized with `"kind"` naming the variant, kebab-case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case"
+)]
+#[non_exhaustive]
+pub enum Report {
+    /// An offer passed admission; the download starts.
+    OfferAccepted {
+        update_id: UpdateId,
+        sequence: u64,
+        version: Version,
+        key_id: KeyId,
+        /// False when time was untrusted and the offer's expiry could not be judged.
+        expiry_checked: bool,
+    },
+    /// A newer offer for the update being downloaded (e.g. a wider wave) was accepted; the
+    /// download goes on.
+    OfferRenewed {
+        update_id: UpdateId,
+        sequence: u64,
+    },
+    /// An offer (or a message on an offer topic) was refused. Nothing changes.
+    OfferRejected {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        update_id: Option<UpdateId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sequence: Option<u64>,
+        reason: RejectReason,
+    },
+    /// An accepted update was replaced by a newer one before install.
+    Superseded {
+        update_id: UpdateId,
+        by: UpdateId,
+    },
+    /// The download starts or resumes.
+    DownloadStarted {
+        bundle_id: BundleId,
+        size: u64,
+        /// True after a restart: chunks already held are kept.
+        resumed: bool,
+        held_bytes: u64,
+    },
+    /// Bytes held so far (reported when the whole percentage changes).
+    DownloadProgress {
+        held_bytes: u64,
+        total_bytes: u64,
+    },
+    /// Every chunk is held.
+    Downloaded {
+        bundle_id: BundleId,
+    },
+    DownloadFailed {
+        failure: DownloadFailure,
+    },
+    /// The whole file hashes to the bundle id.
+    Verified {
+        bundle_id: BundleId,
+    },
+    VerifyFailed {
+        failure: VerifyFailure,
+    },
+    /// The install into `slot` starts (`attempt` counts from 1).
+    InstallStarted {
+        slot: Slot,
+        attempt: u8,
+    },
+    InstallProgress {
+        percent: u8,
+    },
+    Installed {
+        slot: Slot,
+        version: Version,
+    },
+    InstallFailed {
+        detail: String,
+        will_retry: bool,
+    },
+    /// `slot` is armed for trial boot number `attempt`.
+    TrialArmed {
+        slot: Slot,
+        attempt: u8,
+    },
+    /// The station reboots, expecting to come up on `into`.
+    Rebooting {
+        into: Slot,
+    },
+    /// The trial slot came up.
+    TrialBooted {
+        slot: Slot,
+        attempt: u8,
+    },
+    HealthPassed {
+        slot: Slot,
+    },
+    HealthFailed {
+        slot: Slot,
+        check: String,
+        attempt: u8,
+        will_retry: bool,
+    },
+    /// The station came back on `to` instead of the trial slot `from`.
+    TrialFellBack {
+        from: Slot,
+        to: Slot,
+        attempt: u8,
+        will_retry: bool,
+    },
+    Committed {
+        slot: Slot,
+        version: Version,
+    },
+    MarkedBad {
+        slot: Slot,
+    },
+    /// The update is over: the station runs its last good slot `to`, `from` is bad.
+    RolledBack {
+        from: Slot,
+        to: Slot,
+        cause: FallbackCause,
+    },
+    /// A boot-control operation failed.
+    BootControlFailed {
+        op: BootOp,
+        slot: Slot,
+        detail: String,
+    },
+    /// The station is still on a slot it marked bad after every allowed reboot: a person must
+    /// act. The engine stops trying.
+    RollbackStuck {
+        slot: Slot,
+    },
+}
