@@ -1,0 +1,31 @@
+SUMMARY = "Fleet station update bundle (RAUC, verity format)"
+DESCRIPTION = "Signed RAUC bundle with the root filesystem of fleet-image (and, on the Pi 5, the \
+slot's boot partition), installed by fleet-updated through RAUC."
+LICENSE = "Apache-2.0"
+
+inherit bundle
+
+RAUC_BUNDLE_COMPATIBLE = "${FLEET_COMPATIBLE}"
+RAUC_BUNDLE_VERSION = "${FLEET_VERSION}"
+RAUC_BUNDLE_DESCRIPTION = "${DISTRO_NAME} ${FLEET_VERSION} for ${MACHINE}"
+# verity: the payload is checked block by block as it is read; stations refuse plain bundles.
+RAUC_BUNDLE_FORMAT = "verity"
+# The build stamp must not make identical content differ.
+RAUC_BUNDLE_BUILD = "${SOURCE_DATE_EPOCH}"
+
+RAUC_BUNDLE_SLOTS = "rootfs"
+RAUC_SLOT_rootfs = "fleet-image"
+RAUC_SLOT_rootfs[fstype] = "ext4"
+# Blocks the station already holds are not downloaded twice.
+RAUC_SLOT_rootfs[adaptive] = "block-hash-index"
+
+# Keys: kas/opt/development.yml (keys/ of this repository) or kas/opt/release.yml (environment).
+RAUC_KEY_FILE ??= ""
+RAUC_CERT_FILE ??= ""
+RAUC_KEYRING_FILE ??= ""
+
+python __anonymous() {
+    for var in ("RAUC_KEY_FILE", "RAUC_CERT_FILE", "RAUC_KEYRING_FILE"):
+        if not d.getVar(var):
+            bb.debug(1, "fleet-bundle: %s is not set yet; do_bundle will fail without it" % var)
+}

@@ -1,0 +1,86 @@
+SUMMARY = "Fleet station firmware: update agent, recorder, retention supervisor, boot control, recovery CLI"
+DESCRIPTION = "Builds the Rust workspace of this repository with oe-core's cargo class. \
+Every crate comes from a crate:// entry of fleet-firmware-crates.inc, generated from Cargo.lock, \
+so do_compile never touches the network."
+HOMEPAGE = "https://github.com/example/fleet"
+LICENSE = "Apache-2.0"
+LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7cacdbeed46a0096b10"
+
+# The firmware source is this repository, at the commit the distro names (FLEET_SRCREV).
+SRC_URI = "git://${FLEET_GIT_URL};protocol=${FLEET_GIT_PROTOCOL};branch=${FLEET_GIT_BRANCH};name=fleet;destsuffix=fleet \
+           file://fleet-updated.service \
+           file://fleet-recorderd.service \
+           file://fleet-retentiond.service \
+           file://fleet-health-commit.service \
+           file://fleet-firmware.tmpfiles \
+           "
+SRCREV_fleet = "${FLEET_SRCREV}"
+SRCREV_FORMAT = "fleet"
+PV = "${FLEET_VERSION}+git"
+
+S = "${UNPACKDIR}/fleet"
+
+require fleet-firmware-crates.inc
+
+inherit cargo cargo-update-recipe-crates systemd useradd
+
+# Only the station's programs: fleetctl (operator CLI), fleet-sim and fleet-testkit stay on hosts.
+FLEET_DEVICE_CRATES = "fleet fleet-bootctl fleet-updated fleet-recorderd fleet-retentiond"
+CARGO_BUILD_FLAGS += "${@' '.join('-p ' + c for c in d.getVar('FLEET_DEVICE_CRATES').split())}"
+CARGO_LOCK_SRC_DIR = "${S}"
+
+DEPENDS += "alsa-lib sqlite3"
+
+do_install:append() {
+    install -d ${D}${systemd_system_unitdir}
+    for unit in fleet-updated fleet-recorderd fleet-retentiond fleet-health-commit; do
+        sed -e 's,@BINDIR@,${bindir},g' -e 's,@DATADIR@,${FLEET_DATA_DIR},g' \
+            -e 's,@WATCHDOG_SEC@,${FLEET_WATCHDOG_SEC},g' \
+            ${UNPACKDIR}/$unit.service > ${D}${systemd_system_unitdir}/$unit.service
+        chmod 0644 ${D}${systemd_system_unitdir}/$unit.service
+    done
+    install -D -m 0644 ${UNPACKDIR}/fleet-firmware.tmpfiles ${D}${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf
+    sed -i -e 's,@DATADIR@,${FLEET_DATA_DIR},g' ${D}${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf
+    install -d ${D}${sysconfdir}/fleet
+}
+
+# systemd's watchdog interval for every daemon; each daemon pings at half of it.
+FLEET_WATCHDOG_SEC ??= "30s"
+
+# One package per program: binary, crate, systemd unit and package share the name.
+PACKAGE_BEFORE_PN = "fleet fleet-bootctl fleet-updated fleet-recorderd fleet-retentiond fleet-health-commit"
+ALLOW_EMPTY:${PN} = "1"
+RDEPENDS:${PN} = "fleet fleet-bootctl fleet-updated fleet-recorderd fleet-retentiond fleet-health-commit"
+
+FILES:fleet = "${bindir}/fleet"
+FILES:fleet-bootctl = "${bindir}/fleet-bootctl"
+FILES:fleet-updated = "${bindir}/fleet-updated ${systemd_system_unitdir}/fleet-updated.service \
+                       ${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf ${sysconfdir}/fleet"
+FILES:fleet-recorderd = "${bindir}/fleet-recorderd ${systemd_system_unitdir}/fleet-recorderd.service"
+FILES:fleet-retentiond = "${bindir}/fleet-retentiond ${systemd_system_unitdir}/fleet-retentiond.service"
+FILES:fleet-health-commit = "${systemd_system_unitdir}/fleet-health-commit.service"
+
+RDEPENDS:fleet-updated = "rauc fleet-bootctl"
+RDEPENDS:fleet-health-commit = "fleet fleet-updated fleet-recorderd fleet-retentiond"
+RDEPENDS:fleet-recorderd = "alsa-lib"
+
+SYSTEMD_PACKAGES = "fleet-updated fleet-recorderd fleet-retentiond fleet-health-commit"
+SYSTEMD_SERVICE:fleet-updated = "fleet-updated.service"
+SYSTEMD_SERVICE:fleet-recorderd = "fleet-recorderd.service"
+SYSTEMD_SERVICE:fleet-retentiond = "fleet-retentiond.service"
+SYSTEMD_SERVICE:fleet-health-commit = "fleet-health-commit.service"
+
+# Dedicated system users, created at build time (the root filesystem is read-only).
+USERADD_PACKAGES = "fleet-updated fleet-recorderd fleet-retentiond"
+GROUPADD_PARAM:fleet-updated = "--system fleet-data"
+USERADD_PARAM:fleet-updated = "--system --no-create-home --home-dir /nonexistent --shell /sbin/nologin \
+                               --user-group --groups fleet-data fleet-updated"
+USERADD_PARAM:fleet-recorderd = "--system --no-create-home --home-dir /nonexistent --shell /sbin/nologin \
+                                 --user-group --groups fleet-data,audio fleet-recorderd"
+USERADD_PARAM:fleet-retentiond = "--system --no-create-home --home-dir /nonexistent --shell /sbin/nologin \
+                                  --user-group --groups fleet-data fleet-retentiond"
+
+python __anonymous() {
+    if d.getVar("FLEET_RELEASE") == "1" and (d.getVar("SRCREV_fleet") or "") in ("", "AUTOINC"):
+        bb.fatal("fleet-firmware: a release build needs FLEET_SRCREV pinned to the release commit")
+}
