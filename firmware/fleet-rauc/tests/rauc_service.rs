@@ -1,0 +1,597 @@
+//! Integration tests against the real `rauc service` on a private D-Bus.
+//!
+//! Each test starts its own `dbus-daemon` (a session-type bus that lets anyone own any name) and
+//! runs the host's `rauc service` on it with a temporary `system.conf`: two file-backed ext4
+//! slots (`rootfs.0` = A, `rootfs.1` = B), `bootloader=custom` with a small shell backend that
+//! keeps its state in files, and `bundle-formats=plain` because this host's kernel has no
+//! device-mapper for verity bundles (stations run `bundle-formats=-plain`). The bundles come
+//! from `bundles/build-test-bundles.sh`, signed by a development PKI from `keys/gen-dev-pki.sh`.
+//!
+//! Needs root (RAUC mounts plain bundles through loop devices), rauc, dbus-daemon, e2fsprogs and
+//! openssl (`tests/setup.d/20-rauc.sh` installs them). Without them each test prints SKIP and why.
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use fleet_core::ports::{InstallProgress, InstallRequest, Installer};
+use fleet_core::slot::Slot;
+use fleet_rauc::{ManifestHashCheck, MarkState, RaucClient, RaucError, RaucOptions};
+use sha2::{Digest, Sha256};
+
+const COMPATIBLE: &str = "fleet-test-host";
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("unable to run {cmd:?}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{cmd:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Keys and bundles, built once per test process.
+struct Fixtures {
+    keys: PathBuf,
+    bundles: PathBuf,
+    rauc_version: (u32, u32),
+}
+
+fn prerequisites() -> Result<(), String> {
+    let status = std::fs::read_to_string("/proc/self/status").map_err(|e| e.to_string())?;
+    let root = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .is_some_and(|l| l.split_whitespace().nth(2) == Some("0"));
+    if !root {
+        return Err("not root: rauc mounts plain bundles through loop devices".into());
+    }
+    for tool in ["rauc", "dbus-daemon", "mkfs.ext4", "debugfs", "openssl"] {
+        if run(Command::new("sh").args(["-c", &format!("command -v {tool}")])).is_err() {
+            return Err(format!(
+                "{tool} is not installed (run tests/setup.d/20-rauc.sh)"
+            ));
+        }
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Err("no /dev/loop-control: loop devices are unavailable".into());
+    }
+    Ok(())
+}
+
+fn fixtures() -> Result<&'static Fixtures, String> {
+    static FIXTURES: OnceLock<Result<Fixtures, String>> = OnceLock::new();
+    FIXTURES
+        .get_or_init(|| {
+            prerequisites()?;
+            let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleet-rauc-fixtures");
+            let keys = base.join("keys");
+            let bundles = base.join("bundles");
+            let root = repo_root();
+            run(Command::new(root.join("keys/gen-dev-pki.sh")).arg(&keys))?;
+            run(Command::new(root.join("bundles/build-test-bundles.sh"))
+                .arg(&keys)
+                .arg(&bundles)
+                .env("BUNDLE_FORMAT", "plain")
+                .env("COMPATIBLE", COMPATIBLE))?;
+            let version = run(Command::new("rauc").arg("--version"))?;
+            let rauc_version = parse_rauc_version(&version)
+                .ok_or_else(|| format!("unable to parse rauc version {version:?}"))?;
+            Ok(Fixtures {
+                keys,
+                bundles,
+                rauc_version,
+            })
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn parse_rauc_version(text: &str) -> Option<(u32, u32)> {
+    let v = text.split_whitespace().nth(1)?;
+    let mut parts = v.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts
+        .next()
+        .map(|m| {
+            m.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+        })
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    Some((major, minor))
+}
+
+/// Prints SKIP and returns from the test when this machine cannot run RAUC.
+macro_rules! fixtures_or_skip {
+    () => {
+        match fixtures() {
+            Ok(f) => f,
+            Err(why) => {
+                eprintln!("SKIP {}: {why}", module_path!());
+                println!("SKIP: {why}");
+                return;
+            }
+        }
+    };
+}
+
+/// A station on the bench: slots, bootloader state, bus and RAUC. Kills what it started on drop.
+struct Station {
+    dir: tempfile::TempDir,
+    address: String,
+    dbus: Child,
+    rauc: Option<Child>,
+}
+
+const BOOT_BACKEND: &str = r#"#!/bin/sh
+# Test stand-in for fleet-bootctl as RAUC's custom bootloader backend: state in files.
+d="$(dirname "$0")/boot"
+echo "$*" >> "$d/calls.log"
+if [ "$1" = set-state ] && [ -e "$d/hold" ]; then
+  : > "$d/held"
+  while [ -e "$d/hold" ]; do sleep 0.05; done
+fi
+case "$1" in
+  get-primary) cat "$d/primary" ;;
+  set-primary) echo "$2" > "$d/primary.tmp" && mv "$d/primary.tmp" "$d/primary" ;;
+  get-state) cat "$d/state-$2" 2>/dev/null || echo good ;;
+  set-state) echo "$3" > "$d/state-$2" ;;
+  get-current) cat "$d/current" ;;
+  *) echo "unknown command $1" >&2; exit 1 ;;
+esac
+"#;
+
+impl Station {
+    fn start() -> Result<Station, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("fleet-rauc-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let d = dir.path();
+        let io = |e: std::io::Error| e.to_string();
+        for sub in ["mnt", "data", "boot", "img/etc"] {
+            std::fs::create_dir_all(d.join(sub)).map_err(io)?;
+        }
+        std::fs::write(d.join("img/etc/fleet-version"), "1.0.0\n").map_err(io)?;
+        for slot in ["slot-a.img", "slot-b.img"] {
+            run(Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-d"])
+                .arg(d.join("img"))
+                .arg(d.join(slot))
+                .arg("8M"))?;
+        }
+        std::fs::write(d.join("boot/primary"), "A\n").map_err(io)?;
+        std::fs::write(d.join("boot/current"), "A\n").map_err(io)?;
+        std::fs::write(d.join("version-floor"), "1.0.0\n").map_err(io)?;
+        let backend = d.join("bootctl.sh");
+        std::fs::write(&backend, BOOT_BACKEND).map_err(io)?;
+        run(Command::new("chmod").arg("+x").arg(&backend))?;
+
+        let keyring = fixtures()?.keys.join("ca.cert.pem");
+        let conf = format!(
+            "# Test configuration for the development host.\n\
+             # bundle-formats=plain: this host's kernel has no device-mapper, so verity bundles\n\
+             # cannot be mounted here. Stations set bundle-formats=-plain and refuse plain bundles.\n\
+             [system]\ncompatible={COMPATIBLE}\nbootloader=custom\nmountprefix={mnt}\n\
+             data-directory={data}\nbundle-formats=plain\n\n\
+             [keyring]\npath={keyring}\ncheck-purpose=codesign\n\n\
+             [handlers]\nbootloader-custom-backend={backend}\n\n\
+             [slot.rootfs.0]\ndevice={a}\ntype=ext4\nbootname=A\n\n\
+             [slot.rootfs.1]\ndevice={b}\ntype=ext4\nbootname=B\n",
+            mnt = d.join("mnt").display(),
+            data = d.join("data").display(),
+            keyring = keyring.display(),
+            backend = backend.display(),
+            a = d.join("slot-a.img").display(),
+            b = d.join("slot-b.img").display(),
+        );
+        std::fs::write(d.join("system.conf"), conf).map_err(io)?;
+        let bus_conf = format!(
+            "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \
+             \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
+             <busconfig><type>session</type><listen>unix:path={sock}</listen><auth>EXTERNAL</auth>\
+             <policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/>\
+             <allow eavesdrop=\"true\"/><allow own=\"*\"/></policy></busconfig>\n",
+            sock = d.join("bus.sock").display()
+        );
+        std::fs::write(d.join("bus.conf"), bus_conf).map_err(io)?;
+
+        let mut dbus = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", d.join("bus.conf").display()))
+            .args(["--nofork", "--nopidfile", "--print-address"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("unable to start dbus-daemon: {e}"))?;
+        let mut address = String::new();
+        if let Some(out) = dbus.stdout.take() {
+            BufReader::new(out)
+                .read_line(&mut address)
+                .map_err(|e| e.to_string())?;
+        }
+        let address = address.trim().to_owned();
+        let mut station = Station {
+            dir,
+            address,
+            dbus,
+            rauc: None,
+        };
+        if station.address.is_empty() {
+            return Err("dbus-daemon printed no address".into());
+        }
+        station.start_rauc()?;
+        Ok(station)
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    fn start_rauc(&mut self) -> Result<(), String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("rauc.log"))
+            .map_err(|e| e.to_string())?;
+        let log2 = log.try_clone().map_err(|e| e.to_string())?;
+        let child = Command::new("rauc")
+            .arg(format!("--conf={}", self.path("system.conf").display()))
+            // The host's kernel command line names no rauc.slot.
+            .args(["service", "--override-boot-slot=A"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
+            .env("FLEET_VERSION_FLOOR_FILE", self.path("version-floor"))
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .map_err(|e| format!("unable to start rauc service: {e}"))?;
+        self.rauc = Some(child);
+        Ok(())
+    }
+
+    fn kill_rauc(&mut self) {
+        if let Some(mut child) = self.rauc.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// A client once RAUC answers on the bus (it needs a moment to claim its name).
+    async fn client(&self, options: RaucOptions) -> RaucClient {
+        let client = RaucClient::connect(&self.address, options)
+            .await
+            .expect("connect to the private bus");
+        for _ in 0..200 {
+            match client.compatible().await {
+                Ok(_) => return client,
+                Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(25)).await,
+                Err(e) => panic!("rauc answered with an error: {e}"),
+            }
+        }
+        panic!("rauc did not appear on the bus; log:\n{}", self.log());
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.path("rauc.log")).unwrap_or_default()
+    }
+
+    fn slot_hash(&self, slot: Slot) -> String {
+        let file = match slot {
+            Slot::A => "slot-a.img",
+            Slot::B => "slot-b.img",
+        };
+        let bytes = std::fs::read(self.path(file)).expect("read slot image");
+        hex::encode(Sha256::digest(bytes))
+    }
+
+    fn slot_version(&self, slot: Slot) -> String {
+        let file = match slot {
+            Slot::A => "slot-a.img",
+            Slot::B => "slot-b.img",
+        };
+        run(Command::new("debugfs")
+            .args(["-R", "cat /etc/fleet-version"])
+            .arg(self.path(file))
+            .stderr(Stdio::null()))
+        .expect("read /etc/fleet-version from the slot image")
+        .trim()
+        .to_owned()
+    }
+
+    fn boot_file(&self, name: &str) -> String {
+        std::fs::read_to_string(self.path(&format!("boot/{name}")))
+            .unwrap_or_default()
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for Station {
+    fn drop(&mut self) {
+        // Release a backend held by a test, then stop RAUC and the bus.
+        let _ = std::fs::remove_file(self.path("boot/hold"));
+        self.kill_rauc();
+        let _ = self.dbus.kill();
+        let _ = self.dbus.wait();
+        // A RAUC killed mid-install leaves its bundle mounted (through an auto-clearing loop
+        // device): unmount everything under this station so the directory can go.
+        let root = self.dir.path().to_string_lossy().into_owned();
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        let mut points: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1))
+            .filter(|p| p.starts_with(&root))
+            .collect();
+        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        for point in points {
+            let _ = Command::new("umount").arg("-l").arg(point).status();
+        }
+    }
+}
+
+fn bundle(f: &Fixtures, name: &str) -> PathBuf {
+    f.bundles.join(format!("{name}.raucb"))
+}
+
+fn lenient() -> RaucOptions {
+    RaucOptions {
+        manifest_hash: ManifestHashCheck::WhereSupported,
+        ..RaucOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn good_bundle_lands_in_the_other_slot_with_progress_and_becomes_primary() {
+    let f = fixtures_or_skip!();
+    let station = Station::start().expect("station starts");
+    let client = station.client(lenient()).await;
+    assert_eq!(client.booted().await.expect("booted"), Slot::A);
+    assert_eq!(client.primary().await.expect("primary"), Slot::A);
+
+    let seen: Arc<Mutex<Vec<InstallProgress>>> = Arc::default();
+    let sink = Arc::clone(&seen);
+    let on_progress = move |p: InstallProgress| sink.lock().expect("not poisoned").push(p);
+    let hash = std::fs::read_to_string(f.bundles.join("good-2.0.0.manifest-hash"))
+        .expect("manifest hash written by the bundle script");
+    let path = bundle(f, "good-2.0.0");
+    let request = InstallRequest {
+        bundle: &path,
+        transaction: "test-good-1",
+        manifest_hash: Some(hash.trim()),
+    };
+    let installed = client
+        .install(request, &on_progress)
+        .await
+        .unwrap_or_else(|e| panic!("install failed: {e}; log:\n{}", station.log()));
+
+    assert_eq!(installed.slot, Slot::B);
+    assert_eq!(installed.version, semver::Version::new(2, 0, 0));
+    assert_eq!(station.slot_version(Slot::B), "2.0.0");
+    assert_eq!(
+        station.slot_version(Slot::A),
+        "1.0.0",
+        "the booted slot is untouched"
+    );
+
+    let seen = seen.lock().expect("not poisoned").clone();
+    assert!(seen.len() >= 3, "progress events: {seen:?}");
+    assert_eq!(seen.last().map(|p| p.percent), Some(100), "{seen:?}");
+    assert!(
+        seen.iter().any(|p| p.message.contains("rootfs.1")),
+        "progress names the slot being written: {seen:?}"
+    );
+
+    let status = client.status().await.expect("status");
+    assert_eq!(status.primary, Slot::B);
+    assert_eq!(status.booted, Slot::A);
+    let b = status.slots.get(Slot::B).expect("slot B");
+    assert_eq!(b.bundle_version.as_deref(), Some("2.0.0"));
+    assert_eq!(b.bundle_compatible.as_deref(), Some(COMPATIBLE));
+    assert_eq!(
+        station.boot_file("primary"),
+        "B",
+        "the backend armed slot B"
+    );
+}
+
+#[tokio::test]
+async fn every_broken_bundle_is_refused_with_raucs_reason_and_leaves_the_slot_untouched() {
+    let f = fixtures_or_skip!();
+    let station = Station::start().expect("station starts");
+    let client = station.client(lenient()).await;
+    let index = std::fs::read_to_string(f.bundles.join("index.txt")).expect("bundle index");
+    let broken: Vec<(&str, &str)> = index
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, expect)| *expect != "ok")
+        .collect();
+    assert!(
+        broken.len() >= 5,
+        "the bundle script builds the broken set: {broken:?}"
+    );
+
+    for (name, expect) in broken {
+        let before = station.slot_hash(Slot::B);
+        let path = bundle(f, name);
+        let request = InstallRequest {
+            bundle: &path,
+            transaction: name,
+            manifest_hash: None,
+        };
+        let result = client.install(request, &|_| {}).await;
+        let error = match result {
+            Ok(installed) => panic!("{name} was installed: {installed:?}"),
+            Err(e) => e,
+        };
+        let reason = match &error {
+            RaucError::Refused { reason, .. } => reason.clone(),
+            other => panic!("{name}: expected a refusal, got {other}"),
+        };
+        assert!(!error.is_retryable(), "{name}: a refusal is final");
+        assert!(
+            reason.to_lowercase().contains(&expect.to_lowercase()),
+            "{name}: reason {reason:?} should contain {expect:?}"
+        );
+        assert_eq!(station.slot_hash(Slot::B), before, "{name} wrote to slot B");
+        assert_eq!(client.primary().await.expect("primary"), Slot::A, "{name}");
+        eprintln!("{name}: refused: {reason}");
+    }
+    assert_eq!(station.boot_file("primary"), "A");
+}
+
+#[tokio::test]
+async fn rauc_killed_mid_install_is_reported_as_a_retryable_restart() {
+    let f = fixtures_or_skip!();
+    let station = Station::start().expect("station starts");
+    let client = station.client(lenient()).await;
+    // The backend blocks when RAUC marks the target slot non-bootable, just before writing.
+    std::fs::write(station.path("boot/hold"), "").expect("create hold file");
+    let rauc_pid = station.rauc.as_ref().map(Child::id).expect("rauc runs");
+
+    let path = bundle(f, "good-2.0.0");
+    let seen: Arc<Mutex<Vec<InstallProgress>>> = Arc::default();
+    let sink = Arc::clone(&seen);
+    let on_progress = move |p: InstallProgress| sink.lock().expect("not poisoned").push(p);
+    let request = InstallRequest {
+        bundle: &path,
+        transaction: "test-kill-1",
+        manifest_hash: None,
+    };
+    let held = station.path("boot/held");
+    let killer = async {
+        for _ in 0..400 {
+            if held.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let reached = held.exists();
+        run(Command::new("kill").args(["-KILL", &rauc_pid.to_string()])).expect("kill rauc");
+        reached
+    };
+    let (result, reached) = tokio::join!(
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            client.install(request, &on_progress)
+        ),
+        killer
+    );
+    assert!(
+        reached,
+        "rauc never reached the backend; log:\n{}",
+        station.log()
+    );
+    let error = match result {
+        Err(_) => panic!("the adapter waited 30 s after rauc died"),
+        Ok(Ok(installed)) => panic!("install succeeded although rauc was killed: {installed:?}"),
+        Ok(Err(e)) => e,
+    };
+    assert!(
+        matches!(error, RaucError::Restarted { ref transaction, .. } if transaction == "test-kill-1"),
+        "expected a restart, got {error}"
+    );
+    assert!(error.is_retryable());
+    assert!(
+        !seen.lock().expect("not poisoned").is_empty(),
+        "progress arrived before rauc died"
+    );
+}
+
+#[tokio::test]
+async fn a_manifest_hash_rauc_cannot_check_is_not_silently_dropped() {
+    let f = fixtures_or_skip!();
+    let station = Station::start().expect("station starts");
+    let client = station.client(RaucOptions::default()).await;
+    let before = station.slot_hash(Slot::B);
+    let path = bundle(f, "good-2.0.0");
+    let wrong = "0".repeat(64);
+    let request = InstallRequest {
+        bundle: &path,
+        transaction: "test-hash-1",
+        manifest_hash: Some(&wrong),
+    };
+    let error = client
+        .install(request, &|_| {})
+        .await
+        .expect_err("a wrong or uncheckable manifest hash must not install");
+    if f.rauc_version >= (1, 14) {
+        assert!(matches!(error, RaucError::Refused { .. }), "got {error}");
+    } else {
+        assert!(
+            matches!(error, RaucError::ManifestHashUnsupported { .. }),
+            "rauc {:?} cannot check the hash; got {error}",
+            f.rauc_version
+        );
+    }
+    assert!(!error.is_retryable());
+    assert_eq!(station.slot_hash(Slot::B), before);
+    assert_eq!(client.primary().await.expect("primary"), Slot::A);
+}
+
+#[tokio::test]
+async fn marking_slots_goes_through_raucs_bootloader_backend() {
+    let _f = fixtures_or_skip!();
+    let station = Station::start().expect("station starts");
+    let client = station.client(lenient()).await;
+
+    let marked = client
+        .mark(MarkState::Bad, Slot::B)
+        .await
+        .expect("mark B bad");
+    assert_eq!(marked.slot, Slot::B);
+    assert_eq!(station.boot_file("state-B"), "bad");
+    let status = client.status().await.expect("status");
+    assert_eq!(
+        status
+            .slots
+            .get(Slot::B)
+            .expect("slot B")
+            .boot_status
+            .as_deref(),
+        Some("bad")
+    );
+
+    client
+        .mark(MarkState::Active, Slot::B)
+        .await
+        .expect("mark B active");
+    assert_eq!(station.boot_file("primary"), "B");
+    assert_eq!(client.primary().await.expect("primary"), Slot::B);
+
+    client
+        .mark(MarkState::Good, Slot::A)
+        .await
+        .expect("mark A good");
+    assert_eq!(station.boot_file("state-A"), "good");
+}
+
+#[tokio::test]
+async fn installing_while_rauc_is_down_is_a_retryable_error() {
+    let f = fixtures_or_skip!();
+    let mut station = Station::start().expect("station starts");
+    let client = station.client(lenient()).await;
+    station.kill_rauc();
+    let path = bundle(f, "good-2.0.0");
+    let request = InstallRequest {
+        bundle: &path,
+        transaction: "test-down-1",
+        manifest_hash: None,
+    };
+    let error = client
+        .install(request, &|_| {})
+        .await
+        .expect_err("nobody can install");
+    assert!(matches!(error, RaucError::NotRunning { .. }), "got {error}");
+    assert!(error.is_retryable());
+}
