@@ -932,6 +932,24 @@ fn reboot_off_bad_slot(next: &mut State, actions: &mut Vec<Action>) {
 
 fn on_started(next: &mut State, status: &BootStatus, actions: &mut Vec<Action>) {
     next.booted = status.booted;
+    if let Phase::Downloading { job, .. } | Phase::Verifying { job, .. } = &next.phase
+        && status.booted != next.committed
+    {
+        // The station came up on a slot other than its committed one before anything was
+        // installed (an operator switched slots, or the journal is older than the boot
+        // flow). The inactive slot is not what it was: give the update up, then treat the
+        // station as idle.
+        let job = job.clone();
+        let stage = match next.phase {
+            Phase::Downloading { .. } => Stage::Download,
+            _ => Stage::Verify,
+        };
+        let d = format!(
+            "station runs slot {}, not its committed slot {}",
+            status.booted, next.committed
+        );
+        fail(next, &job, stage, d, actions);
+    }
     match next.phase.clone() {
         Phase::Idle => {
             // A station found running a good slot other than the committed one (the journal
@@ -964,6 +982,26 @@ fn on_started(next: &mut State, status: &BootStatus, actions: &mut Vec<Action>) 
                 size: job.bundle_size,
             });
         }
+        Phase::Installing { job, slot, .. } if status.booted == slot => {
+            // The install finished and armed the slot (the installer only makes a completely
+            // written slot primary), and the station restarted into it before the engine
+            // heard of it: a trial boot, if the slot holds the offered version.
+            if status.slot(slot).version.as_ref() == Some(&job.version) {
+                actions.push(Action::Report(Report::TrialBooted { slot, attempt: 1 }));
+                actions.push(Action::RunHealthChecks { slot });
+                next.phase = Phase::HealthChecking {
+                    job,
+                    slot,
+                    attempt: 1,
+                };
+            } else {
+                let cause = FallbackCause::InstallMismatch {
+                    detail: "booted an install the engine never saw finish, of another version"
+                        .into(),
+                };
+                start_rollback(next, &job, slot, cause, actions);
+            }
+        }
         Phase::Installing { job, attempt, .. } => {
             // The install was interrupted: hash the bytes again before retrying, and count
             // the interrupted install so a crashing installer cannot loop forever.
@@ -994,8 +1032,16 @@ fn on_started(next: &mut State, status: &BootStatus, actions: &mut Vec<Action>) 
                 start_rollback(next, &job, slot, cause, actions);
             }
         }
-        Phase::ArmingTrial { slot, .. } => {
-            actions.push(Action::ArmTrial { slot });
+        Phase::ArmingTrial { job, slot, attempt } => {
+            if status.booted == slot {
+                // Arming took effect and the station restarted (a power cut) before the
+                // engine heard of it: this is the trial boot.
+                actions.push(Action::Report(Report::TrialBooted { slot, attempt }));
+                actions.push(Action::RunHealthChecks { slot });
+                next.phase = Phase::HealthChecking { job, slot, attempt };
+            } else {
+                actions.push(Action::ArmTrial { slot });
+            }
         }
         Phase::Rebooting { job, slot, attempt } => {
             if status.booted == slot {

@@ -7,6 +7,13 @@ pub mod offer;
 pub mod report;
 pub mod wave;
 
+#[cfg(test)]
+mod engine_tests;
+#[cfg(test)]
+mod fixtures;
+#[cfg(test)]
+mod offer_tests;
+
 pub use digest::{BundleId, HexError, KeyId, Sha256Digest};
 pub use engine::{
     Action, Event, EventName, Job, MAX_DETAIL_LEN, Phase, PhaseName, Policy, Rejected, State,

@@ -1,0 +1,900 @@
+//! Table-driven tests of the update engine: every (phase, event) class, then the paths.
+use crate::slot::Slot;
+use crate::time::Now;
+use crate::update::digest::KeyId;
+use crate::update::engine::{Action, Event, EventName, Phase, PhaseName, State, step};
+use crate::update::fixtures::*;
+use crate::update::offer::{RejectReason, SignatureVerdict};
+use crate::update::report::{
+    BootOp, DownloadFailure, FallbackCause, Outcome, Report, VerifyFailure,
+};
+
+fn in_phase(phase: Phase) -> State {
+    let mut s = idle();
+    if let Phase::HealthChecking { slot, .. } | Phase::Committing { slot, .. } = &phase {
+        s.booted = *slot;
+    }
+    s.phase = phase;
+    s
+}
+
+fn all_phases() -> Vec<State> {
+    let j = job();
+    vec![
+        idle(),
+        in_phase(Phase::Downloading {
+            job: j.clone(),
+            held_bytes: 10,
+        }),
+        in_phase(Phase::Verifying {
+            job: j.clone(),
+            install_attempts: 0,
+        }),
+        in_phase(Phase::Installing {
+            job: j.clone(),
+            slot: Slot::B,
+            attempt: 1,
+        }),
+        in_phase(Phase::ArmingTrial {
+            job: j.clone(),
+            slot: Slot::B,
+            attempt: 1,
+        }),
+        in_phase(Phase::Rebooting {
+            job: j.clone(),
+            slot: Slot::B,
+            attempt: 1,
+        }),
+        in_phase(Phase::HealthChecking {
+            job: j.clone(),
+            slot: Slot::B,
+            attempt: 1,
+        }),
+        in_phase(Phase::Committing {
+            job: j.clone(),
+            slot: Slot::B,
+            attempt: 1,
+        }),
+        in_phase(Phase::RollingBack {
+            job: j,
+            bad_slot: Slot::B,
+            cause: FallbackCause::TrialDidNotBoot { attempts: 3 },
+            marked: false,
+            reboots: 0,
+        }),
+    ]
+}
+
+fn all_events() -> Vec<Event> {
+    vec![
+        Event::Started(boot(Slot::A)),
+        Event::OfferReceived {
+            offer: offer(11),
+            verdict: trusted(),
+        },
+        Event::OfferUnusable {
+            reason: RejectReason::BadSignature,
+        },
+        Event::DownloadProgress {
+            bundle_id: bundle(1),
+            held_bytes: 500,
+        },
+        Event::DownloadComplete {
+            bundle_id: bundle(1),
+        },
+        Event::DownloadFailed {
+            bundle_id: bundle(1),
+            failure: DownloadFailure::CorruptChunk { index: 3 },
+        },
+        Event::BundleVerified {
+            bundle_id: bundle(1),
+        },
+        Event::BundleVerifyFailed {
+            bundle_id: bundle(1),
+            failure: VerifyFailure::SizeMismatch {
+                expected: 1000,
+                actual: 999,
+            },
+        },
+        Event::InstallProgress { percent: 50 },
+        Event::Installed {
+            slot: Slot::B,
+            version: v("1.1.0"),
+        },
+        Event::InstallFailed {
+            retryable: false,
+            detail: "rauc said no".into(),
+        },
+        Event::TrialArmed { slot: Slot::B },
+        Event::MarkedGood { slot: Slot::B },
+        Event::MarkedBad { slot: Slot::B },
+        Event::BootControlFailed {
+            op: BootOp::ArmTrial,
+            slot: Slot::B,
+            detail: "io".into(),
+        },
+        Event::HealthPassed,
+        Event::HealthFailed {
+            check: "mqtt".into(),
+        },
+    ]
+}
+
+/// The phases in which each event applies; every other pair must be rejected.
+fn applies(phase: PhaseName, event: EventName) -> bool {
+    use EventName as E;
+    use PhaseName as P;
+    match event {
+        E::Started | E::OfferReceived | E::OfferUnusable => true,
+        E::DownloadProgress | E::DownloadComplete | E::DownloadFailed => phase == P::Downloading,
+        E::BundleVerified | E::BundleVerifyFailed => phase == P::Verifying,
+        E::InstallProgress | E::Installed | E::InstallFailed => phase == P::Installing,
+        E::TrialArmed => phase == P::ArmingTrial,
+        E::BootControlFailed => phase == P::ArmingTrial, // op ArmTrial in this table
+        E::HealthPassed | E::HealthFailed => phase == P::HealthChecking,
+        E::MarkedGood => phase == P::Committing,
+        E::MarkedBad => phase == P::RollingBack,
+    }
+}
+
+#[test]
+fn every_phase_and_event_pair_is_applied_or_explicitly_rejected() {
+    let mut checked = 0;
+    for state in all_phases() {
+        for event in all_events() {
+            let (p, e) = (state.phase.name(), event.name());
+            let result = step(&state, event, now());
+            match (applies(p, e), result) {
+                (true, Ok(_)) => {}
+                (false, Err(rej)) => {
+                    assert_eq!((rej.phase, rej.event), (p, e));
+                }
+                (true, Err(rej)) => panic!("{p:?} + {e:?} must apply, got {rej}"),
+                (false, Ok(t)) => panic!("{p:?} + {e:?} must be rejected, got {t:?}"),
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 9 * 17);
+}
+
+fn reports(actions: &[Action]) -> Vec<&Report> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Report(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+fn non_reports(actions: &[Action]) -> Vec<&Action> {
+    actions
+        .iter()
+        .filter(|a| !matches!(a, Action::Report(_)))
+        .collect()
+}
+
+/// Steps and unwraps, for paths that must apply.
+fn go(state: &State, event: Event) -> (State, Vec<Action>) {
+    let t = step(state, event, now()).expect("event applies");
+    (t.next, t.actions)
+}
+
+#[test]
+fn a_healthy_update_goes_from_offer_to_commit() {
+    let s = idle();
+    let (s, a) = go(
+        &s,
+        Event::OfferReceived {
+            offer: offer(10),
+            verdict: trusted(),
+        },
+    );
+    assert_eq!(s.phase.name(), PhaseName::Downloading);
+    assert_eq!(s.last_sequence, Some(10));
+    assert!(matches!(
+        non_reports(&a)[..],
+        [Action::Download {
+            resume: false,
+            size: 1000,
+            ..
+        }]
+    ));
+    assert!(matches!(
+        reports(&a)[0],
+        Report::OfferAccepted {
+            sequence: 10,
+            expiry_checked: true,
+            ..
+        }
+    ));
+
+    let (s, a) = go(
+        &s,
+        Event::DownloadProgress {
+            bundle_id: bundle(1),
+            held_bytes: 500,
+        },
+    );
+    assert!(matches!(
+        reports(&a)[..],
+        [Report::DownloadProgress {
+            held_bytes: 500,
+            total_bytes: 1000
+        }]
+    ));
+    let (s, a) = go(
+        &s,
+        Event::DownloadComplete {
+            bundle_id: bundle(1),
+        },
+    );
+    assert_eq!(
+        non_reports(&a),
+        vec![&Action::VerifyBundle {
+            bundle_id: bundle(1),
+            size: 1000
+        }]
+    );
+    let (s, a) = go(
+        &s,
+        Event::BundleVerified {
+            bundle_id: bundle(1),
+        },
+    );
+    assert!(matches!(
+        non_reports(&a)[..],
+        [Action::Install { slot: Slot::B, .. }]
+    ));
+    let (s, a) = go(&s, Event::InstallProgress { percent: 40 });
+    assert_eq!(reports(&a), vec![&Report::InstallProgress { percent: 40 }]);
+    let (s, a) = go(
+        &s,
+        Event::Installed {
+            slot: Slot::B,
+            version: v("1.1.0"),
+        },
+    );
+    assert_eq!(non_reports(&a), vec![&Action::ArmTrial { slot: Slot::B }]);
+    let (s, a) = go(&s, Event::TrialArmed { slot: Slot::B });
+    assert_eq!(non_reports(&a), vec![&Action::Reboot { into: Slot::B }]);
+    assert_eq!(s.phase.name(), PhaseName::Rebooting);
+
+    let (s, a) = go(&s, Event::Started(boot(Slot::B)));
+    assert_eq!(
+        non_reports(&a),
+        vec![&Action::RunHealthChecks { slot: Slot::B }]
+    );
+    assert!(reports(&a).contains(&&Report::TrialBooted {
+        slot: Slot::B,
+        attempt: 1
+    }));
+    let (s, a) = go(&s, Event::HealthPassed);
+    assert_eq!(non_reports(&a), vec![&Action::MarkGood { slot: Slot::B }]);
+    assert_eq!(
+        s.committed,
+        Slot::A,
+        "not committed before the boot flow says so"
+    );
+    let (s, a) = go(&s, Event::MarkedGood { slot: Slot::B });
+    assert_eq!(s.phase, Phase::Idle);
+    assert_eq!(s.committed, Slot::B);
+    assert_eq!(s.committed_version, v("1.1.0"));
+    assert!(matches!(
+        s.last_outcome,
+        Some(Outcome::Committed { slot: Slot::B, .. })
+    ));
+    assert!(a.contains(&Action::DiscardDownload {
+        bundle_id: bundle(1)
+    }));
+}
+
+/// Drives an idle station to the trial boot of attempt 1 on slot B.
+fn rebooting_into_trial() -> State {
+    let mut s = idle();
+    for e in [
+        Event::OfferReceived {
+            offer: offer(10),
+            verdict: trusted(),
+        },
+        Event::DownloadComplete {
+            bundle_id: bundle(1),
+        },
+        Event::BundleVerified {
+            bundle_id: bundle(1),
+        },
+        Event::Installed {
+            slot: Slot::B,
+            version: v("1.1.0"),
+        },
+        Event::TrialArmed { slot: Slot::B },
+    ] {
+        s = go(&s, e).0;
+    }
+    s
+}
+
+#[test]
+fn an_unhealthy_slot_is_retried_until_its_attempts_run_out_then_marked_bad() {
+    let mut s = go(&rebooting_into_trial(), Event::Started(boot(Slot::B))).0;
+    for attempt in 1..=2u8 {
+        let (n, a) = go(
+            &s,
+            Event::HealthFailed {
+                check: "mqtt".into(),
+            },
+        );
+        assert!(reports(&a).contains(&&Report::HealthFailed {
+            slot: Slot::B,
+            check: "mqtt".into(),
+            attempt,
+            will_retry: true
+        }));
+        assert_eq!(non_reports(&a), vec![&Action::ArmTrial { slot: Slot::B }]);
+        let n = go(&n, Event::TrialArmed { slot: Slot::B }).0;
+        s = go(&n, Event::Started(boot(Slot::B))).0;
+        assert_eq!(
+            s.phase,
+            Phase::HealthChecking {
+                job: job(),
+                slot: Slot::B,
+                attempt: attempt + 1
+            }
+        );
+    }
+    let (s, a) = go(
+        &s,
+        Event::HealthFailed {
+            check: "mqtt".into(),
+        },
+    );
+    assert_eq!(non_reports(&a), vec![&Action::MarkBad { slot: Slot::B }]);
+    // Marked bad while running on it: reboot to the committed slot.
+    let (s, a) = go(&s, Event::MarkedBad { slot: Slot::B });
+    assert_eq!(non_reports(&a), vec![&Action::Reboot { into: Slot::A }]);
+    let (s, a) = go(&s, Event::Started(boot(Slot::A)));
+    assert_eq!(s.phase, Phase::Idle);
+    assert_eq!((s.booted, s.committed), (Slot::A, Slot::A));
+    assert_eq!(s.committed_version, v("1.0.0"));
+    assert!(matches!(
+        &s.last_outcome,
+        Some(Outcome::RolledBack {
+            bad_slot: Slot::B,
+            cause: FallbackCause::HealthCheckFailed { attempts: 3, .. },
+            ..
+        })
+    ));
+    assert!(reports(&a).iter().any(|r| matches!(
+        r,
+        Report::RolledBack {
+            from: Slot::B,
+            to: Slot::A,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn unbootable_slot_falls_back_after_its_attempts_run_out() {
+    let mut s = rebooting_into_trial();
+    for attempt in 1..=2u8 {
+        let (n, a) = go(&s, Event::Started(boot(Slot::A)));
+        assert!(reports(&a).contains(&&Report::TrialFellBack {
+            from: Slot::B,
+            to: Slot::A,
+            attempt,
+            will_retry: true
+        }));
+        assert_eq!(non_reports(&a), vec![&Action::ArmTrial { slot: Slot::B }]);
+        s = go(&n, Event::TrialArmed { slot: Slot::B }).0;
+    }
+    let (s, a) = go(&s, Event::Started(boot(Slot::A)));
+    assert_eq!(non_reports(&a), vec![&Action::MarkBad { slot: Slot::B }]);
+    // Already on the good slot: marking bad ends the update without another reboot.
+    let (s, a) = go(&s, Event::MarkedBad { slot: Slot::B });
+    assert!(!a.iter().any(|x| matches!(x, Action::Reboot { .. })));
+    assert_eq!(s.phase, Phase::Idle);
+    assert_eq!(s.committed, Slot::A);
+    assert!(matches!(
+        &s.last_outcome,
+        Some(Outcome::RolledBack {
+            cause: FallbackCause::TrialDidNotBoot { attempts: 3 },
+            ..
+        })
+    ));
+}
+
+#[test]
+fn a_restart_during_download_resumes_it() {
+    let s = in_phase(Phase::Downloading {
+        job: job(),
+        held_bytes: 600,
+    });
+    let (n, a) = go(&s, Event::Started(boot(Slot::A)));
+    assert_eq!(n.phase, s.phase);
+    assert!(a.contains(&Action::Download {
+        bundle_id: bundle(1),
+        size: 1000,
+        version: v("1.1.0"),
+        resume: true
+    }));
+    assert!(reports(&a).contains(&&Report::DownloadStarted {
+        bundle_id: bundle(1),
+        size: 1000,
+        resumed: true,
+        held_bytes: 600
+    }));
+}
+
+#[test]
+fn an_interrupted_install_is_verified_again_before_it_is_retried() {
+    let s = in_phase(Phase::Installing {
+        job: job(),
+        slot: Slot::B,
+        attempt: 1,
+    });
+    let (n, a) = go(&s, Event::Started(boot(Slot::A)));
+    assert_eq!(
+        n.phase,
+        Phase::Verifying {
+            job: job(),
+            install_attempts: 1
+        }
+    );
+    assert!(!a.iter().any(|x| matches!(x, Action::Install { .. })));
+    let (n, a) = go(
+        &n,
+        Event::BundleVerified {
+            bundle_id: bundle(1),
+        },
+    );
+    assert!(matches!(n.phase, Phase::Installing { attempt: 2, .. }));
+    assert!(a.iter().any(|x| matches!(x, Action::Install { .. })));
+}
+
+#[test]
+fn an_install_interrupted_on_its_last_attempt_gives_the_slot_up() {
+    let s = in_phase(Phase::Installing {
+        job: job(),
+        slot: Slot::B,
+        attempt: 3,
+    });
+    let (n, a) = go(&s, Event::Started(boot(Slot::A)));
+    assert_eq!(non_reports(&a), vec![&Action::MarkBad { slot: Slot::B }]);
+    assert_eq!(n.phase.name(), PhaseName::RollingBack);
+}
+
+#[test]
+fn retryable_install_failures_retry_a_bounded_number_of_times() {
+    let mut s = in_phase(Phase::Installing {
+        job: job(),
+        slot: Slot::B,
+        attempt: 1,
+    });
+    for _ in 0..2 {
+        let (n, a) = go(
+            &s,
+            Event::InstallFailed {
+                retryable: true,
+                detail: "busy".into(),
+            },
+        );
+        assert!(a.iter().any(|x| matches!(x, Action::VerifyBundle { .. })));
+        s = go(
+            &n,
+            Event::BundleVerified {
+                bundle_id: bundle(1),
+            },
+        )
+        .0;
+    }
+    let (n, a) = go(
+        &s,
+        Event::InstallFailed {
+            retryable: true,
+            detail: "busy".into(),
+        },
+    );
+    assert_eq!(n.phase, Phase::Idle);
+    assert!(matches!(n.last_outcome, Some(Outcome::Failed { .. })));
+    assert!(a.contains(&Action::DiscardDownload {
+        bundle_id: bundle(1)
+    }));
+}
+
+#[test]
+fn download_and_verification_failures_end_the_update_and_discard_the_bytes() {
+    for (phase, event) in [
+        (
+            Phase::Downloading {
+                job: job(),
+                held_bytes: 0,
+            },
+            Event::DownloadFailed {
+                bundle_id: bundle(1),
+                failure: DownloadFailure::NoSpace {
+                    needed: 1000,
+                    available: 10,
+                },
+            },
+        ),
+        (
+            Phase::Verifying {
+                job: job(),
+                install_attempts: 0,
+            },
+            Event::BundleVerifyFailed {
+                bundle_id: bundle(1),
+                failure: VerifyFailure::HashMismatch { actual: bundle(9) },
+            },
+        ),
+    ] {
+        let (n, a) = go(&in_phase(phase), event);
+        assert_eq!(n.phase, Phase::Idle);
+        assert_eq!(n.last_sequence, Some(9), "the offer's sequence stays used");
+        assert!(a.contains(&Action::DiscardDownload {
+            bundle_id: bundle(1)
+        }));
+        assert!(!a.iter().any(|x| matches!(x, Action::Install { .. })));
+    }
+}
+
+#[test]
+fn events_about_another_bundle_or_slot_are_rejected() {
+    let dl = in_phase(Phase::Downloading {
+        job: job(),
+        held_bytes: 0,
+    });
+    assert!(
+        step(
+            &dl,
+            Event::DownloadComplete {
+                bundle_id: bundle(2)
+            },
+            now()
+        )
+        .is_err()
+    );
+    assert!(
+        step(
+            &dl,
+            Event::DownloadProgress {
+                bundle_id: bundle(1),
+                held_bytes: 1001
+            },
+            now()
+        )
+        .is_err()
+    );
+    let ver = in_phase(Phase::Verifying {
+        job: job(),
+        install_attempts: 0,
+    });
+    assert!(
+        step(
+            &ver,
+            Event::BundleVerified {
+                bundle_id: bundle(2)
+            },
+            now()
+        )
+        .is_err()
+    );
+    let arm = in_phase(Phase::ArmingTrial {
+        job: job(),
+        slot: Slot::B,
+        attempt: 1,
+    });
+    assert!(step(&arm, Event::TrialArmed { slot: Slot::A }, now()).is_err());
+    let mut hc = in_phase(Phase::HealthChecking {
+        job: job(),
+        slot: Slot::B,
+        attempt: 1,
+    });
+    hc.booted = Slot::A;
+    assert!(
+        step(&hc, Event::HealthPassed, now()).is_err(),
+        "never commit a slot not booted"
+    );
+    let mut cm = in_phase(Phase::Committing {
+        job: job(),
+        slot: Slot::B,
+        attempt: 1,
+    });
+    assert!(step(&cm, Event::MarkedGood { slot: Slot::A }, now()).is_err());
+    cm.booted = Slot::A;
+    assert!(step(&cm, Event::MarkedGood { slot: Slot::B }, now()).is_err());
+}
+
+#[test]
+fn an_installer_that_writes_the_running_slot_fails_without_touching_the_boot_flow() {
+    let s = in_phase(Phase::Installing {
+        job: job(),
+        slot: Slot::B,
+        attempt: 1,
+    });
+    let (n, a) = go(
+        &s,
+        Event::Installed {
+            slot: Slot::A,
+            version: v("1.1.0"),
+        },
+    );
+    assert_eq!(n.phase, Phase::Idle);
+    assert!(!a.iter().any(|x| matches!(
+        x,
+        Action::MarkBad { .. }
+            | Action::MarkGood { .. }
+            | Action::ArmTrial { .. }
+            | Action::Reboot { .. }
+    )));
+}
+
+#[test]
+fn an_installed_version_other_than_the_offered_one_is_marked_bad_and_never_booted() {
+    let s = in_phase(Phase::Installing {
+        job: job(),
+        slot: Slot::B,
+        attempt: 1,
+    });
+    let (n, a) = go(
+        &s,
+        Event::Installed {
+            slot: Slot::B,
+            version: v("6.6.6"),
+        },
+    );
+    assert_eq!(non_reports(&a), vec![&Action::MarkBad { slot: Slot::B }]);
+    let (n, a) = go(&n, Event::MarkedBad { slot: Slot::B });
+    assert_eq!(n.phase, Phase::Idle);
+    assert!(!a.iter().any(|x| matches!(x, Action::Reboot { .. })));
+}
+
+#[test]
+fn a_failed_arm_gives_the_trial_up() {
+    let s = in_phase(Phase::ArmingTrial {
+        job: job(),
+        slot: Slot::B,
+        attempt: 1,
+    });
+    let (n, a) = go(
+        &s,
+        Event::BootControlFailed {
+            op: BootOp::ArmTrial,
+            slot: Slot::B,
+            detail: "eio".into(),
+        },
+    );
+    assert_eq!(non_reports(&a), vec![&Action::MarkBad { slot: Slot::B }]);
+    assert_eq!(n.phase.name(), PhaseName::RollingBack);
+}
+
+#[test]
+fn a_failed_commit_consumes_an_attempt() {
+    let s = in_phase(Phase::Committing {
+        job: job(),
+        slot: Slot::B,
+        attempt: 1,
+    });
+    let (n, a) = go(
+        &s,
+        Event::BootControlFailed {
+            op: BootOp::MarkGood,
+            slot: Slot::B,
+            detail: "eio".into(),
+        },
+    );
+    assert_eq!(non_reports(&a), vec![&Action::ArmTrial { slot: Slot::B }]);
+    assert!(matches!(n.phase, Phase::ArmingTrial { attempt: 2, .. }));
+}
+
+#[test]
+fn a_restart_while_committing_on_the_trial_slot_commits_again() {
+    let s = in_phase(Phase::Committing {
+        job: job(),
+        slot: Slot::B,
+        attempt: 1,
+    });
+    let (_, a) = go(&s, Event::Started(boot(Slot::B)));
+    assert_eq!(non_reports(&a), vec![&Action::MarkGood { slot: Slot::B }]);
+    let (n, a) = go(&s, Event::Started(boot(Slot::A)));
+    assert!(!a.iter().any(|x| matches!(x, Action::MarkGood { .. })));
+    assert!(matches!(n.phase, Phase::ArmingTrial { attempt: 2, .. }));
+}
+
+#[test]
+fn a_station_stuck_on_a_bad_slot_stops_rebooting_and_asks_for_a_person() {
+    let mut s = in_phase(Phase::RollingBack {
+        job: job(),
+        bad_slot: Slot::B,
+        cause: FallbackCause::TrialDidNotBoot { attempts: 3 },
+        marked: true,
+        reboots: 0,
+    });
+    s.booted = Slot::B;
+    let mut reboots = 0;
+    for _ in 0..10 {
+        let (n, a) = go(&s, Event::Started(boot(Slot::B)));
+        reboots += a
+            .iter()
+            .filter(|x| matches!(x, Action::Reboot { into: Slot::A }))
+            .count();
+        s = n;
+    }
+    assert_eq!(reboots, 3);
+    let (_, a) = go(&s, Event::Started(boot(Slot::B)));
+    assert!(reports(&a).contains(&&Report::RollbackStuck { slot: Slot::B }));
+}
+
+#[test]
+fn a_failed_mark_bad_on_the_bad_slot_still_reboots_off_it() {
+    let mut s = in_phase(Phase::RollingBack {
+        job: job(),
+        bad_slot: Slot::B,
+        cause: FallbackCause::TrialDidNotBoot { attempts: 3 },
+        marked: false,
+        reboots: 0,
+    });
+    s.booted = Slot::B;
+    let (_, a) = go(
+        &s,
+        Event::BootControlFailed {
+            op: BootOp::MarkBad,
+            slot: Slot::B,
+            detail: "eio".into(),
+        },
+    );
+    assert!(a.contains(&Action::Reboot { into: Slot::A }));
+}
+
+#[test]
+fn offers_during_install_or_trial_are_refused_as_busy_and_leave_the_sequence_unused() {
+    for state in all_phases().into_iter().skip(3) {
+        let t = step(
+            &state,
+            Event::OfferReceived {
+                offer: offer(50),
+                verdict: trusted(),
+            },
+            now(),
+        )
+        .expect("offers always apply");
+        assert_eq!(t.next, state, "{:?}", state.phase.name());
+        assert!(matches!(
+            reports(&t.actions)[..],
+            [Report::OfferRejected {
+                reason: RejectReason::Busy { .. },
+                ..
+            }]
+        ));
+    }
+}
+
+#[test]
+fn a_newer_offer_for_another_update_supersedes_a_download() {
+    let s = in_phase(Phase::Downloading {
+        job: job(),
+        held_bytes: 300,
+    });
+    let mut o = offer(20);
+    o.update_id = crate::ids::UpdateId::new("rel-3").expect("valid");
+    o.bundle_id = bundle(3);
+    o.version = v("1.2.0");
+    let (n, a) = go(
+        &s,
+        Event::OfferReceived {
+            offer: o,
+            verdict: trusted(),
+        },
+    );
+    assert!(a.contains(&Action::DiscardDownload {
+        bundle_id: bundle(1)
+    }));
+    assert!(
+        matches!(&n.phase, Phase::Downloading { job, held_bytes: 0 } if job.bundle_id == bundle(3))
+    );
+    assert_eq!(n.last_sequence, Some(20));
+}
+
+#[test]
+fn a_wider_wave_of_the_same_update_renews_the_download_without_restarting_it() {
+    let s = in_phase(Phase::Downloading {
+        job: job(),
+        held_bytes: 300,
+    });
+    let (n, a) = go(
+        &s,
+        Event::OfferReceived {
+            offer: offer(11),
+            verdict: trusted(),
+        },
+    );
+    assert!(matches!(&n.phase, Phase::Downloading { job, held_bytes: 300 } if job.sequence == 11));
+    assert!(non_reports(&a).is_empty());
+    assert_eq!(n.last_sequence, Some(11));
+}
+
+#[test]
+fn unusable_offers_are_reported_and_change_nothing() {
+    for state in all_phases() {
+        let reason = RejectReason::UnknownKey {
+            key_id: KeyId::from_bytes([1; 8]),
+        };
+        let t = step(
+            &state,
+            Event::OfferUnusable {
+                reason: reason.clone(),
+            },
+            now(),
+        )
+        .expect("always applies");
+        assert_eq!(t.next, state);
+        assert_eq!(
+            t.actions,
+            vec![Action::Report(Report::OfferRejected {
+                update_id: None,
+                sequence: None,
+                reason
+            })]
+        );
+    }
+}
+
+#[test]
+fn an_offer_with_a_bad_signature_is_refused_by_the_engine() {
+    let (n, a) = go(
+        &idle(),
+        Event::OfferReceived {
+            offer: offer(10),
+            verdict: SignatureVerdict::Invalid,
+        },
+    );
+    assert_eq!(n, idle());
+    assert!(matches!(
+        reports(&a)[..],
+        [Report::OfferRejected {
+            reason: RejectReason::BadSignature,
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn an_idle_station_found_on_a_good_other_slot_adopts_it_as_committed() {
+    let mut status = boot(Slot::B);
+    status.slots[1].health = crate::slot::SlotHealth::Good;
+    status.slots[1].version = Some(v("1.5.0"));
+    let (n, a) = go(&idle(), Event::Started(status));
+    assert!(a.is_empty());
+    assert_eq!((n.booted, n.committed), (Slot::B, Slot::B));
+    assert_eq!(n.committed_version, v("1.5.0"));
+    // A trial (not good) slot is never adopted.
+    let (n, _) = go(&idle(), Event::Started(boot(Slot::B)));
+    assert_eq!(n.committed, Slot::A);
+    let t = step(
+        &n,
+        Event::OfferReceived {
+            offer: offer(10),
+            verdict: trusted(),
+        },
+        Now::untrusted(0),
+    )
+    .expect("applies");
+    assert!(matches!(
+        reports(&t.actions)[..],
+        [Report::OfferRejected {
+            reason: RejectReason::Busy { .. },
+            ..
+        }]
+    ));
+}
+
+#[test]
+fn the_engine_state_round_trips_through_its_json_journal_form() {
+    for state in all_phases() {
+        let json = serde_json::to_string(&state).expect("serializes");
+        let back: State = serde_json::from_str(&json).expect("parses");
+        assert_eq!(back, state);
+    }
+}
