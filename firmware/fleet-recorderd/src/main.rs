@@ -1,0 +1,353 @@
+//! fleet-recorderd: records every configured device, segment by segment, into `<data-dir>/data/`.
+//!
+//! Exit codes: 0 stopped cleanly, 1 runtime failure, 2 invalid config.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use fleet_recorderd::capture::{AlsaSource, clocks_now};
+use fleet_recorderd::config::{Config, ConfigError, DeviceConfig, Limits};
+use fleet_recorderd::guano::ClosedBy;
+use fleet_recorderd::metrics::{DeviceMetrics, DeviceState, Status, is_healthy};
+use fleet_recorderd::recording::{StopFlag, ensure_dirs, run_session};
+use fleet_recorderd::recovery::{self, Repair};
+use fleet_recorderd::schedule::is_active;
+use fleet_recorderd::{segment, wav};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fleet-recorderd",
+    version,
+    about = "Gap-free recording from ALSA"
+)]
+struct Args {
+    /// Configuration file.
+    #[arg(
+        long,
+        default_value = "/etc/fleet/recorderd.toml",
+        env = "FLEET_RECORDERD_CONFIG"
+    )]
+    config: PathBuf,
+    /// Validate the configuration and exit (0 valid, 2 invalid).
+    #[arg(long)]
+    check_config: bool,
+    /// Stop after this many seconds of audio per device (benchmarks, tests, field checks).
+    #[arg(long)]
+    duration: Option<f64>,
+}
+
+/// How often the loop evaluates schedules and writes the status file.
+const TICK: Duration = Duration::from_millis(250);
+/// A recording device with no progress for this long makes the daemon unhealthy.
+const STALE_MS: u64 = 15_000;
+
+fn main() {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let limits = Limits::default();
+    let config = match Config::load(&args.config, &limits) {
+        Ok(c) => c,
+        Err(e @ (ConfigError::Invalid { .. } | ConfigError::Parse { .. })) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(if args.check_config { 2 } else { 1 });
+        }
+    };
+    if args.check_config {
+        println!(
+            "config {} is valid: station {}, {} device(s)",
+            args.config.display(),
+            config.station_id,
+            config.devices.len()
+        );
+        return;
+    }
+    if let Err(e) = run(&config, args.duration) {
+        tracing::error!(error = format!("{e:#}"), "fleet-recorderd failed");
+        std::process::exit(1);
+    }
+}
+
+struct Device {
+    config: DeviceConfig,
+    metrics: Arc<DeviceMetrics>,
+    stop: Arc<StopFlag>,
+    active: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+fn run(config: &Config, duration: Option<f64>) -> anyhow::Result<()> {
+    // Signals are taken by one thread with sigwait: every other thread inherits the blocked mask.
+    let shutdown = Arc::new(AtomicBool::new(false));
+    {
+        use nix::sys::signal::{SigSet, Signal};
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGTERM);
+        set.add(Signal::SIGINT);
+        set.thread_block()
+            .context("unable to block termination signals")?;
+        let shutdown = Arc::clone(&shutdown);
+        std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || {
+                if let Ok(sig) = set.wait() {
+                    tracing::info!(signal = %sig, "stopping");
+                }
+                shutdown.store(true, Ordering::SeqCst);
+            })
+            .context("unable to start the signal thread")?;
+    }
+
+    let (buffer_dir, data_dir) = ensure_dirs(&config.data_dir).with_context(|| {
+        format!(
+            "unable to create directories under {}",
+            config.data_dir.display()
+        )
+    })?;
+    let repaired = recover(&buffer_dir, &data_dir)?;
+
+    let mut devices: Vec<Device> = Vec::new();
+    for dev in &config.devices {
+        let metrics = Arc::new(DeviceMetrics::default());
+        let stop = StopFlag::new();
+        let active = Arc::new(AtomicBool::new(false));
+        let first_seq = next_seq(config, &dev.id, &buffer_dir, &data_dir);
+        let max_frames =
+            duration.map(|s| (s * f64::from(dev.profile.spec.rate)).round().max(0.0) as u64);
+        let setup = config.session_setup(dev, first_seq, max_frames);
+        let thread = {
+            let (metrics, stop, active) =
+                (Arc::clone(&metrics), Arc::clone(&stop), Arc::clone(&active));
+            let (locator, id) = (dev.locator.clone(), dev.id.clone());
+            let (buffer_dir, data_dir) = (buffer_dir.clone(), data_dir.clone());
+            std::thread::Builder::new()
+                .name(format!("device-{id}"))
+                .spawn(move || {
+                    supervise(
+                        &id,
+                        locator,
+                        setup,
+                        &stop,
+                        &active,
+                        &metrics,
+                        &buffer_dir,
+                        &data_dir,
+                    );
+                })
+                .with_context(|| format!("unable to start the thread of device {}", dev.id))?
+        };
+        devices.push(Device {
+            config: dev.clone(),
+            metrics,
+            stop,
+            active,
+            thread: Some(thread),
+        });
+    }
+
+    let mut watchdog_usec = 0u64;
+    // Pinged every tick (250 ms), well within any WatchdogSec.
+    let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    tracing::info!(station = %config.station_id, devices = devices.len(), "recording");
+    loop {
+        let stopping = shutdown.load(Ordering::SeqCst);
+        let now = clocks_now();
+        let wall_s = config
+            .clock
+            .trusted()
+            .then_some(now.wall_unix_ns.div_euclid(1_000_000_000));
+        for d in &devices {
+            if stopping {
+                d.stop.stop(ClosedBy::Shutdown);
+                continue;
+            }
+            let want = is_active(&d.config.schedule, wall_s, config.utc_offset_minutes);
+            if d.active.swap(want, Ordering::SeqCst) != want {
+                tracing::info!(device = %d.config.id, active = want, "schedule");
+            }
+            if !want {
+                d.stop.stop(ClosedBy::Schedule);
+            }
+        }
+        let all_done = devices
+            .iter()
+            .all(|d| d.thread.as_ref().is_none_or(|t| t.is_finished()));
+        let status = status(config, &devices, repaired, &now);
+        if let Err(e) = write_status(&config.status_file, &status) {
+            tracing::warn!(error = format!("{e:#}"), "unable to write the status file");
+        }
+        // The watchdog proves the daemon is not wedged: a device that is missing is not a hang
+        // (restarting would not bring it back), a recording device without progress is.
+        let wedged = status.devices.iter().any(|d| {
+            d.state == DeviceState::Recording
+                && !is_healthy(d, now.monotonic_ns / 1_000_000, STALE_MS)
+        });
+        if watchdog && !wedged {
+            let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+        }
+        if all_done {
+            break;
+        }
+        std::thread::sleep(TICK);
+    }
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    for d in &mut devices {
+        if let Some(t) = d.thread.take() {
+            let _ = t.join();
+        }
+    }
+    let now = clocks_now();
+    write_status(
+        &config.status_file,
+        &status(config, &devices, repaired, &now),
+    )?;
+    Ok(())
+}
+
+fn status(config: &Config, devices: &[Device], repaired: u64, now: &segment::Stamp) -> Status {
+    let now_ms = now.monotonic_ns / 1_000_000;
+    let devs: Vec<_> = devices
+        .iter()
+        .map(|d| d.metrics.snapshot(&d.config.id))
+        .collect();
+    Status {
+        version: 1,
+        station: config.station_id.clone(),
+        healthy: devs.iter().all(|d| is_healthy(d, now_ms, STALE_MS)),
+        repaired_at_start: repaired,
+        written_monotonic_ms: now_ms,
+        written_unix_ms: config
+            .clock
+            .trusted()
+            .then_some(now.wall_unix_ns.div_euclid(1_000_000)),
+        devices: devs,
+    }
+}
+
+/// Temp file, fsync, rename, fsync directory.
+fn write_status(path: &Path, status: &Status) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = path.with_extension("json.tmp");
+    let body = serde_json::to_vec_pretty(status).context("unable to serialise status")?;
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("unable to create {}", tmp.display()))?;
+        f.write_all(&body)
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("unable to write {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("unable to rename to {}", path.display()))?;
+    wav::sync_dir(dir)?;
+    Ok(())
+}
+
+fn recover(buffer_dir: &Path, data_dir: &Path) -> anyhow::Result<u64> {
+    let mut n = 0;
+    for r in recovery::recover(buffer_dir, data_dir).context("unable to recover open segments")? {
+        match r {
+            Repair::Promoted { path, frames } => {
+                n += 1;
+                tracing::warn!(path = %path.display(), frames, "repaired a segment left open by a crash");
+            }
+            Repair::RemovedEmpty { path } => {
+                tracing::info!(path = %path.display(), "removed an empty segment");
+            }
+            Repair::Quarantined { path, reason } => {
+                tracing::error!(path = %path.display(), reason, "moved an unreadable segment aside");
+            }
+        }
+    }
+    Ok(n)
+}
+
+fn next_seq(config: &Config, device: &str, buffer_dir: &Path, data_dir: &Path) -> u64 {
+    let names: Vec<String> = [buffer_dir, data_dir]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    segment::next_seq(names.iter().map(String::as_str), &config.station_id, device)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn supervise(
+    id: &str,
+    locator: fleet_recorderd::capture::DeviceLocator,
+    mut setup: fleet_recorderd::recording::SessionSetup,
+    stop: &Arc<StopFlag>,
+    active: &AtomicBool,
+    metrics: &Arc<DeviceMetrics>,
+    buffer_dir: &Path,
+    data_dir: &Path,
+) {
+    loop {
+        match stop.requested() {
+            Some(ClosedBy::Shutdown) => break,
+            Some(_) if !active.load(Ordering::SeqCst) => {
+                metrics.set_state(DeviceState::Idle);
+                std::thread::sleep(TICK);
+                continue;
+            }
+            Some(_) => stop.clear(),
+            None if !active.load(Ordering::SeqCst) => {
+                metrics.set_state(DeviceState::Idle);
+                std::thread::sleep(TICK);
+                continue;
+            }
+            None => {}
+        }
+        metrics.set_state(DeviceState::Starting);
+        match run_session(AlsaSource::new(locator.clone()), &setup, stop, metrics) {
+            Ok(report) => {
+                setup.first_seq = report.next_seq;
+                if setup.max_frames.is_some() {
+                    break; // --duration: one session
+                }
+            }
+            Err(e) => {
+                DeviceMetrics::add(&metrics.write_errors, 1);
+                metrics.set_state(DeviceState::Failing);
+                tracing::error!(device = id, error = %e, "recording failed; retrying");
+                std::thread::sleep(Duration::from_secs(5));
+                // Promote what the failed session left behind, then continue after it.
+                if let Ok(rs) = recovery::recover(buffer_dir, data_dir) {
+                    let n = rs
+                        .iter()
+                        .filter(|r| matches!(r, Repair::Promoted { .. }))
+                        .count();
+                    DeviceMetrics::add(&metrics.segments_repaired, n as u64);
+                }
+                if let Ok(rd) = std::fs::read_dir(data_dir) {
+                    let names: Vec<String> = rd
+                        .filter_map(|e| e.ok())
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect();
+                    setup.first_seq = setup.first_seq.max(segment::next_seq(
+                        names.iter().map(String::as_str),
+                        &setup.template.station,
+                        &setup.template.device,
+                    ));
+                }
+            }
+        }
+    }
+    metrics.set_state(DeviceState::Stopped);
+}

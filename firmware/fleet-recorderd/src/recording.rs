@@ -1,0 +1,737 @@
+//! One recording session of one device: a capture thread reads the device into preallocated blocks
+//! and hands them over a bounded channel to the writer (the calling thread), which cuts segments by
+//! sample count, writes them into `.buffer/` and promotes them into `data/`.
+//!
+//! The capture loop allocates nothing: blocks circulate between a `free` and a `full` channel, both
+//! bounded and both sized at start. If the writer falls behind by the whole ring, the capture thread
+//! stops reading, the device overruns, and the overrun is recorded as a gap like any other.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::time::Duration;
+
+use crate::capture::{CaptureError, CaptureSource, Reopen, StreamSpec, clocks_now, decide_reopen};
+use crate::guano::{ClosedBy, GapBefore, SegmentMeta};
+use crate::metrics::{DeviceMetrics, DeviceState};
+use crate::segment::{self, Stamp, plan_split};
+use crate::wav::{SegmentFile, WavError, WavFormat};
+
+/// Whether wall-clock time is trusted when a segment starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClockTrust {
+    Always,
+    Never,
+    /// Trusted while this file exists (systemd-timesyncd: `/run/systemd/timesync/synchronized`).
+    WhenFileExists(PathBuf),
+}
+
+impl ClockTrust {
+    #[must_use]
+    pub fn trusted(&self) -> bool {
+        match self {
+            Self::Always => true,
+            Self::Never => false,
+            Self::WhenFileExists(p) => p.exists(),
+        }
+    }
+}
+
+/// Why a session should stop; shared with the daemon loop.
+#[derive(Debug, Default)]
+pub struct StopFlag(AtomicU8);
+
+impl StopFlag {
+    #[must_use]
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+    /// Ask the session to stop; its last segment is closed with `reason`.
+    pub fn stop(&self, reason: ClosedBy) {
+        let v = match reason {
+            ClosedBy::Schedule => 2,
+            _ => 1,
+        };
+        self.0.store(v, Ordering::SeqCst);
+    }
+    pub fn clear(&self) {
+        self.0.store(0, Ordering::SeqCst);
+    }
+    #[must_use]
+    pub fn requested(&self) -> Option<ClosedBy> {
+        match self.0.load(Ordering::SeqCst) {
+            0 => None,
+            2 => Some(ClosedBy::Schedule),
+            _ => Some(ClosedBy::Shutdown),
+        }
+    }
+}
+
+/// Everything a session needs.
+#[derive(Debug, Clone)]
+pub struct SessionSetup {
+    pub spec: StreamSpec,
+    pub frames_per_segment: u64,
+    /// fdatasync the open segment after this many frames (bounds what a power cut takes).
+    pub sync_every_frames: u64,
+    pub buffer_dir: PathBuf,
+    pub data_dir: PathBuf,
+    /// Station, device and position fields; seq, stamps, gap and file name are filled per segment.
+    pub template: SegmentMeta,
+    pub clock: ClockTrust,
+    /// Total bytes of the ring between capture and writer.
+    pub ring_bytes: usize,
+    pub reopen_debounce: Duration,
+    pub retry_interval: Duration,
+    /// Stop after this many frames (a `--duration`), if set.
+    pub max_frames: Option<u64>,
+    /// First sequence number to use.
+    pub first_seq: u64,
+}
+
+/// A preallocated block of frames.
+#[derive(Debug)]
+struct Block {
+    data: Box<[u8]>,
+    frames: usize,
+    stamp: Stamp,
+}
+
+#[derive(Debug)]
+enum Msg {
+    Audio(Box<Block>),
+    /// The stream broke (xrun, stall, device lost): close the segment, the next one starts after a gap.
+    Break(ClosedBy),
+    Opened(String),
+    End(ClosedBy),
+}
+
+/// What a finished session did.
+#[derive(Debug)]
+pub struct SessionReport<S> {
+    pub source: S,
+    pub promoted: Vec<PathBuf>,
+    pub next_seq: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Wav(#[from] WavError),
+    #[error("unable to start the capture thread for {device}")]
+    Spawn {
+        device: String,
+        source: std::io::Error,
+    },
+    #[error("unable to join the capture thread for {device}")]
+    Join { device: String },
+}
+
+/// Blocks of about one period each.
+fn block_layout(spec: &StreamSpec, ring_bytes: usize) -> (usize, usize) {
+    let frame = spec.frame_bytes();
+    let period_frames = spec.frames_in(spec.period).max(64) as usize;
+    let block_bytes = period_frames * frame;
+    let blocks = (ring_bytes / block_bytes).max(4);
+    (block_bytes, blocks)
+}
+
+/// Records until the stop flag is set or `max_frames` are captured. The writer runs on the calling
+/// thread, the capture on a new one.
+pub fn run_session<S: CaptureSource + 'static>(
+    source: S,
+    setup: &SessionSetup,
+    stop: &Arc<StopFlag>,
+    metrics: &Arc<DeviceMetrics>,
+) -> Result<SessionReport<S>, SessionError> {
+    let (block_bytes, blocks) = block_layout(&setup.spec, setup.ring_bytes);
+    // `free` holds every block when idle; `full` has room for every block plus control messages, so
+    // neither send can block for long.
+    let (free_tx, free_rx) = sync_channel::<Box<Block>>(blocks);
+    let (full_tx, full_rx) = sync_channel::<Msg>(blocks + 16);
+    for _ in 0..blocks {
+        let b = Box::new(Block {
+            data: vec![0u8; block_bytes].into_boxed_slice(),
+            frames: 0,
+            stamp: Stamp::default(),
+        });
+        free_tx.send(b).map_err(|_| SessionError::Join {
+            device: setup.template.device.clone(),
+        })?;
+    }
+    let capture = {
+        let spec = setup.spec;
+        let debounce = setup.reopen_debounce;
+        let retry = setup.retry_interval;
+        let max_frames = setup.max_frames;
+        let stop = Arc::clone(stop);
+        let metrics = Arc::clone(metrics);
+        std::thread::Builder::new()
+            .name(format!("capture-{}", setup.template.device))
+            .spawn(move || {
+                let mut source = source;
+                capture_loop(
+                    &mut source,
+                    &CaptureLoop {
+                        spec,
+                        debounce,
+                        retry,
+                        max_frames,
+                    },
+                    &free_rx,
+                    &full_tx,
+                    &stop,
+                    &metrics,
+                );
+                source
+            })
+            .map_err(|source| SessionError::Spawn {
+                device: setup.template.device.clone(),
+                source,
+            })?
+    };
+    let written = write_loop(&full_rx, &free_tx, setup, metrics);
+    // On a write error the receiver goes away with `full_rx`: the capture thread sees it and ends.
+    drop(full_rx);
+    let source = capture.join().map_err(|_| SessionError::Join {
+        device: setup.template.device.clone(),
+    })?;
+    let (promoted, next_seq) = written?;
+    Ok(SessionReport {
+        source,
+        promoted,
+        next_seq,
+    })
+}
+
+struct CaptureLoop {
+    spec: StreamSpec,
+    debounce: Duration,
+    retry: Duration,
+    max_frames: Option<u64>,
+}
+
+fn monotonic_ms() -> u64 {
+    clocks_now().monotonic_ns / 1_000_000
+}
+
+/// Sleeps up to `d`, waking early when asked to stop.
+fn nap(d: Duration, stop: &StopFlag) {
+    let step = Duration::from_millis(20);
+    let mut left = d;
+    while !left.is_zero() && stop.requested().is_none() {
+        let s = left.min(step);
+        std::thread::sleep(s);
+        left = left.saturating_sub(s);
+    }
+}
+
+fn capture_loop<S: CaptureSource>(
+    src: &mut S,
+    cfg: &CaptureLoop,
+    free: &Receiver<Box<Block>>,
+    full: &SyncSender<Msg>,
+    stop: &StopFlag,
+    metrics: &DeviceMetrics,
+) {
+    let frame_bytes = cfg.spec.frame_bytes();
+    let mut open = false;
+    let mut ever_opened = false;
+    let mut present_since: Option<u64> = None;
+    let mut spare: Option<Box<Block>> = None;
+    let mut captured: u64 = 0;
+    let end = loop {
+        if let Some(reason) = stop.requested() {
+            break reason;
+        }
+        if cfg.max_frames.is_some_and(|m| captured >= m) {
+            break ClosedBy::Shutdown;
+        }
+        if !open {
+            if ever_opened {
+                match decide_reopen(
+                    src.is_present(),
+                    present_since,
+                    monotonic_ms(),
+                    cfg.debounce.as_millis() as u64,
+                ) {
+                    Reopen::Wait { present_since_ms } => {
+                        present_since = present_since_ms;
+                        nap(
+                            cfg.retry.min(cfg.debounce.max(Duration::from_millis(50))),
+                            stop,
+                        );
+                        continue;
+                    }
+                    Reopen::Open => present_since = None,
+                }
+            }
+            match src.open(&cfg.spec) {
+                Ok(neg) => {
+                    open = true;
+                    ever_opened = true;
+                    metrics.set_state(DeviceState::Recording);
+                    tracing::info!(
+                        device = src.describe(),
+                        period_frames = neg.period_frames,
+                        buffer_frames = neg.buffer_frames,
+                        "capture opened"
+                    );
+                    if full.send(Msg::Opened(src.describe().to_string())).is_err() {
+                        break ClosedBy::Shutdown;
+                    }
+                }
+                Err(e) => {
+                    metrics.set_state(DeviceState::Missing);
+                    if let CaptureError::FormatRejected { .. } = e {
+                        tracing::error!(error = %e, "capture device rejected the profile");
+                    } else {
+                        tracing::warn!(error = %e, "capture device not available");
+                    }
+                    // Later opens of a device that was never there also go through the debounce.
+                    ever_opened = true;
+                    nap(cfg.retry, stop);
+                }
+            }
+            continue;
+        }
+        let mut block = match spare.take() {
+            Some(b) => b,
+            None => match free.recv_timeout(Duration::from_millis(100)) {
+                Ok(b) => b,
+                // The writer is behind by the whole ring: stop reading; the device will overrun.
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break ClosedBy::Shutdown,
+            },
+        };
+        let mut want = block.data.len() / frame_bytes;
+        if let Some(m) = cfg.max_frames {
+            want = want.min((m - captured) as usize);
+        }
+        let broke = match src.read(&mut block.data[..want * frame_bytes]) {
+            Ok(crate::capture::ReadOutcome::Frames { frames: 0, .. }) => {
+                spare = Some(block);
+                None
+            }
+            Ok(crate::capture::ReadOutcome::Frames { frames, stamp }) => {
+                block.frames = frames;
+                block.stamp = stamp;
+                captured += frames as u64;
+                if full.send(Msg::Audio(block)).is_err() {
+                    break ClosedBy::Shutdown;
+                }
+                None
+            }
+            Ok(crate::capture::ReadOutcome::Overrun) => {
+                spare = Some(block);
+                DeviceMetrics::add(&metrics.xruns, 1);
+                tracing::warn!(device = src.describe(), "capture overrun");
+                if let Err(e) = src.recover() {
+                    tracing::warn!(error = %e, "unable to recover from overrun, reopening");
+                    src.close();
+                    open = false;
+                }
+                Some(ClosedBy::Xrun)
+            }
+            Ok(crate::capture::ReadOutcome::Stalled) => {
+                spare = Some(block);
+                DeviceMetrics::add(&metrics.stalls, 1);
+                tracing::warn!(device = src.describe(), "capture stalled, reopening");
+                src.close();
+                open = false;
+                Some(ClosedBy::Stall)
+            }
+            Err(CaptureError::Suspended { .. }) => {
+                spare = Some(block);
+                DeviceMetrics::add(&metrics.device_losses, 1);
+                if src.recover().is_err() {
+                    src.close();
+                    open = false;
+                }
+                Some(ClosedBy::DeviceLost)
+            }
+            Err(e) => {
+                spare = Some(block);
+                DeviceMetrics::add(&metrics.device_losses, 1);
+                tracing::warn!(error = %e, "capture device lost");
+                metrics.set_state(DeviceState::Missing);
+                src.close();
+                open = false;
+                Some(ClosedBy::DeviceLost)
+            }
+        };
+        if let Some(cause) = broke
+            && full.send(Msg::Break(cause)).is_err()
+        {
+            break ClosedBy::Shutdown;
+        }
+    };
+    src.close();
+    let _ = full.send(Msg::End(end));
+}
+
+struct Writer<'a> {
+    setup: &'a SessionSetup,
+    format: WavFormat,
+    frame_bytes: usize,
+    current: Option<SegmentFile>,
+    in_segment: u64,
+    since_sync: u64,
+    seq: u64,
+    stream_frame: u64,
+    pending_gap: Option<ClosedBy>,
+    last_end: Option<Stamp>,
+    promoted: Vec<PathBuf>,
+    metrics: &'a DeviceMetrics,
+}
+
+impl Writer<'_> {
+    fn open_segment(
+        &mut self,
+        stamp: Stamp,
+        offset: u64,
+        gap: Option<GapBefore>,
+    ) -> Result<(), WavError> {
+        let wall_ms = stamp.wall_unix_ns.div_euclid(1_000_000);
+        let t = &self.setup.template;
+        let mut meta = t.clone();
+        meta.seq = self.seq;
+        meta.wall_unix_ms = wall_ms;
+        meta.clock_trusted = self.setup.clock.trusted();
+        meta.monotonic_ns = stamp.monotonic_ns;
+        meta.stream_frame = self.stream_frame + offset;
+        meta.gap_before = gap;
+        meta.file_name = segment::segment_name(wall_ms, &t.station, &t.device, self.seq);
+        self.current = Some(SegmentFile::create(
+            &self.setup.buffer_dir,
+            self.format,
+            &meta,
+        )?);
+        self.seq += 1;
+        self.in_segment = 0;
+        self.since_sync = 0;
+        Ok(())
+    }
+
+    fn close_segment(&mut self, why: ClosedBy) -> Result<(), WavError> {
+        if let Some(seg) = self.current.take() {
+            let bytes = seg.data_bytes();
+            let name = seg.name().to_string();
+            let path = seg.finish(&self.setup.data_dir, why)?;
+            DeviceMetrics::add(&self.metrics.segments_written, 1);
+            DeviceMetrics::add(&self.metrics.bytes_written, bytes);
+            if let Ok(mut g) = self.metrics.last_segment.lock() {
+                *g = Some(name);
+            }
+            tracing::info!(path = %path.display(), closed_by = why.as_str(), "segment promoted");
+            self.promoted.push(path);
+        }
+        Ok(())
+    }
+
+    fn audio(&mut self, block: &Block) -> Result<(), WavError> {
+        let rate = self.setup.spec.rate;
+        let gap = self.pending_gap.take().map(|cause| GapBefore {
+            cause,
+            millis: self.last_end.map_or(0, |e| {
+                block.stamp.monotonic_ns.saturating_sub(e.monotonic_ns) / 1_000_000
+            }),
+        });
+        if let Some(g) = gap {
+            DeviceMetrics::add(&self.metrics.gaps, 1);
+            DeviceMetrics::add(&self.metrics.gap_ms_total, g.millis);
+        }
+        let mut gap = gap;
+        let mut off = 0u64;
+        let frames = block.frames as u64;
+        while off < frames {
+            if self.current.is_none() {
+                self.open_segment(block.stamp.advanced(off, rate), off, gap.take())?;
+                let wall = block.stamp.advanced(off, rate).wall_unix_ns / 1_000_000;
+                self.metrics
+                    .last_segment_wall_unix_ms
+                    .store(wall.max(0) as u64, Ordering::Relaxed);
+            }
+            let split = plan_split(self.setup.frames_per_segment, self.in_segment, frames - off);
+            let a = off as usize * self.frame_bytes;
+            let b = (off + split.take) as usize * self.frame_bytes;
+            if let Some(seg) = self.current.as_mut() {
+                seg.append(&block.data[a..b])?;
+            }
+            self.in_segment += split.take;
+            self.since_sync += split.take;
+            off += split.take;
+            if split.completes {
+                self.close_segment(ClosedBy::Length)?;
+            } else if self.since_sync >= self.setup.sync_every_frames {
+                if let Some(seg) = self.current.as_ref() {
+                    seg.sync_data()?;
+                }
+                self.since_sync = 0;
+            }
+        }
+        self.stream_frame += frames;
+        self.last_end = Some(block.stamp.advanced(frames, rate));
+        DeviceMetrics::add(&self.metrics.frames_captured, frames);
+        self.metrics
+            .last_progress_monotonic_ms
+            .store(monotonic_ms(), Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+fn write_loop(
+    full: &Receiver<Msg>,
+    free: &SyncSender<Box<Block>>,
+    setup: &SessionSetup,
+    metrics: &DeviceMetrics,
+) -> Result<(Vec<PathBuf>, u64), WavError> {
+    let mut w = Writer {
+        setup,
+        format: WavFormat {
+            rate: setup.spec.rate,
+            channels: setup.spec.channels,
+            bits: setup.spec.format.bits(),
+        },
+        frame_bytes: setup.spec.frame_bytes(),
+        current: None,
+        in_segment: 0,
+        since_sync: 0,
+        seq: setup.first_seq,
+        stream_frame: 0,
+        pending_gap: None,
+        last_end: None,
+        promoted: Vec::new(),
+        metrics,
+    };
+    while let Ok(msg) = full.recv() {
+        match msg {
+            Msg::Audio(block) => {
+                let r = w.audio(&block);
+                // Never blocks: the free channel has room for every block.
+                let _ = free.try_send(block);
+                r?;
+            }
+            Msg::Break(cause) => {
+                w.close_segment(cause)?;
+                w.pending_gap = Some(cause);
+            }
+            Msg::Opened(pcm) => {
+                w.stream_frame = 0;
+                if let Ok(mut g) = metrics.pcm.lock() {
+                    *g = Some(pcm);
+                }
+            }
+            Msg::End(reason) => {
+                w.close_segment(reason)?;
+                break;
+            }
+        }
+    }
+    w.close_segment(ClosedBy::Shutdown)?;
+    Ok((w.promoted, w.seq))
+}
+
+/// Creates `<root>/.buffer` and `<root>/data` if missing.
+pub fn ensure_dirs(root: &Path) -> std::io::Result<(PathBuf, PathBuf)> {
+    let buffer = root.join(".buffer");
+    let data = root.join("data");
+    std::fs::create_dir_all(&buffer)?;
+    std::fs::create_dir_all(&data)?;
+    Ok((buffer, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::SampleFormat;
+    use crate::capture::fake::{FakeSource, Step};
+    use crate::wav;
+
+    fn setup(root: &Path, seg: u64) -> SessionSetup {
+        let (buffer_dir, data_dir) = ensure_dirs(root).expect("dirs");
+        SessionSetup {
+            spec: StreamSpec {
+                rate: 1000,
+                channels: 1,
+                format: SampleFormat::S16,
+                period: Duration::from_millis(100),
+                buffer: Duration::from_secs(1),
+                stall_timeout: Duration::from_secs(1),
+            },
+            frames_per_segment: seg,
+            sync_every_frames: 1000,
+            buffer_dir,
+            data_dir,
+            template: SegmentMeta {
+                station: "st".into(),
+                device: "mic".into(),
+                make: None,
+                model: None,
+                serial: None,
+                position: None,
+                elevation_m: None,
+                rate: 1000,
+                channels: 1,
+                seq: 0,
+                wall_unix_ms: 0,
+                clock_trusted: false,
+                monotonic_ns: 0,
+                stream_frame: 0,
+                utc_offset_minutes: 0,
+                file_name: String::new(),
+                gap_before: None,
+            },
+            clock: ClockTrust::Never,
+            ring_bytes: 4096,
+            reopen_debounce: Duration::from_millis(0),
+            retry_interval: Duration::from_millis(1),
+            max_frames: None,
+            first_seq: 5,
+        }
+    }
+
+    fn samples(path: &Path) -> Vec<u16> {
+        let b = std::fs::read(path).expect("read");
+        b[wav::HEADER_LEN..]
+            .chunks(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect()
+    }
+
+    fn guano_of(path: &Path) -> String {
+        let b = std::fs::read(path).expect("read");
+        wav::parse_header(&b).expect("ours").guano_text
+    }
+
+    fn run(src: FakeSource, s: &SessionSetup) -> SessionReport<FakeSource> {
+        let stop = StopFlag::new();
+        let m = Arc::new(DeviceMetrics::default());
+        run_session(src, s, &stop, &m).expect("session")
+    }
+
+    #[test]
+    fn frames_are_cut_into_exact_segments_and_nothing_is_lost_or_duplicated() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut s = setup(root.path(), 250);
+        s.max_frames = Some(1000);
+        let src = FakeSource::new(vec![
+            Step::Frames {
+                start: 0,
+                frames: 333,
+            },
+            Step::Frames {
+                start: 333,
+                frames: 667,
+            },
+        ]);
+        let r = run(src, &s);
+        assert_eq!(r.promoted.len(), 4);
+        let all: Vec<u16> = r.promoted.iter().flat_map(|p| samples(p)).collect();
+        assert_eq!(all, (0..1000).collect::<Vec<u16>>());
+        assert!(
+            r.promoted[0]
+                .to_string_lossy()
+                .ends_with("_st_mic_00000005.wav")
+        );
+        assert_eq!(r.next_seq, 9);
+        let g = guano_of(&r.promoted[1]);
+        assert_eq!(crate::guano::field(&g, "FLEET|Stream Frame"), Some("250"));
+        assert_eq!(crate::guano::field(&g, "FLEET|Closed By"), Some("length"));
+    }
+
+    #[test]
+    fn an_overrun_closes_the_segment_and_the_next_one_records_the_gap() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut s = setup(root.path(), 10_000);
+        s.max_frames = Some(200);
+        let src = FakeSource::new(vec![
+            Step::Frames {
+                start: 0,
+                frames: 100,
+            },
+            Step::Overrun,
+            Step::Frames {
+                start: 100,
+                frames: 100,
+            },
+        ]);
+        let r = run(src, &s);
+        assert_eq!(r.promoted.len(), 2);
+        let (a, b) = (guano_of(&r.promoted[0]), guano_of(&r.promoted[1]));
+        assert_eq!(crate::guano::field(&a, "FLEET|Closed By"), Some("xrun"));
+        assert_eq!(crate::guano::field(&b, "FLEET|Gap Cause"), Some("xrun"));
+        assert_eq!(crate::guano::field(&b, "FLEET|Gap Before Ms"), Some("500"));
+        assert_eq!(crate::guano::field(&b, "FLEET|Closed By"), Some("shutdown"));
+    }
+
+    #[test]
+    fn an_unplugged_device_is_reopened_and_the_loss_recorded_as_a_gap() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut s = setup(root.path(), 10_000);
+        s.max_frames = Some(200);
+        let mut src = FakeSource::new(vec![
+            Step::Frames {
+                start: 0,
+                frames: 100,
+            },
+            Step::Fail(CaptureError::Disconnected {
+                device: "fake".into(),
+            }),
+            Step::Frames {
+                start: 100,
+                frames: 100,
+            },
+        ]);
+        // Gone twice, then back; one failed open while it enumerates.
+        src.presence = [false, false, true, true].into();
+        src.opens = [Err(CaptureError::Missing {
+            device: "fake".into(),
+        })]
+        .into();
+        let m = Arc::new(DeviceMetrics::default());
+        let r = run_session(src, &s, &StopFlag::new(), &m).expect("session");
+        assert_eq!(r.source.open_calls, 3);
+        assert_eq!(r.promoted.len(), 2);
+        let b = guano_of(&r.promoted[1]);
+        assert_eq!(
+            crate::guano::field(&b, "FLEET|Gap Cause"),
+            Some("device-lost")
+        );
+        assert_eq!(m.device_losses.load(Ordering::Relaxed), 1);
+        assert_eq!(m.gaps.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_stall_and_a_rejected_format_are_survived_without_losing_recorded_frames() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut s = setup(root.path(), 10_000);
+        s.max_frames = Some(150);
+        let mut src = FakeSource::new(vec![
+            Step::Frames {
+                start: 0,
+                frames: 50,
+            },
+            Step::Stall,
+            Step::Frames {
+                start: 50,
+                frames: 100,
+            },
+        ]);
+        src.opens = [
+            Ok(()),
+            Err(CaptureError::FormatRejected {
+                device: "fake".into(),
+                detail: "rate 384000 granted instead of 48000".into(),
+            }),
+        ]
+        .into();
+        let r = run(src, &s);
+        assert_eq!(r.source.open_calls, 3);
+        let all: Vec<u16> = r.promoted.iter().flat_map(|p| samples(p)).collect();
+        assert_eq!(all, (0..150).collect::<Vec<u16>>());
+        let b = guano_of(&r.promoted[1]);
+        assert_eq!(crate::guano::field(&b, "FLEET|Gap Cause"), Some("stall"));
+    }
+}

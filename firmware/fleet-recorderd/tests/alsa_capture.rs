@@ -1,0 +1,203 @@
+//! The recorder through the real alsa-lib path: a file-backed capture PCM (`vmic`, unpaced, or
+//! `vmic_rt`, paced by a dummy JACK server), with a test-only ALSA configuration.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Bench, Daemon, Jackd, guano_reference_read, read_segment, wait_for};
+use fleet_recorderd::guano;
+
+#[test]
+fn segments_concatenate_to_exactly_the_source_through_alsa() {
+    // (rate, channels, format, bytes per sample): a bird profile and a stereo 32-bit one.
+    for (rate, channels, format, width) in [(48_000u32, 1u16, "s16", 2usize), (96_000, 2, "s32", 4)]
+    {
+        let bench = Bench::new();
+        let frame = usize::from(channels) * width;
+        let seconds = 3.37;
+        let frames = (seconds * f64::from(rate)).round() as usize;
+        // The file PCM repeats its last buffer past the end: make the source longer than the take.
+        let source = bench.source((frames + rate as usize) * frame, u64::from(rate));
+        let config = bench.config(
+            &bench.vmic(),
+            &format!(
+                "rate = {rate}\nchannels = {channels}\nformat = \"{format}\"\nsegment-seconds = 1\nperiod-ms = 20\nbuffer-ms = 1000"
+            ),
+        );
+        let mut cmd = Daemon::command(&bench, &config, None);
+        cmd.arg("--duration").arg(seconds.to_string());
+        let status = Daemon::spawn(cmd).wait(Duration::from_secs(30));
+        assert!(status.success(), "daemon failed: {status}");
+
+        let files = bench.promoted();
+        assert_eq!(files.len(), 4, "3 full segments and the rest");
+        assert!(bench.buffered().is_empty(), "nothing left in .buffer");
+        let mut all = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let (data, text) = read_segment(f);
+            let seq = guano::field(&text, "FLEET|Segment Seq").expect("seq");
+            assert_eq!(seq, i.to_string());
+            assert!(
+                f.to_string_lossy()
+                    .ends_with(&format!("_st-0042_mic0_{i:08}.wav"))
+            );
+            if i < 3 {
+                assert_eq!(
+                    data.len(),
+                    rate as usize * frame,
+                    "segment {i} holds exactly 1 s"
+                );
+            }
+            all.extend_from_slice(&data);
+        }
+        assert_eq!(all.len(), frames * frame);
+        assert!(
+            all == source[..frames * frame],
+            "concatenated segments differ from the source"
+        );
+    }
+}
+
+#[test]
+fn guano_is_readable_by_the_reference_reader() {
+    let bench = Bench::new();
+    bench.source(48_000 * 2 * 3, 7);
+    let config = bench.config(
+        &bench.vmic(),
+        "rate = 48000\nsegment-seconds = 1\nperiod-ms = 20\nbuffer-ms = 1000",
+    );
+    let mut cmd = Daemon::command(&bench, &config, None);
+    cmd.args(["--duration", "1.5"]);
+    assert!(Daemon::spawn(cmd).wait(Duration::from_secs(30)).success());
+    let files = bench.promoted();
+    assert_eq!(files.len(), 2);
+    let read = guano_reference_read(&files);
+    assert_eq!(read.len(), 2);
+    for (i, g) in read.iter().enumerate() {
+        assert_eq!(g["samplerate"], 48_000);
+        assert_eq!(g["station"], "st-0042");
+        assert_eq!(g["device"], "mic0");
+        assert_eq!(g["make"], "Fleet");
+        assert_eq!(g["model"], "File PCM");
+        assert_eq!(g["seq"], i.to_string());
+        assert_eq!(g["utcoffset_s"], 3600.0);
+        assert_eq!(g["position"][0], 52.2);
+        assert!(
+            g["timestamp"]
+                .as_str()
+                .expect("timestamp")
+                .ends_with("+01:00")
+        );
+    }
+    assert_eq!(read[0]["length"], 1.0);
+    assert_eq!(read[0]["nframes"], 48_000);
+    assert_eq!(read[0]["data_len"], 96_000);
+    assert_eq!(read[0]["closed_by"], "length");
+    assert_eq!(read[1]["length"], 0.5);
+    assert_eq!(read[1]["closed_by"], "shutdown");
+}
+
+#[test]
+fn sigkill_loses_nothing_on_disk_and_the_next_start_repairs_the_open_segment() {
+    let bench = Bench::new();
+    let jack = Jackd::start(16_000, 256);
+    let source = bench.source(16_000 * 2 * 30, 11);
+    let config = bench.config(
+        &bench.vmic_rt(),
+        "rate = 16000\nsegment-seconds = 1\nperiod-ms = 16\nbuffer-ms = 1000\nsync-interval-seconds = 1",
+    );
+    let daemon = Daemon::spawn(Daemon::command(&bench, &config, Some(&jack)));
+    // Two complete segments and a third under way with samples on disk.
+    wait_for(
+        Duration::from_secs(20),
+        "two segments and an open third",
+        || {
+            bench.promoted().len() >= 2
+                && bench
+                    .buffered()
+                    .first()
+                    .is_some_and(|f| std::fs::metadata(f).is_ok_and(|m| m.len() > 4096 + 3200))
+        },
+    );
+    drop(daemon); // SIGKILL, no chance to close anything
+    let open = bench.buffered();
+    assert_eq!(open.len(), 1, "one segment was open");
+    let on_disk = std::fs::read(&open[0]).expect("open segment");
+    let before: Vec<_> = bench.promoted();
+
+    // Everything already promoted is complete and continuous from the first sample.
+    let mut all = Vec::new();
+    for f in &before {
+        all.extend_from_slice(&read_segment(f).0);
+    }
+    assert_eq!(all.len(), 16_000 * 2 * before.len());
+    assert!(
+        all == source[..all.len()],
+        "promoted segments are not the source"
+    );
+
+    // The next start repairs and promotes the open segment before recording on.
+    let mut cmd = Daemon::command(&bench, &config, Some(&jack));
+    cmd.args(["--duration", "0.5"]);
+    assert!(Daemon::spawn(cmd).wait(Duration::from_secs(30)).success());
+    let name = open[0].file_name().expect("name");
+    let repaired = bench.data_root().join("data").join(name);
+    let (data, text) = read_segment(&repaired);
+    assert_eq!(
+        data.len(),
+        (on_disk.len() - 4096) / 2 * 2,
+        "every whole frame on disk kept"
+    );
+    assert!(data == on_disk[4096..4096 + data.len()]);
+    assert_eq!(guano::field(&text, "FLEET|Repaired"), Some("true"));
+    assert_eq!(guano::field(&text, "FLEET|Closed By"), Some("recovery"));
+    all.extend_from_slice(&data);
+    assert!(
+        all == source[..all.len()],
+        "the repaired segment does not continue the source"
+    );
+    // The new session continues the sequence after the repaired segment.
+    let after = bench.promoted();
+    let last = after.last().expect("segments");
+    let (_, text) = read_segment(last);
+    assert_eq!(
+        guano::field(&text, "FLEET|Segment Seq"),
+        Some(
+            before
+                .len()
+                .checked_add(1)
+                .expect("small")
+                .to_string()
+                .as_str()
+        )
+    );
+    let read = guano_reference_read(std::slice::from_ref(&repaired));
+    assert_eq!(read[0]["repaired"], "true");
+}
+
+#[test]
+fn check_config_exits_2_on_an_invalid_config_and_0_on_a_valid_one() {
+    let bench = Bench::new();
+    let good = bench.config(&bench.vmic(), "rate = 48000");
+    let run = |p: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fleet-recorderd"))
+            .arg("--config")
+            .arg(p)
+            .arg("--check-config")
+            .output()
+            .expect("run")
+    };
+    assert_eq!(run(&good).status.code(), Some(0));
+    let bad = bench.config(
+        &bench.vmic(),
+        "rate = 48000\nbuffer-ms = 10\nsegment-lenght = 3",
+    );
+    let out = run(&bad);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("segment-lenght"));
+    let bad = bench.config(&bench.vmic(), "rate = 48000\nbuffer-ms = 10");
+    let out = run(&bad);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("profiles.p.buffer-ms"));
+}
