@@ -1,6 +1,14 @@
 //! Fakes and harnesses shared by tests. A dev-dependency only: never linked into a daemon.
 //!
 //! - [`mosquitto::Mosquitto`]: a real mosquitto on a free loopback port, killed on drop.
+//! - [`operator::Operator`]: signs and publishes bundles (retained chunks + manifest) and
+//!   offers with `fleet-proto`, and can publish anything else a broken tool or an attacker
+//!   would.
+//! - [`watch::Watcher`]: follows stations' retained state and events.
 pub mod mosquitto;
+pub mod operator;
+pub mod watch;
 
 pub use mosquitto::Mosquitto;
+pub use operator::Operator;
+pub use watch::Watcher;

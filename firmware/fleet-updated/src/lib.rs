@@ -1,1 +1,46 @@
-//! fleet-updated
+//! `fleet-updated`: the station's update daemon.
+//!
+//! It wires the MQTT session (`fleet-mqtt`), the pure update engine
+//! (`fleet_core::update::step`), a journal on the data partition ([`journal`]), resumable
+//! chunked downloads ([`download`]) and the ports `BootControl`, `Installer` and
+//! [`HealthCheck`] into one `select!` loop ([`run`]).
+//!
+//! # Entry points
+//! - [`run`]`(config, deps, shutdown)`: the daemon on any ports. Returns
+//!   [`Exit::Reboot`] when the engine wants a reboot (the journal already holds the intent):
+//!   the binary exits with [`EXIT_REBOOT`] and the system reboots.
+//! - [`sim::run_sim_station`]`(config, shutdown)`: a simulated station (config with a `[sim]`
+//!   section). It powers the simulated board on ([`sim::power_on`]: provision on first use,
+//!   then the simulated bootloader picks the slot and counts attempts), runs the daemon, and
+//!   loops simulated reboots in-process until the shutdown watch turns true.
+//! - The binary: `fleet-updated --config FILE [--check-config]`; on simulated stations
+//!   `--sim-boot` runs one simulated power-on and exits, `--sim` runs
+//!   [`sim::run_sim_station`] (in-process reboots). A process-per-boot runner is:
+//!   `while fleet-updated -c F --sim-boot && fleet-updated -c F; [ $? -eq 10 ]; do :; done`
+//!   (simplified: exit code 10 = reboot).
+//!
+//! # Exit codes
+//! 0 stopped, 1 failure, 2 invalid configuration, 10 reboot requested ([`EXIT_REBOOT`]).
+//!
+//! # Files (all under `data-dir`)
+//! - `fleet/updated/journal.json`: engine state and publication counters (temp + fsync +
+//!   rename + fsync dir after every transition, before its actions).
+//! - `fleet/downloads/<bundle-id>.part`: a download in progress (chunks at their offsets; what
+//!   is held is found again by hashing, so nothing else needs to survive a power cut);
+//!   `<bundle-id>.bundle` once the whole file hashed to its id.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod daemon;
+pub mod download;
+pub mod durable;
+pub mod journal;
+pub mod sim;
+
+pub use config::Config;
+pub use daemon::{Deps, Exit, HealthCheck, HealthFailure, RunError, RunStats, run};
+
+/// Exit code of the binary when the engine asks for a reboot.
+pub const EXIT_REBOOT: i32 = 10;
+/// Exit code for an invalid configuration (systemd does not restart on it).
+pub const EXIT_INVALID_CONFIG: i32 = 2;

@@ -1,0 +1,405 @@
+//! `/etc/fleet/updated.toml`: parsed into raw types, then validated into [`Config`] with every
+//! invalid key reported by its path.
+//!
+//! ```toml
+//! device-id = "stn-0042"          # or device-id-file = "/data/fleet/identity/device-id"
+//! groups = ["canary"]
+//! compatible = "fleet-rpi5"
+//! data-dir = "/data"
+//! trusted-keys = ["<64 hex digits: ed25519 public key>"]
+//! wall-clock = "untrusted"        # "trusted" once NTP/RTC sync is guaranteed
+//!
+//! [mqtt]
+//! host = "broker.example"
+//! port = 1883
+//! keep-alive-secs = 30
+//! backoff-initial-ms = 500
+//! backoff-max-ms = 60000
+//!
+//! [update]
+//! download-space-bytes = 2147483648  # bundles larger than this are refused
+//! chunk-window = 8                  # chunk topics subscribed at once
+//! chunk-retries = 3                 # a chunk failing its hash this often fails the download
+//! chunk-retry-ms = 2000
+//! stall-timeout-secs = 600          # no chunk for this long: the download fails
+//! max-trial-attempts = 3
+//!
+//! [sim]                              # only on simulated stations
+//! root = "/var/lib/fleet-sim/stn-0042"
+//! factory-version = "1.0.0"
+//! fail-health-file = "/var/lib/fleet-sim/stn-0042/fail-health"
+//! ```
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fleet_core::ids::{DeviceId, GroupId};
+use fleet_proto::envelope::TrustedKeys;
+use serde::Deserialize;
+
+/// An invalid configuration: every problem, each with the key path.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unable to read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unable to parse config {path}: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    #[error("unable to accept config {path}:\n{}", .problems.join("\n"))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawConfig {
+    device_id: Option<String>,
+    device_id_file: Option<PathBuf>,
+    #[serde(default)]
+    groups: Vec<String>,
+    compatible: String,
+    data_dir: PathBuf,
+    trusted_keys: Vec<String>,
+    #[serde(default)]
+    wall_clock: WallClock,
+    mqtt: RawMqtt,
+    #[serde(default)]
+    update: RawUpdate,
+    sim: Option<RawSim>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawMqtt {
+    host: String,
+    #[serde(default = "default_port")]
+    port: u16,
+    #[serde(default = "default_keep_alive")]
+    keep_alive_secs: u64,
+    #[serde(default = "default_backoff_initial")]
+    backoff_initial_ms: u64,
+    #[serde(default = "default_backoff_max")]
+    backoff_max_ms: u64,
+}
+
+fn default_port() -> u16 {
+    1883
+}
+fn default_keep_alive() -> u64 {
+    30
+}
+fn default_backoff_initial() -> u64 {
+    500
+}
+fn default_backoff_max() -> u64 {
+    60_000
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+struct RawUpdate {
+    download_space_bytes: u64,
+    chunk_window: usize,
+    chunk_retries: u32,
+    chunk_retry_ms: u64,
+    stall_timeout_secs: u64,
+    max_trial_attempts: u8,
+}
+
+impl Default for RawUpdate {
+    fn default() -> Self {
+        Self {
+            download_space_bytes: 2 * 1024 * 1024 * 1024,
+            chunk_window: 8,
+            chunk_retries: 3,
+            chunk_retry_ms: 2000,
+            stall_timeout_secs: 600,
+            max_trial_attempts: 3,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawSim {
+    root: PathBuf,
+    #[serde(default = "default_factory")]
+    factory_version: String,
+    fail_health_file: Option<PathBuf>,
+}
+
+fn default_factory() -> String {
+    "1.0.0".into()
+}
+
+/// Whether the wall clock may be used for decisions (offer expiry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WallClock {
+    /// Never judge by wall-clock time (a station without a synced clock).
+    #[default]
+    Untrusted,
+    /// The system clock is synced (NTP/RTC): offers expire.
+    Trusted,
+}
+
+/// The MQTT connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MqttConfig {
+    pub host: String,
+    pub port: u16,
+    pub keep_alive: Duration,
+    pub backoff: fleet_mqtt::Backoff,
+}
+
+/// How downloads behave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpdateConfig {
+    /// The space this station may use for downloads; larger bundles are refused.
+    pub download_space_bytes: u64,
+    /// Chunk topics subscribed at once (flow control: the broker sends at most this many
+    /// chunks ahead of what is written).
+    pub chunk_window: usize,
+    pub chunk_retries: u32,
+    pub chunk_retry: Duration,
+    pub stall_timeout: Duration,
+    pub max_trial_attempts: u8,
+}
+
+/// A simulated station (see `fleet-sim`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimConfig {
+    pub root: PathBuf,
+    pub factory_version: semver::Version,
+    pub fail_health_file: Option<PathBuf>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub device_id: DeviceId,
+    pub groups: Vec<GroupId>,
+    pub compatible: String,
+    pub data_dir: PathBuf,
+    pub trusted_keys: TrustedKeys,
+    pub wall_clock: WallClock,
+    pub mqtt: MqttConfig,
+    pub update: UpdateConfig,
+    pub sim: Option<SimConfig>,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates `text` (read from `path`, used in messages).
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            detail: e.to_string(),
+        })?;
+        let mut problems = Vec::new();
+        let device_id = match (&raw.device_id, &raw.device_id_file) {
+            (Some(id), None) => Some(id.clone()),
+            (None, Some(file)) => match std::fs::read_to_string(file) {
+                Ok(s) => Some(s.trim().to_owned()),
+                Err(e) => {
+                    problems.push(format!(
+                        "device-id-file: unable to read {}: {e}",
+                        file.display()
+                    ));
+                    None
+                }
+            },
+            _ => {
+                problems.push("device-id: give exactly one of device-id and device-id-file".into());
+                None
+            }
+        }
+        .and_then(|s| match DeviceId::new(s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                problems.push(format!("device-id: {e}"));
+                None
+            }
+        });
+        let mut groups = Vec::new();
+        for (i, g) in raw.groups.iter().enumerate() {
+            match GroupId::new(g.clone()) {
+                Ok(g) => groups.push(g),
+                Err(e) => problems.push(format!("groups[{i}]: {e}")),
+            }
+        }
+        if raw.compatible.is_empty()
+            || raw.compatible.len() > fleet_core::update::offer::MAX_COMPATIBLE_LEN
+        {
+            problems.push("compatible: must be 1..=64 bytes".into());
+        }
+        if !raw.data_dir.is_absolute() {
+            problems.push("data-dir: must be an absolute path".into());
+        }
+        let mut trusted_keys = TrustedKeys::new();
+        for (i, k) in raw.trusted_keys.iter().enumerate() {
+            match TrustedKeys::parse_public_hex(k) {
+                Ok(key) => {
+                    trusted_keys.insert(key);
+                }
+                Err(e) => problems.push(format!("trusted-keys[{i}]: {e}")),
+            }
+        }
+        if raw.trusted_keys.is_empty() {
+            problems.push("trusted-keys: at least one key is needed".into());
+        }
+        if raw.mqtt.host.is_empty() {
+            problems.push("mqtt.host: must not be empty".into());
+        }
+        if raw.mqtt.port == 0 {
+            problems.push("mqtt.port: must not be 0".into());
+        }
+        if raw.mqtt.keep_alive_secs < 5 || raw.mqtt.keep_alive_secs > 3600 {
+            problems.push("mqtt.keep-alive-secs: must be 5..=3600".into());
+        }
+        if raw.mqtt.backoff_initial_ms == 0 || raw.mqtt.backoff_initial_ms > raw.mqtt.backoff_max_ms
+        {
+            problems.push("mqtt.backoff-initial-ms: must be 1..=backoff-max-ms".into());
+        }
+        let u = &raw.update;
+        if u.download_space_bytes == 0 {
+            problems.push("update.download-space-bytes: must not be 0".into());
+        }
+        if !(1..=64).contains(&u.chunk_window) {
+            problems.push("update.chunk-window: must be 1..=64".into());
+        }
+        if !(1..=100).contains(&u.chunk_retries) {
+            problems.push("update.chunk-retries: must be 1..=100".into());
+        }
+        if u.stall_timeout_secs == 0 {
+            problems.push("update.stall-timeout-secs: must not be 0".into());
+        }
+        if !(1..=9).contains(&u.max_trial_attempts) {
+            problems.push("update.max-trial-attempts: must be 1..=9".into());
+        }
+        let sim = match &raw.sim {
+            None => None,
+            Some(s) => {
+                if !s.root.is_absolute() {
+                    problems.push("sim.root: must be an absolute path".into());
+                }
+                match semver::Version::parse(&s.factory_version) {
+                    Ok(v) => Some(SimConfig {
+                        root: s.root.clone(),
+                        factory_version: v,
+                        fail_health_file: s.fail_health_file.clone(),
+                    }),
+                    Err(e) => {
+                        problems.push(format!("sim.factory-version: {e}"));
+                        None
+                    }
+                }
+            }
+        };
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid {
+                path: path.to_owned(),
+                problems,
+            });
+        }
+        let device_id = device_id.ok_or_else(|| ConfigError::Invalid {
+            path: path.to_owned(),
+            problems: vec!["device-id: missing".into()],
+        })?;
+        Ok(Config {
+            device_id,
+            groups,
+            compatible: raw.compatible,
+            data_dir: raw.data_dir,
+            trusted_keys,
+            wall_clock: raw.wall_clock,
+            mqtt: MqttConfig {
+                host: raw.mqtt.host,
+                port: raw.mqtt.port,
+                keep_alive: Duration::from_secs(raw.mqtt.keep_alive_secs),
+                backoff: fleet_mqtt::Backoff {
+                    initial: Duration::from_millis(raw.mqtt.backoff_initial_ms),
+                    max: Duration::from_millis(raw.mqtt.backoff_max_ms),
+                },
+            },
+            update: UpdateConfig {
+                download_space_bytes: u.download_space_bytes,
+                chunk_window: u.chunk_window,
+                chunk_retries: u.chunk_retries,
+                chunk_retry: Duration::from_millis(u.chunk_retry_ms),
+                stall_timeout: Duration::from_secs(u.stall_timeout_secs),
+                max_trial_attempts: u.max_trial_attempts,
+            },
+            sim,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
+
+    fn good() -> String {
+        format!(
+            "device-id = \"stn-1\"\ngroups = [\"canary\"]\ncompatible = \"fleet-sim\"\n\
+             data-dir = \"/tmp/x\"\ntrusted-keys = [\"{KEY}\"]\n[mqtt]\nhost = \"127.0.0.1\"\n"
+        )
+    }
+
+    #[test]
+    fn a_minimal_config_takes_the_defaults() {
+        let c = Config::parse(Path::new("t.toml"), &good()).expect("valid");
+        assert_eq!(c.device_id.as_str(), "stn-1");
+        assert_eq!(c.mqtt.port, 1883);
+        assert_eq!(c.update.chunk_window, 8);
+        assert_eq!(c.wall_clock, WallClock::Untrusted);
+        assert_eq!(c.trusted_keys.len(), 1);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let text = good() + "colour = 1\n";
+        assert!(matches!(
+            Config::parse(Path::new("t.toml"), &text),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported_with_its_key() {
+        let text = "device-id = \"Bad/Id\"\ngroups = [\"#\"]\ncompatible = \"\"\n\
+                    data-dir = \"rel\"\ntrusted-keys = [\"zz\"]\n[mqtt]\nhost = \"\"\nport = 0\n\
+                    [update]\nchunk-window = 0\n";
+        let Err(ConfigError::Invalid { problems, .. }) = Config::parse(Path::new("t.toml"), text)
+        else {
+            panic!("expected invalid");
+        };
+        let all = problems.join("\n");
+        for key in [
+            "device-id",
+            "groups[0]",
+            "compatible",
+            "data-dir",
+            "trusted-keys[0]",
+            "mqtt.host",
+            "mqtt.port",
+            "update.chunk-window",
+        ] {
+            assert!(all.contains(key), "{key} not reported in {all}");
+        }
+    }
+}

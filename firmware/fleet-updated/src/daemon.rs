@@ -1,0 +1,1054 @@
+//! The daemon: one `select!` loop wiring the MQTT session, the update engine, the journal and
+//! the ports.
+//!
+//! Contract with the engine (`fleet_core::update::engine`): every event goes through
+//! [`step`]; the next state is persisted to the journal **before** any of the transition's
+//! actions runs; each action's result is fed back as the matching event.
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fleet_core::ports::{BootControl, BootStatus, InstallRequest, Installer, PortError};
+use fleet_core::slot::Slot;
+use fleet_core::time::Now;
+use fleet_core::update::{
+    Action, BootOp, BundleId, DownloadFailure, Event, Policy, Report, SignatureVerdict, State,
+    Station, VerifyFailure, step,
+};
+use fleet_mqtt::{Message, Session, SessionConfig, SessionEvent, Will};
+use fleet_proto::envelope::{self, Kind};
+use fleet_proto::payload::{self, BundleManifest, Presence, StationEvent, StationState};
+use fleet_proto::{Limits, Offer, Topic, topic};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use tokio::sync::mpsc;
+
+use crate::config::{Config, WallClock};
+use crate::download::{self, ChunkOutcome, ChunkPlan, Download};
+use crate::journal::{Journal, JournalError};
+
+/// Depth of the queue carrying results of background work (verify, install, health checks,
+/// chunk retries) back into the loop. Install progress is dropped, never queued, when full.
+const INTERNAL_CAPACITY: usize = 32;
+/// Attempts of a retryable boot-control call before its failure is fed to the engine.
+const BOOT_CONTROL_TRIES: u32 = 3;
+/// How long a reboot or shutdown waits for queued publications to reach the broker.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+/// Events published at most per second for download progress (bounded chatter).
+const PROGRESS_STEP_PERCENT: u64 = 1;
+
+/// Why [`run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop (SIGTERM, or the shutdown future resolved).
+    Shutdown,
+    /// The engine asked for a reboot into `into`; the journal already holds the intent.
+    /// A real station reboots; the binary exits with [`crate::EXIT_REBOOT`]; the simulated
+    /// runner boots the simulated bootloader and starts the daemon again.
+    Reboot { into: Slot },
+}
+
+/// A failure that stops the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("unable to read the boot status: {0}")]
+    BootStatus(String),
+    #[error("unable to run blocking work: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// A failed health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthFailure {
+    /// Which check failed.
+    pub check: String,
+    pub detail: String,
+}
+
+/// The health checks a trial slot must pass before it is committed. (Not a `fleet-core` port
+/// yet; see the crate docs.)
+pub trait HealthCheck: Send + Sync + 'static {
+    fn check(&self, booted: Slot) -> impl Future<Output = Result<(), HealthFailure>> + Send;
+}
+
+/// The ports the daemon drives.
+#[derive(Debug)]
+pub struct Deps<B, I, H> {
+    pub boot: Arc<B>,
+    pub installer: Arc<I>,
+    pub health: Arc<H>,
+}
+
+impl<B, I, H> Clone for Deps<B, I, H> {
+    fn clone(&self) -> Self {
+        Self {
+            boot: self.boot.clone(),
+            installer: self.installer.clone(),
+            health: self.health.clone(),
+        }
+    }
+}
+
+/// What the journal holds: the engine state plus the shell's publication counters (so `seq`
+/// keeps increasing across restarts).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct Saved {
+    engine: State,
+    state_seq: u64,
+    event_seq: u64,
+}
+
+/// Counters skipped at start: publications after the last journal write may have used them.
+const SEQ_GAP: u64 = 1_000_000;
+
+enum Internal {
+    InstallProgress(u8),
+    Installed(Result<fleet_core::ports::Installed, (bool, String)>),
+    Verified(BundleId, Result<(), VerifyFailure>),
+    Health(Result<(), HealthFailure>),
+    ChunkRetry(BundleId, u32),
+}
+
+/// One download in flight, owned by the loop.
+struct Transfer {
+    bundle_id: BundleId,
+    size: u64,
+    version: fleet_core::ids::Version,
+    manifest_topic: String,
+    manifest: Option<BundleManifest>,
+    store: Option<Download>,
+    /// Chunk indexes subscribed now.
+    window: BTreeSet<u32>,
+    failures: HashMap<u32, u32>,
+    last_activity: Instant,
+    last_percent: u64,
+    /// Payload bytes of chunks received that were already held (re-sent).
+    resent_bytes: u64,
+}
+
+/// Figures of one run, for tests and the benchmark.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RunStats {
+    /// Chunk payload bytes received that were already held.
+    pub resent_chunk_bytes: u64,
+    /// Chunk payload bytes stored.
+    pub stored_chunk_bytes: u64,
+}
+
+struct Shell<B, I, H> {
+    cfg: Config,
+    deps: Deps<B, I, H>,
+    limits: Limits,
+    journal: Journal,
+    saved: Saved,
+    boot_status: Option<BootStatus>,
+    session: Session,
+    internal_tx: mpsc::Sender<Internal>,
+    started: Instant,
+    transfer: Option<Transfer>,
+    /// sha256 of the last payload handled per offer topic (retained offers come again on every
+    /// reconnect; an identical one is handled once per run).
+    seen_offers: HashMap<String, [u8; 32]>,
+    exit: Option<Exit>,
+    stats: RunStats,
+}
+
+/// Runs the station daemon until `shutdown` resolves or the engine asks for a reboot.
+///
+/// Call it again after [`Exit::Reboot`] (after the boot flow ran): the journal carries the
+/// update across.
+pub async fn run<B, I, H>(
+    cfg: Config,
+    deps: Deps<B, I, H>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(Exit, RunStats), RunError>
+where
+    B: BootControl + 'static,
+    I: Installer + 'static,
+    H: HealthCheck,
+{
+    let journal = Journal::under(&cfg.data_dir);
+    let station = Station {
+        device_id: cfg.device_id.clone(),
+        groups: cfg.groups.clone(),
+        compatible: cfg.compatible.clone(),
+    };
+    let policy = Policy {
+        max_trial_attempts: cfg.update.max_trial_attempts,
+        max_bundle_bytes: cfg.update.download_space_bytes,
+        ..Policy::default()
+    };
+    let boot_status = boot_call(&deps.boot, |b| b.status())
+        .await
+        .map_err(RunError::BootStatus)?;
+    let loaded = {
+        let j = journal.clone();
+        tokio::task::spawn_blocking(move || match j.load::<Saved>() {
+            Ok(s) => Ok(s),
+            Err(e @ (JournalError::Parse { .. } | JournalError::TooLarge { .. })) => {
+                tracing::error!(error = %e, "journal unreadable: set aside, starting from the boot flow");
+                j.quarantine().map(|_| None)
+            }
+            Err(e) => Err(e),
+        })
+        .await??
+    };
+    let mut saved = loaded.unwrap_or_else(|| {
+        let running = boot_status.slot(boot_status.booted);
+        let version = running
+            .version
+            .clone()
+            .unwrap_or_else(|| semver::Version::new(0, 0, 0));
+        Saved {
+            engine: State::new(station.clone(), policy, boot_status.booted, version),
+            state_seq: 0,
+            event_seq: 0,
+        }
+    });
+    // Identity and tunables come from the configuration at every start.
+    saved.engine.station = station;
+    saved.engine.policy = policy;
+    saved.state_seq += SEQ_GAP;
+    saved.event_seq += SEQ_GAP;
+
+    let mut mqtt = SessionConfig::new(
+        format!("fleet-updated-{}", cfg.device_id),
+        cfg.mqtt.host.clone(),
+        cfg.mqtt.port,
+    );
+    mqtt.keep_alive = cfg.mqtt.keep_alive;
+    mqtt.backoff = cfg.mqtt.backoff;
+    mqtt.will = Some(Will {
+        topic: topic::device_presence(&cfg.device_id),
+        payload: Presence::Offline.as_bytes().to_vec(),
+        retain: true,
+    });
+    let limits = Limits::DEFAULT;
+    mqtt.limits.max_packet_bytes =
+        limits.max_manifest_bytes.max(limits.max_chunk_bytes) + 64 * 1024;
+    let (session, mut events) = Session::start(mqtt);
+    let mut offer_topics = vec![topic::device_offer(&cfg.device_id)];
+    offer_topics.extend(cfg.groups.iter().map(topic::group_offer));
+    // Not connected yet: the session subscribes these at every connect.
+    if let Err(e) = session.subscribe_many(&offer_topics).await {
+        tracing::error!(error = %e, "unable to subscribe offer topics");
+    }
+
+    let (internal_tx, mut internal_rx) = mpsc::channel(INTERNAL_CAPACITY);
+    let mut shell = Shell {
+        cfg,
+        deps,
+        limits,
+        journal,
+        saved,
+        boot_status: Some(boot_status.clone()),
+        session,
+        internal_tx,
+        started: Instant::now(),
+        transfer: None,
+        seen_offers: HashMap::new(),
+        exit: None,
+        stats: RunStats::default(),
+    };
+    shell.persist().await?;
+    shell.feed(Event::Started(boot_status)).await?;
+
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        if let Some(exit) = shell.exit {
+            shell.leave(exit).await;
+            return Ok((exit, shell.stats));
+        }
+        tokio::select! {
+            () = &mut shutdown => {
+                shell.leave(Exit::Shutdown).await;
+                return Ok((Exit::Shutdown, shell.stats));
+            }
+            ev = events.recv() => match ev {
+                Some(SessionEvent::Connected) => shell.on_connected().await,
+                Some(SessionEvent::Disconnected { reason, retry_in }) => {
+                    tracing::warn!(reason, retry_in_ms = retry_in.as_millis() as u64, "broker connection down");
+                }
+                Some(SessionEvent::Message(m)) => shell.on_message(m).await?,
+                None => {
+                    tracing::error!("mqtt session ended");
+                    return Ok((Exit::Shutdown, shell.stats));
+                }
+            },
+            Some(msg) = internal_rx.recv() => shell.on_internal(msg).await?,
+            _ = tick.tick() => shell.on_tick().await?,
+        }
+    }
+}
+
+async fn boot_call<B, T, F>(boot: &Arc<B>, f: F) -> Result<T, String>
+where
+    B: BootControl + 'static,
+    T: Send + 'static,
+    F: Fn(&B) -> Result<T, B::Error> + Send + Sync + Clone + 'static,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let b = boot.clone();
+        let g = f.clone();
+        match tokio::task::spawn_blocking(move || g(&b)).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) if e.is_retryable() && tries < BOOT_CONTROL_TRIES => {
+                tracing::warn!(error = %e, tries, "boot control failed, retrying");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(tries))).await;
+            }
+            Ok(Err(e)) => return Err(e.to_string()),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+}
+
+impl<B, I, H> Shell<B, I, H>
+where
+    B: BootControl + 'static,
+    I: Installer + 'static,
+    H: HealthCheck,
+{
+    fn now(&self) -> Now {
+        let mono = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match self.cfg.wall_clock {
+            WallClock::Untrusted => Now::untrusted(mono),
+            WallClock::Trusted => {
+                let wall = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                    .unwrap_or(0);
+                Now::trusted(mono, wall)
+            }
+        }
+    }
+
+    async fn persist(&self) -> Result<(), RunError> {
+        let j = self.journal.clone();
+        let s = self.saved.clone();
+        tokio::task::spawn_blocking(move || j.save(&s)).await??;
+        Ok(())
+    }
+
+    /// Steps the engine through `first` and every event its actions produce.
+    async fn feed(&mut self, first: Event) -> Result<(), RunError> {
+        let mut queue = VecDeque::from([first]);
+        while let Some(event) = queue.pop_front() {
+            let name = event.name();
+            let transition = match step(&self.saved.engine, event, self.now()) {
+                Ok(t) => t,
+                Err(rejected) => {
+                    tracing::warn!(error = %rejected, "event ignored by the engine");
+                    continue;
+                }
+            };
+            let changed = transition.next != self.saved.engine;
+            if changed {
+                tracing::info!(event = ?name, from = ?self.saved.engine.phase.name(), to = ?transition.next.phase.name(), "transition");
+                self.saved.engine = transition.next;
+                // Intent before action: the journal holds the new state before anything runs.
+                self.persist().await?;
+            }
+            for action in transition.actions {
+                self.execute(action, &mut queue).await?;
+            }
+            if changed {
+                self.publish_state().await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn execute(
+        &mut self,
+        action: Action,
+        queue: &mut VecDeque<Event>,
+    ) -> Result<(), RunError> {
+        tracing::debug!(?action, "action");
+        match action {
+            Action::Report(report) => self.publish_event(report).await,
+            Action::Download {
+                bundle_id,
+                size,
+                version,
+                resume,
+            } => self.start_download(bundle_id, size, version, resume).await,
+            Action::DiscardDownload { bundle_id } => {
+                self.stop_download(Some(bundle_id)).await;
+                let data = self.cfg.data_dir.clone();
+                let id = bundle_id.to_string();
+                tokio::task::spawn_blocking(move || {
+                    for p in [
+                        download::downloads_dir(&data).join(format!("{id}.part")),
+                        download::bundle_path(&data, &id),
+                    ] {
+                        match std::fs::remove_file(&p) {
+                            Ok(()) => {}
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            Err(e) => tracing::warn!(path = %p.display(), error = %e, "unable to remove download"),
+                        }
+                    }
+                })
+                .await?;
+            }
+            Action::VerifyBundle { bundle_id, size } => {
+                let data = self.cfg.data_dir.clone();
+                let tx = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    let result =
+                        tokio::task::spawn_blocking(move || verify(&data, &bundle_id, size))
+                            .await
+                            .unwrap_or_else(|e| {
+                                Err(VerifyFailure::Io {
+                                    detail: e.to_string(),
+                                })
+                            });
+                    let _ = tx.send(Internal::Verified(bundle_id, result)).await;
+                });
+            }
+            Action::Install {
+                bundle_id,
+                update_id,
+                slot,
+                version,
+                manifest_hash,
+            } => {
+                tracing::info!(slot = %slot, version = %version, "install starts");
+                let installer = self.deps.installer.clone();
+                let tx = self.internal_tx.clone();
+                let bundle = download::bundle_path(&self.cfg.data_dir, &bundle_id.to_string());
+                tokio::spawn(async move {
+                    let transaction = update_id.to_string();
+                    let hash = manifest_hash.map(|h| h.to_string());
+                    let ptx = tx.clone();
+                    let progress = move |p: fleet_core::ports::InstallProgress| {
+                        // Progress is advisory: dropped when the loop is behind.
+                        let _ = ptx.try_send(Internal::InstallProgress(p.percent));
+                    };
+                    let result = installer
+                        .install(
+                            InstallRequest {
+                                bundle: &bundle,
+                                transaction: &transaction,
+                                manifest_hash: hash.as_deref(),
+                            },
+                            &progress,
+                        )
+                        .await
+                        .map_err(|e| (e.is_retryable(), e.to_string()));
+                    let _ = tx.send(Internal::Installed(result)).await;
+                });
+            }
+            Action::ArmTrial { slot } => {
+                let r = boot_call(&self.deps.boot, move |b| b.arm_trial(slot)).await;
+                queue.push_back(match r {
+                    Ok(()) => Event::TrialArmed { slot },
+                    Err(detail) => Event::BootControlFailed {
+                        op: BootOp::ArmTrial,
+                        slot,
+                        detail,
+                    },
+                });
+                self.refresh_boot_status().await;
+            }
+            Action::MarkGood { slot } => {
+                let r = boot_call(&self.deps.boot, move |b| b.mark_good(slot)).await;
+                queue.push_back(match r {
+                    Ok(()) => Event::MarkedGood { slot },
+                    Err(detail) => Event::BootControlFailed {
+                        op: BootOp::MarkGood,
+                        slot,
+                        detail,
+                    },
+                });
+                self.refresh_boot_status().await;
+            }
+            Action::MarkBad { slot } => {
+                let r = boot_call(&self.deps.boot, move |b| b.mark_bad(slot)).await;
+                queue.push_back(match r {
+                    Ok(()) => Event::MarkedBad { slot },
+                    Err(detail) => Event::BootControlFailed {
+                        op: BootOp::MarkBad,
+                        slot,
+                        detail,
+                    },
+                });
+                self.refresh_boot_status().await;
+            }
+            Action::RunHealthChecks { slot } => {
+                let health = self.deps.health.clone();
+                let tx = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    let r = health.check(slot).await;
+                    let _ = tx.send(Internal::Health(r)).await;
+                });
+            }
+            Action::Reboot { into } => {
+                tracing::info!(into = %into, "reboot requested");
+                self.exit = Some(Exit::Reboot { into });
+            }
+            other => tracing::warn!(action = ?other, "action not supported by this shell"),
+        }
+        Ok(())
+    }
+
+    async fn refresh_boot_status(&mut self) {
+        match boot_call(&self.deps.boot, |b| b.status()).await {
+            Ok(s) => self.boot_status = Some(s),
+            Err(e) => tracing::warn!(error = %e, "unable to read boot status"),
+        }
+    }
+
+    async fn publish_state(&mut self) {
+        self.saved.state_seq += 1;
+        let mut state = StationState::from_engine(
+            &self.saved.engine,
+            self.boot_status.as_ref(),
+            self.saved.state_seq,
+            self.now(),
+        );
+        if let (Some(t), Some(progress)) = (&self.transfer, state.progress.as_mut())
+            && let Some(store) = &t.store
+        {
+            progress.done_bytes = store.held_bytes();
+        }
+        let topic = topic::device_state(&self.cfg.device_id);
+        if let Err(e) = self
+            .session
+            .publish(&topic, payload::encode(&state), true)
+            .await
+        {
+            tracing::warn!(error = %e, "unable to publish state");
+        }
+    }
+
+    async fn publish_event(&mut self, report: Report) {
+        self.saved.event_seq += 1;
+        let update_id = self.saved.engine.phase.job().map(|j| j.update_id.clone());
+        let event = StationEvent {
+            device_id: self.cfg.device_id.clone(),
+            seq: self.saved.event_seq,
+            at: self.now().into(),
+            update_id,
+            event: report,
+        };
+        tracing::info!(event = ?event.event, "station event");
+        let topic = topic::device_events(&self.cfg.device_id);
+        if let Err(e) = self
+            .session
+            .publish(&topic, payload::encode(&event), false)
+            .await
+        {
+            tracing::warn!(error = %e, "unable to publish event");
+        }
+    }
+
+    async fn on_connected(&mut self) {
+        let topic = topic::device_presence(&self.cfg.device_id);
+        if let Err(e) = self
+            .session
+            .publish(&topic, Presence::Online.as_bytes().to_vec(), true)
+            .await
+        {
+            tracing::warn!(error = %e, "unable to publish presence");
+        }
+        // A clean session lost whatever was queued while down: publish the state again.
+        self.publish_state().await;
+        if let Some(t) = &mut self.transfer {
+            t.last_activity = Instant::now();
+        }
+    }
+
+    async fn on_message(&mut self, m: Message) -> Result<(), RunError> {
+        let Ok(topic) = Topic::parse(&m.topic) else {
+            tracing::debug!(topic = %m.topic, "message on a topic this station does not read");
+            return Ok(());
+        };
+        match topic {
+            Topic::DeviceOffer(_) | Topic::GroupOffer(_) => self.on_offer(&m).await,
+            Topic::BundleManifest(id) => self.on_manifest(id, &m.payload).await,
+            Topic::BundleChunk { bundle_id, index } => {
+                self.on_chunk(bundle_id, index, m.payload).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    async fn on_offer(&mut self, m: &Message) -> Result<(), RunError> {
+        if m.payload.is_empty() {
+            // A cleared retained offer (`fleetctl clear`): nothing to do.
+            return Ok(());
+        }
+        let digest: [u8; 32] = sha2::Sha256::digest(&m.payload).into();
+        if self.seen_offers.get(&m.topic) == Some(&digest) {
+            return Ok(());
+        }
+        self.seen_offers.insert(m.topic.clone(), digest);
+        let event = match envelope::open_json::<Offer>(
+            &m.payload,
+            Kind::Offer,
+            &self.cfg.trusted_keys,
+            &self.limits,
+        ) {
+            Ok(opened) => Event::OfferReceived {
+                offer: opened.value,
+                verdict: SignatureVerdict::Trusted {
+                    key_id: opened.key_id,
+                },
+            },
+            Err(e) => {
+                tracing::warn!(topic = %m.topic, error = %e, "offer refused");
+                Event::OfferUnusable {
+                    reason: e.reject_reason(),
+                }
+            }
+        };
+        self.feed(event).await
+    }
+
+    async fn start_download(
+        &mut self,
+        bundle_id: BundleId,
+        size: u64,
+        version: fleet_core::ids::Version,
+        resume: bool,
+    ) {
+        self.stop_download(None).await;
+        // Only one download at a time: whatever else sits in the download area goes.
+        let data = self.cfg.data_dir.clone();
+        let keep = bundle_id.to_string();
+        match tokio::task::spawn_blocking(move || download::remove_all_except(&data, Some(&keep)))
+            .await
+        {
+            Ok(Ok(freed)) if freed > 0 => tracing::info!(freed, "removed stale downloads"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "unable to clean the download area"),
+            _ => {}
+        }
+        let manifest_topic = topic::bundle_manifest(&bundle_id);
+        tracing::info!(bundle = %bundle_id, size, resume, "download starts");
+        self.transfer = Some(Transfer {
+            bundle_id,
+            size,
+            version,
+            manifest_topic: manifest_topic.clone(),
+            manifest: None,
+            store: None,
+            window: BTreeSet::new(),
+            failures: HashMap::new(),
+            last_activity: Instant::now(),
+            last_percent: 0,
+            resent_bytes: 0,
+        });
+        if let Err(e) = self.session.subscribe(&manifest_topic).await {
+            tracing::warn!(error = %e, "unable to subscribe the manifest");
+        }
+    }
+
+    async fn stop_download(&mut self, only: Option<BundleId>) {
+        let Some(t) = &self.transfer else { return };
+        if only.is_some_and(|id| id != t.bundle_id) {
+            return;
+        }
+        let Some(t) = self.transfer.take() else {
+            return;
+        };
+        self.stats.resent_chunk_bytes += t.resent_bytes;
+        let _ = self.session.unsubscribe(&t.manifest_topic).await;
+        for i in &t.window {
+            let _ = self
+                .session
+                .unsubscribe(&topic::bundle_chunk(&t.bundle_id, *i))
+                .await;
+        }
+    }
+
+    async fn fail_download(&mut self, failure: DownloadFailure) -> Result<(), RunError> {
+        let Some(t) = &self.transfer else {
+            return Ok(());
+        };
+        let bundle_id = t.bundle_id;
+        tracing::warn!(bundle = %bundle_id, ?failure, "download failed");
+        self.stop_download(None).await;
+        self.feed(Event::DownloadFailed { bundle_id, failure })
+            .await
+    }
+
+    async fn on_manifest(&mut self, id: BundleId, bytes: &[u8]) -> Result<(), RunError> {
+        let Some(t) = &self.transfer else {
+            return Ok(());
+        };
+        if t.bundle_id != id || t.manifest.is_some() || bytes.is_empty() {
+            return Ok(());
+        }
+        let opened = match envelope::open_json::<BundleManifest>(
+            bytes,
+            Kind::Manifest,
+            &self.cfg.trusted_keys,
+            &self.limits,
+        ) {
+            Ok(o) => o.value,
+            Err(e) => {
+                return self
+                    .fail_download(DownloadFailure::BadManifest {
+                        reason: e.reject_reason(),
+                    })
+                    .await;
+            }
+        };
+        if let Err(e) = opened.validate(&self.limits) {
+            return self
+                .fail_download(DownloadFailure::BadManifest {
+                    reason: fleet_core::update::RejectReason::Malformed { detail: e.0 },
+                })
+                .await;
+        }
+        let mismatch = if opened.bundle_id != t.bundle_id {
+            Some("bundle-id differs from the offer".to_owned())
+        } else if opened.size != t.size {
+            Some(format!(
+                "size {} differs from the offer's {}",
+                opened.size, t.size
+            ))
+        } else if opened.version != t.version {
+            Some(format!(
+                "version {} differs from the offer's {}",
+                opened.version, t.version
+            ))
+        } else if opened.compatible != self.cfg.compatible {
+            Some(format!(
+                "compatible {:?} is not this station's {:?}",
+                fleet_core::update::offer::truncate(&opened.compatible, 64),
+                self.cfg.compatible
+            ))
+        } else {
+            None
+        };
+        if let Some(detail) = mismatch {
+            return self
+                .fail_download(DownloadFailure::ManifestMismatch { detail })
+                .await;
+        }
+        let available = self.cfg.update.download_space_bytes;
+        if opened.size > available {
+            return self
+                .fail_download(DownloadFailure::NoSpace {
+                    needed: opened.size,
+                    available,
+                })
+                .await;
+        }
+        let plan = ChunkPlan {
+            bundle_id: opened.bundle_id.to_string(),
+            size: opened.size,
+            chunk_size: u64::from(opened.chunk_size),
+            chunks: opened.chunks.iter().map(|c| *c.as_bytes()).collect(),
+        };
+        let data = self.cfg.data_dir.clone();
+        let store = match tokio::task::spawn_blocking(move || Download::open(&data, plan)).await? {
+            Ok(s) => s,
+            Err(e) => {
+                return self
+                    .fail_download(DownloadFailure::Io {
+                        detail: e.to_string(),
+                    })
+                    .await;
+            }
+        };
+        let Some(t) = &mut self.transfer else {
+            return Ok(());
+        };
+        tracing::info!(
+            held = store.held(),
+            chunks = opened.chunks.len(),
+            "manifest accepted"
+        );
+        t.manifest = Some(opened);
+        t.store = Some(store);
+        t.last_activity = Instant::now();
+        self.fill_window().await;
+        self.after_chunk().await
+    }
+
+    /// Subscribes missing chunks until the window is full.
+    async fn fill_window(&mut self) {
+        let Some(t) = &mut self.transfer else { return };
+        let Some(store) = &t.store else { return };
+        let room = self.cfg.update.chunk_window.saturating_sub(t.window.len());
+        if room == 0 {
+            return;
+        }
+        let next: Vec<u32> = store
+            .missing()
+            .filter_map(|i| u32::try_from(i).ok())
+            .filter(|i| !t.window.contains(i) && !t.failures.contains_key(i))
+            .take(room)
+            .collect();
+        if next.is_empty() {
+            return;
+        }
+        t.window.extend(next.iter().copied());
+        let topics: Vec<String> = next
+            .iter()
+            .map(|i| topic::bundle_chunk(&t.bundle_id, *i))
+            .collect();
+        if let Err(e) = self.session.subscribe_many(&topics).await {
+            tracing::warn!(error = %e, "unable to subscribe chunks");
+        }
+    }
+
+    async fn on_chunk(
+        &mut self,
+        bundle_id: BundleId,
+        index: u32,
+        bytes: fleet_mqtt::Bytes,
+    ) -> Result<(), RunError> {
+        let Some(t) = &mut self.transfer else {
+            return Ok(());
+        };
+        if t.bundle_id != bundle_id || bytes.is_empty() {
+            return Ok(());
+        }
+        let Some(mut store) = t.store.take() else {
+            return Ok(());
+        };
+        let len = bytes.len() as u64;
+        let (store, outcome) = tokio::task::spawn_blocking(move || {
+            let r = store.accept(index as usize, &bytes);
+            (store, r)
+        })
+        .await?;
+        let Some(t) = &mut self.transfer else {
+            return Ok(());
+        };
+        t.store = Some(store);
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                return self
+                    .fail_download(DownloadFailure::Io {
+                        detail: e.to_string(),
+                    })
+                    .await;
+            }
+        };
+        let chunk_topic = topic::bundle_chunk(&bundle_id, index);
+        match outcome {
+            ChunkOutcome::Stored => {
+                self.stats.stored_chunk_bytes += len;
+                t.last_activity = Instant::now();
+                t.window.remove(&index);
+                let _ = self.session.unsubscribe(&chunk_topic).await;
+                self.fill_window().await;
+                self.after_chunk().await?;
+            }
+            ChunkOutcome::AlreadyHeld => {
+                t.resent_bytes += len;
+                if t.window.remove(&index) {
+                    let _ = self.session.unsubscribe(&chunk_topic).await;
+                }
+            }
+            ChunkOutcome::Refused(refusal) => {
+                tracing::warn!(index, %refusal, "chunk refused");
+                t.window.remove(&index);
+                let _ = self.session.unsubscribe(&chunk_topic).await;
+                let n = t.failures.entry(index).or_insert(0);
+                *n += 1;
+                if *n >= self.cfg.update.chunk_retries {
+                    return self
+                        .fail_download(DownloadFailure::CorruptChunk { index })
+                        .await;
+                }
+                let tx = self.internal_tx.clone();
+                let wait = self.cfg.update.chunk_retry;
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = tx.send(Internal::ChunkRetry(bundle_id, index)).await;
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Reports progress and completes the download when every chunk is held.
+    async fn after_chunk(&mut self) -> Result<(), RunError> {
+        let Some(t) = &mut self.transfer else {
+            return Ok(());
+        };
+        let Some(store) = &t.store else { return Ok(()) };
+        let held = store.held_bytes();
+        let percent = (held * 100).checked_div(t.size).unwrap_or(100);
+        let complete = store.is_complete();
+        let bundle_id = t.bundle_id;
+        if complete {
+            if let Some(store) = t.store.take() {
+                let r = tokio::task::spawn_blocking(move || store.sync()).await?;
+                if let Err(e) = r {
+                    return self
+                        .fail_download(DownloadFailure::Io {
+                            detail: e.to_string(),
+                        })
+                        .await;
+                }
+            }
+            self.stop_download(None).await;
+            self.feed(Event::DownloadProgress {
+                bundle_id,
+                held_bytes: held,
+            })
+            .await?;
+            return self.feed(Event::DownloadComplete { bundle_id }).await;
+        }
+        if percent >= t.last_percent + PROGRESS_STEP_PERCENT {
+            t.last_percent = percent;
+            self.feed(Event::DownloadProgress {
+                bundle_id,
+                held_bytes: held,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn on_internal(&mut self, msg: Internal) -> Result<(), RunError> {
+        match msg {
+            Internal::InstallProgress(percent) => {
+                self.feed(Event::InstallProgress { percent }).await
+            }
+            Internal::Installed(Ok(done)) => {
+                self.refresh_boot_status().await;
+                self.feed(Event::Installed {
+                    slot: done.slot,
+                    version: done.version,
+                })
+                .await
+            }
+            Internal::Installed(Err((retryable, detail))) => {
+                self.feed(Event::InstallFailed { retryable, detail }).await
+            }
+            Internal::Verified(bundle_id, Ok(())) => {
+                self.feed(Event::BundleVerified { bundle_id }).await
+            }
+            Internal::Verified(bundle_id, Err(failure)) => {
+                self.feed(Event::BundleVerifyFailed { bundle_id, failure })
+                    .await
+            }
+            Internal::Health(Ok(())) => self.feed(Event::HealthPassed).await,
+            Internal::Health(Err(f)) => {
+                tracing::warn!(check = %f.check, detail = %f.detail, "health check failed");
+                self.feed(Event::HealthFailed { check: f.check }).await
+            }
+            Internal::ChunkRetry(bundle_id, index) => {
+                if let Some(t) = &mut self.transfer
+                    && t.bundle_id == bundle_id
+                    && !t.window.contains(&index)
+                {
+                    t.window.insert(index);
+                    let topic = topic::bundle_chunk(&bundle_id, index);
+                    if let Err(e) = self.session.subscribe(&topic).await {
+                        tracing::warn!(error = %e, "unable to subscribe chunk again");
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn on_tick(&mut self) -> Result<(), RunError> {
+        let stall = self.cfg.update.stall_timeout;
+        let connected = self.session.is_connected();
+        let Some(t) = &mut self.transfer else {
+            return Ok(());
+        };
+        if !connected {
+            // Transport trouble is not a failure: the clock restarts at the next connect.
+            t.last_activity = Instant::now();
+            return Ok(());
+        }
+        if t.last_activity.elapsed() < stall {
+            return Ok(());
+        }
+        let detail = match &t.store {
+            None => format!(
+                "no manifest for bundle {} within {}s",
+                t.bundle_id,
+                stall.as_secs()
+            ),
+            Some(store) => {
+                let missing: Vec<usize> = store.missing().take(8).collect();
+                format!(
+                    "stalled for {}s with {} chunks missing (first: {:?})",
+                    stall.as_secs(),
+                    store.missing().count(),
+                    missing
+                )
+            }
+        };
+        self.fail_download(DownloadFailure::Io { detail }).await
+    }
+
+    /// Publishes what is queued, says goodbye and stops the session.
+    async fn leave(&mut self, exit: Exit) {
+        if let Some(t) = &self.transfer {
+            self.stats.resent_chunk_bytes += t.resent_bytes;
+        }
+        let presence = topic::device_presence(&self.cfg.device_id);
+        let _ = self
+            .session
+            .publish(&presence, Presence::Offline.as_bytes().to_vec(), true)
+            .await;
+        let _ = self.session.disconnect().await;
+        if tokio::time::timeout(FLUSH_TIMEOUT, self.session.join())
+            .await
+            .is_err()
+        {
+            tracing::warn!(?exit, "broker did not take the last messages in time");
+            self.session.abort();
+        }
+    }
+}
+
+/// Verifies the downloaded bundle (`.part` or an already verified `.bundle`) and leaves it as
+/// `<bundle-id>.bundle`.
+fn verify(data: &std::path::Path, bundle_id: &BundleId, size: u64) -> Result<(), VerifyFailure> {
+    let id = bundle_id.to_string();
+    let done = download::bundle_path(data, &id);
+    let part: PathBuf = download::downloads_dir(data).join(format!("{id}.part"));
+    let path = if done.exists() {
+        done.clone()
+    } else {
+        part.clone()
+    };
+    let io = |e: std::io::Error| VerifyFailure::Io {
+        detail: format!("{}: {e}", path.display()),
+    };
+    let file = std::fs::File::open(&path).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    let actual = file.metadata().map_err(io)?.len();
+    if actual != size {
+        return Err(VerifyFailure::SizeMismatch {
+            expected: size,
+            actual,
+        });
+    }
+    let r = fleet_proto::chunk::verify_bundle(std::io::BufReader::new(file), bundle_id, size);
+    if r.is_err() {
+        // Bytes that do not make the bundle are worthless: drop them so a retry starts clean.
+        let _ = std::fs::remove_file(&path);
+        return r;
+    }
+    if path != done {
+        std::fs::rename(&path, &done).map_err(io)?;
+        if let Some(dir) = done.parent() {
+            crate::durable::sync_dir(dir).map_err(io)?;
+        }
+    }
+    Ok(())
+}

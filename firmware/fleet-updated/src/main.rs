@@ -1,0 +1,111 @@
+//! `fleet-updated`: see the library docs for the exit codes and the simulated runner.
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use fleet_updated::{Config, EXIT_INVALID_CONFIG, EXIT_REBOOT, Exit, sim};
+
+#[derive(Debug, Parser)]
+#[command(name = "fleet-updated", about = "The station update daemon")]
+struct Args {
+    /// Configuration file.
+    #[arg(short, long, default_value = "/etc/fleet/updated.toml")]
+    config: PathBuf,
+    /// Validate the configuration and exit (2 when invalid).
+    #[arg(long)]
+    check_config: bool,
+    /// Simulated stations: run one simulated power-on (bootloader) and exit.
+    #[arg(long, conflicts_with = "sim")]
+    sim_boot: bool,
+    /// Simulated stations: run the station with in-process reboots until SIGTERM/SIGINT.
+    #[arg(long)]
+    sim: bool,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let config = match Config::load(&args.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return exit_code(EXIT_INVALID_CONFIG);
+        }
+    };
+    if args.check_config {
+        println!("{}: ok", args.config.display());
+        return ExitCode::SUCCESS;
+    }
+    match real_main(args, config) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("fleet-updated: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn exit_code(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn real_main(args: Args, config: Config) -> anyhow::Result<ExitCode> {
+    if args.sim_boot {
+        let sim = config
+            .sim
+            .as_ref()
+            .context("--sim-boot needs a [sim] section in the configuration")?;
+        let slot = sim::power_on(sim)?;
+        println!("booted slot {slot}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("unable to start the async runtime")?;
+    rt.block_on(async move {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("unable to install the SIGTERM handler")?;
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+            let _ = tx.send(true);
+        });
+        if args.sim {
+            let summary = sim::run_sim_station(config, rx).await?;
+            tracing::info!(boots = summary.boots, "simulated station stopped");
+            return Ok(ExitCode::SUCCESS);
+        }
+        let Some(sim_cfg) = config.sim.clone() else {
+            anyhow::bail!(
+                "no hardware ports are wired into this build yet: configure a [sim] section \
+                 (RAUC and boot-flow adapters plug in here)"
+            );
+        };
+        let deps = sim::sim_deps(&sim_cfg, &config.compatible);
+        let mut rx = rx;
+        let stop = async move {
+            while !*rx.borrow_and_update() {
+                if rx.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let (exit, _) = fleet_updated::run(config, deps, stop).await?;
+        Ok(match exit {
+            Exit::Shutdown => ExitCode::SUCCESS,
+            Exit::Reboot { .. } => exit_code(EXIT_REBOOT),
+        })
+    })
+}

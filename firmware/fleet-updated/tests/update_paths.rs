@@ -1,0 +1,240 @@
+//! Simulated stations against a real mosquitto: a successful update, a slot failing its health
+//! check, a slot that never comes up, and a broker restart in the middle of a download.
+mod common;
+
+use std::time::Duration;
+
+use common::{COMPATIBLE, StationOptions, WAIT, bundle, spawn};
+use fleet_core::slot::{Slot, SlotHealth};
+use fleet_core::update::{FallbackCause, Outcome, PhaseName, Report};
+use fleet_sim::Behaviour;
+use fleet_testkit::operator::{offer_to_device, offer_to_group, test_key};
+use fleet_testkit::{Mosquitto, Operator, Watcher};
+
+fn v(s: &str) -> semver::Version {
+    semver::Version::parse(s).expect("version")
+}
+
+fn idle_with_outcome(s: &fleet_proto::StationState) -> bool {
+    s.phase == PhaseName::Idle && s.last_outcome.is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stations_commit_a_good_slot_and_fall_back_from_a_sick_or_dead_one() {
+    let broker = Mosquitto::start().expect("broker");
+    let op = Operator::connect(&broker, "operator", test_key(1))
+        .await
+        .expect("operator");
+    let mut watch = Watcher::connect(&broker, "watcher").await.expect("watcher");
+    let key = op.public_hex();
+
+    let good = bundle("1.1.0", Behaviour::Normal, 300_000);
+    let dead = bundle("1.1.0", Behaviour::Unbootable, 100_000);
+    let good_m = op
+        .publish_bundle(&good, COMPATIBLE, &v("1.1.0"), 64 * 1024)
+        .await
+        .expect("bundle");
+    let dead_m = op
+        .publish_bundle(&dead, COMPATIBLE, &v("1.1.0"), 16 * 1024)
+        .await
+        .expect("bundle");
+
+    let canary = || StationOptions {
+        groups: vec!["canary".into()],
+        ..Default::default()
+    };
+    let ok = spawn("stn-ok", &broker, &key, canary());
+    let sick = spawn(
+        "stn-sick",
+        &broker,
+        &key,
+        StationOptions {
+            fail_health: true,
+            ..canary()
+        },
+    );
+    let dead_stn = spawn("stn-dead", &broker, &key, StationOptions::default());
+    for id in ["stn-ok", "stn-sick", "stn-dead"] {
+        watch
+            .wait_state(id, WAIT, |s| s.phase == PhaseName::Idle)
+            .await
+            .expect("idle");
+    }
+
+    op.publish_offer(
+        &offer_to_group("canary", "rel-110", 10, &good_m).expect("offer"),
+        None,
+        None,
+    )
+    .await
+    .expect("offer");
+    op.publish_offer(
+        &offer_to_device("stn-dead", "rel-110-dead", 11, &dead_m).expect("offer"),
+        None,
+        None,
+    )
+    .await
+    .expect("offer");
+
+    // (1) committed on the new slot.
+    let s = watch
+        .wait_state("stn-ok", WAIT, idle_with_outcome)
+        .await
+        .expect("ok settles");
+    assert!(
+        matches!(&s.last_outcome, Some(Outcome::Committed { slot: Slot::B, version, .. }) if *version == v("1.1.0")),
+        "{s:#?}"
+    );
+    assert_eq!(
+        (s.booted, s.committed, s.version.clone()),
+        (Slot::B, Slot::B, v("1.1.0"))
+    );
+    assert_eq!(
+        s.slots.iter().find(|x| x.slot == Slot::B).map(|x| x.health),
+        Some(SlotHealth::Good)
+    );
+    watch
+        .wait_event("stn-ok", WAIT, |e| {
+            matches!(e.event, Report::Committed { slot: Slot::B, .. })
+        })
+        .await
+        .expect("committed event");
+
+    // (2) the new slot boots but fails its health check on every attempt: rolled back.
+    let s = watch
+        .wait_state("stn-sick", WAIT, idle_with_outcome)
+        .await
+        .expect("sick settles");
+    assert!(
+        matches!(&s.last_outcome, Some(Outcome::RolledBack { bad_slot: Slot::B, cause: FallbackCause::HealthCheckFailed { check, .. }, .. }) if check == "sim-fail-file"),
+        "{s:#?}"
+    );
+    assert_eq!(
+        (s.booted, s.committed, s.version.clone()),
+        (Slot::A, Slot::A, v("1.0.0"))
+    );
+    assert_eq!(
+        s.slots.iter().find(|x| x.slot == Slot::B).map(|x| x.health),
+        Some(SlotHealth::Bad)
+    );
+    watch
+        .wait_event("stn-sick", WAIT, |e| {
+            matches!(e.event, Report::HealthFailed { .. })
+        })
+        .await
+        .expect("health-failed event");
+
+    // (3) the new slot never comes up: the bootloader falls back once its attempts run out.
+    let s = watch
+        .wait_state("stn-dead", WAIT, idle_with_outcome)
+        .await
+        .expect("dead settles");
+    assert!(
+        matches!(
+            &s.last_outcome,
+            Some(Outcome::RolledBack {
+                bad_slot: Slot::B,
+                cause: FallbackCause::TrialDidNotBoot { .. },
+                ..
+            })
+        ),
+        "{s:#?}"
+    );
+    assert_eq!(
+        (s.booted, s.committed, s.version.clone()),
+        (Slot::A, Slot::A, v("1.0.0"))
+    );
+    watch
+        .wait_event("stn-dead", WAIT, |e| {
+            matches!(
+                e.event,
+                Report::TrialFellBack {
+                    from: Slot::B,
+                    to: Slot::A,
+                    ..
+                }
+            )
+        })
+        .await
+        .expect("fell-back event");
+
+    // The simulated hardware agrees with what the stations reported.
+    assert_eq!(ok.bootloader().read_env().expect("env").booted, Slot::B);
+    let dead_env = dead_stn.bootloader().read_env().expect("env");
+    assert_eq!(dead_env.booted, Slot::A);
+    assert!(dead_env.boots >= 2, "the dead slot was tried: {dead_env:?}");
+
+    for st in [ok, sick, dead_stn] {
+        st.stop().await;
+    }
+    watch
+        .wait_state("stn-ok", Duration::from_secs(5), |_| true)
+        .await
+        .expect("retained state stays");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_download_resumes_without_receiving_held_chunks_again() {
+    let mut broker = Mosquitto::start().expect("broker");
+    let op = Operator::connect(&broker, "operator", test_key(2))
+        .await
+        .expect("operator");
+    let mut watch = Watcher::connect(&broker, "watcher").await.expect("watcher");
+    let key = op.public_hex();
+
+    let b = bundle("2.0.0", Behaviour::Normal, 64 * 4096 - 100);
+    let m = op
+        .manifest(&b, COMPATIBLE, &v("2.0.0"), 4096)
+        .expect("manifest");
+    let chunks = m.chunk_count();
+    let half = chunks / 2;
+    // Only the first half of the chunks is on the broker when the download starts.
+    op.publish_chunks(&m, &b, 0..half).await.expect("chunks");
+    op.publish_manifest(&m, None).await.expect("manifest");
+    let stn = spawn("stn-resume", &broker, &key, StationOptions::default());
+    op.publish_offer(
+        &offer_to_device("stn-resume", "rel-200", 1, &m).expect("offer"),
+        None,
+        None,
+    )
+    .await
+    .expect("offer");
+    let half_bytes = u64::from(half) * 4096;
+    watch
+        .wait_state("stn-resume", WAIT, |s| {
+            s.phase == PhaseName::Downloading
+                && s.progress.is_some_and(|p| p.done_bytes == half_bytes)
+        })
+        .await
+        .expect("half downloaded");
+
+    // The broker goes down in the middle of the download and comes back with its retained
+    // messages (persistence); the rest of the bundle is published after the restart.
+    broker.restart().expect("restart");
+    let op = Operator::connect(&broker, "operator-2", test_key(2))
+        .await
+        .expect("operator again");
+    op.publish_chunks(&m, &b, half..chunks).await.expect("rest");
+
+    let mut watch = Watcher::connect(&broker, "watcher-2")
+        .await
+        .expect("watcher again");
+    let s = watch
+        .wait_state("stn-resume", WAIT, idle_with_outcome)
+        .await
+        .expect("settles");
+    assert!(
+        matches!(&s.last_outcome, Some(Outcome::Committed { .. })),
+        "{s:#?}"
+    );
+    assert_eq!(s.version, v("2.0.0"));
+    let summary = stn.stop().await;
+    assert_eq!(
+        summary.stats.resent_chunk_bytes, 0,
+        "held chunks were sent again"
+    );
+    assert_eq!(
+        summary.stats.stored_chunk_bytes, m.size,
+        "every byte was received exactly once"
+    );
+}
