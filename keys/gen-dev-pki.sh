@@ -31,13 +31,16 @@ if [ ! -s ca.key.pem ] || [ ! -s ca.cert.pem ]; then
   created+=(ca.key.pem ca.cert.pem)
 fi
 
+# The leaf names codeSigning (stations verify with `check-purpose=codesign`) and also
+# emailProtection, so that tools verifying with OpenSSL's default S/MIME purpose (a `rauc bundle`
+# run without such a system.conf, e.g. the Yocto bundle class) accept it too.
 if [ ! -s dev.key.pem ] || [ ! -s dev.cert.pem ]; then
   openssl genpkey -quiet -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out dev.key.pem
   openssl req -new -key dev.key.pem -out dev.csr.pem -subj "/O=fleet/OU=$marker/CN=$marker bundle signing"
   printf '%s\n' \
     "basicConstraints=critical,CA:FALSE" \
     "keyUsage=critical,digitalSignature" \
-    "extendedKeyUsage=critical,codeSigning" \
+    "extendedKeyUsage=critical,codeSigning,emailProtection" \
     "subjectKeyIdentifier=hash" \
     "authorityKeyIdentifier=keyid" > dev.ext
   openssl x509 -req -in dev.csr.pem -CA ca.cert.pem -CAkey ca.key.pem -CAcreateserial \
