@@ -24,8 +24,3 @@ RAUC_KEY_FILE ??= ""
 RAUC_CERT_FILE ??= ""
 RAUC_KEYRING_FILE ??= ""
 
-python __anonymous() {
-    for var in ("RAUC_KEY_FILE", "RAUC_CERT_FILE", "RAUC_KEYRING_FILE"):
-        if not d.getVar(var):
-            bb.debug(1, "fleet-bundle: %s is not set yet; do_bundle will fail without it" % var)
-}

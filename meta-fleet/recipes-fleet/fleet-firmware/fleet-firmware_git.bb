@@ -1,8 +1,7 @@
-SUMMARY = "Fleet station firmware: update agent, recorder, retention supervisor, boot control, recovery CLI"
+SUMMARY = "Fleet station firmware: daemons, boot control and the recovery CLI"
 DESCRIPTION = "Builds the Rust workspace of this repository with oe-core's cargo class. \
 Every crate comes from a crate:// entry of fleet-firmware-crates.inc, generated from Cargo.lock, \
 so do_compile never touches the network."
-HOMEPAGE = "https://github.com/example/fleet"
 LICENSE = "Apache-2.0"
 LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/Apache-2.0;md5=89aea4e17d99a7cacdbeed46a0096b10"
 
