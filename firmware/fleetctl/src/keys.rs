@@ -1,14 +1,14 @@
 //! `fleetctl keys gen`: the ed25519 key pair that signs offers and manifests.
 //!
 //! The private key is a PKCS#8 PEM file written with mode 0600 (temp file, fsync, rename,
-//! fsync directory); the public key is a SubjectPublicKeyInfo PEM file beside it. Existing
-//! files are never overwritten.
+//! fsync directory); the public key is 64 hex digits on one line (the form stations read with
+//! `fleet_proto::TrustedKeys::parse_public_hex`). Existing files are never overwritten.
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 
 /// Why a key operation failed.
@@ -45,8 +45,7 @@ pub struct GeneratedKey {
 /// The key id the signing envelope carries: hex of the first 8 bytes of sha256(public key).
 #[must_use]
 pub fn key_id(key: &VerifyingKey) -> String {
-    use sha2::Digest;
-    hex::encode(&sha2::Sha256::digest(key.as_bytes())[..8])
+    fleet_proto::envelope::key_id(key).to_string()
 }
 
 /// Generates a key pair into `private_path` (0600) and `public_path`.
@@ -62,12 +61,9 @@ pub fn generate(private_path: &Path, public_path: &Path) -> Result<GeneratedKey,
     let private_pem = signing
         .to_pkcs8_pem(LineEnding::LF)
         .map_err(|e| KeyError::Encode(e.to_string()))?;
-    let public_pem = signing
-        .verifying_key()
-        .to_public_key_pem(LineEnding::LF)
-        .map_err(|e| KeyError::Encode(e.to_string()))?;
+    let public_hex = format!("{}\n", hex::encode(signing.verifying_key().as_bytes()));
     write_new_file(private_path, private_pem.as_bytes(), 0o600)?;
-    write_new_file(public_path, public_pem.as_bytes(), 0o644)?;
+    write_new_file(public_path, public_hex.as_bytes(), 0o644)?;
     Ok(GeneratedKey {
         private_path: private_path.to_owned(),
         public_path: public_path.to_owned(),
@@ -87,15 +83,15 @@ pub fn load_signing_key(path: &Path) -> Result<SigningKey, KeyError> {
     })
 }
 
-/// Reads a SubjectPublicKeyInfo PEM public key.
+/// Reads a public key file (64 hex digits).
 pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, KeyError> {
     let text = fs::read_to_string(path).map_err(|source| KeyError::Read {
         path: path.to_owned(),
         source,
     })?;
-    VerifyingKey::from_public_key_pem(&text).map_err(|e| KeyError::Parse {
+    fleet_proto::TrustedKeys::parse_public_hex(&text).map_err(|e| KeyError::Parse {
         path: path.to_owned(),
-        reason: format!("not a PEM ed25519 public key ({e})"),
+        reason: e.to_string(),
     })
 }
 
@@ -146,7 +142,7 @@ mod tests {
     fn generated_private_key_is_owner_only_and_round_trips() {
         let dir = tempfile::tempdir().expect("tempdir");
         let private = dir.path().join("offer.key.pem");
-        let public = dir.path().join("offer.pub.pem");
+        let public = dir.path().join("offer.pub");
         let made = generate(&private, &public).expect("generate");
         let mode = fs::metadata(&private).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
@@ -161,7 +157,7 @@ mod tests {
     fn generating_over_an_existing_key_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         let private = dir.path().join("k.pem");
-        let public = dir.path().join("k.pub.pem");
+        let public = dir.path().join("k.pub");
         fs::write(&private, "keep me").expect("write");
         assert!(matches!(
             generate(&private, &public),

@@ -7,4 +7,6 @@
 pub mod connection;
 pub mod embedded;
 pub mod keys;
+pub mod publish;
+pub mod status;
 pub mod target;

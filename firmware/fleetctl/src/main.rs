@@ -2,18 +2,33 @@
 //!
 //! Exit codes: 0 success, 1 failure (broker, I/O, an unexpected outcome), 2 invalid input
 //! (arguments, bundle, key).
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use fleet_core::ids::UpdateId;
+use fleet_core::update::{BundleId, Downgrade, RolloutPercent};
+use fleet_proto::Limits;
+use fleetctl::connection::BrokerAddr;
+use fleetctl::publish::{ClearScope, PushProgress, PushRequest};
+use fleetctl::target::Target;
+use indicatif::{ProgressBar, ProgressStyle};
 
-/// Host tool for fleet updates: keys, bundles, offers, station status.
+/// Host tool for fleet updates: keys, bundles, offers, station status, and a demo.
 #[derive(Debug, Parser)]
 #[command(name = "fleetctl", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Args)]
+struct BrokerArg {
+    /// The MQTT broker: mqtt://host:port, host:port or host.
+    #[arg(long, env = "FLEET_BROKER", default_value = "mqtt://127.0.0.1:1883")]
+    broker: BrokerAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -23,11 +38,26 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Publish a bundle (retained chunks and a signed manifest), then a signed offer.
+    Push(PushArgs),
+    /// Remove retained bundle topics from the broker.
+    Clear(ClearArgs),
+    /// Show every station from its retained state.
+    Status {
+        #[command(flatten)]
+        broker: BrokerArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Mark a station STALE when its state is older than this (e.g. 10m, 1h).
+        #[arg(long, default_value = "10m")]
+        stale_after: humantime::Duration,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 enum KeysCommand {
-    /// Generate a key pair: <name>.key.pem (PKCS#8, mode 0600) and <name>.pub.pem.
+    /// Generate a key pair: <name>.key.pem (PKCS#8, mode 0600) and <name>.pub (hex).
     Gen {
         /// Directory to write the two files into.
         #[arg(long, default_value = ".")]
@@ -38,6 +68,63 @@ enum KeysCommand {
     },
 }
 
+#[derive(Debug, Args)]
+struct PushArgs {
+    #[command(flatten)]
+    broker: BrokerArg,
+    /// The bundle file.
+    bundle: PathBuf,
+    /// Whom to offer it to: device:<id> or group:<name>.
+    #[arg(long)]
+    to: Target,
+    /// Share of the targeted stations that take it (1..=100).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(1..=100))]
+    percent: u8,
+    /// The version in the bundle (semantic version, e.g. 1.2.0).
+    #[arg(long)]
+    version: semver::Version,
+    /// The compatible string the stations must match (e.g. fleet-rpi5).
+    #[arg(long)]
+    compatible: String,
+    /// The private key (PKCS#8 PEM) that signs the manifest and the offer.
+    #[arg(long, env = "FLEET_SIGNING_KEY")]
+    key: PathBuf,
+    /// Offer sequence; default: one above the highest on the broker.
+    #[arg(long)]
+    sequence: Option<u64>,
+    /// Stations with trusted time refuse the offer after this long (e.g. 7d).
+    #[arg(long)]
+    expires_in: Option<humantime::Duration>,
+    /// Allow installing a version not above the installed one.
+    #[arg(long)]
+    allow_downgrade: bool,
+    /// Update id; default: derived from the version and the bundle id.
+    #[arg(long, value_parser = parse_update_id)]
+    update_id: Option<UpdateId>,
+    /// Chunk size in bytes.
+    #[arg(long, default_value_t = fleet_proto::DEFAULT_CHUNK_SIZE)]
+    chunk_size: u32,
+}
+
+#[derive(Debug, Args)]
+struct ClearArgs {
+    #[command(flatten)]
+    broker: BrokerArg,
+    /// Clear this bundle (its id, 64 hex digits); default: every bundle no offer names.
+    #[arg(long)]
+    bundle: Option<BundleId>,
+    /// Clear the bundle even while an offer names it.
+    #[arg(long, requires = "bundle")]
+    force: bool,
+    /// Only say what would be cleared.
+    #[arg(long)]
+    dry_run: bool,
+}
+
+fn parse_update_id(s: &str) -> Result<UpdateId, String> {
+    UpdateId::new(s).map_err(|e| e.to_string())
+}
+
 /// An error the user can fix by changing the input: exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
@@ -45,6 +132,13 @@ struct InvalidInput(anyhow::Error);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FLEETCTL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -75,7 +169,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: KeysCommand::Gen { out_dir, name },
         } => {
             let private = out_dir.join(format!("{name}.key.pem"));
-            let public = out_dir.join(format!("{name}.pub.pem"));
+            let public = out_dir.join(format!("{name}.pub"));
             let made = fleetctl::keys::generate(&private, &public)
                 .map_err(|e| InvalidInput(e.into()))
                 .context("unable to generate a key pair")?;
@@ -83,6 +177,132 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("public key:  {}", made.public_path.display());
             println!("key id:      {}", made.key_id);
         }
+        Command::Push(args) => push(args).await?,
+        Command::Clear(args) => clear(args).await?,
+        Command::Status {
+            broker,
+            json,
+            stale_after,
+        } => {
+            let rows = fleetctl::status::read(&broker.broker, stale_after.into(), &Limits::DEFAULT)
+                .await
+                .context("unable to read station states")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else if rows.is_empty() {
+                println!("no station has published a state on {}", broker.broker);
+            } else {
+                println!("{}", fleetctl::status::render_table(&rows));
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn push(args: PushArgs) -> anyhow::Result<()> {
+    let key = fleetctl::keys::load_signing_key(&args.key)
+        .map_err(|e| InvalidInput(e.into()))
+        .context("unable to load the signing key")?;
+    let mut req = PushRequest::new(args.bundle, args.to, args.version, args.compatible);
+    req.percent = RolloutPercent::new(args.percent).map_err(|e| InvalidInput(e.into()))?;
+    req.sequence = args.sequence;
+    req.expires_in = args.expires_in.map(Into::into);
+    req.downgrade = if args.allow_downgrade {
+        Downgrade::Allow
+    } else {
+        Downgrade::Refuse
+    };
+    req.update_id = args.update_id;
+    req.chunk_size = args.chunk_size;
+
+    let bar = if std::io::stderr().is_terminal() {
+        ProgressBar::new(0)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar.set_message("chunks");
+    let mut on_progress = |p: PushProgress| match p {
+        PushProgress::Described {
+            bundle_id,
+            size,
+            chunks,
+        } => {
+            bar.set_length(size);
+            bar.println(format!(
+                "bundle {bundle_id}: {size} bytes in {chunks} chunks"
+            ));
+        }
+        PushProgress::Chunks { acked_bytes, .. } => bar.set_position(acked_bytes),
+        PushProgress::Offer { .. } => {}
+    };
+    let result = fleetctl::publish::push(&args.broker.broker, &key, &req, &mut on_progress).await;
+    bar.finish_and_clear();
+    let report = result.map_err(|e| {
+        if e.is_invalid_input() {
+            InvalidInput(e.into()).into()
+        } else {
+            anyhow::Error::from(e)
+        }
+    })?;
+    println!("manifest: {}", report.manifest_topic);
+    println!(
+        "chunks:   {} ({} bytes) under fleet/v1/bundles/{}/chunks/",
+        report.chunks, report.size, report.bundle_id
+    );
+    if report.offer_kept {
+        println!(
+            "offer:    {} unchanged (update {}, sequence {}): this bundle is already offered",
+            report.offer_topic, report.update_id, report.sequence
+        );
+    } else {
+        println!(
+            "offer:    {} (update {}, sequence {}, {}%)",
+            report.offer_topic, report.update_id, report.sequence, args.percent
+        );
+    }
+    Ok(())
+}
+
+async fn clear(args: ClearArgs) -> anyhow::Result<()> {
+    let scope = match args.bundle {
+        Some(id) => ClearScope::Bundle(id),
+        None => ClearScope::Unreferenced,
+    };
+    let report = fleetctl::publish::clear(
+        &args.broker.broker,
+        &scope,
+        args.force,
+        args.dry_run,
+        &Limits::DEFAULT,
+    )
+    .await
+    .map_err(|e| {
+        if e.is_invalid_input() {
+            InvalidInput(e.into()).into()
+        } else {
+            anyhow::Error::from(e)
+        }
+    })?;
+    let verb = if args.dry_run {
+        "would clear"
+    } else {
+        "cleared"
+    };
+    for (id, topics) in &report.cleared {
+        println!("{verb} bundle {id} ({topics} topics)");
+    }
+    for id in &report.kept {
+        println!("kept bundle {id}: an offer names it");
+    }
+    if report.cleared.is_empty() {
+        println!("nothing to clear");
+    }
+    Ok(())
 }

@@ -1,0 +1,353 @@
+//! `status`: one row per station from its retained state and presence topics.
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use comfy_table::{ContentArrangement, Table, presets};
+use fleet_core::ids::DeviceId;
+use fleet_core::update::{FallbackCause, Outcome};
+use fleet_proto::payload::decode_state;
+use fleet_proto::topic::{self, Topic};
+use fleet_proto::{Limits, Presence, StationState};
+use serde::Serialize;
+
+use crate::connection::{BrokerAddr, ConnectionError, Message, collect_retained};
+use crate::publish::RETAINED_QUIET;
+
+/// Most stations one status read takes in.
+const MAX_STATIONS: usize = 100_000;
+
+/// Whether a station has been heard from recently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Heard {
+    /// Online, and its state is recent (or its clock is untrusted, so age cannot be judged).
+    Recently,
+    /// Its last will fired: the broker lost it.
+    Offline,
+    /// Online or unknown presence, but its state is older than the staleness limit.
+    Stale,
+    /// Its presence is known but it never published a readable state.
+    NoState,
+}
+
+impl Heard {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Heard::Recently => "ok",
+            Heard::Offline => "OFFLINE",
+            Heard::Stale => "STALE",
+            Heard::NoState => "NO STATE",
+        }
+    }
+}
+
+/// One station as `status` shows it. `state` is the station's own message, unchanged.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct StationRow {
+    pub device_id: DeviceId,
+    pub heard: Heard,
+    /// `online`/`offline`, absent when no presence was retained.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub presence: Option<&'static str>,
+    /// Seconds since the state was published, when both clocks allow judging it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub age_s: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<StationState>,
+    /// Why the retained state could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_error: Option<String>,
+}
+
+/// Reads every station's retained state and presence.
+pub async fn read(
+    addr: &BrokerAddr,
+    stale_after: Duration,
+    limits: &Limits,
+) -> Result<Vec<StationRow>, ConnectionError> {
+    let filters = [
+        topic::filter::ALL_STATES.to_owned(),
+        topic::filter::ALL_PRESENCE.to_owned(),
+    ];
+    let msgs = collect_retained(addr, &filters, RETAINED_QUIET, MAX_STATIONS).await?;
+    Ok(rows(&msgs, stale_after, unix_now(), limits))
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Builds the rows from retained messages (pure: `now_unix_s` is passed in).
+#[must_use]
+pub fn rows(
+    msgs: &[Message],
+    stale_after: Duration,
+    now_unix_s: i64,
+    limits: &Limits,
+) -> Vec<StationRow> {
+    #[derive(Default)]
+    struct Seen {
+        presence: Option<Presence>,
+        state: Option<Result<StationState, String>>,
+    }
+    let mut seen: BTreeMap<DeviceId, Seen> = BTreeMap::new();
+    for m in msgs {
+        match Topic::parse(&m.topic) {
+            Ok(Topic::DeviceState(id)) => {
+                let parsed = decode_state(&m.payload, limits)
+                    .map_err(|e| e.to_string())
+                    .and_then(|s| {
+                        if s.device_id == id {
+                            Ok(s)
+                        } else {
+                            Err(format!("state names device {}", s.device_id))
+                        }
+                    });
+                seen.entry(id).or_default().state = Some(parsed);
+            }
+            Ok(Topic::DevicePresence(id)) => {
+                seen.entry(id).or_default().presence = Presence::parse(&m.payload);
+            }
+            _ => {}
+        }
+    }
+    let stale_s = i64::try_from(stale_after.as_secs()).unwrap_or(i64::MAX);
+    seen.into_iter()
+        .map(|(device_id, s)| {
+            let (state, state_error) = match s.state {
+                Some(Ok(st)) => (Some(st), None),
+                Some(Err(e)) => (None, Some(e)),
+                None => (None, None),
+            };
+            let age_s = state
+                .as_ref()
+                .and_then(|st| st.updated_at.wall_unix_s)
+                .map(|t| now_unix_s.saturating_sub(t));
+            let heard = match (s.presence, &state, age_s) {
+                (Some(Presence::Offline), _, _) => Heard::Offline,
+                (_, None, _) => Heard::NoState,
+                (_, Some(_), Some(age)) if age > stale_s => Heard::Stale,
+                _ => Heard::Recently,
+            };
+            StationRow {
+                device_id,
+                heard,
+                presence: s.presence.map(|p| match p {
+                    Presence::Online => "online",
+                    Presence::Offline => "offline",
+                }),
+                age_s,
+                state,
+                state_error,
+            }
+        })
+        .collect()
+}
+
+/// A short human description of how an update ended.
+#[must_use]
+pub fn describe_outcome(o: &Outcome) -> String {
+    match o {
+        Outcome::Committed {
+            update_id, version, ..
+        } => format!("{update_id}: committed {version}"),
+        Outcome::RolledBack {
+            update_id, cause, ..
+        } => format!("{update_id}: rolled back ({})", describe_cause(cause)),
+        Outcome::Failed {
+            update_id,
+            stage,
+            detail,
+        } => format!(
+            "{update_id}: failed in {} ({detail})",
+            serde_json::to_value(stage)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        ),
+        Outcome::Superseded { update_id, by } => format!("{update_id}: superseded by {by}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// A short human description of a fallback cause.
+#[must_use]
+pub fn describe_cause(c: &FallbackCause) -> String {
+    match c {
+        FallbackCause::TrialDidNotBoot { attempts } => {
+            format!("new slot did not boot in {attempts} attempts")
+        }
+        FallbackCause::HealthCheckFailed { check, attempts } => {
+            format!("health check failed: {check}, {attempts} attempts")
+        }
+        FallbackCause::InstallMismatch { detail } => format!("install mismatch: {detail}"),
+        FallbackCause::BootControl { op, detail } => format!("boot control {op:?}: {detail}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The kebab-case name of a serde enum value (phase names, slots).
+pub(crate) fn name_of<T: Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The station table.
+#[must_use]
+pub fn render_table(rows: &[StationRow]) -> String {
+    let mut t = Table::new();
+    t.load_preset(presets::UTF8_BORDERS_ONLY)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header([
+            "station",
+            "heard",
+            "version",
+            "booted",
+            "phase",
+            "progress",
+            "update",
+            "last result",
+        ]);
+    for r in rows {
+        let heard = match r.age_s {
+            Some(a) if r.heard != Heard::Recently => format!("{} ({a}s ago)", r.heard.as_str()),
+            _ => r.heard.as_str().to_owned(),
+        };
+        match &r.state {
+            Some(s) => {
+                let progress = match (&s.progress, s.attempt) {
+                    (Some(p), _) if p.total_bytes > 0 => {
+                        format!("{}%", p.done_bytes.saturating_mul(100) / p.total_bytes)
+                    }
+                    (_, Some(a)) => format!("attempt {a}"),
+                    _ => String::new(),
+                };
+                let update = match (&s.update_id, &s.target_version) {
+                    (Some(u), Some(v)) => format!("{u} -> {v}"),
+                    (Some(u), None) => u.to_string(),
+                    _ => String::new(),
+                };
+                t.add_row([
+                    r.device_id.to_string(),
+                    heard,
+                    s.version.to_string(),
+                    name_of(&s.booted),
+                    name_of(&s.phase),
+                    progress,
+                    update,
+                    s.last_outcome
+                        .as_ref()
+                        .map(describe_outcome)
+                        .unwrap_or_default(),
+                ]);
+            }
+            None => {
+                t.add_row([
+                    r.device_id.to_string(),
+                    heard,
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    r.state_error.clone().unwrap_or_default(),
+                ]);
+            }
+        }
+    }
+    t.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fleet_core::slot::Slot;
+    use fleet_core::update::PhaseName;
+    use fleet_proto::payload::Timestamp;
+
+    fn state(id: &str, wall: Option<i64>) -> StationState {
+        StationState {
+            device_id: DeviceId::new(id).expect("id"),
+            seq: 1,
+            updated_at: Timestamp {
+                monotonic_ms: 1,
+                wall_unix_s: wall,
+            },
+            time_trusted: wall.is_some(),
+            booted: Slot::A,
+            committed: Slot::A,
+            version: semver::Version::new(1, 0, 0),
+            slots: vec![],
+            phase: PhaseName::Idle,
+            update_id: None,
+            target_version: None,
+            attempt: None,
+            progress: None,
+            last_sequence: None,
+            last_outcome: None,
+        }
+    }
+
+    fn msg(topic: &str, payload: &[u8]) -> Message {
+        Message {
+            topic: topic.to_owned(),
+            payload: payload.to_vec(),
+            retain: true,
+        }
+    }
+
+    #[test]
+    fn stations_not_heard_from_are_marked() {
+        let now = 1_000_000;
+        let enc = |s: &StationState| serde_json::to_vec(s).expect("json");
+        let msgs = vec![
+            msg(
+                "fleet/v1/devices/fresh/state",
+                &enc(&state("fresh", Some(now - 5))),
+            ),
+            msg("fleet/v1/devices/fresh/presence", b"online"),
+            msg(
+                "fleet/v1/devices/old/state",
+                &enc(&state("old", Some(now - 3600))),
+            ),
+            msg(
+                "fleet/v1/devices/gone/state",
+                &enc(&state("gone", Some(now - 5))),
+            ),
+            msg("fleet/v1/devices/gone/presence", b"offline"),
+            msg(
+                "fleet/v1/devices/untrusted/state",
+                &enc(&state("untrusted", None)),
+            ),
+            msg("fleet/v1/devices/mute/presence", b"online"),
+            msg(
+                "fleet/v1/devices/liar/state",
+                &enc(&state("other", Some(now))),
+            ),
+            msg("fleet/v1/devices/junk/state", b"{not json"),
+        ];
+        let rows = rows(&msgs, Duration::from_secs(600), now, &Limits::DEFAULT);
+        let by: BTreeMap<&str, Heard> = rows
+            .iter()
+            .map(|r| (r.device_id.as_str(), r.heard))
+            .collect();
+        assert_eq!(by["fresh"], Heard::Recently);
+        assert_eq!(by["old"], Heard::Stale);
+        assert_eq!(by["gone"], Heard::Offline);
+        assert_eq!(by["untrusted"], Heard::Recently);
+        assert_eq!(by["mute"], Heard::NoState);
+        assert_eq!(by["liar"], Heard::NoState);
+        assert_eq!(by["junk"], Heard::NoState);
+        let table = render_table(&rows);
+        assert!(
+            table.contains("STALE") && table.contains("OFFLINE"),
+            "{table}"
+        );
+    }
+}
