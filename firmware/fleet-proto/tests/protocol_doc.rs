@@ -1,0 +1,92 @@
+//! The JSON examples in docs/reference/mqtt-protocol.md parse into the real types (and the
+//! example envelope verifies), so the contract document cannot drift from the code.
+use std::path::PathBuf;
+
+use fleet_core::update::{Offer, Report};
+use fleet_proto::envelope::{self, Kind, TrustedKeys};
+use fleet_proto::payload::{self, StationEvent, StationState};
+use fleet_proto::{BundleManifest, Limits};
+
+fn doc() -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/reference/mqtt-protocol.md");
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
+
+/// The bodies of the fenced blocks whose info string is `json <tag>`.
+fn blocks(doc: &str, tag: &str) -> Vec<String> {
+    let open = format!("```json {tag}");
+    let mut out = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in doc.lines() {
+        match &mut cur {
+            None if line.trim() == open => cur = Some(String::new()),
+            Some(body) if line.trim() == "```" => {
+                out.push(std::mem::take(body));
+                cur = None;
+            }
+            Some(body) => {
+                body.push_str(line);
+                body.push('\n');
+            }
+            None => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn the_documented_offer_and_manifest_parse_and_agree() {
+    let d = doc();
+    let offers = blocks(&d, "offer");
+    let manifests = blocks(&d, "manifest");
+    assert_eq!((offers.len(), manifests.len()), (1, 1));
+    let o: Offer = serde_json::from_str(&offers[0]).expect("documented offer parses");
+    let m: BundleManifest =
+        serde_json::from_str(&manifests[0]).expect("documented manifest parses");
+    m.validate(&Limits::DEFAULT)
+        .expect("documented manifest is valid");
+    m.matches_offer(&o)
+        .expect("documented manifest matches the documented offer");
+}
+
+#[test]
+fn the_documented_envelope_verifies_with_the_documented_key_and_carries_the_offer() {
+    let d = doc();
+    let env = blocks(&d, "envelope");
+    assert_eq!(env.len(), 1);
+    let key = TrustedKeys::parse_public_hex(
+        "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",
+    )
+    .expect("documented key parses");
+    assert!(d.contains("8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"));
+    let trusted: TrustedKeys = [key].into_iter().collect();
+    let opened = envelope::open_json::<Offer>(
+        env[0].trim().as_bytes(),
+        Kind::Offer,
+        &trusted,
+        &Limits::DEFAULT,
+    )
+    .expect("documented envelope verifies");
+    let documented: Offer =
+        serde_json::from_str(&blocks(&d, "offer")[0]).expect("documented offer parses");
+    assert_eq!(opened.value, documented);
+    assert_eq!(opened.key_id, envelope::key_id(&key));
+}
+
+#[test]
+fn the_documented_state_and_events_parse() {
+    let d = doc();
+    let states = blocks(&d, "state");
+    assert_eq!(states.len(), 1);
+    let s: StationState =
+        payload::decode_state(states[0].as_bytes(), &Limits::DEFAULT).expect("state parses");
+    assert!(s.progress.is_some());
+    let events = blocks(&d, "event");
+    assert_eq!(events.len(), 2);
+    let parsed: Vec<StationEvent> = events
+        .iter()
+        .map(|e| payload::decode_event(e.as_bytes(), &Limits::DEFAULT).expect("event parses"))
+        .collect();
+    assert!(matches!(parsed[0].event, Report::HealthFailed { .. }));
+    assert!(matches!(parsed[1].event, Report::OfferRejected { .. }));
+}
