@@ -61,7 +61,8 @@ enum Command {
         paths: Vec<PathBuf>,
     },
     /// Reserve free space for a download (the updater, before fetching a bundle); optionally wait
-    /// until that much space is free.
+    /// until that much space is free and writing it keeps the disk below the housekeeping
+    /// threshold.
     Reserve {
         #[arg(long)]
         holder: String,
@@ -158,7 +159,11 @@ fn dispatch(cfg: Config, command: Command) -> anyhow::Result<u8> {
             let deadline = Instant::now() + Duration::from_secs(wait_seconds);
             loop {
                 let d = disk::measure(&cfg.recordings_dir).context("unable to measure the disk")?;
-                if d.available_bytes >= bytes {
+                // Free for the download, and the disk stays below every tier once it is written.
+                let fits = d.available_bytes >= bytes
+                    && d.used_bytes.saturating_add(bytes)
+                        <= cfg.policy.housekeeping_at.of(d.capacity());
+                if fits {
                     println!("{bytes} bytes free for {holder}");
                     return Ok(0);
                 }
