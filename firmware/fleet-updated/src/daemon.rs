@@ -14,8 +14,8 @@ use fleet_core::ports::{BootControl, BootStatus, InstallRequest, Installer, Port
 use fleet_core::slot::Slot;
 use fleet_core::time::Now;
 use fleet_core::update::{
-    Action, BootOp, BundleId, DownloadFailure, Event, Policy, Report, SignatureVerdict, State,
-    Station, VerifyFailure, step,
+    Action, BootOp, BundleId, DownloadFailure, Event, Outcome, Policy, Report, SignatureVerdict,
+    State, Station, VerifyFailure, step,
 };
 use fleet_mqtt::{Message, Session, SessionConfig, SessionEvent, Will};
 use fleet_proto::envelope::{self, Kind};
@@ -598,12 +598,20 @@ where
             &self.cfg.trusted_keys,
             &self.limits,
         ) {
-            Ok(opened) => Event::OfferReceived {
-                offer: opened.value,
-                verdict: SignatureVerdict::Trusted {
-                    key_id: opened.key_id,
-                },
-            },
+            Ok(opened) => {
+                if already_handled(&self.saved.engine, &opened.value) {
+                    // The retained offer of the update in progress (or just finished) comes
+                    // again after every restart: not a replay worth reporting.
+                    tracing::debug!(topic = %m.topic, "offer already handled");
+                    return Ok(());
+                }
+                Event::OfferReceived {
+                    offer: opened.value,
+                    verdict: SignatureVerdict::Trusted {
+                        key_id: opened.key_id,
+                    },
+                }
+            }
             Err(e) => {
                 tracing::warn!(topic = %m.topic, error = %e, "offer refused");
                 Event::OfferUnusable {
@@ -1013,6 +1021,25 @@ where
             self.session.abort();
         }
     }
+}
+
+/// True when `offer` is the accepted offer this station acted on last: same sequence as the
+/// last accepted one, and the update in progress or the one that ended last.
+fn already_handled(state: &State, offer: &Offer) -> bool {
+    if state.last_sequence != Some(offer.sequence) {
+        return false;
+    }
+    if let Some(job) = state.phase.job() {
+        return job.update_id == offer.update_id && job.bundle_id == offer.bundle_id;
+    }
+    let last = match &state.last_outcome {
+        Some(Outcome::Committed { update_id, .. })
+        | Some(Outcome::RolledBack { update_id, .. })
+        | Some(Outcome::Failed { update_id, .. })
+        | Some(Outcome::Superseded { update_id, .. }) => Some(update_id),
+        _ => None,
+    };
+    last == Some(&offer.update_id)
 }
 
 /// Verifies the downloaded bundle (`.part` or an already verified `.bundle`) and leaves it as
