@@ -174,7 +174,15 @@ pub fn plan(
         .filter(|r| eligible(policy, tier, r) && !held(policy, tier, r, now))
         .map(|r| (class(policy, r), r))
         .collect();
-    candidates.sort_unstable_by_key(|(rank, r)| (*rank, r.sequence, r.id));
+    // At most `max_deletions_per_cycle` candidates can be taken: select those first (linear),
+    // then sort only them, so a plan over a million recordings stays cheap.
+    let key = |(rank, r): &(u8, &Recording)| (*rank, r.sequence, r.id);
+    let batch = policy.max_deletions_per_cycle;
+    if candidates.len() > batch + 1 {
+        candidates.select_nth_unstable_by_key(batch, key);
+        candidates.truncate(batch + 1);
+    }
+    candidates.sort_unstable_by_key(key);
 
     for (_, r) in candidates {
         if plan.planned_bytes >= need_bytes {

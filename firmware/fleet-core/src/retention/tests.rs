@@ -379,6 +379,21 @@ proptest! {
             prop_assert!(plan.planned_bytes >= plan.need_bytes,
                 "freed {} of {} with {} eligible bytes", plan.planned_bytes, plan.need_bytes, eligible_bytes);
         }
+        // It takes a prefix of the eligible recordings in order: most finished class first, then
+        // the segment sequence, then the id (a full sort as the reference).
+        let mut ordered = eligible.clone();
+        ordered.sort_by_key(|r| {
+            let class = match (r.uploaded, r.analysed || !p.analyser_configured) {
+                (true, true) => 0,
+                (true, false) => 1,
+                (false, true) => 2,
+                (false, false) => 3,
+            };
+            (class, r.sequence, r.id)
+        });
+        let planned: Vec<RecordingId> = plan.deletions.iter().map(|d| d.id).collect();
+        let prefix: Vec<RecordingId> = ordered.iter().take(planned.len()).map(|r| r.id).collect();
+        prop_assert_eq!(planned, prefix);
         // Whatever it plans is eligible, and never twice.
         for del in &plan.deletions {
             prop_assert!(eligible.iter().any(|r| r.id == del.id));
