@@ -2,8 +2,8 @@
 //!
 //! Each test starts its own `dbus-daemon` (a session-type bus that lets anyone own any name) and
 //! runs the host's `rauc service` on it with a temporary `system.conf`: two file-backed ext4
-//! slots (`rootfs.0` = A, `rootfs.1` = B), `bootloader=custom` with a small shell backend that
-//! keeps its state in files, and `bundle-formats=plain` because this host's kernel has no
+//! slots (`rootfs.0` = A, `rootfs.1` = B), `bootloader=custom` with `fleet-bootctl` (U-Boot
+//! flow, env file in the test's directory; a shell stand-in if it cannot be built), and `bundle-formats=plain` because this host's kernel has no
 //! device-mapper for verity bundles (stations run `bundle-formats=-plain`). The bundles come
 //! from `bundles/build-test-bundles.sh`, signed by a development PKI from `keys/gen-dev-pki.sh`.
 //!
@@ -45,6 +45,61 @@ struct Fixtures {
     keys: PathBuf,
     bundles: PathBuf,
     rauc_version: (u32, u32),
+    /// The `fleet-bootctl` binary RAUC uses as its custom backend, or `None` for the shell
+    /// stand-in when it could not be built (said loudly).
+    bootctl: Option<PathBuf>,
+}
+
+/// Newest modification time of the files under `dir`.
+fn newest_source(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        let time = if path.is_dir() {
+            newest_source(&path)
+        } else {
+            entry.metadata().and_then(|m| m.modified()).ok()
+        };
+        newest = newest.max(time);
+    }
+    newest
+}
+
+/// `fleet-bootctl` from this target directory when it is newer than its sources (as after
+/// `cargo test --workspace`), else built into a target directory of its own (no wait on the
+/// lock `cargo test` holds). `FLEET_BOOTCTL_BIN` overrides both.
+fn locate_bootctl() -> Result<PathBuf, String> {
+    if let Some(bin) = std::env::var_os("FLEET_BOOTCTL_BIN") {
+        return Ok(PathBuf::from(bin));
+    }
+    let root = repo_root();
+    let sources = [
+        root.join("firmware/fleet-bootctl"),
+        root.join("firmware/fleet-core/src"),
+    ]
+    .iter()
+    .filter_map(|d| newest_source(d))
+    .max();
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    if let Some(profile_dir) = exe.parent().and_then(Path::parent) {
+        let built = profile_dir.join("fleet-bootctl");
+        let fresh = std::fs::metadata(&built)
+            .and_then(|m| m.modified())
+            .ok()
+            .zip(sources)
+            .is_some_and(|(bin, src)| bin >= src);
+        if fresh {
+            return Ok(built);
+        }
+    }
+    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleet-bootctl-target");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    run(Command::new(cargo)
+        .args(["build", "--quiet", "-p", "fleet-bootctl", "--manifest-path"])
+        .arg(root.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&target))?;
+    Ok(target.join("debug/fleet-bootctl"))
 }
 
 fn prerequisites() -> Result<(), String> {
@@ -74,7 +129,18 @@ fn fixtures() -> Result<&'static Fixtures, String> {
     FIXTURES
         .get_or_init(|| {
             prerequisites()?;
-            let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleet-rauc-fixtures");
+            // One directory per test process (another run may share this target directory);
+            // directories of processes that are gone are removed.
+            let parent = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fleet-rauc-fixtures");
+            if let Ok(entries) = std::fs::read_dir(&parent) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.parse::<u32>().is_ok() && !Path::new("/proc").join(&name).exists() {
+                        let _ = std::fs::remove_dir_all(entry.path());
+                    }
+                }
+            }
+            let base = parent.join(std::process::id().to_string());
             let keys = base.join("keys");
             let bundles = base.join("bundles");
             let root = repo_root();
@@ -87,10 +153,20 @@ fn fixtures() -> Result<&'static Fixtures, String> {
             let version = run(Command::new("rauc").arg("--version"))?;
             let rauc_version = parse_rauc_version(&version)
                 .ok_or_else(|| format!("unable to parse rauc version {version:?}"))?;
+            let bootctl = match locate_bootctl() {
+                Ok(bin) => Some(bin),
+                Err(why) => {
+                    eprintln!(
+                        "NOTE: fleet-bootctl unavailable ({why}); RAUC uses the shell stand-in backend"
+                    );
+                    None
+                }
+            };
             Ok(Fixtures {
                 keys,
                 bundles,
                 rauc_version,
+                bootctl,
             })
         })
         .as_ref()
@@ -135,15 +211,25 @@ struct Station {
     rauc: Option<Child>,
 }
 
-const BOOT_BACKEND: &str = r#"#!/bin/sh
-# Test stand-in for fleet-bootctl as RAUC's custom bootloader backend: state in files.
+/// Every backend call goes through this: it logs the call and, while `boot/hold` exists, blocks
+/// `set-state` (RAUC marks the target slot bad just before writing it) so a test can kill RAUC
+/// mid-install.
+const BACKEND_PREAMBLE: &str = r#"#!/bin/sh
 d="$(dirname "$0")/boot"
 echo "$*" >> "$d/calls.log"
 if [ "$1" = set-state ] && [ -e "$d/hold" ]; then
   : > "$d/held"
   while [ -e "$d/hold" ]; do sleep 0.05; done
 fi
-case "$1" in
+"#;
+
+/// RAUC's backend: the real `fleet-bootctl` on the U-Boot flow, its env file in the station dir.
+const BOOTCTL_BACKEND: &str = r#"export FLEET_BOOTCTL_CONFIG="$d/bootctl.toml"
+exec "$FLEET_BOOTCTL_BIN" "$@"
+"#;
+
+/// Stand-in when `fleet-bootctl` cannot be built: state in plain files.
+const SCRIPT_BACKEND: &str = r#"case "$1" in
   get-primary) cat "$d/primary" ;;
   set-primary) echo "$2" > "$d/primary.tmp" && mv "$d/primary.tmp" "$d/primary" ;;
   get-state) cat "$d/state-$2" 2>/dev/null || echo good ;;
@@ -172,14 +258,36 @@ impl Station {
                 .arg(d.join(slot))
                 .arg("8M"))?;
         }
-        std::fs::write(d.join("boot/primary"), "A\n").map_err(io)?;
-        std::fs::write(d.join("boot/current"), "A\n").map_err(io)?;
         std::fs::write(d.join("version-floor"), "1.0.0\n").map_err(io)?;
+        let fixtures = fixtures()?;
         let backend = d.join("bootctl.sh");
-        std::fs::write(&backend, BOOT_BACKEND).map_err(io)?;
+        let script = match &fixtures.bootctl {
+            Some(bin) => {
+                let boot = d.join("boot");
+                std::fs::write(boot.join("cmdline"), "console=ttyS0 rauc.slot=A\n").map_err(io)?;
+                let toml = format!(
+                    "flow = \"uboot\"\nattempts = 3\nlock-file = \"{lock}\"\n\n[uboot]\n\
+                     env-file = \"{env}\"\ncmdline = \"{cmdline}\"\n",
+                    lock = boot.join("bootctl.lock").display(),
+                    env = boot.join("uboot.env").display(),
+                    cmdline = boot.join("cmdline").display(),
+                );
+                std::fs::write(boot.join("bootctl.toml"), toml).map_err(io)?;
+                format!(
+                    "{BACKEND_PREAMBLE}FLEET_BOOTCTL_BIN='{}'\n{BOOTCTL_BACKEND}",
+                    bin.display()
+                )
+            }
+            None => {
+                std::fs::write(d.join("boot/primary"), "A\n").map_err(io)?;
+                std::fs::write(d.join("boot/current"), "A\n").map_err(io)?;
+                format!("{BACKEND_PREAMBLE}{SCRIPT_BACKEND}")
+            }
+        };
+        std::fs::write(&backend, script).map_err(io)?;
         run(Command::new("chmod").arg("+x").arg(&backend))?;
 
-        let keyring = fixtures()?.keys.join("ca.cert.pem");
+        let keyring = fixtures.keys.join("ca.cert.pem");
         let conf = format!(
             "# Test configuration for the development host.\n\
              # bundle-formats=plain: this host's kernel has no device-mapper, so verity bundles\n\
@@ -309,9 +417,10 @@ impl Station {
         .to_owned()
     }
 
-    fn boot_file(&self, name: &str) -> String {
-        std::fs::read_to_string(self.path(&format!("boot/{name}")))
-            .unwrap_or_default()
+    /// Asks the bootloader backend directly, as RAUC does (`get-primary`, `get-state B`).
+    fn backend(&self, args: &str) -> String {
+        run(Command::new(self.path("bootctl.sh")).args(args.split_whitespace()))
+            .unwrap_or_else(|e| panic!("backend {args}: {e}"))
             .trim()
             .to_owned()
     }
@@ -399,7 +508,7 @@ async fn good_bundle_lands_in_the_other_slot_with_progress_and_becomes_primary()
     assert_eq!(b.bundle_version.as_deref(), Some("2.0.0"));
     assert_eq!(b.bundle_compatible.as_deref(), Some(COMPATIBLE));
     assert_eq!(
-        station.boot_file("primary"),
+        station.backend("get-primary"),
         "B",
         "the backend armed slot B"
     );
@@ -447,7 +556,7 @@ async fn every_broken_bundle_is_refused_with_raucs_reason_and_leaves_the_slot_un
         assert_eq!(client.primary().await.expect("primary"), Slot::A, "{name}");
         eprintln!("{name}: refused: {reason}");
     }
-    assert_eq!(station.boot_file("primary"), "A");
+    assert_eq!(station.backend("get-primary"), "A");
 }
 
 #[tokio::test]
@@ -550,7 +659,7 @@ async fn marking_slots_goes_through_raucs_bootloader_backend() {
         .await
         .expect("mark B bad");
     assert_eq!(marked.slot, Slot::B);
-    assert_eq!(station.boot_file("state-B"), "bad");
+    assert_eq!(station.backend("get-state B"), "bad");
     let status = client.status().await.expect("status");
     assert_eq!(
         status
@@ -566,14 +675,14 @@ async fn marking_slots_goes_through_raucs_bootloader_backend() {
         .mark(MarkState::Active, Slot::B)
         .await
         .expect("mark B active");
-    assert_eq!(station.boot_file("primary"), "B");
+    assert_eq!(station.backend("get-primary"), "B");
     assert_eq!(client.primary().await.expect("primary"), Slot::B);
 
     client
         .mark(MarkState::Good, Slot::A)
         .await
         .expect("mark A good");
-    assert_eq!(station.boot_file("state-A"), "good");
+    assert_eq!(station.backend("get-state A"), "good");
 }
 
 #[tokio::test]
