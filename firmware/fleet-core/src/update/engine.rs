@@ -54,7 +54,7 @@ pub const MAX_DETAIL_LEN: usize = 256;
 
 /// Tunables of the engine, part of the persisted state so a restart keeps them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct Policy {
     /// Trial attempts before the new slot is marked bad (1..; default 3).
     pub max_trial_attempts: u8,
@@ -79,7 +79,7 @@ impl Default for Policy {
 
 /// The accepted update being worked on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct Job {
     pub update_id: UpdateId,
     /// The sequence of the offer that is being acted on (the newest accepted).
@@ -190,8 +190,14 @@ impl Phase {
 }
 
 /// The engine's whole state: what the shell persists in its journal.
+///
+/// Journal compatibility: the journal on `/data` is read by whichever slot boots, so after a
+/// rollback an older release reads what a newer one wrote. The persisted types therefore
+/// ignore unknown fields (no `deny_unknown_fields`), and fields added later must carry
+/// `#[serde(default)]`. A new [`Phase`] variant cannot be read by an older release; the shell
+/// must treat an unreadable journal as a fresh start on the committed slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct State {
     /// Identity used for admission. The shell refreshes it from configuration at start.
     pub station: Station,

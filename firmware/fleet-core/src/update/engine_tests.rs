@@ -898,3 +898,17 @@ fn the_engine_state_round_trips_through_its_json_journal_form() {
         assert_eq!(back, state);
     }
 }
+
+#[test]
+fn a_journal_written_by_a_newer_release_with_extra_fields_still_reads() {
+    let mut json = serde_json::to_value(in_phase(Phase::Downloading {
+        job: job(),
+        held_bytes: 5,
+    }))
+    .expect("serializes");
+    json["added-later"] = serde_json::json!(true);
+    json["phase"]["job"]["also-new"] = serde_json::json!(1);
+    json["policy"]["new-knob"] = serde_json::json!(2);
+    let back: State = serde_json::from_value(json).expect("an older release reads it");
+    assert_eq!(back.phase.name(), PhaseName::Downloading);
+}

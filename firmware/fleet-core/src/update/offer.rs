@@ -124,9 +124,10 @@ pub struct Offer {
     pub manifest_hash: Option<Sha256Digest>,
 }
 
-/// Who a station is, for offer admission. Comes from the station's configuration.
+/// Who a station is, for offer admission. Comes from the station's configuration (persisted
+/// in the journal, so unknown fields are ignored: see [`crate::update::State`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 pub struct Station {
     pub device_id: DeviceId,
     /// Groups this station belongs to (it subscribes to their offer topics).
