@@ -472,6 +472,8 @@ pub mod fake {
         Overrun,
         Stall,
         Fail(CaptureError),
+        /// The clock moves on by this many ns and nothing is reported (a silent loss).
+        Jump(u64),
     }
 
     #[derive(Debug)]
@@ -514,6 +516,10 @@ pub mod fake {
             })
         }
         fn read(&mut self, buf: &mut [u8]) -> Result<ReadOutcome, CaptureError> {
+            if let Some(Step::Jump(ns)) = self.steps.front() {
+                self.clock_ns += ns;
+                self.steps.pop_front();
+            }
             match self.steps.pop_front() {
                 None => Err(CaptureError::Missing {
                     device: "fake".into(),
@@ -545,6 +551,10 @@ pub mod fake {
                     self.clock_ns += 2_000_000_000;
                     Ok(ReadOutcome::Stalled)
                 }
+                Some(Step::Jump(_)) => Ok(ReadOutcome::Frames {
+                    frames: 0,
+                    stamp: Stamp::default(),
+                }),
                 Some(Step::Fail(e)) => {
                     self.clock_ns += 1_000_000_000;
                     Err(e)

@@ -16,6 +16,9 @@ pub enum ClosedBy {
     Stall,
     /// The device disappeared (unplugged) or was suspended.
     DeviceLost,
+    /// The capture clock jumped ahead of the samples (the process or the machine was frozen, a
+    /// driver dropped frames without reporting an overrun).
+    Discontinuity,
     /// The schedule window ended.
     Schedule,
     /// The daemon was stopped (SIGTERM) or reached its `--duration`.
@@ -32,6 +35,7 @@ impl ClosedBy {
             Self::Xrun => "xrun",
             Self::Stall => "stall",
             Self::DeviceLost => "device-lost",
+            Self::Discontinuity => "discontinuity",
             Self::Schedule => "schedule",
             Self::Shutdown => "shutdown",
             Self::Recovery => "recovery",

@@ -128,6 +128,14 @@ pub enum SessionError {
     Join { device: String },
 }
 
+/// Tolerance of the capture clock: four periods, at least 250 ms.
+#[must_use]
+pub fn discontinuity_ns(spec: &StreamSpec) -> u64 {
+    (spec.period.as_nanos() as u64)
+        .saturating_mul(4)
+        .max(250_000_000)
+}
+
 /// Blocks of about one period each.
 fn block_layout(spec: &StreamSpec, ring_bytes: usize) -> (usize, usize) {
     let frame = spec.frame_bytes();
@@ -384,6 +392,8 @@ struct Writer<'a> {
     last_end: Option<Stamp>,
     promoted: Vec<PathBuf>,
     metrics: &'a DeviceMetrics,
+    /// A block starting later than this after the previous one ended is a discontinuity.
+    jump_ns: u64,
 }
 
 impl Writer<'_> {
@@ -432,6 +442,20 @@ impl Writer<'_> {
 
     fn audio(&mut self, block: &Block) -> Result<(), WavError> {
         let rate = self.setup.spec.rate;
+        // Frames that arrive later than the capture clock allows were not all captured, even when
+        // nothing reported an overrun: record a gap rather than splice.
+        if self.pending_gap.is_none()
+            && let Some(end) = self.last_end
+            && block.stamp.monotonic_ns > end.monotonic_ns.saturating_add(self.jump_ns)
+        {
+            DeviceMetrics::add(&self.metrics.discontinuities, 1);
+            tracing::warn!(
+                late_ms = (block.stamp.monotonic_ns - end.monotonic_ns) / 1_000_000,
+                "capture clock jumped ahead of the samples"
+            );
+            self.close_segment(ClosedBy::Discontinuity)?;
+            self.pending_gap = Some(ClosedBy::Discontinuity);
+        }
         let gap = self.pending_gap.take().map(|cause| GapBefore {
             cause,
             millis: self.last_end.map_or(0, |e| {
@@ -504,6 +528,7 @@ fn write_loop(
         last_end: None,
         promoted: Vec::new(),
         metrics,
+        jump_ns: discontinuity_ns(&setup.spec),
     };
     while let Ok(msg) = full.recv() {
         match msg {
@@ -664,6 +689,38 @@ mod tests {
         assert_eq!(crate::guano::field(&b, "FLEET|Gap Cause"), Some("xrun"));
         assert_eq!(crate::guano::field(&b, "FLEET|Gap Before Ms"), Some("500"));
         assert_eq!(crate::guano::field(&b, "FLEET|Closed By"), Some("shutdown"));
+    }
+
+    #[test]
+    fn a_capture_clock_jump_without_overrun_is_recorded_as_a_gap() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut s = setup(root.path(), 10_000);
+        s.max_frames = Some(200);
+        let src = FakeSource::new(vec![
+            Step::Frames {
+                start: 0,
+                frames: 100,
+            },
+            Step::Jump(3_000_000_000),
+            Step::Frames {
+                start: 100,
+                frames: 100,
+            },
+        ]);
+        let r = run(src, &s);
+        assert_eq!(r.promoted.len(), 2);
+        let (a, b) = (guano_of(&r.promoted[0]), guano_of(&r.promoted[1]));
+        assert_eq!(
+            crate::guano::field(&a, "FLEET|Closed By"),
+            Some("discontinuity")
+        );
+        assert_eq!(
+            crate::guano::field(&b, "FLEET|Gap Cause"),
+            Some("discontinuity")
+        );
+        assert_eq!(crate::guano::field(&b, "FLEET|Gap Before Ms"), Some("3000"));
+        let all: Vec<u16> = r.promoted.iter().flat_map(|p| samples(p)).collect();
+        assert_eq!(all, (0..200).collect::<Vec<u16>>());
     }
 
     #[test]

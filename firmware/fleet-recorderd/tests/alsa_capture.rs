@@ -201,3 +201,88 @@ fn check_config_exits_2_on_an_invalid_config_and_0_on_a_valid_one() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("profiles.p.buffer-ms"));
 }
+
+#[test]
+fn a_frozen_daemon_records_the_lost_time_as_a_gap_and_stops_cleanly_on_sigterm() {
+    use nix::sys::signal::{Signal, kill};
+    let bench = Bench::new();
+    let jack = Jackd::start(16_000, 256);
+    bench.source(16_000 * 2 * 30, 5);
+    // A stall timeout longer than the freeze: the jump must be caught from the capture clock alone.
+    let config = bench.config(
+        &bench.vmic_rt(),
+        "rate = 16000\nsegment-seconds = 10\nperiod-ms = 16\nbuffer-ms = 1000\nstall-timeout-ms = 6000",
+    );
+    let daemon = Daemon::spawn(Daemon::command(&bench, &config, Some(&jack)));
+    wait_for(Duration::from_secs(20), "recording", || {
+        common::status(&bench)
+            .is_some_and(|s| s["devices"][0]["frames-captured"].as_u64() > Some(8000))
+    });
+    // The whole process freezes: JACK skips the client, so no overrun is ever reported.
+    kill(daemon.pid(), Signal::SIGSTOP).expect("stop");
+    std::thread::sleep(Duration::from_secs(2));
+    kill(daemon.pid(), Signal::SIGCONT).expect("cont");
+    wait_for(
+        Duration::from_secs(20),
+        "a segment closed by the jump",
+        || !bench.promoted().is_empty(),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    kill(daemon.pid(), Signal::SIGTERM).expect("term");
+    let status = daemon.wait(Duration::from_secs(10));
+    assert!(status.success(), "SIGTERM stops cleanly: {status}");
+
+    let files = bench.promoted();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(
+        bench.buffered().is_empty(),
+        "SIGTERM closed the open segment"
+    );
+    let (_, a) = read_segment(&files[0]);
+    let (_, b) = read_segment(&files[1]);
+    assert_eq!(guano::field(&a, "FLEET|Closed By"), Some("discontinuity"));
+    assert_eq!(guano::field(&b, "FLEET|Gap Cause"), Some("discontinuity"));
+    assert_eq!(guano::field(&b, "FLEET|Closed By"), Some("shutdown"));
+    let gap: u64 = guano::field(&b, "FLEET|Gap Before Ms")
+        .expect("gap")
+        .parse()
+        .expect("ms");
+    assert!(
+        (1500..4000).contains(&gap),
+        "the 2 s freeze is measured, got {gap} ms"
+    );
+    let s = common::status(&bench).expect("status");
+    assert_eq!(s["devices"][0]["discontinuities"], 1);
+    assert_eq!(s["devices"][0]["state"], "stopped");
+}
+
+#[test]
+fn a_device_that_appears_later_is_opened_after_the_debounce_and_reported_missing_until_then() {
+    let bench = Bench::new();
+    let name = Jackd::unique_name();
+    bench.source(16_000 * 2 * 30, 9);
+    let config = bench.config(
+        &bench.vmic_rt(),
+        "rate = 16000\nsegment-seconds = 1\nperiod-ms = 16\nbuffer-ms = 1000",
+    );
+    let mut cmd = Daemon::command(&bench, &config, None);
+    cmd.env("JACK_DEFAULT_SERVER", &name)
+        .env("JACK_NO_START_SERVER", "1");
+    let _daemon = Daemon::spawn(cmd);
+    wait_for(
+        Duration::from_secs(10),
+        "the device reported missing",
+        || common::status(&bench).is_some_and(|s| s["devices"][0]["state"] == "missing"),
+    );
+    let s = common::status(&bench).expect("status");
+    assert_eq!(s["healthy"], false, "a missing device is unhealthy");
+    assert!(bench.promoted().is_empty());
+    // The "microphone" is plugged in.
+    let _jack = Jackd::start_named(name, 16_000, 256);
+    wait_for(Duration::from_secs(20), "a segment from the device", || {
+        !bench.promoted().is_empty()
+    });
+    let s = common::status(&bench).expect("status");
+    assert_eq!(s["devices"][0]["state"], "recording");
+    assert_eq!(s["healthy"], true);
+}

@@ -79,7 +79,10 @@ fn record_in_child(dir: &Path) {
     let metrics = Arc::new(DeviceMetrics::default());
     let report = run_session(source, &setup, &StopFlag::new(), &metrics).expect("session");
     assert!(report.source.stalled, "the reader stalled");
-    assert!(metrics.xruns.load(Ordering::Relaxed) >= 1, "alsa-lib reported the overrun");
+    assert!(
+        metrics.xruns.load(Ordering::Relaxed) >= 1,
+        "alsa-lib reported the overrun"
+    );
     assert_eq!(metrics.gaps.load(Ordering::Relaxed), 1);
 }
 
@@ -97,7 +100,10 @@ fn an_xrun_is_recorded_as_a_gap_and_starts_a_new_segment() {
         "rate = 16000\nsegment-seconds = 10\nperiod-ms = 16\nbuffer-ms = 1000\nstall-timeout-ms = 5000",
     );
     let out = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "an_xrun_is_recorded_as_a_gap_and_starts_a_new_segment"])
+        .args([
+            "--exact",
+            "an_xrun_is_recorded_as_a_gap_and_starts_a_new_segment",
+        ])
         .args(["--nocapture", "--test-threads=1"])
         .env(CHILD_ENV, bench.dir.path())
         .env("XDG_CONFIG_HOME", bench.xdg())
@@ -118,19 +124,31 @@ fn an_xrun_is_recorded_as_a_gap_and_starts_a_new_segment() {
     let (first, a) = read_segment(&files[0]);
     let (second, b) = read_segment(&files[1]);
     assert_eq!(guano::field(&a, "FLEET|Closed By"), Some("xrun"));
-    assert!(first.len() >= RATE as usize * 2 * 6 / 5, "first segment holds what came before the stall");
+    assert!(
+        first.len() >= RATE as usize * 2 * 6 / 5,
+        "first segment holds what came before the stall"
+    );
     assert_eq!(guano::field(&b, "FLEET|Gap Cause"), Some("xrun"));
     let gap_ms: u64 = guano::field(&b, "FLEET|Gap Before Ms")
         .expect("gap recorded")
         .parse()
         .expect("number");
     eprintln!("gap {gap_ms} ms, first {} frames", first.len() / 2);
-    assert!(gap_ms >= 500, "a 2.5 s stall over a 1 s buffer loses time, got {gap_ms} ms");
+    assert!(
+        gap_ms >= 500,
+        "a 2.5 s stall over a 1 s buffer loses time, got {gap_ms} ms"
+    );
     assert_eq!(first.len() + second.len(), RATE as usize * 2 * 3);
     // Each segment is itself a continuous run of the source (never spliced within a file).
     for seg in [&first, &second] {
         let head = &seg[..64];
-        let at = source.windows(64).position(|w| w == head).expect("segment start in source");
-        assert!(source[at..at + seg.len()] == seg[..], "segment is a continuous run");
+        let at = source
+            .windows(64)
+            .position(|w| w == head)
+            .expect("segment start in source");
+        assert!(
+            source[at..at + seg.len()] == seg[..],
+            "segment is a continuous run"
+        );
     }
 }

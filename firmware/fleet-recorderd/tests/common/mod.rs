@@ -141,12 +141,18 @@ pub struct Jackd {
 }
 
 impl Jackd {
-    pub fn start(rate: u32, period: u32) -> Self {
-        let name = format!(
+    /// A server name no other test uses.
+    pub fn unique_name() -> String {
+        format!(
             "fleetrec{}x{}",
             std::process::id(),
             SEQ.fetch_add(1, Ordering::SeqCst)
-        );
+        )
+    }
+    pub fn start(rate: u32, period: u32) -> Self {
+        Self::start_named(Self::unique_name(), rate, period)
+    }
+    pub fn start_named(name: String, rate: u32, period: u32) -> Self {
         let child = Command::new("jackd")
             .args(["-n", &name, "--no-realtime", "-d", "dummy"])
             .args(["-r", &rate.to_string(), "-p", &period.to_string()])
@@ -167,9 +173,30 @@ impl Jackd {
 }
 
 impl Drop for Jackd {
+    /// SIGTERM first: a killed jackd leaves its semaphores and shared memory in /dev/shm, and enough
+    /// of those make the next server hang at start.
     fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(3) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Clients that a test SIGKILLed leave their semaphores behind: remove this server's.
+        let tag = format!("_{}_", self.name);
+        if let Ok(rd) = std::fs::read_dir("/dev/shm") {
+            for e in rd.filter_map(|e| e.ok()) {
+                let n = e.file_name().to_string_lossy().into_owned();
+                if n.starts_with("jack") && n.contains(&tag) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
     }
 }
 
@@ -201,6 +228,9 @@ impl Daemon {
         }
         c
     }
+    pub fn pid(&self) -> nix::unistd::Pid {
+        nix::unistd::Pid::from_raw(self.child.id() as i32)
+    }
     pub fn spawn(mut cmd: Command) -> Self {
         Self {
             child: cmd.spawn().expect("spawn fleet-recorderd"),
@@ -224,6 +254,12 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The daemon's status file, if written yet.
+pub fn status(bench: &Bench) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(bench.data_root().join("status.json")).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// Polls `cond` every 20 ms until it holds (panics after `limit`).
