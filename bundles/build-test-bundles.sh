@@ -11,7 +11,7 @@
 #                  the QEMU tests use verity. Stations refuse plain (`bundle-formats=-plain`).
 #   COMPATIBLE     compatible of the good bundles (default: fleet-test-host)
 #
-# Bundles (all from a 4 MiB ext4 root filesystem holding /etc/fleet-version):
+# Bundles (all from a 4 MiB ext4 root filesystem holding /etc/fleet-version and 64 KiB filler):
 #   good-2.0.0, good-2.1.0     signed by the development CA, installable
 #   bad-signature              good-2.0.0 with a byte of the CMS signature flipped
 #   tampered-payload           good-2.0.0 with a byte of the payload flipped
@@ -77,6 +77,11 @@ make_bundle() {
   local dir=$work/$name
   mkdir -p "$dir/root/etc"
   echo "$version" > "$dir/root/etc/fleet-version"
+  # 64 KiB that do not compress (deterministic: AES-CTR over zeros, keyed by the version), so the
+  # bundle payload is larger than one verity block, as `rauc bundle` requires for verity.
+  mkdir -p "$dir/root/usr/share/fleet"
+  head -c 65536 /dev/zero | openssl enc -aes-128-ctr -nosalt -pass "pass:$version" -pbkdf2 \
+    > "$dir/root/usr/share/fleet/filler"
   mkdir -p "$dir/content"
   mkfs.ext4 -q -F -L "fleet-$version" -E root_owner=0:0 -U clear -d "$dir/root" "$dir/content/rootfs.ext4" 4M
   cp "$here/hooks/install-check" "$dir/content/install-check"

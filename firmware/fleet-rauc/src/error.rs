@@ -22,8 +22,11 @@ pub enum RaucError {
     },
     #[error("unable to call rauc {method}: no answer within {seconds} s")]
     CallTimedOut { method: &'static str, seconds: u64 },
-    #[error("unable to start install of {bundle}: rauc is busy ({reason})")]
-    Busy { bundle: PathBuf, reason: String },
+    #[error("unable to call rauc {method}: rauc is busy with another operation ({reason})")]
+    Busy {
+        method: &'static str,
+        reason: String,
+    },
     #[error("unable to install bundle {bundle}: rauc refused it: {reason}")]
     Refused { bundle: PathBuf, reason: String },
     #[error(
@@ -100,7 +103,7 @@ impl RaucError {
     #[must_use]
     pub fn rauc_reason(&self) -> Option<&str> {
         match self {
-            RaucError::Refused { reason, .. } | RaucError::Busy { reason, .. } => Some(reason),
+            RaucError::Refused { reason, .. } => Some(reason),
             _ => None,
         }
     }

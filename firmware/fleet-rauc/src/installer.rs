@@ -153,6 +153,10 @@ impl RaucClient {
             Ok(Err(source)) if names_missing_service(&source) => {
                 Err(RaucError::NotRunning { service: SERVICE })
             }
+            Ok(Err(source)) if busy_reason(&source).is_some() => Err(RaucError::Busy {
+                method,
+                reason: busy_reason(&source).unwrap_or_default(),
+            }),
             Ok(Err(source)) => Err(RaucError::Call {
                 method,
                 source: Box::new(source),
@@ -242,6 +246,12 @@ impl RaucClient {
             Ok(Ok(answer)) => answer,
             Ok(Err(source)) if names_missing_service(&source) => {
                 return Err(RaucError::NotRunning { service: SERVICE });
+            }
+            Ok(Err(source)) if busy_reason(&source).is_some() => {
+                return Err(RaucError::Busy {
+                    method: "Mark",
+                    reason: busy_reason(&source).unwrap_or_default(),
+                });
             }
             Ok(Err(source)) => {
                 return Err(RaucError::Mark {
@@ -390,12 +400,6 @@ impl RaucClient {
                         }
                     }
                 }
-                StartRefusal::Busy(reason) => {
-                    return Err(RaucError::Busy {
-                        bundle: request.bundle.to_owned(),
-                        reason,
-                    });
-                }
                 StartRefusal::Unsupported(_) | StartRefusal::Other => return Err(error),
             }
         }
@@ -523,23 +527,31 @@ fn watch_rules(owner: &str) -> Result<[MatchRule<'static>; 2], RaucError> {
     Ok([from_rauc, owner_changes])
 }
 
-/// Why RAUC refused to start an install.
+/// Why RAUC refused to start an install (beyond being busy, which every call can be).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum StartRefusal {
     /// RAUC does not know this argument (older RAUC).
     Unsupported(String),
-    /// Another operation runs.
-    Busy(String),
     Other,
 }
 
 fn classify_start_error(text: &str) -> StartRefusal {
-    if let Some(key) = text.trim().strip_prefix("Unsupported key: ") {
-        StartRefusal::Unsupported(key.trim().to_owned())
-    } else if text.contains("Already processing") {
-        StartRefusal::Busy(text.trim().to_owned())
-    } else {
-        StartRefusal::Other
+    match text.trim().strip_prefix("Unsupported key: ") {
+        Some(key) => StartRefusal::Unsupported(key.trim().to_owned()),
+        None => StartRefusal::Other,
+    }
+}
+
+/// RAUC's text when a method was refused because another operation (an install) runs: rauc
+/// answers "already processing a different method" (capitalised for `InstallBundle`).
+fn busy_reason(error: &zbus::Error) -> Option<String> {
+    match error {
+        zbus::Error::MethodError(_, Some(text), _)
+            if text.to_ascii_lowercase().contains("already processing") =>
+        {
+            Some(text.trim().to_owned())
+        }
+        _ => None,
     }
 }
 
@@ -712,10 +724,6 @@ mod tests {
             classify_start_error("Unsupported key: transaction-id"),
             StartRefusal::Unsupported("transaction-id".to_owned())
         );
-        assert!(matches!(
-            classify_start_error("Already processing a different method"),
-            StartRefusal::Busy(_)
-        ));
         assert_eq!(classify_start_error("No such file"), StartRefusal::Other);
     }
 

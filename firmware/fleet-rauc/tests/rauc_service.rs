@@ -704,3 +704,49 @@ async fn installing_while_rauc_is_down_is_a_retryable_error() {
     assert!(matches!(error, RaucError::NotRunning { .. }), "got {error}");
     assert!(error.is_retryable());
 }
+
+#[tokio::test]
+async fn a_second_install_while_one_runs_is_busy_and_the_first_still_completes() {
+    let f = fixtures_or_skip!();
+    let station = Station::start().expect("station starts");
+    let client = station.client(lenient()).await;
+    std::fs::write(station.path("boot/hold"), "").expect("create hold file");
+    let first_path = bundle(f, "good-2.0.0");
+    let second_path = bundle(f, "good-2.1.0");
+    let first = InstallRequest {
+        bundle: &first_path,
+        transaction: "test-busy-1",
+        manifest_hash: None,
+    };
+    let held = station.path("boot/held");
+    let hold = station.path("boot/hold");
+    let second = async {
+        for _ in 0..400 {
+            if held.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let request = InstallRequest {
+            bundle: &second_path,
+            transaction: "test-busy-2",
+            manifest_hash: None,
+        };
+        let result = client.install(request, &|_| {}).await;
+        std::fs::remove_file(&hold).expect("release the backend");
+        result
+    };
+    let (first, second) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(30), client.install(first, &|_| {})),
+        second
+    );
+    let error = second.expect_err("rauc runs one install at a time");
+    assert!(matches!(error, RaucError::Busy { .. }), "got {error}");
+    assert!(error.is_retryable());
+    let installed = first
+        .expect("the first install finishes once the backend is released")
+        .unwrap_or_else(|e| panic!("first install failed: {e}; log:\n{}", station.log()));
+    assert_eq!(installed.slot, Slot::B);
+    assert_eq!(installed.version, semver::Version::new(2, 0, 0));
+    assert_eq!(station.slot_version(Slot::B), "2.0.0");
+}
