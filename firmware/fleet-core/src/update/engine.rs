@@ -31,8 +31,9 @@
 //! A trial gets `Policy::max_trial_attempts` attempts (default 3). An attempt is consumed when
 //! the station comes back on the committed slot instead of the trial slot, when the trial
 //! fails a health check, when committing fails, and when the daemon restarts during health
-//! checks (so a check that crashes the daemon cannot loop forever). While attempts remain, the
-//! trial is re-armed and the station reboots into it again; then the slot is marked bad. On the
+//! checks (so a check that crashes the daemon cannot loop forever; the checks then rerun
+//! without a reboot). While attempts remain, the trial is re-armed and the station reboots into
+//! it again; then the slot is marked bad, and the station reboots off it if it runs on it. On the
 //! U-Boot flow the boot loader counts its own attempts per arming; set `max_trial_attempts` to
 //! 1 there if every arming should be one boot-loader round.
 use serde::{Deserialize, Serialize};
@@ -1060,15 +1061,27 @@ fn on_started(next: &mut State, status: &BootStatus, actions: &mut Vec<Action>) 
         }
         Phase::HealthChecking { job, slot, attempt } => {
             if status.booted == slot {
-                // Restarted during the checks: that consumes an attempt.
-                unhealthy(
-                    next,
-                    &job,
-                    slot,
-                    attempt,
-                    "restarted during checks",
-                    actions,
-                );
+                // Restarted during the checks (a daemon crash, or a reset the boot flow
+                // answered with the trial slot again): that consumes an attempt, so a check
+                // that kills the daemon cannot loop forever. The slot runs, so the checks run
+                // again without a reboot.
+                let check = "restarted during checks";
+                if attempt < next.policy.max_trial_attempts {
+                    actions.push(Action::Report(Report::HealthFailed {
+                        slot,
+                        check: check.into(),
+                        attempt,
+                        will_retry: true,
+                    }));
+                    actions.push(Action::RunHealthChecks { slot });
+                    next.phase = Phase::HealthChecking {
+                        job,
+                        slot,
+                        attempt: attempt + 1,
+                    };
+                } else {
+                    unhealthy(next, &job, slot, attempt, check, actions);
+                }
             } else {
                 trial_failed_to_boot(next, &job, slot, attempt, actions);
             }

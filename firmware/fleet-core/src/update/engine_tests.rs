@@ -912,3 +912,79 @@ fn a_journal_written_by_a_newer_release_with_extra_fields_still_reads() {
     let back: State = serde_json::from_value(json).expect("an older release reads it");
     assert_eq!(back.phase.name(), PhaseName::Downloading);
 }
+
+#[test]
+fn a_restart_during_health_checks_reruns_them_and_consumes_an_attempt() {
+    let mut s = in_phase(Phase::HealthChecking {
+        job: job(),
+        slot: Slot::B,
+        attempt: 1,
+    });
+    for attempt in 2..=3u8 {
+        let (n, a) = go(&s, Event::Started(boot(Slot::B)));
+        assert_eq!(
+            non_reports(&a),
+            vec![&Action::RunHealthChecks { slot: Slot::B }]
+        );
+        assert!(matches!(n.phase, Phase::HealthChecking { attempt: x, .. } if x == attempt));
+        s = n;
+    }
+    let (n, a) = go(&s, Event::Started(boot(Slot::B)));
+    assert_eq!(non_reports(&a), vec![&Action::MarkBad { slot: Slot::B }]);
+    assert_eq!(n.phase.name(), PhaseName::RollingBack);
+}
+
+#[test]
+fn a_power_cut_after_arming_that_boots_the_trial_slot_is_a_trial_boot() {
+    let s = in_phase(Phase::ArmingTrial {
+        job: job(),
+        slot: Slot::B,
+        attempt: 1,
+    });
+    let (n, a) = go(&s, Event::Started(boot(Slot::B)));
+    assert_eq!(
+        non_reports(&a),
+        vec![&Action::RunHealthChecks { slot: Slot::B }]
+    );
+    assert!(matches!(n.phase, Phase::HealthChecking { attempt: 1, .. }));
+    let (_, a) = go(&s, Event::Started(boot(Slot::A)));
+    assert_eq!(non_reports(&a), vec![&Action::ArmTrial { slot: Slot::B }]);
+}
+
+#[test]
+fn a_restart_into_a_slot_installed_unseen_is_checked_only_if_it_holds_the_offered_version() {
+    let s = in_phase(Phase::Installing {
+        job: job(),
+        slot: Slot::B,
+        attempt: 1,
+    });
+    let mut status = boot(Slot::B);
+    status.slots[1].version = Some(v("1.1.0"));
+    let (n, a) = go(&s, Event::Started(status.clone()));
+    assert_eq!(
+        non_reports(&a),
+        vec![&Action::RunHealthChecks { slot: Slot::B }]
+    );
+    assert!(matches!(n.phase, Phase::HealthChecking { .. }));
+    status.slots[1].version = Some(v("0.1.0"));
+    let (n, a) = go(&s, Event::Started(status));
+    assert_eq!(non_reports(&a), vec![&Action::MarkBad { slot: Slot::B }]);
+    assert_eq!(n.phase.name(), PhaseName::RollingBack);
+}
+
+#[test]
+fn a_station_found_on_another_slot_mid_download_gives_the_update_up() {
+    let s = in_phase(Phase::Downloading {
+        job: job(),
+        held_bytes: 10,
+    });
+    let mut status = boot(Slot::B);
+    status.slots[1].health = crate::slot::SlotHealth::Good;
+    let (n, a) = go(&s, Event::Started(status));
+    assert_eq!(n.phase, Phase::Idle);
+    assert_eq!(n.committed, Slot::B, "a good running slot is adopted");
+    assert!(a.contains(&Action::DiscardDownload {
+        bundle_id: bundle(1)
+    }));
+    assert!(!a.iter().any(|x| matches!(x, Action::Download { .. })));
+}
