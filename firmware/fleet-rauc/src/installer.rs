@@ -282,8 +282,10 @@ impl RaucClient {
     ) -> Result<Installed, RaucError> {
         let bundle = request.bundle;
         let source = bundle_source(bundle)?;
-        let owner = self.owner().await?;
+        // A method call first: on a station RAUC may be D-Bus activated, and only a call to
+        // its name starts it (asking the bus for the owner does not).
         let table = self.slots().await?;
+        let owner = self.owner().await?;
         let target = self.booted_in(&table).await?.other();
         let target_name = table.get(target)?.name.clone();
         info!(bundle = %bundle.display(), transaction = request.transaction, target = %target,
