@@ -294,19 +294,32 @@ impl RaucClient {
         // Listen before asking, so no signal is missed; one queue keeps their order.
         let mut stream = MessageStream::from(&self.conn);
         let rules = watch_rules(&owner)?;
-        for rule in &rules {
-            self.call("AddMatch", async {
-                self.bus
-                    .add_match_rule(rule.clone())
-                    .await
-                    .map_err(zbus::Error::from)
-            })
-            .await?;
+        let outcome = async {
+            for rule in &rules {
+                self.call("AddMatch", async {
+                    self.bus
+                        .add_match_rule(rule.clone())
+                        .await
+                        .map_err(zbus::Error::from)
+                })
+                .await?;
+            }
+            // RAUC may have restarted between the lookup and the match rules; from here on an
+            // owner change reaches the stream. The install request goes to this owner only,
+            // never to a successor that would not know about it.
+            let now = self.owner().await?;
+            if now != owner {
+                return Err(RaucError::Restarted {
+                    bundle: bundle.to_owned(),
+                    transaction: request.transaction.to_owned(),
+                    before: owner.clone(),
+                    after: now,
+                });
+            }
+            self.start(request, source, &owner).await?;
+            self.follow(&mut stream, request, &owner, progress).await
         }
-        let outcome = match self.start(request, source).await {
-            Ok(()) => self.follow(&mut stream, request, &owner, progress).await,
-            Err(e) => Err(e),
-        };
+        .await;
         drop(stream);
         for rule in rules {
             if let Err(e) = self.bus.remove_match_rule(rule).await {
@@ -335,10 +348,6 @@ impl RaucClient {
 
         let table = self.slots().await?;
         let written = table.get(target)?;
-        let version = written.version()?.ok_or_else(|| RaucError::UnknownSlot {
-            what: format!("version of rauc slot {}", written.name),
-            detail: "rauc recorded no bundle.version after the install".to_owned(),
-        })?;
         let primary = self.call("GetPrimary", self.rauc.get_primary()).await?;
         if primary != written.name {
             return Err(RaucError::NotArmed {
@@ -347,6 +356,24 @@ impl RaucClient {
                 expected: written.name.clone(),
             });
         }
+        let version = match written.version() {
+            Ok(Some(version)) => version,
+            Ok(None) | Err(_) => {
+                let error = written
+                    .version()
+                    .err()
+                    .unwrap_or_else(|| RaucError::UnknownSlot {
+                        what: format!("version of rauc slot {}", written.name),
+                        detail: "rauc recorded no bundle.version after the install".to_owned(),
+                    });
+                // The slot is armed but we cannot say what it holds: disarm it, so that an
+                // error never leaves the inactive slot primary.
+                if let Err(e) = self.mark(MarkState::Bad, target).await {
+                    warn!(slot = %target, error = %e, "unable to disarm the slot after a failed check");
+                }
+                return Err(error);
+            }
+        };
         info!(bundle = %bundle.display(), transaction = request.transaction, slot = %target,
             version = %version, "install finished");
         Ok(Installed {
@@ -357,7 +384,23 @@ impl RaucClient {
 
     /// Asks RAUC to start the install, dropping arguments this RAUC does not know where that is
     /// allowed.
-    async fn start(&self, request: InstallRequest<'_>, source: &str) -> Result<(), RaucError> {
+    async fn start(
+        &self,
+        request: InstallRequest<'_>,
+        source: &str,
+        owner: &str,
+    ) -> Result<(), RaucError> {
+        let to_owner = |source| RaucError::Call {
+            method: "InstallBundle",
+            source: Box::new(source),
+        };
+        let rauc = RaucInstallerProxy::builder(&self.conn)
+            .destination(owner.to_owned())
+            .map_err(to_owner)?
+            .cache_properties(CacheProperties::No)
+            .build()
+            .await
+            .map_err(to_owner)?;
         let mut send_transaction = true;
         let mut send_hash = request.manifest_hash.is_some();
         // One retry per optional argument at most.
@@ -370,7 +413,7 @@ impl RaucClient {
                 args.insert("require-manifest-hash", Value::from(hash));
             }
             let error = match self
-                .call("InstallBundle", self.rauc.install_bundle(source, args))
+                .call("InstallBundle", rauc.install_bundle(source, args))
                 .await
             {
                 Ok(()) => return Ok(()),
