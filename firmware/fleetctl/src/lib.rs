@@ -5,8 +5,10 @@
 //! (station table from retained state), [`watch`] (live progress), [`embedded`] (an in-process
 //! rumqttd broker) and [`demo`]. The binary only parses arguments and prints.
 pub mod connection;
+pub mod demo;
 pub mod embedded;
 pub mod keys;
 pub mod publish;
 pub mod status;
 pub mod target;
+pub mod watch;

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use fleet_core::ids::UpdateId;
+use fleet_core::ids::{DeviceId, UpdateId};
 use fleet_core::update::{BundleId, Downgrade, RolloutPercent};
 use fleet_proto::Limits;
 use fleetctl::connection::BrokerAddr;
@@ -52,6 +52,30 @@ enum Command {
         /// Mark a station STALE when its state is older than this (e.g. 10m, 1h).
         #[arg(long, default_value = "10m")]
         stale_after: humantime::Duration,
+    },
+    /// Follow an update live on every station until each one ended (or Ctrl-C).
+    Watch {
+        #[command(flatten)]
+        broker: BrokerArg,
+        /// The update to follow; default: the one in the newest retained offer.
+        #[arg(long, value_parser = parse_update_id)]
+        update: Option<UpdateId>,
+        /// Only these stations (repeat); default: every station that takes part.
+        #[arg(long = "device", value_parser = parse_device_id)]
+        devices: Vec<DeviceId>,
+        /// Give up after this long.
+        #[arg(long, default_value = "1h")]
+        timeout: humantime::Duration,
+        /// Without --device: how long no new station may join before the watch ends.
+        #[arg(long, default_value = "5s")]
+        settle: humantime::Duration,
+    },
+    /// Run the update path end to end on this machine: embedded broker, simulated stations,
+    /// a signed bundle, one station that fails its health checks and falls back.
+    Demo {
+        /// Simulated stations (2..=16); the last one fails its health checks.
+        #[arg(long, default_value_t = 4)]
+        stations: usize,
     },
 }
 
@@ -125,6 +149,17 @@ fn parse_update_id(s: &str) -> Result<UpdateId, String> {
     UpdateId::new(s).map_err(|e| e.to_string())
 }
 
+fn parse_device_id(s: &str) -> Result<DeviceId, String> {
+    DeviceId::new(s).map_err(|e| e.to_string())
+}
+
+/// Resolves on Ctrl-C (never, if the handler cannot be installed).
+async fn ctrl_c() {
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// An error the user can fix by changing the input: exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
@@ -132,11 +167,18 @@ struct InvalidInput(anyhow::Error);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The demo runs station daemons in this process: their warnings (a health check failing
+    // on purpose) are part of the story the demo prints itself.
+    let default_filter = match cli.command {
+        Command::Demo { .. } => "error,rumqttd=off",
+        _ => "warn,rumqttd=off",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FLEETCTL_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rumqttd=off")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -178,6 +220,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("key id:      {}", made.key_id);
         }
         Command::Push(args) => push(args).await?,
+        Command::Watch {
+            broker,
+            update,
+            devices,
+            timeout,
+            settle,
+        } => {
+            return watch(
+                &broker.broker,
+                update,
+                devices,
+                timeout.into(),
+                settle.into(),
+            )
+            .await;
+        }
+        Command::Demo { stations } => return demo(stations).await,
         Command::Clear(args) => clear(args).await?,
         Command::Status {
             broker,
@@ -305,4 +364,108 @@ async fn clear(args: ClearArgs) -> anyhow::Result<()> {
         println!("nothing to clear");
     }
     Ok(())
+}
+
+async fn watch(
+    broker: &BrokerAddr,
+    update: Option<UpdateId>,
+    devices: Vec<DeviceId>,
+    timeout: std::time::Duration,
+    settle: std::time::Duration,
+) -> anyhow::Result<ExitCode> {
+    let update_id = match update {
+        Some(u) => u,
+        None => {
+            let book = fleetctl::publish::OfferBook::read(broker, &Limits::DEFAULT)
+                .await
+                .context("unable to read the retained offers")?;
+            let newest = book
+                .offers
+                .values()
+                .max_by_key(|o| o.sequence)
+                .ok_or_else(|| {
+                    InvalidInput(anyhow::anyhow!(
+                        "no retained offer on {broker}: name the update with --update"
+                    ))
+                })?;
+            newest.update_id.clone()
+        }
+    };
+    println!("watching update {update_id} on {broker} (Ctrl-C to stop)");
+    let opts = fleetctl::watch::WatchOptions {
+        update_id,
+        devices: (!devices.is_empty()).then(|| devices.into_iter().collect()),
+        settle,
+        timeout,
+        limits: Limits::DEFAULT,
+    };
+    let mut ui = fleetctl::watch::Ui::auto();
+    let summary = fleetctl::watch::watch(broker, &opts, &mut ui, ctrl_c())
+        .await
+        .context("unable to watch the stations")?;
+    let rolled = summary.rolled_back();
+    let failed = summary.failed();
+    println!(
+        "watch: {} updated, {} rolled back, {} failed or refused, {} unfinished{}",
+        summary.updated().len(),
+        rolled.len(),
+        failed.len(),
+        summary.unfinished.len(),
+        if summary.timed_out {
+            " (timed out)"
+        } else if summary.interrupted {
+            " (interrupted)"
+        } else {
+            ""
+        }
+    );
+    for (d, why) in &rolled {
+        println!("  {d}: rolled back: {why}");
+    }
+    for (d, why) in &failed {
+        println!("  {d}: {why}");
+    }
+    Ok(
+        if summary.timed_out
+            || !summary.unfinished.is_empty()
+            || !failed.is_empty()
+            || !rolled.is_empty()
+        {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
+}
+
+async fn demo(stations: usize) -> anyhow::Result<ExitCode> {
+    let opts = fleetctl::demo::DemoOptions {
+        stations,
+        ..Default::default()
+    };
+    let mut ui = fleetctl::watch::Ui::auto();
+    let outcome = fleetctl::demo::run(&opts, &mut ui, ctrl_c())
+        .await
+        .map_err(|e| match e {
+            fleetctl::demo::DemoError::StationCount(_) => InvalidInput(e.into()).into(),
+            other => anyhow::Error::from(other),
+        })
+        .context("demo failed")?;
+    for (id, end) in &outcome.watch.ends {
+        println!("  {id}: {}", fleetctl::demo::describe_end(end));
+    }
+    println!(
+        "{} in {:.1} s",
+        outcome.summary_line(),
+        outcome.elapsed.as_secs_f64()
+    );
+    if outcome.is_expected(opts.stations) {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "error: the demo did not end as expected (all healthy stations updated, {} rolled back)",
+            outcome.sick
+        );
+        Ok(ExitCode::FAILURE)
+    }
 }

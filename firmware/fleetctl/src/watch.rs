@@ -1,0 +1,549 @@
+//! `watch`: follow an update on every station from its state and events until each one has
+//! ended (committed, rolled back, failed, refused), the time is up, or Ctrl-C.
+//!
+//! On a terminal the stations get live progress bars; otherwise (CI logs, pipes) one line per
+//! step.
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::io::IsTerminal as _;
+use std::time::Duration;
+
+use fleet_core::ids::{DeviceId, UpdateId, Version};
+use fleet_core::update::{Outcome, PhaseName, Report};
+use fleet_proto::payload::{decode_event, decode_state};
+use fleet_proto::topic::{self, Topic};
+use fleet_proto::{Limits, StationEvent, StationState};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::time::Instant;
+
+use crate::connection::{BrokerAddr, Connection, ConnectionError};
+use crate::status::{describe_cause, name_of};
+
+/// How a station's part in an update ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StationEnd {
+    /// The new slot is committed.
+    Updated { version: Version },
+    /// The new slot was abandoned; the station runs its previous slot.
+    RolledBack { cause: String },
+    /// Download, verification or install failed; no slot changed.
+    Failed { detail: String },
+    /// The station refused the offer (not in the wave, not newer, ...).
+    Refused { reason: String },
+    /// A newer update replaced this one.
+    Superseded { by: UpdateId },
+}
+
+/// What to watch.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    pub update_id: UpdateId,
+    /// The stations expected to take part; `None`: every station that shows a sign of the
+    /// update (then `settle` is how long to wait for late ones).
+    pub devices: Option<BTreeSet<DeviceId>>,
+    pub settle: Duration,
+    /// Give up after this long.
+    pub timeout: Duration,
+    pub limits: Limits,
+}
+
+/// How a watch ended.
+#[derive(Debug, Clone, Default)]
+pub struct WatchSummary {
+    pub ends: BTreeMap<DeviceId, StationEnd>,
+    /// Expected or started stations that did not end.
+    pub unfinished: BTreeSet<DeviceId>,
+    pub timed_out: bool,
+    pub interrupted: bool,
+}
+
+impl WatchSummary {
+    /// Stations that committed the update.
+    #[must_use]
+    pub fn updated(&self) -> Vec<&DeviceId> {
+        self.ends
+            .iter()
+            .filter(|(_, e)| matches!(e, StationEnd::Updated { .. }))
+            .map(|(d, _)| d)
+            .collect()
+    }
+
+    /// Stations that rolled back, with why.
+    #[must_use]
+    pub fn rolled_back(&self) -> Vec<(&DeviceId, &str)> {
+        self.ends
+            .iter()
+            .filter_map(|(d, e)| match e {
+                StationEnd::RolledBack { cause } => Some((d, cause.as_str())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Stations that failed, refused or were superseded (everything but updated and rolled
+    /// back), with why.
+    #[must_use]
+    pub fn failed(&self) -> Vec<(&DeviceId, String)> {
+        self.ends
+            .iter()
+            .filter_map(|(d, e)| match e {
+                StationEnd::Failed { detail } => Some((d, detail.clone())),
+                StationEnd::Refused { reason } => Some((d, format!("refused: {reason}"))),
+                StationEnd::Superseded { by } => Some((d, format!("superseded by {by}"))),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+fn outcome_update(o: &Outcome) -> Option<&UpdateId> {
+    match o {
+        Outcome::Committed { update_id, .. }
+        | Outcome::RolledBack { update_id, .. }
+        | Outcome::Failed { update_id, .. }
+        | Outcome::Superseded { update_id, .. } => Some(update_id),
+        _ => None,
+    }
+}
+
+/// The end a state shows for `update`, if the station is idle after it.
+#[must_use]
+pub fn end_from_state(s: &StationState, update: &UpdateId) -> Option<StationEnd> {
+    if s.phase != PhaseName::Idle {
+        return None;
+    }
+    let o = s.last_outcome.as_ref()?;
+    if outcome_update(o) != Some(update) {
+        return None;
+    }
+    Some(match o {
+        Outcome::Committed { version, .. } => StationEnd::Updated {
+            version: version.clone(),
+        },
+        Outcome::RolledBack { cause, .. } => StationEnd::RolledBack {
+            cause: describe_cause(cause),
+        },
+        Outcome::Failed { stage, detail, .. } => StationEnd::Failed {
+            detail: format!("{}: {detail}", name_of(stage)),
+        },
+        Outcome::Superseded { by, .. } => StationEnd::Superseded { by: by.clone() },
+        other => StationEnd::Failed {
+            detail: format!("{other:?}"),
+        },
+    })
+}
+
+/// A one-line description of an event, `None` for the ones bars show by themselves.
+#[must_use]
+pub fn describe_event(r: &Report) -> Option<String> {
+    Some(match r {
+        Report::OfferAccepted {
+            update_id,
+            sequence,
+            version,
+            ..
+        } => format!("offer accepted: {update_id} ({version}, sequence {sequence})"),
+        Report::OfferRenewed { sequence, .. } => format!("offer renewed (sequence {sequence})"),
+        Report::OfferRejected { reason, .. } => format!("offer refused: {}", reason_text(reason)),
+        Report::Superseded { by, .. } => format!("superseded by {by}"),
+        Report::DownloadStarted {
+            resumed: true,
+            held_bytes,
+            size,
+            ..
+        } => format!("download resumed with {held_bytes} of {size} bytes held"),
+        Report::DownloadStarted { size, .. } => format!("download started ({size} bytes)"),
+        Report::DownloadProgress { .. } | Report::InstallProgress { .. } => return None,
+        Report::Downloaded { .. } => "downloaded".into(),
+        Report::DownloadFailed { failure } => format!("DOWNLOAD FAILED: {failure:?}"),
+        Report::Verified { .. } => "bundle verified".into(),
+        Report::VerifyFailed { failure } => format!("VERIFY FAILED: {failure:?}"),
+        Report::InstallStarted { slot, attempt } => {
+            format!("installing into slot {slot} (attempt {attempt})")
+        }
+        Report::Installed { slot, version } => format!("installed {version} into slot {slot}"),
+        Report::InstallFailed { detail, will_retry } => format!(
+            "INSTALL FAILED: {detail}{}",
+            if *will_retry { " (will retry)" } else { "" }
+        ),
+        Report::TrialArmed { slot, attempt } => {
+            format!("slot {slot} armed for trial boot {attempt}")
+        }
+        Report::Rebooting { into } => format!("rebooting into slot {into}"),
+        Report::TrialBooted { slot, attempt } => {
+            format!("trial boot of slot {slot} (attempt {attempt})")
+        }
+        Report::HealthPassed { slot } => format!("slot {slot} passed its health checks"),
+        Report::HealthFailed {
+            slot,
+            check,
+            attempt,
+            will_retry,
+        } => format!(
+            "HEALTH CHECK FAILED on slot {slot}: {check} (attempt {attempt}{})",
+            if *will_retry {
+                ", will retry"
+            } else {
+                ", no attempts left"
+            }
+        ),
+        Report::TrialFellBack {
+            from,
+            to,
+            attempt,
+            will_retry,
+        } => format!(
+            "came back on slot {to} instead of {from} (attempt {attempt}{})",
+            if *will_retry { ", will retry" } else { "" }
+        ),
+        Report::Committed { slot, version } => format!("committed slot {slot}: running {version}"),
+        Report::MarkedBad { slot } => format!("marked slot {slot} bad"),
+        Report::RolledBack { from, to, cause } => format!(
+            "FELL BACK from slot {from} to slot {to}: {}",
+            describe_cause(cause)
+        ),
+        Report::BootControlFailed { op, slot, detail } => {
+            format!("BOOT CONTROL FAILED: {op:?} slot {slot}: {detail}")
+        }
+        Report::RollbackStuck { slot } => {
+            format!("STUCK on bad slot {slot}: a person must act")
+        }
+        other => format!("{other:?}"),
+    })
+}
+
+fn reason_text(r: &fleet_core::update::RejectReason) -> String {
+    serde_json::to_string(r).unwrap_or_else(|_| format!("{r:?}"))
+}
+
+/// Where progress goes: bars on a terminal, lines otherwise, or nowhere.
+#[derive(Debug)]
+pub struct Ui {
+    mode: Mode,
+    bars: BTreeMap<DeviceId, ProgressBar>,
+    /// Line mode: the last download quarter printed per station.
+    quarter: BTreeMap<DeviceId, u64>,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Bars(MultiProgress),
+    Lines,
+    Quiet,
+}
+
+impl Ui {
+    /// Bars when stderr is a terminal, lines on stdout otherwise.
+    #[must_use]
+    pub fn auto() -> Self {
+        if std::io::stderr().is_terminal() {
+            Self::with(Mode::Bars(MultiProgress::with_draw_target(
+                ProgressDrawTarget::stderr(),
+            )))
+        } else {
+            Self::with(Mode::Lines)
+        }
+    }
+
+    /// Prints nothing (tests, library use).
+    #[must_use]
+    pub fn quiet() -> Self {
+        Self::with(Mode::Quiet)
+    }
+
+    fn with(mode: Mode) -> Self {
+        Self {
+            mode,
+            bars: BTreeMap::new(),
+            quarter: BTreeMap::new(),
+        }
+    }
+
+    /// Prints a line above the bars (or just a line).
+    pub fn println(&self, line: &str) {
+        match &self.mode {
+            Mode::Bars(m) => {
+                let _ = m.println(line);
+            }
+            Mode::Lines => println!("{line}"),
+            Mode::Quiet => {}
+        }
+    }
+
+    /// Makes sure `id` has a bar (so bars appear in a chosen order).
+    pub fn station(&mut self, id: &DeviceId) {
+        let Mode::Bars(m) = &self.mode else { return };
+        if self.bars.contains_key(id) {
+            return;
+        }
+        let bar = m.add(ProgressBar::new(100));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>10} [{bar:30}] {percent:>3}% {wide_msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(id.to_string());
+        bar.set_message("waiting");
+        self.bars.insert(id.clone(), bar);
+    }
+
+    fn state(&mut self, s: &StationState) {
+        let id = &s.device_id;
+        self.station(id);
+        let phase = name_of(&s.phase);
+        match &self.mode {
+            Mode::Bars(_) => {
+                if let Some(bar) = self.bars.get(id) {
+                    if let Some(p) = &s.progress {
+                        bar.set_length(p.total_bytes.max(1));
+                        bar.set_position(p.done_bytes);
+                    } else if s.phase != PhaseName::Idle {
+                        bar.set_position(bar.length().unwrap_or(100));
+                    }
+                    let detail = match s.attempt {
+                        Some(a) => format!("{phase} (attempt {a})"),
+                        None => phase,
+                    };
+                    bar.set_message(detail);
+                }
+            }
+            Mode::Lines => {
+                if let Some(p) = &s.progress
+                    && p.total_bytes > 0
+                {
+                    let q = p.done_bytes.saturating_mul(4) / p.total_bytes;
+                    let prev = self.quarter.get(id).copied();
+                    if prev.is_none_or(|prev| q > prev) && q > 0 {
+                        self.quarter.insert(id.clone(), q);
+                        println!("{id:>10}  downloading {:>3}%", q * 25);
+                    }
+                }
+            }
+            Mode::Quiet => {}
+        }
+    }
+
+    fn event(&mut self, e: &StationEvent) {
+        let id = &e.device_id;
+        self.station(id);
+        if let Some(text) = describe_event(&e.event) {
+            self.println(&format!("{id:>10}  {text}"));
+        }
+        if let (Mode::Bars(_), Report::InstallProgress { percent }) = (&self.mode, &e.event)
+            && let Some(bar) = self.bars.get(id)
+        {
+            bar.set_length(100);
+            bar.set_position(u64::from(*percent));
+            bar.set_message("installing");
+        }
+    }
+
+    fn end(&mut self, id: &DeviceId, end: &StationEnd) {
+        let text = match end {
+            StationEnd::Updated { version } => format!("updated to {version}"),
+            StationEnd::RolledBack { cause } => format!("rolled back ({cause})"),
+            StationEnd::Failed { detail } => format!("failed ({detail})"),
+            StationEnd::Refused { reason } => format!("refused the offer ({reason})"),
+            StationEnd::Superseded { by } => format!("superseded by {by}"),
+        };
+        match &self.mode {
+            Mode::Bars(_) => {
+                if let Some(bar) = self.bars.get(id) {
+                    if matches!(end, StationEnd::Updated { .. }) {
+                        bar.set_position(bar.length().unwrap_or(100));
+                    }
+                    bar.finish_with_message(text);
+                }
+            }
+            Mode::Lines => println!("{id:>10}  => {text}"),
+            Mode::Quiet => {}
+        }
+    }
+
+    /// Leaves the bars on screen as they are.
+    pub fn finish(&mut self) {
+        for bar in self.bars.values() {
+            if !bar.is_finished() {
+                bar.abandon();
+            }
+        }
+    }
+}
+
+/// How long events that trail the last state are still shown after every station ended.
+const TRAILING_EVENTS: Duration = Duration::from_millis(300);
+
+/// A subscription to every station's state and events, opened before an offer goes out so
+/// that no step is missed.
+#[derive(Debug)]
+pub struct Watcher {
+    conn: Connection,
+}
+
+impl Watcher {
+    /// Connects and subscribes.
+    pub async fn subscribe(addr: &BrokerAddr) -> Result<Self, ConnectionError> {
+        let timeout = Duration::from_secs(10);
+        let mut conn = Connection::open(addr, "fleetctl-watch", timeout).await?;
+        conn.subscribe(
+            &[
+                topic::filter::ALL_STATES.to_owned(),
+                topic::filter::ALL_EVENTS.to_owned(),
+            ],
+            timeout,
+        )
+        .await?;
+        Ok(Self { conn })
+    }
+
+    /// Follows `opts.update_id` until every station ended, `opts.timeout`, or `stop`
+    /// resolves (Ctrl-C in the binary).
+    pub async fn run(
+        self,
+        opts: &WatchOptions,
+        ui: &mut Ui,
+        stop: impl Future<Output = ()>,
+    ) -> Result<WatchSummary, ConnectionError> {
+        follow(self.conn, opts, ui, stop).await
+    }
+}
+
+/// [`Watcher::subscribe`] then [`Watcher::run`].
+pub async fn watch(
+    addr: &BrokerAddr,
+    opts: &WatchOptions,
+    ui: &mut Ui,
+    stop: impl Future<Output = ()>,
+) -> Result<WatchSummary, ConnectionError> {
+    Watcher::subscribe(addr).await?.run(opts, ui, stop).await
+}
+
+async fn follow(
+    mut conn: Connection,
+    opts: &WatchOptions,
+    ui: &mut Ui,
+    stop: impl Future<Output = ()>,
+) -> Result<WatchSummary, ConnectionError> {
+    let started = Instant::now();
+    let deadline = started + opts.timeout;
+    let mut summary = WatchSummary::default();
+    let mut participants: BTreeSet<DeviceId> = opts.devices.clone().unwrap_or_default();
+    if let Some(devs) = &opts.devices {
+        for d in devs {
+            ui.station(d);
+        }
+    }
+    let mut last_seq: BTreeMap<DeviceId, u64> = BTreeMap::new();
+    let mut last_new_participant = Instant::now();
+    let mut ended_at: Option<Instant> = None;
+    tokio::pin!(stop);
+    loop {
+        let all_ended =
+            !participants.is_empty() && participants.iter().all(|d| summary.ends.contains_key(d));
+        let settled = opts.devices.is_some() || last_new_participant.elapsed() >= opts.settle;
+        let now = Instant::now();
+        if all_ended && settled {
+            // Show the events that trail the final states, then stop.
+            match ended_at {
+                None => ended_at = Some(now),
+                Some(t) if now.duration_since(t) >= TRAILING_EVENTS => break,
+                Some(_) => {}
+            }
+        } else {
+            ended_at = None;
+        }
+        if now >= deadline {
+            summary.timed_out = !all_ended;
+            break;
+        }
+        let wait = (deadline - now).min(Duration::from_millis(100));
+        let msg = tokio::select! {
+            m = conn.next_message(wait) => m?,
+            () = &mut stop => {
+                summary.interrupted = true;
+                break;
+            }
+        };
+        let Some(msg) = msg else { continue };
+        match Topic::parse(&msg.topic) {
+            Ok(Topic::DeviceState(id)) => {
+                let Ok(s) = decode_state(&msg.payload, &opts.limits) else {
+                    continue;
+                };
+                if s.device_id != id {
+                    continue;
+                }
+                // Retained and live copies may arrive out of order: keep the newest.
+                if last_seq.get(&id).is_some_and(|&prev| s.seq <= prev) {
+                    continue;
+                }
+                last_seq.insert(id.clone(), s.seq);
+                let involved = s.update_id.as_ref() == Some(&opts.update_id)
+                    || s.last_outcome.as_ref().and_then(outcome_update) == Some(&opts.update_id);
+                let expected = opts.devices.as_ref().is_none_or(|d| d.contains(&id));
+                if !expected {
+                    continue;
+                }
+                if involved && participants.insert(id.clone()) {
+                    last_new_participant = Instant::now();
+                }
+                if participants.contains(&id) {
+                    ui.state(&s);
+                }
+                match end_from_state(&s, &opts.update_id) {
+                    Some(end) if summary.ends.get(&id) != Some(&end) => {
+                        ui.end(&id, &end);
+                        summary.ends.insert(id, end);
+                    }
+                    Some(_) => {}
+                    None if involved => {
+                        summary.ends.remove(&id);
+                    }
+                    None => {}
+                }
+            }
+            Ok(Topic::DeviceEvents(id)) => {
+                let Ok(e) = decode_event(&msg.payload, &opts.limits) else {
+                    continue;
+                };
+                if e.device_id != id || opts.devices.as_ref().is_some_and(|d| !d.contains(&id)) {
+                    continue;
+                }
+                // Events published after the last transition of an update (committed, rolled
+                // back) may carry no update id: a participant's are still about this update.
+                let ours = e.update_id.as_ref() == Some(&opts.update_id)
+                    || (e.update_id.is_none() && participants.contains(&id));
+                let refusal = match &e.event {
+                    Report::OfferRejected {
+                        update_id: Some(u),
+                        reason,
+                        ..
+                    } if *u == opts.update_id => Some(reason_text(reason)),
+                    _ => None,
+                };
+                if !(ours || refusal.is_some()) {
+                    continue;
+                }
+                if participants.insert(id.clone()) {
+                    last_new_participant = Instant::now();
+                }
+                ui.event(&e);
+                if let Some(reason) = refusal
+                    && !summary.ends.contains_key(&id)
+                {
+                    let end = StationEnd::Refused { reason };
+                    ui.end(&id, &end);
+                    summary.ends.insert(id, end);
+                }
+            }
+            _ => {}
+        }
+    }
+    ui.finish();
+    summary.unfinished = participants
+        .into_iter()
+        .filter(|d| !summary.ends.contains_key(d))
+        .collect();
+    let _ = conn.close(Duration::from_secs(2)).await;
+    Ok(summary)
+}
