@@ -368,6 +368,11 @@ impl Station {
         Ok(())
     }
 
+    fn restart_rauc(&mut self) -> Result<(), String> {
+        self.kill_rauc();
+        self.start_rauc()
+    }
+
     fn kill_rauc(&mut self) {
         if let Some(mut child) = self.rauc.take() {
             let _ = child.kill();
@@ -495,6 +500,10 @@ async fn good_bundle_lands_in_the_other_slot_with_progress_and_becomes_primary()
 
     let seen = seen.lock().expect("not poisoned").clone();
     assert!(seen.len() >= 3, "progress events: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0].percent <= w[1].percent),
+        "progress only moves forward: {seen:?}"
+    );
     assert_eq!(seen.last().map(|p| p.percent), Some(100), "{seen:?}");
     assert!(
         seen.iter().any(|p| p.message.contains("rootfs.1")),
@@ -562,7 +571,7 @@ async fn every_broken_bundle_is_refused_with_raucs_reason_and_leaves_the_slot_un
 #[tokio::test]
 async fn rauc_killed_mid_install_is_reported_as_a_retryable_restart() {
     let f = fixtures_or_skip!();
-    let station = Station::start().expect("station starts");
+    let mut station = Station::start().expect("station starts");
     let client = station.client(lenient()).await;
     // The backend blocks when RAUC marks the target slot non-bootable, just before writing.
     std::fs::write(station.path("boot/hold"), "").expect("create hold file");
@@ -615,6 +624,24 @@ async fn rauc_killed_mid_install_is_reported_as_a_retryable_restart() {
         !seen.lock().expect("not poisoned").is_empty(),
         "progress arrived before rauc died"
     );
+
+    // What systemd does on a station: RAUC comes back. The retry the error invites works.
+    std::fs::remove_file(station.path("boot/hold")).expect("release the backend");
+    station.restart_rauc().expect("restart rauc");
+    let client = station.client(lenient()).await;
+    let request = InstallRequest {
+        bundle: &path,
+        transaction: "test-kill-2",
+        manifest_hash: None,
+    };
+    let installed = client.install(request, &|_| {}).await.unwrap_or_else(|e| {
+        panic!(
+            "retry after the restart failed: {e}; log:\n{}",
+            station.log()
+        )
+    });
+    assert_eq!(installed.slot, Slot::B);
+    assert_eq!(station.slot_version(Slot::B), "2.0.0");
 }
 
 #[tokio::test]
