@@ -150,10 +150,88 @@ impl DemoOutcome {
     }
 }
 
-struct Station {
-    id: DeviceId,
+/// A simulated station running in this process: the real `fleet-updated` daemon on
+/// `fleet-sim` ports, with in-process reboots, under `dir`. Used by the demo and by tests.
+#[derive(Debug)]
+pub struct SimStation {
+    pub id: DeviceId,
     stop: tokio_watch::Sender<bool>,
-    handle: JoinHandle<Result<SimSummary, SimRunError>>,
+    handle: Option<JoinHandle<Result<SimSummary, SimRunError>>>,
+}
+
+impl Drop for SimStation {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
+}
+
+/// How to set up a [`SimStation`].
+#[derive(Debug, Clone)]
+pub struct SimStationSpec<'a> {
+    pub id: DeviceId,
+    pub groups: Vec<String>,
+    /// Its directory (config, data, simulated slots); created if missing.
+    pub dir: &'a Path,
+    pub broker: &'a BrokerAddr,
+    /// The trusted offer key, 64 hex digits.
+    pub key_hex: &'a str,
+    /// Make every health check of the station fail (its new slots never commit).
+    pub fail_health: bool,
+}
+
+impl SimStation {
+    /// Writes the station's config and starts it.
+    pub fn spawn(spec: &SimStationSpec<'_>) -> Result<Self, DemoError> {
+        let dir = spec.dir;
+        std::fs::create_dir_all(dir).map_err(|source| DemoError::Write {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let cfg_path = dir.join("updated.toml");
+        write(&cfg_path, station_config(spec).as_bytes())?;
+        if spec.fail_health {
+            write(
+                &dir.join("fail-health"),
+                b"this station's new slots fail their health checks\n",
+            )?;
+        }
+        let cfg = fleet_updated::Config::load(&cfg_path).map_err(|e| DemoError::StationConfig {
+            id: spec.id.to_string(),
+            detail: e.to_string(),
+        })?;
+        let (stop, stop_rx) = tokio_watch::channel(false);
+        let handle = tokio::spawn(run_sim_station(cfg, stop_rx));
+        Ok(Self {
+            id: spec.id.clone(),
+            stop,
+            handle: Some(handle),
+        })
+    }
+
+    /// Asks the daemon to stop (as SIGTERM would) without waiting.
+    pub fn request_stop(&self) {
+        let _ = self.stop.send(true);
+    }
+
+    /// Asks the daemon to stop (as SIGTERM would) and waits up to 10 s for it.
+    pub async fn stop(mut self) -> Result<SimSummary, DemoError> {
+        let _ = self.stop.send(true);
+        let err = |detail: String| DemoError::Station {
+            id: self.id.to_string(),
+            detail,
+        };
+        let Some(handle) = self.handle.take() else {
+            return Err(err("already stopped".into()));
+        };
+        match tokio::time::timeout(Duration::from_secs(10), handle).await {
+            Ok(Ok(Ok(summary))) => Ok(summary),
+            Ok(Ok(Err(e))) => Err(err(e.to_string())),
+            Ok(Err(e)) => Err(err(e.to_string())),
+            Err(_) => Err(err("did not stop within 10 s".into())),
+        }
+    }
 }
 
 fn write(path: &Path, bytes: &[u8]) -> Result<(), DemoError> {
@@ -163,10 +241,17 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), DemoError> {
     })
 }
 
-fn station_config(id: &DeviceId, dir: &Path, addr: &BrokerAddr, key_hex: &str) -> String {
+fn station_config(spec: &SimStationSpec<'_>) -> String {
+    let dir = spec.dir;
+    let groups = spec
+        .groups
+        .iter()
+        .map(|g| format!("{g:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         r#"device-id = "{id}"
-groups = ["{GROUP}"]
+groups = [{groups}]
 compatible = "{COMPATIBLE}"
 data-dir = "{data}"
 trusted-keys = ["{key_hex}"]
@@ -188,9 +273,11 @@ root = "{root}"
 factory-version = "1.0.0"
 fail-health-file = "{fail}"
 "#,
+        id = spec.id,
+        key_hex = spec.key_hex,
         data = dir.join("data").display(),
-        host = addr.host,
-        port = addr.port,
+        host = spec.broker.host,
+        port = spec.broker.port,
         root = dir.join("sim").display(),
         fail = dir.join("fail-health").display(),
     )
@@ -266,59 +353,25 @@ pub async fn run(
     let mut stations = Vec::new();
     for id in &ids {
         let dir = tmp.path().join(id.as_str());
-        std::fs::create_dir_all(&dir).map_err(|source| DemoError::Write {
-            path: dir.clone(),
-            source,
-        })?;
-        let text = station_config(id, &dir, &addr, &key_hex);
-        let cfg_path = dir.join("updated.toml");
-        write(&cfg_path, text.as_bytes())?;
-        if *id == sick {
-            write(
-                &dir.join("fail-health"),
-                b"demo: this station's new slot fails\n",
-            )?;
-        }
-        let cfg = fleet_updated::Config::load(&cfg_path).map_err(|e| DemoError::StationConfig {
-            id: id.to_string(),
-            detail: e.to_string(),
-        })?;
-        let (stop_tx, stop_rx) = tokio_watch::channel(false);
-        let handle = tokio::spawn(run_sim_station(cfg, stop_rx));
-        stations.push(Station {
+        stations.push(SimStation::spawn(&SimStationSpec {
             id: id.clone(),
-            stop: stop_tx,
-            handle,
-        });
+            groups: vec![GROUP.to_owned()],
+            dir: &dir,
+            broker: &addr,
+            key_hex: &key_hex,
+            fail_health: *id == sick,
+        })?);
     }
     let result = drive(opts, ui, stop, &addr, &key, &ids, &sick, tmp.path()).await;
 
     // Stop the stations (as SIGTERM would) before their directories go.
     for s in &stations {
-        let _ = s.stop.send(true);
+        s.request_stop();
     }
     let mut station_error = None;
     for s in stations {
-        match tokio::time::timeout(Duration::from_secs(10), s.handle).await {
-            Ok(Ok(Ok(_))) => {}
-            Ok(Ok(Err(e))) => {
-                station_error.get_or_insert(DemoError::Station {
-                    id: s.id.to_string(),
-                    detail: e.to_string(),
-                });
-            }
-            Ok(Err(e)) => {
-                station_error.get_or_insert(DemoError::Station {
-                    id: s.id.to_string(),
-                    detail: e.to_string(),
-                });
-            }
-            Err(_) => {
-                station_error.get_or_insert(DemoError::Station {
-                    id: s.id.to_string(),
-                    detail: "did not stop within 10 s".into(),
-                });
-            }
+        if let Err(e) = s.stop().await {
+            station_error.get_or_insert(e);
         }
     }
     drop(tmp);
