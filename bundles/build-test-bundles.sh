@@ -86,7 +86,7 @@ make_bundle() {
   mkfs.ext4 -q -F -L "fleet-$version" -E root_owner=0:0 -U clear -d "$dir/root" "$dir/content/rootfs.ext4" 4M
   cp "$here/hooks/install-check" "$dir/content/install-check"
   sed -e "s|@COMPATIBLE@|$compat|" -e "s|@VERSION@|$version|" -e "s|@BUILD@|test-$SOURCE_DATE_EPOCH|" \
-    -e "s|@FORMAT@|$format|" "$here/station/qemuarm64.raucm.in" > "$dir/content/manifest.raucm"
+    -e "s|^format=verity$|format=$format|" "$here/station/qemuarm64.raucm.in" > "$dir/content/manifest.raucm"
   local conf=$work/sign.conf
   if [ "$keyring" != "$keys/ca.cert.pem" ]; then
     conf=$dir/sign.conf

@@ -67,5 +67,14 @@ expect 10 st st 2.0.0 garbage "is not a semantic version"
 # RAUC runs other hook types too; the hook leaves them alone.
 sh "$hook" install-check-not >/dev/null 2>&1 && ok || bad "hook failed for another hook type"
 
+# Slot hooks go to bootfs-post-install next to the hook; without it a declared slot hook fails.
+mkdir -p "$tmp/bundle"
+cp "$hook" "$tmp/bundle/hook"
+sh "$tmp/bundle/hook" slot-post-install >/dev/null 2>&1 && bad "slot hook without its script passed" || ok
+printf '#!/bin/sh\necho "$1" > "$(dirname "$0")/called"\n' > "$tmp/bundle/bootfs-post-install"
+chmod +x "$tmp/bundle/bootfs-post-install"
+sh "$tmp/bundle/hook" slot-post-install && [ "$(cat "$tmp/bundle/called")" = slot-post-install ] && ok ||
+  bad "slot hook was not handed to bootfs-post-install"
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
