@@ -692,6 +692,29 @@ fn uboot_userspace_plans_follow_the_table() {
             Ok(uboot::plan_boot(&good_a, Slot::A, N)),
             Ok(vec![s("BOOT_A_LEFT", "3")]),
         ),
+        (
+            "second boot check keeps a trial armed this boot",
+            Ok(uboot::plan_boot(&trial_b, Slot::A, N)),
+            Ok(vec![]),
+        ),
+        (
+            "mark good keeps a slot missing from the order bad",
+            uboot::plan_mark_good(
+                &env(&[
+                    ("BOOT_ORDER", "A"),
+                    ("BOOT_A_LEFT", "2"),
+                    ("BOOT_B_LEFT", "3"),
+                ]),
+                Slot::A,
+                Slot::A,
+                N,
+            ),
+            Ok(vec![
+                s("BOOT_A_LEFT", "3"),
+                s("BOOT_B_LEFT", "0"),
+                s("BOOT_ORDER", "A B"),
+            ]),
+        ),
     ];
     for (name, got, expected) in cases {
         assert_eq!(got, expected, "{name}");

@@ -264,7 +264,9 @@ impl View {
 
 /// Early in every boot. Booted the trial slot: nothing (the health gate decides). Booted any
 /// other slot: it runs as the good slot, so its counter goes back to the full attempts, and a
-/// trial that is over (ran out, or never started) is given up.
+/// trial that is over (ran out, or never started) is given up. A trial the script would pick
+/// next was armed during this boot (had the script seen it, it would have booted it): it stays,
+/// so running the check twice cannot cancel an install.
 #[must_use]
 pub fn plan_boot(env: &Env, booted: Slot, attempts: Attempts) -> Vec<EnvWrite> {
     let view = View::of(env, attempts);
@@ -275,7 +277,9 @@ pub fn plan_boot(env: &Env, booted: Slot, attempts: Attempts) -> Vec<EnvWrite> {
     if view.left(booted) != attempts.get() || non_empty(env, left_key(booted)).is_none() {
         writes.push(EnvWrite::set(left_key(booted), attempts.get().to_string()));
     }
-    if let Some(trial) = view.trial {
+    if let Some(trial) = view.trial
+        && view.primary() != Some(trial)
+    {
         if view.left(trial) != 0 {
             writes.push(EnvWrite::set(left_key(trial), "0"));
         }
@@ -324,6 +328,11 @@ pub fn plan_mark_good(
         Some(_) => {}
         None => {
             if view.order.first() != Some(&slot) || view.order.len() != 2 {
+                // A slot missing from the order is bad: it stays bad when the order is rewritten.
+                let other = slot.other();
+                if !view.order.contains(&other) && view.left(other) > 0 {
+                    writes.push(EnvWrite::set(left_key(other), "0"));
+                }
                 writes.push(EnvWrite::set(BOOT_ORDER, order_with_first(slot)));
             }
         }
