@@ -162,6 +162,31 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_call_is_retried_only_when_the_transport_failed() {
+        let io = RaucError::Call {
+            method: "GetSlotStatus",
+            source: Box::new(zbus::Error::InputOutput(std::sync::Arc::new(
+                std::io::Error::from(std::io::ErrorKind::BrokenPipe),
+            ))),
+        };
+        assert!(io.is_retryable());
+        let denied = RaucError::Call {
+            method: "GetSlotStatus",
+            source: Box::new(zbus::Error::FDO(Box::new(zbus::fdo::Error::AccessDenied(
+                "policy".into(),
+            )))),
+        };
+        assert!(!denied.is_retryable());
+        let no_reply = RaucError::Call {
+            method: "GetSlotStatus",
+            source: Box::new(zbus::Error::FDO(Box::new(zbus::fdo::Error::NoReply(
+                "timeout".into(),
+            )))),
+        };
+        assert!(no_reply.is_retryable());
+    }
+
+    #[test]
     fn messages_read_unable_to() {
         let e = RaucError::NotRunning {
             service: "de.pengutronix.rauc",

@@ -772,6 +772,37 @@ mod tests {
         assert_eq!(classify_start_error("No such file"), StartRefusal::Other);
     }
 
+    fn method_error(name: &str, text: &str) -> zbus::Error {
+        let reply_to = Message::method_call(PATH, "InstallBundle")
+            .expect("valid path and member")
+            .build(&())
+            .expect("empty body");
+        zbus::Error::MethodError(
+            zbus::names::OwnedErrorName::try_from(name).expect("valid error name"),
+            Some(text.to_owned()),
+            reply_to,
+        )
+    }
+
+    #[test]
+    fn rauc_being_busy_is_told_apart_from_other_method_errors() {
+        let gio = "org.gtk.GDBus.UnmappedGError.Quark._g_2dio_2derror_2dquark.Code30";
+        let busy = method_error(gio, "already processing a different method");
+        assert!(busy_reason(&busy).is_some());
+        let busy = method_error(gio, "Already processing a different method");
+        assert!(busy_reason(&busy).is_some());
+        let other = method_error(gio, "Unsupported key: transaction-id");
+        assert!(busy_reason(&other).is_none());
+    }
+
+    #[test]
+    fn a_missing_rauc_is_recognised_from_the_bus_error() {
+        let gone = method_error("org.freedesktop.DBus.Error.ServiceUnknown", "no such name");
+        assert!(names_missing_service(&gone));
+        let gio = "org.gtk.GDBus.UnmappedGError.Quark._g_2dio_2derror_2dquark.Code30";
+        assert!(!names_missing_service(&method_error(gio, "refused")));
+    }
+
     #[test]
     fn relative_bundle_paths_are_refused() {
         assert!(bundle_source(Path::new("b.raucb")).is_err());
