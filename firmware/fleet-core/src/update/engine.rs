@@ -759,9 +759,10 @@ pub fn step(state: &State, event: Event, now: Now) -> Result<Transition, Rejecte
                 slot: *bad_slot,
                 detail: detail(d),
             }));
-            if state.booted == *bad_slot && *op == BootOp::MarkBad {
-                // Reboot anyway: the Pi's tryboot flag is one-shot and U-Boot counts down,
-                // so a reboot is the best remaining way off the bad slot.
+            if state.booted == *bad_slot {
+                // Reboot (again) anyway, within the bounded number of rollback reboots: the
+                // Pi's tryboot flag is one-shot and U-Boot counts down, so a reboot is the
+                // best remaining way off the bad slot.
                 next.phase = Phase::RollingBack {
                     job: job.clone(),
                     bad_slot: *bad_slot,

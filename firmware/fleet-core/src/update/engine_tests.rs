@@ -988,3 +988,32 @@ fn a_station_found_on_another_slot_mid_download_gives_the_update_up() {
     }));
     assert!(!a.iter().any(|x| matches!(x, Action::Download { .. })));
 }
+
+#[test]
+fn a_failed_reboot_off_a_bad_slot_is_retried_a_bounded_number_of_times() {
+    let mut s = in_phase(Phase::RollingBack {
+        job: job(),
+        bad_slot: Slot::B,
+        cause: FallbackCause::TrialDidNotBoot { attempts: 3 },
+        marked: true,
+        reboots: 1,
+    });
+    s.booted = Slot::B;
+    let mut reboots = 0;
+    for _ in 0..5 {
+        let (n, a) = go(
+            &s,
+            Event::BootControlFailed {
+                op: BootOp::Reboot,
+                slot: Slot::B,
+                detail: "refused".into(),
+            },
+        );
+        reboots += a
+            .iter()
+            .filter(|x| matches!(x, Action::Reboot { into: Slot::A }))
+            .count();
+        s = n;
+    }
+    assert_eq!(reboots, 2, "three rollback reboots in all");
+}
