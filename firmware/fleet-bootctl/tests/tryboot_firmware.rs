@@ -228,3 +228,54 @@ fn check_config_accepts_a_valid_file_and_exits_2_on_an_invalid_one() {
         "{stderr}"
     );
 }
+
+/// Every prefix of the commit's two writes, made on the real files the way the backend makes
+/// them, followed by a power cut: the station boots and reports a consistent state.
+#[test]
+fn power_loss_between_the_commit_writes_boots_a_good_slot() {
+    use fleet_core::boot::tryboot::{self, OtherHealth, Record, TrybootState, Write};
+    let images = [Image::Healthy; 2];
+    let on_trial = TrybootState {
+        autoboot: Autoboot { committed: Slot::A },
+        record: Some(Record {
+            slot: Slot::B,
+            health: OtherHealth::Trial { attempts_left: 2 },
+        }),
+    };
+    let writes = tryboot::plan_mark_good(&on_trial, Slot::B, Slot::B).expect("booted trial");
+    for k in 0..=writes.len() {
+        let pi = Pi::new();
+        pi.boot(images);
+        std::fs::create_dir_all(pi.path("data/fleet/boot")).expect("mkdir");
+        std::fs::write(
+            pi.path("data/fleet/boot/attempts"),
+            on_trial.record.expect("record").render(),
+        )
+        .expect("record");
+        for w in &writes[..k] {
+            match w {
+                Write::Autoboot(a) => {
+                    std::fs::write(pi.path("config/autoboot.txt"), a.render(&PARTITIONS))
+                }
+                Write::Record(r) => std::fs::write(pi.path("data/fleet/boot/attempts"), r.render()),
+            }
+            .expect("write");
+        }
+        // Power cut; on the next boot the station comes up on a committed slot and says so.
+        let (slot, rebooting) = pi.boot(images);
+        let expected = if k == 0 { Slot::A } else { Slot::B };
+        if k == 0 {
+            // The commit never landed: the trial is retried, and commits this time.
+            assert!(rebooting, "k={k}");
+            assert_eq!(pi.boot(images), (Slot::B, false));
+            pi.ok(&["set-state", "B", "good"]);
+        } else {
+            assert_eq!((slot, rebooting), (expected, false), "k={k}");
+        }
+        assert_eq!(pi.committed(), Slot::B, "k={k}");
+        assert_eq!(pi.ok(&["get-primary"]), "B");
+        // After a cut between the two writes A is no longer offered as a rollback target.
+        let a_state = pi.ok(&["get-state", "A"]);
+        assert_eq!(a_state, if k == 1 { "bad" } else { "good" }, "k={k}");
+    }
+}
