@@ -112,6 +112,7 @@ CONF
         ok "$machine: every task signature of $target computes"
       else bad "$machine: bitbake -S none $target"; grep ERROR "$b/S-$target.log" | head -10 | sed 's/^/    /'; fi
     done
+    "${runas[@]}" "$bb bitbake -m" >/dev/null 2>&1 || true   # stop the bitbake server we started
   done
 fi
 echo "$pass passed, $fail failed, $skip skipped"

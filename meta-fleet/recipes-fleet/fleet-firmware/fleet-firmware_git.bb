@@ -12,6 +12,7 @@ SRC_URI = "git://${FLEET_GIT_URL};protocol=${FLEET_GIT_PROTOCOL};branch=${FLEET_
            file://fleet-retentiond.service \
            file://fleet-health-commit.service \
            file://fleet-firmware.tmpfiles \
+           file://bootctl-${FLEET_BOOT_FLOW}.toml \
            "
 SRCREV_fleet = "${FLEET_SRCREV}"
 SRCREV_FORMAT = "fleet"
@@ -41,6 +42,9 @@ do_install:append() {
     install -D -m 0644 ${UNPACKDIR}/fleet-firmware.tmpfiles ${D}${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf
     sed -i -e 's,@DATADIR@,${FLEET_DATA_DIR},g' ${D}${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf
     install -d ${D}${sysconfdir}/fleet
+    sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' -e 's,@ATTEMPTS@,${FLEET_BOOT_ATTEMPTS},g' \
+        ${UNPACKDIR}/bootctl-${FLEET_BOOT_FLOW}.toml > ${D}${sysconfdir}/fleet/bootctl.toml
+    chmod 0644 ${D}${sysconfdir}/fleet/bootctl.toml
 }
 
 # systemd's watchdog interval for every daemon; each daemon pings at half of it.
@@ -52,9 +56,9 @@ ALLOW_EMPTY:${PN} = "1"
 RDEPENDS:${PN} = "fleet fleet-bootctl fleet-updated fleet-recorderd fleet-retentiond fleet-health-commit"
 
 FILES:fleet = "${bindir}/fleet"
-FILES:fleet-bootctl = "${bindir}/fleet-bootctl"
+FILES:fleet-bootctl = "${bindir}/fleet-bootctl ${sysconfdir}/fleet/bootctl.toml"
 FILES:fleet-updated = "${bindir}/fleet-updated ${systemd_system_unitdir}/fleet-updated.service \
-                       ${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf ${sysconfdir}/fleet"
+                       ${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf"
 FILES:fleet-recorderd = "${bindir}/fleet-recorderd ${systemd_system_unitdir}/fleet-recorderd.service"
 FILES:fleet-retentiond = "${bindir}/fleet-retentiond ${systemd_system_unitdir}/fleet-retentiond.service"
 FILES:fleet-health-commit = "${systemd_system_unitdir}/fleet-health-commit.service"
