@@ -153,10 +153,23 @@ fn parse_device_id(s: &str) -> Result<DeviceId, String> {
     DeviceId::new(s).map_err(|e| e.to_string())
 }
 
-/// Resolves on Ctrl-C (never, if the handler cannot be installed).
-async fn ctrl_c() {
-    if tokio::signal::ctrl_c().await.is_err() {
-        std::future::pending::<()>().await;
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM; never if the handlers cannot be installed. The
+/// handlers are installed when this is called, not when the future is first polled, so a
+/// signal that arrives early still lets the command clean up.
+fn interrupted() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let int = signal(SignalKind::interrupt());
+    let term = signal(SignalKind::terminate());
+    async move {
+        match (int, term) {
+            (Ok(mut i), Ok(mut t)) => {
+                tokio::select! {
+                    _ = i.recv() => {}
+                    _ = t.recv() => {}
+                }
+            }
+            _ => std::future::pending::<()>().await,
+        }
     }
 }
 
@@ -400,7 +413,7 @@ async fn watch(
         limits: Limits::DEFAULT,
     };
     let mut ui = fleetctl::watch::Ui::auto();
-    let summary = fleetctl::watch::watch(broker, &opts, &mut ui, ctrl_c())
+    let summary = fleetctl::watch::watch(broker, &opts, &mut ui, interrupted())
         .await
         .context("unable to watch the stations")?;
     let rolled = summary.rolled_back();
@@ -444,7 +457,7 @@ async fn demo(stations: usize) -> anyhow::Result<ExitCode> {
         ..Default::default()
     };
     let mut ui = fleetctl::watch::Ui::auto();
-    let outcome = fleetctl::demo::run(&opts, &mut ui, ctrl_c())
+    let outcome = fleetctl::demo::run(&opts, &mut ui, interrupted())
         .await
         .map_err(|e| match e {
             fleetctl::demo::DemoError::StationCount(_) => InvalidInput(e.into()).into(),

@@ -203,7 +203,8 @@ pub(crate) fn name_of<T: Serialize>(v: &T) -> String {
 pub fn render_table(rows: &[StationRow]) -> String {
     let mut t = Table::new();
     t.load_preset(presets::UTF8_BORDERS_ONLY)
-        .set_content_arrangement(ContentArrangement::Dynamic)
+        // Not wrapped to the terminal: a table in a log or a narrow pty stays readable.
+        .set_content_arrangement(ContentArrangement::Disabled)
         .set_header([
             "station",
             "heard",

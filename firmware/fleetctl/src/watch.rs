@@ -293,7 +293,8 @@ impl Ui {
         let phase = name_of(&s.phase);
         match &self.mode {
             Mode::Bars(_) => {
-                if let Some(bar) = self.bars.get(id) {
+                // A finished bar keeps its final message.
+                if let Some(bar) = self.bars.get(id).filter(|b| !b.is_finished()) {
                     if let Some(p) = &s.progress {
                         bar.set_length(p.total_bytes.max(1));
                         bar.set_position(p.done_bytes);
@@ -330,7 +331,7 @@ impl Ui {
             self.println(&format!("{id:>10}  {text}"));
         }
         if let (Mode::Bars(_), Report::InstallProgress { percent }) = (&self.mode, &e.event)
-            && let Some(bar) = self.bars.get(id)
+            && let Some(bar) = self.bars.get(id).filter(|b| !b.is_finished())
         {
             bar.set_length(100);
             bar.set_position(u64::from(*percent));
