@@ -231,6 +231,8 @@ pub fn derived_update_id(version: &Version, bundle_id: &BundleId) -> UpdateId {
 pub struct OfferBook {
     /// Offer topic -> the retained offer there (unverified read).
     pub offers: BTreeMap<String, Offer>,
+    /// Offer topic -> the retained envelope bytes, to verify before relying on one.
+    pub envelopes: BTreeMap<String, Vec<u8>>,
     /// The highest sequence in any retained offer or any station's `last-sequence`.
     pub highest_sequence: Option<u64>,
 }
@@ -253,12 +255,14 @@ impl OfferBook {
             book.highest_sequence = Some(book.highest_sequence.map_or(s, |h| h.max(s)));
         };
         let mut offers = BTreeMap::new();
+        let mut envelopes = BTreeMap::new();
         for m in msgs {
             match Topic::parse(&m.topic) {
                 Ok(Topic::DeviceOffer(_) | Topic::GroupOffer(_)) => {
                     if let Some(o) = peek_offer(&m.payload, limits) {
                         bump(o.sequence);
                         offers.insert(m.topic.clone(), o);
+                        envelopes.insert(m.topic.clone(), m.payload.clone());
                     }
                 }
                 Ok(Topic::DeviceState(_)) => {
@@ -272,6 +276,7 @@ impl OfferBook {
             }
         }
         book.offers = offers;
+        book.envelopes = envelopes;
         book
     }
 
@@ -407,7 +412,13 @@ pub async fn push(
         expires_at,
         manifest_hash: None,
     };
-    let current = book.offers.get(&offer_topic);
+    // Only an offer that verifies with this key may stand in for the one this push would sign.
+    let ours: fleet_proto::TrustedKeys = [key.verifying_key()].into_iter().collect();
+    let current = book.offers.get(&offer_topic).filter(|_| {
+        book.envelopes.get(&offer_topic).is_some_and(|bytes| {
+            envelope::open_json::<Offer>(bytes, Kind::Offer, &ours, &req.limits).is_ok()
+        })
+    });
     let keep = match (req.sequence, current) {
         (None, Some(c)) if same_offer(c, &offer) => Some(c.sequence),
         (Some(s), Some(c)) if s == c.sequence && same_offer(c, &offer) => Some(s),

@@ -324,3 +324,53 @@ async fn status_reflects_the_retained_station_states() {
         "{table}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identical_offer_signed_by_another_key_is_replaced_not_kept() {
+    let f = fixture();
+    let path = f.bundle("b.bin", 20_000, 6);
+    let req = f.request(&path, "group:g");
+    let first = f.push(&req).await.expect("push");
+    let other = SigningKey::from_bytes(&[9u8; 32]);
+    let second = push(&f.addr, &other, &req, &mut |_| {})
+        .await
+        .expect("push with another key");
+    assert!(!second.offer_kept);
+    assert_eq!(second.sequence, first.sequence + 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_json_from_the_binary_lists_every_station_with_its_state() {
+    let f = fixture();
+    let mut conn = Connection::open(&f.addr, "test", Duration::from_secs(5))
+        .await
+        .expect("connect");
+    let mut s = serde_json::json!({
+        "device-id": "stn-7", "seq": 9, "updated-at": {"monotonic-ms": 5},
+        "time-trusted": false, "version": "1.0.3", "phase": "verifying",
+    });
+    s["booted"] = serde_json::to_value(fleet_core::slot::Slot::B).expect("slot");
+    s["committed"] = s["booted"].clone();
+    conn.publish(
+        "fleet/v1/devices/stn-7/state",
+        serde_json::to_vec(&s).expect("json"),
+        true,
+    )
+    .await
+    .expect("publish");
+    conn.close(Duration::from_secs(5)).await.expect("close");
+
+    let broker = format!("mqtt://{}:{}", f.addr.host, f.addr.port);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetctl"))
+        .args(["status", "--json", "--broker", &broker])
+        .output()
+        .await
+        .expect("run fleetctl");
+    assert!(out.status.success(), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json output");
+    assert_eq!(json.as_array().map(Vec::len), Some(1), "{json}");
+    assert_eq!(json[0]["device-id"], "stn-7");
+    assert_eq!(json[0]["state"]["phase"], "verifying");
+    assert_eq!(json[0]["state"]["version"], "1.0.3");
+    assert_eq!(json[0]["state"]["seq"], 9);
+}
