@@ -47,6 +47,19 @@ run "kas files against kas's schema, upstream pinned" "$py" "$here/layercheck.py
 run "wks partitions vs RAUC system.conf vs fleet-rootfs" "$py" "$here/layercheck.py" layout "$layer"
 run "layer hygiene (yocto-check-layer rules, gated appends)" "$py" "$here/layercheck.py" hygiene "$layer"
 
+# The configuration files the image ships, checked by the daemons that read them (when built:
+# CI's cargo test builds them into target/debug; FLEET_BIN_DIR points elsewhere).
+bindir=${FLEET_BIN_DIR:-$root/target/debug}
+files=$layer/recipes-fleet/fleet-firmware/files
+for pair in fleet-bootctl:bootctl-tryboot.toml fleet-bootctl:bootctl-uboot.toml fleet-retentiond:retentiond.toml; do
+  bin=${pair%%:*}; conf=${pair#*:}
+  if [ ! -x "$bindir/$bin" ]; then skp "$conf: $bin not built in $bindir"; continue; fi
+  tmpconf=$(mktemp --suffix=.toml)
+  sed -e 's,@DATADIR@,/data,g' -e 's,@ATTEMPTS@,3,g' "$files/$conf" > "$tmpconf"
+  run "$conf passes $bin --check-config" "$bindir/$bin" --config "$tmpconf" --check-config
+  rm -f "$tmpconf"
+done
+
 # ------------------------------------------------------------------------------ deeper tier
 up=${FLEET_UPSTREAM:-}
 if [ -z "$up" ]; then

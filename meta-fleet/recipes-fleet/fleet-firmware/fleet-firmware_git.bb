@@ -13,6 +13,7 @@ SRC_URI = "git://${FLEET_GIT_URL};protocol=${FLEET_GIT_PROTOCOL};branch=${FLEET_
            file://fleet-health-commit.service \
            file://fleet-firmware.tmpfiles \
            file://bootctl-${FLEET_BOOT_FLOW}.toml \
+           file://retentiond.toml \
            "
 SRCREV_fleet = "${FLEET_SRCREV}"
 SRCREV_FORMAT = "fleet"
@@ -44,7 +45,8 @@ do_install:append() {
     install -d ${D}${sysconfdir}/fleet
     sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' -e 's,@ATTEMPTS@,${FLEET_BOOT_ATTEMPTS},g' \
         ${UNPACKDIR}/bootctl-${FLEET_BOOT_FLOW}.toml > ${D}${sysconfdir}/fleet/bootctl.toml
-    chmod 0644 ${D}${sysconfdir}/fleet/bootctl.toml
+    sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' ${UNPACKDIR}/retentiond.toml > ${D}${sysconfdir}/fleet/retentiond.toml
+    chmod 0644 ${D}${sysconfdir}/fleet/bootctl.toml ${D}${sysconfdir}/fleet/retentiond.toml
 }
 
 # systemd's watchdog interval for every daemon; each daemon pings at half of it.
@@ -60,7 +62,8 @@ FILES:fleet-bootctl = "${bindir}/fleet-bootctl ${sysconfdir}/fleet/bootctl.toml"
 FILES:fleet-updated = "${bindir}/fleet-updated ${systemd_system_unitdir}/fleet-updated.service \
                        ${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf"
 FILES:fleet-recorderd = "${bindir}/fleet-recorderd ${systemd_system_unitdir}/fleet-recorderd.service"
-FILES:fleet-retentiond = "${bindir}/fleet-retentiond ${systemd_system_unitdir}/fleet-retentiond.service"
+FILES:fleet-retentiond = "${bindir}/fleet-retentiond ${systemd_system_unitdir}/fleet-retentiond.service \
+                          ${sysconfdir}/fleet/retentiond.toml"
 FILES:fleet-health-commit = "${systemd_system_unitdir}/fleet-health-commit.service"
 
 RDEPENDS:fleet-updated = "rauc fleet-bootctl"
