@@ -317,8 +317,14 @@ fn check(h: &mut History, before: &State, event: &Event, after: &State, actions:
     for a in actions {
         match a {
             Action::MarkGood { slot } => {
-                assert_eq!(*slot, before.booted, "MarkGood of a slot not booted");
+                // The booted slot is what the last `Started` said (this event, if it is one).
+                let booted = match event {
+                    Event::Started(status) => status.booted,
+                    _ => before.booted,
+                };
+                assert_eq!(*slot, booted, "MarkGood of a slot not booted");
                 assert_eq!(*slot, after.booted);
+                assert_ne!(*slot, before.committed, "MarkGood of the committed slot");
             }
             Action::Install {
                 bundle_id, slot, ..
@@ -369,16 +375,22 @@ fn check(h: &mut History, before: &State, event: &Event, after: &State, actions:
         // Adoption of a good slot the station was found running, before anything was installed.
         let by_adoption = matches!(event, Event::Started(_))
             && after.phase == Phase::Idle
-            && matches!(
+            && (matches!(
                 before.phase,
                 Phase::Idle | Phase::Downloading { .. } | Phase::Verifying { .. }
-            );
+            ) || actions
+                .iter()
+                .any(|a| matches!(a, Action::Report(Report::JournalRepaired { .. }))));
         assert!(
             by_commit || by_adoption,
             "committed slot changed by {event:?}"
         );
     }
-    if matches!(before.phase, Phase::RollingBack { .. }) && after.phase == Phase::Idle {
+    let repaired = actions
+        .iter()
+        .any(|a| matches!(a, Action::Report(Report::JournalRepaired { .. })));
+    if matches!(before.phase, Phase::RollingBack { .. }) && after.phase == Phase::Idle && !repaired
+    {
         assert_eq!(
             after.booted, after.committed,
             "a fallback ends on the committed slot"
@@ -394,8 +406,12 @@ fn check(h: &mut History, before: &State, event: &Event, after: &State, actions:
 
 /// Runs one sequence, checking every step; returns the phases it passed through.
 fn run(moves: Vec<Move>, policy: Policy, wall: Option<i64>) -> Vec<&'static str> {
+    run_from(State::new(station(), policy, Slot::A, v(0)), moves, wall)
+}
+
+/// Runs one sequence from `state`, checking every step.
+fn run_from(mut state: State, moves: Vec<Move>, wall: Option<i64>) -> Vec<&'static str> {
     let mut seen = Vec::new();
-    let mut state = State::new(station(), policy, Slot::A, v(0));
     let mut pending: VecDeque<Action> = VecDeque::new();
     let mut history = History::default();
     for (i, m) in moves.into_iter().enumerate() {
@@ -472,8 +488,81 @@ fn the_random_walks_reach_commits_and_rollbacks() {
     }
 }
 
+/// Any state a journal could hold, including contradictory ones.
+fn any_state() -> impl Strategy<Value = State> {
+    (0u8..9, any::<u8>(), any::<u8>(), 1u8..6, 0u8..5).prop_map(|(kind, a, b, attempt, reboots)| {
+        let mut s = State::new(station(), Policy::default(), slot(a), v(0));
+        s.booted = slot(b);
+        s.last_sequence = Some(u64::from(b % 50));
+        let job = fleet_core::update::Job {
+            update_id: UpdateId::new("rel-1").expect("valid"),
+            sequence: u64::from(b % 50),
+            bundle_id: bundle(a),
+            bundle_size: 100,
+            version: v(1),
+            manifest_hash: None,
+            key_id: KeyId::from_bytes([2; 8]),
+        };
+        // The update's slot: usually the inactive one, sometimes (corrupt) the committed one.
+        let us = if a % 7 == 0 {
+            s.committed
+        } else {
+            s.committed.other()
+        };
+        s.phase = match kind {
+            0 => Phase::Idle,
+            1 => Phase::Downloading {
+                job,
+                held_bytes: u64::from(a),
+            },
+            2 => Phase::Verifying {
+                job,
+                install_attempts: attempt % 4,
+            },
+            3 => Phase::Installing {
+                job,
+                slot: us,
+                attempt,
+            },
+            4 => Phase::ArmingTrial {
+                job,
+                slot: us,
+                attempt,
+            },
+            5 => Phase::Rebooting {
+                job,
+                slot: us,
+                attempt,
+            },
+            6 => Phase::HealthChecking {
+                job,
+                slot: us,
+                attempt,
+            },
+            7 => Phase::Committing {
+                job,
+                slot: us,
+                attempt,
+            },
+            _ => Phase::RollingBack {
+                job,
+                bad_slot: us,
+                cause: fleet_core::update::FallbackCause::TrialDidNotBoot { attempts: 3 },
+                marked: b % 2 == 0,
+                reboots,
+            },
+        };
+        s
+    })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_safety_invariants_hold_from_any_journal_state(start in any_state(), ms in moves()) {
+        let _ = run_from(start, ms, None);
+    }
 
     #[test]
     fn the_safety_invariants_hold_over_any_sequence_of_events(ms in moves(), attempts in 1u8..4) {

@@ -48,7 +48,7 @@ proptest! {
 
 proptest! {
     // Each case verifies a signature; few cases keep the debug-build test fast.
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
     #[test]
     fn a_bit_flipped_anywhere_in_a_sealed_offer_never_yields_another_offer(at in any::<usize>(), bit in 0u8..8) {
         let mut bytes = envelope::seal_json(Kind::Offer, &offer(), &key()).expect("serializes");

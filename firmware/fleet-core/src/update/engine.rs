@@ -173,6 +173,20 @@ impl Phase {
         }
     }
 
+    /// The slot the update writes, tries or abandons (never the committed slot), if any.
+    #[must_use]
+    pub fn update_slot(&self) -> Option<Slot> {
+        match self {
+            Phase::Idle | Phase::Downloading { .. } | Phase::Verifying { .. } => None,
+            Phase::Installing { slot, .. }
+            | Phase::ArmingTrial { slot, .. }
+            | Phase::Rebooting { slot, .. }
+            | Phase::HealthChecking { slot, .. }
+            | Phase::Committing { slot, .. } => Some(*slot),
+            Phase::RollingBack { bad_slot, .. } => Some(*bad_slot),
+        }
+    }
+
     /// The update being worked on, if any.
     #[must_use]
     pub fn job(&self) -> Option<&Job> {
@@ -425,6 +439,46 @@ fn percent(held: u64, total: u64) -> u64 {
 
 /// Advances the engine by one event. See the module documentation for the shell's contract.
 pub fn step(state: &State, event: Event, now: Now) -> Result<Transition, Rejected> {
+    let Some(detail) = inconsistency(state) else {
+        return step_consistent(state, event, now);
+    };
+    // A journal that names the committed slot as the update's slot (corrupted, or written by
+    // a buggy release) must never lead to arming, committing or marking bad the slot that
+    // keeps the station alive: abandon the update, then handle the event as an idle station.
+    let mut repaired = state.clone();
+    if let Some(job) = state.phase.job() {
+        repaired.last_outcome = Some(Outcome::Failed {
+            update_id: job.update_id.clone(),
+            stage: Stage::Install,
+            detail: detail.clone(),
+        });
+    }
+    repaired.phase = Phase::Idle;
+    let report = Action::Report(Report::JournalRepaired { detail });
+    match step_consistent(&repaired, event, now) {
+        Ok(mut t) => {
+            t.actions.insert(0, report);
+            Ok(t)
+        }
+        Err(_) => Ok(Transition {
+            next: repaired,
+            actions: vec![report],
+        }),
+    }
+}
+
+/// Why `state` cannot be trusted, if it cannot.
+fn inconsistency(state: &State) -> Option<String> {
+    let slot = state.phase.update_slot()?;
+    (slot == state.committed).then(|| {
+        format!(
+            "journal names the committed slot {slot} as the slot of update in phase {:?}",
+            state.phase.name()
+        )
+    })
+}
+
+fn step_consistent(state: &State, event: Event, now: Now) -> Result<Transition, Rejected> {
     let mut next = state.clone();
     let mut actions = Vec::new();
     match (&state.phase, &event) {
@@ -503,6 +557,18 @@ pub fn step(state: &State, event: Event, now: Now) -> Result<Transition, Rejecte
         ) => {
             if *bundle_id != job.bundle_id {
                 return Err(reject(state, &event, "verdict on another bundle"));
+            }
+            if state.booted != state.committed {
+                // The inactive slot would be the running one: never install into it.
+                actions.push(Action::Report(Report::Verified {
+                    bundle_id: *bundle_id,
+                }));
+                let d = format!(
+                    "station runs slot {}, not its committed slot {}",
+                    state.booted, state.committed
+                );
+                fail(&mut next, job, Stage::Install, d, &mut actions);
+                return Ok(Transition { next, actions });
             }
             let slot = state.committed.other();
             let attempt = install_attempts.saturating_add(1);

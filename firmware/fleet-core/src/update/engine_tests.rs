@@ -1017,3 +1017,39 @@ fn a_failed_reboot_off_a_bad_slot_is_retried_a_bounded_number_of_times() {
     }
     assert_eq!(reboots, 2, "three rollback reboots in all");
 }
+
+#[test]
+fn a_journal_naming_the_committed_slot_as_the_trial_slot_is_abandoned_without_boot_actions() {
+    for mut state in all_phases().into_iter().skip(3) {
+        // Corrupt: the update's slot is the committed one.
+        match &mut state.phase {
+            Phase::Installing { slot, .. }
+            | Phase::ArmingTrial { slot, .. }
+            | Phase::Rebooting { slot, .. }
+            | Phase::HealthChecking { slot, .. }
+            | Phase::Committing { slot, .. } => *slot = Slot::A,
+            Phase::RollingBack { bad_slot, .. } => *bad_slot = Slot::A,
+            _ => unreachable!("skipped the phases without a slot"),
+        }
+        state.booted = Slot::A;
+        for event in all_events() {
+            let t = step(&state, event.clone(), now()).expect("a repair always applies");
+            assert!(
+                matches!(
+                    t.actions.first(),
+                    Some(Action::Report(Report::JournalRepaired { .. }))
+                ),
+                "{:?} + {:?}",
+                state.phase.name(),
+                event.name()
+            );
+            assert!(!t.actions.iter().any(|a| matches!(
+                a,
+                Action::MarkBad { slot: Slot::A }
+                    | Action::ArmTrial { slot: Slot::A }
+                    | Action::Reboot { .. }
+            )));
+            assert_ne!(t.next.phase.update_slot(), Some(t.next.committed));
+        }
+    }
+}

@@ -247,6 +247,11 @@ pub enum Report {
         slot: Slot,
         detail: String,
     },
+    /// The journal contradicted itself (it named the committed slot as the update's slot);
+    /// the update was abandoned without touching the boot flow.
+    JournalRepaired {
+        detail: String,
+    },
     /// The station is still on a slot it marked bad after every allowed reboot: a person must
     /// act. The engine stops trying.
     RollbackStuck {
