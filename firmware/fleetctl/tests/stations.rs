@@ -166,6 +166,30 @@ async fn a_partial_wave_updates_its_members_and_a_wider_offer_brings_in_the_rest
             Some(if r.device_id == member { 1 } else { 2 })
         );
     }
+    // `fleetctl watch` on a finished update ends at once from the retained states; without
+    // --update it follows the newest offer.
+    let broker_url = format!("mqtt://{}:{}", addr.host, addr.port);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_fleetctl"))
+        .args([
+            "watch",
+            "--broker",
+            &broker_url,
+            "--timeout",
+            "20s",
+            "--settle",
+            "1s",
+        ])
+        .output()
+        .await
+        .expect("run fleetctl watch");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("watching update rel-110"), "{stdout}");
+    assert!(
+        stdout.contains("watch: 2 updated, 0 rolled back, 0 failed or refused, 0 unfinished"),
+        "{stdout}"
+    );
+
     for s in stations {
         s.stop().await.expect("stop");
     }
