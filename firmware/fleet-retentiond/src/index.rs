@@ -310,6 +310,12 @@ impl Index {
 
     /// Every present recording, as the plan sees it.
     ///
+    /// The plan's `sequence` is the row id: the order in which recordings were promoted and
+    /// indexed, station-wide and independent of the wall clock. The recorder's segment sequence
+    /// counts per device, so with several devices (say 1-minute bat and 10-minute bird segments)
+    /// it would interleave devices unevenly; it orders adoption instead (see
+    /// [`crate::reconcile::reconcile`]) and panic without the index.
+    ///
     /// # Errors
     /// The query fails.
     pub fn snapshot(&self) -> Result<Vec<Recording>, IndexError> {
@@ -326,7 +332,7 @@ impl Index {
                 let trusted: bool = r.get(3)?;
                 Ok(Recording {
                     id: RecordingId(r.get(0)?),
-                    sequence: to_u64(r.get(1)?),
+                    sequence: to_u64(r.get(0)?),
                     trusted_start_unix_s: start_ms
                         .filter(|_| trusted)
                         .map(|ms| ms.div_euclid(1000)),

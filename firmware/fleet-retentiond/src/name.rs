@@ -5,7 +5,12 @@
 //!
 //! ```text
 //! <YYYYMMDD>T<HHMMSS>[.fff](Z|±HHMM)_<station>_<device>_<seq>.wav
+//! 20261122T185300.123Z_st-1_mic-0_00000009.wav
 //! ```
+//!
+//! This is what `fleet_recorderd::segment::segment_name` writes: UTC time of the first frame
+//! (from the capture clock, trusted or not), station and device ids with everything but
+//! `[A-Za-z0-9-]` replaced by `-`, and the per-device segment sequence in eight digits.
 //!
 //! The parser does not insist on that order: it takes the first token that looks like a
 //! timestamp as the start, the last all-digit token (optionally prefixed `s`, `seq` or `n`) as the
@@ -150,6 +155,15 @@ mod tests {
         assert_eq!(i.device.as_deref(), Some("mic0"));
         assert_eq!(i.sequence, Some(123));
         assert_eq!(i.start_unix_ms, Some(1_795_373_580_250));
+    }
+
+    #[test]
+    fn the_name_fleet_recorderd_writes_parses() {
+        let i = parse("20261122T185300.123Z_st-1_mic-0_00000009.wav").expect("a recording");
+        assert_eq!(i.station.as_deref(), Some("st-1"));
+        assert_eq!(i.device.as_deref(), Some("mic-0"));
+        assert_eq!(i.sequence, Some(9));
+        assert_eq!(i.start_unix_ms, Some(1_795_373_580_123));
     }
 
     #[test]

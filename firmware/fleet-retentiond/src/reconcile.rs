@@ -173,14 +173,25 @@ pub fn reconcile(
     report.vanished = missing.len() as u64;
 
     // 3. Files without a (present) row.
+    // In recording order (segment sequence from the name, then the name, which starts with the
+    // time), so the row ids the plan orders by follow the recordings.
+    let mut unknown: Vec<&archive::Found> = found
+        .iter()
+        .filter(|f| {
+            !rows
+                .get(&f.rel)
+                .is_some_and(|r| !r.deleted || r.pending_unlink)
+        })
+        .collect();
+    unknown.sort_by_cached_key(|f| {
+        let file_name = f.rel.rsplit('/').next().unwrap_or(&f.rel);
+        let seq = crate::name::parse(file_name)
+            .and_then(|i| i.sequence)
+            .unwrap_or(0);
+        (seq, file_name.to_owned())
+    });
     let mut to_adopt = Vec::new();
-    for f in &found {
-        let known = rows
-            .get(&f.rel)
-            .is_some_and(|r| !r.deleted || r.pending_unlink);
-        if known {
-            continue;
-        }
+    for f in unknown {
         if let Some(rec) = archive::describe(recordings_dir, &f.rel) {
             to_adopt.push(rec);
         }

@@ -52,7 +52,12 @@ fn migrations_from_every_earlier_schema_reach_the_latest_and_keep_rows() {
         let snap = index.snapshot().unwrap();
         assert_eq!(snap.len(), if start >= 1 { 2 } else { 1 }, "from {start}");
         if start >= 1 {
-            let old = snap.iter().find(|r| r.sequence == 3).unwrap();
+            let old = snap.iter().find(|r| r.size_bytes == 500).unwrap();
+            assert_eq!(
+                old.sequence,
+                u64::try_from(old.id.0).unwrap(),
+                "the plan orders by row id"
+            );
             assert!(old.uploaded, "flags survive the migration from {start}");
             assert_eq!(old.size_bytes, 500);
         }

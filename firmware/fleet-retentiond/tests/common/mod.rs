@@ -256,14 +256,15 @@ pub fn record_segment(
     result.map(|()| name)
 }
 
-/// The recorder's name format as this crate assumes it (see docs/reference/retentiond.md).
+/// The recorder's name format (`fleet_recorderd::segment::segment_name`, documented in
+/// docs/reference/retentiond.md): `20261122T185300.123Z_<station>_<device>_<seq:08>.wav`.
 pub fn segment_name(seq: u64) -> String {
     // One minute per segment from a fixed origin; the clock is irrelevant to retention.
     let t = 1_795_373_580 + seq as i64 * 60;
     let (d, s) = (t.div_euclid(86_400), t.rem_euclid(86_400));
     let (y, m, day) = civil(d);
     format!(
-        "{y:04}{m:02}{day:02}T{:02}{:02}{:02}Z_st-1_mic0_{seq:06}.wav",
+        "{y:04}{m:02}{day:02}T{:02}{:02}{:02}.123Z_st-1_mic0_{seq:08}.wav",
         s / 3600,
         s / 60 % 60,
         s % 60

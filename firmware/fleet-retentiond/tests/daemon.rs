@@ -1,0 +1,153 @@
+//! The daemon binary on an ordinary directory: configuration checks, event-driven indexing and
+//! the systemd notify protocol (READY, WATCHDOG).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{DaemonGuard, record_segment, wait_for};
+use fleet_retentiond::index::Index;
+
+fn config(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let recorder = dir.join("recorder");
+    std::fs::create_dir_all(recorder.join(".buffer")).unwrap();
+    std::fs::create_dir_all(recorder.join("data")).unwrap();
+    let path = dir.join("retentiond.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "recordings-dir = {:?}\nstate-dir = {:?}\nmetrics-path = {:?}\n{extra}\n",
+            recorder.join("data"),
+            dir.join("state"),
+            dir.join("metrics.json")
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fleet-retentiond"));
+    c.env("RUST_LOG", "warn");
+    c
+}
+
+#[test]
+fn check_config_exits_2_on_an_invalid_file_and_0_on_a_valid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = config(dir.path(), "[policy]\nuploader = false\n");
+    let out = bin()
+        .arg("--config")
+        .arg(&good)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "recordings-dir = \"/x\"\nstate-dir = \"/y\"\n[policy]\npanic-at-percent = 50\n",
+    )
+    .unwrap();
+    let out = bin()
+        .arg("--config")
+        .arg(&bad)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("policy"));
+    let out = bin()
+        .arg("--config")
+        .arg(dir.path().join("absent.toml"))
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn promoted_segments_are_indexed_from_filesystem_events_and_systemd_is_notified() {
+    let dir = tempfile::tempdir().unwrap();
+    // A catch-up far in the future: only inotify can index the new segments in time.
+    let cfg = config(
+        dir.path(),
+        "[policy]\nupdate-reserve-mib = 0\n[daemon]\nballast-mib = 0\ncycle-seconds = 0.1\ncatch-up-seconds = 3600\n",
+    );
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    // systemd sets WATCHDOG_PID to the service's pid: `exec` keeps the shell's.
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" --config \"$1\"")
+        .arg(env!("CARGO_BIN_EXE_fleet-retentiond"))
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut daemon = DaemonGuard { child: Some(child) };
+
+    let mut messages = String::new();
+    let mut buf = [0u8; 512];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !messages.contains("READY=1") && Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            messages.push_str(&String::from_utf8_lossy(&buf[..n]));
+            messages.push('\n');
+        }
+    }
+    assert!(messages.contains("READY=1"), "{messages}");
+
+    let recorder = dir.path().join("recorder");
+    let names: Vec<String> = (1..=3)
+        .map(|seq| record_segment(&recorder, seq, 4096, seq == 2).unwrap())
+        .collect();
+    let db = dir.path().join("state/index.sqlite");
+    let indexed = wait_for(Duration::from_secs(5), || {
+        Index::open(&db)
+            .and_then(|i| i.snapshot())
+            .map(|s| s.len())
+            .unwrap_or(0)
+            == names.len()
+    });
+    assert!(
+        indexed,
+        "segments indexed from events, long before any catch-up"
+    );
+
+    // The watchdog is pinged at least every half period.
+    let mut pings = 0;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            pings += usize::from(String::from_utf8_lossy(&buf[..n]).contains("WATCHDOG=1"));
+        }
+    }
+    assert!(
+        pings >= 10,
+        "only {pings} watchdog pings in 2 s with a 200 ms watchdog"
+    );
+
+    // A file removed behind retention's back is marked vanished, not forgotten.
+    std::fs::remove_file(recorder.join("data").join(&names[0])).unwrap();
+    let vanished = wait_for(Duration::from_secs(5), || {
+        Index::open(&db)
+            .and_then(|i| i.deleted_reason(&names[0]))
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some("vanished")
+    });
+    assert!(vanished);
+    assert_eq!(daemon.stop(), Some(0));
+}
