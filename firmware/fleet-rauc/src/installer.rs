@@ -479,6 +479,12 @@ impl RaucClient {
                         bundle: request.bundle.to_owned(),
                     });
                 }
+                Ok(Some(Err(zbus::Error::InputOutput(e)))) => {
+                    warn!(error = %e, "d-bus connection failed during the install");
+                    return Err(RaucError::ConnectionLost {
+                        bundle: request.bundle.to_owned(),
+                    });
+                }
                 Ok(Some(Err(e))) => {
                     debug!(error = %e, "unreadable d-bus message skipped");
                     continue;

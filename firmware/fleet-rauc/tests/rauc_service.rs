@@ -334,3 +334,52 @@ async fn a_second_install_while_one_runs_is_busy_and_the_first_still_completes()
     assert_eq!(installed.version, semver::Version::new(2, 0, 0));
     assert_eq!(station.slot_version(Slot::B), "2.0.0");
 }
+
+#[tokio::test]
+async fn the_bus_dying_mid_install_is_reported_as_a_lost_connection() {
+    let f = fixtures_or_skip!();
+    let station = Station::start().expect("station starts");
+    let client = station.client(lenient()).await;
+    std::fs::write(station.path("boot/hold"), "").expect("create hold file");
+    let bus_pid = station.dbus.id();
+    let path = bundle(f, "good-2.0.0");
+    let request = InstallRequest {
+        bundle: &path,
+        transaction: "test-bus-1",
+        manifest_hash: None,
+    };
+    let held = station.path("boot/held");
+    let killer = async {
+        for _ in 0..1200 {
+            if held.exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        let reached = held.exists();
+        run(Command::new("kill").args(["-KILL", &bus_pid.to_string()])).expect("kill dbus-daemon");
+        reached
+    };
+    let (result, reached) = tokio::join!(
+        tokio::time::timeout(Duration::from_secs(60), client.install(request, &|_| {})),
+        killer
+    );
+    assert!(
+        reached,
+        "rauc never reached the backend; log:\n{}",
+        station.log()
+    );
+    let error = match result {
+        Err(_) => panic!("the adapter kept waiting after the bus died"),
+        Ok(Ok(installed)) => panic!("install succeeded without a bus: {installed:?}"),
+        Ok(Err(e)) => e,
+    };
+    assert!(
+        matches!(
+            error,
+            RaucError::ConnectionLost { .. } | RaucError::Restarted { .. }
+        ),
+        "got {error}"
+    );
+    assert!(error.is_retryable());
+}

@@ -200,7 +200,7 @@ macro_rules! fixtures_or_skip {
 pub struct Station {
     dir: tempfile::TempDir,
     pub address: String,
-    dbus: Child,
+    pub dbus: Child,
     pub rauc: Option<Child>,
 }
 
