@@ -182,18 +182,20 @@ pub fn parse_rauc_version(text: &str) -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-/// Prints SKIP and returns from the test when this machine cannot run RAUC.
+/// Prints SKIP and returns from the test when this machine cannot run RAUC (not root, a tool
+/// missing); fails the test when the machine can but the keys or bundles cannot be built.
 macro_rules! fixtures_or_skip {
-    () => {
+    () => {{
+        if let Err(why) = $crate::station::prerequisites() {
+            eprintln!("SKIP {}: {why}", module_path!());
+            println!("SKIP: {why}");
+            return;
+        }
         match $crate::station::fixtures() {
             Ok(f) => f,
-            Err(why) => {
-                eprintln!("SKIP {}: {why}", module_path!());
-                println!("SKIP: {why}");
-                return;
-            }
+            Err(why) => panic!("unable to prepare keys and bundles: {why}"),
         }
-    };
+    }};
 }
 
 /// A station on the bench: slots, bootloader state, bus and RAUC. Kills what it started on drop.
