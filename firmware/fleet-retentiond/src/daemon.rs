@@ -67,6 +67,11 @@ pub struct Daemon {
     pending: Changes,
     dir_mtimes: HashMap<PathBuf, SystemTime>,
     metrics: Metrics,
+    /// Bumped by every change this process makes to the index.
+    generation: u64,
+    /// (data version, generation, tier) of the last full plan that found nothing to delete: while
+    /// they hold, nothing eligible changed, so the snapshot is not read again.
+    idle: Option<(i64, u64, Tier)>,
 }
 
 /// Why the daemon could not start.
@@ -186,6 +191,8 @@ impl Daemon {
             pending: Changes::default(),
             dir_mtimes: HashMap::new(),
             metrics: Metrics::default(),
+            generation: 0,
+            idle: None,
         })
     }
 
@@ -283,15 +290,29 @@ impl Daemon {
             self.rate.pop_front();
         }
         let bytes: u64 = self.rate.iter().map(|(_, b)| b).sum();
-        let span = self.started.elapsed().min(window).as_secs().max(1);
+        // Over the window, or the uptime if shorter, but never under a minute (or the window):
+        // a burst right after start must not read as a huge rate and trip the floor.
+        let floor = window.min(Duration::from_secs(60));
+        let span = self
+            .started
+            .elapsed()
+            .min(window)
+            .max(floor)
+            .as_secs()
+            .max(1);
         bytes / span
     }
 
-    /// Indexes what the watcher reported. Returns the number of rows added.
+    /// Indexes what the watcher reported. Returns the number of rows added. Only recordings seen
+    /// through events (`count_rate`) feed the write rate: a catch-up after downtime is not a rate.
     ///
     /// # Errors
     /// The index fails.
-    pub fn index_changes(&mut self, changes: Changes) -> Result<usize, IndexError> {
+    pub fn index_changes(
+        &mut self,
+        changes: Changes,
+        count_rate: bool,
+    ) -> Result<usize, IndexError> {
         let Some(index) = self.index.as_mut() else {
             return Ok(0);
         };
@@ -302,9 +323,13 @@ impl Daemon {
             .filter_map(|rel| archive::describe(root, rel))
             .collect();
         let inserted = index.insert(&new)?;
+        self.generation += 1;
         for (id, i) in &inserted {
             let r = &new[*i];
             tracing::debug!(id = id.0, path = %r.path, bytes = r.size_bytes, repaired = r.repaired, "indexed");
+            if !count_rate {
+                continue;
+            }
             if self.rate.len() >= MAX_RATE_SAMPLES {
                 self.rate.pop_front();
             }
@@ -359,7 +384,7 @@ impl Daemon {
                 changes.added.insert(f.rel);
             }
         }
-        let n = self.index_changes(changes)?;
+        let n = self.index_changes(changes, false)?;
         if n > 0 {
             tracing::info!(
                 adopted = n,
@@ -439,14 +464,24 @@ impl Daemon {
         }
 
         let mut plan = quick;
-        if plan.need_bytes > 0 {
+        let data_version = self
+            .index
+            .as_ref()
+            .and_then(|i| i.data_version().ok())
+            .unwrap_or(-1);
+        let idle_key = (data_version, self.generation, plan.tier);
+        if plan.need_bytes > 0 && self.idle == Some(idle_key) {
+            // Nothing eligible changed since the last plan found nothing: do not re-read.
+            outcome.shortfall_bytes = plan.shortfall_bytes();
+        } else if plan.need_bytes > 0 {
             match self.index.as_ref().map(Index::snapshot) {
                 Some(Ok(snapshot)) => {
-                    plan = retention::plan(&snapshot, &policy, disk, reserve, rate, now)
+                    plan = retention::plan(&snapshot, &policy, disk, reserve, rate, now);
                 }
                 Some(Err(e)) => tracing::error!(error = %e, "unable to read the index snapshot"),
                 None => {}
             }
+            self.idle = plan.deletions.is_empty().then_some(idle_key);
             tracing::info!(
                 tier = plan.tier.as_str(),
                 usage_permille = plan.usage_permille,
@@ -456,7 +491,32 @@ impl Daemon {
                 floor = plan.floor_breached,
                 "retention plan"
             );
-            outcome.deleted = self.apply(&plan);
+            match self.apply(&plan) {
+                Some(deleted) => outcome.deleted = deleted,
+                None => {
+                    // The index cannot record deletions: protect the disk by file names.
+                    match emergency::run_once(
+                        &self.cfg.recordings_dir,
+                        &self.cfg.state_dir,
+                        self.cfg.limits.max_scan_depth,
+                        &policy,
+                        disk,
+                        reserve,
+                        rate,
+                        now,
+                    ) {
+                        Ok(o) => {
+                            *self
+                                .metrics
+                                .deletions_total
+                                .entry("panic-no-index".into())
+                                .or_default() += o.deleted.len() as u64;
+                            outcome.deleted = o.deleted;
+                        }
+                        Err(e) => tracing::error!(error = %e, "emergency deletion failed"),
+                    }
+                }
+            }
             outcome.shortfall_bytes = plan.shortfall_bytes();
             if plan.tier == Tier::Panic
                 && plan.shortfall_bytes() > 0
@@ -473,13 +533,12 @@ impl Daemon {
     }
 
     /// Carries out a plan: intent committed, files unlinked, each logged, then confirmed.
-    fn apply(&mut self, plan: &Plan) -> Vec<String> {
+    /// `None` when the index cannot record the deletions (the caller falls back to file names).
+    fn apply(&mut self, plan: &Plan) -> Option<Vec<String>> {
         if plan.deletions.is_empty() {
-            return Vec::new();
+            return Some(Vec::new());
         }
-        let Some(index) = self.index.as_mut() else {
-            return Vec::new();
-        };
+        let index = self.index.as_mut()?;
         let ids: Vec<RecordingId> = plan.deletions.iter().map(|d| d.id).collect();
         let reasons: HashMap<RecordingId, &'static str> = plan
             .deletions
@@ -490,9 +549,10 @@ impl Daemon {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %e, "unable to look up the planned recordings");
-                return Vec::new();
+                return None;
             }
         };
+        self.generation += 1;
         let items: Vec<(RecordingId, &str)> = paths
             .iter()
             .map(|(id, _)| (*id, reasons.get(id).copied().unwrap_or("panic")))
@@ -507,7 +567,7 @@ impl Daemon {
         }
         if let Err(e) = marked {
             tracing::error!(error = %e, "unable to record deletions; deleting without the index this cycle");
-            return Vec::new();
+            return None;
         }
         let mut done = Vec::with_capacity(paths.len());
         let mut deleted = Vec::with_capacity(paths.len());
@@ -544,7 +604,7 @@ impl Daemon {
         if let Err(e) = index.confirm_unlinked(&done) {
             tracing::warn!(error = %e, "unable to confirm deletions; the next start finishes them");
         }
-        deleted
+        Some(deleted)
     }
 
     fn restore_ballast(&self, disk: Disk, reserve: u64) {
@@ -644,7 +704,7 @@ impl Daemon {
     pub fn flush(&mut self) -> Result<(), DaemonError> {
         let pending = std::mem::take(&mut self.pending);
         let overflowed = pending.overflowed;
-        if let Err(e) = self.index_changes(pending) {
+        if let Err(e) = self.index_changes(pending, true) {
             if e.is_disk_full() {
                 let _ = ballast::release(&self.cfg.ballast_path());
             }
