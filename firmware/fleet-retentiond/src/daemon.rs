@@ -176,16 +176,30 @@ impl Daemon {
     /// # Errors
     /// The state directory cannot be created.
     pub fn open(cfg: Config) -> Result<Self, DaemonError> {
-        std::fs::create_dir_all(&cfg.state_dir).map_err(|source| DaemonError::StateDir {
-            path: cfg.state_dir.clone(),
-            source,
-        })?;
-        let (index, rebuilt) = open_index(&cfg);
+        // An unmounted data partition: create nothing on the filesystem underneath (the state
+        // directory lives on the data partition too), refuse, and wait for the mount.
+        let refused =
+            match reconcile::check_mounted(cfg.mount_point.as_deref(), &cfg.recordings_dir) {
+                Err(e) if e.is_refusal() => {
+                    tracing::error!(error = %e, "data directory unavailable; touching nothing");
+                    Some(e.to_string())
+                }
+                _ => None,
+            };
+        let (index, rebuilt) = if refused.is_some() {
+            (None, false)
+        } else {
+            std::fs::create_dir_all(&cfg.state_dir).map_err(|source| DaemonError::StateDir {
+                path: cfg.state_dir.clone(),
+                source,
+            })?;
+            open_index(&cfg)
+        };
         Ok(Self {
             cfg,
             index,
             started: Instant::now(),
-            refused: None,
+            refused,
             rebuilt,
             rate: VecDeque::new(),
             pending: Changes::default(),

@@ -123,7 +123,10 @@ pub fn run(cfg: Config, once: bool) -> Result<Exit, DaemonError> {
             if d.refused().is_some() || d.index().is_none() {
                 // The data partition may be back, or the index usable again.
                 if d.index().is_none() {
-                    d = Daemon::open(cfg.clone())?;
+                    match Daemon::open(cfg.clone()) {
+                        Ok(fresh) => d = fresh,
+                        Err(e) => tracing::warn!(error = %e, "unable to reopen"),
+                    }
                 }
                 if d.reconcile().is_ok() {
                     watcher = d.watcher().ok();

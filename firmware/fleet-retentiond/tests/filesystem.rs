@@ -302,6 +302,10 @@ fn an_unmounted_data_directory_is_refused() {
             .unwrap()
             .contains("not a mounted filesystem")
     );
+    assert!(
+        !st.state.exists(),
+        "no index is created on the filesystem underneath"
+    );
     std::fs::remove_dir_all(st.fs.mnt.join("recorder")).unwrap();
     std::fs::remove_dir_all(st.fs.mnt.join("fleet")).ok();
     st.fs.remount();
@@ -434,4 +438,43 @@ fn the_updater_gets_its_reserve_and_a_health_check() {
     );
     assert!(st.cli(&["release", "--holder", "update"]).status.success());
     assert_eq!(daemon.stop(), Some(0));
+}
+
+#[test]
+fn a_daemon_started_before_the_mount_alarms_then_waits_for_it() {
+    let mut st = Station::new(
+        64,
+        "[policy]\nupdate-reserve-mib = 0\n[daemon]\nballast-mib = 0\ncycle-seconds = 0.1\ncatch-up-seconds = 0.2\n",
+    );
+    for _ in 0..4 {
+        st.record(100 * 1024, false).unwrap();
+    }
+    assert_eq!(st.once(), 0);
+    st.fs.unmount();
+    let index_state = |st: &Station| {
+        std::fs::read_to_string(st.metrics_path())
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|m| m["index"].as_str().map(str::to_owned))
+    };
+    let _ = std::fs::remove_file(st.metrics_path());
+    let mut daemon = st.spawn();
+    assert!(wait_for(Duration::from_secs(10), || index_state(&st)
+        .as_deref()
+        == Some("refused")));
+    assert!(
+        !st.recordings.exists(),
+        "nothing created on the filesystem underneath"
+    );
+    st.fs.remount();
+    assert!(wait_for(Duration::from_secs(10), || index_state(&st)
+        .as_deref()
+        == Some("ok")));
+    st.record(100 * 1024, false).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || st.rows().0.len() == 5),
+        "indexing resumed"
+    );
+    assert_eq!(daemon.stop(), Some(0));
+    assert_index_matches_disk(&st);
 }
