@@ -56,6 +56,8 @@ WKS_FILE_DEPENDS:append = " dosfstools-native mtools-native e2fsprogs-native"
 # qemuarm64 U-Boot flow: the FAT boot partition holds boot.scr and the initial uboot.env.
 IMAGE_BOOT_FILES:qemuarm64 = "boot.scr uboot.env"
 do_image_wic[depends] += "${@'fleet-uboot-script:do_deploy' if d.getVar('FLEET_BOOT_FLOW') == 'uboot' else ''}"
+# The U-Boot flow needs U-Boot itself deployed (QEMU loads it with -bios; the Pi option from FAT).
+EXTRA_IMAGEDEPENDS += "${@'virtual/bootloader' if d.getVar('FLEET_BOOT_FLOW') == 'uboot' else ''}"
 WICVARS:append = " FLEET_ROOTFS_SLOT_SIZE FLEET_DATA_INITIAL_SIZE FLEET_EXT4_HASH_SEED FLEET_DISK_ID \
                    FLEET_FSUUID_CONFIG FLEET_FSUUID_BOOT_A FLEET_FSUUID_BOOT_B FLEET_FSUUID_ROOT_A \
                    FLEET_FSUUID_ROOT_B FLEET_FSUUID_DATA"
