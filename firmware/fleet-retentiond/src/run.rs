@@ -63,12 +63,31 @@ pub fn run(cfg: Config, once: bool) -> Result<Exit, DaemonError> {
             None
         }
     };
+    // Reconciliation scans the whole archive (about 15 s for a million recordings): ask systemd
+    // for more start time than the unit's default rather than be killed half-way.
+    let _ = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::Status("reconciling the index"),
+            sd_notify::NotifyState::ExtendTimeoutUsec(300_000_000),
+        ],
+    );
     let _ = d.reconcile();
     let cfg = d.config().clone();
     d.cycle()?;
     d.write_metrics();
 
-    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let status = match d.refused() {
+        Some(alarm) => format!("refused: {alarm}"),
+        None => "watching".to_owned(),
+    };
+    let _ = sd_notify::notify(
+        false,
+        &[
+            sd_notify::NotifyState::Ready,
+            sd_notify::NotifyState::Status(&status),
+        ],
+    );
     let mut watchdog_usec = 0u64;
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec)
         .then(|| Duration::from_micros(watchdog_usec) / 2);
