@@ -40,8 +40,14 @@ struct Args {
     duration: Option<f64>,
 }
 
-/// How often the loop evaluates schedules and writes the status file.
-const TICK: Duration = Duration::from_millis(250);
+/// How often the loop evaluates schedules, checks health and pings the watchdog (a signal wakes it
+/// at once).
+const TICK: Duration = Duration::from_secs(1);
+/// How often an idle device thread looks at its schedule again.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+/// The status file is rewritten when a device changes state or closes a segment, and at least this
+/// often (each write is an fsync: not every tick).
+const STATUS_EVERY_MS: u64 = 5_000;
 /// A recording device with no progress for this long makes the daemon unhealthy.
 const STALE_MS: u64 = 15_000;
 
@@ -81,6 +87,9 @@ fn main() {
     }
 }
 
+/// What makes the status file worth rewriting at once: (state, segments written, gaps).
+type StatusKey = (DeviceState, u64, u64);
+
 struct Device {
     config: DeviceConfig,
     metrics: Arc<DeviceMetrics>,
@@ -92,6 +101,8 @@ struct Device {
 fn run(config: &Config, duration: Option<f64>) -> anyhow::Result<()> {
     // Signals are taken by one thread with sigwait: every other thread inherits the blocked mask.
     let shutdown = Arc::new(AtomicBool::new(false));
+    // Capacity 1: one signal is enough to stop; the loop waits on it instead of sleeping.
+    let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel::<()>(1);
     {
         use nix::sys::signal::{SigSet, Signal};
         let mut set = SigSet::empty();
@@ -107,6 +118,7 @@ fn run(config: &Config, duration: Option<f64>) -> anyhow::Result<()> {
                     tracing::info!(signal = %sig, "stopping");
                 }
                 shutdown.store(true, Ordering::SeqCst);
+                let _ = wake_tx.try_send(());
             })
             .context("unable to start the signal thread")?;
     }
@@ -159,10 +171,11 @@ fn run(config: &Config, duration: Option<f64>) -> anyhow::Result<()> {
     }
 
     let mut watchdog_usec = 0u64;
-    // Pinged every tick (250 ms), well within any WatchdogSec.
+    // Pinged every tick (1 s): set WatchdogSec to 10 s or more.
     let watchdog = sd_notify::watchdog_enabled(false, &mut watchdog_usec);
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
     tracing::info!(station = %config.station_id, devices = devices.len(), "recording");
+    let mut last_written: Option<(u64, Vec<StatusKey>)> = None;
     loop {
         let stopping = shutdown.load(Ordering::SeqCst);
         let now = clocks_now();
@@ -187,8 +200,20 @@ fn run(config: &Config, duration: Option<f64>) -> anyhow::Result<()> {
             .iter()
             .all(|d| d.thread.as_ref().is_none_or(|t| t.is_finished()));
         let status = status(config, &devices, repaired, &now);
-        if let Err(e) = write_status(&config.status_file, &status) {
-            tracing::warn!(error = format!("{e:#}"), "unable to write the status file");
+        let now_ms = now.monotonic_ns / 1_000_000;
+        let key: Vec<_> = status
+            .devices
+            .iter()
+            .map(|d| (d.state, d.segments_written, d.gaps))
+            .collect();
+        let due = last_written
+            .as_ref()
+            .is_none_or(|(at, k)| *k != key || now_ms.saturating_sub(*at) >= STATUS_EVERY_MS);
+        if due {
+            if let Err(e) = write_status(&config.status_file, &status) {
+                tracing::warn!(error = format!("{e:#}"), "unable to write the status file");
+            }
+            last_written = Some((now_ms, key));
         }
         // The watchdog proves the daemon is not wedged: a device that is missing is not a hang
         // (restarting would not bring it back), a recording device without progress is.
@@ -202,7 +227,9 @@ fn run(config: &Config, duration: Option<f64>) -> anyhow::Result<()> {
         if all_done {
             break;
         }
-        std::thread::sleep(TICK);
+        // Woken early by a signal; after a stop request, tick fast until the devices are done.
+        let wait = if stopping { IDLE_POLL } else { TICK };
+        let _ = wake_rx.recv_timeout(wait);
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     for d in &mut devices {
@@ -303,13 +330,13 @@ fn supervise(
             Some(ClosedBy::Shutdown) => break,
             Some(_) if !active.load(Ordering::SeqCst) => {
                 metrics.set_state(DeviceState::Idle);
-                std::thread::sleep(TICK);
+                std::thread::sleep(IDLE_POLL);
                 continue;
             }
             Some(_) => stop.clear(),
             None if !active.load(Ordering::SeqCst) => {
                 metrics.set_state(DeviceState::Idle);
-                std::thread::sleep(TICK);
+                std::thread::sleep(IDLE_POLL);
                 continue;
             }
             None => {}

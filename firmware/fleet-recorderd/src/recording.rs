@@ -2,17 +2,22 @@
 //! and hands them over a bounded channel to the writer (the calling thread), which cuts segments by
 //! sample count, writes them into `.buffer/` and promotes them into `data/`.
 //!
-//! The capture loop allocates nothing: blocks circulate between a `free` and a `full` channel, both
-//! bounded and both sized at start. If the writer falls behind by the whole ring, the capture thread
+//! The capture loop allocates nothing: blocks circulate between a free pool and a `full` channel,
+//! both bounded and both sized at start. The pool is a stack (last returned, first reused), so in
+//! steady state only the few blocks in flight are ever touched and resident; the rest of the ring
+//! costs address space until the writer falls behind. If the writer falls behind by the whole ring, the capture thread
 //! stops reading, the device overruns, and the overrun is recorded as a gap like any other.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
-use crate::capture::{CaptureError, CaptureSource, Reopen, StreamSpec, clocks_now, decide_reopen};
+use crate::capture::{
+    CaptureError, CaptureSource, ReadOutcome, Reopen, StreamSpec, clocks_now, decide_reopen,
+};
 use crate::guano::{ClosedBy, GapBefore, SegmentMeta};
 use crate::metrics::{DeviceMetrics, DeviceState};
 use crate::segment::{self, Stamp, plan_split};
@@ -98,9 +103,58 @@ struct Block {
     stamp: Stamp,
 }
 
+/// Free blocks, most recently returned on top.
+#[derive(Debug)]
+struct Pool {
+    state: Mutex<PoolState>,
+    returned: Condvar,
+}
+
+#[derive(Debug)]
+struct PoolState {
+    blocks: Vec<Block>,
+    /// The capture thread waits for a block: only then is a wake-up (a syscall) needed.
+    waiting: bool,
+}
+
+impl Pool {
+    fn new(capacity: usize) -> Self {
+        Self {
+            state: Mutex::new(PoolState {
+                blocks: Vec::with_capacity(capacity),
+                waiting: false,
+            }),
+            returned: Condvar::new(),
+        }
+    }
+    /// Takes a block, waiting up to `timeout` for the writer to return one.
+    fn take(&self, timeout: Duration) -> Option<Block> {
+        let mut g = self.state.lock().ok()?;
+        if g.blocks.is_empty() {
+            g.waiting = true;
+            g = self
+                .returned
+                .wait_timeout_while(g, timeout, |s| s.blocks.is_empty())
+                .ok()?
+                .0;
+            g.waiting = false;
+        }
+        g.blocks.pop()
+    }
+    /// Returns a block; never allocates (the vector has room for every block).
+    fn give(&self, b: Block) {
+        if let Ok(mut g) = self.state.lock() {
+            g.blocks.push(b);
+            if g.waiting {
+                self.returned.notify_one();
+            }
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Msg {
-    Audio(Box<Block>),
+    Audio(Block),
     /// The stream broke (xrun, stall, device lost): close the segment, the next one starts after a gap.
     Break(ClosedBy),
     Opened(String),
@@ -136,11 +190,14 @@ pub fn discontinuity_ns(spec: &StreamSpec) -> u64 {
         .max(250_000_000)
 }
 
-/// Blocks of about one period each.
+/// Periods gathered into one block before it is handed to the writer (fewer thread wake-ups).
+const BLOCK_PERIODS: usize = 4;
+
+/// Blocks of `BLOCK_PERIODS` periods each.
 fn block_layout(spec: &StreamSpec, ring_bytes: usize) -> (usize, usize) {
     let frame = spec.frame_bytes();
     let period_frames = spec.frames_in(spec.period).max(64) as usize;
-    let block_bytes = period_frames * frame;
+    let block_bytes = period_frames * BLOCK_PERIODS * frame;
     let blocks = (ring_bytes / block_bytes).max(4);
     (block_bytes, blocks)
 }
@@ -154,19 +211,16 @@ pub fn run_session<S: CaptureSource + 'static>(
     metrics: &Arc<DeviceMetrics>,
 ) -> Result<SessionReport<S>, SessionError> {
     let (block_bytes, blocks) = block_layout(&setup.spec, setup.ring_bytes);
-    // `free` holds every block when idle; `full` has room for every block plus control messages, so
-    // neither send can block for long.
-    let (free_tx, free_rx) = sync_channel::<Box<Block>>(blocks);
+    // The pool holds every block when idle; `full` has room for every block plus control messages,
+    // so no send blocks for long.
+    let pool = Arc::new(Pool::new(blocks));
     let (full_tx, full_rx) = sync_channel::<Msg>(blocks + 16);
     for _ in 0..blocks {
-        let b = Box::new(Block {
+        pool.give(Block {
             data: vec![0u8; block_bytes].into_boxed_slice(),
             frames: 0,
             stamp: Stamp::default(),
         });
-        free_tx.send(b).map_err(|_| SessionError::Join {
-            device: setup.template.device.clone(),
-        })?;
     }
     let capture = {
         let spec = setup.spec;
@@ -175,6 +229,7 @@ pub fn run_session<S: CaptureSource + 'static>(
         let max_frames = setup.max_frames;
         let stop = Arc::clone(stop);
         let metrics = Arc::clone(metrics);
+        let pool = Arc::clone(&pool);
         std::thread::Builder::new()
             .name(format!("capture-{}", setup.template.device))
             .spawn(move || {
@@ -183,11 +238,12 @@ pub fn run_session<S: CaptureSource + 'static>(
                     &mut source,
                     &CaptureLoop {
                         spec,
+                        jump_ns: discontinuity_ns(&spec),
                         debounce,
                         retry,
                         max_frames,
                     },
-                    &free_rx,
+                    &pool,
                     &full_tx,
                     &stop,
                     &metrics,
@@ -199,7 +255,7 @@ pub fn run_session<S: CaptureSource + 'static>(
                 source,
             })?
     };
-    let written = write_loop(&full_rx, &free_tx, setup, metrics);
+    let written = write_loop(&full_rx, &pool, setup, metrics);
     // On a write error the receiver goes away with `full_rx`: the capture thread sees it and ends.
     drop(full_rx);
     let source = capture.join().map_err(|_| SessionError::Join {
@@ -215,6 +271,7 @@ pub fn run_session<S: CaptureSource + 'static>(
 
 struct CaptureLoop {
     spec: StreamSpec,
+    jump_ns: u64,
     debounce: Duration,
     retry: Duration,
     max_frames: Option<u64>,
@@ -238,7 +295,7 @@ fn nap(d: Duration, stop: &StopFlag) {
 fn capture_loop<S: CaptureSource>(
     src: &mut S,
     cfg: &CaptureLoop,
-    free: &Receiver<Box<Block>>,
+    pool: &Pool,
     full: &SyncSender<Msg>,
     stop: &StopFlag,
     metrics: &DeviceMetrics,
@@ -247,7 +304,9 @@ fn capture_loop<S: CaptureSource>(
     let mut open = false;
     let mut ever_opened = false;
     let mut present_since: Option<u64> = None;
-    let mut spare: Option<Box<Block>> = None;
+    let period_frames = cfg.spec.frames_in(cfg.spec.period).max(64) as usize;
+    // The block being filled, read by read, until it holds `BLOCK_PERIODS` periods.
+    let mut filling: Option<Block> = None;
     let mut captured: u64 = 0;
     let end = loop {
         if let Some(reason) = stop.requested() {
@@ -304,35 +363,64 @@ fn capture_loop<S: CaptureSource>(
             }
             continue;
         }
-        let mut block = match spare.take() {
+        let mut block = match filling.take() {
             Some(b) => b,
-            None => match free.recv_timeout(Duration::from_millis(100)) {
-                Ok(b) => b,
+            None => match pool.take(Duration::from_millis(100)) {
+                Some(mut b) => {
+                    b.frames = 0;
+                    b
+                }
                 // The writer is behind by the whole ring: stop reading; the device will overrun.
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break ClosedBy::Shutdown,
+                None => continue,
             },
         };
-        let mut want = block.data.len() / frame_bytes;
+        let capacity = block.data.len() / frame_bytes;
+        let mut want = capacity - block.frames;
         if let Some(m) = cfg.max_frames {
             want = want.min((m - captured) as usize);
         }
-        let broke = match src.read(&mut block.data[..want * frame_bytes]) {
-            Ok(crate::capture::ReadOutcome::Frames { frames: 0, .. }) => {
-                spare = Some(block);
+        let at = block.frames * frame_bytes;
+        let broke = match src.read(&mut block.data[at..at + want * frame_bytes]) {
+            Ok(ReadOutcome::Frames { frames: 0, .. }) => {
+                filling = Some(block);
                 None
             }
-            Ok(crate::capture::ReadOutcome::Frames { frames, stamp }) => {
-                block.frames = frames;
-                block.stamp = stamp;
+            Ok(ReadOutcome::Frames { frames, stamp }) => {
                 captured += frames as u64;
-                if full.send(Msg::Audio(block)).is_err() {
-                    break ClosedBy::Shutdown;
+                let expected = block.stamp.advanced(block.frames as u64, cfg.spec.rate);
+                if block.frames == 0 {
+                    block.stamp = stamp;
+                    block.frames = frames;
+                } else if stamp.monotonic_ns > expected.monotonic_ns.saturating_add(cfg.jump_ns) {
+                    // The clock jumped inside the block: hand over what came before, so the writer
+                    // sees the jump exactly where it happened.
+                    if let Some(mut next) = pool.take(Duration::from_millis(100)) {
+                        let bytes = frames * frame_bytes;
+                        next.data[..bytes].copy_from_slice(&block.data[at..at + bytes]);
+                        next.frames = frames;
+                        next.stamp = stamp;
+                        if full.send(Msg::Audio(block)).is_err() {
+                            break ClosedBy::Shutdown;
+                        }
+                        block = next;
+                    } else {
+                        block.frames += frames;
+                    }
+                } else {
+                    block.frames += frames;
+                }
+                let room = capacity - block.frames;
+                let limit_reached = cfg.max_frames.is_some_and(|m| captured >= m);
+                if room < period_frames || limit_reached {
+                    if full.send(Msg::Audio(block)).is_err() {
+                        break ClosedBy::Shutdown;
+                    }
+                } else {
+                    filling = Some(block);
                 }
                 None
             }
-            Ok(crate::capture::ReadOutcome::Overrun) => {
-                spare = Some(block);
+            Ok(ReadOutcome::Overrun) => {
                 DeviceMetrics::add(&metrics.xruns, 1);
                 tracing::warn!(device = src.describe(), "capture overrun");
                 if let Err(e) = src.recover() {
@@ -340,41 +428,50 @@ fn capture_loop<S: CaptureSource>(
                     src.close();
                     open = false;
                 }
-                Some(ClosedBy::Xrun)
+                Some((block, ClosedBy::Xrun))
             }
-            Ok(crate::capture::ReadOutcome::Stalled) => {
-                spare = Some(block);
+            Ok(ReadOutcome::Stalled) => {
                 DeviceMetrics::add(&metrics.stalls, 1);
                 tracing::warn!(device = src.describe(), "capture stalled, reopening");
                 src.close();
                 open = false;
-                Some(ClosedBy::Stall)
+                Some((block, ClosedBy::Stall))
             }
             Err(CaptureError::Suspended { .. }) => {
-                spare = Some(block);
                 DeviceMetrics::add(&metrics.device_losses, 1);
                 if src.recover().is_err() {
                     src.close();
                     open = false;
                 }
-                Some(ClosedBy::DeviceLost)
+                Some((block, ClosedBy::DeviceLost))
             }
             Err(e) => {
-                spare = Some(block);
                 DeviceMetrics::add(&metrics.device_losses, 1);
                 tracing::warn!(error = %e, "capture device lost");
                 metrics.set_state(DeviceState::Missing);
                 src.close();
                 open = false;
-                Some(ClosedBy::DeviceLost)
+                Some((block, ClosedBy::DeviceLost))
             }
         };
-        if let Some(cause) = broke
-            && full.send(Msg::Break(cause)).is_err()
-        {
-            break ClosedBy::Shutdown;
+        if let Some((block, cause)) = broke {
+            // What was read before the break goes first; then the break.
+            let sent = if block.frames > 0 {
+                full.send(Msg::Audio(block)).is_ok()
+            } else {
+                filling = Some(block);
+                true
+            };
+            if !sent || full.send(Msg::Break(cause)).is_err() {
+                break ClosedBy::Shutdown;
+            }
         }
     };
+    if let Some(block) = filling.take()
+        && block.frames > 0
+    {
+        let _ = full.send(Msg::Audio(block));
+    }
     src.close();
     let _ = full.send(Msg::End(end));
 }
@@ -507,7 +604,7 @@ impl Writer<'_> {
 
 fn write_loop(
     full: &Receiver<Msg>,
-    free: &SyncSender<Box<Block>>,
+    pool: &Pool,
     setup: &SessionSetup,
     metrics: &DeviceMetrics,
 ) -> Result<(Vec<PathBuf>, u64), WavError> {
@@ -534,8 +631,7 @@ fn write_loop(
         match msg {
             Msg::Audio(block) => {
                 let r = w.audio(&block);
-                // Never blocks: the free channel has room for every block.
-                let _ = free.try_send(block);
+                pool.give(block);
                 r?;
             }
             Msg::Break(cause) => {
