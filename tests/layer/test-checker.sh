@@ -39,8 +39,8 @@ echo 'IMAGE_INSTALL += "fleet-firmware' >> "$l/recipes-core/images/fleet-image.b
 check fail "a_recipe_with_an_unclosed_quote_fails_the_parser" "bitbake parser"
 
 fresh
-sed -i 's/^LICENSE = "Apache-2.0"$/LICENSE = "GPLv2"/' "$l/recipes-core/fleet-rootfs/fleet-rootfs.bb"
-check fail "a_recipe_with_a_non_spdx_licence_fails_the_linter" "oelint-adv"
+echo 'SRC_URI += "https://example.com/tool-1.0.tar.gz"' >> "$l/recipes-core/fleet-rootfs/fleet-rootfs.bb"
+check fail "a_remote_source_without_a_checksum_fails_the_linter" "oelint-adv"
 
 fresh
 # the first package's version changes: the crate list no longer matches
