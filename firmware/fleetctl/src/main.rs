@@ -140,6 +140,10 @@ struct ClearArgs {
     /// Clear the bundle even while an offer names it.
     #[arg(long, requires = "bundle")]
     force: bool,
+    /// First retract the retained offer to this target (device:<id> or group:<name>;
+    /// repeat for more): its bundle is then no longer offered.
+    #[arg(long = "offer")]
+    offers: Vec<Target>,
     /// Only say what would be cleared.
     #[arg(long)]
     dry_run: bool,
@@ -347,33 +351,39 @@ async fn clear(args: ClearArgs) -> anyhow::Result<()> {
         Some(id) => ClearScope::Bundle(id),
         None => ClearScope::Unreferenced,
     };
-    let report = fleetctl::publish::clear(
-        &args.broker.broker,
-        &scope,
-        args.force,
-        args.dry_run,
-        &Limits::DEFAULT,
-    )
-    .await
-    .map_err(|e| {
-        if e.is_invalid_input() {
-            InvalidInput(e.into()).into()
-        } else {
-            anyhow::Error::from(e)
-        }
-    })?;
+    let mut req = fleetctl::publish::ClearRequest::new(scope);
+    req.retract = args.offers;
+    req.force = args.force;
+    req.dry_run = args.dry_run;
+    let report = fleetctl::publish::clear(&args.broker.broker, &req)
+        .await
+        .map_err(|e| {
+            if e.is_invalid_input() {
+                InvalidInput(e.into()).into()
+            } else {
+                anyhow::Error::from(e)
+            }
+        })?;
     let verb = if args.dry_run {
         "would clear"
     } else {
         "cleared"
     };
+    for topic in &report.retracted {
+        let verb = if args.dry_run {
+            "would retract"
+        } else {
+            "retracted"
+        };
+        println!("{verb} offer {topic}");
+    }
     for (id, topics) in &report.cleared {
         println!("{verb} bundle {id} ({topics} topics)");
     }
     for id in &report.kept {
         println!("kept bundle {id}: an offer names it");
     }
-    if report.cleared.is_empty() {
+    if report.cleared.is_empty() && report.retracted.is_empty() {
         println!("nothing to clear");
     }
     Ok(())

@@ -569,17 +569,50 @@ pub struct ClearReport {
     pub cleared: BTreeMap<BundleId, usize>,
     /// Bundles left because an offer names them.
     pub kept: BTreeSet<BundleId>,
+    /// Offer topics emptied (`--offer`).
+    pub retracted: Vec<String>,
 }
 
-/// Removes retained bundle topics (an empty retained publish deletes a retained message).
-pub async fn clear(
-    addr: &BrokerAddr,
-    scope: &ClearScope,
-    force: bool,
-    dry_run: bool,
-    limits: &Limits,
-) -> Result<ClearReport, PublishError> {
-    let book = OfferBook::read(addr, limits).await?;
+/// What `clear` removes.
+#[derive(Debug, Clone)]
+pub struct ClearRequest {
+    pub scope: ClearScope,
+    /// Retract the retained offers to these targets first (their bundles then count as not
+    /// offered). Stations ignore an emptied offer topic: an update already under way goes on.
+    pub retract: Vec<Target>,
+    /// Clear a [`ClearScope::Bundle`] even while an offer names it.
+    pub force: bool,
+    /// Only report what would be removed.
+    pub dry_run: bool,
+    pub limits: Limits,
+}
+
+impl ClearRequest {
+    /// Clear `scope`, retract nothing, not forced, for real.
+    #[must_use]
+    pub fn new(scope: ClearScope) -> Self {
+        Self {
+            scope,
+            retract: Vec::new(),
+            force: false,
+            dry_run: false,
+            limits: Limits::DEFAULT,
+        }
+    }
+}
+
+/// Removes retained offers and bundle topics (an empty retained publish deletes a retained
+/// message).
+pub async fn clear(addr: &BrokerAddr, req: &ClearRequest) -> Result<ClearReport, PublishError> {
+    let (scope, force, dry_run, limits) = (&req.scope, req.force, req.dry_run, &req.limits);
+    let mut book = OfferBook::read(addr, limits).await?;
+    let mut retracted = Vec::new();
+    for t in &req.retract {
+        let topic = offer_topic(t);
+        if book.offers.remove(&topic).is_some() {
+            retracted.push(topic);
+        }
+    }
     let referenced = book.referenced_bundles();
     let manifests = collect_retained(
         addr,
@@ -598,7 +631,10 @@ pub async fn clear(
             on_broker.insert(id, count);
         }
     }
-    let mut report = ClearReport::default();
+    let mut report = ClearReport {
+        retracted,
+        ..ClearReport::default()
+    };
     let chosen: Vec<BundleId> = match scope {
         ClearScope::Bundle(id) => {
             if let Some(topics) = referenced.get(id)
@@ -629,6 +665,11 @@ pub async fn clear(
     } else {
         Some(Connection::open(addr, "fleetctl-clear", Duration::from_secs(10)).await?)
     };
+    if let Some(c) = conn.as_mut() {
+        for t in &report.retracted {
+            c.publish(t, Vec::new(), true).await?;
+        }
+    }
     for id in chosen {
         let count = match on_broker.get(&id).copied().flatten() {
             Some(n) => n,

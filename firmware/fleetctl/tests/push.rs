@@ -9,7 +9,7 @@ use fleet_proto::envelope::{Kind, open_json};
 use fleet_proto::{BundleManifest, Limits, TrustedKeys};
 use fleet_testkit::Mosquitto;
 use fleetctl::connection::{BrokerAddr, Connection, collect_retained};
-use fleetctl::publish::{ClearScope, PublishError, PushRequest, clear, push};
+use fleetctl::publish::{ClearRequest, ClearScope, PublishError, PushRequest, clear, push};
 
 const QUIET: Duration = Duration::from_millis(300);
 const CHUNK: u32 = 64 * 1024;
@@ -207,15 +207,9 @@ async fn clear_removes_unoffered_bundles_and_keeps_offered_ones_unless_forced() 
     req.version = semver::Version::new(1, 2, 0);
     let new_id = f.push(&req).await.expect("push").bundle_id;
 
-    let report = clear(
-        &f.addr,
-        &ClearScope::Unreferenced,
-        false,
-        false,
-        &Limits::DEFAULT,
-    )
-    .await
-    .expect("clear");
+    let report = clear(&f.addr, &ClearRequest::new(ClearScope::Unreferenced))
+        .await
+        .expect("clear");
     assert_eq!(
         report.cleared.keys().copied().collect::<Vec<BundleId>>(),
         vec![old_id]
@@ -234,30 +228,41 @@ async fn clear_removes_unoffered_bundles_and_keeps_offered_ones_unless_forced() 
         "manifest and 3 chunks of the offered bundle stay"
     );
 
-    let err = clear(
-        &f.addr,
-        &ClearScope::Bundle(new_id),
-        false,
-        false,
-        &Limits::DEFAULT,
-    )
-    .await
-    .expect_err("still offered");
+    let err = clear(&f.addr, &ClearRequest::new(ClearScope::Bundle(new_id)))
+        .await
+        .expect_err("still offered");
     assert!(matches!(err, PublishError::StillOffered { .. }), "{err}");
-    clear(
-        &f.addr,
-        &ClearScope::Bundle(new_id),
-        true,
-        false,
-        &Limits::DEFAULT,
-    )
-    .await
-    .expect("forced clear");
+    let mut forced = ClearRequest::new(ClearScope::Bundle(new_id));
+    forced.force = true;
+    forced.dry_run = true;
+    let report = clear(&f.addr, &forced).await.expect("dry run");
+    assert_eq!(report.cleared.get(&new_id), Some(&4));
+    assert_eq!(f.retained().await.len(), 5, "a dry run removes nothing");
+    forced.dry_run = false;
+    clear(&f.addr, &forced).await.expect("forced clear");
     let left = f.retained().await;
     assert_eq!(
         left.keys().cloned().collect::<Vec<_>>(),
         vec!["fleet/v1/groups/g/offer".to_owned()]
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retracting_an_offer_lets_clear_remove_its_bundle_and_leaves_the_broker_empty() {
+    let f = fixture();
+    let path = f.bundle("b.bin", 150_000, 8);
+    f.push(&f.request(&path, "device:stn-1"))
+        .await
+        .expect("push");
+    let mut req = ClearRequest::new(ClearScope::Unreferenced);
+    req.retract = vec!["device:stn-1".parse().expect("target")];
+    let report = clear(&f.addr, &req).await.expect("clear");
+    assert_eq!(
+        report.retracted,
+        vec!["fleet/v1/devices/stn-1/offer".to_owned()]
+    );
+    assert_eq!(report.cleared.len(), 1);
+    assert!(f.retained().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
