@@ -161,13 +161,34 @@ fn main() {
     );
     drop(index);
 
+    // The periodic catch-up through the daemon: nothing changed, then one new file in the (flat)
+    // recordings directory, which makes the catch-up list it whole.
+    let cfg = fleet_retentiond::config::parse(&format!(
+        "recordings-dir = {:?}\nstate-dir = {:?}\ntrust-time = \"never\"\n",
+        data,
+        dir.path()
+    ))
+    .map_err(|e| format!("{e:?}"))
+    .unwrap();
+    let mut daemon = fleet_retentiond::daemon::Daemon::open(cfg).unwrap();
+    daemon.catch_up().unwrap();
+    let t = Instant::now();
+    assert_eq!(daemon.catch_up().unwrap(), 0);
+    println!("  catch-up, nothing changed:    {:>10.1} ms", ms(t.elapsed()));
+    std::thread::sleep(Duration::from_millis(20));
+    File::create(data.join(name(n + 1))).unwrap();
+    let t = Instant::now();
+    assert_eq!(daemon.catch_up().unwrap(), 1);
+    println!("  catch-up, one new file:       {:>10.1} ms (lists the flat directory)", ms(t.elapsed()));
+    drop(daemon);
+
     // A deleted database: rebuild by adopting every file.
     std::fs::remove_file(&db).unwrap();
     let _ = std::fs::remove_file(dir.path().join("index.sqlite-wal"));
     let _ = std::fs::remove_file(dir.path().join("index.sqlite-shm"));
     let mut fresh = Index::open(&db).unwrap();
     let report = reconcile::reconcile(&mut fresh, &data, None, 0.5, 4, 2_000, &[]).unwrap();
-    assert_eq!(report.adopted, n);
+    assert_eq!(report.adopted, n + 1);
     println!(
         "  rebuild from files (no index):{:>10.1} ms",
         ms(report.took)
