@@ -91,6 +91,7 @@ struct LinkState {
 #[derive(Debug)]
 pub struct Connection {
     addr: BrokerAddr,
+    client_id: String,
     client: AsyncClient,
     state: watch::Receiver<LinkState>,
     inbound: mpsc::Receiver<Message>,
@@ -113,7 +114,7 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Self, ConnectionError> {
         let id = format!("{prefix}-{:016x}", rand::random::<u64>());
-        let mut opts = MqttOptions::new(id, addr.host.clone(), addr.port);
+        let mut opts = MqttOptions::new(id.clone(), addr.host.clone(), addr.port);
         opts.set_clean_session(true)
             .set_keep_alive(Duration::from_secs(30))
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
@@ -156,6 +157,7 @@ impl Connection {
         });
         let mut conn = Self {
             addr: addr.clone(),
+            client_id: id,
             client,
             state,
             inbound,
@@ -350,8 +352,23 @@ impl Connection {
     }
 }
 
-/// Opens a connection, subscribes to `filters`, and returns what the broker sends until it is
-/// quiet: the retained messages on those filters (last one per topic wins).
+/// Topic prefix of the marker [`collect_retained`] sends itself (outside `fleet/v1/`: it is
+/// this tool's, not part of the protocol). An operator account needs publish and subscribe
+/// rights on `fleetctl/sync/#`; without them reads fall back to a longer quiet period.
+pub const SYNC_PREFIX: &str = "fleetctl/sync";
+/// Without the marker, a read ends after this long without a message.
+const FALLBACK_QUIET: Duration = Duration::from_secs(2);
+
+/// Opens a connection, subscribes to `filters`, and returns the retained messages on them
+/// (last one per topic wins).
+///
+/// The end of the retained burst is found with a marker: after the subscriptions are
+/// acknowledged, the connection publishes a nonce to its own `fleetctl/sync/<client-id>`
+/// topic. A broker that delivers in order (mosquitto) sends it after every retained message,
+/// so the read ends `quiet` after the marker (that slack covers brokers that deliver
+/// subscriptions in parallel, like rumqttd). Without the marker the read ends after
+/// `FALLBACK_QUIET` of silence. A slow machine therefore cannot cut the read short, which
+/// matters: a missed offer would make `push` pick a sequence stations refuse.
 pub async fn collect_retained(
     addr: &BrokerAddr,
     filters: &[String],
@@ -360,13 +377,34 @@ pub async fn collect_retained(
 ) -> Result<Vec<Message>, ConnectionError> {
     let timeout = Duration::from_secs(10);
     let mut conn = Connection::open(addr, "fleetctl-read", timeout).await?;
-    conn.subscribe(filters, timeout).await?;
-    let msgs = conn.drain(quiet, timeout, max_messages).await?;
-    conn.close(timeout).await?;
+    let sync_topic = format!("{SYNC_PREFIX}/{}", conn.client_id);
+    let mut all = filters.to_vec();
+    all.push(sync_topic.clone());
+    conn.subscribe(&all, timeout).await?;
+    let nonce = format!("{:016x}", rand::random::<u64>()).into_bytes();
+    conn.publish(&sync_topic, nonce.clone(), false).await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut marker_seen = false;
     let mut last: std::collections::BTreeMap<String, Message> = std::collections::BTreeMap::new();
-    for m in msgs {
-        last.insert(m.topic.clone(), m);
+    let mut taken = 0usize;
+    while taken < max_messages {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        let wait = if marker_seen { quiet } else { FALLBACK_QUIET };
+        match conn.next_message(wait.min(left)).await? {
+            None => break,
+            Some(m) if m.topic == sync_topic => {
+                marker_seen |= m.payload == nonce;
+            }
+            Some(m) => {
+                taken += 1;
+                last.insert(m.topic.clone(), m);
+            }
+        }
     }
+    conn.close(timeout).await?;
     Ok(last.into_values().collect())
 }
 

@@ -31,8 +31,9 @@ use crate::target::Target;
 const PUBLISH_WINDOW: u64 = 16;
 /// How long the broker may take to acknowledge what was sent.
 const ACK_TIMEOUT: Duration = Duration::from_secs(60);
-/// Silence after which a fresh subscription has delivered its retained messages.
-pub const RETAINED_QUIET: Duration = Duration::from_millis(400);
+/// Silence after the read marker after which a fresh subscription has delivered its retained
+/// messages (see [`collect_retained`]).
+pub const RETAINED_QUIET: Duration = Duration::from_millis(200);
 /// Most retained messages one discovery read takes in.
 const MAX_DISCOVERED: usize = 100_000;
 
