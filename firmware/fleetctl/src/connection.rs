@@ -316,29 +316,6 @@ impl Connection {
         }
     }
 
-    /// Reads messages until `quiet` passes without one (the retained messages a fresh
-    /// subscription delivers arrive back to back), or `limit` in total has passed.
-    pub async fn drain(
-        &mut self,
-        quiet: Duration,
-        limit: Duration,
-        max_messages: usize,
-    ) -> Result<Vec<Message>, ConnectionError> {
-        let deadline = tokio::time::Instant::now() + limit;
-        let mut out = Vec::new();
-        while out.len() < max_messages {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            match self.next_message(quiet.min(left)).await? {
-                Some(m) => out.push(m),
-                None => break,
-            }
-        }
-        Ok(out)
-    }
-
     /// Sends DISCONNECT after every queued publish is acknowledged.
     pub async fn close(mut self, timeout: Duration) -> Result<(), ConnectionError> {
         self.flush(timeout).await?;
