@@ -1,0 +1,195 @@
+//! The update the updater is working on, read from its journal
+//! (`<data>/fleet/updated/journal.json`, written by `fleet-updated`). Read only: the CLI never
+//! writes the journal. A journal from another release may not parse as this release's types;
+//! then the phase name is still shown.
+use std::path::{Path, PathBuf};
+
+use fleet_core::update::Outcome;
+use fleet_core::update::engine::{Phase, State};
+use serde_json::Value;
+
+/// Largest journal read (the updater's own limit).
+pub const MAX_JOURNAL_BYTES: u64 = 1024 * 1024;
+
+/// What the journal says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// No journal: the updater never ran or the data was reset.
+    NoJournal,
+    /// The updater's engine state.
+    Known(Box<State>),
+    /// A journal this release cannot fully read; its phase name, when present.
+    Unreadable {
+        phase: Option<String>,
+        reason: String,
+    },
+}
+
+/// The journal file under `data_root`.
+#[must_use]
+pub fn journal_path(data_root: &Path) -> PathBuf {
+    data_root.join("fleet/updated/journal.json")
+}
+
+/// Reads the journal; never fails (a bad journal is reported as such).
+#[must_use]
+pub fn read(data_root: &Path) -> Pending {
+    let path = journal_path(data_root);
+    let meta = match std::fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Pending::NoJournal,
+        Err(e) => {
+            return Pending::Unreadable {
+                phase: None,
+                reason: format!("unable to read {}: {e}", path.display()),
+            };
+        }
+    };
+    if meta.len() > MAX_JOURNAL_BYTES {
+        return Pending::Unreadable {
+            phase: None,
+            reason: format!(
+                "{} is larger than {MAX_JOURNAL_BYTES} bytes",
+                path.display()
+            ),
+        };
+    }
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            return Pending::Unreadable {
+                phase: None,
+                reason: format!("unable to read {}: {e}", path.display()),
+            };
+        }
+    };
+    parse(&bytes)
+}
+
+/// Parses journal bytes (`{"v":1,"state":{"engine":{...},...}}`).
+#[must_use]
+pub fn parse(bytes: &[u8]) -> Pending {
+    let value: Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            return Pending::Unreadable {
+                phase: None,
+                reason: format!("not json: {e}"),
+            };
+        }
+    };
+    let engine = value.get("state").and_then(|s| s.get("engine"));
+    let phase = engine
+        .and_then(|e| e.get("phase"))
+        .and_then(|p| p.get("phase"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if value.get("v").and_then(Value::as_u64) != Some(1) {
+        return Pending::Unreadable {
+            phase,
+            reason: "unknown journal version".into(),
+        };
+    }
+    match engine.map(|e| serde_json::from_value::<State>(e.clone())) {
+        Some(Ok(state)) => Pending::Known(Box::new(state)),
+        Some(Err(e)) => Pending::Unreadable {
+            phase,
+            reason: e.to_string(),
+        },
+        None => Pending::Unreadable {
+            phase,
+            reason: "no engine state".into(),
+        },
+    }
+}
+
+/// One line about the update in progress, for `fleet status`.
+#[must_use]
+pub fn describe_phase(state: &State) -> String {
+    let job = |verb: &str, p: &Phase| -> String {
+        match p.job() {
+            Some(job) => format!("{verb} {} (update {})", job.version, job.update_id),
+            None => verb.to_owned(),
+        }
+    };
+    match &state.phase {
+        Phase::Idle => "none pending".to_owned(),
+        p @ Phase::Downloading { job: j, held_bytes } => format!(
+            "{}, {} of {}",
+            job("downloading", p),
+            crate::text::bytes(*held_bytes),
+            crate::text::bytes(j.bundle_size)
+        ),
+        p @ Phase::Verifying { .. } => job("verifying", p),
+        p @ Phase::Installing { slot, .. } => format!("{} into slot {slot}", job("installing", p)),
+        p @ (Phase::ArmingTrial { slot, attempt, .. }
+        | Phase::Rebooting { slot, attempt, .. }
+        | Phase::HealthChecking { slot, attempt, .. }) => format!(
+            "{} on trial in slot {slot}, attempt {attempt}",
+            job(phase_word(&state.phase), p)
+        ),
+        p @ Phase::Committing { slot, .. } => format!("{} in slot {slot}", job("committing", p)),
+        p @ Phase::RollingBack { bad_slot, .. } => {
+            format!("{}, giving up slot {bad_slot}", job("rolling back", p))
+        }
+    }
+}
+
+fn phase_word(phase: &Phase) -> &'static str {
+    match phase {
+        Phase::ArmingTrial { .. } => "arming",
+        Phase::Rebooting { .. } => "rebooting into",
+        _ => "health-checking",
+    }
+}
+
+/// One line about how the last update ended.
+#[must_use]
+pub fn describe_outcome(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Committed {
+            update_id,
+            slot,
+            version,
+        } => format!("committed {version} in slot {slot} (update {update_id})"),
+        Outcome::RolledBack {
+            update_id,
+            bad_slot,
+            cause,
+        } => format!("rolled back from slot {bad_slot} (update {update_id}): {cause:?}"),
+        other => {
+            let text = serde_json::to_value(other)
+                .ok()
+                .and_then(|v| v.get("result").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| "ended".to_owned());
+            format!("{text}: {other:?}")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_and_unknown_versions_are_unreadable_but_keep_the_phase_name() {
+        assert!(matches!(
+            parse(b"nope"),
+            Pending::Unreadable { phase: None, .. }
+        ));
+        let future = br#"{"v":2,"state":{"engine":{"phase":{"phase":"teleporting"}}}}"#;
+        assert_eq!(
+            parse(future),
+            Pending::Unreadable {
+                phase: Some("teleporting".into()),
+                reason: "unknown journal version".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_missing_journal_is_no_journal() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(read(dir.path()), Pending::NoJournal);
+    }
+}
