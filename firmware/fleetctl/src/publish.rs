@@ -343,6 +343,16 @@ pub fn describe_bundle(req: &PushRequest) -> Result<BundleManifest, PublishError
         });
     }
     let file_name = check_file_name(path)?;
+    let chunks = meta.len().div_ceil(u64::from(req.chunk_size.max(1)));
+    if chunks > u64::from(req.limits.max_chunks) {
+        return Err(PublishError::Manifest {
+            path: path.clone(),
+            reason: format!(
+                "{chunks} chunks of {} bytes is above the limit of {} chunks: use a larger --chunk-size",
+                req.chunk_size, req.limits.max_chunks
+            ),
+        });
+    }
     let file = File::open(path).map_err(read_err)?;
     fleet_proto::chunk::build_manifest(
         file,

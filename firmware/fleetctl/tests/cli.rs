@@ -158,3 +158,37 @@ fn an_unreachable_broker_fails_with_exit_code_1_and_its_address() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("127.0.0.1:1"), "{stderr}");
 }
+
+#[test]
+fn a_chunk_size_outside_the_limits_is_refused() {
+    let d = setup();
+    let out = fleetctl(
+        &push_args(&[
+            "b.bin",
+            "--to",
+            "group:g",
+            "--version",
+            "1.0.0",
+            "--chunk-size",
+            "100",
+        ]),
+        d.tmp.path(),
+    );
+    assert_refused(&out, "chunk-size 100 is outside");
+    // 2 GiB in 4 KiB chunks is far more than 8192 chunks: refused before hashing.
+    let f = std::fs::File::create(d.tmp.path().join("big.bin")).expect("create");
+    f.set_len(1024 * 1024 * 1024).expect("sparse");
+    let out = fleetctl(
+        &push_args(&[
+            "big.bin",
+            "--to",
+            "group:g",
+            "--version",
+            "1.0.0",
+            "--chunk-size",
+            "4096",
+        ]),
+        d.tmp.path(),
+    );
+    assert_refused(&out, "above the limit of 8192 chunks");
+}
