@@ -191,7 +191,7 @@ pub fn discontinuity_ns(spec: &StreamSpec) -> u64 {
 }
 
 /// Periods gathered into one block before it is handed to the writer (fewer thread wake-ups).
-const BLOCK_PERIODS: usize = 4;
+const BLOCK_PERIODS: usize = 8;
 
 /// Blocks of `BLOCK_PERIODS` periods each.
 fn block_layout(spec: &StreamSpec, ring_bytes: usize) -> (usize, usize) {

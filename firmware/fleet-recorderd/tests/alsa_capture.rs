@@ -134,7 +134,10 @@ fn sigkill_loses_nothing_on_disk_and_the_next_start_repairs_the_open_segment() {
 
     // Paced in real time, names sort by time in sequence order.
     for (i, f) in before.iter().enumerate() {
-        assert!(f.to_string_lossy().ends_with(&format!("_{i:08}.wav")), "{f:?} is not #{i}");
+        assert!(
+            f.to_string_lossy().ends_with(&format!("_{i:08}.wav")),
+            "{f:?} is not #{i}"
+        );
     }
     // Everything already promoted is complete and continuous from the first sample.
     let mut all = Vec::new();
@@ -294,7 +297,12 @@ fn a_device_that_appears_later_is_opened_after_the_debounce_and_reported_missing
     wait_for(Duration::from_secs(20), "a segment from the device", || {
         !bench.promoted().is_empty()
     });
-    let s = common::status(&bench).expect("status");
-    assert_eq!(s["devices"][0]["state"], "recording");
-    assert_eq!(s["healthy"], true);
+    // The status file follows within a tick.
+    wait_for(Duration::from_secs(5), "a healthy status", || {
+        common::status(&bench).is_some_and(|s| {
+            s["devices"][0]["state"] == "recording"
+                && s["healthy"] == true
+                && s["devices"][0]["segments-written"].as_u64() >= Some(1)
+        })
+    });
 }
