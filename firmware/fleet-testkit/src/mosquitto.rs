@@ -1,6 +1,7 @@
 //! A real mosquitto broker on a free loopback port, killed when the guard drops.
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -27,6 +28,12 @@ impl Mosquitto {
         let conf = dir.path().join("mosquitto.conf");
         let data = dir.path().join("db");
         std::fs::create_dir_all(&data).context("unable to create persistence directory")?;
+        // mosquitto started as root drops to the `mosquitto` user: let it write its database
+        // and log in this private directory.
+        for d in [dir.path(), data.as_path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777))
+                .context("unable to open the broker directory to the broker user")?;
+        }
         let mut f = std::fs::File::create(&conf).context("unable to write mosquitto.conf")?;
         writeln!(
             f,

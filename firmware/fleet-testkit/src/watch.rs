@@ -139,6 +139,27 @@ impl Watcher {
         }
     }
 
+    /// Waits until `device`'s retained presence is `expected` (`online`/`offline`).
+    pub async fn wait_presence(
+        &mut self,
+        device: &str,
+        expected: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if self.presence.get(device).is_some_and(|p| p == expected) {
+                return Ok(());
+            }
+            if !self.pump(deadline).await? {
+                bail!(
+                    "presence of {device} is {:?}, not {expected:?}, after {timeout:?}",
+                    self.presence.get(device)
+                );
+            }
+        }
+    }
+
     /// Forgets the events seen so far (so the next wait only sees new ones).
     pub fn clear_events(&mut self) {
         self.events.clear();

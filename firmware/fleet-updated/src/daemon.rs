@@ -744,7 +744,16 @@ where
                 .fail_download(DownloadFailure::ManifestMismatch { detail })
                 .await;
         }
-        let available = self.cfg.update.download_space_bytes;
+        // The allowed space, and what the file system really has left.
+        let data = self.cfg.data_dir.clone();
+        let id = opened.bundle_id.to_string();
+        let fs_free = tokio::task::spawn_blocking(move || download::free_bytes_for(&data, &id))
+            .await?
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "unable to read free space; relying on the configured limit");
+                u64::MAX
+            });
+        let available = self.cfg.update.download_space_bytes.min(fs_free);
         if opened.size > available {
             return self
                 .fail_download(DownloadFailure::NoSpace {

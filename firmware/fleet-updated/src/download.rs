@@ -394,6 +394,19 @@ pub fn remove_all_except(data_dir: &Path, keep: Option<&str>) -> std::io::Result
     Ok(freed)
 }
 
+/// Bytes the file system holding `data_dir` still has for unprivileged writers, plus what the
+/// download of `bundle_id` already occupies there (it is overwritten in place).
+pub fn free_bytes_for(data_dir: &Path, bundle_id: &str) -> std::io::Result<u64> {
+    let dir = downloads_dir(data_dir);
+    std::fs::create_dir_all(&dir)?;
+    let st = nix::sys::statvfs::statvfs(&dir).map_err(std::io::Error::from)?;
+    let free = st.blocks_available().saturating_mul(st.fragment_size());
+    let own = std::fs::metadata(dir.join(format!("{bundle_id}.part")))
+        .map(|m| std::os::unix::fs::MetadataExt::blocks(&m) * 512)
+        .unwrap_or(0);
+    Ok(free.saturating_add(own))
+}
+
 /// Bytes used by downloads under `data_dir`.
 pub fn used_bytes(data_dir: &Path) -> u64 {
     std::fs::read_dir(downloads_dir(data_dir))

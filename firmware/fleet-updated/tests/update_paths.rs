@@ -8,7 +8,7 @@ use common::{COMPATIBLE, StationOptions, WAIT, bundle, spawn};
 use fleet_core::slot::{Slot, SlotHealth};
 use fleet_core::update::{FallbackCause, Outcome, PhaseName, Report};
 use fleet_sim::Behaviour;
-use fleet_testkit::operator::{offer_to_device, offer_to_group, test_key};
+use fleet_testkit::operator::{offer_to_device, test_key};
 use fleet_testkit::{Mosquitto, Operator, Watcher};
 
 fn v(s: &str) -> semver::Version {
@@ -28,16 +28,17 @@ async fn stations_commit_a_good_slot_and_fall_back_from_a_sick_or_dead_one() {
     let mut watch = Watcher::connect(&broker, "watcher").await.expect("watcher");
     let key = op.public_hex();
 
-    let good = bundle("1.1.0", Behaviour::Normal, 300_000);
-    let dead = bundle("1.1.0", Behaviour::Unbootable, 100_000);
-    let good_m = op
-        .publish_bundle(&good, COMPATIBLE, &v("1.1.0"), 64 * 1024)
-        .await
-        .expect("bundle");
-    let dead_m = op
-        .publish_bundle(&dead, COMPATIBLE, &v("1.1.0"), 16 * 1024)
-        .await
-        .expect("bundle");
+    // The operator's own tool publishes: `fleetctl push` (retained manifest and chunks, then
+    // the signed offer), to a group and to one device.
+    let files = tempfile::tempdir().expect("tempdir");
+    let good_path = files.path().join("good.raucb");
+    let dead_path = files.path().join("dead.raucb");
+    std::fs::write(&good_path, bundle("1.1.0", Behaviour::Normal, 300_000)).expect("bundle");
+    std::fs::write(&dead_path, bundle("1.1.0", Behaviour::Unbootable, 100_000)).expect("bundle");
+    let addr = fleetctl::connection::BrokerAddr {
+        host: broker.host().to_owned(),
+        port: broker.port(),
+    };
 
     let canary = || StationOptions {
         groups: vec!["canary".into()],
@@ -61,20 +62,21 @@ async fn stations_commit_a_good_slot_and_fall_back_from_a_sick_or_dead_one() {
             .expect("idle");
     }
 
-    op.publish_offer(
-        &offer_to_group("canary", "rel-110", 10, &good_m).expect("offer"),
-        None,
-        None,
-    )
-    .await
-    .expect("offer");
-    op.publish_offer(
-        &offer_to_device("stn-dead", "rel-110-dead", 11, &dead_m).expect("offer"),
-        None,
-        None,
-    )
-    .await
-    .expect("offer");
+    for (path, to, chunk) in [
+        (&good_path, "group:canary", 64 * 1024),
+        (&dead_path, "device:stn-dead", 16 * 1024),
+    ] {
+        let mut req = fleetctl::publish::PushRequest::new(
+            path.clone(),
+            to.parse().expect("target"),
+            v("1.1.0"),
+            COMPATIBLE.to_owned(),
+        );
+        req.chunk_size = chunk;
+        fleetctl::publish::push(&addr, op.key(), &req, &mut |_| {})
+            .await
+            .expect("fleetctl push");
+    }
 
     // (1) committed on the new slot.
     let s = watch
@@ -164,8 +166,20 @@ async fn stations_commit_a_good_slot_and_fall_back_from_a_sick_or_dead_one() {
     assert_eq!(dead_env.booted, Slot::A);
     assert!(dead_env.boots >= 2, "the dead slot was tried: {dead_env:?}");
 
+    for id in ["stn-ok", "stn-sick", "stn-dead"] {
+        watch
+            .wait_presence(id, "online", WAIT)
+            .await
+            .expect("online");
+    }
     for st in [ok, sick, dead_stn] {
         st.stop().await;
+    }
+    for id in ["stn-ok", "stn-sick", "stn-dead"] {
+        watch
+            .wait_presence(id, "offline", WAIT)
+            .await
+            .expect("offline after stopping");
     }
     watch
         .wait_state("stn-ok", Duration::from_secs(5), |_| true)
