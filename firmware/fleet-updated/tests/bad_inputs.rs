@@ -152,6 +152,48 @@ async fn every_bad_input_is_refused_with_its_reason_and_installs_nothing() {
     })
     .await;
 
+    // Correctly signed bytes that are not an offer.
+    let not_offer = envelope::seal(Kind::Offer, br#"{"update-id": 1}"#, op.key());
+    op.publish_raw(&offer_topic, not_offer, true)
+        .await
+        .expect("publish");
+    rejected(&mut watch, "signed garbage", |r| {
+        matches!(r, RejectReason::Malformed { .. })
+    })
+    .await;
+
+    // An offer with a field the protocol does not know (refused, not ignored).
+    let mut extra = serde_json::to_value(&base).expect("json");
+    extra["install-anyway"] = serde_json::Value::Bool(true);
+    let extra = envelope::seal(
+        Kind::Offer,
+        &serde_json::to_vec(&extra).expect("json"),
+        op.key(),
+    );
+    op.publish_raw(&offer_topic, extra, true)
+        .await
+        .expect("publish");
+    rejected(&mut watch, "unknown field", |r| {
+        matches!(r, RejectReason::Malformed { .. })
+    })
+    .await;
+
+    // Offers that contradict themselves.
+    op.publish_offer(&with(&|o| o.bundle_size = 0), None, None)
+        .await
+        .expect("publish");
+    rejected(&mut watch, "empty bundle", |r| {
+        matches!(r, RejectReason::InvalidOffer { .. })
+    })
+    .await;
+    op.publish_offer(&with(&|o| o.expires_at = Some(o.issued_at - 1)), None, None)
+        .await
+        .expect("publish");
+    rejected(&mut watch, "expiry before issue", |r| {
+        matches!(r, RejectReason::InvalidOffer { .. })
+    })
+    .await;
+
     // An offer for another station, published on this station's topic.
     let other_target =
         with(&|o| o.target = Target::Device(DeviceId::new("stn-other").expect("id")));
