@@ -213,6 +213,20 @@ fn run(config: &Config, duration: Option<f64>) -> anyhow::Result<()> {
             if let Err(e) = write_status(&config.status_file, &status) {
                 tracing::warn!(error = format!("{e:#}"), "unable to write the status file");
             }
+            let summary: Vec<String> = status
+                .devices
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} {:?}: {} segments, {} gaps",
+                        d.id, d.state, d.segments_written, d.gaps
+                    )
+                })
+                .collect();
+            let _ = sd_notify::notify(
+                false,
+                &[sd_notify::NotifyState::Status(&summary.join("; "))],
+            );
             last_written = Some((now_ms, key));
         }
         // The watchdog proves the daemon is not wedged: a device that is missing is not a hang
