@@ -252,3 +252,104 @@ async fn a_broker_restart_mid_download_resumes_without_receiving_held_chunks_aga
         "every byte was received exactly once"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raising_the_rollout_percentage_widens_the_wave() {
+    let broker = Mosquitto::start().expect("broker");
+    let op = Operator::connect(&broker, "operator", test_key(6))
+        .await
+        .expect("operator");
+    let mut watch = Watcher::connect(&broker, "watcher").await.expect("watcher");
+    let files = tempfile::tempdir().expect("tempdir");
+    let path = files.path().join("wave.raucb");
+    std::fs::write(&path, bundle("1.2.0", Behaviour::Normal, 20_000)).expect("bundle");
+    let addr = fleetctl::connection::BrokerAddr {
+        host: broker.host().to_owned(),
+        port: broker.port(),
+    };
+    let update = fleet_core::ids::UpdateId::new("wave-120").expect("id");
+    let push = |percent: u8| {
+        let mut req = fleetctl::publish::PushRequest::new(
+            path.clone(),
+            "group:field".parse().expect("target"),
+            v("1.2.0"),
+            COMPATIBLE.to_owned(),
+        );
+        req.chunk_size = 4096;
+        req.update_id = Some(update.clone());
+        req.percent = fleet_core::update::RolloutPercent::new(percent).expect("percent");
+        req
+    };
+    let ids = ["stn-w1", "stn-w2", "stn-w3", "stn-w4"];
+    let bucket = |id: &str| {
+        fleet_core::update::wave::bucket(&fleet_core::ids::DeviceId::new(id).expect("id"), &update)
+    };
+    let percent = ids.iter().map(|id| bucket(id)).min().expect("ids") + 1;
+    let (first, rest): (Vec<&str>, Vec<&str>) = ids.iter().partition(|id| bucket(id) < percent);
+    assert!(
+        !rest.is_empty(),
+        "every station fell into the first wave; pick other ids"
+    );
+
+    let opts = || StationOptions {
+        groups: vec!["field".into()],
+        ..Default::default()
+    };
+    let stations: Vec<_> = ids
+        .iter()
+        .map(|id| spawn(id, &broker, &op.public_hex(), opts()))
+        .collect();
+    for id in ids {
+        watch
+            .wait_state(id, WAIT, |s| s.phase == PhaseName::Idle)
+            .await
+            .expect("idle");
+    }
+
+    // The first wave: only stations whose bucket is below the percentage take it.
+    fleetctl::publish::push(&addr, op.key(), &push(percent), &mut |_| {})
+        .await
+        .expect("push");
+    for id in &first {
+        let s = watch
+            .wait_state(id, WAIT, idle_with_outcome)
+            .await
+            .expect("first wave");
+        assert_eq!(s.version, v("1.2.0"), "{id}");
+    }
+    for id in &rest {
+        watch
+            .wait_event(id, WAIT, |e| {
+                matches!(
+                    &e.event,
+                    Report::OfferRejected {
+                        reason: fleet_core::update::RejectReason::NotInWave { .. },
+                        ..
+                    }
+                )
+            })
+            .await
+            .expect("outside the first wave");
+        let s = &watch.states[*id];
+        assert_eq!(
+            (s.version.clone(), s.phase),
+            (v("1.0.0"), PhaseName::Idle),
+            "{id}"
+        );
+    }
+
+    // The same update re-signed at 100 % with a higher sequence: everyone else follows.
+    fleetctl::publish::push(&addr, op.key(), &push(100), &mut |_| {})
+        .await
+        .expect("push");
+    for id in &rest {
+        let s = watch
+            .wait_state(id, WAIT, idle_with_outcome)
+            .await
+            .expect("second wave");
+        assert_eq!(s.version, v("1.2.0"), "{id}");
+    }
+    for st in stations {
+        st.stop().await;
+    }
+}
