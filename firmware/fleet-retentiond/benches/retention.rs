@@ -174,12 +174,18 @@ fn main() {
     daemon.catch_up().unwrap();
     let t = Instant::now();
     assert_eq!(daemon.catch_up().unwrap(), 0);
-    println!("  catch-up, nothing changed:    {:>10.1} ms", ms(t.elapsed()));
+    println!(
+        "  catch-up, nothing changed:    {:>10.1} ms",
+        ms(t.elapsed())
+    );
     std::thread::sleep(Duration::from_millis(20));
     File::create(data.join(name(n + 1))).unwrap();
     let t = Instant::now();
     assert_eq!(daemon.catch_up().unwrap(), 1);
-    println!("  catch-up, one new file:       {:>10.1} ms (lists the flat directory)", ms(t.elapsed()));
+    println!(
+        "  catch-up, one new file:       {:>10.1} ms (lists the flat directory)",
+        ms(t.elapsed())
+    );
     drop(daemon);
 
     // A deleted database: rebuild by adopting every file.

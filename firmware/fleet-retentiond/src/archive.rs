@@ -37,26 +37,36 @@ pub fn scan(root: &Path, max_depth: usize) -> Result<Vec<Found>, ArchiveError> {
     Ok(out)
 }
 
-/// Like [`scan`], but lists only directories whose modification time differs from the one in
-/// `seen` (entries are added or removed there): the periodic catch-up's cheap path. Updates
-/// `seen`; returns the directories listed in `listed`.
+/// What the catch-up remembers of a directory: its modification time when last listed and its
+/// subdirectories then (absolute path, relative prefix). Creating or removing an entry changes a
+/// directory's mtime, so while it is unchanged the remembered subdirectories are still right.
+pub type DirCache = HashMap<PathBuf, (SystemTime, Vec<(PathBuf, String)>)>;
+
+/// Like [`scan`], but lists only directories whose modification time changed since `seen`
+/// recorded it, and walks unchanged ones through their remembered subdirectories without reading
+/// them: the periodic catch-up's cheap path. Updates `seen`; returns the listed directories'
+/// prefixes in `listed`.
 ///
 /// # Errors
 /// `root` cannot be read.
 pub fn scan_changed(
     root: &Path,
     max_depth: usize,
-    seen: &mut HashMap<PathBuf, SystemTime>,
+    seen: &mut DirCache,
     out: &mut Vec<Found>,
     listed: &mut Vec<String>,
 ) -> Result<(), ArchiveError> {
     let mut stack = vec![(root.to_owned(), String::new(), 0usize)];
     while let Some((dir, prefix, depth)) = stack.pop() {
         let mtime = std::fs::metadata(&dir).and_then(|m| m.modified()).ok();
-        let changed = match (mtime, seen.get(&dir)) {
-            (Some(now), Some(before)) => now != *before,
-            _ => true,
-        };
+        if let (Some(now), Some((before, subdirs))) = (mtime, seen.get(&dir))
+            && now == *before
+        {
+            for (path, rel) in subdirs {
+                stack.push((path.clone(), rel.clone(), depth + 1));
+            }
+            continue;
+        }
         let entries = match std::fs::read_dir(&dir) {
             Ok(e) => e,
             Err(source) if depth == 0 => return Err(ArchiveError::ReadDir { path: dir, source }),
@@ -65,9 +75,8 @@ pub fn scan_changed(
                 continue;
             }
         };
-        if changed {
-            listed.push(prefix.clone());
-        }
+        listed.push(prefix.clone());
+        let mut subdirs = Vec::new();
         for entry in entries.flatten() {
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
@@ -82,9 +91,10 @@ pub fn scan_changed(
             };
             if ft.is_dir() {
                 if depth < max_depth {
+                    subdirs.push((entry.path(), rel.clone()));
                     stack.push((entry.path(), rel, depth + 1));
                 }
-            } else if changed && ft.is_file() && name::is_recording(name) {
+            } else if ft.is_file() && name::is_recording(name) {
                 let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
                 out.push(Found {
                     rel,
@@ -93,7 +103,7 @@ pub fn scan_changed(
             }
         }
         if let Some(m) = mtime {
-            seen.insert(dir, m);
+            seen.insert(dir, (m, subdirs));
         }
     }
     Ok(())
@@ -168,7 +178,38 @@ pub fn guano_timestamp_ms(text: &str) -> Option<i64> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn the_catch_up_lists_only_directories_that_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("2026-11-22")).unwrap();
+        std::fs::write(root.join("a_st_mic_1.wav"), b"x").unwrap();
+        std::fs::write(root.join("2026-11-22/b_st_mic_2.wav"), b"x").unwrap();
+        let mut cache = DirCache::new();
+        let (mut out, mut listed) = (Vec::new(), Vec::new());
+        scan_changed(root, 4, &mut cache, &mut out, &mut listed).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(listed.len(), 2);
+
+        let (mut out, mut listed) = (Vec::new(), Vec::new());
+        scan_changed(root, 4, &mut cache, &mut out, &mut listed).unwrap();
+        assert!(
+            out.is_empty() && listed.is_empty(),
+            "nothing changed: nothing read"
+        );
+
+        // A new file in the subdirectory: only that directory is listed, through the cache.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(root.join("2026-11-22/c_st_mic_3.wav"), b"x").unwrap();
+        let (mut out, mut listed) = (Vec::new(), Vec::new());
+        scan_changed(root, 4, &mut cache, &mut out, &mut listed).unwrap();
+        assert_eq!(listed, vec!["2026-11-22".to_owned()]);
+        assert_eq!(out.len(), 2);
+        assert!(out.iter().any(|f| f.rel == "2026-11-22/c_st_mic_3.wav"));
+    }
 
     #[test]
     fn guano_timestamps_with_offsets_convert_to_utc() {

@@ -65,7 +65,7 @@ pub struct Daemon {
     rebuilt: bool,
     rate: VecDeque<(Instant, u64)>,
     pending: Changes,
-    dir_mtimes: HashMap<PathBuf, SystemTime>,
+    dir_mtimes: archive::DirCache,
     metrics: Metrics,
     /// Bumped by every change this process makes to the index.
     generation: u64,

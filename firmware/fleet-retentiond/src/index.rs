@@ -405,12 +405,33 @@ impl Index {
     /// # Errors
     /// The query fails.
     pub fn present_paths_among(&self, paths: &[String]) -> Result<HashSet<String>, IndexError> {
+        // Many paths (a large flat directory listed again): one scan beats a lookup each.
+        if paths.len() > 4_096 {
+            let all = self.present_paths()?;
+            return Ok(paths.iter().filter(|p| all.contains(*p)).cloned().collect());
+        }
         Ok(paths
             .iter()
             .zip(self.rows_by_path_for_each(paths)?)
             .filter(|(_, present)| *present)
             .map(|(p, _)| p.clone())
             .collect())
+    }
+
+    /// Every present row's path.
+    ///
+    /// # Errors
+    /// The query fails.
+    pub fn present_paths(&self) -> Result<HashSet<String>, IndexError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path FROM recordings WHERE local_deleted = 0")
+            .map_err(q("prepare the path listing"))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(q("list present paths"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(q("list present paths"))
     }
 
     fn rows_by_path_for_each(&self, paths: &[String]) -> Result<Vec<bool>, IndexError> {
