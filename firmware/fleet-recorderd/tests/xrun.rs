@@ -83,7 +83,7 @@ fn record_in_child(dir: &Path) {
         metrics.xruns.load(Ordering::Relaxed) >= 1,
         "alsa-lib reported the overrun"
     );
-    assert_eq!(metrics.gaps.load(Ordering::Relaxed), 1);
+    assert!(metrics.gaps.load(Ordering::Relaxed) >= 1);
 }
 
 #[test]
@@ -120,35 +120,40 @@ fn an_xrun_is_recorded_as_a_gap_and_starts_a_new_segment() {
     );
 
     let files = bench.promoted();
-    assert_eq!(files.len(), 2, "the xrun split the recording: {files:?}");
-    let (first, a) = read_segment(&files[0]);
-    let (second, b) = read_segment(&files[1]);
-    assert_eq!(guano::field(&a, "FLEET|Closed By"), Some("xrun"));
+    let segs: Vec<(Vec<u8>, String)> = files.iter().map(|f| read_segment(f)).collect();
+    // A loaded machine may add gaps of its own: look for the xrun.
+    let at = segs
+        .iter()
+        .position(|(_, t)| guano::field(t, "FLEET|Closed By") == Some("xrun"))
+        .expect("a segment closed by the xrun");
+    let (first, _) = &segs[at];
+    let (_, b) = segs.get(at + 1).expect("a new segment after the xrun");
     assert!(
-        first.len() >= RATE as usize * 2 * 6 / 5,
-        "first segment holds what came before the stall"
+        segs[..=at].iter().map(|(d, _)| d.len()).sum::<usize>() >= RATE as usize * 2 * 6 / 5,
+        "what came before the stall is recorded before the gap"
     );
-    assert_eq!(guano::field(&b, "FLEET|Gap Cause"), Some("xrun"));
-    let gap_ms: u64 = guano::field(&b, "FLEET|Gap Before Ms")
+    assert_eq!(guano::field(b, "FLEET|Gap Cause"), Some("xrun"));
+    let gap_ms: u64 = guano::field(b, "FLEET|Gap Before Ms")
         .expect("gap recorded")
         .parse()
         .expect("number");
-    eprintln!("gap {gap_ms} ms, first {} frames", first.len() / 2);
     assert!(
         gap_ms >= 500,
         "a 2.5 s stall over a 1 s buffer loses time, got {gap_ms} ms"
     );
-    assert_eq!(first.len() + second.len(), RATE as usize * 2 * 3);
+    let total: usize = segs.iter().map(|(d, _)| d.len()).sum();
+    assert_eq!(total, RATE as usize * 2 * 3);
     // Each segment is itself a continuous run of the source (never spliced within a file).
-    for seg in [&first, &second] {
-        let head = &seg[..64];
-        let at = source
-            .windows(64)
+    for (seg, _) in &segs {
+        let head = &seg[..64.min(seg.len())];
+        let start = source
+            .windows(head.len())
             .position(|w| w == head)
             .expect("segment start in source");
         assert!(
-            source[at..at + seg.len()] == seg[..],
+            source[start..start + seg.len()] == seg[..],
             "segment is a continuous run"
         );
     }
+    assert!(!first.is_empty());
 }
