@@ -27,7 +27,7 @@ fn main() {
 
 async fn bench() {
     let f = fixtures_or_skip!();
-    let station = Station::start().expect("station starts");
+    let mut station = Station::start().expect("station starts");
     let client = station.client(lenient()).await;
     let path = bundle(f, "good-2.0.0");
     let mut totals = Vec::new();

@@ -25,7 +25,7 @@ use station::{COMPATIBLE, Station, bundle, lenient, run};
 #[tokio::test]
 async fn good_bundle_lands_in_the_other_slot_with_progress_and_becomes_primary() {
     let f = fixtures_or_skip!();
-    let station = Station::start().expect("station starts");
+    let mut station = Station::start().expect("station starts");
     let client = station.client(lenient()).await;
     assert_eq!(client.booted().await.expect("booted"), Slot::A);
     assert_eq!(client.primary().await.expect("primary"), Slot::A);
@@ -83,7 +83,7 @@ async fn good_bundle_lands_in_the_other_slot_with_progress_and_becomes_primary()
 #[tokio::test]
 async fn every_broken_bundle_is_refused_with_raucs_reason_and_leaves_the_slot_untouched() {
     let f = fixtures_or_skip!();
-    let station = Station::start().expect("station starts");
+    let mut station = Station::start().expect("station starts");
     let client = station.client(lenient()).await;
     let index = std::fs::read_to_string(f.bundles.join("index.txt")).expect("bundle index");
     let broken: Vec<(&str, &str)> = index
@@ -204,7 +204,7 @@ async fn rauc_killed_mid_install_is_reported_as_a_retryable_restart() {
 #[tokio::test]
 async fn a_manifest_hash_rauc_cannot_check_is_not_silently_dropped() {
     let f = fixtures_or_skip!();
-    let station = Station::start().expect("station starts");
+    let mut station = Station::start().expect("station starts");
     let client = station.client(RaucOptions::default()).await;
     let before = station.slot_hash(Slot::B);
     let path = bundle(f, "good-2.0.0");
@@ -235,7 +235,7 @@ async fn a_manifest_hash_rauc_cannot_check_is_not_silently_dropped() {
 #[tokio::test]
 async fn marking_slots_goes_through_raucs_bootloader_backend() {
     let _f = fixtures_or_skip!();
-    let station = Station::start().expect("station starts");
+    let mut station = Station::start().expect("station starts");
     let client = station.client(lenient()).await;
 
     let marked = client
@@ -292,7 +292,7 @@ async fn installing_while_rauc_is_down_is_a_retryable_error() {
 #[tokio::test]
 async fn a_second_install_while_one_runs_is_busy_and_the_first_still_completes() {
     let f = fixtures_or_skip!();
-    let station = Station::start().expect("station starts");
+    let mut station = Station::start().expect("station starts");
     let client = station.client(lenient()).await;
     std::fs::write(station.path("boot/hold"), "").expect("create hold file");
     let first_path = bundle(f, "good-2.0.0");
@@ -338,7 +338,7 @@ async fn a_second_install_while_one_runs_is_busy_and_the_first_still_completes()
 #[tokio::test]
 async fn the_bus_dying_mid_install_is_reported_as_a_lost_connection() {
     let f = fixtures_or_skip!();
-    let station = Station::start().expect("station starts");
+    let mut station = Station::start().expect("station starts");
     let client = station.client(lenient()).await;
     std::fs::write(station.path("boot/hold"), "").expect("create hold file");
     let bus_pid = station.dbus.id();

@@ -305,8 +305,8 @@ impl Station {
             "<!DOCTYPE busconfig PUBLIC \"-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN\" \
              \"http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd\">\n\
              <busconfig><type>session</type><listen>unix:path={sock}</listen><auth>EXTERNAL</auth>\
-             <policy context=\"default\"><allow send_destination=\"*\" eavesdrop=\"true\"/>\
-             <allow eavesdrop=\"true\"/><allow own=\"*\"/></policy></busconfig>\n",
+             <policy context=\"default\"><allow user=\"*\"/><allow own=\"*\"/>\
+             <allow send_destination=\"*\"/><allow receive_sender=\"*\"/></policy></busconfig>\n",
             sock = d.join("bus.sock").display()
         );
         std::fs::write(d.join("bus.conf"), bus_conf).map_err(io)?;
@@ -376,18 +376,27 @@ impl Station {
     }
 
     /// A client once RAUC answers on the bus (it needs a moment to claim its name).
-    pub async fn client(&self, options: RaucOptions) -> RaucClient {
+    /// A client once RAUC answers on the bus (it needs a moment to claim its name). Fails the
+    /// test at once if RAUC exits, and after 20 s if it never answers.
+    pub async fn client(&mut self, options: RaucOptions) -> RaucClient {
         let client = RaucClient::connect(&self.address, options)
             .await
             .expect("connect to the private bus");
-        for _ in 0..800 {
-            match client.compatible().await {
-                Ok(_) => return client,
-                Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(25)).await,
-                Err(e) => panic!("rauc answered with an error: {e}"),
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while tokio::time::Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.rauc.as_mut().map(Child::try_wait) {
+                panic!("rauc service exited ({status}); log:\n{}", self.log());
+            }
+            match tokio::time::timeout(Duration::from_secs(2), client.compatible()).await {
+                Ok(Ok(_)) => return client,
+                Ok(Err(e)) if !e.is_retryable() => panic!("rauc answered with an error: {e}"),
+                Ok(Err(_)) | Err(_) => tokio::time::sleep(Duration::from_millis(25)).await,
             }
         }
-        panic!("rauc did not appear on the bus; log:\n{}", self.log());
+        panic!(
+            "rauc did not appear on the bus within 20 s; log:\n{}",
+            self.log()
+        );
     }
 
     pub fn log(&self) -> String {
