@@ -16,7 +16,7 @@ use fleet_proto::{Limits, StationEvent, StationState};
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::time::Instant;
 
-use crate::connection::{BrokerAddr, Connection, ConnectionError};
+use crate::connection::{BrokerAddr, ConnectionError};
 use crate::status::{describe_cause, name_of};
 
 /// How a station's part in an update ended.
@@ -375,39 +375,118 @@ impl Ui {
 const TRAILING_EVENTS: Duration = Duration::from_millis(300);
 
 /// A subscription to every station's state and events, opened before an offer goes out so
-/// that no step is missed.
+/// that no step is missed. It runs on a `fleet-mqtt` session: a watch that lasts an hour
+/// survives a broker restart (reconnect with backoff and jitter, then resubscribe; the retained
+/// states come again and the newest per station wins).
 #[derive(Debug)]
 pub struct Watcher {
-    conn: Connection,
+    addr: BrokerAddr,
+    session: fleet_mqtt::Session,
+    events: tokio::sync::mpsc::Receiver<fleet_mqtt::SessionEvent>,
 }
 
 impl Watcher {
-    /// Connects and subscribes.
+    /// Connects and subscribes; fails at once when the broker cannot be reached the first
+    /// time. Returns when the broker has the subscriptions (seen by a marker message sent to
+    /// itself through them, or after 2 s if the marker cannot come back).
     pub async fn subscribe(addr: &BrokerAddr) -> Result<Self, ConnectionError> {
+        use fleet_mqtt::{Session, SessionConfig, SessionEvent};
         let timeout = Duration::from_secs(10);
-        let mut conn = Connection::open(addr, "fleetctl-watch", timeout).await?;
-        conn.subscribe(
-            &[
+        let client_id = format!("fleetctl-watch-{:016x}", rand::random::<u64>());
+        let sync_topic = format!("{}/{client_id}", crate::connection::SYNC_PREFIX);
+        let mut config = SessionConfig::new(client_id, addr.host.clone(), addr.port);
+        config.limits.max_packet_bytes = crate::connection::MAX_PACKET_BYTES;
+        let (session, mut events) = Session::start(config);
+        let lost = |reason: String| ConnectionError::Connect {
+            addr: addr.clone(),
+            reason,
+        };
+        session
+            .subscribe_many(&[
                 topic::filter::ALL_STATES.to_owned(),
                 topic::filter::ALL_EVENTS.to_owned(),
-            ],
-            timeout,
-        )
-        .await?;
-        Ok(Self { conn })
+                sync_topic.clone(),
+            ])
+            .await
+            .map_err(|e| lost(e.to_string()))?;
+        match tokio::time::timeout(timeout, events.recv()).await {
+            Err(_) => {
+                session.abort();
+                return Err(ConnectionError::ConnectTimeout {
+                    addr: addr.clone(),
+                    timeout,
+                });
+            }
+            Ok(None) => return Err(lost("session ended".into())),
+            Ok(Some(SessionEvent::Disconnected { reason, .. })) => {
+                session.abort();
+                return Err(lost(reason));
+            }
+            Ok(Some(_)) => {}
+        }
+        // The subscriptions went out in one request: once the marker comes back through one of
+        // them, all are in place. Messages read meanwhile are kept for the watch.
+        // The session queues its SUBSCRIBE from a helper task after the connect, so a marker
+        // may overtake it: send it again every 100 ms until one comes back.
+        let nonce = format!("{:016x}", rand::random::<u64>()).into_bytes();
+        let mut held = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        let mut resend = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = resend.tick() => {
+                    session
+                        .publish(&sync_topic, nonce.clone(), false)
+                        .await
+                        .map_err(|e| lost(e.to_string()))?;
+                }
+                ev = tokio::time::timeout_at(deadline, events.recv()) => match ev {
+                    Err(_) | Ok(None) => break,
+                    Ok(Some(SessionEvent::Message(m))) if m.topic == sync_topic => {
+                        if m.payload[..] == nonce[..] {
+                            break;
+                        }
+                    }
+                    Ok(Some(ev)) => held.push(ev),
+                },
+            }
+        }
+        // Markers still in flight are dropped by the watch loop (not a fleet topic).
+        // Give back what arrived before the marker, in order, ahead of everything else.
+        let (tx, rx) = tokio::sync::mpsc::channel(held.len().max(1) + WATCH_QUEUE);
+        for ev in held {
+            let _ = tx.try_send(ev);
+        }
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                if tx.send(ev).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            addr: addr.clone(),
+            session,
+            events: rx,
+        })
     }
 
     /// Follows `opts.update_id` until every station ended, `opts.timeout`, or `stop`
     /// resolves (Ctrl-C in the binary).
     pub async fn run(
-        self,
+        mut self,
         opts: &WatchOptions,
         ui: &mut Ui,
         stop: impl Future<Output = ()>,
     ) -> Result<WatchSummary, ConnectionError> {
-        follow(self.conn, opts, ui, stop).await
+        let summary = follow(&self.addr, &mut self.events, opts, ui, stop).await;
+        let _ = self.session.disconnect().await;
+        summary
     }
 }
+
+/// Events queued between the session and the watch loop.
+const WATCH_QUEUE: usize = 256;
 
 /// [`Watcher::subscribe`] then [`Watcher::run`].
 pub async fn watch(
@@ -420,7 +499,8 @@ pub async fn watch(
 }
 
 async fn follow(
-    mut conn: Connection,
+    addr: &BrokerAddr,
+    events: &mut tokio::sync::mpsc::Receiver<fleet_mqtt::SessionEvent>,
     opts: &WatchOptions,
     ui: &mut Ui,
     stop: impl Future<Output = ()>,
@@ -458,14 +538,34 @@ async fn follow(
             break;
         }
         let wait = (deadline - now).min(Duration::from_millis(100));
-        let msg = tokio::select! {
-            m = conn.next_message(wait) => m?,
+        let event = tokio::select! {
+            e = tokio::time::timeout(wait, events.recv()) => e,
             () = &mut stop => {
                 summary.interrupted = true;
                 break;
             }
         };
-        let Some(msg) = msg else { continue };
+        let msg = match event {
+            Err(_) => continue,
+            Ok(None) => {
+                return Err(ConnectionError::Lost {
+                    addr: addr.clone(),
+                    reason: "the MQTT session ended".into(),
+                });
+            }
+            Ok(Some(fleet_mqtt::SessionEvent::Disconnected { reason, retry_in })) => {
+                ui.println(&format!(
+                    "watch: broker connection lost ({reason}); retrying in {:.1} s",
+                    retry_in.as_secs_f64()
+                ));
+                continue;
+            }
+            Ok(Some(fleet_mqtt::SessionEvent::Connected)) => {
+                ui.println("watch: reconnected to the broker");
+                continue;
+            }
+            Ok(Some(fleet_mqtt::SessionEvent::Message(m))) => m,
+        };
         match Topic::parse(&msg.topic) {
             Ok(Topic::DeviceState(id)) => {
                 let Ok(s) = decode_state(&msg.payload, &opts.limits) else {
@@ -545,6 +645,5 @@ async fn follow(
         .into_iter()
         .filter(|d| !summary.ends.contains_key(d))
         .collect();
-    let _ = conn.close(Duration::from_secs(2)).await;
     Ok(summary)
 }
