@@ -37,15 +37,19 @@ do_deploy() {
     install -m 0644 ${B}/cmdline-a.txt ${B}/cmdline-b.txt ${DEPLOYDIR}/fleet/
     # The bootfs slot image: same files as boot-a, reproducible (fixed volume id, fixed mtimes).
     img=${B}/fleet-bootfs.vfat
-    rm -f $img
+    rm -rf $img ${B}/stage
     mkfs.vfat -n BOOT -i F1EE0010 -C $img ${FLEET_BOOTFS_SIZE_KB}
-    for entry in ${FLEET_RPI_BOOT_FILES} fleet/cmdline-a.txt\;cmdline.txt; do
+    # entries are "<deployed file>[;<name in the image>]", as IMAGE_BOOT_FILES
+    entries="${FLEET_RPI_BOOT_FILES} fleet/cmdline-a.txt;cmdline.txt"
+    for entry in $entries; do
         src=${entry%%;*}; dst=${entry#*;}
         [ "$dst" = "$entry" ] && dst=$(basename $src)
         if [ -e ${DEPLOY_DIR_IMAGE}/$src ]; then from=${DEPLOY_DIR_IMAGE}/$src; else from=${DEPLOYDIR}/$src; fi
         case $dst in */*) mmd -D s -i $img ::$(dirname $dst) 2>/dev/null || true ;; esac
-        touch -h -d @${SOURCE_DATE_EPOCH} $from 2>/dev/null || true
-        mcopy -m -i $img $from ::$dst
+        # a staged copy with a fixed mtime, so the FAT image is reproducible
+        install -m 0644 -D $from ${B}/stage/$dst
+        touch -d @${SOURCE_DATE_EPOCH} ${B}/stage/$dst
+        mcopy -m -i $img ${B}/stage/$dst ::$dst
     done
     install -m 0644 $img ${DEPLOYDIR}/fleet-bootfs-${MACHINE}.vfat
     install -m 0755 ${S}/bootfs-post-install ${DEPLOYDIR}/fleet/bootfs-post-install
