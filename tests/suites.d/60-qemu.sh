@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Full-system tests of a station under qemu-system-aarch64: U-Boot boot counting, fallback after
+# reboots, panics and hangs, the health gate, power cuts during installs, serial-console recovery.
+# Builds (or takes from target/qemu-cache/) the firmware and the image, then runs every scenario.
+#   FLEET_QEMU_ONLY=a,b    run only these scenarios (tests/qemu/harness.py --only)
+#   FLEET_QEMU_CUTS=N      power cuts (default 20)
+#   FLEET_QEMU_SEED=N      seed of the cut moments (default: random, printed)
+# Prints each scenario's slot sequence and a final "N passed, N failed". docs/reference/qemu-harness.md
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+started=$(date +%s)
+fail() { echo "qemu: $*"; echo "0 passed, 1 failed"; exit 1; }
+
+fw=$("$root/tests/qemu/build-firmware.sh") || fail "cross build of the firmware failed"
+echo "qemu: firmware built ($(($(date +%s) - started)) s)"
+image=$("$root/tests/qemu/build.sh" --firmware-dir "$fw" | tail -n1) || fail "image build failed"
+[ -f "$image/.done" ] || fail "image build failed"
+echo "qemu: image $image ($(($(date +%s) - started)) s)"
+work=$(mktemp -d "${TMPDIR:-/tmp}/fleet-qemu.XXXXXX")
+keep=${FLEET_QEMU_KEEP:-0}
+trap '[ "$keep" = 1 ] || rm -rf "$work"' EXIT
+args=(--image "$image" --work "$work" --cuts "${FLEET_QEMU_CUTS:-20}" --summary "$work/summary.json")
+[ -n "${FLEET_QEMU_ONLY:-}" ] && args+=(--only "$FLEET_QEMU_ONLY")
+[ -n "${FLEET_QEMU_SEED:-}" ] && args+=(--seed "$FLEET_QEMU_SEED")
+python3 "$root/tests/qemu/harness.py" "${args[@]}" | tee "$work/harness.out"
+rc=${PIPESTATUS[0]}
+[ $rc -eq 0 ] || { keep=1; echo "qemu: logs kept in $work"; }
+echo "qemu: suite took $(($(date +%s) - started)) s"
+last=$(tail -n1 "$work/harness.out")
+[[ $last =~ ^[0-9]+\ passed,\ [0-9]+\ failed$ ]] || { last="0 passed, 1 failed"; rc=1; }
+echo "$last"
+exit $rc
