@@ -227,6 +227,8 @@ pub struct AlsaSource {
     name: String,
     pcm: Option<alsa::PCM>,
     spec: Option<StreamSpec>,
+    /// The errno `recover` has to handle: EPIPE (overrun) or ESTRPIPE (suspended).
+    recover_errno: i32,
 }
 
 impl std::fmt::Debug for AlsaSource {
@@ -247,6 +249,7 @@ impl AlsaSource {
             name,
             pcm: None,
             spec: None,
+            recover_errno: libc_errno::EPIPE,
         }
     }
 
@@ -315,6 +318,50 @@ impl AlsaSource {
         selem
             .set_capture_db_all(alsa::mixer::MilliBel::from_db(db), alsa::Round::Floor)
             .map_err(|e| e.to_string())
+    }
+}
+
+impl AlsaSource {
+    fn read_inner(&mut self, buf: &mut [u8]) -> Result<ReadOutcome, CaptureError> {
+        let (Some(pcm), Some(spec)) = (self.pcm.as_ref(), self.spec.as_ref()) else {
+            return Err(CaptureError::Disconnected {
+                device: self.name.clone(),
+            });
+        };
+        let timeout = spec.stall_timeout.as_millis().min(u128::from(u32::MAX)) as u32;
+        match pcm.wait(Some(timeout)) {
+            Ok(true) => {}
+            Ok(false) => return Ok(ReadOutcome::Stalled),
+            Err(e) if e.errno() == libc_errno::EPIPE => return Ok(ReadOutcome::Overrun),
+            Err(e) if e.errno() == libc_errno::EINTR => {
+                return Ok(ReadOutcome::Frames {
+                    frames: 0,
+                    stamp: Stamp::default(),
+                });
+            }
+            Err(e) => return Err(self.io_err("wait on", &e)),
+        }
+        let frame_bytes = spec.frame_bytes();
+        let whole = buf.len() / frame_bytes * frame_bytes;
+        let io = pcm.io_bytes();
+        let n = match io.readi(&mut buf[..whole]) {
+            Ok(n) => n,
+            Err(e) if e.errno() == libc_errno::EPIPE => return Ok(ReadOutcome::Overrun),
+            Err(e) if e.errno() == libc_errno::EAGAIN || e.errno() == libc_errno::EINTR => 0,
+            Err(e) => return Err(self.io_err("read", &e)),
+        };
+        drop(io);
+        // The first frame read was captured (n + frames still waiting) frames ago.
+        let now = clocks_now();
+        let waiting = pcm.avail_update().unwrap_or(0).max(0) as u64;
+        let back = frames_to_ns(n as u64 + waiting, spec.rate);
+        Ok(ReadOutcome::Frames {
+            frames: n,
+            stamp: Stamp {
+                monotonic_ns: now.monotonic_ns.saturating_sub(back),
+                wall_unix_ns: now.wall_unix_ns.saturating_sub(back as i64),
+            },
+        })
     }
 }
 
@@ -393,45 +440,12 @@ impl CaptureSource for AlsaSource {
     }
 
     fn read(&mut self, buf: &mut [u8]) -> Result<ReadOutcome, CaptureError> {
-        let (Some(pcm), Some(spec)) = (self.pcm.as_ref(), self.spec.as_ref()) else {
-            return Err(CaptureError::Disconnected {
-                device: self.name.clone(),
-            });
+        let r = self.read_inner(buf);
+        self.recover_errno = match r {
+            Err(CaptureError::Suspended { .. }) => libc_errno::ESTRPIPE,
+            _ => libc_errno::EPIPE,
         };
-        let timeout = spec.stall_timeout.as_millis().min(u128::from(u32::MAX)) as u32;
-        match pcm.wait(Some(timeout)) {
-            Ok(true) => {}
-            Ok(false) => return Ok(ReadOutcome::Stalled),
-            Err(e) if e.errno() == libc_errno::EPIPE => return Ok(ReadOutcome::Overrun),
-            Err(e) if e.errno() == libc_errno::EINTR => {
-                return Ok(ReadOutcome::Frames {
-                    frames: 0,
-                    stamp: Stamp::default(),
-                });
-            }
-            Err(e) => return Err(self.io_err("wait on", &e)),
-        }
-        let frame_bytes = spec.frame_bytes();
-        let whole = buf.len() / frame_bytes * frame_bytes;
-        let io = pcm.io_bytes();
-        let n = match io.readi(&mut buf[..whole]) {
-            Ok(n) => n,
-            Err(e) if e.errno() == libc_errno::EPIPE => return Ok(ReadOutcome::Overrun),
-            Err(e) if e.errno() == libc_errno::EAGAIN || e.errno() == libc_errno::EINTR => 0,
-            Err(e) => return Err(self.io_err("read", &e)),
-        };
-        drop(io);
-        // The first frame read was captured (n + frames still waiting) frames ago.
-        let now = clocks_now();
-        let waiting = pcm.avail_update().unwrap_or(0).max(0) as u64;
-        let back = frames_to_ns(n as u64 + waiting, spec.rate);
-        Ok(ReadOutcome::Frames {
-            frames: n,
-            stamp: Stamp {
-                monotonic_ns: now.monotonic_ns.saturating_sub(back),
-                wall_unix_ns: now.wall_unix_ns.saturating_sub(back as i64),
-            },
-        })
+        r
     }
 
     fn recover(&mut self) -> Result<(), CaptureError> {
@@ -440,7 +454,8 @@ impl CaptureSource for AlsaSource {
                 device: self.name.clone(),
             });
         };
-        pcm.recover(libc_errno::EPIPE, true)
+        // Overrun: prepare again. Suspended: resume, or prepare when the device cannot.
+        pcm.recover(self.recover_errno, true)
             .map_err(|e| self.io_err("recover", &e))?;
         pcm.start().map_err(|e| self.io_err("restart", &e))
     }
