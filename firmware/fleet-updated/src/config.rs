@@ -28,6 +28,7 @@
 //! root = "/var/lib/fleet-sim/stn-0042"
 //! factory-version = "1.0.0"
 //! fail-health-file = "/var/lib/fleet-sim/stn-0042/fail-health"
+//! health-delay-ms = 0                # how long the simulated health check takes
 //! ```
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -130,6 +131,8 @@ struct RawSim {
     #[serde(default = "default_factory")]
     factory_version: String,
     fail_health_file: Option<PathBuf>,
+    #[serde(default)]
+    health_delay_ms: u64,
 }
 
 fn default_factory() -> String {
@@ -176,6 +179,8 @@ pub struct SimConfig {
     pub root: PathBuf,
     pub factory_version: semver::Version,
     pub fail_health_file: Option<PathBuf>,
+    /// How long the simulated health check takes (a slow check keeps the station busy).
+    pub health_delay: Duration,
 }
 
 /// The validated configuration.
@@ -295,11 +300,15 @@ impl Config {
                 if !s.root.is_absolute() {
                     problems.push("sim.root: must be an absolute path".into());
                 }
+                if s.health_delay_ms > 600_000 {
+                    problems.push("sim.health-delay-ms: must be at most 600000".into());
+                }
                 match semver::Version::parse(&s.factory_version) {
                     Ok(v) => Some(SimConfig {
                         root: s.root.clone(),
                         factory_version: v,
                         fail_health_file: s.fail_health_file.clone(),
+                        health_delay: Duration::from_millis(s.health_delay_ms),
                     }),
                     Err(e) => {
                         problems.push(format!("sim.factory-version: {e}"));

@@ -154,6 +154,11 @@ struct Shell<B, I, H> {
     /// sha256 of the last payload handled per offer topic (retained offers come again on every
     /// reconnect; an identical one is handled once per run).
     seen_offers: HashMap<String, [u8; 32]>,
+    /// Offer messages refused because an update was past the point of no return, by topic:
+    /// handled again once the engine is idle (the engine's `Busy` contract).
+    busy_offers: HashMap<String, Message>,
+    /// Set while executing a `Busy` rejection report.
+    saw_busy: bool,
     exit: Option<Exit>,
     stats: RunStats,
 }
@@ -252,6 +257,8 @@ where
         started: Instant::now(),
         transfer: None,
         seen_offers: HashMap::new(),
+        busy_offers: HashMap::new(),
+        saw_busy: false,
         exit: None,
         stats: RunStats::default(),
     };
@@ -266,6 +273,7 @@ where
             shell.leave(exit).await;
             return Ok((exit, shell.stats));
         }
+        shell.retry_busy_offers().await?;
         tokio::select! {
             () = &mut shutdown => {
                 shell.leave(Exit::Shutdown).await;
@@ -374,7 +382,18 @@ where
     ) -> Result<(), RunError> {
         tracing::debug!(?action, "action");
         match action {
-            Action::Report(report) => self.publish_event(report).await,
+            Action::Report(report) => {
+                if matches!(
+                    &report,
+                    Report::OfferRejected {
+                        reason: fleet_core::update::RejectReason::Busy { .. },
+                        ..
+                    }
+                ) {
+                    self.saw_busy = true;
+                }
+                self.publish_event(report).await;
+            }
             Action::Download {
                 bundle_id,
                 size,
@@ -619,7 +638,30 @@ where
                 }
             }
         };
-        self.feed(event).await
+        self.saw_busy = false;
+        self.feed(event).await?;
+        if std::mem::take(&mut self.saw_busy) {
+            self.busy_offers.insert(m.topic.clone(), m.clone());
+        }
+        Ok(())
+    }
+
+    /// Hands offers refused as busy to the engine again once it is idle.
+    async fn retry_busy_offers(&mut self) -> Result<(), RunError> {
+        let engine = &self.saved.engine;
+        if self.busy_offers.is_empty()
+            || engine.phase.job().is_some()
+            || engine.booted != engine.committed
+        {
+            return Ok(());
+        }
+        let pending: Vec<Message> = self.busy_offers.drain().map(|(_, m)| m).collect();
+        for m in pending {
+            tracing::info!(topic = %m.topic, "offering again what came in while busy");
+            self.seen_offers.remove(&m.topic);
+            self.on_offer(&m).await?;
+        }
+        Ok(())
     }
 
     async fn start_download(

@@ -14,14 +14,19 @@ use crate::daemon::{self, Deps, Exit, HealthCheck, HealthFailure, RunError, RunS
 /// rebooting).
 pub const MAX_BOOTS: u32 = 64;
 
-/// The simulated health check as a daemon port.
+/// The simulated health check as a daemon port; it takes `delay` before answering.
 #[derive(Debug, Clone)]
-pub struct SimHealthCheck(pub SimHealth);
+pub struct SimHealthCheck {
+    pub health: SimHealth,
+    pub delay: std::time::Duration,
+}
 
 impl HealthCheck for SimHealthCheck {
     fn check(&self, booted: Slot) -> impl Future<Output = Result<(), HealthFailure>> + Send {
-        let h = self.0.clone();
+        let h = self.health.clone();
+        let delay = self.delay;
         async move {
+            tokio::time::sleep(delay).await;
             let r = tokio::task::spawn_blocking(move || h.check(booted)).await;
             match r {
                 Ok(Ok(Ok(()))) => Ok(()),
@@ -52,10 +57,10 @@ pub fn sim_deps(sim: &SimConfig, compatible: &str) -> SimDeps {
     Deps {
         boot: Arc::new(boot.clone()),
         installer: Arc::new(SimInstaller::new(boot.clone(), compatible)),
-        health: Arc::new(SimHealthCheck(SimHealth::new(
-            boot,
-            sim.fail_health_file.clone(),
-        ))),
+        health: Arc::new(SimHealthCheck {
+            health: SimHealth::new(boot, sim.fail_health_file.clone()),
+            delay: sim.health_delay,
+        }),
     }
 }
 

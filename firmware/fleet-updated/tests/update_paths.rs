@@ -353,3 +353,73 @@ async fn raising_the_rollout_percentage_widens_the_wave() {
         st.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_refused_as_busy_is_taken_once_the_station_is_idle() {
+    let broker = Mosquitto::start().expect("broker");
+    let op = Operator::connect(&broker, "operator", test_key(8))
+        .await
+        .expect("operator");
+    let mut watch = Watcher::connect(&broker, "watcher").await.expect("watcher");
+    let a = bundle("1.1.0", Behaviour::Normal, 20_000);
+    let b = bundle("1.2.0", Behaviour::Normal, 24_000);
+    let ma = op
+        .publish_bundle(&a, COMPATIBLE, &v("1.1.0"), 4096)
+        .await
+        .expect("bundle");
+    let mb = op
+        .publish_bundle(&b, COMPATIBLE, &v("1.2.0"), 4096)
+        .await
+        .expect("bundle");
+    let stn = spawn(
+        "stn-busy",
+        &broker,
+        &op.public_hex(),
+        StationOptions {
+            groups: vec!["late".into()],
+            health_delay_ms: 1500,
+            ..Default::default()
+        },
+    );
+    op.publish_offer(
+        &offer_to_device("stn-busy", "rel-a", 1, &ma).expect("offer"),
+        None,
+        None,
+    )
+    .await
+    .expect("offer");
+    // While the new slot is being checked, the next release arrives on a group topic.
+    watch
+        .wait_state("stn-busy", WAIT, |s| s.phase == PhaseName::HealthChecking)
+        .await
+        .expect("health checking");
+    let offer_b = fleet_testkit::operator::offer_to_group("late", "rel-b", 2, &mb).expect("offer");
+    op.publish_offer(&offer_b, None, None).await.expect("offer");
+    watch
+        .wait_event("stn-busy", WAIT, |e| {
+            matches!(
+                &e.event,
+                Report::OfferRejected {
+                    reason: fleet_core::update::RejectReason::Busy { .. },
+                    ..
+                }
+            )
+        })
+        .await
+        .expect("busy while checking");
+    // Once 1.1.0 is committed, the station takes 1.2.0 by itself.
+    let s = watch
+        .wait_state("stn-busy", WAIT, |s| {
+            s.phase == PhaseName::Idle && s.version == v("1.2.0")
+        })
+        .await
+        .expect("the busy offer is taken later");
+    assert!(
+        matches!(
+            &s.last_outcome,
+            Some(Outcome::Committed { slot: Slot::A, .. })
+        ),
+        "{s:#?}"
+    );
+    stn.stop().await;
+}

@@ -23,6 +23,7 @@ pub struct StationOptions {
     pub chunk_window: usize,
     pub stall_timeout_secs: u64,
     pub wall_clock_trusted: bool,
+    pub health_delay_ms: u64,
 }
 
 impl Default for StationOptions {
@@ -34,6 +35,7 @@ impl Default for StationOptions {
             chunk_window: 4,
             stall_timeout_secs: 60,
             wall_clock_trusted: true,
+            health_delay_ms: 0,
         }
     }
 }
@@ -128,6 +130,7 @@ stall-timeout-secs = {stall}
 root = "{root}"
 factory-version = "1.0.0"
 fail-health-file = "{fail}"
+health-delay-ms = {delay}
 "#,
         data = dir.join("data").display(),
         clock = if o.wall_clock_trusted {
@@ -141,6 +144,7 @@ fail-health-file = "{fail}"
         stall = o.stall_timeout_secs,
         root = dir.join("sim").display(),
         fail = fail.display(),
+        delay = o.health_delay_ms,
     )
 }
 
