@@ -264,6 +264,11 @@ where
     };
     shell.persist().await?;
     shell.feed(Event::Started(boot_status)).await?;
+    // systemd (Type=notify): started, and alive at every tick below (WatchdogSec). Without
+    // NOTIFY_SOCKET (tests, simulated stations) these do nothing.
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "unable to notify systemd");
+    }
 
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -291,7 +296,10 @@ where
                 }
             },
             Some(msg) = internal_rx.recv() => shell.on_internal(msg).await?,
-            _ = tick.tick() => shell.on_tick().await?,
+            _ = tick.tick() => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                shell.on_tick().await?;
+            }
         }
     }
 }

@@ -77,7 +77,7 @@ async fn every_bad_input_is_refused_with_its_reason_and_installs_nothing() {
         &op.public_hex(),
         StationOptions {
             download_space_bytes: 200_000,
-            stall_timeout_secs: 1,
+            stall_timeout_secs: 2,
             ..Default::default()
         },
     );
