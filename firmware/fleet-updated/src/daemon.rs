@@ -36,7 +36,8 @@ const INTERNAL_CAPACITY: usize = 32;
 const BOOT_CONTROL_TRIES: u32 = 3;
 /// How long a reboot or shutdown waits for queued publications to reach the broker.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
-/// Events published at most per second for download progress (bounded chatter).
+/// Download progress goes to the engine (journal, state and an event) once per this many
+/// percent (bounded chatter and journal writes).
 const PROGRESS_STEP_PERCENT: u64 = 1;
 
 /// Why [`run`] returned.

@@ -15,9 +15,30 @@
 //!   loops simulated reboots in-process until the shutdown watch turns true.
 //! - The binary: `fleet-updated --config FILE [--check-config]`; on simulated stations
 //!   `--sim-boot` runs one simulated power-on and exits, `--sim` runs
-//!   [`sim::run_sim_station`] (in-process reboots). A process-per-boot runner is:
-//!   `while fleet-updated -c F --sim-boot && fleet-updated -c F; [ $? -eq 10 ]; do :; done`
-//!   (simplified: exit code 10 = reboot).
+//!   [`sim::run_sim_station`] (in-process reboots). A process-per-boot runner (each daemon
+//!   process is one boot; exit code 10 means "reboot me"):
+//!
+//!   ```sh
+//!   while fleet-updated -c F --sim-boot; do fleet-updated -c F; [ $? -eq 10 ] || break; done
+//!   ```
+//!
+//! # Ports
+//! `BootControl` and `Installer` are `fleet-core` ports; [`HealthCheck`] lives here until
+//! `fleet-core` has one. The reboot itself is not a port: [`run`] returns [`Exit::Reboot`]
+//! after the journal holds the intent, and its caller reboots (the binary exits 10 so the
+//! unit's `ExecStopPost=`/`OnFailure=` or the simulated runner does it).
+//!
+//! # Simulated stations in tests and demos
+//! ```no_run
+//! # async fn demo(cfg: fleet_updated::Config) -> Result<(), fleet_updated::sim::SimRunError> {
+//! let (stop, stopped) = tokio::sync::watch::channel(false);
+//! let station = tokio::spawn(fleet_updated::sim::run_sim_station(cfg, stopped));
+//! // ... publish bundles and offers, watch fleet/v1/devices/+/state ...
+//! let _ = stop.send(true);
+//! let summary = station.await.expect("station task")?;
+//! println!("{} boots", summary.boots);
+//! # Ok(()) }
+//! ```
 //!
 //! # Exit codes
 //! 0 stopped, 1 failure, 2 invalid configuration, 10 reboot requested ([`EXIT_REBOOT`]).
