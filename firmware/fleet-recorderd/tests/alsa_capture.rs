@@ -347,3 +347,48 @@ fn outside_its_schedule_a_device_is_idle_healthy_and_records_nothing() {
     nix::sys::signal::kill(daemon.pid(), nix::sys::signal::Signal::SIGTERM).expect("term");
     assert!(daemon.wait(Duration::from_secs(10)).success());
 }
+
+#[test]
+fn systemd_hears_ready_status_watchdog_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let bench = Bench::new();
+    bench.source(48_000 * 2 * 3, 2);
+    let config = bench.config(&bench.vmic(), "rate = 48000");
+    let sock_path = bench.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    // systemd sets WATCHDOG_PID to the service's pid: exec from a shell keeps the shell's.
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("WATCHDOG_PID=$$ exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_fleet-recorderd"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--duration", "1"])
+        .env("XDG_CONFIG_HOME", bench.xdg())
+        .env_remove("ALSA_CONFIG_PATH")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "10000000")
+        .stderr(std::process::Stdio::null());
+    assert!(Daemon::spawn(cmd).wait(Duration::from_secs(30)).success());
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    sock.set_nonblocking(true).expect("nonblocking");
+    while let Ok(n) = sock.recv(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    let all = got.join("\n");
+    for want in ["READY=1", "WATCHDOG=1", "STATUS=mic0", "STOPPING=1"] {
+        assert!(all.contains(want), "{want} missing from {got:?}");
+    }
+    let ready = got
+        .iter()
+        .position(|m| m.contains("READY=1"))
+        .expect("ready");
+    let stopping = got
+        .iter()
+        .position(|m| m.contains("STOPPING=1"))
+        .expect("stopping");
+    assert!(ready < stopping);
+}
