@@ -425,6 +425,12 @@ impl Driver {
     async fn run(mut self) {
         let mut failures: u32 = 0;
         loop {
+            if self.tx.is_closed() {
+                // Nobody listens any more (the owner returned): drop the connection. Checked
+                // at every event, so at the latest at the next keep-alive ping.
+                lock(&self.subs).connected = false;
+                return;
+            }
             match self.eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                     tracing::info!(code = ?ack.code, "mqtt connected");
