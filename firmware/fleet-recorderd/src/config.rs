@@ -682,6 +682,24 @@ profile = "nope"
     }
 
     #[test]
+    fn the_station_id_is_read_from_the_data_partition() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let id_file = dir.path().join("station-id");
+        std::fs::write(&id_file, "st-0099\n").expect("write");
+        let text = GOOD.replace(
+            "station-id = \"st-0042\"",
+            &format!("station-id-file = \"{}\"", id_file.display()),
+        );
+        let c = Config::parse(&text, Path::new("t.toml"), &Limits::default()).expect("valid");
+        assert_eq!(c.station_id, "st-0099");
+        let both = format!("station-id = \"x\"\n{text}");
+        assert!(matches!(
+            Config::parse(&both, Path::new("t.toml"), &Limits::default()),
+            Err(ConfigError::Invalid { .. })
+        ));
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let text = format!("{GOOD}\nsegment-length = 3\n");
         assert!(matches!(

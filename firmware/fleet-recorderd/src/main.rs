@@ -218,8 +218,11 @@ fn run(config: &Config, duration: Option<f64>) -> anyhow::Result<()> {
                 .iter()
                 .map(|d| {
                     format!(
-                        "{} {:?}: {} segments, {} gaps",
-                        d.id, d.state, d.segments_written, d.gaps
+                        "{} {}: {} segments, {} gaps",
+                        d.id,
+                        d.state.as_str(),
+                        d.segments_written,
+                        d.gaps
                     )
                 })
                 .collect();
@@ -369,7 +372,11 @@ fn supervise(
                 tracing::error!(device = id, error = %e, "recording failed; retrying");
                 std::thread::sleep(Duration::from_secs(5));
                 // Promote what the failed session left behind, then continue after it.
-                if let Ok(rs) = recovery::recover(buffer_dir, data_dir) {
+                // Only this device's segments: the others are still being written.
+                let station = setup.template.station.clone();
+                let device = setup.template.device.clone();
+                let mine = |name: &str| segment::seq_of(name, &station, &device).is_some();
+                if let Ok(rs) = recovery::recover_matching(buffer_dir, data_dir, mine) {
                     let n = rs
                         .iter()
                         .filter(|r| matches!(r, Repair::Promoted { .. }))

@@ -23,6 +23,17 @@ pub enum DeviceState {
 }
 
 impl DeviceState {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Recording => "recording",
+            Self::Missing => "missing",
+            Self::Idle => "idle",
+            Self::Failing => "failing",
+            Self::Stopped => "stopped",
+        }
+    }
     fn from_u8(v: u8) -> Self {
         match v {
             1 => Self::Recording,

@@ -44,6 +44,16 @@ pub enum RecoveryError {
 
 /// Repairs and promotes every `*.wav` in `buffer_dir` into `data_dir`, oldest name first.
 pub fn recover(buffer_dir: &Path, data_dir: &Path) -> Result<Vec<Repair>, RecoveryError> {
+    recover_matching(buffer_dir, data_dir, |_| true)
+}
+
+/// Like `recover`, for the files whose name `wanted` accepts only (one device's segments, while
+/// the other devices keep writing theirs).
+pub fn recover_matching(
+    buffer_dir: &Path,
+    data_dir: &Path,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<Repair>, RecoveryError> {
     let list_err = |source| RecoveryError::List {
         path: buffer_dir.to_path_buf(),
         source,
@@ -53,6 +63,7 @@ pub fn recover(buffer_dir: &Path, data_dir: &Path) -> Result<Vec<Repair>, Recove
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "wav"))
+        .filter(|p| p.file_name().is_some_and(|n| wanted(&n.to_string_lossy())))
         .collect();
     names.sort();
     let mut out = Vec::with_capacity(names.len());
@@ -189,6 +200,31 @@ mod tests {
         assert_eq!(guano::field(&p.guano_text, "FLEET|Repaired"), Some("true"));
         assert_eq!(guano::field(&p.guano_text, "FLEET|Frames"), Some("2"));
         assert!(fs::read_dir(&buf).expect("ls").next().is_none());
+    }
+
+    #[test]
+    fn recovery_for_one_device_leaves_the_other_devices_segments_alone() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (buf, data) = (root.path().join(".buffer"), root.path().join("data"));
+        fs::create_dir_all(&buf).expect("mkdir");
+        fs::create_dir_all(&data).expect("mkdir");
+        let fmt = WavFormat {
+            rate: 8000,
+            channels: 1,
+            bits: 16,
+        };
+        for name in ["t_st_a_00000001.wav", "t_st_b_00000001.wav"] {
+            let mut seg = SegmentFile::create(&buf, fmt, &meta(name)).expect("create");
+            seg.append(&[1, 0]).expect("append");
+            std::mem::forget(seg);
+        }
+        let out = recover_matching(&buf, &data, |n| {
+            crate::segment::seq_of(n, "st", "a").is_some()
+        })
+        .expect("recover");
+        assert_eq!(out.len(), 1);
+        assert!(data.join("t_st_a_00000001.wav").exists());
+        assert!(buf.join("t_st_b_00000001.wav").exists());
     }
 
     #[test]
