@@ -184,3 +184,102 @@ fn check_config_accepts_a_good_file_and_exits_2_on_a_bad_one() {
         Some(EXIT_INVALID_CONFIG)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_during_install_verifies_the_bundle_again_and_retries() {
+    let broker = Mosquitto::start().expect("broker");
+    let key = test_key(9);
+    let mut watch = Watcher::connect(&broker, "watcher").await.expect("watcher");
+    let b = bundle("4.0.0", Behaviour::Normal, 30_000);
+    let m = fleet_proto::chunk::build_manifest(
+        &b[..],
+        4096,
+        COMPATIBLE,
+        v("4.0.0"),
+        "b.raucb",
+        &fleet_proto::Limits::DEFAULT,
+    )
+    .expect("manifest");
+
+    // The state a station is left in when the power goes while it writes slot B: the journal
+    // says "installing, attempt 1", the verified bundle sits in the download area, and slot B
+    // holds half an image.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = StationOptions::default();
+    let text = config_text(
+        "stn-inst",
+        &broker,
+        &fleet_testkit::operator::public_hex(&key),
+        dir.path(),
+        &opts,
+    );
+    let cfg_path = dir.path().join("updated.toml");
+    std::fs::write(&cfg_path, &text).expect("config");
+    let config = fleet_updated::Config::load(&cfg_path).expect("config");
+    let downloads = dir.path().join("data/fleet/downloads");
+    std::fs::create_dir_all(&downloads).expect("dir");
+    std::fs::write(downloads.join(format!("{}.bundle", m.bundle_id)), &b).expect("bundle");
+    let boot = fleet_sim::SimBootloader::new(dir.path().join("sim"));
+    boot.provision(&v("1.0.0")).expect("provision");
+    std::fs::write(boot.image_path(Slot::B), &b[..1000]).expect("half image");
+
+    let station = fleet_core::update::Station {
+        device_id: fleet_core::ids::DeviceId::new("stn-inst").expect("id"),
+        groups: vec![],
+        compatible: COMPATIBLE.into(),
+    };
+    let mut engine = fleet_core::update::State::new(
+        station,
+        fleet_core::update::Policy::default(),
+        Slot::A,
+        v("1.0.0"),
+    );
+    engine.last_sequence = Some(3);
+    engine.phase = fleet_core::update::Phase::Installing {
+        job: fleet_core::update::Job {
+            update_id: fleet_core::ids::UpdateId::new("rel-400").expect("id"),
+            sequence: 3,
+            bundle_id: m.bundle_id,
+            bundle_size: m.size,
+            version: v("4.0.0"),
+            manifest_hash: None,
+            key_id: fleet_proto::envelope::key_id(&key.verifying_key()),
+        },
+        slot: Slot::B,
+        attempt: 1,
+    };
+    let journal = serde_json::json!({
+        "v": 1,
+        "state": { "engine": engine, "state-seq": 10, "event-seq": 10 },
+    });
+    let journal_dir = dir.path().join("data/fleet/updated");
+    std::fs::create_dir_all(&journal_dir).expect("dir");
+    std::fs::write(
+        journal_dir.join("journal.json"),
+        serde_json::to_vec(&journal).expect("json"),
+    )
+    .expect("journal");
+
+    let stn = start("stn-inst", dir, config);
+    watch
+        .wait_event("stn-inst", WAIT, |e| {
+            matches!(
+                &e.event,
+                fleet_core::update::Report::InstallFailed {
+                    will_retry: true,
+                    ..
+                }
+            )
+        })
+        .await
+        .expect("the interrupted install is reported");
+    let s = watch
+        .wait_state("stn-inst", WAIT, |s| {
+            s.phase == PhaseName::Idle && matches!(s.last_outcome, Some(Outcome::Committed { .. }))
+        })
+        .await
+        .expect("committed after the retried install");
+    assert_eq!((s.booted, s.version.clone()), (Slot::B, v("4.0.0")));
+    assert!(s.seq > 10, "state numbering continues from the journal");
+    stn.stop().await;
+}
