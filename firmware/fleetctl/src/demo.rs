@@ -473,6 +473,9 @@ pub fn describe_end(end: &StationEnd) -> String {
         StationEnd::Updated { version } => format!("updated to {version}"),
         StationEnd::RolledBack { cause } => format!("rolled back: {cause}"),
         StationEnd::Failed { detail } => format!("failed: {detail}"),
+        StationEnd::OutsideWave { bucket, percent } => {
+            format!("outside the wave (bucket {bucket}, rollout {percent}%)")
+        }
         StationEnd::Refused { reason } => format!("refused: {reason}"),
         StationEnd::Superseded { by } => format!("superseded by {by}"),
     }

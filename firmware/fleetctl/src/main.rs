@@ -429,8 +429,9 @@ async fn watch(
     let rolled = summary.rolled_back();
     let failed = summary.failed();
     println!(
-        "watch: {} updated, {} rolled back, {} failed or refused, {} unfinished{}",
+        "watch: {} updated, {} outside the wave, {} rolled back, {} failed or refused, {} unfinished{}",
         summary.updated().len(),
+        summary.outside_wave().len(),
         rolled.len(),
         failed.len(),
         summary.unfinished.len(),

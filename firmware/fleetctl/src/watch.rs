@@ -9,7 +9,7 @@ use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use fleet_core::ids::{DeviceId, UpdateId, Version};
-use fleet_core::update::{Outcome, PhaseName, Report};
+use fleet_core::update::{Outcome, PhaseName, RejectReason, Report};
 use fleet_proto::payload::{decode_event, decode_state};
 use fleet_proto::topic::{self, Topic};
 use fleet_proto::{Limits, StationEvent, StationState};
@@ -28,7 +28,10 @@ pub enum StationEnd {
     RolledBack { cause: String },
     /// Download, verification or install failed; no slot changed.
     Failed { detail: String },
-    /// The station refused the offer (not in the wave, not newer, ...).
+    /// The station is outside the rollout wave (its bucket is not below the percentage): a
+    /// wider offer brings it in.
+    OutsideWave { bucket: u8, percent: u8 },
+    /// The station refused the offer (not newer, incompatible, ...).
     Refused { reason: String },
     /// A newer update replaced this one.
     Superseded { by: UpdateId },
@@ -80,8 +83,18 @@ impl WatchSummary {
             .collect()
     }
 
-    /// Stations that failed, refused or were superseded (everything but updated and rolled
-    /// back), with why.
+    /// Stations outside the rollout wave.
+    #[must_use]
+    pub fn outside_wave(&self) -> Vec<&DeviceId> {
+        self.ends
+            .iter()
+            .filter(|(_, e)| matches!(e, StationEnd::OutsideWave { .. }))
+            .map(|(d, _)| d)
+            .collect()
+    }
+
+    /// Stations that failed, refused or were superseded (everything but updated, rolled back
+    /// and outside the wave), with why.
     #[must_use]
     pub fn failed(&self) -> Vec<(&DeviceId, String)> {
         self.ends
@@ -344,6 +357,9 @@ impl Ui {
             StationEnd::Updated { version } => format!("updated to {version}"),
             StationEnd::RolledBack { cause } => format!("rolled back ({cause})"),
             StationEnd::Failed { detail } => format!("failed ({detail})"),
+            StationEnd::OutsideWave { bucket, percent } => {
+                format!("outside the wave (bucket {bucket}, rollout {percent}%)")
+            }
             StationEnd::Refused { reason } => format!("refused the offer ({reason})"),
             StationEnd::Superseded { by } => format!("superseded by {by}"),
         };
@@ -619,7 +635,15 @@ async fn follow(
                         update_id: Some(u),
                         reason,
                         ..
-                    } if *u == opts.update_id => Some(reason_text(reason)),
+                    } if *u == opts.update_id => Some(match reason {
+                        RejectReason::NotInWave { bucket, percent } => StationEnd::OutsideWave {
+                            bucket: *bucket,
+                            percent: *percent,
+                        },
+                        other => StationEnd::Refused {
+                            reason: reason_text(other),
+                        },
+                    }),
                     _ => None,
                 };
                 if !(ours || refusal.is_some()) {
@@ -629,10 +653,9 @@ async fn follow(
                     last_new_participant = Instant::now();
                 }
                 ui.event(&e);
-                if let Some(reason) = refusal
+                if let Some(end) = refusal
                     && !summary.ends.contains_key(&id)
                 {
-                    let end = StationEnd::Refused { reason };
                     ui.end(&id, &end);
                     summary.ends.insert(id, end);
                 }

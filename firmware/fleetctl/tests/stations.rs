@@ -127,7 +127,7 @@ async fn a_partial_wave_updates_its_members_and_a_wider_offer_brings_in_the_rest
         })
     );
     assert!(
-        matches!(summary.ends.get(&outsider), Some(StationEnd::Refused { reason }) if reason.contains("not-in-wave")),
+        matches!(summary.ends.get(&outsider), Some(StationEnd::OutsideWave { percent: p, .. }) if *p == percent),
         "{summary:?}"
     );
 
@@ -186,7 +186,9 @@ async fn a_partial_wave_updates_its_members_and_a_wider_offer_brings_in_the_rest
     assert!(out.status.success(), "{out:?}");
     assert!(stdout.contains("watching update rel-110"), "{stdout}");
     assert!(
-        stdout.contains("watch: 2 updated, 0 rolled back, 0 failed or refused, 0 unfinished"),
+        stdout.contains(
+            "watch: 2 updated, 0 outside the wave, 0 rolled back, 0 failed or refused, 0 unfinished"
+        ),
         "{stdout}"
     );
 
