@@ -163,8 +163,26 @@ fn rauc_options(cfg: &Config) -> RaucOptions {
     options
 }
 
+/// Longest wait for the bus to accept the connection (a wedged bus must not hang the console).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn rauc_client_with(cfg: &Config, options: RaucOptions) -> Result<RaucClient, RaucError> {
+    match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        RaucClient::connect(&cfg.dbus_address, options),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(RaucError::CallTimedOut {
+            method: "Hello (connect to the bus)",
+            seconds: CONNECT_TIMEOUT.as_secs(),
+        }),
+    }
+}
+
 async fn rauc_client(cfg: &Config) -> Result<RaucClient, RaucError> {
-    RaucClient::connect(&cfg.dbus_address, rauc_options(cfg)).await
+    rauc_client_with(cfg, rauc_options(cfg)).await
 }
 
 /// RAUC's view, or why it is unavailable.
@@ -428,7 +446,11 @@ fn mark(cfg: &Config, boot: &fleet_bootctl::Config, state: MarkState, slot: Slot
     });
     match through_rauc {
         Ok(marked) => say("rauc", &marked.message),
-        Err(e @ (RaucError::Connect { .. } | RaucError::NotRunning { .. })) => {
+        Err(
+            e @ (RaucError::Connect { .. }
+            | RaucError::NotRunning { .. }
+            | RaucError::CallTimedOut { .. }),
+        ) => {
             say("rauc", &format!("unreachable ({e}); using the boot flow"));
             let done = match state {
                 MarkState::Good => boot.mark_good(slot),
@@ -563,19 +585,19 @@ fn install(cfg: &Config, path: &Path) -> Outcome {
             return;
         }
         *last = Some(key);
-        println!("{}", row(&format!("{:>4}%", p.percent), &p.message));
+        println!(
+            "{}",
+            text::row_in(4, &format!("{:>3}%", p.percent), &p.message)
+        );
         flush();
     };
     let transaction = format!("fleet-cli-{}", std::process::id());
     let result = rt.block_on(async {
-        let client = RaucClient::connect(
-            &cfg.dbus_address,
-            RaucOptions {
-                manifest_hash: ManifestHashCheck::WhereSupported,
-                ..rauc_options(cfg)
-            },
-        )
-        .await?;
+        let options = RaucOptions {
+            manifest_hash: ManifestHashCheck::WhereSupported,
+            ..rauc_options(cfg)
+        };
+        let client = rauc_client_with(cfg, options).await?;
         let request = InstallRequest {
             bundle: &path,
             transaction: &transaction,

@@ -9,12 +9,18 @@ pub const LABEL: usize = 10;
 /// One `label  value` line, the value wrapped under itself when longer than the screen.
 #[must_use]
 pub fn row(label: &str, value: &str) -> String {
-    let indent = LABEL + 2;
+    row_in(LABEL, label, value)
+}
+
+/// [`row`] with a label column of `label_width`.
+#[must_use]
+pub fn row_in(label_width: usize, label: &str, value: &str) -> String {
+    let indent = label_width + 2;
     let lines = wrap(value, WIDTH - indent);
     let mut out = String::new();
     for (i, line) in lines.iter().enumerate() {
         if i == 0 {
-            out.push_str(&format!("{label:<LABEL$}  {line}"));
+            out.push_str(&format!("{label:<label_width$}  {line}"));
         } else {
             out.push('\n');
             out.push_str(&" ".repeat(indent));
@@ -28,12 +34,20 @@ pub fn row(label: &str, value: &str) -> String {
 }
 
 /// Splits `text` into lines of at most `width` characters at spaces; a word longer than the
-/// line is cut. Never returns an empty list for non-empty text.
+/// line is cut. A line that fits is kept as it is (column padding survives). Never returns an
+/// empty list for non-empty text.
 #[must_use]
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
     let width = width.max(8);
     let mut lines = Vec::new();
     for paragraph in text.lines() {
+        let paragraph = paragraph.trim_end();
+        if paragraph.chars().count() <= width {
+            if !paragraph.is_empty() {
+                lines.push(paragraph.to_owned());
+            }
+            continue;
+        }
         let mut line = String::new();
         for word in paragraph.split_whitespace() {
             let mut word: String = word.to_owned();
@@ -100,6 +114,8 @@ mod tests {
             "{text}"
         );
         assert_eq!(row("slot A", "good"), "slot A      good");
+        assert_eq!(row("slot B", "bad    1.0.0"), "slot B      bad    1.0.0");
+        assert_eq!(row_in(4, "42%", "Copying"), "42%   Copying");
     }
 
     #[test]
