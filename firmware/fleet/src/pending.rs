@@ -4,8 +4,8 @@
 //! then the phase name is still shown.
 use std::path::{Path, PathBuf};
 
-use fleet_core::update::Outcome;
 use fleet_core::update::engine::{Phase, State};
+use fleet_core::update::{FallbackCause, Outcome};
 use serde_json::Value;
 
 /// Largest journal read (the updater's own limit).
@@ -156,15 +156,55 @@ pub fn describe_outcome(outcome: &Outcome) -> String {
             update_id,
             bad_slot,
             cause,
-        } => format!("rolled back from slot {bad_slot} (update {update_id}): {cause:?}"),
-        other => {
-            let text = serde_json::to_value(other)
-                .ok()
-                .and_then(|v| v.get("result").and_then(Value::as_str).map(str::to_owned))
-                .unwrap_or_else(|| "ended".to_owned());
-            format!("{text}: {other:?}")
+        } => format!(
+            "rolled back from slot {bad_slot} (update {update_id}): {}",
+            describe_cause(cause)
+        ),
+        Outcome::Failed {
+            update_id,
+            stage,
+            detail,
+        } => format!(
+            "failed at {} (update {update_id}): {detail}",
+            kebab(stage).unwrap_or_else(|| format!("{stage:?}"))
+        ),
+        Outcome::Superseded { update_id, by } => {
+            format!("update {update_id} replaced by {by} before it was installed")
         }
+        other => serde_json::to_value(other)
+            .ok()
+            .and_then(|v| v.get("result").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| format!("{other:?}")),
     }
+}
+
+/// Why a trial was given up, in words.
+#[must_use]
+pub fn describe_cause(cause: &FallbackCause) -> String {
+    match cause {
+        FallbackCause::TrialDidNotBoot { attempts } => {
+            format!("the new slot did not come up in {attempts} boot attempts")
+        }
+        FallbackCause::HealthCheckFailed { check, attempts } => {
+            format!("health check {check} failed (attempt {attempts})")
+        }
+        FallbackCause::InstallMismatch { detail } => format!("install mismatch: {detail}"),
+        FallbackCause::BootControl { op, detail } => format!(
+            "the boot flow refused {}: {detail}",
+            kebab(op).unwrap_or_else(|| format!("{op:?}"))
+        ),
+        other => serde_json::to_value(other)
+            .ok()
+            .and_then(|v| v.get("code").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_else(|| format!("{other:?}")),
+    }
+}
+
+/// The kebab-case name serde gives a unit variant.
+fn kebab<T: serde::Serialize>(value: &T) -> Option<String> {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
 }
 
 #[cfg(test)]
@@ -185,6 +225,93 @@ mod tests {
                 reason: "unknown journal version".into()
             }
         );
+    }
+
+    #[test]
+    fn phases_and_outcomes_read_as_one_line_each() {
+        use fleet_core::ids::{DeviceId, UpdateId, Version};
+        use fleet_core::slot::Slot;
+        use fleet_core::update::engine::{Job, Policy};
+        use fleet_core::update::offer::Station;
+        use fleet_core::update::{BundleId, KeyId, Stage};
+
+        let job = Job {
+            update_id: UpdateId::new("u-9").expect("valid"),
+            sequence: 1,
+            bundle_id: BundleId::from_bytes([1; 32]),
+            bundle_size: 10 * 1024 * 1024,
+            version: Version::new(2, 1, 0),
+            manifest_hash: None,
+            key_id: KeyId::from_bytes([2; 8]),
+        };
+        let mut state = State::new(
+            Station {
+                device_id: DeviceId::new("stn-1").expect("valid"),
+                groups: Vec::new(),
+                compatible: "fleet-rpi5".into(),
+            },
+            Policy::default(),
+            Slot::A,
+            Version::new(2, 0, 0),
+        );
+        let table = [
+            (Phase::Idle, "none pending"),
+            (
+                Phase::Installing {
+                    job: job.clone(),
+                    slot: Slot::B,
+                    attempt: 1,
+                },
+                "installing 2.1.0 (update u-9) into slot B",
+            ),
+            (
+                Phase::HealthChecking {
+                    job: job.clone(),
+                    slot: Slot::B,
+                    attempt: 2,
+                },
+                "health-checking 2.1.0 (update u-9) on trial in slot B, attempt 2",
+            ),
+            (
+                Phase::Rebooting {
+                    job: job.clone(),
+                    slot: Slot::B,
+                    attempt: 1,
+                },
+                "rebooting into 2.1.0 (update u-9) on trial in slot B, attempt 1",
+            ),
+        ];
+        for (phase, text) in table {
+            state.phase = phase;
+            assert_eq!(describe_phase(&state), text);
+        }
+        let rolled = Outcome::RolledBack {
+            update_id: job.update_id.clone(),
+            bad_slot: Slot::B,
+            cause: FallbackCause::HealthCheckFailed {
+                check: "recorder".into(),
+                attempts: 3,
+            },
+        };
+        assert_eq!(
+            describe_outcome(&rolled),
+            "rolled back from slot B (update u-9): health check recorder failed (attempt 3)"
+        );
+        let failed = Outcome::Failed {
+            update_id: job.update_id,
+            stage: Stage::Verify,
+            detail: "digest mismatch".into(),
+        };
+        assert_eq!(
+            describe_outcome(&failed),
+            "failed at verify (update u-9): digest mismatch"
+        );
+        // The journal as the updater writes it parses back into the same state.
+        let bytes = serde_json::to_vec(&serde_json::json!({
+            "v": 1, "state": {"engine": state, "state-seq": 1, "event-seq": 1}
+        }))
+        .expect("json");
+        assert!(matches!(parse(&bytes), Pending::Known(s) if *s == state));
     }
 
     #[test]

@@ -484,3 +484,79 @@ fn an_invalid_configuration_exits_2_and_check_config_accepts_a_valid_one() {
         "a named file must exist"
     );
 }
+
+/// A Pi 5 (tryboot flow) without RAUC: `autoboot.txt` on the config partition, the firmware's
+/// `chosen/bootloader` values, the attempt record on the data partition.
+fn tryboot_station() -> (tempfile::TempDir, std::path::PathBuf) {
+    let (d, conf) = bare_station();
+    let p = d.path();
+    for sub in ["config", "bootloader"] {
+        std::fs::create_dir_all(p.join(sub)).expect("mkdir");
+    }
+    std::fs::write(
+        p.join("config/autoboot.txt"),
+        "[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n",
+    )
+    .expect("autoboot");
+    std::fs::write(p.join("bootloader/partition"), 2u32.to_be_bytes()).expect("partition");
+    std::fs::write(p.join("bootloader/tryboot"), 0u32.to_be_bytes()).expect("tryboot");
+    std::fs::write(
+        p.join("bootctl.toml"),
+        format!(
+            "flow = \"tryboot\"\nlock-file = \"{0}/bootctl.lock\"\n[tryboot]\n\
+             config-root = \"{0}/config\"\ndata-root = \"{0}/data\"\n\
+             bootloader-dir = \"{0}/bootloader\"\n",
+            p.display()
+        ),
+    )
+    .expect("bootctl config");
+    let text = std::fs::read_to_string(&conf).expect("config");
+    std::fs::write(
+        &conf,
+        format!(
+            "{text}bootctl-config = \"{0}/bootctl.toml\"\ndbus-address = \"unix:path={0}/no-bus\"\n",
+            p.display()
+        ),
+    )
+    .expect("config");
+    (d, conf)
+}
+
+#[test]
+fn on_the_tryboot_flow_a_fresh_station_offers_no_rollback_and_a_good_record_allows_one() {
+    let (d, conf) = tryboot_station();
+    let ran = fleet_bare(&conf, &["status"], "");
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert_eq!(
+        line_starting(&ran.stdout, "boot"),
+        "boot        tryboot flow, running A, next boot A"
+    );
+    assert!(
+        line_starting(&ran.stdout, "slot B").starts_with("slot B      bad"),
+        "no record: the other slot is not known good: {ran:?}"
+    );
+    assert!(line_starting(&ran.stdout, "rauc").contains("unreachable"));
+
+    let ran = fleet_bare(&conf, &["rollback", "--yes"], "");
+    assert_eq!(ran.code, 3, "{ran:?}");
+    assert!(joined(&ran).contains("slot B is marked bad"), "{ran:?}");
+
+    // After a commit of A with B kept as the rollback target, B is good.
+    std::fs::write(
+        d.path().join("data/fleet/boot/attempts"),
+        "slot=B\nstate=good\n",
+    )
+    .expect("record");
+    let ran = fleet_bare(&conf, &["rollback", "--yes"], "");
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let autoboot = std::fs::read_to_string(d.path().join("config/autoboot.txt")).expect("read");
+    assert!(
+        autoboot.starts_with("[all]\ntryboot_a_b=1\nboot_partition=3\n"),
+        "B committed in autoboot.txt: {autoboot}"
+    );
+    let ran = fleet_bare(&conf, &["status"], "");
+    assert_eq!(
+        line_starting(&ran.stdout, "boot"),
+        "boot        tryboot flow, running A, next boot B"
+    );
+}
