@@ -82,8 +82,14 @@ fn status_shows_the_running_slot_both_slots_rauc_the_pending_update_and_no_syste
             held_bytes: 1024 * 1024,
         },
     );
+    let started = std::time::Instant::now();
     let ran = station.fleet(&["status"], "");
-    eprintln!("fleet status:\n{}", ran.stdout);
+    // A figure for the report, not an assertion: a person waits for this at the console.
+    eprintln!(
+        "fleet status took {} ms:\n{}",
+        started.elapsed().as_millis(),
+        ran.stdout
+    );
     assert_eq!(ran.code, 0, "{ran:?}");
     assert_console_friendly(&ran);
     let out = &ran.stdout;
@@ -139,8 +145,13 @@ fn install_of_a_good_bundle_lands_in_the_other_slot_with_progress_and_arms_a_tri
     let station = Station::start(SlotB::Flashed).expect("station starts");
     let a_before = station.slot_hash(Slot::A);
     let path = bundle(f, "good-2.0.0");
+    let started = std::time::Instant::now();
     let ran = station.fleet(&["install", path.to_str().expect("utf-8 path")], "");
-    eprintln!("fleet install:\n{}", ran.stdout);
+    eprintln!(
+        "fleet install took {} ms:\n{}",
+        started.elapsed().as_millis(),
+        ran.stdout
+    );
     assert_eq!(ran.code, 0, "{ran:?}\nrauc log:\n{}", station.log());
     assert_console_friendly(&ran);
     let out = &ran.stdout;
