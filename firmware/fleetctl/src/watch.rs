@@ -146,6 +146,23 @@ pub fn end_from_state(s: &StationState, update: &UpdateId) -> Option<StationEnd>
     })
 }
 
+/// The end a refused offer means for a station: `None` when the station takes the offer
+/// later by itself (busy now).
+#[must_use]
+pub fn end_from_refusal(reason: &RejectReason) -> Option<StationEnd> {
+    match reason {
+        // A busy station takes the retained offer once it is idle again.
+        RejectReason::Busy { .. } => None,
+        RejectReason::NotInWave { bucket, percent } => Some(StationEnd::OutsideWave {
+            bucket: *bucket,
+            percent: *percent,
+        }),
+        other => Some(StationEnd::Refused {
+            reason: reason_text(other),
+        }),
+    }
+}
+
 /// A one-line description of an event, `None` for the ones bars show by themselves.
 #[must_use]
 pub fn describe_event(r: &Report) -> Option<String> {
@@ -635,18 +652,14 @@ async fn follow(
                         update_id: Some(u),
                         reason,
                         ..
-                    } if *u == opts.update_id => Some(match reason {
-                        RejectReason::NotInWave { bucket, percent } => StationEnd::OutsideWave {
-                            bucket: *bucket,
-                            percent: *percent,
-                        },
-                        other => StationEnd::Refused {
-                            reason: reason_text(other),
-                        },
-                    }),
+                    } if *u == opts.update_id => end_from_refusal(reason),
                     _ => None,
                 };
-                if !(ours || refusal.is_some()) {
+                let about_it = matches!(
+                    &e.event,
+                    Report::OfferRejected { update_id: Some(u), .. } if *u == opts.update_id
+                );
+                if !(ours || about_it) {
                     continue;
                 }
                 if participants.insert(id.clone()) {
@@ -669,4 +682,42 @@ async fn follow(
         .filter(|d| !summary.ends.contains_key(d))
         .collect();
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_offer_ends_a_station_unless_it_was_only_busy() {
+        let table = [
+            (
+                RejectReason::Busy {
+                    phase: PhaseName::Installing,
+                },
+                None,
+            ),
+            (
+                RejectReason::NotInWave {
+                    bucket: 70,
+                    percent: 50,
+                },
+                Some(StationEnd::OutsideWave {
+                    bucket: 70,
+                    percent: 50,
+                }),
+            ),
+        ];
+        for (reason, want) in table {
+            assert_eq!(end_from_refusal(&reason), want, "{reason:?}");
+        }
+        let replay = RejectReason::Replayed {
+            sequence: 3,
+            last_accepted: 5,
+        };
+        assert!(matches!(
+            end_from_refusal(&replay),
+            Some(StationEnd::Refused { reason }) if reason.contains("replayed")
+        ));
+    }
 }
