@@ -12,8 +12,7 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-/// Largest CMS read from the end of a bundle (a manifest and a certificate chain: a few KiB).
-pub const MAX_CMS_BYTES: u64 = 1024 * 1024;
+use crate::limits::MAX_CMS_BYTES;
 
 /// The bundle format as the file declares it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,11 +23,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::limits::MAX_LOG_LINES;
+
 /// The default location of the configuration file.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/fleet/fleet.toml";
-/// Longest `log-lines` / `fleet logs -n` accepted: a 115200-baud console prints about 140
-/// lines a second.
-pub const MAX_LOG_LINES: u32 = 10_000;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]

@@ -12,6 +12,7 @@
 
 pub mod bundle;
 pub mod config;
+pub mod limits;
 pub mod pending;
 pub mod reset;
 pub mod system;

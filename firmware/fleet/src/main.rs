@@ -7,12 +7,12 @@ use std::io::{BufRead as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use clap::{Parser, Subcommand};
 use fleet::bundle::{self, BundleError, BundleFormat};
-use fleet::config::{Config, DEFAULT_CONFIG_PATH, MAX_LOG_LINES, Overrides, Profile};
+use fleet::config::{Config, DEFAULT_CONFIG_PATH, Overrides, Profile};
+use fleet::limits::{CALL_TIMEOUT, CONNECT_TIMEOUT, MAX_LOG_LINES};
 use fleet::pending::{self, Pending};
 use fleet::system::{self, DaemonStates, SlotContent};
 use fleet::text::{self, row};
@@ -158,13 +158,10 @@ fn rauc_options(cfg: &Config) -> RaucOptions {
         manifest_hash: ManifestHashCheck::Enforce,
         ..RaucOptions::default()
     };
-    // A person is waiting: a RAUC that does not answer a status call in 10 s is stuck.
-    options.limits.call_timeout = Duration::from_secs(10);
+    // A person is waiting: a RAUC that does not answer a status call quickly is stuck.
+    options.limits.call_timeout = CALL_TIMEOUT;
     options
 }
-
-/// Longest wait for the bus to accept the connection (a wedged bus must not hang the console).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn rauc_client_with(cfg: &Config, options: RaucOptions) -> Result<RaucClient, RaucError> {
     match tokio::time::timeout(

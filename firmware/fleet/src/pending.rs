@@ -8,8 +8,7 @@ use fleet_core::update::engine::{Phase, State};
 use fleet_core::update::{FallbackCause, Outcome};
 use serde_json::Value;
 
-/// Largest journal read (the updater's own limit).
-pub const MAX_JOURNAL_BYTES: u64 = 1024 * 1024;
+use crate::limits::MAX_JOURNAL_BYTES;
 
 /// What the journal says.
 #[derive(Debug, Clone, PartialEq, Eq)]

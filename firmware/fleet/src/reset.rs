@@ -20,6 +20,8 @@ use std::path::{Path, PathBuf};
 
 use fleet_bootctl::atomic::{Replace, write_atomic};
 
+use crate::limits::MAX_ENTRIES;
+
 /// Name of the intent file in `<data>/fleet/`.
 pub const INTENT: &str = ".factory-reset";
 /// Name of the trash directory in `<data>/fleet/`.
@@ -28,8 +30,6 @@ pub const TRASH: &str = ".factory-reset.trash";
 pub const KEPT: [&str; 3] = ["identity", "boot", "update"];
 /// Entries kept unless `--all`: the provisioned identity, and provisioning's own temporaries.
 pub const IDENTITY: [&str; 3] = ["identity", ".identity.new", ".identity.old"];
-/// Most entries a reset lists (a sane `<data>/fleet/` has a handful).
-pub const MAX_ENTRIES: usize = 4096;
 
 /// What a reset erases.
 #[derive(Debug, Clone, PartialEq, Eq)]

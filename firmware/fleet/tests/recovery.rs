@@ -536,6 +536,8 @@ fn tryboot_station() -> (tempfile::TempDir, std::path::PathBuf) {
 #[test]
 fn on_the_tryboot_flow_a_fresh_station_offers_no_rollback_and_a_good_record_allows_one() {
     let (d, conf) = tryboot_station();
+    let ran = fleet_bare(&conf, &["--check-config"], "");
+    assert_eq!(ran.code, 0, "both configurations are valid: {ran:?}");
     let ran = fleet_bare(&conf, &["status"], "");
     assert_eq!(ran.code, 0, "{ran:?}");
     assert_eq!(
