@@ -572,4 +572,18 @@ fn on_the_tryboot_flow_a_fresh_station_offers_no_rollback_and_a_good_record_allo
         line_starting(&ran.stdout, "boot"),
         "boot        tryboot flow, running A, next boot B"
     );
+
+    // Without RAUC, marks go straight to the boot flow, and say so.
+    let ran = fleet_bare(&conf, &["mark-bad", "B", "--yes"], "");
+    assert_eq!(ran.code, 0, "{ran:?}");
+    assert!(joined(&ran).contains("using the boot flow"), "{ran:?}");
+    let record = std::fs::read_to_string(d.path().join("data/fleet/boot/attempts")).expect("read");
+    assert!(record.contains("state=bad"), "{record}");
+    let ran = fleet_bare(&conf, &["mark-good"], "");
+    assert_eq!(ran.code, 0, "{ran:?}");
+    let ran = fleet_bare(&conf, &["status"], "");
+    assert_eq!(
+        line_starting(&ran.stdout, "boot"),
+        "boot        tryboot flow, running A, next boot A"
+    );
 }
