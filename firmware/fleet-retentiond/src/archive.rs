@@ -33,7 +33,32 @@ pub enum ArchiveError {
 pub fn scan(root: &Path, max_depth: usize) -> Result<Vec<Found>, ArchiveError> {
     let mut out = Vec::new();
     let mut dirs = Vec::new();
-    scan_changed(root, max_depth, &mut HashMap::new(), &mut out, &mut dirs)?;
+    scan_changed(
+        root,
+        max_depth,
+        true,
+        &mut HashMap::new(),
+        &mut out,
+        &mut dirs,
+    )?;
+    Ok(out)
+}
+
+/// Like [`scan`] without the sizes (no `stat` per file): what reconciliation needs.
+///
+/// # Errors
+/// `root` itself cannot be read.
+pub fn scan_names(root: &Path, max_depth: usize) -> Result<Vec<Found>, ArchiveError> {
+    let mut out = Vec::new();
+    let mut dirs = Vec::new();
+    scan_changed(
+        root,
+        max_depth,
+        false,
+        &mut HashMap::new(),
+        &mut out,
+        &mut dirs,
+    )?;
     Ok(out)
 }
 
@@ -44,14 +69,15 @@ pub type DirCache = HashMap<PathBuf, (SystemTime, Vec<(PathBuf, String)>)>;
 
 /// Like [`scan`], but lists only directories whose modification time changed since `seen`
 /// recorded it, and walks unchanged ones through their remembered subdirectories without reading
-/// them: the periodic catch-up's cheap path. Updates `seen`; returns the listed directories'
-/// prefixes in `listed`.
+/// them: the periodic catch-up's cheap path. Sizes are read (one `stat` per file) only
+/// `with_sizes`. Updates `seen`; returns the listed directories' prefixes in `listed`.
 ///
 /// # Errors
 /// `root` cannot be read.
 pub fn scan_changed(
     root: &Path,
     max_depth: usize,
+    with_sizes: bool,
     seen: &mut DirCache,
     out: &mut Vec<Found>,
     listed: &mut Vec<String>,
@@ -95,7 +121,12 @@ pub fn scan_changed(
                     stack.push((entry.path(), rel, depth + 1));
                 }
             } else if ft.is_file() && name::is_recording(name) {
-                let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+                // A stat per file: only when the caller needs sizes (not the catch-up).
+                let size = if with_sizes {
+                    entry.metadata().map(|m| m.len()).unwrap_or(0)
+                } else {
+                    0
+                };
                 out.push(Found {
                     rel,
                     size_bytes: size,
@@ -190,12 +221,12 @@ mod tests {
         std::fs::write(root.join("2026-11-22/b_st_mic_2.wav"), b"x").unwrap();
         let mut cache = DirCache::new();
         let (mut out, mut listed) = (Vec::new(), Vec::new());
-        scan_changed(root, 4, &mut cache, &mut out, &mut listed).unwrap();
+        scan_changed(root, 4, true, &mut cache, &mut out, &mut listed).unwrap();
         assert_eq!(out.len(), 2);
         assert_eq!(listed.len(), 2);
 
         let (mut out, mut listed) = (Vec::new(), Vec::new());
-        scan_changed(root, 4, &mut cache, &mut out, &mut listed).unwrap();
+        scan_changed(root, 4, true, &mut cache, &mut out, &mut listed).unwrap();
         assert!(
             out.is_empty() && listed.is_empty(),
             "nothing changed: nothing read"
@@ -205,7 +236,7 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(20));
         std::fs::write(root.join("2026-11-22/c_st_mic_3.wav"), b"x").unwrap();
         let (mut out, mut listed) = (Vec::new(), Vec::new());
-        scan_changed(root, 4, &mut cache, &mut out, &mut listed).unwrap();
+        scan_changed(root, 4, true, &mut cache, &mut out, &mut listed).unwrap();
         assert_eq!(listed, vec!["2026-11-22".to_owned()]);
         assert_eq!(out.len(), 2);
         assert!(out.iter().any(|f| f.rel == "2026-11-22/c_st_mic_3.wav"));

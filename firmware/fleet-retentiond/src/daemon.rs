@@ -336,7 +336,11 @@ impl Daemon {
             .iter()
             .filter_map(|rel| archive::describe(root, rel))
             .collect();
-        let inserted = index.insert(&new)?;
+        let inserted = if new.is_empty() {
+            Vec::new()
+        } else {
+            index.insert(&new)?
+        };
         self.generation += 1;
         for (id, i) in &inserted {
             let r = &new[*i];
@@ -382,6 +386,7 @@ impl Daemon {
         archive::scan_changed(
             &self.cfg.recordings_dir,
             self.cfg.limits.max_scan_depth,
+            false,
             &mut self.dir_mtimes,
             &mut found,
             &mut listed,
@@ -390,6 +395,16 @@ impl Daemon {
         let Some(index) = self.index.as_ref() else {
             return Ok(0);
         };
+        if found.is_empty() {
+            return Ok(0);
+        }
+        // Every directory was listed (a flat archive always is): when the files and the present
+        // rows agree in number, the events missed nothing (an add and a removal both missed would
+        // cancel out; the exact check is the startup reconciliation).
+        let complete = listed.len() == self.dir_mtimes.len();
+        if complete && index.present_count()? == found.len() as u64 {
+            return Ok(0);
+        }
         let known =
             index.present_paths_among(&found.iter().map(|f| f.rel.clone()).collect::<Vec<_>>())?;
         let mut changes = Changes::default();

@@ -418,6 +418,21 @@ impl Index {
             .collect())
     }
 
+    /// How many rows are present (not deleted).
+    ///
+    /// # Errors
+    /// The query fails.
+    pub fn present_count(&self) -> Result<u64, IndexError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM recordings WHERE local_deleted = 0",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(to_u64)
+            .map_err(q("count present rows"))
+    }
+
     /// Every present row's path.
     ///
     /// # Errors

@@ -106,7 +106,7 @@ pub fn reconcile(
 ) -> Result<Report, ReconcileError> {
     let started = Instant::now();
     check_mounted(mount_point, recordings_dir)?;
-    let found = archive::scan(recordings_dir, max_depth)?;
+    let found = archive::scan_names(recordings_dir, max_depth)?;
     let mut rows = index.rows_by_path()?;
     let mut report = Report {
         files: found.len() as u64,
