@@ -26,20 +26,21 @@ use fleet_rauc::{ManifestHashCheck, MarkState, RaucClient, RaucError, RaucOption
     name = "fleet",
     version,
     about = "Recovery console of a fleet station: status, rollback, install from a file",
-    after_help = "Exit codes: 0 done, 1 failed, 2 bad usage or configuration, \
-                  3 refused for safety or not confirmed (nothing changed)."
+    after_help = "Exit codes: 0 done, 1 failed, 2 bad usage or configuration,\n\
+                  3 refused for safety or not confirmed (nothing changed).\n\
+                  Guide: docs/recovery-guide.md"
 )]
 struct Cli {
     /// Configuration file.
     #[arg(long, env = "FLEET_CONFIG")]
     config: Option<PathBuf>,
-    /// Data partition (overrides data-root).
+    /// Data partition mount point.
     #[arg(long, env = "FLEET_DATA_ROOT")]
     data_root: Option<PathBuf>,
-    /// fleet-bootctl's configuration (overrides bootctl-config).
+    /// fleet-bootctl's configuration file.
     #[arg(long, env = "FLEET_BOOTCTL_CONFIG")]
     bootctl_config: Option<PathBuf>,
-    /// D-Bus address where RAUC listens (overrides dbus-address).
+    /// D-Bus address of RAUC's bus.
     #[arg(long, env = "FLEET_DBUS_ADDRESS")]
     dbus_address: Option<String>,
     /// Validate the configuration and exit (0 valid, 2 invalid).
@@ -59,9 +60,9 @@ enum Cmd {
         #[arg(long)]
         yes: bool,
     },
-    /// Install a bundle file (USB stick) into the other slot, verified by RAUC.
+    /// Install a bundle file into the other slot (RAUC verifies it).
     Install { bundle: PathBuf },
-    /// Commit the running slot (only the running slot can be marked good).
+    /// Commit the running slot (the only slot that can be marked good).
     MarkGood {
         /// A or B; the running slot when left out.
         slot: Option<Slot>,
@@ -81,7 +82,7 @@ enum Cmd {
     },
     /// Erase the station's data (keeps its identity unless --all).
     FactoryReset {
-        /// Also erase the provisioned identity (station id, credentials).
+        /// Also erase the identity (station id, credentials).
         #[arg(long)]
         all: bool,
         /// The station id, instead of typing it at the prompt.

@@ -587,3 +587,30 @@ fn on_the_tryboot_flow_a_fresh_station_offers_no_rollback_and_a_good_record_allo
         "boot        tryboot flow, running A, next boot A"
     );
 }
+
+#[test]
+fn help_of_every_command_fits_an_80_column_console_and_names_the_exit_codes() {
+    let (_d, conf) = bare_station();
+    for command in [
+        "",
+        "status",
+        "rollback",
+        "install",
+        "mark-good",
+        "mark-bad",
+        "logs",
+        "factory-reset",
+    ] {
+        let args: Vec<&str> = [command, "--help"]
+            .into_iter()
+            .filter(|a| !a.is_empty())
+            .collect();
+        let ran = fleet_bare(&conf, &args, "");
+        assert_eq!(ran.code, 0, "{command}: {ran:?}");
+        assert_console_friendly(&ran);
+        if command.is_empty() {
+            assert!(joined(&ran).contains("3 refused for safety"), "{ran:?}");
+        }
+    }
+    assert_eq!(fleet_bare(&conf, &["rollback", "--bogus"], "").code, 2);
+}
