@@ -13,6 +13,7 @@ pub mod boot;
 pub mod ids;
 pub mod ports;
 pub mod retention;
+pub mod rollout;
 pub mod slot;
 pub mod time;
 pub mod update;

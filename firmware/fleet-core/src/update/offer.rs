@@ -2,7 +2,8 @@
 //! offer before it downloads a single byte.
 //!
 //! Rules, in the order they are checked (the first failing rule is the reported reason):
-//! 1. the envelope was signed by a trusted key ([`SignatureVerdict::Trusted`]);
+//! 1. the envelope was signed by a trusted key ([`SignatureVerdict::Trusted`]), not a revoked
+//!    one;
 //! 2. the offer is well formed (non-empty bundle, `expires-at` after `issued-at`);
 //! 3. it targets this station: its device id, or one of its groups;
 //! 4. its `compatible` equals the station's;
@@ -155,6 +156,8 @@ pub enum SignatureVerdict {
     Trusted { key_id: KeyId },
     /// The envelope names a key that is not in the trusted set.
     UnknownKey { key_id: KeyId },
+    /// The envelope names a key that was revoked (`crate::trust`).
+    Revoked { key_id: KeyId },
     /// The signature did not verify.
     Invalid,
 }
@@ -173,6 +176,8 @@ pub enum RejectReason {
     // --- the envelope (decided by fleet-proto before the payload is read) ---
     /// Signed with a key the station does not trust.
     UnknownKey { key_id: KeyId },
+    /// Signed with a key that was revoked (compromised): see `crate::trust`.
+    RevokedKey { key_id: KeyId },
     /// The signature does not verify (tampered payload or signature, wrong kind).
     BadSignature,
     /// The message is larger than the limit for its topic.
@@ -205,6 +210,13 @@ pub enum RejectReason {
     Busy {
         phase: crate::update::engine::PhaseName,
     },
+    // --- operator controls (see `crate::rollout::control`) ---
+    /// An emergency freeze is in force: no new install starts.
+    Frozen,
+    /// The rollout of this update was halted.
+    Halted { update_id: UpdateId },
+    /// The station (or its group) is pinned below the offered version.
+    Pinned { pin: Version, offered: Version },
 }
 
 /// What admission needs to know about the station beyond the offer.
@@ -240,6 +252,7 @@ pub fn decide_offer(
     let key_id = match verdict {
         SignatureVerdict::Trusted { key_id } => key_id,
         SignatureVerdict::UnknownKey { key_id } => return Err(RejectReason::UnknownKey { key_id }),
+        SignatureVerdict::Revoked { key_id } => return Err(RejectReason::RevokedKey { key_id }),
         SignatureVerdict::Invalid => return Err(RejectReason::BadSignature),
     };
     if offer.bundle_size == 0 {
