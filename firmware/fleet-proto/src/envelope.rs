@@ -36,6 +36,10 @@ pub enum Kind {
     Offer,
     /// A [`BundleManifest`](crate::payload::BundleManifest).
     Manifest,
+    /// A rollout's plan and progress ([`RolloutRecord`](crate::rollout::RolloutRecord)).
+    Rollout,
+    /// A halt, freeze or pin ([`Control`](fleet_core::rollout::Control)).
+    Control,
 }
 
 impl Kind {
@@ -44,6 +48,8 @@ impl Kind {
         match self {
             Kind::Offer => "offer",
             Kind::Manifest => "manifest",
+            Kind::Rollout => "rollout",
+            Kind::Control => "control",
         }
     }
 }

@@ -24,6 +24,7 @@ pub mod chunk;
 pub mod envelope;
 pub mod limits;
 pub mod payload;
+pub mod rollout;
 pub mod topic;
 
 pub use envelope::{EnvelopeError, Kind, Opened, TrustedKeys};

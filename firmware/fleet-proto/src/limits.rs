@@ -52,6 +52,8 @@ impl Limits {
         match kind {
             crate::envelope::Kind::Offer => self.max_offer_bytes,
             crate::envelope::Kind::Manifest => self.max_manifest_bytes,
+            // Rollout records and controls are offer-sized documents.
+            crate::envelope::Kind::Rollout | crate::envelope::Kind::Control => self.max_offer_bytes,
         }
     }
 }
