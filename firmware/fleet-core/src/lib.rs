@@ -1,7 +1,8 @@
 //! The functional core of fleet.
 //!
 //! **fleet-core does not know about files, clocks or sockets.** Every decision that can brick a
-//! station or delete a recording is a pure function here: the update state machine (`update`),
+//! station or delete a recording is a pure function here: the update state machine (`update`), the offer-signing
+//! key set and its rotation (`trust`),
 //! offer admission (`offer`), wave membership (`wave`), boot-slot models (`boot`) and the
 //! retention plan (`retention`). Time enters as a value ([`time::Now`]); wall-clock time is
 //! `None` until the shell knows the clock is trusted.
@@ -16,4 +17,5 @@ pub mod retention;
 pub mod rollout;
 pub mod slot;
 pub mod time;
+pub mod trust;
 pub mod update;

@@ -112,6 +112,27 @@ hex_newtype!(
     "key id"
 );
 
+hex_newtype!(
+    /// An ed25519 public key (the 32-byte compressed point), written as 64 lower-case hex
+    /// digits. The core never checks that it is a valid point: `fleet-proto` does before a key
+    /// enters a trusted set.
+    PublicKey,
+    32,
+    "public key"
+);
+
+impl PublicKey {
+    /// This key's [`KeyId`]: the first 8 bytes of SHA-256 over the 32 key bytes.
+    #[must_use]
+    pub fn key_id(&self) -> KeyId {
+        use sha2::Digest as _;
+        let d = sha2::Sha256::digest(self.0);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&d[..8]);
+        KeyId::from_bytes(id)
+    }
+}
+
 /// The id of a bundle: the SHA-256 of the whole bundle file. Being the content hash, it is also
 /// what the station checks the assembled file against before anything is installed.
 pub type BundleId = Sha256Digest;

@@ -14,7 +14,7 @@ mod fixtures;
 #[cfg(test)]
 mod offer_tests;
 
-pub use digest::{BundleId, HexError, KeyId, Sha256Digest};
+pub use digest::{BundleId, HexError, KeyId, PublicKey, Sha256Digest};
 pub use engine::{
     Action, Event, EventName, Job, MAX_DETAIL_LEN, Phase, PhaseName, Policy, Rejected, State,
     Transition, step,

@@ -63,6 +63,15 @@ fn offers_are_admitted_or_refused_with_a_specific_reason() {
             Some("unknown-key"),
         ),
         (
+            "revoked key",
+            Box::new(|_| {}),
+            SignatureVerdict::Revoked {
+                key_id: KeyId::from_bytes([9; 8]),
+            },
+            trusted_t,
+            Some("revoked-key"),
+        ),
+        (
             "bad signature",
             Box::new(|_| {}),
             SignatureVerdict::Invalid,
