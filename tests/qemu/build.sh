@@ -150,7 +150,9 @@ install -m 0755 "$here/guest/health-commit" "$here/guest/install-incoming" "$bas
 echo "root:x:0:0:root:/root:/bin/sh" >"$base/etc/passwd"
 echo "root:x:0:" >"$base/etc/group"
 echo "0123456789abcdef0123456789abcdef" >"$base/etc/machine-id"
-cp -L "$userland/boot/vmlinuz-$kver" "$base/boot/Image"
+# Debian's arm64 vmlinuz is an uncompressed Image (32 MiB); gzip it (booti inflates it through
+# kernel_comp_addr_r, set in U-Boot's own env below) to keep slots and installs small.
+gzip -6 -n -c "$userland/boot/vmlinuz-$kver" >"$base/boot/Image"
 cp "$w/initrd.img" "$base/boot/initrd.img"
 
 # ---- 6. slot images: 1.0.0 for slot A, and one bundle per test image ---------------------------
@@ -161,6 +163,7 @@ slot_image() { # name version mode -> $w/<name>.ext4
   rm -rf "$tree"
   cp -a "$base" "$tree"
   echo "$2" >"$tree/etc/fleet-version"
+  printf 'ID=fleet\nNAME="fleet QEMU test station"\nVERSION_ID=%s\n' "$2" >"$tree/etc/os-release"
   [ "$3" = healthy ] || echo "$3" >"$tree/etc/fleet-test/mode"
   local kib
   kib=$(du -sk "$tree" | cut -f1)
@@ -253,6 +256,8 @@ for var in blob[start:end].split(b'\0'):
     elif name == 'bootdelay':
         var = 'bootdelay=0'
     out.append(var)
+# Room to inflate a gzipped Image: load it at kernel_addr_r, booti moves it here and unpacks.
+out += ['kernel_comp_addr_r=0x50000000', 'kernel_comp_size=0x4000000']
 open(sys.argv[1], 'w').write('\n'.join(out) + '\n')
 EOP
 mkenvimage -s 0x40000 -o "$out/envflash.img" "$w/uboot-default-env.txt"

@@ -102,6 +102,9 @@ class Broker:
 class Boot:
     """One power cycle: a QEMU process reading the serial console line by line."""
 
+    # Per scenario thread: every QEMU started and not yet reaped, killed on any way out.
+    scope = threading.local()
+
     def __init__(self, station, number, timeout):
         self.station = station
         self.number = number
@@ -113,6 +116,8 @@ class Boot:
         self.proc = subprocess.Popen(station.qemu_command(), stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      start_new_session=True)
+        self.scope_live = getattr(Boot.scope, "live", [])
+        self.scope_live.append(self)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         self.end = None  # "exit" (reset or power-off), "cut" (killed by us), "timeout"
@@ -186,6 +191,8 @@ class Boot:
         self._finish()
 
     def _finish(self):
+        if self in self.scope_live:
+            self.scope_live.remove(self)
         self.reader.join(5)
         self.log.close()
 
@@ -256,8 +263,8 @@ class Station:
         """After a boot ends: read the env and print the boot's line."""
         env = self.read_env()
         self.envs.append(env)
-        print(f"    boot {boot.number:2d}: slot={boot.slot or '-'} version={boot.version or '-'} "
-              f"end={boot.end} wall={boot.elapsed():5.1f}s env={fmt_env(env)}{note}", flush=True)
+        say(f"  [{getattr(Boot.scope, 'name', '?')}] boot {boot.number:2d}: slot={boot.slot or '-'} version={boot.version or '-'} "
+            f"end={boot.end} wall={boot.elapsed():5.1f}s env={fmt_env(env)}{note}")
         return env
 
     def run_boot(self, until_ready=True, timeout=120):
@@ -334,7 +341,7 @@ class Context:
         self.final_disks = {}
 
     def station(self, name, **kw):
-        return Station(self.image, os.path.join(self.work, name), **kw)
+        return Station(self.image, os.path.join(self.work, name), broker=self.broker, **kw)
 
     def bundle(self, name):
         return os.path.join(self.image, "bundles", f"{name}.raucb")
@@ -365,10 +372,13 @@ def install_boot(station, ctx):
     check(boot.end == "exit", f"boot 1 ends in a reboot, got {boot.end}")
     env = station.envs[-1]
     check(env_is(env, "B A", 3, 3, "B"), f"after install: B armed for a trial, got {fmt_env(env)}")
-    m = re.search(r"uptime=([\d.]+)", boot.first(r"^install rc=").string)
-    s = re.search(r"uptime=([\d.]+)", boot.first(r"^install start").string)
-    ctx.install_seconds = float(m.group(1)) - float(s.group(1))
+    ctx.install_seconds = install_duration(boot)
     return boot
+
+
+def install_duration(boot):
+    start, end = boot.first(r"^install start uptime=([\d.]+)"), boot.first(r"^install rc=0 uptime=([\d.]+)")
+    return float(end.group(1)) - float(start.group(1)) if start and end else None
 
 
 def scenario_good_update(ctx):
@@ -377,7 +387,8 @@ def scenario_good_update(ctx):
     install_boot(st, ctx)
     trial = st.run_boot()
     check(trial.slot == "B" and trial.version == "2.0.0", f"trial boot on B 2.0.0, got {trial.slot}")
-    check(trial.first(r"^health pass slot=B commit-rc=0"), "the trial passes its health check and commits")
+    check(trial.first(r"^health pass slot=B commit-rc=0"),
+          "the trial passes its health checks (rauc, the broker through QEMU's forward) and commits")
     check(env_is(st.envs[-1], "B A", 3, 3), f"committed B: got {fmt_env(st.envs[-1])}")
     again = st.run_boot()
     check(again.slot == "B" and again.first(r"^health not-a-trial"), "the next boot is a normal boot of B")
@@ -402,9 +413,7 @@ def scenario_fallback(ctx, mode):
     back = st.run_boot()
     check(back.slot == "A" and back.version == "1.0.0", f"falls back to A 1.0.0, got {back.slot}")
     check(env_is(st.envs[-1], "B A", 3, 0), f"A refreshed, B given up: got {fmt_env(st.envs[-1])}")
-    again = st.run_boot()
-    check(again.slot == "A", "and stays on A")
-    return st, ["A", "B", "B", "B", "A", "A"]
+    return st, ["A", "B", "B", "B", "A"]
 
 
 def scenario_unhealthy(ctx):
@@ -424,45 +433,60 @@ def scenario_unhealthy(ctx):
 
 
 def scenario_power_cuts(ctx):
-    st = ctx.station("power-cuts")
-    stage_incoming(st, ctx, "good")
-    span = max(ctx.install_seconds or 10.0, 3.0) * 1.2
-    cuts = []
-    good_after_cut = 0
-    sequence = []
+    """Rounds on fresh stations: cut the power at a random moment of each install until the
+    install is let through or outruns the cut; then the update must complete. A round ends
+    when B is committed, and the next round starts from the factory image."""
+    install_s = ctx.install_seconds or 10.0
+    cuts, outcomes, sequence = [], [], []
+    rounds = 0
+    st = None
     while len(cuts) < ctx.cuts:
-        boot = st.power_on(timeout=150)
-        m = boot.expect(r"^(install start|ready )")
-        if m and m.group(1) == "install start":
-            at = ctx.rng.uniform(0.0, span)
-            time.sleep(at)
-            boot.cut()
-            st.settle(boot, note=f" CUT at install+{at:.2f}s")
-            cuts.append(round(at, 2))
-        else:
-            # No install pending on this boot: the update already completed.
-            boot.send("station-reboot -p\n")
-            boot.wait()
-            st.settle(boot)
-        sequence.append(boot.slot)
-        check(boot.slot in ("A", "B"), f"boot {boot.number} reached userspace on a slot")
-        if len(cuts) and boot.first(r"^booted slot="):
-            good_after_cut += 1
-        if boot.slot == "B" and boot.first(r"^health not-a-trial|^health pass"):
-            break
-    # Let it finish: the update completes (or already has) and B is committed.
-    for _ in range(4):
-        boot = st.run_boot(timeout=150)
-        sequence.append(boot.slot)
-        env = st.envs[-1]
-        if boot.slot == "B" and boot.version == "2.0.0" and env_is(env, "B A", 3, 3):
-            break
-    check(st.boots[-1].slot == "B" and env_is(st.envs[-1], "B A", 3, 3),
-          f"after {len(cuts)} cuts the update completes: got {st.boots[-1].slot} {fmt_env(st.envs[-1])}")
-    ctx.power_cut_report = {"cuts": cuts, "boots": len(st.boots),
-                            "good-boots-after-cut": sum(1 for b in st.boots[1:] if b.slot),
-                            "span-s": round(span, 1), "seed": ctx.seed}
-    return st, sequence
+        rounds += 1
+        st = ctx.station(f"power-cuts-{rounds}")
+        stage_incoming(st, ctx, "good")
+        say(f"  [power-cuts] round {rounds}: fresh station")
+        after_cut = False
+        while True:
+            boot = st.power_on(timeout=150)
+            m = boot.expect(r"^(install start|ready )")
+            if m and m.group(1) == "install start" and len(cuts) < ctx.cuts:
+                # The window follows the install time this machine shows now: mostly inside
+                # the install, some just after it (before the station's reboot).
+                at = ctx.rng.uniform(0.0, install_s * 1.1)
+                finished = boot.expect(r"^install rc=", timeout=at)
+                boot.cut()
+                if finished:
+                    install_s = install_duration(boot) or install_s
+                st.settle(boot, note=f" CUT at install+{at:.2f}s"
+                          + (" (install had finished)" if finished else ""))
+                cuts.append(round(at, 2))
+            elif m and m.group(1) == "install start":
+                boot.wait()  # enough cuts: let this install through
+                install_s = install_duration(boot) or install_s
+                st.settle(boot)
+            else:
+                boot.send("station-reboot -p\n")
+                boot.wait()
+                st.settle(boot)
+            sequence.append(boot.slot)
+            check(boot.slot in ("A", "B") and boot.first(r"^boot-check rc=0"),
+                  f"boot {boot.number} of round {rounds} came up on a slot and ran its boot check")
+            good = (boot.slot, boot.version) in (("A", "1.0.0"), ("B", "2.0.0"))
+            check(good, f"boot {boot.number} of round {rounds} is on a good slot: {boot.slot} {boot.version}")
+            if after_cut:
+                outcomes.append(good)
+            after_cut = boot.end == "cut"
+            env = st.envs[-1]
+            if boot.slot == "B" and env_is(env, "B A", 3, 3):
+                break
+            check(boot.number < 40, "the round ends")
+        check(st.boots[-1].version == "2.0.0" and st.boots[-1].first(r"^health pass slot=B"),
+              f"round {rounds}: the update completes with a health-checked commit of B")
+    ctx.power_cut_report = {"cuts": cuts, "rounds": rounds,
+                            "boots-after-a-cut": len(outcomes), "on-a-good-slot": sum(outcomes),
+                            "seed": ctx.seed}
+    ctx.power_cut_sequence = sequence
+    return st, None
 
 
 def scenario_console_recovery(ctx):
@@ -472,26 +496,39 @@ def scenario_console_recovery(ctx):
     boot = st.power_on(timeout=120)
     check(boot.expect(r"^ready "), "the station comes up on B with a console")
     check(boot.slot == "B", f"starts on committed B, got {boot.slot}")
-    fleet_cli = os.path.exists(os.path.join(ctx.image, "fleet-cli-ready"))
-    status_cmd = "fleet status" if fleet_cli else "fleet-bootctl status"
-    rollback_cmd = "fleet rollback" if fleet_cli else "fleet-bootctl set-primary A"
+    # The recovery CLI `fleet` if this build has it, else fleet-bootctl (the same backend).
+    boot.send('fleet --help 2>&1 | grep -q "^ *rollback"; echo "FLEET-QEMU console has-fleet rc=$?"\n')
+    probe = boot.expect(r"^console has-fleet rc=(\d+)", timeout=30)
+    fleet_cli = bool(probe and probe.group(1) == "0")
+    if fleet_cli:
+        status_cmd, rollback_cmd = "fleet status", "fleet rollback"
+        shows = (r"running B", r"slot A\W+good\s+1\.0\.0")
+        answer = "yes\n"  # typed at its confirmation prompt
+    else:
+        status_cmd, rollback_cmd = "fleet-bootctl status", "fleet-bootctl set-primary A"
+        shows = (r"booted:\s+B", r"slot A: good")
+        answer = ""
     mark = len(boot.lines)
     boot.send(f"{status_cmd}; echo \"FLEET-QEMU console status rc=$?\"\n")
     m = boot.expect(r"^console status rc=(\d+)", timeout=30)
     status = "\n".join(boot.output_since(mark))
+    say("  console> " + status.replace("\n", "\n  console> "))
     check(m and m.group(1) == "0", f"{status_cmd} works on the console: {status}")
-    check(re.search(r"booted:\s+B", status) and re.search(r"slot A: good", status),
-          f"status shows B booted and A good: {status}")
-    boot.send(f"{rollback_cmd}; echo \"FLEET-QEMU console rollback rc=$?\"\n")
+    check(all(re.search(rx, status) for rx in shows), f"status shows B running and A good: {status}")
+    mark = len(boot.lines)
+    boot.send(f"{rollback_cmd}; echo \"FLEET-QEMU console rollback rc=$?\"\n{answer}")
     m = boot.expect(r"^console rollback rc=(\d+)", timeout=30)
-    check(m and m.group(1) == "0", f"{rollback_cmd} works: {boot.output_since(mark)}")
+    said = "\n".join(boot.output_since(mark))
+    say("  console> " + said.replace("\n", "\n  console> "))
+    check(m and m.group(1) == "0", f"{rollback_cmd} works: {said}")
     boot.send("station-reboot\n")
     boot.wait()
     st.settle(boot, note=f" ({rollback_cmd})")
     after = st.run_boot()
     check(after.slot == "A" and after.version == "1.0.0", f"the next boot honours the rollback: {after.slot}")
     again = st.run_boot()
-    check(again.slot == "A", f"and the station stays on A: {again.slot} {fmt_env(st.envs[-1])}")
+    check(again.slot == "A" and env_is(st.envs[-1], "A B", 3, 3),
+          f"the station stays on A, B kept as the good other slot: {again.slot} {fmt_env(st.envs[-1])}")
     ctx.console_commands = [status_cmd, rollback_cmd]
     return st, ["B", "A", "A"]
 
@@ -507,6 +544,20 @@ SCENARIOS = [
 ]
 
 
+# Longest first, so that the lanes end together (seconds, measured on 2 busy cores).
+LANE_ORDER = ["power-cuts", "good-update", "fallback-panic", "fallback-hang", "fallback-reboot",
+              "unhealthy", "console-recovery"]
+COST = {"power-cuts": 420, "good-update": 55, "fallback-panic": 150, "fallback-hang": 125,
+        "fallback-reboot": 95, "unhealthy": 40, "console-recovery": 45}
+
+_print_lock = threading.Lock()
+
+
+def say(text):
+    with _print_lock:
+        print(text, flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--image", required=True, help="directory printed by tests/qemu/build.sh")
@@ -515,54 +566,96 @@ def main():
     ap.add_argument("--cuts", type=int, default=20, help="power cuts in power-cuts")
     ap.add_argument("--seed", type=int, default=int(os.environ.get("FLEET_QEMU_SEED", "0")) or None)
     ap.add_argument("--summary", default=None, help="write a JSON summary here")
+    ap.add_argument("--jobs", type=int, default=int(os.environ.get("FLEET_QEMU_JOBS", "2")),
+                    help="scenarios run at once (one single-CPU QEMU each)")
     args = ap.parse_args()
     if args.seed is None:
         args.seed = random.randrange(1, 1 << 31)
     if args.work is None:
         args.work = tempfile.mkdtemp(prefix="fleet-qemu-")
     os.makedirs(args.work, exist_ok=True)
+    # SIGTERM (a CI timeout) unwinds through the finally clauses that stop QEMU and the broker.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ctx = Context(args)
+    ctx.broker = Broker(args.work)
+    try:
+        return run_all(ctx, args)
+    finally:
+        ctx.broker.stop()
+
+
+def run_one(ctx, name, fn):
+    """Runs one scenario in the calling thread; returns its result record."""
+    Boot.scope.live = []
+    Boot.scope.name = name
+    t0 = time.monotonic()
+    station = None
+    try:
+        station, expected = fn(ctx)
+        seq = [b.slot for b in station.boots]
+        check(expected is None or seq == expected, f"slot sequence {seq}, expected {expected}")
+        ok, why = True, ""
+    except ScenarioFailed as e:
+        ok, why = False, str(e)
+    except Exception as e:  # a harness error fails the scenario, not the whole run
+        ok, why = False, f"harness error: {e!r}"
+    finally:
+        # Never leave a QEMU of this scenario behind.
+        for b in list(Boot.scope.live):
+            b.cut()
+    wall = time.monotonic() - t0
+    seq = " ".join(b.slot or "-" for b in station.boots) if station else ""
+    if name == "power-cuts" and hasattr(ctx, "power_cut_sequence"):
+        seq = " ".join(x or "-" for x in ctx.power_cut_sequence)
+    say(f"{'PASS' if ok else 'FAIL'} {name}: slots {seq} ({wall:.0f} s){'' if ok else ': ' + why}")
+    return {"ok": ok, "slots": seq, "wall-s": round(wall, 1), "why": why}
+
+
+def run_all(ctx, args):
     only = [s for s in args.only.split(",") if s]
-    passed = failed = 0
-    summary = {"seed": args.seed, "work": args.work, "scenarios": {}}
-    print(f"qemu harness: image {args.image}, work {args.work}, seed {args.seed}", flush=True)
-    for name, fn in SCENARIOS:
-        if only and name not in only:
-            continue
-        print(f"--- {name}", flush=True)
-        t0 = time.monotonic()
-        station = None
-        try:
-            station, expected = fn(ctx)
-            seq = [b.slot for b in station.boots]
-            check(seq == expected, f"slot sequence {seq}, expected {expected}")
-            ok, why = True, ""
-        except ScenarioFailed as e:
-            ok, why = False, str(e)
-        except Exception as e:  # a harness error fails the scenario, not the whole run
-            ok, why = False, f"harness error: {e!r}"
-        finally:
-            # Never leave a QEMU behind.
-            for b in (station.boots if station else []):
-                if b.proc.poll() is None:
-                    b.cut()
-        wall = time.monotonic() - t0
-        seq = " ".join(b.slot or "-" for b in station.boots) if station else ""
-        print(f"{'PASS' if ok else 'FAIL'} {name}: slots {seq} ({wall:.0f} s){'' if ok else ': ' + why}",
-              flush=True)
-        summary["scenarios"][name] = {"ok": ok, "slots": seq, "wall-s": round(wall, 1), "why": why}
-        passed += ok
-        failed += not ok
+    chosen = [(n, f) for n, f in SCENARIOS if not only or n in only]
+    summary = {"seed": args.seed, "work": args.work, "jobs": args.jobs, "scenarios": {}}
+    say(f"qemu harness: image {args.image}, work {args.work}, seed {args.seed}, {args.jobs} at a time")
+    t0 = time.monotonic()
+    # Scenarios run in parallel lanes, one QEMU (-smp 1) each. console-recovery starts from the
+    # disk good-update leaves, so it queues behind it in the same lane.
+    lanes = [[] for _ in range(max(1, args.jobs))]
+    for i, item in enumerate(sorted(chosen, key=lambda x: LANE_ORDER.index(x[0]))):
+        if item[0] == "console-recovery" and any(n == "good-update" for n, _ in chosen):
+            lane = next(la for la in lanes if any(n == "good-update" for n, _ in la))
+        else:
+            lane = min(lanes, key=lambda la: sum(COST[n] for n, _ in la))
+        lane.append(item)
+    results = {}
+
+    def run_lane(lane):
+        for name, fn in lane:
+            results[name] = run_one(ctx, name, fn)
+
+    threads = [threading.Thread(target=run_lane, args=(la,), daemon=True) for la in lanes if la]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    passed = sum(1 for r in results.values() if r["ok"])
+    failed = len(results) - passed
+    say("--- summary")
+    for name, _ in chosen:
+        r = results[name]
+        say(f"{'PASS' if r['ok'] else 'FAIL'} {name:17s} {r['wall-s']:6.0f} s  slots {r['slots']}")
+    summary["scenarios"] = results
     if hasattr(ctx, "power_cut_report"):
         r = ctx.power_cut_report
-        print(f"power cuts: {len(r['cuts'])} cuts at install+{r['cuts']} s (seed {r['seed']}), "
-              f"{r['good-boots-after-cut']} of {r['boots'] - 1} boots after the first came up on a good slot",
-              flush=True)
+        say(f"power cuts: {len(r['cuts'])} cuts in {r['rounds']} rounds at install+{r['cuts']} s "
+            f"(seed {r['seed']}); {r['on-a-good-slot']} of {r['boots-after-a-cut']} boots after a cut "
+            f"came up on a good slot")
         summary["power-cuts"] = r
+    summary["wall-s"] = round(time.monotonic() - t0, 1)
+    say(f"all scenarios: {summary['wall-s']:.0f} s")
     if args.summary:
         with open(args.summary, "w") as f:
             json.dump(summary, f, indent=1)
-    print(f"{passed} passed, {failed} failed", flush=True)
+    say(f"{passed} passed, {failed} failed")
     return 0 if failed == 0 else 1
 
 
