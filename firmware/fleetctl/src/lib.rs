@@ -9,6 +9,8 @@ pub mod demo;
 pub mod embedded;
 pub mod keys;
 pub mod publish;
+pub mod rollout;
+pub mod sim;
 pub mod status;
 pub mod target;
 pub mod watch;

@@ -16,6 +16,8 @@ use fleetctl::publish::{ClearScope, PushProgress, PushRequest};
 use fleetctl::target::Target;
 use indicatif::{ProgressBar, ProgressStyle};
 
+mod rollout_cmd;
+
 /// Host tool for fleet updates: keys, bundles, offers, station status, and a demo.
 #[derive(Debug, Parser)]
 #[command(name = "fleetctl", version, about)]
@@ -25,10 +27,10 @@ struct Cli {
 }
 
 #[derive(Debug, Args)]
-struct BrokerArg {
+pub(crate) struct BrokerArg {
     /// The MQTT broker: mqtt://host:port, host:port or host.
     #[arg(long, env = "FLEET_BROKER", default_value = "mqtt://127.0.0.1:1883")]
-    broker: BrokerAddr,
+    pub(crate) broker: BrokerAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -77,6 +79,28 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         stations: usize,
     },
+    /// Staged rollouts: start, advance, halt, resume, status, run.
+    Rollout {
+        #[command(subcommand)]
+        command: rollout_cmd::RolloutCommand,
+    },
+    /// Emergency freeze: no station in the scope starts a new install (signed, retained).
+    Freeze(rollout_cmd::ControlArgs),
+    /// Lift a freeze.
+    Unfreeze(rollout_cmd::ControlArgs),
+    /// Pin the stations of a scope at a version (they take nothing above it).
+    Pin {
+        #[command(flatten)]
+        control: rollout_cmd::ControlArgs,
+        /// The highest version they may take; leave out with --clear.
+        #[arg(long, required_unless_present = "clear")]
+        version: Option<semver::Version>,
+        /// Lift the pin.
+        #[arg(long)]
+        clear: bool,
+    },
+    /// Run many simulated stations in this process against a broker.
+    Sim(rollout_cmd::SimArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,7 +204,7 @@ fn interrupted() -> impl std::future::Future<Output = ()> {
 /// An error the user can fix by changing the input: exit code 2.
 #[derive(Debug, thiserror::Error)]
 #[error(transparent)]
-struct InvalidInput(anyhow::Error);
+pub(crate) struct InvalidInput(pub(crate) anyhow::Error);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -254,6 +278,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .await;
         }
         Command::Demo { stations } => return demo(stations).await,
+        Command::Rollout { command } => return rollout_cmd::rollout(command).await,
+        Command::Freeze(c) => {
+            return rollout_cmd::control(c, rollout_cmd::ControlChange::Freeze(true)).await;
+        }
+        Command::Unfreeze(c) => {
+            return rollout_cmd::control(c, rollout_cmd::ControlChange::Freeze(false)).await;
+        }
+        Command::Pin {
+            control,
+            version,
+            clear,
+        } => {
+            let pin = if clear { None } else { version };
+            return rollout_cmd::control(control, rollout_cmd::ControlChange::Pin(pin)).await;
+        }
+        Command::Sim(args) => return rollout_cmd::sim(args, interrupted()).await,
         Command::Clear(args) => clear(args).await?,
         Command::Status {
             broker,

@@ -1,0 +1,357 @@
+//! Staged rollouts over 100 simulated stations on a real mosquitto: waves, auto-halt, and a
+//! rollout resumed by a second `fleetctl` process.
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use fleet_core::ids::{DeviceId, GroupId, Version};
+use fleet_core::rollout::{Decision, HaltReason, Plan, Status, WaveSpec};
+use fleet_core::update::{RolloutPercent, wave};
+use fleet_proto::Limits;
+use fleet_proto::rollout::RolloutRecord;
+use fleet_testkit::Mosquitto;
+use fleetctl::connection::BrokerAddr;
+use fleetctl::publish::PushRequest;
+use fleetctl::rollout;
+use fleetctl::sim::{FleetOptions, SimFleet, StationSpec};
+use fleetctl::target::Target;
+
+const STATIONS: usize = 100;
+const INSTALL: Duration = Duration::from_millis(150);
+/// Every test ends well within this; a stuck rollout fails instead of hanging.
+const DEADLINE: Duration = Duration::from_secs(40);
+const STALE: Duration = Duration::from_secs(600);
+
+struct Fixture {
+    _broker: Mosquitto,
+    addr: BrokerAddr,
+    dir: tempfile::TempDir,
+    key: SigningKey,
+    key_path: PathBuf,
+    group: GroupId,
+}
+
+fn fixture() -> Fixture {
+    let broker = Mosquitto::start().expect("mosquitto");
+    let addr = BrokerAddr {
+        host: broker.host().to_owned(),
+        port: broker.port(),
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let made = fleetctl::keys::generate(&dir.path().join("k.key.pem"), &dir.path().join("k.pub"))
+        .expect("keys");
+    let key = fleetctl::keys::load_signing_key(&made.private_path).expect("load");
+    Fixture {
+        _broker: broker,
+        addr,
+        key_path: made.private_path.clone(),
+        dir,
+        key,
+        group: GroupId::new("field").expect("valid"),
+    }
+}
+
+fn pct(p: u8) -> WaveSpec {
+    WaveSpec::Percent(RolloutPercent::new(p).expect("valid"))
+}
+
+fn plan(group: &GroupId) -> Plan {
+    Plan {
+        group: group.clone(),
+        waves: vec![pct(10), pct(40), pct(100)],
+        min_stations: 5,
+        success_percent: 90,
+        failure_percent: 20,
+        wave_timeout_s: None,
+        window: None,
+    }
+}
+
+impl Fixture {
+    fn request(&self) -> PushRequest {
+        let bundle = self.dir.path().join("update-2.0.0.raucb");
+        let bytes: Vec<u8> = (0..16 * 1024u32).map(|i| (i * 7 + 3) as u8).collect();
+        std::fs::write(&bundle, bytes).expect("bundle");
+        let mut r = PushRequest::new(
+            bundle,
+            Target::Group(self.group.clone()),
+            Version::new(2, 0, 0),
+            "fleet-sim".into(),
+        );
+        r.chunk_size = 4096;
+        r
+    }
+
+    /// The stations with their waves for the update `req` will produce.
+    fn stations(&self, plan: &Plan, req: &PushRequest) -> Vec<(DeviceId, usize)> {
+        let manifest = fleetctl::publish::describe_bundle(req).expect("describe");
+        let u = fleetctl::publish::derived_update_id(&req.version, &manifest.bundle_id);
+        (0..STATIONS)
+            .map(|i| {
+                let d = DeviceId::new(format!("stn-{i:03}")).expect("valid");
+                let w = plan
+                    .wave_of(&d, wave::bucket(&d, &u))
+                    .expect("the last wave is 100%");
+                (d, w)
+            })
+            .collect()
+    }
+
+    async fn fleet(&self, stations: &[(DeviceId, usize)], fails: &BTreeSet<DeviceId>) -> SimFleet {
+        let opts = FleetOptions {
+            addr: self.addr.clone(),
+            trusted: [self.key.verifying_key()].into_iter().collect(),
+            compatible: "fleet-sim".into(),
+            factory_version: Version::new(1, 0, 0),
+            limits: Limits::DEFAULT,
+            start_spacing: Duration::ZERO,
+        };
+        let specs = stations
+            .iter()
+            .map(|(d, _)| StationSpec {
+                device_id: d.clone(),
+                groups: vec![self.group.clone()],
+                fails: fails.contains(d),
+                install_time: INSTALL,
+                link_drop_every: None,
+            })
+            .collect();
+        let fleet = SimFleet::start(opts, specs).await;
+        // Every station announced itself before the rollout starts.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let rows = fleetctl::status::read(&self.addr, STALE, &Limits::DEFAULT)
+                .await
+                .expect("status");
+            if rows.iter().filter(|r| r.state.is_some()).count() == stations.len() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "stations did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        fleet
+    }
+
+    async fn tick(&self) -> rollout::Tick {
+        rollout::tick(&self.addr, &self.key, None, STALE, &Limits::DEFAULT)
+            .await
+            .expect("tick")
+    }
+}
+
+fn members(stations: &[(DeviceId, usize)], waves: &[usize]) -> BTreeSet<DeviceId> {
+    stations
+        .iter()
+        .filter(|(_, w)| waves.contains(w))
+        .map(|(d, _)| d.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_wave_rollout_over_a_hundred_stations_advances_wave_by_wave() {
+    let f = fixture();
+    let plan = plan(&f.group);
+    let req = f.request();
+    let stations = f.stations(&plan, &req);
+    let fleet = f.fleet(&stations, &BTreeSet::new()).await;
+    let rec = rollout::start(&f.addr, &f.key, plan, req)
+        .await
+        .expect("start");
+    let u = rec.update_id.clone();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut advanced_to = Vec::new();
+    loop {
+        let installed_before = fleet.installed(&u);
+        let t = f.tick().await;
+        if let Decision::Advance { to } = t.decision {
+            // Nobody outside the waves offered so far had started installing.
+            let allowed = members(&stations, &(0..to).collect::<Vec<_>>());
+            assert!(
+                installed_before.is_subset(&allowed),
+                "stations outside waves 1..={to} installed before wave {} was offered",
+                to + 1
+            );
+            // The wave that just ended met its success share.
+            let prev = &t.view.waves[to - 1].tally;
+            assert!(prev.succeeded * 100 >= prev.members * 90, "{prev:?}");
+            advanced_to.push(to);
+        }
+        if t.record.progress.status == Status::Completed {
+            break;
+        }
+        assert_eq!(t.record.progress.status, Status::Running, "{:?}", t.view);
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", t.view);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(advanced_to, vec![1, 2]);
+    let views = rollout::views(&f.addr, Some(&f.key), STALE, &Limits::DEFAULT)
+        .await
+        .expect("views");
+    let v = &views[0];
+    assert_eq!(v.status, "completed");
+    let total: u32 = v.waves.iter().map(|w| w.tally.succeeded).sum();
+    assert_eq!(total as usize, STATIONS, "{v:?}");
+    assert_eq!(fleet.installed(&u).len(), STATIONS);
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_percent_failures_in_wave_two_halt_the_rollout_and_nobody_later_installs() {
+    let f = fixture();
+    let plan = plan(&f.group);
+    let req = f.request();
+    let stations = f.stations(&plan, &req);
+    let wave2: Vec<&DeviceId> = stations
+        .iter()
+        .filter(|(_, w)| *w == 1)
+        .map(|(d, _)| d)
+        .collect();
+    let failing = (wave2.len() * 3).div_ceil(10);
+    let fails: BTreeSet<DeviceId> = wave2.iter().take(failing).map(|d| (*d).clone()).collect();
+    let fleet = f.fleet(&stations, &fails).await;
+    let rec = rollout::start(&f.addr, &f.key, plan, req)
+        .await
+        .expect("start");
+    let u = rec.update_id.clone();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let reason = loop {
+        let t = f.tick().await;
+        if let Status::Halted { reason } = &t.record.progress.status {
+            break reason.clone();
+        }
+        assert_eq!(t.record.progress.status, Status::Running, "{:?}", t.view);
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", t.view);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    match &reason {
+        HaltReason::FailureRate {
+            wave,
+            failed,
+            finished,
+            failure_percent,
+        } => {
+            assert_eq!(*wave, 1, "halted in wave 2");
+            assert!(failed * 100 > u32::from(*failure_percent) * finished);
+        }
+        other => panic!("halted for {other:?}"),
+    }
+    // Give any station that would disobey the time to start installing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let installed = fleet.installed(&u);
+    let allowed = members(&stations, &[0, 1]);
+    let outside: Vec<&DeviceId> = installed.difference(&allowed).collect();
+    assert!(
+        outside.is_empty(),
+        "outside waves 1 and 2 installed: {outside:?}"
+    );
+    let t = f.tick().await;
+    assert!(matches!(t.record.progress.status, Status::Halted { .. }));
+    assert_eq!(t.record.progress.wave, 1, "wave 3 was never offered");
+    let w2 = &t.view.waves[1];
+    assert!(w2.tally.failed > 0 && !w2.failures.is_empty(), "{w2:?}");
+    assert!(w2.failures[0].1.contains("health check failed"), "{w2:?}");
+    fleet.stop().await;
+}
+
+fn fleetctl(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_fleetctl"))
+        .args(args)
+        .output()
+        .expect("run fleetctl")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_resumed_from_a_second_fleetctl_continues_where_the_first_stopped() {
+    let f = fixture();
+    let plan = plan(&f.group);
+    let req = f.request();
+    let stations = f.stations(&plan, &req);
+    let fleet = f.fleet(&stations, &BTreeSet::new()).await;
+    let rec = rollout::start(&f.addr, &f.key, plan, req)
+        .await
+        .expect("start");
+    let u = rec.update_id.clone();
+    // The first operator drives the rollout into wave 2, then halts it and goes away.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let t = f.tick().await;
+        if t.record.progress.wave == 1 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{:?}", t.view);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let halted = rollout::halt(
+        &f.addr,
+        &f.key,
+        None,
+        "operator one goes home",
+        &Limits::DEFAULT,
+    )
+    .await
+    .expect("halt");
+    let at_halt: RolloutRecord = halted.clone();
+    assert_eq!(at_halt.progress.wave, 1);
+
+    // A second fleetctl process, with only the broker and the key, resumes and drives it.
+    let broker = f.addr.to_string();
+    let key = f.key_path.to_str().expect("utf-8 path");
+    let status = fleetctl(&["rollout", "status", "--broker", &broker, "--json"]);
+    assert!(status.status.success(), "{status:?}");
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
+    assert_eq!(json[0]["update-id"], u.as_str());
+    assert_eq!(json[0]["wave"], 2);
+    assert!(
+        json[0]["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("halted")),
+        "{json}"
+    );
+    let resumed = fleetctl(&["rollout", "resume", "--broker", &broker, "--key", key]);
+    assert!(resumed.status.success(), "{resumed:?}");
+    let run = fleetctl(&[
+        "rollout",
+        "run",
+        "--broker",
+        &broker,
+        "--key",
+        key,
+        "--interval",
+        "300ms",
+        "--timeout",
+        "40s",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let done = rollout::load(&f.addr, Some(&f.key), Some(&u), &Limits::DEFAULT)
+        .await
+        .expect("load");
+    assert_eq!(done.progress.status, Status::Completed);
+    assert!(done.revision > at_halt.revision);
+    let steps: Vec<(&str, usize)> = done
+        .history
+        .iter()
+        .map(|h| (h.what.as_str(), h.wave))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            ("started", 0),
+            ("advanced", 1),
+            ("halted", 1),
+            ("resumed", 1),
+            ("advanced", 2),
+            ("completed", 2)
+        ]
+    );
+    assert_eq!(fleet.installed(&u).len(), STATIONS);
+    fleet.stop().await;
+}
