@@ -355,3 +355,53 @@ async fn a_rollout_resumed_from_a_second_fleetctl_continues_where_the_first_stop
     assert_eq!(fleet.installed(&u).len(), STATIONS);
     fleet.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_fleet_installs_nothing_until_unfrozen_and_a_pinned_station_never_does() {
+    use fleet_core::rollout::Scope;
+    let f = fixture();
+    let mut plan = plan(&f.group);
+    plan.waves = vec![pct(100)];
+    let req = f.request();
+    let stations: Vec<(DeviceId, usize)> = f.stations(&plan, &req).into_iter().take(20).collect();
+    let pinned = stations[0].0.clone();
+    let fleet = f.fleet(&stations, &BTreeSet::new()).await;
+    let limits = Limits::DEFAULT;
+    rollout::freeze(&f.addr, &f.key, Scope::Fleet, true, &limits)
+        .await
+        .expect("freeze");
+    rollout::pin(
+        &f.addr,
+        &f.key,
+        Scope::Device(pinned.clone()),
+        Some(Version::new(1, 5, 0)),
+        &limits,
+    )
+    .await
+    .expect("pin");
+    let rec = rollout::start(&f.addr, &f.key, plan, req)
+        .await
+        .expect("start");
+    let u = rec.update_id.clone();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(fleet.installed(&u).is_empty(), "installed while frozen");
+    // Unfreezing lets the held offer through without a new offer.
+    rollout::freeze(&f.addr, &f.key, Scope::Fleet, false, &limits)
+        .await
+        .expect("unfreeze");
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while fleet.installed(&u).len() < stations.len() - 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} installed",
+            fleet.installed(&u).len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !fleet.installed(&u).contains(&pinned),
+        "the pinned station installed"
+    );
+    fleet.stop().await;
+}
