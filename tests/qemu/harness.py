@@ -502,7 +502,7 @@ def scenario_console_recovery(ctx):
     fleet_cli = bool(probe and probe.group(1) == "0")
     if fleet_cli:
         status_cmd, rollback_cmd = "fleet status", "fleet rollback"
-        shows = (r"running B", r"slot A\W+good\s+1\.0\.0")
+        shows = (r"running B", r"slot A\s+good\b", r"slot B\s+good\s+2\.0\.0")
         answer = "yes\n"  # typed at its confirmation prompt
     else:
         status_cmd, rollback_cmd = "fleet-bootctl status", "fleet-bootctl set-primary A"
@@ -524,6 +524,9 @@ def scenario_console_recovery(ctx):
     boot.send("station-reboot\n")
     boot.wait()
     st.settle(boot, note=f" ({rollback_cmd})")
+    # fleet rollback makes the good slot A primary; fleet-bootctl set-primary arms it as a trial.
+    check(env_is(st.envs[-1], "A B", 3, 3, None if fleet_cli else "A"),
+          f"{rollback_cmd} left A first: {fmt_env(st.envs[-1])}")
     after = st.run_boot()
     check(after.slot == "A" and after.version == "1.0.0", f"the next boot honours the rollback: {after.slot}")
     again = st.run_boot()
