@@ -147,3 +147,18 @@ pub fn decide_control(
     }
     Ok(())
 }
+
+/// Offer admission under the controls in force: [`crate::update::decide_offer`]'s rules, then
+/// [`decide_control`]. What a station's shell calls instead of `decide_offer` once it follows
+/// control topics; before installing it calls [`decide_control`] again.
+pub fn decide_offer_under_control(
+    ctx: &crate::update::AdmissionContext<'_>,
+    effective: &Effective,
+    offer: &crate::update::Offer,
+    verdict: crate::update::SignatureVerdict,
+    now: crate::time::Now,
+) -> Result<crate::update::Admitted, RejectReason> {
+    let admitted = crate::update::decide_offer(ctx, offer, verdict, now)?;
+    decide_control(effective, &offer.update_id, &offer.version)?;
+    Ok(admitted)
+}

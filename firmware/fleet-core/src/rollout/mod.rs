@@ -8,6 +8,9 @@ pub mod plan;
 #[cfg(test)]
 mod tests;
 
-pub use control::{Control, ControlRefused, Effective, Scope, accept_control, decide_control};
+pub use control::{
+    Control, ControlRefused, Effective, Scope, accept_control, decide_control,
+    decide_offer_under_control,
+};
 pub use decide::{Decision, HaltReason, Progress, Status, Tally, WaitReason, decide};
 pub use plan::{Plan, PlanError, WaveSpec, Window};

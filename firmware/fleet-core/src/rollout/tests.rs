@@ -296,3 +296,55 @@ fn control_reasons_serialize_with_their_codes() {
         r#"{"code":"frozen"}"#
     );
 }
+
+#[test]
+fn admission_under_control_applies_the_offer_rules_first_then_the_controls() {
+    use crate::time::Now;
+    use crate::update::{
+        AdmissionContext, BundleId, Downgrade, KeyId, Offer, SignatureVerdict, Target,
+    };
+    let s = station();
+    let installed = Version::new(1, 0, 0);
+    let ctx = AdmissionContext {
+        station: &s,
+        installed: &installed,
+        last_sequence: Some(3),
+        max_bundle_bytes: 1 << 30,
+    };
+    let offer = |sequence| Offer {
+        update_id: UpdateId::new("rel-2").expect("valid"),
+        sequence,
+        bundle_id: BundleId::from_bytes([1; 32]),
+        bundle_size: 10,
+        compatible: "fleet-sim".into(),
+        version: Version::new(2, 0, 0),
+        downgrade: Downgrade::Refuse,
+        target: Target::Group(GroupId::new("field").expect("valid")),
+        rollout_percent: RolloutPercent::ALL,
+        issued_at: 0,
+        expires_at: None,
+        manifest_hash: None,
+    };
+    let verdict = SignatureVerdict::Trusted {
+        key_id: KeyId::from_bytes([2; 8]),
+    };
+    let now = Now {
+        monotonic_ms: 0,
+        wall_unix_s: None,
+    };
+    let frozen = Effective {
+        frozen: true,
+        ..Effective::default()
+    };
+    assert!(matches!(
+        decide_offer_under_control(&ctx, &frozen, &offer(3), verdict, now),
+        Err(RejectReason::Replayed { .. })
+    ));
+    assert_eq!(
+        decide_offer_under_control(&ctx, &frozen, &offer(4), verdict, now),
+        Err(RejectReason::Frozen)
+    );
+    assert!(
+        decide_offer_under_control(&ctx, &Effective::default(), &offer(4), verdict, now).is_ok()
+    );
+}
