@@ -7,9 +7,10 @@
 //! base64 decoding), so nothing is canonicalised: the signer's bytes are the verifier's bytes,
 //! and an offer signature can never pass as a manifest signature. Base64 is the standard
 //! alphabet with padding, strictly decoded. [`open`] checks, in order: size, JSON shape (unknown
-//! fields refused), version, kind, key id (trusted?), base64, signature (`verify_strict`); only
-//! then is the payload handed out, and [`open_json`] parses it (unknown fields refused).
-use std::collections::BTreeMap;
+//! fields refused), version, kind, key id (revoked? trusted?), base64, signature
+//! (`verify_strict`); only then is the payload handed out, and [`open_json`] parses it
+//! (unknown fields refused).
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use base64::Engine as _;
@@ -40,6 +41,8 @@ pub enum Kind {
     Rollout,
     /// A halt, freeze or pin ([`Control`](fleet_core::rollout::Control)).
     Control,
+    /// A change of the trusted key set ([`Rotation`](fleet_core::trust::Rotation)).
+    KeyRotation,
 }
 
 impl Kind {
@@ -50,6 +53,7 @@ impl Kind {
             Kind::Manifest => "manifest",
             Kind::Rollout => "rollout",
             Kind::Control => "control",
+            Kind::KeyRotation => "key-rotation",
         }
     }
 }
@@ -117,16 +121,29 @@ pub fn seal_json<T: Serialize>(
     Ok(seal(kind, &serde_json::to_vec(value)?, key))
 }
 
-/// The public keys a station trusts, by key id.
+/// The public keys a station trusts, by key id, and the ids it refuses as revoked
+/// (built from a [`fleet_core::trust::TrustState`] by [`crate::trust::trusted_keys`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrustedKeys {
     keys: BTreeMap<KeyId, VerifyingKey>,
+    revoked: BTreeSet<KeyId>,
 }
 
 impl TrustedKeys {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Marks `id` revoked: envelopes it signed are refused with [`EnvelopeError::RevokedKey`],
+    /// even if the key is also inserted.
+    pub fn revoke(&mut self, id: KeyId) {
+        self.revoked.insert(id);
+    }
+
+    #[must_use]
+    pub fn is_revoked(&self, id: &KeyId) -> bool {
+        self.revoked.contains(id)
     }
 
     /// Adds `key`; returns its id.
@@ -194,6 +211,8 @@ pub enum EnvelopeError {
     WrongKind { expected: Kind, got: Kind },
     #[error("unable to verify envelope: key {0} is not trusted")]
     UnknownKey(KeyId),
+    #[error("unable to verify envelope: key {0} is revoked")]
+    RevokedKey(KeyId),
     #[error("unable to decode envelope {field}: bad base64")]
     BadBase64 { field: &'static str },
     #[error("unable to verify envelope signature")]
@@ -219,6 +238,7 @@ impl EnvelopeError {
                 limit: *limit as u64,
             },
             EnvelopeError::UnknownKey(key_id) => RejectReason::UnknownKey { key_id: *key_id },
+            EnvelopeError::RevokedKey(key_id) => RejectReason::RevokedKey { key_id: *key_id },
             EnvelopeError::BadSignature => RejectReason::BadSignature,
             other => RejectReason::Malformed {
                 detail: bounded(other),
@@ -260,6 +280,9 @@ pub fn open(
             expected: kind,
             got: env.kind,
         });
+    }
+    if trusted.is_revoked(&env.key_id) {
+        return Err(EnvelopeError::RevokedKey(env.key_id));
     }
     let key = trusted
         .get(&env.key_id)

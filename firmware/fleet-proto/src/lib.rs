@@ -26,6 +26,7 @@ pub mod limits;
 pub mod payload;
 pub mod rollout;
 pub mod topic;
+pub mod trust;
 
 pub use envelope::{EnvelopeError, Kind, Opened, TrustedKeys};
 pub use fleet_core::update::Offer;

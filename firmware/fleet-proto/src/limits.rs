@@ -53,7 +53,9 @@ impl Limits {
             crate::envelope::Kind::Offer => self.max_offer_bytes,
             crate::envelope::Kind::Manifest => self.max_manifest_bytes,
             // Rollout records and controls are offer-sized documents.
-            crate::envelope::Kind::Rollout | crate::envelope::Kind::Control => self.max_offer_bytes,
+            crate::envelope::Kind::Rollout
+            | crate::envelope::Kind::Control
+            | crate::envelope::Kind::KeyRotation => self.max_offer_bytes,
         }
     }
 }
