@@ -113,6 +113,29 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_rotation_parses_and_applies() {
+        let doc = include_str!("../../../docs/reference/mqtt-protocol.md");
+        let block = doc
+            .split("```json key-rotation\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("the protocol reference has a key-rotation example");
+        let r: Rotation = serde_json::from_str(block).expect("the example parses");
+        let doc_key: PublicKey = "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c"
+            .parse()
+            .expect("hex");
+        assert_eq!(r.revoke, vec![doc_key.key_id()]);
+        for k in &r.keys {
+            verifying_key(k).expect("the example keys are valid points");
+        }
+        // Signed by the first listed key, it revokes the documented test key.
+        let st = TrustState::bootstrap([doc_key, r.keys[0]]).expect("two keys");
+        let next = decide_rotation(&st, &r, r.keys[0].key_id()).expect("applies");
+        assert_eq!(next.revoked, vec![doc_key.key_id()]);
+        assert_eq!(next.added, vec![r.keys[1].key_id()]);
+    }
+
+    #[test]
     fn the_wire_key_id_equals_the_envelope_key_id() {
         assert_eq!(pk(3).key_id(), envelope::key_id(&signer(3).verifying_key()));
     }
