@@ -10,6 +10,7 @@
 #
 #   BENCH_STATIONS=1000 tests/bench/rollout.sh
 #   FLEETCTL=/path/to/fleetctl      (default: cargo build --release)
+#   BENCH_SIM_ARGS='--flaky-rate 0.2 --flaky-every 5s --slow-rate 0.1'   (extra `fleetctl sim` options)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 stations=${BENCH_STATIONS:-1000}
@@ -73,7 +74,7 @@ PLAN
 
 t_sim=$(now_ms)
 "$FLEETCTL" sim --broker "$broker" --trust "$work/bench.pub" --stations "$stations" \
-  --group field --prefix stn --install-time 500ms --duration 1h >"$work/sim.log" 2>&1 &
+  --group field --prefix stn --install-time 500ms --duration 1h ${BENCH_SIM_ARGS:-} >"$work/sim.log" 2>&1 &
 sim_pid=$!
 for _ in $(seq 600); do
   n=$("$FLEETCTL" status --broker "$broker" --json | python3 -c 'import json,sys; print(len(json.load(sys.stdin)))')

@@ -342,8 +342,9 @@ const FALLBACK_QUIET: Duration = Duration::from_secs(2);
 /// The end of the retained burst is found with a marker: after the subscriptions are
 /// acknowledged, the connection publishes a nonce to its own `fleetctl/sync/<client-id>`
 /// topic. A broker that delivers in order (mosquitto) sends it after every retained message,
-/// so the read ends `quiet` after the marker (that slack covers brokers that deliver
-/// subscriptions in parallel, like rumqttd). Without the marker the read ends after
+/// so the read ends `quiet` after the marker or after the last retained message that follows
+/// it (that slack covers brokers that deliver subscriptions in parallel, like rumqttd; live
+/// publications do not extend it). Without the marker the read ends after
 /// `FALLBACK_QUIET` of silence. A slow machine therefore cannot cut the read short, which
 /// matters: a missed offer would make `push` pick a sequence stations refuse.
 pub async fn collect_retained(
@@ -361,22 +362,34 @@ pub async fn collect_retained(
     let nonce = format!("{:016x}", rand::random::<u64>()).into_bytes();
     conn.publish(&sync_topic, nonce.clone(), false).await?;
     let deadline = tokio::time::Instant::now() + timeout;
-    let mut marker_seen = false;
+    // After the marker, only retained messages (the subscription's burst) extend the read:
+    // live publications (retain flag clear) are kept but do not hold it open, so a busy fleet
+    // cannot stretch a read to its deadline.
+    let mut quiet_until: Option<tokio::time::Instant> = None;
     let mut last: std::collections::BTreeMap<String, Message> = std::collections::BTreeMap::new();
     let mut taken = 0usize;
     while taken < max_messages {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if left.is_zero() {
+        let now = tokio::time::Instant::now();
+        let left = deadline.saturating_duration_since(now);
+        let wait = match quiet_until {
+            Some(q) => q.saturating_duration_since(now),
+            None => FALLBACK_QUIET,
+        };
+        if left.is_zero() || wait.is_zero() {
             break;
         }
-        let wait = if marker_seen { quiet } else { FALLBACK_QUIET };
         match conn.next_message(wait.min(left)).await? {
             None => break,
             Some(m) if m.topic == sync_topic => {
-                marker_seen |= m.payload == nonce;
+                if m.payload == nonce && quiet_until.is_none() {
+                    quiet_until = Some(tokio::time::Instant::now() + quiet);
+                }
             }
             Some(m) => {
                 taken += 1;
+                if m.retain && quiet_until.is_some() {
+                    quiet_until = Some(tokio::time::Instant::now() + quiet);
+                }
                 last.insert(m.topic.clone(), m);
             }
         }
