@@ -5,8 +5,11 @@
 //!   offers with `fleet-proto`, and can publish anything else a broken tool or an attacker
 //!   would.
 //! - [`watch::Watcher`]: follows stations' retained state and events.
+//! - [`rauc::Station`]: the real `rauc service` on a private D-Bus with file-backed slots and
+//!   `fleet-bootctl` (U-Boot flow) as its custom backend; simulated U-Boot power-ons.
 pub mod mosquitto;
 pub mod operator;
+pub mod rauc;
 pub mod watch;
 
 pub use mosquitto::Mosquitto;

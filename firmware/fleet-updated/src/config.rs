@@ -24,6 +24,16 @@
 //! stall-timeout-secs = 600          # no chunk for this long: the download fails
 //! max-trial-attempts = 3
 //!
+//! installer = "rauc"                # or "sim"; default "sim" when [sim] is given
+//! boot-flow = "uboot"                # or "tryboot", "sim"; default "sim" when [sim] is given
+//! bootctl-config = "/etc/fleet/bootctl.toml"   # tryboot/uboot: the file RAUC's backend reads
+//! version-file = "/etc/fleet-version"          # the booted image's version
+//! version-floor-file = "/data/fleet/update/version-floor"  # default <data-dir>/fleet/update/...
+//! reboot-command = ["systemctl", "reboot"]
+//!
+//! [rauc]                             # see `adapters`
+//! [health]                           # see `health`; docs/reference/updated.md
+//!
 //! [sim]                              # only on simulated stations
 //! root = "/var/lib/fleet-sim/stn-0042"
 //! factory-version = "1.0.0"
@@ -36,6 +46,9 @@ use std::time::Duration;
 use fleet_core::ids::{DeviceId, GroupId};
 use fleet_proto::envelope::TrustedKeys;
 use serde::Deserialize;
+
+use crate::adapters::{BootFlowKind, InstallerKind, RaucConfig, RawRauc};
+use crate::health::{HealthConfig, RawHealth};
 
 /// An invalid configuration: every problem, each with the key path.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +84,15 @@ struct RawConfig {
     #[serde(default)]
     update: RawUpdate,
     sim: Option<RawSim>,
+    installer: Option<InstallerKind>,
+    boot_flow: Option<BootFlowKind>,
+    bootctl_config: Option<PathBuf>,
+    version_file: Option<PathBuf>,
+    version_floor_file: Option<PathBuf>,
+    reboot_command: Option<Vec<String>>,
+    #[serde(default)]
+    rauc: RawRauc,
+    health: Option<RawHealth>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,6 +217,21 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub update: UpdateConfig,
     pub sim: Option<SimConfig>,
+    /// Which installer writes the slots.
+    pub installer: InstallerKind,
+    /// Which boot flow picks the slot.
+    pub boot_flow: BootFlowKind,
+    /// `fleet-bootctl`'s configuration (tryboot and uboot flows).
+    pub bootctl_config: Option<PathBuf>,
+    /// Where the booted image's version is read when the boot flow does not know it.
+    pub version_file: Option<PathBuf>,
+    /// The committed version is written here (only ever raised); the bundles' install-check
+    /// hook refuses bundles below it.
+    pub version_floor_file: PathBuf,
+    /// Run to reboot (after the journal holds the intent); tryboot trials use the flow's own.
+    pub reboot_command: Vec<String>,
+    pub rauc: RaucConfig,
+    pub health: HealthConfig,
 }
 
 impl Config {
@@ -317,6 +354,58 @@ impl Config {
                 }
             }
         };
+        let (installer, boot_flow) = match (raw.installer, raw.boot_flow, &raw.sim) {
+            (Some(i), Some(b), _) => (i, b),
+            (None, None, Some(_)) => (InstallerKind::Sim, BootFlowKind::Sim),
+            (i, b, _) => {
+                if i.is_none() {
+                    problems.push("installer: say \"rauc\" or \"sim\"".into());
+                }
+                if b.is_none() {
+                    problems.push("boot-flow: say \"tryboot\", \"uboot\" or \"sim\"".into());
+                }
+                (
+                    i.unwrap_or(InstallerKind::Sim),
+                    b.unwrap_or(BootFlowKind::Sim),
+                )
+            }
+        };
+        if raw.sim.is_none() && (installer == InstallerKind::Sim || boot_flow == BootFlowKind::Sim)
+        {
+            problems.push("sim: the simulated installer or boot flow needs a [sim] section".into());
+        }
+        if matches!(boot_flow, BootFlowKind::Tryboot | BootFlowKind::Uboot) {
+            match &raw.bootctl_config {
+                None => problems.push(format!(
+                    "bootctl-config: needed for boot-flow {boot_flow:?} (fleet-bootctl's file)"
+                )),
+                Some(p) if !p.is_absolute() => {
+                    problems.push("bootctl-config: must be an absolute path".into());
+                }
+                Some(_) => {}
+            }
+        }
+        for (key, p) in [
+            ("version-file", &raw.version_file),
+            ("version-floor-file", &raw.version_floor_file),
+        ] {
+            if p.as_ref().is_some_and(|p| !p.is_absolute()) {
+                problems.push(format!("{key}: must be an absolute path"));
+            }
+        }
+        let reboot_command = raw
+            .reboot_command
+            .clone()
+            .unwrap_or_else(|| vec!["systemctl".into(), "reboot".into()]);
+        if reboot_command.first().is_none_or(String::is_empty) {
+            problems.push("reboot-command: must name a program".into());
+        }
+        let rauc = raw.rauc.validate(&mut problems);
+        let health = raw
+            .health
+            .as_ref()
+            .map(|h| h.validate(&mut problems))
+            .unwrap_or_default();
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -327,6 +416,10 @@ impl Config {
             path: path.to_owned(),
             problems: vec!["device-id: missing".into()],
         })?;
+        let version_floor_file = raw
+            .version_floor_file
+            .clone()
+            .unwrap_or_else(|| raw.data_dir.join("fleet/update/version-floor"));
         Ok(Config {
             device_id,
             groups,
@@ -352,6 +445,14 @@ impl Config {
                 max_trial_attempts: u.max_trial_attempts,
             },
             sim,
+            installer,
+            boot_flow,
+            bootctl_config: raw.bootctl_config,
+            version_file: raw.version_file,
+            version_floor_file,
+            reboot_command,
+            rauc,
+            health,
         })
     }
 }
@@ -365,7 +466,9 @@ mod tests {
     fn good() -> String {
         format!(
             "device-id = \"stn-1\"\ngroups = [\"canary\"]\ncompatible = \"fleet-sim\"\n\
-             data-dir = \"/tmp/x\"\ntrusted-keys = [\"{KEY}\"]\n[mqtt]\nhost = \"127.0.0.1\"\n"
+             data-dir = \"/tmp/x\"\ntrusted-keys = [\"{KEY}\"]\ninstaller = \"rauc\"\n\
+             boot-flow = \"uboot\"\nbootctl-config = \"/etc/fleet/bootctl.toml\"\n\
+             [mqtt]\nhost = \"127.0.0.1\"\n"
         )
     }
 
@@ -377,6 +480,29 @@ mod tests {
         assert_eq!(c.update.chunk_window, 8);
         assert_eq!(c.wall_clock, WallClock::Untrusted);
         assert_eq!(c.trusted_keys.len(), 1);
+        assert_eq!(c.installer, InstallerKind::Rauc);
+        assert_eq!(
+            c.version_floor_file,
+            Path::new("/tmp/x/fleet/update/version-floor")
+        );
+        assert_eq!(c.health, HealthConfig::default());
+    }
+
+    #[test]
+    fn real_ports_need_their_boot_flow_file_and_sim_ports_a_sim_section() {
+        let text = format!(
+            "device-id = \"stn-1\"\ncompatible = \"c\"\ndata-dir = \"/tmp/x\"\n\
+             trusted-keys = [\"{KEY}\"]\ninstaller = \"sim\"\nboot-flow = \"tryboot\"\n\
+             [mqtt]\nhost = \"h\"\n[health]\ndeadline-secs = 0\n"
+        );
+        let Err(ConfigError::Invalid { problems, .. }) = Config::parse(Path::new("t.toml"), &text)
+        else {
+            panic!("expected invalid");
+        };
+        let all = problems.join("\n");
+        for key in ["sim:", "bootctl-config:", "health.deadline-secs"] {
+            assert!(all.contains(key), "{key} not reported in {all}");
+        }
     }
 
     #[test]

@@ -74,6 +74,11 @@ pub struct HealthFailure {
 /// yet; see the crate docs.)
 pub trait HealthCheck: Send + Sync + 'static {
     fn check(&self, booted: Slot) -> impl Future<Output = Result<(), HealthFailure>> + Send;
+
+    /// The daemon's MQTT session came up (`true`) or went down; the broker check reads it.
+    fn mqtt_connected(&self, connected: bool) {
+        let _ = connected;
+    }
 }
 
 /// The ports the daemon drives.
@@ -162,6 +167,8 @@ struct Shell<B, I, H> {
     saw_busy: bool,
     exit: Option<Exit>,
     stats: RunStats,
+    /// The version floor last written (or found at or above this).
+    floor: Option<semver::Version>,
 }
 
 /// Runs the station daemon until `shutdown` resolves or the engine asks for a reboot.
@@ -262,8 +269,10 @@ where
         saw_busy: false,
         exit: None,
         stats: RunStats::default(),
+        floor: None,
     };
     shell.persist().await?;
+    shell.raise_floor().await;
     shell.feed(Event::Started(boot_status)).await?;
     // systemd (Type=notify): started, and alive at every tick below (WatchdogSec). Without
     // NOTIFY_SOCKET (tests, simulated stations) these do nothing.
@@ -286,8 +295,12 @@ where
                 return Ok((Exit::Shutdown, shell.stats));
             }
             ev = events.recv() => match ev {
-                Some(SessionEvent::Connected) => shell.on_connected().await,
+                Some(SessionEvent::Connected) => {
+                    shell.deps.health.mqtt_connected(true);
+                    shell.on_connected().await;
+                }
                 Some(SessionEvent::Disconnected { reason, retry_in }) => {
+                    shell.deps.health.mqtt_connected(false);
                     tracing::warn!(reason, retry_in_ms = retry_in.as_millis() as u64, "broker connection down");
                 }
                 Some(SessionEvent::Message(m)) => shell.on_message(m).await?,
@@ -355,6 +368,28 @@ where
         Ok(())
     }
 
+    /// Raises the version floor RAUC's install-check hook reads to the committed version.
+    async fn raise_floor(&mut self) {
+        let version = self.saved.engine.committed_version.clone();
+        if self.floor.as_ref() == Some(&version) {
+            return;
+        }
+        let path = self.cfg.version_floor_file.clone();
+        let v = version.clone();
+        match tokio::task::spawn_blocking(move || crate::floor::raise(&path, &v)).await {
+            Ok(Ok(wrote)) => {
+                if wrote {
+                    tracing::info!(version = %version, "version floor raised");
+                }
+                self.floor = Some(version);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(path = %self.cfg.version_floor_file.display(), error = %e, "unable to write the version floor")
+            }
+            Err(e) => tracing::warn!(error = %e, "unable to write the version floor"),
+        }
+    }
+
     /// Steps the engine through `first` and every event its actions produce.
     async fn feed(&mut self, first: Event) -> Result<(), RunError> {
         let mut queue = VecDeque::from([first]);
@@ -373,6 +408,7 @@ where
                 self.saved.engine = transition.next;
                 // Intent before action: the journal holds the new state before anything runs.
                 self.persist().await?;
+                self.raise_floor().await;
             }
             for action in transition.actions {
                 self.execute(action, &mut queue).await?;

@@ -24,7 +24,12 @@
 //!
 //! # Ports
 //! `BootControl` and `Installer` are `fleet-core` ports; [`HealthCheck`] lives here until
-//! `fleet-core` has one. The reboot itself is not a port: [`run`] returns [`Exit::Reboot`]
+//! `fleet-core` has one. [`adapters::from_config`] builds them from the configuration
+//! (`installer = "rauc" | "sim"`, `boot-flow = "tryboot" | "uboot" | "sim"`): RAUC over D-Bus
+//! (`fleet-rauc`), `fleet-bootctl`'s boot flows, and [`health::StationHealth`] (systemd units,
+//! the recorder's status file, the MQTT session, commands; judged by the pure
+//! [`health::verdict`]). The committed version goes to the version floor ([`floor`]) that the
+//! bundles' install-check hook reads. Keys: `docs/reference/updated.md`. The reboot itself is not a port: [`run`] returns [`Exit::Reboot`]
 //! after the journal holds the intent, and its caller reboots (the binary exits 10 so the
 //! unit's `ExecStopPost=`/`OnFailure=` or the simulated runner does it).
 //!
@@ -51,10 +56,13 @@
 //!   `<bundle-id>.bundle` once the whole file hashed to its id.
 #![forbid(unsafe_code)]
 
+pub mod adapters;
 pub mod config;
 pub mod daemon;
 pub mod download;
 pub mod durable;
+pub mod floor;
+pub mod health;
 pub mod journal;
 pub mod sim;
 

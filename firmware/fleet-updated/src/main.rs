@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use fleet_updated::adapters::{self, BootFlowKind, InstallerKind};
 use fleet_updated::{Config, EXIT_INVALID_CONFIG, EXIT_REBOOT, Exit, sim};
 
 #[derive(Debug, Parser)]
@@ -39,6 +40,11 @@ fn main() -> ExitCode {
             return exit_code(EXIT_INVALID_CONFIG);
         }
     };
+    let simulated = config.installer == InstallerKind::Sim && config.boot_flow == BootFlowKind::Sim;
+    if !simulated && let Err(e) = adapters::from_config(&config) {
+        eprintln!("{}: {e}", args.config.display());
+        return exit_code(EXIT_INVALID_CONFIG);
+    }
     if args.check_config {
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
@@ -87,13 +93,6 @@ fn real_main(args: Args, config: Config) -> anyhow::Result<ExitCode> {
             tracing::info!(boots = summary.boots, "simulated station stopped");
             return Ok(ExitCode::SUCCESS);
         }
-        let Some(sim_cfg) = config.sim.clone() else {
-            anyhow::bail!(
-                "no hardware ports are wired into this build yet: configure a [sim] section \
-                 (RAUC and boot-flow adapters plug in here)"
-            );
-        };
-        let deps = sim::sim_deps(&sim_cfg, &config.compatible);
         let mut rx = rx;
         let stop = async move {
             while !*rx.borrow_and_update() {
@@ -102,6 +101,27 @@ fn real_main(args: Args, config: Config) -> anyhow::Result<ExitCode> {
                 }
             }
         };
+        if config.installer != InstallerKind::Sim || config.boot_flow != BootFlowKind::Sim {
+            let deps = adapters::from_config(&config)?;
+            let boot = deps.boot.clone();
+            let command = config.reboot_command.clone();
+            let (exit, _) = fleet_updated::run(config, deps, stop).await?;
+            return Ok(match exit {
+                Exit::Shutdown => ExitCode::SUCCESS,
+                Exit::Reboot { into } => {
+                    // The journal holds the intent: whatever happens now, the next start
+                    // judges where the station came up.
+                    tokio::task::spawn_blocking(move || adapters::reboot(&boot, into, &command))
+                        .await
+                        .context("reboot task")??;
+                    exit_code(EXIT_REBOOT)
+                }
+            });
+        }
+        let Some(sim_cfg) = config.sim.clone() else {
+            anyhow::bail!("a simulated station needs a [sim] section");
+        };
+        let deps = sim::sim_deps(&sim_cfg, &config.compatible);
         let (exit, _) = fleet_updated::run(config, deps, stop).await?;
         Ok(match exit {
             Exit::Shutdown => ExitCode::SUCCESS,

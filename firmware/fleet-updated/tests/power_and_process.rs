@@ -158,11 +158,26 @@ async fn the_binary_exits_to_reboot_and_commits_after_a_simulated_boot() {
 fn check_config_accepts_a_good_file_and_exits_2_on_a_bad_one() {
     let dir = tempfile::tempdir().expect("tempdir");
     let good = dir.path().join("good.toml");
+    // A station on real ports names them; --check-config also reads the boot flow's file.
+    let bootctl = dir.path().join("bootctl.toml");
     std::fs::write(
-        &good,
+        &bootctl,
+        "flow = \"uboot\"\n[uboot]\nenv-file = \"/boot/uboot.env\"\n",
+    )
+    .expect("write");
+    let good_text = format!(
         "device-id = \"stn-1\"\ncompatible = \"fleet-sim\"\ndata-dir = \"/data\"\n\
          trusted-keys = [\"3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29\"]\n\
+         installer = \"rauc\"\nboot-flow = \"uboot\"\nbootctl-config = \"{}\"\n\
          [mqtt]\nhost = \"broker\"\n",
+        bootctl.display()
+    );
+    std::fs::write(&good, &good_text).expect("write");
+    // The boot flow's file must configure the flow the daemon was told.
+    let mismatched = dir.path().join("mismatched.toml");
+    std::fs::write(
+        &mismatched,
+        good_text.replace("boot-flow = \"uboot\"", "boot-flow = \"tryboot\""),
     )
     .expect("write");
     let bad = dir.path().join("bad.toml");
@@ -176,6 +191,9 @@ fn check_config_accepts_a_good_file_and_exits_2_on_a_bad_one() {
             .expect("run")
     };
     assert_eq!(run(&good).status.code(), Some(0));
+    let out = run(&mismatched);
+    assert_eq!(out.status.code(), Some(EXIT_INVALID_CONFIG));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("uboot flow"));
     let out = run(&bad);
     assert_eq!(out.status.code(), Some(EXIT_INVALID_CONFIG));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bogus-key"));

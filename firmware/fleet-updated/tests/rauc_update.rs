@@ -1,0 +1,485 @@
+//! End to end on this machine with the real parts: `fleet-updated` (in-process, built from its
+//! configuration exactly as the binary builds it: `installer = "rauc"`, `boot-flow = "uboot"`)
+//! talking to a real mosquitto, the real `rauc service` on a private D-Bus with two file-backed
+//! slots and `fleet-bootctl` (U-Boot flow) as its custom backend (`fleet_testkit::rauc`), and
+//! bundles pushed with the operator's own `fleetctl::publish::push`.
+//!
+//! Reboots are simulated: the daemon returns `Exit::Reboot`, then `Station::boot` decides the
+//! slot as the U-Boot script would (`decide_boot` over `uboot.env`), runs
+//! `fleet-bootctl boot-check`, restarts RAUC on that slot, and the daemon starts again.
+//!
+//! Needs root, rauc, dbus-daemon, e2fsprogs, openssl and mosquitto (`tests/setup.d/`);
+//! without them each test prints SKIP and why.
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fleet_core::slot::Slot;
+use fleet_core::update::{FallbackCause, Outcome, PhaseName, Report, Stage};
+use fleet_testkit::operator::test_key;
+use fleet_testkit::rauc::{self, COMPATIBLE, Station as Rauc};
+use fleet_testkit::{Mosquitto, Operator, Watcher, rauc_fixtures_or_skip};
+use fleet_updated::{Config, Exit, adapters};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+const ID: &str = "stn-rauc";
+/// Upper bound for anything in these tests (installs of the small test bundles take ~1 s).
+const WAIT: Duration = Duration::from_secs(60);
+
+fn v(s: &str) -> semver::Version {
+    semver::Version::parse(s).expect("version")
+}
+
+/// The station's daemon side: data dir, configuration, the running daemon.
+struct Daemon {
+    dir: tempfile::TempDir,
+    config: Config,
+    stop: Option<watch::Sender<bool>>,
+    task: Option<JoinHandle<Exit>>,
+}
+
+impl Daemon {
+    fn new(broker: &Mosquitto, key_hex: &str, rauc: &Rauc) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path();
+        std::fs::write(d.join("version"), "1.0.0\n").expect("version file");
+        let text = format!(
+            r#"device-id = "{ID}"
+compatible = "{COMPATIBLE}"
+data-dir = "{data}"
+trusted-keys = ["{key_hex}"]
+wall-clock = "trusted"
+installer = "rauc"
+boot-flow = "uboot"
+bootctl-config = "{bootctl}"
+version-file = "{version}"
+version-floor-file = "{floor}"
+reboot-command = ["true"]
+
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+keep-alive-secs = 5
+backoff-initial-ms = 50
+backoff-max-ms = 300
+
+[update]
+max-trial-attempts = 3
+
+[rauc]
+dbus-address = "{address}"
+manifest-hash = "where-supported"
+ready-timeout-secs = 20
+
+[health]
+deadline-secs = 3
+retry-interval-ms = 200
+broker = true
+systemd-units = ["fleet-recorderd.service"]
+systemd-run-dir = "{no_systemd}"
+
+[[health.command]]
+name = "probe"
+argv = ["sh", "-c", "if [ -e {unhealthy} ]; then echo 'probe says no' >&2; exit 1; fi"]
+timeout-secs = 2
+"#,
+            data = d.join("data").display(),
+            bootctl = rauc.path("boot/bootctl.toml").display(),
+            version = d.join("version").display(),
+            floor = rauc.path("version-floor").display(),
+            port = broker.port(),
+            address = rauc.address,
+            no_systemd = d.join("no-systemd").display(),
+            unhealthy = d.join("unhealthy").display(),
+        );
+        let path = d.join("updated.toml");
+        std::fs::write(&path, text).expect("config");
+        let config = Config::load(&path).expect("valid config");
+        Daemon {
+            dir,
+            config,
+            stop: None,
+            task: None,
+        }
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Starts the daemon with the ports its configuration names.
+    fn start(&mut self) {
+        let deps = adapters::from_config(&self.config).expect("ports from the configuration");
+        let (tx, mut rx) = watch::channel(false);
+        let config = self.config.clone();
+        self.task = Some(tokio::spawn(async move {
+            let stop = async move {
+                while !*rx.borrow_and_update() {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            let (exit, _) = fleet_updated::run(config, deps, stop)
+                .await
+                .expect("daemon runs");
+            exit
+        }));
+        self.stop = Some(tx);
+    }
+
+    /// Waits for the daemon to ask for a reboot.
+    async fn reboot_requested(&mut self) -> Slot {
+        let task = self.task.take().expect("running");
+        match tokio::time::timeout(WAIT, task).await {
+            Ok(Ok(Exit::Reboot { into })) => into,
+            other => panic!("daemon did not ask for a reboot: {other:?}"),
+        }
+    }
+
+    async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(true);
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(WAIT, task).await;
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+struct Bench {
+    broker: Mosquitto,
+    op: Operator,
+    watch: Watcher,
+    rauc: Rauc,
+    daemon: Daemon,
+    files: tempfile::TempDir,
+}
+
+async fn bench() -> Bench {
+    let broker = Mosquitto::start().expect("broker");
+    let op = Operator::connect(&broker, "operator", test_key(7))
+        .await
+        .expect("operator");
+    let watch = Watcher::connect(&broker, "watcher").await.expect("watcher");
+    let mut rauc = Rauc::start().expect("rauc station");
+    let _ = rauc.client(rauc::lenient()).await;
+    let mut daemon = Daemon::new(&broker, &op.public_hex(), &rauc);
+    daemon.start();
+    let mut b = Bench {
+        broker,
+        op,
+        watch,
+        rauc,
+        daemon,
+        files: tempfile::tempdir().expect("tempdir"),
+    };
+    b.watch
+        .wait_state(ID, WAIT, |s| s.phase == PhaseName::Idle)
+        .await
+        .expect("station idle");
+    b
+}
+
+impl Bench {
+    /// Pushes `bundle` (a file of `bundles/build-test-bundles.sh`) to this station.
+    async fn push(
+        &self,
+        bundle: &Path,
+        version: &str,
+        downgrade: bool,
+    ) -> fleetctl::publish::PushReport {
+        // fleetctl reads the bundle from where it is; copy so each push names its own file.
+        let path = self.files.path().join(bundle.file_name().expect("name"));
+        std::fs::copy(bundle, &path).expect("copy bundle");
+        let addr = fleetctl::connection::BrokerAddr {
+            host: self.broker.host().to_owned(),
+            port: self.broker.port(),
+        };
+        let mut req = fleetctl::publish::PushRequest::new(
+            path,
+            format!("device:{ID}").parse().expect("target"),
+            v(version),
+            COMPATIBLE.to_owned(),
+        );
+        req.chunk_size = 16 * 1024;
+        if downgrade {
+            req.downgrade = fleet_core::update::Downgrade::Allow;
+        }
+        fleetctl::publish::push(&addr, self.op.key(), &req, &mut |_| {})
+            .await
+            .expect("fleetctl push")
+    }
+
+    /// Simulated power-on after the daemon asked for a reboot; starts the daemon again.
+    fn boot(&mut self) -> Slot {
+        let slot = self
+            .rauc
+            .boot()
+            .unwrap_or_else(|e| panic!("boot: {e}; rauc log:\n{}", self.rauc.log()));
+        self.daemon.start();
+        slot
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_bundle_lands_in_the_other_slot_arms_a_trial_and_commits_when_healthy() {
+    let f = rauc_fixtures_or_skip!();
+    let mut b = bench().await;
+    let a_before = b.rauc.slot_hash(Slot::A);
+
+    b.push(&rauc::bundle(f, "good-2.0.0"), "2.0.0", false).await;
+    assert_eq!(b.daemon.reboot_requested().await, Slot::B);
+
+    // The bytes are in slot B, the booted slot is untouched, and the boot flow armed B.
+    assert_eq!(b.rauc.slot_version(Slot::B), "2.0.0");
+    assert_eq!(b.rauc.slot_hash(Slot::A), a_before);
+    let env = b.rauc.uboot_env();
+    assert_eq!(
+        env.get("FLEET_TRIAL").map(String::as_str),
+        Some("B"),
+        "{env:?}"
+    );
+    assert_eq!(
+        env.get("BOOT_ORDER").map(String::as_str),
+        Some("B A"),
+        "{env:?}"
+    );
+    assert_eq!(b.rauc.backend("get-primary"), "B");
+    // The MQTT state says so, and RAUC's progress came through as events.
+    let s = b
+        .watch
+        .wait_state(ID, WAIT, |s| s.phase == PhaseName::Rebooting)
+        .await
+        .expect("rebooting state");
+    assert_eq!(s.target_version, Some(v("2.0.0")));
+    b.watch
+        .wait_event(ID, WAIT, |e| {
+            matches!(&e.event, Report::Installed { slot: Slot::B, version } if *version == v("2.0.0"))
+        })
+        .await
+        .expect("installed event");
+    b.watch
+        .wait_event(ID, WAIT, |e| {
+            matches!(e.event, Report::InstallProgress { percent: 100 })
+        })
+        .await
+        .expect("install progress reached 100");
+
+    // Trial boot of B: the health gate passes (systemd unavailable here, so skipped), commits.
+    std::fs::write(b.daemon.path("version"), "2.0.0\n").expect("B's version file");
+    assert_eq!(b.boot(), Slot::B);
+    let s = b
+        .watch
+        .wait_state(ID, WAIT, |s| {
+            s.phase == PhaseName::Idle && matches!(s.last_outcome, Some(Outcome::Committed { .. }))
+        })
+        .await
+        .expect("committed");
+    assert_eq!(
+        (s.booted, s.committed, s.version.clone()),
+        (Slot::B, Slot::B, v("2.0.0"))
+    );
+    let env = b.rauc.uboot_env();
+    assert_eq!(env.get("FLEET_TRIAL"), None, "{env:?}");
+    assert_eq!(env.get("BOOT_ORDER").map(String::as_str), Some("B A"));
+    assert_eq!(env.get("BOOT_B_LEFT").map(String::as_str), Some("3"));
+    assert_eq!(
+        std::fs::read_to_string(b.rauc.path("version-floor")).expect("floor"),
+        "2.0.0\n",
+        "the committed version is the new floor for the install-check hook"
+    );
+    b.daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_broken_bundle_is_refused_with_raucs_reason_in_the_mqtt_state_and_no_slot_changes() {
+    let f = rauc_fixtures_or_skip!();
+    let mut b = bench().await;
+    let index = std::fs::read_to_string(f.bundles.join("index.txt")).expect("index");
+    let expected = |name: &str| -> String {
+        index
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}\t")))
+            .unwrap_or_else(|| panic!("{name} not in index.txt"))
+            .to_owned()
+    };
+    for (name, version, downgrade) in [
+        ("bad-signature", "2.0.1", false),
+        ("untrusted-ca", "2.0.2", false),
+        ("wrong-compatible", "2.0.3", false),
+        ("truncated", "2.0.4", false),
+        ("downgrade", "0.9.0", true),
+    ] {
+        let hashes = (b.rauc.slot_hash(Slot::A), b.rauc.slot_hash(Slot::B));
+        let report = b.push(&rauc::bundle(f, name), version, downgrade).await;
+        // RAUC's wording varies in case between versions; index.txt gives the words.
+        let reason = expected(name).to_lowercase();
+        let s = b
+            .watch
+            .wait_state(ID, WAIT, |s| {
+                s.phase == PhaseName::Idle
+                    && matches!(&s.last_outcome, Some(Outcome::Failed { update_id, .. }) if *update_id == report.update_id)
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}; rauc log:\n{}", b.rauc.log()));
+        let Some(Outcome::Failed { stage, detail, .. }) = &s.last_outcome else {
+            unreachable!("matched above");
+        };
+        assert_eq!(*stage, Stage::Install, "{name}");
+        assert!(
+            detail.starts_with("rauc refused the bundle: ")
+                && detail.to_lowercase().contains(&reason),
+            "{name}: RAUC's reason {reason:?} not in the state's {detail:?}"
+        );
+        b.watch
+            .wait_event(ID, WAIT, |e| {
+                matches!(&e.event, Report::InstallFailed { detail, will_retry: false } if detail.to_lowercase().contains(&reason))
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            (b.rauc.slot_hash(Slot::A), b.rauc.slot_hash(Slot::B)),
+            hashes,
+            "{name} changed a slot's bytes"
+        );
+        assert_eq!(b.rauc.backend("get-primary"), "A", "{name}");
+        assert_eq!((s.booted, s.committed), (Slot::A, Slot::A), "{name}");
+    }
+    b.daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unhealthy_trial_ends_on_the_old_slot_after_its_attempts_run_out() {
+    let f = rauc_fixtures_or_skip!();
+    let mut b = bench().await;
+    std::fs::write(b.daemon.path("unhealthy"), b"").expect("make the probe fail");
+    b.push(&rauc::bundle(f, "good-2.1.0"), "2.1.0", false).await;
+
+    let mut boots = Vec::new();
+    // Each trial boot fails the probe; the boot script counts B's boots down (3 attempts),
+    // then the daemon marks B bad and reboots into A. Bounded: a loop here is a failure.
+    while boots.len() < 8 {
+        b.daemon.reboot_requested().await;
+        let slot = b.boot();
+        boots.push(slot);
+        if slot == Slot::A {
+            break;
+        }
+    }
+    assert_eq!(boots, [Slot::B, Slot::B, Slot::B, Slot::A], "boot sequence");
+
+    let s = b
+        .watch
+        .wait_state(ID, WAIT, |s| {
+            s.phase == PhaseName::Idle && matches!(s.last_outcome, Some(Outcome::RolledBack { .. }))
+        })
+        .await
+        .expect("rolled back");
+    let Some(Outcome::RolledBack {
+        bad_slot, cause, ..
+    }) = &s.last_outcome
+    else {
+        unreachable!("matched above");
+    };
+    assert_eq!(*bad_slot, Slot::B);
+    assert!(
+        matches!(cause, FallbackCause::HealthCheckFailed { check, attempts: 3 } if check.starts_with("command:probe: failed") && check.contains("probe says no")),
+        "{cause:?}"
+    );
+    assert_eq!(
+        (s.booted, s.committed, s.version.clone()),
+        (Slot::A, Slot::A, v("1.0.0"))
+    );
+    b.watch
+        .wait_event(ID, WAIT, |e| {
+            matches!(
+                e.event,
+                Report::RolledBack {
+                    from: Slot::B,
+                    to: Slot::A,
+                    ..
+                }
+            )
+        })
+        .await
+        .expect("rolled-back event");
+    let env = b.rauc.uboot_env();
+    assert_eq!(
+        env.get("BOOT_B_LEFT").map(String::as_str),
+        Some("0"),
+        "{env:?}"
+    );
+    assert_eq!(
+        env.get("BOOT_ORDER").map(String::as_str),
+        Some("A B"),
+        "{env:?}"
+    );
+    assert_eq!(env.get("FLEET_TRIAL"), None, "{env:?}");
+    assert_eq!(b.rauc.backend("get-state B"), "bad");
+    assert_eq!(
+        std::fs::read_to_string(b.rauc.path("version-floor")).expect("floor"),
+        "1.0.0\n",
+        "a rolled-back version never raises the floor"
+    );
+    b.daemon.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rauc_restarting_mid_install_is_reported_and_the_install_is_retried() {
+    let f = rauc_fixtures_or_skip!();
+    let mut b = bench().await;
+    // RAUC blocks in the backend's set-state (just before writing the slot) while this exists.
+    std::fs::write(b.rauc.path("boot/hold"), b"").expect("hold");
+    b.push(&rauc::bundle(f, "good-2.0.0"), "2.0.0", false).await;
+    let held = b.rauc.path("boot/held");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !held.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rauc never reached the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // What systemd does on a station: RAUC dies and comes back. Then the backend lets go.
+    b.rauc.restart_rauc().expect("rauc restarts");
+    std::fs::remove_file(b.rauc.path("boot/hold")).expect("release");
+
+    let e = b
+        .watch
+        .wait_event(ID, WAIT, |e| {
+            matches!(
+                e.event,
+                Report::InstallFailed {
+                    will_retry: true,
+                    ..
+                }
+            )
+        })
+        .await
+        .expect("install-failed, retrying");
+    let Report::InstallFailed { detail, .. } = &e.event else {
+        unreachable!("matched above");
+    };
+    assert!(detail.contains("restarted"), "{detail}");
+    assert_eq!(
+        b.daemon.reboot_requested().await,
+        Slot::B,
+        "the retry installs"
+    );
+    assert_eq!(b.rauc.slot_version(Slot::B), "2.0.0");
+    b.watch
+        .wait_event(ID, WAIT, |e| {
+            matches!(e.event, Report::InstallStarted { attempt: 2, .. })
+        })
+        .await
+        .expect("second install attempt");
+}
