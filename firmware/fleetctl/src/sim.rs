@@ -65,6 +65,8 @@ pub struct StationSpec {
     pub fails: bool,
     /// How long its install takes.
     pub install_time: Duration,
+    /// How long it takes over each chunk (a slow link or a slow card).
+    pub chunk_delay: Duration,
     /// Its link drops every this long (then it reconnects after a short backoff).
     pub link_drop_every: Option<Duration>,
 }
@@ -180,6 +182,8 @@ struct SimStation {
     held_back: Option<(Offer, fleet_core::update::KeyId)>,
     controls: BTreeMap<String, Control>,
     install_done_at: Option<Instant>,
+    /// Chunks received but not yet taken (stations with a `chunk-delay`).
+    slow_chunks: std::collections::VecDeque<(u32, Vec<u8>)>,
     state_seq: u64,
     event_seq: u64,
     started: Instant,
@@ -211,6 +215,7 @@ impl SimStation {
             held_back: None,
             controls: BTreeMap::new(),
             install_done_at: None,
+            slow_chunks: std::collections::VecDeque::new(),
             state_seq: 0,
             event_seq: 0,
             started: Instant::now(),
@@ -349,9 +354,21 @@ impl SimStation {
         drop_at: Option<Instant>,
     ) -> Step {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
+        let mut next_chunk_at = far;
         loop {
             let install_at = self.install_done_at.unwrap_or(far);
+            if self.slow_chunks.is_empty() {
+                next_chunk_at = far;
+            } else if next_chunk_at == far {
+                next_chunk_at = Instant::now() + self.spec.chunk_delay;
+            }
             tokio::select! {
+                () = tokio::time::sleep_until(next_chunk_at) => {
+                    next_chunk_at = far;
+                    if let Some((index, payload)) = self.slow_chunks.pop_front() {
+                        self.on_chunk(client, index, &payload, true).await;
+                    }
+                }
                 _ = stop.changed() => return Step::Stop,
                 () = tokio::time::sleep_until(drop_at.unwrap_or(far)) => return Step::Reconnect,
                 () = tokio::time::sleep_until(install_at) => {
@@ -380,7 +397,9 @@ impl SimStation {
                 self.on_offer(client, payload).await;
             }
             Ok(Topic::BundleManifest(_)) => self.on_manifest(client, payload).await,
-            Ok(Topic::BundleChunk { index, .. }) => self.on_chunk(client, index, payload).await,
+            Ok(Topic::BundleChunk { index, .. }) => {
+                self.on_chunk(client, index, payload, false).await;
+            }
             _ => {}
         }
     }
@@ -551,15 +570,35 @@ impl SimStation {
         }
     }
 
-    async fn on_chunk(&mut self, client: &AsyncClient, index: u32, payload: &[u8]) {
+    async fn on_chunk(
+        &mut self,
+        client: &AsyncClient,
+        index: u32,
+        payload: &[u8],
+        slow_done: bool,
+    ) {
+        let i = index as usize;
+        let wanted = self.job.as_ref().is_some_and(|j| {
+            j.manifest.is_some()
+                && j.phase == PhaseName::Downloading
+                && i < j.held.len()
+                && !j.held[i]
+        });
+        if !wanted {
+            return;
+        }
+        if !self.spec.chunk_delay.is_zero() && !slow_done {
+            // A slow link: the chunk is taken `chunk-delay` later, while controls and other
+            // messages are still handled at once.
+            if self.slow_chunks.len() < self.opts.limits.max_chunks as usize {
+                self.slow_chunks.push_back((index, payload.to_vec()));
+            }
+            return;
+        }
         let Some(job) = self.job.as_mut() else { return };
         let Some(m) = job.manifest.as_ref() else {
             return;
         };
-        let i = index as usize;
-        if job.phase != PhaseName::Downloading || i >= job.held.len() || job.held[i] {
-            return;
-        }
         if fleet_proto::chunk::verify_chunk(m, index, payload).is_err() {
             return; // a bad chunk is not held; the retained good one may come again
         }
@@ -710,7 +749,7 @@ impl SimStation {
 }
 
 /// Builds `n` station specs named `{prefix}-{i:05}` in `group`: a `fail_rate` share fail their
-/// health check, a `slow_rate` share install `slow_factor` times slower, a `flaky_rate` share
+/// health check, a `slow_rate` share install five times slower and take 50 ms per chunk, a `flaky_rate` share
 /// drop their link every `flaky_every`. Deterministic for a `seed`.
 #[allow(clippy::too_many_arguments)]
 #[must_use]
@@ -737,6 +776,11 @@ pub fn specs(
                 groups: vec![group.clone()],
                 fails: rng.gen_bool(fail_rate.clamp(0.0, 1.0)),
                 install_time: if slow { install_time * 5 } else { install_time },
+                chunk_delay: if slow {
+                    Duration::from_millis(50)
+                } else {
+                    Duration::ZERO
+                },
                 link_drop_every: flaky.then_some(flaky_every),
             })
         })

@@ -30,6 +30,7 @@ struct Fixture {
     key: SigningKey,
     key_path: PathBuf,
     group: GroupId,
+    chunk_delay: Duration,
 }
 
 fn fixture() -> Fixture {
@@ -49,6 +50,7 @@ fn fixture() -> Fixture {
         dir,
         key,
         group: GroupId::new("field").expect("valid"),
+        chunk_delay: Duration::ZERO,
     }
 }
 
@@ -114,6 +116,7 @@ impl Fixture {
                 groups: vec![self.group.clone()],
                 fails: fails.contains(d),
                 install_time: INSTALL,
+                chunk_delay: self.chunk_delay,
                 link_drop_every: None,
             })
             .collect();
@@ -403,5 +406,65 @@ async fn a_frozen_fleet_installs_nothing_until_unfrozen_and_a_pinned_station_nev
         !fleet.installed(&u).contains(&pinned),
         "the pinned station installed"
     );
+    fleet.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stations_halted_during_their_download_do_not_install_until_the_rollout_resumes() {
+    let mut f = fixture();
+    // Slow links: the download takes seconds, so the halt arrives while it is under way.
+    f.chunk_delay = Duration::from_millis(600);
+    let mut plan = plan(&f.group);
+    plan.waves = vec![pct(100)];
+    let req = f.request();
+    let stations: Vec<(DeviceId, usize)> = f.stations(&plan, &req).into_iter().take(20).collect();
+    let fleet = f.fleet(&stations, &BTreeSet::new()).await;
+    let limits = Limits::DEFAULT;
+    let rec = rollout::start(&f.addr, &f.key, plan, req)
+        .await
+        .expect("start");
+    let u = rec.update_id.clone();
+    rollout::halt(&f.addr, &f.key, None, "stop", &limits)
+        .await
+        .expect("halt");
+    assert!(
+        fleet.installed(&u).is_empty(),
+        "the halt came too late for this test: make the chunks slower"
+    );
+    // Every station finishes its download and then waits.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let rows = fleetctl::status::read(&f.addr, STALE, &limits)
+            .await
+            .expect("status");
+        let verified = rows
+            .iter()
+            .filter_map(|r| r.state.as_ref())
+            .filter(|s| s.phase == fleet_core::update::PhaseName::Verifying)
+            .count();
+        if verified == stations.len() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{verified} verified: {:?}",
+            rows.iter()
+                .map(|r| r
+                    .state
+                    .as_ref()
+                    .map(|s| (s.phase, s.progress, s.last_outcome.clone())))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(fleet.installed(&u).is_empty(), "installed while halted");
+    // Resuming installs the held bundles without a new offer.
+    rollout::resume(&f.addr, &f.key, None, &limits)
+        .await
+        .expect("resume");
+    while fleet.installed(&u).len() < stations.len() {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     fleet.stop().await;
 }
