@@ -310,6 +310,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 println!("{}", fleetctl::status::render_table(&rows));
             }
+            if !json {
+                // Open rollouts under the table (unverified: status needs no key; the JSON of
+                // rollouts is `fleetctl rollout status --json`).
+                let recs = fleetctl::rollout::list(&broker.broker, None, &Limits::DEFAULT)
+                    .await
+                    .context("unable to read the rollouts")?;
+                for r in recs
+                    .iter()
+                    .filter(|r| r.progress.status != fleet_core::rollout::Status::Completed)
+                {
+                    print!(
+                        "{}",
+                        fleetctl::rollout::render(&fleetctl::rollout::view_of(r, &rows, false))
+                    );
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
