@@ -237,7 +237,16 @@ async fn a_pushed_bundle_lands_in_the_other_slot_arms_a_trial_and_commits_when_h
     let a_before = b.rauc.slot_hash(Slot::A);
 
     b.push(&rauc::bundle(f, "good-2.0.0"), "2.0.0", false).await;
-    assert_eq!(b.daemon.reboot_requested().await, Slot::B);
+    // Follow the MQTT state while the daemon works (the watcher reads only while it waits).
+    let (into, s) = tokio::join!(
+        b.daemon.reboot_requested(),
+        b.watch
+            .wait_state(ID, WAIT, |s| s.phase == PhaseName::Rebooting)
+    );
+    assert_eq!(into, Slot::B);
+    // The MQTT state says so: installed, rebooting into B.
+    let s = s.expect("rebooting state");
+    assert_eq!(s.target_version, Some(v("2.0.0")));
 
     // The bytes are in slot B, the booted slot is untouched, and the boot flow armed B.
     assert_eq!(b.rauc.slot_version(Slot::B), "2.0.0");
@@ -254,13 +263,7 @@ async fn a_pushed_bundle_lands_in_the_other_slot_arms_a_trial_and_commits_when_h
         "{env:?}"
     );
     assert_eq!(b.rauc.backend("get-primary"), "B");
-    // The MQTT state says so, and RAUC's progress came through as events.
-    let s = b
-        .watch
-        .wait_state(ID, WAIT, |s| s.phase == PhaseName::Rebooting)
-        .await
-        .expect("rebooting state");
-    assert_eq!(s.target_version, Some(v("2.0.0")));
+    // RAUC's progress came through as events.
     b.watch
         .wait_event(ID, WAIT, |e| {
             matches!(&e.event, Report::Installed { slot: Slot::B, version } if *version == v("2.0.0"))
@@ -368,7 +371,13 @@ async fn an_unhealthy_trial_ends_on_the_old_slot_after_its_attempts_run_out() {
     // Each trial boot fails the probe; the boot script counts B's boots down (3 attempts),
     // then the daemon marks B bad and reboots into A. Bounded: a loop here is a failure.
     while boots.len() < 8 {
-        b.daemon.reboot_requested().await;
+        let (_, rebooting) = tokio::join!(
+            b.daemon.reboot_requested(),
+            b.watch
+                .wait_event(ID, WAIT, |e| matches!(e.event, Report::Rebooting { .. }))
+        );
+        rebooting.expect("rebooting event");
+        b.watch.clear_events();
         let slot = b.boot();
         boots.push(slot);
         if slot == Slot::A {
@@ -470,16 +479,14 @@ async fn rauc_restarting_mid_install_is_reported_and_the_install_is_retried() {
         unreachable!("matched above");
     };
     assert!(detail.contains("restarted"), "{detail}");
-    assert_eq!(
-        b.daemon.reboot_requested().await,
-        Slot::B,
-        "the retry installs"
+    let (into, second) = tokio::join!(
+        b.daemon.reboot_requested(),
+        b.watch.wait_event(ID, WAIT, |e| matches!(
+            e.event,
+            Report::InstallStarted { attempt: 2, .. }
+        ))
     );
+    assert_eq!(into, Slot::B, "the retry installs");
+    second.expect("second install attempt");
     assert_eq!(b.rauc.slot_version(Slot::B), "2.0.0");
-    b.watch
-        .wait_event(ID, WAIT, |e| {
-            matches!(e.event, Report::InstallStarted { attempt: 2, .. })
-        })
-        .await
-        .expect("second install attempt");
 }
