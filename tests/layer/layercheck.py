@@ -88,7 +88,7 @@ def check_layout(layer):
                                  {1: "config", 2: "boot-a", 3: "boot-b", 5: "root-a", 6: "root-b", 7: "data"}),
         "fleet-rpi5-nvme.wks.in": ("system-nvme0n1.conf", "nvme0n1", "p", "custom",
                                    {1: "config", 2: "boot-a", 3: "boot-b", 5: "root-a", 6: "root-b", 7: "data"}),
-        "fleet-qemuarm64.wks.in": ("system-vda.conf", "vda", "", "uboot",
+        "fleet-qemuarm64.wks.in": ("system-vda.conf", "vda", "", "custom",
                                    {1: "boot", 2: "root-a", 3: "root-b", 4: "data"}),
     }
     found = sorted(os.path.basename(p) for p in glob.glob(os.path.join(wic, "*.wks*")))

@@ -11,6 +11,7 @@ SRC_URI = "git://${FLEET_GIT_URL};protocol=${FLEET_GIT_PROTOCOL};branch=${FLEET_
            file://fleet-recorderd.service \
            file://fleet-retentiond.service \
            file://fleet-health-commit.service \
+           file://fleet-boot-check.service \
            file://fleet-firmware.tmpfiles \
            file://bootctl-${FLEET_BOOT_FLOW}.toml \
            file://retentiond.toml \
@@ -34,7 +35,7 @@ DEPENDS += "alsa-lib sqlite3"
 
 do_install:append() {
     install -d ${D}${systemd_system_unitdir}
-    for unit in fleet-updated fleet-recorderd fleet-retentiond fleet-health-commit; do
+    for unit in fleet-updated fleet-recorderd fleet-retentiond fleet-health-commit fleet-boot-check; do
         sed -e 's,@BINDIR@,${bindir},g' -e 's,@DATADIR@,${FLEET_DATA_DIR},g' \
             -e 's,@WATCHDOG_SEC@,${FLEET_WATCHDOG_SEC},g' \
             ${UNPACKDIR}/$unit.service > ${D}${systemd_system_unitdir}/$unit.service
@@ -58,7 +59,7 @@ ALLOW_EMPTY:${PN} = "1"
 RDEPENDS:${PN} = "fleet fleet-bootctl fleet-updated fleet-recorderd fleet-retentiond fleet-health-commit"
 
 FILES:fleet = "${bindir}/fleet"
-FILES:fleet-bootctl = "${bindir}/fleet-bootctl ${sysconfdir}/fleet/bootctl.toml"
+FILES:fleet-bootctl = "${bindir}/fleet-bootctl ${sysconfdir}/fleet/bootctl.toml ${systemd_system_unitdir}/fleet-boot-check.service"
 FILES:fleet-updated = "${bindir}/fleet-updated ${systemd_system_unitdir}/fleet-updated.service \
                        ${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf"
 FILES:fleet-recorderd = "${bindir}/fleet-recorderd ${systemd_system_unitdir}/fleet-recorderd.service"
@@ -70,7 +71,8 @@ RDEPENDS:fleet-updated = "rauc fleet-bootctl"
 RDEPENDS:fleet-health-commit = "fleet fleet-updated fleet-recorderd fleet-retentiond"
 RDEPENDS:fleet-recorderd = "alsa-lib"
 
-SYSTEMD_PACKAGES = "fleet-updated fleet-recorderd fleet-retentiond fleet-health-commit"
+SYSTEMD_PACKAGES = "fleet-bootctl fleet-updated fleet-recorderd fleet-retentiond fleet-health-commit"
+SYSTEMD_SERVICE:fleet-bootctl = "fleet-boot-check.service"
 SYSTEMD_SERVICE:fleet-updated = "fleet-updated.service"
 SYSTEMD_SERVICE:fleet-recorderd = "fleet-recorderd.service"
 SYSTEMD_SERVICE:fleet-retentiond = "fleet-retentiond.service"
