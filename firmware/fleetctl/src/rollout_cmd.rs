@@ -322,15 +322,24 @@ pub async fn rollout(cmd: RolloutCommand) -> anyhow::Result<ExitCode> {
             let u = update_id(&update)?;
             let deadline = tokio::time::Instant::now() + Duration::from(timeout);
             loop {
-                let t = ro::tick(
+                let tick = ro::tick(
                     &broker.broker,
                     &key,
                     u.as_ref(),
                     stale_after.into(),
                     &limits,
                 )
-                .await
-                .map_err(classify)?;
+                .await;
+                let t = match tick {
+                    Ok(t) => t,
+                    // A busy or restarting broker: try again next round (until the timeout).
+                    Err(RolloutError::Broker(e)) if tokio::time::Instant::now() < deadline => {
+                        eprintln!("warning: {e}; trying again");
+                        tokio::time::sleep(interval.into()).await;
+                        continue;
+                    }
+                    Err(e) => return Err(classify(e)),
+                };
                 if json {
                     println!("{}", serde_json::to_string(&t.view)?);
                 } else {
