@@ -23,7 +23,7 @@ IMAGE_INSTALL = " \
 FLEET_BOOT_FLOW_PACKAGES ??= ""
 FLEET_BOOT_FLOW_PACKAGES:qemuarm64 ??= "libubootenv-bin kernel-image"
 
-# RAUC's unconditional commit unit: fleet-health-commit commits only a healthy slot.
+# RAUC's unconditional commit unit: fleet-updated commits only a slot that passed its health checks.
 BAD_RECOMMENDATIONS += "rauc-mark-good"
 
 IMAGE_LINGUAS = ""

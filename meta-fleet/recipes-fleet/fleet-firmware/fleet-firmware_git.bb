@@ -10,7 +10,6 @@ SRC_URI = "git://${FLEET_GIT_URL};protocol=${FLEET_GIT_PROTOCOL};branch=${FLEET_
            file://fleet-updated.service \
            file://fleet-recorderd.service \
            file://fleet-retentiond.service \
-           file://fleet-health-commit.service \
            file://fleet-boot-check.service \
            file://fleet-firmware.tmpfiles \
            file://bootctl-${FLEET_BOOT_FLOW}.toml \
@@ -35,7 +34,7 @@ DEPENDS += "alsa-lib sqlite3"
 
 do_install:append() {
     install -d ${D}${systemd_system_unitdir}
-    for unit in fleet-updated fleet-recorderd fleet-retentiond fleet-health-commit fleet-boot-check; do
+    for unit in fleet-updated fleet-recorderd fleet-retentiond fleet-boot-check; do
         sed -e 's,@BINDIR@,${bindir},g' -e 's,@DATADIR@,${FLEET_DATA_DIR},g' \
             -e 's,@WATCHDOG_SEC@,${FLEET_WATCHDOG_SEC},g' \
             ${UNPACKDIR}/$unit.service > ${D}${systemd_system_unitdir}/$unit.service
@@ -54,9 +53,9 @@ do_install:append() {
 FLEET_WATCHDOG_SEC ??= "30s"
 
 # One package per program: binary, crate, systemd unit and package share the name.
-PACKAGE_BEFORE_PN = "fleet fleet-bootctl fleet-updated fleet-recorderd fleet-retentiond fleet-health-commit"
+PACKAGE_BEFORE_PN = "fleet fleet-bootctl fleet-updated fleet-recorderd fleet-retentiond"
 ALLOW_EMPTY:${PN} = "1"
-RDEPENDS:${PN} = "fleet fleet-bootctl fleet-updated fleet-recorderd fleet-retentiond fleet-health-commit"
+RDEPENDS:${PN} = "fleet fleet-bootctl fleet-updated fleet-recorderd fleet-retentiond"
 
 FILES:fleet = "${bindir}/fleet"
 FILES:fleet-bootctl = "${bindir}/fleet-bootctl ${sysconfdir}/fleet/bootctl.toml ${systemd_system_unitdir}/fleet-boot-check.service"
@@ -65,18 +64,15 @@ FILES:fleet-updated = "${bindir}/fleet-updated ${systemd_system_unitdir}/fleet-u
 FILES:fleet-recorderd = "${bindir}/fleet-recorderd ${systemd_system_unitdir}/fleet-recorderd.service"
 FILES:fleet-retentiond = "${bindir}/fleet-retentiond ${systemd_system_unitdir}/fleet-retentiond.service \
                           ${sysconfdir}/fleet/retentiond.toml"
-FILES:fleet-health-commit = "${systemd_system_unitdir}/fleet-health-commit.service"
 
 RDEPENDS:fleet-updated = "rauc fleet-bootctl"
-RDEPENDS:fleet-health-commit = "fleet fleet-updated fleet-recorderd fleet-retentiond"
 RDEPENDS:fleet-recorderd = "alsa-lib"
 
-SYSTEMD_PACKAGES = "fleet-bootctl fleet-updated fleet-recorderd fleet-retentiond fleet-health-commit"
+SYSTEMD_PACKAGES = "fleet-bootctl fleet-updated fleet-recorderd fleet-retentiond"
 SYSTEMD_SERVICE:fleet-bootctl = "fleet-boot-check.service"
 SYSTEMD_SERVICE:fleet-updated = "fleet-updated.service"
 SYSTEMD_SERVICE:fleet-recorderd = "fleet-recorderd.service"
 SYSTEMD_SERVICE:fleet-retentiond = "fleet-retentiond.service"
-SYSTEMD_SERVICE:fleet-health-commit = "fleet-health-commit.service"
 
 # Dedicated system users, created at build time (the root filesystem is read-only).
 USERADD_PACKAGES = "fleet-updated fleet-recorderd fleet-retentiond"
