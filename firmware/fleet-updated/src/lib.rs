@@ -65,6 +65,7 @@ pub mod floor;
 pub mod health;
 pub mod journal;
 pub mod sim;
+pub mod trust_store;
 
 pub use config::Config;
 pub use daemon::{Deps, Exit, HealthCheck, HealthFailure, RunError, RunStats, run};
