@@ -55,9 +55,9 @@ failed=0
 report() {
     local t="$1" rc="$2"
     local runs
-    runs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$logs/$t.log" | grep -o '[0-9]*$' | tail -1)"
+    runs="$(grep -ao 'stat::number_of_executed_units: *[0-9]*' "$logs/$t.log" | grep -ao '[0-9]*$' | tail -1)"
     local cov
-    cov="$(grep -o 'cov: [0-9]*' "$logs/$t.log" | tail -1)"
+    cov="$(grep -ao 'cov: [0-9]*' "$logs/$t.log" | tail -1)"
     if [ "$rc" -eq 0 ]; then
         passed=$((passed + 1))
         echo "ok   $t: ${runs:-?} executions in ${seconds} s (${cov:-cov: ?})"
