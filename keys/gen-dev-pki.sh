@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Generates the DEVELOPMENT PKI for fleet: a RAUC CA, a bundle-signing certificate and key, and an
-# ed25519 offer-signing key. Never use these for a release: see keys/README.md.
+# ed25519 offer-signing key. Never use these for a release: see docs/key-handling.md.
 #
 # Usage: keys/gen-dev-pki.sh [OUT_DIR]   (default: keys/dev/ next to this script, .gitignored)
 #
