@@ -136,7 +136,8 @@ sed -e "s,@FLEET_COMPATIBLE@,$compatible,g" -e 's,@FLEET_DATA_DIR@,/data,g' \
 # ("Failed creating mount path"), so point it at /run unless the source already does.
 grep -q '^mountprefix=' "$w/system-vda.conf" ||
   sed -i 's,^\[system\]$,[system]\nmountprefix=/run/rauc/mnt,' "$w/system-vda.conf"
-printf '\n[handlers]\nbootloader-custom-backend=/usr/bin/fleet-bootctl\n' >>"$w/system-vda.conf"
+grep -q '^bootloader-custom-backend=' "$w/system-vda.conf" ||
+  printf '\n[handlers]\nbootloader-custom-backend=/usr/bin/fleet-bootctl\n' >>"$w/system-vda.conf"
 install -m 0644 "$w/system-vda.conf" "$base/usr/lib/fleet/rauc/system-vda.conf"
 ln -s /run/rauc/system.conf "$base/etc/rauc/system.conf"
 install -m 0644 "$out/pki/ca.cert.pem" "$base/usr/lib/rauc/ca.cert.pem"
