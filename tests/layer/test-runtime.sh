@@ -31,6 +31,13 @@ expect "the_generator_links_the_sd_cards_rauc_configuration" \
 expect "the_generated_mounts_are_required_by_local_fs" \
   "[ -L '$r/gen/local-fs.target.requires/data.mount' ] && [ -L '$r/gen/local-fs.target.requires/boot-firmware.mount' ]"
 
+expect "without_the_updater_group_the_firmware_partition_stays_roots_alone" \
+  "grep -q '^Options=.*,umask=0077,' '$r/gen/boot-firmware.mount' && ! grep -q 'gid=' '$r/gen/boot-firmware.mount'"
+mkdir -p "$r/etc"; printf 'root:x:0:\nfleet-updated:x:996:\n' > "$r/etc/group"
+FLEET_ROOT=$r FLEET_CMDLINE=$r/cmdline sh "$files/fleet-mount-generator" "$r/gen"
+expect "the_firmware_partition_is_writable_by_the_updaters_group_only" \
+  "grep -q '^Options=.*,gid=996,umask=0007,' '$r/gen/boot-firmware.mount'"
+
 r=$(generate /dev/nvme0n1p6 7 1 4)
 expect "the_generator_follows_the_nvme_drive_when_booted_from_slot_b" \
   "grep -qx 'What=/dev/nvme0n1p7' '$r/gen/data.mount' && grep -qx 'What=/dev/nvme0n1p1' '$r/gen/boot-firmware.mount' && [ \"\$(readlink '$r/run/rauc/system.conf')\" = /usr/lib/fleet/rauc/system-nvme0n1.conf ]"

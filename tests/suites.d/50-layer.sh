@@ -14,5 +14,7 @@ bash tests/layer/check-layer.sh | tee "$log"; tally "$log"
 bash tests/layer/test-checker.sh | tee "$log"; tally "$log"
 python3 tests/layer/test_release_guard.py | tee "$log"; tally "$log"
 bash tests/layer/test-runtime.sh | tee "$log"; tally "$log"
+bash tests/layer/test-unit-hardening.sh | tee "$log"; tally "$log"
+bash tests/layer/test-dbus-policy.sh | tee "$log"; tally "$log"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
