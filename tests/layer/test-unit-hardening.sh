@@ -16,12 +16,13 @@ ko() { echo "FAIL: $1${2:+ ($2)}"; fail=$((fail + 1)); }
 
 # unit, exposure ceiling, the paths it may write (besides what systemd gives every unit).
 declare -A ceiling=(
-  [fleet-updated]=1.9 [fleet-recorderd]=0.9 [fleet-retentiond]=0.7 [fleet-boot-check]=1.3)
+  [fleet-updated]=1.6 [fleet-recorderd]=0.9 [fleet-retentiond]=0.7 [fleet-boot-check]=1.3 [fleet-reboot]=1.1)
 declare -A writable=(
   [fleet-updated]="/data/fleet/updated /data/fleet/downloads /data/fleet/boot /data/fleet/update /run/fleet /boot/firmware"
   [fleet-recorderd]="/data/fleet/recordings"
   [fleet-retentiond]="/data/fleet/recordings /data/fleet/retention"
-  [fleet-boot-check]="/data/fleet/boot /run/fleet /boot/firmware /run/systemd")
+  [fleet-boot-check]="/data/fleet/boot /run/fleet /boot/firmware"
+  [fleet-reboot]="/run/fleet /run/systemd")
 
 if ! command -v systemd-analyze >/dev/null; then
   ko systemd_analyze_is_installed "run tests/setup.d/55-hardening.sh"; echo "$pass passed, $fail failed"; exit 1
@@ -29,18 +30,19 @@ fi
 echo "systemd-analyze: $(systemd-analyze --version | head -1)"
 scratch=$(mktemp -d /tmp/fleet-units.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
-mkdir -p "$scratch/bin"
+mkdir -p "$scratch/bin" "$scratch/libexec/fleet" "$scratch/run"
 for b in fleet-updated fleet-recorderd fleet-retentiond fleet-bootctl; do
   printf '#!/bin/sh\nexit 0\n' > "$scratch/bin/$b"; chmod 0755 "$scratch/bin/$b"
 done
+cp "$files/fleet-reboot" "$files/fleet-request-reboot" "$scratch/libexec/fleet/"
 # As fleet-firmware_git.bb installs them; the binaries are stand-ins so verify finds them.
-install_unit() { # unit bindir -> $scratch/<unit>.service
-  sed -e "s,@BINDIR@,$2,g" -e 's,@DATADIR@,/data,g' -e 's,@WATCHDOG_SEC@,30s,g' \
-    "$files/$1.service" > "$scratch/$1.service"
+install_unit() { # unit file -> $scratch/<unit file>
+  sed -e "s,@BINDIR@,$scratch/bin,g" -e "s,@LIBEXECDIR@,$scratch/libexec,g" -e 's,@DATADIR@,/data,g' \
+    -e 's,@WATCHDOG_SEC@,30s,g' "$files/$1" > "$scratch/$1"
 }
 
-for unit in fleet-updated fleet-recorderd fleet-retentiond fleet-boot-check; do
-  install_unit "$unit" "$scratch/bin"
+for unit in fleet-updated fleet-recorderd fleet-retentiond fleet-boot-check fleet-reboot; do
+  install_unit "$unit.service"
   score=$(systemd-analyze security --offline=yes --no-pager "$scratch/$unit.service" 2>&1 \
     | sed -n 's/.*Overall exposure level for .*: \([0-9.]*\) .*/\1/p')
   echo "exposure $unit: ${score:-?} (ceiling ${ceiling[$unit]})"
@@ -60,6 +62,13 @@ for unit in fleet-updated fleet-recorderd fleet-retentiond fleet-boot-check; do
   [ -z "$extra" ] && ok "${unit//-/_}_writes_only_its_own_paths" || ko "${unit//-/_}_writes_only_its_own_paths" "also:$extra"
 done
 
+install_unit fleet-reboot.path
+out=$(cd "$scratch" && systemd-analyze verify ./fleet-reboot.path 2>&1)
+if [ -z "$out" ]; then ok fleet_reboot_path_passes_systemd_analyze_verify; else ko fleet_reboot_path_passes_systemd_analyze_verify "$out"; fi
+grep -q '^ExecStart=' "$scratch/fleet-updated.service" && ! grep -q '^AmbientCapabilities=' "$scratch/fleet-updated.service" \
+  && grep -qx 'CapabilityBoundingSet=' "$scratch/fleet-updated.service" \
+  && ok the_updater_runs_without_any_capability || ko the_updater_runs_without_any_capability
+
 # The control: a unit without the sandbox scores far above every ceiling, and a misspelled
 # directive makes verify talk, so the checks above can fail.
 printf '[Service]\nExecStart=%s/bin/fleet-updated\nProtectSytem=strict\n' "$scratch" > "$scratch/bare.service"
@@ -69,17 +78,44 @@ awk -v s="${score:-0}" 'BEGIN { exit !(s > 5) }' && ok "an_unsandboxed_unit_scor
 out=$(cd "$scratch" && systemd-analyze verify ./bare.service 2>&1)
 grep -q "Unknown key" <<<"$out" && ok "verify_reports_a_misspelled_directive" || ko "verify_reports_a_misspelled_directive" "$out"
 
-# fleet-updated exits 10 once the journal holds a reboot intent: its ExecStopPost (run as root)
-# reboots then, and only then.
-post=$(sed -n 's/^ExecStopPost=+//p' "$scratch/fleet-updated.service" | sed -e 's/\$\$/$/g' \
-  -e "s,/bin/systemctl,$scratch/systemctl,")
-printf '#!/bin/sh\necho "$*" > %s/systemctl.called\n' "$scratch" > "$scratch/systemctl"; chmod 0755 "$scratch/systemctl"
+# Reboots: fleet-updated and fleet-bootctl (reboot-command) leave a request in /run/fleet with
+# fleet-request-reboot; fleet-reboot.path starts fleet-reboot (root), which runs systemctl.
+export FLEET_RUN_DIR=$scratch/run FLEET_SYSTEMCTL=$scratch/systemctl
+printf '#!/bin/sh\nprintf "%%s|" "$@" > %s/systemctl.called\n' "$scratch" > "$scratch/systemctl"; chmod 0755 "$scratch/systemctl"
+req=$scratch/run/reboot-request
+reboot_with() { rm -f "$scratch/systemctl.called"; sh "$scratch/libexec/fleet/fleet-reboot"; }
+called() { cat "$scratch/systemctl.called" 2>/dev/null; }
+sh "$scratch/libexec/fleet/fleet-request-reboot" "0 tryboot"; reboot_with
+[ "$(called)" = "reboot|0 tryboot|" ] && [ ! -e "$req" ] \
+  && ok a_trial_reboot_request_reaches_systemctl_with_the_tryboot_argument \
+  || ko a_trial_reboot_request_reaches_systemctl_with_the_tryboot_argument "$(called)"
+sh "$scratch/libexec/fleet/fleet-request-reboot"; reboot_with
+[ "$(called)" = "reboot|" ] && ok a_plain_reboot_request_reaches_systemctl || ko a_plain_reboot_request_reaches_systemctl "$(called)"
+reboot_with
+[ -z "$(called)" ] && ok no_request_means_no_reboot || ko no_request_means_no_reboot "$(called)"
+sh "$scratch/libexec/fleet/fleet-request-reboot" "0 tryboot; rm -rf /" 2>/dev/null
+[ $? = 2 ] && [ ! -e "$req" ] && ok an_unknown_reboot_argument_is_not_requested || ko an_unknown_reboot_argument_is_not_requested
+printf 'kexec\n' > "$req"; reboot_with 2>/dev/null
+[ -z "$(called)" ] && [ ! -e "$req" ] && ok a_forged_request_with_another_argument_is_refused_and_removed \
+  || ko a_forged_request_with_another_argument_is_refused_and_removed "$(called)"
+echo secret > "$scratch/secret"; ln -s "$scratch/secret" "$req"; out=$(reboot_with 2>&1)
+[ -z "$(called)" ] && [ ! -e "$req" ] && ! grep -q secret <<<"$out" && [ -f "$scratch/secret" ] \
+  && ok a_symlinked_request_is_refused_without_reading_its_target \
+  || ko a_symlinked_request_is_refused_without_reading_its_target "$out"
+
+# fleet-updated exits 10 once the journal holds a reboot intent: its ExecStopPost requests a
+# reboot then, and only then, and keeps a pending trial request.
+post=$(sed -n 's/^ExecStopPost=//p' "$scratch/fleet-updated.service" | sed -e 's/\$\$/$/g')
 eval "EXIT_STATUS=1 $post"
-[ ! -e "$scratch/systemctl.called" ] && ok "the_updater_unit_does_not_reboot_after_a_plain_failure" \
-  || ko "the_updater_unit_does_not_reboot_after_a_plain_failure"
-eval "EXIT_STATUS=10 $post"
-[ "$(cat "$scratch/systemctl.called" 2>/dev/null)" = "--no-block reboot" ] \
-  && ok "the_updater_unit_reboots_as_root_after_exit_10" || ko "the_updater_unit_reboots_as_root_after_exit_10"
+[ ! -e "$req" ] && ok the_updater_unit_does_not_reboot_after_a_plain_failure \
+  || ko the_updater_unit_does_not_reboot_after_a_plain_failure
+eval "EXIT_STATUS=10 $post"; reboot_with
+[ "$(called)" = "reboot|" ] && ok the_updater_unit_reboots_after_exit_10 || ko the_updater_unit_reboots_after_exit_10 "$(called)"
+sh "$scratch/libexec/fleet/fleet-request-reboot" "0 tryboot"; eval "EXIT_STATUS=10 $post"; reboot_with
+[ "$(called)" = "reboot|0 tryboot|" ] && ok the_updater_unit_keeps_a_pending_trial_reboot \
+  || ko the_updater_unit_keeps_a_pending_trial_reboot "$(called)"
+grep -qx 'reboot-command = \["@LIBEXECDIR@/fleet/fleet-request-reboot", "0 tryboot"\]' "$files/bootctl-tryboot.toml" \
+  && ok the_tryboot_flow_requests_its_trial_reboots || ko the_tryboot_flow_requests_its_trial_reboots
 grep -qx 'RestartPreventExitStatus=2 10' "$scratch/fleet-updated.service" \
   && ok "the_updater_is_not_restarted_while_the_station_reboots" || ko "the_updater_is_not_restarted_while_the_station_reboots"
 

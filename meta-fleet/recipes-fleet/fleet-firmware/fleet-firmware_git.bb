@@ -11,6 +11,10 @@ SRC_URI = "git://${FLEET_GIT_URL};protocol=${FLEET_GIT_PROTOCOL};branch=${FLEET_
            file://fleet-recorderd.service \
            file://fleet-retentiond.service \
            file://fleet-boot-check.service \
+           file://fleet-reboot.service \
+           file://fleet-reboot.path \
+           file://fleet-reboot \
+           file://fleet-request-reboot \
            file://fleet-firmware.tmpfiles \
            file://bootctl-${FLEET_BOOT_FLOW}.toml \
            file://retentiond.toml \
@@ -34,17 +38,20 @@ DEPENDS += "alsa-lib sqlite3"
 
 do_install:append() {
     install -d ${D}${systemd_system_unitdir}
-    for unit in fleet-updated fleet-recorderd fleet-retentiond fleet-boot-check; do
+    for unit in fleet-updated.service fleet-recorderd.service fleet-retentiond.service \
+                fleet-boot-check.service fleet-reboot.service fleet-reboot.path; do
         sed -e 's,@BINDIR@,${bindir},g' -e 's,@DATADIR@,${FLEET_DATA_DIR},g' \
-            -e 's,@WATCHDOG_SEC@,${FLEET_WATCHDOG_SEC},g' \
-            ${UNPACKDIR}/$unit.service > ${D}${systemd_system_unitdir}/$unit.service
-        chmod 0644 ${D}${systemd_system_unitdir}/$unit.service
+            -e 's,@LIBEXECDIR@,${libexecdir},g' -e 's,@WATCHDOG_SEC@,${FLEET_WATCHDOG_SEC},g' \
+            ${UNPACKDIR}/$unit > ${D}${systemd_system_unitdir}/$unit
+        chmod 0644 ${D}${systemd_system_unitdir}/$unit
     done
+    install -d ${D}${libexecdir}/fleet
+    install -m 0755 ${UNPACKDIR}/fleet-reboot ${UNPACKDIR}/fleet-request-reboot ${D}${libexecdir}/fleet/
     install -D -m 0644 ${UNPACKDIR}/fleet-firmware.tmpfiles ${D}${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf
     sed -i -e 's,@DATADIR@,${FLEET_DATA_DIR},g' ${D}${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf
     install -d ${D}${sysconfdir}/fleet
     sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' -e 's,@ATTEMPTS@,${FLEET_BOOT_ATTEMPTS},g' \
-        ${UNPACKDIR}/bootctl-${FLEET_BOOT_FLOW}.toml > ${D}${sysconfdir}/fleet/bootctl.toml
+        -e 's,@LIBEXECDIR@,${libexecdir},g' ${UNPACKDIR}/bootctl-${FLEET_BOOT_FLOW}.toml > ${D}${sysconfdir}/fleet/bootctl.toml
     sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' ${UNPACKDIR}/retentiond.toml > ${D}${sysconfdir}/fleet/retentiond.toml
     chmod 0644 ${D}${sysconfdir}/fleet/bootctl.toml ${D}${sysconfdir}/fleet/retentiond.toml
 }
@@ -58,7 +65,9 @@ ALLOW_EMPTY:${PN} = "1"
 RDEPENDS:${PN} = "fleet fleet-bootctl fleet-updated fleet-recorderd fleet-retentiond"
 
 FILES:fleet = "${bindir}/fleet"
-FILES:fleet-bootctl = "${bindir}/fleet-bootctl ${sysconfdir}/fleet/bootctl.toml ${systemd_system_unitdir}/fleet-boot-check.service"
+FILES:fleet-bootctl = "${bindir}/fleet-bootctl ${sysconfdir}/fleet/bootctl.toml ${systemd_system_unitdir}/fleet-boot-check.service \
+                       ${libexecdir}/fleet ${systemd_system_unitdir}/fleet-reboot.service \
+                       ${systemd_system_unitdir}/fleet-reboot.path"
 FILES:fleet-updated = "${bindir}/fleet-updated ${systemd_system_unitdir}/fleet-updated.service \
                        ${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf"
 FILES:fleet-recorderd = "${bindir}/fleet-recorderd ${systemd_system_unitdir}/fleet-recorderd.service"
@@ -66,10 +75,12 @@ FILES:fleet-retentiond = "${bindir}/fleet-retentiond ${systemd_system_unitdir}/f
                           ${sysconfdir}/fleet/retentiond.toml"
 
 RDEPENDS:fleet-updated = "rauc fleet-bootctl"
+# fleet-reboot and fleet-request-reboot are shell scripts.
+RDEPENDS:fleet-bootctl = "${VIRTUAL-RUNTIME_base-utils}"
 RDEPENDS:fleet-recorderd = "alsa-lib"
 
 SYSTEMD_PACKAGES = "fleet-bootctl fleet-updated fleet-recorderd fleet-retentiond"
-SYSTEMD_SERVICE:fleet-bootctl = "fleet-boot-check.service"
+SYSTEMD_SERVICE:fleet-bootctl = "fleet-boot-check.service fleet-reboot.path"
 SYSTEMD_SERVICE:fleet-updated = "fleet-updated.service"
 SYSTEMD_SERVICE:fleet-recorderd = "fleet-recorderd.service"
 SYSTEMD_SERVICE:fleet-retentiond = "fleet-retentiond.service"
