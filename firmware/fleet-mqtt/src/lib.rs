@@ -8,6 +8,11 @@
 //! incoming messages to the owner through a bounded channel, so a slow owner slows the socket
 //! instead of growing memory.
 //!
+//! The transport is plain TCP or TLS with a client certificate ([`Transport`], [`TlsConfig`]);
+//! credential files are read again before every connection attempt, so a renewed certificate
+//! is picked up without a restart, and a file that cannot be used is reported as a
+//! [`SessionEvent::Disconnected`] naming it, then retried with the same backoff.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), fleet_mqtt::SessionError> {
 //! use fleet_mqtt::{Session, SessionConfig, SessionEvent};
@@ -31,6 +36,9 @@ use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Pa
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+mod tls;
+pub use tls::{ClientAuth, CredentialError, Credentials, ServerVerify, TlsConfig, Transport};
+
 /// Size and depth limits of one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -43,6 +51,8 @@ pub struct Limits {
     pub event_capacity: usize,
     /// Most topics one session keeps subscribed.
     pub max_subscriptions: usize,
+    /// Largest credential file (CA, certificate, key, password) read, in bytes.
+    pub max_credential_file_bytes: u64,
 }
 
 impl Default for Limits {
@@ -52,6 +62,7 @@ impl Default for Limits {
             request_capacity: 64,
             event_capacity: 64,
             max_subscriptions: 1024,
+            max_credential_file_bytes: 256 * 1024,
         }
     }
 }
@@ -111,6 +122,11 @@ pub struct SessionConfig {
     pub client_id: String,
     pub host: String,
     pub port: u16,
+    /// Plain TCP or TLS; `host` is the name the broker's certificate must carry.
+    pub transport: Transport,
+    /// A user name and password for brokers that want one (besides or instead of a client
+    /// certificate).
+    pub credentials: Option<Credentials>,
     pub keep_alive: Duration,
     pub will: Option<Will>,
     pub backoff: Backoff,
@@ -118,13 +134,16 @@ pub struct SessionConfig {
 }
 
 impl SessionConfig {
-    /// A configuration with default keep-alive (30 s), backoff and limits and no will.
+    /// A plain-TCP configuration with default keep-alive (30 s), backoff and limits, no
+    /// credentials and no will.
     #[must_use]
     pub fn new(client_id: impl Into<String>, host: impl Into<String>, port: u16) -> Self {
         Self {
             client_id: client_id.into(),
             host: host.into(),
             port,
+            transport: Transport::Plain,
+            credentials: None,
             keep_alive: Duration::from_secs(30),
             will: None,
             backoff: Backoff::default(),
@@ -253,6 +272,9 @@ impl Session {
             stats: stats.clone(),
             tx,
             backoff: config.backoff,
+            transport: config.transport,
+            credentials: config.credentials,
+            max_credential_file_bytes: config.limits.max_credential_file_bytes,
         };
         let handle = tokio::spawn(driver.run());
         let session = Session {
@@ -419,17 +441,71 @@ struct Driver {
     stats: Arc<Stats>,
     tx: mpsc::Sender<SessionEvent>,
     backoff: Backoff,
+    transport: Transport,
+    credentials: Option<Credentials>,
+    max_credential_file_bytes: u64,
 }
 
 impl Driver {
+    /// Reads the credential files and sets them on the event loop's options; called before
+    /// every connection attempt.
+    fn prepare_connect(&mut self) -> Result<(), CredentialError> {
+        let options = &mut self.eventloop.mqtt_options;
+        match &self.transport {
+            Transport::Plain => {
+                options.set_transport(rumqttc::Transport::Tcp);
+            }
+            Transport::Tls(tls) => {
+                let config = tls.client_config(self.max_credential_file_bytes)?;
+                options.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+                    config,
+                )));
+            }
+        }
+        if let Some(creds) = &self.credentials {
+            let password = creds
+                .password(self.max_credential_file_bytes)?
+                .unwrap_or_default();
+            options.set_credentials(creds.username.clone(), password);
+        }
+        Ok(())
+    }
+
+    /// Counts a failure, reports it and waits the backoff. False when the owner is gone.
+    async fn failed(&mut self, failures: &mut u32, reason: String) -> bool {
+        lock(&self.subs).connected = false;
+        *failures = failures.saturating_add(1);
+        let unit: f64 = rand::thread_rng().r#gen();
+        let retry_in = self.backoff.delay(*failures, unit);
+        tracing::warn!(error = %reason, failures = *failures, retry_in_ms = retry_in.as_millis() as u64, "mqtt connection lost");
+        let event = SessionEvent::Disconnected { reason, retry_in };
+        if self.tx.send(event).await.is_err() {
+            return false;
+        }
+        tokio::time::sleep(retry_in).await;
+        true
+    }
+
     async fn run(mut self) {
         let mut failures: u32 = 0;
+        // rumqttc connects on the first poll and on the first poll after an error.
+        let mut needs_connect = true;
         loop {
             if self.tx.is_closed() {
                 // Nobody listens any more (the owner returned): drop the connection. Checked
                 // at every event, so at the latest at the next keep-alive ping.
                 lock(&self.subs).connected = false;
                 return;
+            }
+            if needs_connect {
+                if let Err(e) = self.prepare_connect() {
+                    if !self.failed(&mut failures, e.to_string()).await {
+                        return;
+                    }
+                    continue;
+                }
+                tracing::debug!(transport = self.transport.name(), "mqtt connecting");
+                needs_connect = false;
             }
             match self.eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
@@ -479,19 +555,10 @@ impl Driver {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    lock(&self.subs).connected = false;
-                    failures = failures.saturating_add(1);
-                    let unit: f64 = rand::thread_rng().r#gen();
-                    let retry_in = self.backoff.delay(failures, unit);
-                    tracing::warn!(error = %e, failures, retry_in_ms = retry_in.as_millis() as u64, "mqtt connection lost");
-                    let event = SessionEvent::Disconnected {
-                        reason: e.to_string(),
-                        retry_in,
-                    };
-                    if self.tx.send(event).await.is_err() {
+                    needs_connect = true;
+                    if !self.failed(&mut failures, e.to_string()).await {
                         return;
                     }
-                    tokio::time::sleep(retry_in).await;
                 }
             }
         }
