@@ -17,6 +17,7 @@ use fleetctl::target::Target;
 use indicatif::{ProgressBar, ProgressStyle};
 
 mod rollout_cmd;
+mod watch_cmd;
 
 /// Host tool for fleet updates: keys, bundles, offers, station status, and a demo.
 #[derive(Debug, Parser)]
@@ -65,12 +66,14 @@ enum Command {
         /// Only these stations (repeat); default: every station that takes part.
         #[arg(long = "device", value_parser = parse_device_id)]
         devices: Vec<DeviceId>,
-        /// Give up after this long.
-        #[arg(long, default_value = "1h")]
-        timeout: humantime::Duration,
+        /// Give up after this long (default 1h; 24h with --rollout).
+        #[arg(long)]
+        timeout: Option<humantime::Duration>,
         /// Without --device: how long no new station may join before the watch ends.
         #[arg(long, default_value = "5s")]
         settle: humantime::Duration,
+        #[command(flatten)]
+        rollout: watch_cmd::RolloutArgs,
     },
     /// Run the update path end to end on this machine: embedded broker, simulated stations,
     /// a signed bundle, one station that fails its health checks and falls back.
@@ -267,15 +270,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             devices,
             timeout,
             settle,
+            rollout,
         } => {
-            return watch(
-                &broker.broker,
-                update,
-                devices,
-                timeout.into(),
-                settle.into(),
-            )
-            .await;
+            let timeout = timeout.map(Into::into);
+            if rollout.rollout.is_some() {
+                return watch_cmd::watch(&broker.broker, rollout, timeout, interrupted()).await;
+            }
+            let timeout = timeout.unwrap_or(std::time::Duration::from_secs(3600));
+            return watch(&broker.broker, update, devices, timeout, settle.into()).await;
         }
         Command::Demo { stations } => return demo(stations).await,
         Command::Rollout { command } => return rollout_cmd::rollout(command).await,

@@ -26,7 +26,7 @@ use fleet_core::rollout::{
     Control, Decision, HaltReason, Plan, PlanError, Progress, Scope, Status, Tally, WaveSpec,
     decide,
 };
-use fleet_core::update::{Downgrade, Offer, Outcome, PhaseName, RolloutPercent, wave};
+use fleet_core::update::{Downgrade, Offer, RolloutPercent, wave};
 use fleet_proto::Limits;
 use fleet_proto::envelope::{self, Envelope, Kind};
 use fleet_proto::rollout::{
@@ -37,6 +37,7 @@ use serde::Serialize;
 
 use crate::connection::{BrokerAddr, Connection, ConnectionError, collect_retained};
 use crate::publish::{self, OfferBook, PublishError, PushRequest, RETAINED_QUIET};
+use crate::stage::{Holds, ReasonCount, Stage, StageCounts, stage_of};
 use crate::status::{self, Heard, StationRow};
 use crate::target::Target;
 
@@ -153,22 +154,36 @@ pub async fn list(
     )
     .await?;
     let trusted = key.map(ours);
-    let mut out = Vec::new();
-    for m in msgs {
-        let Some(id) = parse_rollout_topic(&m.topic) else {
-            continue;
-        };
-        let rec = match &trusted {
-            Some(t) => envelope::open_json::<RolloutRecord>(&m.payload, Kind::Rollout, t, limits)
-                .ok()
-                .map(|o| o.value),
-            None => peek::<RolloutRecord>(&m.payload, Kind::Rollout, limits),
-        };
-        if let Some(r) = rec.filter(|r| r.update_id == id) {
-            out.push(r);
-        }
-    }
-    Ok(out)
+    Ok(msgs
+        .iter()
+        .filter_map(|m| open_record(&m.topic, &m.payload, trusted.as_ref(), limits))
+        .collect())
+}
+
+/// The rollout record in a message on `fleet/v1/rollouts/{id}/state`: verified with `trusted`
+/// when given (`None` when it does not verify), else read unverified. `None` for other topics
+/// and for a record that names another update than its topic.
+#[must_use]
+pub fn open_record(
+    topic: &str,
+    payload: &[u8],
+    trusted: Option<&fleet_proto::TrustedKeys>,
+    limits: &Limits,
+) -> Option<RolloutRecord> {
+    let id = parse_rollout_topic(topic)?;
+    let rec = match trusted {
+        Some(t) => envelope::open_json::<RolloutRecord>(payload, Kind::Rollout, t, limits)
+            .ok()
+            .map(|o| o.value),
+        None => peek::<RolloutRecord>(payload, Kind::Rollout, limits),
+    };
+    rec.filter(|r| r.update_id == id)
+}
+
+/// The keys that verify what `key` signed.
+#[must_use]
+pub fn trusted_by(key: &SigningKey) -> fleet_proto::TrustedKeys {
+    ours(key)
 }
 
 /// The rollout named `update`, or the only one not completed.
@@ -663,10 +678,19 @@ pub struct WaveView {
     /// Offered yet.
     pub offered: bool,
     pub tally: Tally,
+    /// Stations per stage (pending, downloading, installing, trial, committed, rolled back,
+    /// failed, held); they add up to `tally.members`.
+    pub states: StageCounts,
     /// Failed stations with their reasons (at most 50 listed).
     pub failures: Vec<(DeviceId, String)>,
-    /// Stations of the wave that are offline, stale or never published a state.
+    /// Every failure's reason with how many stations failed for it, most first (complete
+    /// counts; at most 20 distinct reasons, the rest under "(other reasons)").
+    pub failure_reasons: Vec<ReasonCount>,
+    /// Stations of the wave that are offline, stale or never published a state (at most 50
+    /// listed).
     pub not_heard: Vec<DeviceId>,
+    /// How many stations of the wave are not heard from (complete).
+    pub not_heard_count: u32,
 }
 
 /// A rollout with its waves counted, for `status`, `watch` and `--json`.
@@ -680,6 +704,9 @@ pub struct RolloutView {
     /// False when read without the key (display only).
     pub verified: bool,
     pub status: String,
+    /// Why it halted, when it is halted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub halt_reason: Option<HaltReason>,
     /// Current wave, from 1.
     pub wave: usize,
     pub waves: Vec<WaveView>,
@@ -692,6 +719,22 @@ pub struct RolloutView {
 /// Counts every wave's stations from the rows of `status::read` (pure).
 #[must_use]
 pub fn view_of(rec: &RolloutRecord, rows: &[StationRow], verified: bool) -> RolloutView {
+    view_with(rec, rows, verified, None)
+}
+
+/// [`view_of`], also counting as held the stations in `refused` (their newest event on the
+/// update is a refusal for a halt, freeze or pin: what a live watch sees).
+#[must_use]
+pub fn view_with(
+    rec: &RolloutRecord,
+    rows: &[StationRow],
+    verified: bool,
+    refused: Option<&std::collections::BTreeSet<DeviceId>>,
+) -> RolloutView {
+    let holds = Holds {
+        rollout_halted: matches!(rec.progress.status, Status::Halted { .. }),
+        refused,
+    };
     let n = rec.plan.waves.len();
     let mut waves: Vec<WaveView> = rec
         .plan
@@ -703,8 +746,11 @@ pub fn view_of(rec: &RolloutRecord, rows: &[StationRow], verified: bool) -> Roll
             spec: describe_wave(w),
             offered: i <= rec.progress.wave,
             tally: Tally::default(),
+            states: StageCounts::default(),
             failures: Vec::new(),
+            failure_reasons: Vec::new(),
             not_heard: Vec::new(),
+            not_heard_count: 0,
         })
         .collect();
     let mut outside = 0u32;
@@ -720,29 +766,35 @@ pub fn view_of(rec: &RolloutRecord, rows: &[StationRow], verified: bool) -> Roll
             *seen = true;
         }
         let v = &mut waves[w.min(n - 1)];
-        v.tally.members += 1;
-        match classify(row, &rec.update_id, &rec.bundle.version) {
-            Class::Succeeded => v.tally.succeeded += 1,
-            Class::Failed(why) => {
-                v.tally.failed += 1;
-                if v.failures.len() < MAX_LISTED {
-                    v.failures.push((row.device_id.clone(), why));
-                }
+        let stage = stage_of(row, &rec.update_id, &rec.bundle.version, holds);
+        stage.count(&mut v.tally, &mut v.states);
+        if let Some(why) = stage.failure() {
+            crate::stage::add_reason(&mut v.failure_reasons, why);
+            if v.failures.len() < MAX_LISTED
+                && let Some(o) = row.state.as_ref().and_then(|s| s.last_outcome.as_ref())
+            {
+                v.failures
+                    .push((row.device_id.clone(), status::describe_outcome(o)));
             }
-            Class::InProgress => v.tally.in_progress += 1,
-            Class::Waiting => v.tally.waiting += 1,
         }
-        if row.heard != Heard::Recently && v.not_heard.len() < MAX_LISTED {
-            v.not_heard.push(row.device_id.clone());
+        if row.heard != Heard::Recently {
+            v.not_heard_count += 1;
+            if v.not_heard.len() < MAX_LISTED {
+                v.not_heard.push(row.device_id.clone());
+            }
         }
     }
     // Canaries that never published anything are members not heard from.
     for (d, seen) in canaries_seen {
         if !seen && let Some(w) = rec.plan.wave_of(d, 0) {
-            waves[w].tally.members += 1;
-            waves[w].tally.waiting += 1;
+            let v = &mut waves[w];
+            Stage::Pending.count(&mut v.tally, &mut v.states);
+            waves[w].not_heard_count += 1;
             waves[w].not_heard.push(d.clone());
         }
+    }
+    for w in &mut waves {
+        crate::stage::sort_reasons(&mut w.failure_reasons);
     }
     let cur = rec.progress.wave.min(n - 1);
     let next = describe_decision(&decide(
@@ -758,42 +810,15 @@ pub fn view_of(rec: &RolloutRecord, rows: &[StationRow], verified: bool) -> Roll
         revision: rec.revision,
         verified,
         status: status_name(&rec.progress.status),
+        halt_reason: match &rec.progress.status {
+            Status::Halted { reason } => Some(reason.clone()),
+            _ => None,
+        },
         wave: rec.progress.wave + 1,
         waves,
         outside,
         next,
     }
-}
-
-enum Class {
-    Succeeded,
-    Failed(String),
-    InProgress,
-    Waiting,
-}
-
-fn classify(row: &StationRow, update: &UpdateId, version: &Version) -> Class {
-    let Some(s) = &row.state else {
-        return Class::Waiting;
-    };
-    match &s.last_outcome {
-        Some(Outcome::Committed { update_id, .. }) if update_id == update => {
-            return Class::Succeeded;
-        }
-        Some(o @ (Outcome::RolledBack { update_id, .. } | Outcome::Failed { update_id, .. }))
-            if update_id == update =>
-        {
-            return Class::Failed(status::describe_outcome(o));
-        }
-        _ => {}
-    }
-    if s.update_id.as_ref() == Some(update) && s.phase != PhaseName::Idle {
-        return Class::InProgress;
-    }
-    if s.version == *version {
-        return Class::Succeeded;
-    }
-    Class::Waiting
 }
 
 /// Reads every rollout (verified with `key` when given) and counts its waves.
@@ -844,7 +869,7 @@ pub fn render(v: &RolloutView) -> String {
             t.failed,
             t.in_progress,
             t.waiting,
-            w.not_heard.len()
+            w.not_heard_count
         );
         for (d, why) in w.failures.iter().take(10) {
             let _ = writeln!(s, "      failed {d}: {why}");

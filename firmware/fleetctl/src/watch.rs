@@ -413,9 +413,12 @@ const TRAILING_EVENTS: Duration = Duration::from_millis(300);
 /// states come again and the newest per station wins).
 #[derive(Debug)]
 pub struct Watcher {
-    addr: BrokerAddr,
-    session: fleet_mqtt::Session,
-    events: tokio::sync::mpsc::Receiver<fleet_mqtt::SessionEvent>,
+    pub(crate) addr: BrokerAddr,
+    pub(crate) session: fleet_mqtt::Session,
+    pub(crate) events: tokio::sync::mpsc::Receiver<fleet_mqtt::SessionEvent>,
+    /// How many of the first queued events arrived before the subscriptions were confirmed
+    /// (the retained burst, on a broker that delivers in order).
+    pub(crate) initial: usize,
 }
 
 impl Watcher {
@@ -423,6 +426,21 @@ impl Watcher {
     /// time. Returns when the broker has the subscriptions (seen by a marker message sent to
     /// itself through them, or after 2 s if the marker cannot come back).
     pub async fn subscribe(addr: &BrokerAddr) -> Result<Self, ConnectionError> {
+        Self::subscribe_to(
+            addr,
+            &[
+                topic::filter::ALL_STATES.to_owned(),
+                topic::filter::ALL_EVENTS.to_owned(),
+            ],
+        )
+        .await
+    }
+
+    /// [`Watcher::subscribe`] to `filters`.
+    pub(crate) async fn subscribe_to(
+        addr: &BrokerAddr,
+        filters: &[String],
+    ) -> Result<Self, ConnectionError> {
         use fleet_mqtt::{Session, SessionConfig, SessionEvent};
         let timeout = Duration::from_secs(10);
         let client_id = format!("fleetctl-watch-{:016x}", rand::random::<u64>());
@@ -434,12 +452,10 @@ impl Watcher {
             addr: addr.clone(),
             reason,
         };
+        let mut all = filters.to_vec();
+        all.push(sync_topic.clone());
         session
-            .subscribe_many(&[
-                topic::filter::ALL_STATES.to_owned(),
-                topic::filter::ALL_EVENTS.to_owned(),
-                sync_topic.clone(),
-            ])
+            .subscribe_many(&all)
             .await
             .map_err(|e| lost(e.to_string()))?;
         match tokio::time::timeout(timeout, events.recv()).await {
@@ -487,6 +503,7 @@ impl Watcher {
         // Markers still in flight are dropped by the watch loop (not a fleet topic).
         // Give back what arrived before the marker, in order, ahead of everything else.
         let (tx, rx) = tokio::sync::mpsc::channel(held.len().max(1) + WATCH_QUEUE);
+        let initial = held.len();
         for ev in held {
             let _ = tx.try_send(ev);
         }
@@ -501,6 +518,7 @@ impl Watcher {
             addr: addr.clone(),
             session,
             events: rx,
+            initial,
         })
     }
 
