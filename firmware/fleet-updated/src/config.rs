@@ -10,11 +10,20 @@
 //! wall-clock = "untrusted"        # "trusted" once NTP/RTC sync is guaranteed
 //!
 //! [mqtt]
-//! host = "broker.example"
-//! port = 1883
+//! host = "broker.example"           # the name the broker's certificate must carry
+//! transport = "tls"                 # default; "plain" only for a loopback broker in tests
+//! port = 8883                       # default 8883 with tls, 1883 plain
 //! keep-alive-secs = 30
 //! backoff-initial-ms = 500
 //! backoff-max-ms = 60000
+//! # username = "stn-0042"           # only for brokers that want a password
+//! # password-file = "/data/fleet/identity/mqtt-password"
+//!
+//! [mqtt.tls]                        # files read at every connect (a renewal needs no restart)
+//! ca-file = "/etc/fleet/broker-ca.crt"            # public: may be in the image or on /data
+//! cert-file = "/data/fleet/identity/station.crt"  # must be under data-dir
+//! key-file = "/data/fleet/identity/station.key"   # must be under data-dir
+//! server-verify = "enforce"         # the only mode: chain to ca-file and name = host
 //!
 //! [update]
 //! download-space-bytes = 2147483648  # bundles larger than this are refused
@@ -40,7 +49,7 @@
 //! fail-health-file = "/var/lib/fleet-sim/stn-0042/fail-health"
 //! health-delay-ms = 0                # how long the simulated health check takes
 //! ```
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use fleet_core::ids::{DeviceId, GroupId};
@@ -99,8 +108,11 @@ struct RawConfig {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawMqtt {
     host: String,
-    #[serde(default = "default_port")]
-    port: u16,
+    transport: Option<TransportKind>,
+    port: Option<u16>,
+    tls: Option<RawTls>,
+    username: Option<String>,
+    password_file: Option<PathBuf>,
     #[serde(default = "default_keep_alive")]
     keep_alive_secs: u64,
     #[serde(default = "default_backoff_initial")]
@@ -109,8 +121,54 @@ struct RawMqtt {
     backoff_max_ms: u64,
 }
 
-fn default_port() -> u16 {
-    1883
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct RawTls {
+    ca_file: PathBuf,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    #[serde(default)]
+    server_verify: ServerVerifyKind,
+}
+
+/// `[mqtt] transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransportKind {
+    /// Plain TCP: only for a broker on the same machine (tests).
+    Plain,
+    /// TLS with the server verified; the default unless the host is a loopback address.
+    Tls,
+}
+
+/// `[mqtt.tls] server-verify`: there is deliberately no value that turns verification off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum ServerVerifyKind {
+    #[default]
+    Enforce,
+}
+
+const PLAIN_PORT: u16 = 1883;
+const TLS_PORT: u16 = 8883;
+
+/// `localhost` or a loopback address: plain TCP to it never leaves the machine.
+fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// True when `path` is absolute, has no `..` and lies inside `dir` (checked on the words,
+/// not on the file system: the files may not exist yet when the image is built).
+fn is_inside(dir: &Path, path: &Path) -> bool {
+    path.is_absolute()
+        && !path.components().any(|c| c == Component::ParentDir)
+        && path.starts_with(dir)
+        && path != dir
 }
 fn default_keep_alive() -> u64 {
     30
@@ -177,8 +235,134 @@ pub enum WallClock {
 pub struct MqttConfig {
     pub host: String,
     pub port: u16,
+    /// Plain (loopback only, by default) or TLS with the credential files under data-dir.
+    pub transport: fleet_mqtt::Transport,
+    pub credentials: Option<fleet_mqtt::Credentials>,
     pub keep_alive: Duration,
     pub backoff: fleet_mqtt::Backoff,
+}
+
+impl MqttConfig {
+    /// True when messages go in clear text to another machine (`transport = "plain"` with a
+    /// host that is not a loopback address): allowed, but worth a warning at every start.
+    #[must_use]
+    pub fn is_plain_over_a_network(&self) -> bool {
+        self.transport == fleet_mqtt::Transport::Plain && !is_loopback(&self.host)
+    }
+
+    /// The session settings for this connection (the caller adds its will and limits).
+    #[must_use]
+    pub fn session_config(&self, client_id: String) -> fleet_mqtt::SessionConfig {
+        let mut c = fleet_mqtt::SessionConfig::new(client_id, self.host.clone(), self.port);
+        c.transport = self.transport.clone();
+        c.credentials = self.credentials.clone();
+        c.keep_alive = self.keep_alive;
+        c.backoff = self.backoff;
+        c
+    }
+}
+
+/// Validates `[mqtt]`'s transport and credentials; problems are added to `problems`.
+fn validate_transport(
+    raw: &RawMqtt,
+    data_dir: &Path,
+    problems: &mut Vec<String>,
+) -> (
+    TransportKind,
+    fleet_mqtt::Transport,
+    Option<fleet_mqtt::Credentials>,
+) {
+    let kind = raw.transport.unwrap_or(if is_loopback(&raw.host) {
+        TransportKind::Plain
+    } else {
+        TransportKind::Tls
+    });
+    let under_data = |problems: &mut Vec<String>, key: &str, p: &Path| {
+        if !is_inside(data_dir, p) {
+            problems.push(format!(
+                "{key}: must be an absolute path under data-dir {} (credentials live on the \
+                 station's data partition, never in the image)",
+                data_dir.display()
+            ));
+        }
+    };
+    let credentials = match (&raw.username, &raw.password_file) {
+        (None, None) => None,
+        (None, Some(_)) => {
+            problems.push("mqtt.password-file: needs mqtt.username".into());
+            None
+        }
+        (Some(user), file) => {
+            if user.is_empty() {
+                problems.push("mqtt.username: must not be empty".into());
+            }
+            if let Some(f) = file {
+                under_data(problems, "mqtt.password-file", f);
+            }
+            Some(fleet_mqtt::Credentials {
+                username: user.clone(),
+                password_file: file.clone(),
+            })
+        }
+    };
+    let transport = match (kind, &raw.tls) {
+        (TransportKind::Plain, None) => {
+            if raw.password_file.is_some() {
+                problems.push(
+                    "mqtt.password-file: a password is never sent over transport \"plain\"".into(),
+                );
+            }
+            fleet_mqtt::Transport::Plain
+        }
+        (TransportKind::Plain, Some(_)) => {
+            problems.push("mqtt.tls: given, but mqtt.transport is \"plain\"".into());
+            fleet_mqtt::Transport::Plain
+        }
+        (TransportKind::Tls, None) => {
+            problems.push(
+                "mqtt.tls: needed (ca-file, cert-file, key-file): the transport is \"tls\" \
+                 unless mqtt.host is a loopback address or mqtt.transport = \"plain\""
+                    .into(),
+            );
+            fleet_mqtt::Transport::Plain
+        }
+        (TransportKind::Tls, Some(t)) => {
+            if !t.ca_file.is_absolute() {
+                problems.push("mqtt.tls.ca-file: must be an absolute path".into());
+            }
+            let client_auth = match (&t.cert_file, &t.key_file) {
+                (Some(cert), Some(key)) => {
+                    under_data(problems, "mqtt.tls.cert-file", cert);
+                    under_data(problems, "mqtt.tls.key-file", key);
+                    Some(fleet_mqtt::ClientAuth {
+                        cert: cert.clone(),
+                        key: key.clone(),
+                    })
+                }
+                (None, None) => {
+                    if credentials.is_none() {
+                        problems.push(
+                            "mqtt.tls.cert-file: a station needs an identity: give cert-file \
+                             and key-file, or mqtt.username"
+                                .into(),
+                        );
+                    }
+                    None
+                }
+                _ => {
+                    problems.push("mqtt.tls: give both cert-file and key-file, or neither".into());
+                    None
+                }
+            };
+            let ServerVerifyKind::Enforce = t.server_verify;
+            fleet_mqtt::Transport::Tls(fleet_mqtt::TlsConfig {
+                ca: t.ca_file.clone(),
+                client_auth,
+                server_verify: fleet_mqtt::ServerVerify::Enforce,
+            })
+        }
+    };
+    (kind, transport, credentials)
 }
 
 /// How downloads behave.
@@ -305,7 +489,13 @@ impl Config {
         if raw.mqtt.host.is_empty() {
             problems.push("mqtt.host: must not be empty".into());
         }
-        if raw.mqtt.port == 0 {
+        let (transport_kind, transport, credentials) =
+            validate_transport(&raw.mqtt, &raw.data_dir, &mut problems);
+        let port = raw.mqtt.port.unwrap_or(match transport_kind {
+            TransportKind::Plain => PLAIN_PORT,
+            TransportKind::Tls => TLS_PORT,
+        });
+        if port == 0 {
             problems.push("mqtt.port: must not be 0".into());
         }
         if raw.mqtt.keep_alive_secs < 5 || raw.mqtt.keep_alive_secs > 3600 {
@@ -429,7 +619,9 @@ impl Config {
             wall_clock: raw.wall_clock,
             mqtt: MqttConfig {
                 host: raw.mqtt.host,
-                port: raw.mqtt.port,
+                port,
+                transport,
+                credentials,
                 keep_alive: Duration::from_secs(raw.mqtt.keep_alive_secs),
                 backoff: fleet_mqtt::Backoff {
                     initial: Duration::from_millis(raw.mqtt.backoff_initial_ms),
@@ -503,6 +695,101 @@ mod tests {
         for key in ["sim:", "bootctl-config:", "health.deadline-secs"] {
             assert!(all.contains(key), "{key} not reported in {all}");
         }
+    }
+
+    fn with_mqtt(mqtt: &str) -> Result<Config, ConfigError> {
+        let text = good().replace("[mqtt]\nhost = \"127.0.0.1\"\n", mqtt);
+        Config::parse(Path::new("t.toml"), &text)
+    }
+
+    fn problems(r: Result<Config, ConfigError>) -> String {
+        match r {
+            Err(ConfigError::Invalid { problems, .. }) => problems.join("\n"),
+            other => panic!("expected invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_loopback_broker_defaults_to_plain_on_1883() {
+        let c = with_mqtt("[mqtt]\nhost = \"localhost\"\n").expect("valid");
+        assert_eq!(c.mqtt.transport, fleet_mqtt::Transport::Plain);
+        assert_eq!(c.mqtt.port, 1883);
+        assert!(!c.mqtt.is_plain_over_a_network());
+    }
+
+    #[test]
+    fn a_remote_broker_defaults_to_tls_and_needs_its_credential_files() {
+        let all = problems(with_mqtt("[mqtt]\nhost = \"broker.example\"\n"));
+        assert!(all.contains("mqtt.tls: needed"), "{all}");
+        let c = with_mqtt(
+            "[mqtt]\nhost = \"broker.example\"\n[mqtt.tls]\nca-file = \"/etc/fleet/ca.crt\"\n\
+             cert-file = \"/tmp/x/id/stn.crt\"\nkey-file = \"/tmp/x/id/stn.key\"\n",
+        )
+        .expect("valid");
+        assert_eq!(c.mqtt.port, 8883);
+        let fleet_mqtt::Transport::Tls(tls) = &c.mqtt.transport else {
+            panic!("not tls: {:?}", c.mqtt.transport);
+        };
+        assert_eq!(tls.server_verify, fleet_mqtt::ServerVerify::Enforce);
+        assert_eq!(
+            tls.client_auth.as_ref().map(|a| a.key.as_path()),
+            Some(Path::new("/tmp/x/id/stn.key"))
+        );
+        let session = c.mqtt.session_config("stn-1".into());
+        assert_eq!(
+            (session.host.as_str(), session.port),
+            ("broker.example", 8883)
+        );
+        assert_eq!(session.transport, c.mqtt.transport);
+    }
+
+    #[test]
+    fn credential_files_outside_the_data_dir_are_refused() {
+        let all = problems(with_mqtt(
+            "[mqtt]\nhost = \"broker.example\"\nusername = \"stn-1\"\n\
+             password-file = \"/etc/fleet/pw\"\n[mqtt.tls]\nca-file = \"/etc/fleet/ca.crt\"\n\
+             cert-file = \"/etc/fleet/stn.crt\"\nkey-file = \"/tmp/x/../etc/stn.key\"\n",
+        ));
+        for key in [
+            "mqtt.password-file",
+            "mqtt.tls.cert-file",
+            "mqtt.tls.key-file",
+        ] {
+            assert!(
+                all.contains(&format!("{key}: must be an absolute path under data-dir")),
+                "{key}: {all}"
+            );
+        }
+    }
+
+    #[test]
+    fn inconsistent_transport_settings_are_each_reported() {
+        let all = problems(with_mqtt(
+            "[mqtt]\nhost = \"10.0.0.1\"\ntransport = \"plain\"\nusername = \"u\"\n\
+             password-file = \"/tmp/x/pw\"\n[mqtt.tls]\nca-file = \"ca.crt\"\n",
+        ));
+        assert!(
+            all.contains("mqtt.tls: given, but mqtt.transport is \"plain\""),
+            "{all}"
+        );
+        let all = problems(with_mqtt(
+            "[mqtt]\nhost = \"b\"\n[mqtt.tls]\nca-file = \"ca.crt\"\ncert-file = \"/tmp/x/c\"\n",
+        ));
+        assert!(
+            all.contains("mqtt.tls.ca-file: must be an absolute path"),
+            "{all}"
+        );
+        assert!(all.contains("both cert-file and key-file"), "{all}");
+        // No value turns server verification off.
+        assert!(matches!(
+            with_mqtt(
+                "[mqtt]\nhost = \"b\"\n[mqtt.tls]\nca-file = \"/ca.crt\"\nserver-verify = \"skip\"\n",
+            ),
+            Err(ConfigError::Parse { .. })
+        ));
+        let plain = with_mqtt("[mqtt]\nhost = \"10.0.2.100\"\ntransport = \"plain\"\n")
+            .expect("explicit plain is allowed");
+        assert!(plain.mqtt.is_plain_over_a_network());
     }
 
     #[test]

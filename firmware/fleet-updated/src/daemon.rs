@@ -229,13 +229,10 @@ where
     saved.state_seq += SEQ_GAP;
     saved.event_seq += SEQ_GAP;
 
-    let mut mqtt = SessionConfig::new(
-        format!("fleet-updated-{}", cfg.device_id),
-        cfg.mqtt.host.clone(),
-        cfg.mqtt.port,
-    );
-    mqtt.keep_alive = cfg.mqtt.keep_alive;
-    mqtt.backoff = cfg.mqtt.backoff;
+    // Host, port, transport (TLS credentials), keep-alive and backoff from the config.
+    let mut mqtt: SessionConfig = cfg
+        .mqtt
+        .session_config(format!("fleet-updated-{}", cfg.device_id));
     mqtt.will = Some(Will {
         topic: topic::device_presence(&cfg.device_id),
         payload: Presence::Offline.as_bytes().to_vec(),

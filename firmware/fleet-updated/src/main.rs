@@ -46,8 +46,15 @@ fn main() -> ExitCode {
         return exit_code(EXIT_INVALID_CONFIG);
     }
     if args.check_config {
+        if let Err(e) = check_credentials(&config) {
+            eprintln!("{}: {e}", args.config.display());
+            return exit_code(EXIT_INVALID_CONFIG);
+        }
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
+    }
+    if config.mqtt.is_plain_over_a_network() {
+        tracing::warn!(host = %config.mqtt.host, "mqtt transport is plain to a host that is not loopback: anyone on the path can read and forge messages");
     }
     match real_main(args, config) {
         Ok(code) => code,
@@ -56,6 +63,29 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--check-config` on a provisioned station: the MQTT credential files that exist must be
+/// usable (PEM, key matching the certificate). Missing files are only reported: an image is
+/// checked before any station's `/data` holds them, and the daemon waits for them.
+fn check_credentials(config: &Config) -> Result<(), fleet_mqtt::CredentialError> {
+    let limit = fleet_mqtt::Limits::default().max_credential_file_bytes;
+    if let fleet_mqtt::Transport::Tls(tls) = &config.mqtt.transport {
+        let missing: Vec<_> = tls.files().into_iter().filter(|p| !p.exists()).collect();
+        if missing.is_empty() {
+            tls.client_config(limit)?;
+        } else {
+            for p in missing {
+                eprintln!("note: {} does not exist yet", p.display());
+            }
+        }
+    }
+    if let Some(creds) = &config.mqtt.credentials
+        && creds.password_file.as_ref().is_some_and(|p| p.exists())
+    {
+        creds.password(limit)?;
+    }
+    Ok(())
 }
 
 fn exit_code(code: i32) -> ExitCode {
