@@ -1,9 +1,18 @@
 //! One short-lived MQTT connection for a CLI command: connect, publish (QoS 1, counted acks),
 //! subscribe and read. No reconnects: a command that loses its broker fails and is re-run
 //! (every publishing command is idempotent).
+//!
+//! The transport (plain or TLS with the operator's client certificate, `fleet_mqtt::Transport`)
+//! is looked up per broker address: [`use_transport`] for one broker, [`set_default_transport`]
+//! for every broker of the process (the CLI's `--ca/--cert/--key`). Credential files are read at
+//! every [`Connection::open`].
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Mutex;
 use std::time::Duration;
+
+pub use fleet_mqtt::{ClientAuth, ServerVerify, TlsConfig, Transport};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::sync::{mpsc, watch};
@@ -26,6 +35,8 @@ pub enum ConnectionError {
     BadAddress(String),
     #[error("unable to connect to broker {addr}: {reason}")]
     Connect { addr: BrokerAddr, reason: String },
+    #[error("unable to connect to broker {addr}: {reason}")]
+    Credentials { addr: BrokerAddr, reason: String },
     #[error("unable to connect to broker {addr}: no answer within {timeout:?}")]
     ConnectTimeout { addr: BrokerAddr, timeout: Duration },
     #[error("unable to talk to broker {addr}: connection lost ({reason})")]
@@ -68,6 +79,52 @@ impl fmt::Display for BrokerAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "mqtt://{}:{}", self.host, self.port)
     }
+}
+
+/// Largest credential file (CA, certificate, key) read.
+const MAX_CREDENTIAL_FILE_BYTES: u64 = 256 * 1024;
+
+/// Transports chosen per broker address, and the one for every other address.
+#[derive(Debug, Default)]
+struct Transports {
+    by_addr: BTreeMap<(String, u16), Transport>,
+    default: Option<Transport>,
+}
+
+static TRANSPORTS: Mutex<Transports> = Mutex::new(Transports {
+    by_addr: BTreeMap::new(),
+    default: None,
+});
+
+fn transports() -> std::sync::MutexGuard<'static, Transports> {
+    // Plain inserts and reads: a panic elsewhere cannot leave the map half-written.
+    TRANSPORTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Connections to `addr` use `transport` from now on (overrides the default).
+pub fn use_transport(addr: &BrokerAddr, transport: Transport) {
+    transports()
+        .by_addr
+        .insert((addr.host.clone(), addr.port), transport);
+}
+
+/// Connections to every broker without its own [`use_transport`] use `transport` (the CLI
+/// sets this from `--ca/--cert/--key`).
+pub fn set_default_transport(transport: Transport) {
+    transports().default = Some(transport);
+}
+
+/// The transport for `addr`: its own, else the default, else plain.
+#[must_use]
+pub fn transport_for(addr: &BrokerAddr) -> Transport {
+    let t = transports();
+    t.by_addr
+        .get(&(addr.host.clone(), addr.port))
+        .or(t.default.as_ref())
+        .cloned()
+        .unwrap_or_default()
 }
 
 /// A message read from the broker.
@@ -119,6 +176,17 @@ impl Connection {
             .set_keep_alive(Duration::from_secs(30))
             .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
             .set_inflight(INFLIGHT);
+        if let Transport::Tls(tls) = transport_for(addr) {
+            let config = tls.client_config(MAX_CREDENTIAL_FILE_BYTES).map_err(|e| {
+                ConnectionError::Credentials {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                }
+            })?;
+            opts.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+                config,
+            )));
+        }
         let (client, mut eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
         let (state_tx, state) = watch::channel(LinkState::default());
         let (inbound_tx, inbound) = mpsc::channel(INBOUND_CAPACITY);

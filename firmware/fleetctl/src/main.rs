@@ -25,6 +25,41 @@ mod watch_cmd;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+/// TLS towards the broker (every command that connects): the broker's certificate must chain to
+/// `--ca` and name the host of `--broker`; `--cert`/`--key` are the operator's identity.
+#[derive(Debug, Args)]
+struct TlsArgs {
+    /// CA certificate (PEM) of the broker; turns TLS on (default port stays as given).
+    #[arg(long, global = true, env = "FLEETCTL_CA", requires_all = ["cert", "key"])]
+    ca: Option<PathBuf>,
+    /// The operator's client certificate (PEM).
+    #[arg(long, global = true, env = "FLEETCTL_CERT", requires = "ca")]
+    cert: Option<PathBuf>,
+    /// The private key of --cert (PEM).
+    #[arg(long, global = true, env = "FLEETCTL_KEY", requires = "ca")]
+    key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    fn transport(&self) -> fleetctl::connection::Transport {
+        use fleetctl::connection::{ClientAuth, ServerVerify, TlsConfig, Transport};
+        match (&self.ca, &self.cert, &self.key) {
+            (Some(ca), Some(cert), Some(key)) => Transport::Tls(TlsConfig {
+                ca: ca.clone(),
+                client_auth: Some(ClientAuth {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                server_verify: ServerVerify::Enforce,
+            }),
+            // clap's `requires` rules out the partial combinations.
+            _ => Transport::Plain,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -250,6 +285,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    fleetctl::connection::set_default_transport(cli.tls.transport());
     match cli.command {
         Command::Keys {
             command: KeysCommand::Gen { out_dir, name },
