@@ -1,19 +1,15 @@
 //! Figures for installs through the adapter against the real `rauc service` on a private bus
-//! (the integration tests' station): wall time per install of a 4 MiB ext4 image, time to the
+//! (`fleet_testkit::rauc::Station`, as the integration tests): wall time per install of a 4 MiB ext4 image, time to the
 //! first progress event, and the number of progress events.
 //!
 //! `cargo bench -p fleet-rauc --bench install` (needs what the integration tests need; prints
 //! SKIP otherwise).
-#[path = "../tests/station/mod.rs"]
-#[macro_use]
-#[allow(dead_code)] // the bench uses only part of the tests' harness
-mod station;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleet_core::ports::{InstallRequest, Installer};
-use station::{Station, bundle, lenient};
+use fleet_testkit::rauc::{self as station, Station, bundle, lenient};
+use fleet_testkit::rauc_fixtures_or_skip as fixtures_or_skip;
 
 const ROUNDS: usize = 5;
 

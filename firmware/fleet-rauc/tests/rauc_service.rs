@@ -10,9 +10,6 @@
 //! Needs root (RAUC mounts plain bundles through loop devices), rauc, dbus-daemon, e2fsprogs and
 //! openssl (`tests/setup.d/20-rauc.sh` installs them). Without them each test prints SKIP and why.
 
-#[macro_use]
-mod station;
-
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,7 +17,8 @@ use std::time::Duration;
 use fleet_core::ports::{InstallProgress, InstallRequest, Installer};
 use fleet_core::slot::Slot;
 use fleet_rauc::{MarkState, RaucError, RaucOptions};
-use station::{COMPATIBLE, Station, bundle, lenient, run};
+use fleet_testkit::rauc::{COMPATIBLE, Station, bundle, lenient, run};
+use fleet_testkit::rauc_fixtures_or_skip as fixtures_or_skip;
 
 #[tokio::test]
 async fn good_bundle_lands_in_the_other_slot_with_progress_and_becomes_primary() {

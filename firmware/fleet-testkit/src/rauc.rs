@@ -1,4 +1,5 @@
-//! A RAUC station on the bench (moved here from `fleet-rauc`'s tests): keys and bundles built
+//! A RAUC station on the bench, the one harness of `fleet-rauc`'s, `fleet`'s and
+//! `fleet-updated`'s tests (laid out by [`Setup`]): keys and bundles built
 //! once per test process, then per test a private `dbus-daemon`, the real `rauc service` on it
 //! with two file-backed ext4 slots and `bootloader=custom` (`fleet-bootctl` on the U-Boot flow,
 //! or a shell stand-in), all killed and unmounted on drop.
@@ -227,6 +228,43 @@ pub struct Station {
     pub rauc: Option<Child>,
     /// The slot RAUC is told is booted (`--override-boot-slot`).
     pub booted: Slot,
+    setup: Setup,
+}
+
+/// How slot B starts out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlotB {
+    /// An ext4 file system holding version 1.0.0, like slot A.
+    #[default]
+    Flashed,
+    /// Zeros: never written.
+    Empty,
+}
+
+/// How a bench station is laid out (paths relative to its directory). The default suits
+/// tests of RAUC and the updater; a test of a tool that owns a data root (the `fleet` CLI)
+/// moves RAUC's data directory and the version floor out of its way.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    pub slot_b: SlotB,
+    /// RAUC's `data-directory`.
+    pub rauc_data: &'static str,
+    /// The version floor RAUC's install check reads (`FLEET_VERSION_FLOOR_FILE`), written
+    /// as 1.0.0 at the start.
+    pub version_floor: &'static str,
+    /// Prefix of the station's temporary directory.
+    pub prefix: &'static str,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            slot_b: SlotB::Flashed,
+            rauc_data: "data",
+            version_floor: "version-floor",
+            prefix: "fleet-rauc-",
+        }
+    }
 }
 
 /// Every backend call goes through this: it logs the call and, while `boot/hold` exists, blocks
@@ -258,25 +296,40 @@ esac
 "#;
 
 impl Station {
+    /// A station with the default [`Setup`].
     pub fn start() -> Result<Station, String> {
+        Self::start_with(Setup::default())
+    }
+
+    /// A station laid out by `setup`; RAUC is started but may not answer yet (see
+    /// [`Station::client`]).
+    pub fn start_with(setup: Setup) -> Result<Station, String> {
         let dir = tempfile::Builder::new()
-            .prefix("fleet-rauc-")
+            .prefix(setup.prefix)
             .tempdir()
             .map_err(|e| e.to_string())?;
         let d = dir.path();
         let io = |e: std::io::Error| e.to_string();
-        for sub in ["mnt", "data", "boot", "img/etc"] {
+        for sub in ["mnt", setup.rauc_data, "boot", "img/etc"] {
             std::fs::create_dir_all(d.join(sub)).map_err(io)?;
         }
         std::fs::write(d.join("img/etc/fleet-version"), "1.0.0\n").map_err(io)?;
         for slot in ["slot-a.img", "slot-b.img"] {
+            if slot == "slot-b.img" && setup.slot_b == SlotB::Empty {
+                std::fs::write(d.join(slot), vec![0u8; 8 << 20]).map_err(io)?;
+                continue;
+            }
             run(Command::new("mkfs.ext4")
                 .args(["-q", "-F", "-d"])
                 .arg(d.join("img"))
                 .arg(d.join(slot))
                 .arg("8M"))?;
         }
-        std::fs::write(d.join("version-floor"), "1.0.0\n").map_err(io)?;
+        let floor = d.join(setup.version_floor);
+        if let Some(parent) = floor.parent() {
+            std::fs::create_dir_all(parent).map_err(io)?;
+        }
+        std::fs::write(&floor, "1.0.0\n").map_err(io)?;
         let fixtures = fixtures()?;
         let backend = d.join("bootctl.sh");
         let script = match &fixtures.bootctl {
@@ -317,7 +370,7 @@ impl Station {
              [slot.rootfs.0]\ndevice={a}\ntype=ext4\nbootname=A\n\n\
              [slot.rootfs.1]\ndevice={b}\ntype=ext4\nbootname=B\n",
             mnt = d.join("mnt").display(),
-            data = d.join("data").display(),
+            data = d.join(setup.rauc_data).display(),
             keyring = keyring.display(),
             backend = backend.display(),
             a = d.join("slot-a.img").display(),
@@ -354,6 +407,7 @@ impl Station {
             dbus,
             rauc: None,
             booted: Slot::A,
+            setup,
         };
         if station.address.is_empty() {
             return Err("dbus-daemon printed no address".into());
@@ -379,7 +433,10 @@ impl Station {
             .arg("service")
             .arg(format!("--override-boot-slot={}", self.booted))
             .env("DBUS_SYSTEM_BUS_ADDRESS", &self.address)
-            .env("FLEET_VERSION_FLOOR_FILE", self.path("version-floor"))
+            .env(
+                "FLEET_VERSION_FLOOR_FILE",
+                self.path(self.setup.version_floor),
+            )
             .stdout(log)
             .stderr(log2)
             .spawn()
@@ -400,7 +457,20 @@ impl Station {
         }
     }
 
-    /// A client once RAUC answers on the bus (it needs a moment to claim its name).
+    /// What a reboot into `slot` looks like to userspace, without the boot script's decision
+    /// (see [`Station::boot`] for that): the kernel command line names the slot and RAUC
+    /// starts again seeing it booted. RAUC may not answer yet when this returns.
+    pub fn boot_into(&mut self, slot: Slot) -> Result<(), String> {
+        self.kill_rauc();
+        std::fs::write(
+            self.path("boot/cmdline"),
+            format!("console=ttyS0 rauc.slot={slot}\n"),
+        )
+        .map_err(|e| e.to_string())?;
+        self.booted = slot;
+        self.start_rauc()
+    }
+
     /// A client once RAUC answers on the bus (it needs a moment to claim its name). Fails the
     /// test at once if RAUC exits, and after 20 s if it never answers.
     pub async fn client(&mut self, options: RaucOptions) -> RaucClient {
@@ -485,23 +555,23 @@ impl Station {
         std::fs::read_to_string(self.path("rauc.log")).unwrap_or_default()
     }
 
-    pub fn slot_hash(&self, slot: Slot) -> String {
-        let file = match slot {
+    /// The file that backs `slot`.
+    pub fn slot_image(&self, slot: Slot) -> PathBuf {
+        self.path(match slot {
             Slot::A => "slot-a.img",
             Slot::B => "slot-b.img",
-        };
-        let bytes = std::fs::read(self.path(file)).expect("read slot image");
+        })
+    }
+
+    pub fn slot_hash(&self, slot: Slot) -> String {
+        let bytes = std::fs::read(self.slot_image(slot)).expect("read slot image");
         hex::encode(Sha256::digest(bytes))
     }
 
     pub fn slot_version(&self, slot: Slot) -> String {
-        let file = match slot {
-            Slot::A => "slot-a.img",
-            Slot::B => "slot-b.img",
-        };
         run(Command::new("debugfs")
             .args(["-R", "cat /etc/fleet-version"])
-            .arg(self.path(file))
+            .arg(self.slot_image(slot))
             .stderr(Stdio::null()))
         .expect("read /etc/fleet-version from the slot image")
         .trim()
