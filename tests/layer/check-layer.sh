@@ -55,7 +55,7 @@ for pair in fleet-bootctl:bootctl-tryboot.toml fleet-bootctl:bootctl-uboot.toml 
   bin=${pair%%:*}; conf=${pair#*:}
   if [ ! -x "$bindir/$bin" ]; then skp "$conf: $bin not built in $bindir"; continue; fi
   tmpconf=$(mktemp --suffix=.toml)
-  sed -e 's,@DATADIR@,/data,g' -e 's,@ATTEMPTS@,3,g' "$files/$conf" > "$tmpconf"
+  sed -e 's,@DATADIR@,/data,g' -e 's,@ATTEMPTS@,3,g' -e 's,@LIBEXECDIR@,/usr/libexec,g' "$files/$conf" > "$tmpconf"
   run "$conf passes $bin --check-config" "$bindir/$bin" --config "$tmpconf" --check-config
   rm -f "$tmpconf"
 done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The layer check of meta-fleet, registry-only tier (and the deeper tier when FLEET_UPSTREAM is
-# set), then the proof that the check fails on broken inputs.
+# set), then the proof that the check fails on broken inputs, then the hardening of the units and
+# the RAUC D-Bus policy (systemd-analyze, a real dbus-daemon with rauc, the units under systemd).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 pass=0; fail=0
@@ -16,5 +17,6 @@ python3 tests/layer/test_release_guard.py | tee "$log"; tally "$log"
 bash tests/layer/test-runtime.sh | tee "$log"; tally "$log"
 bash tests/layer/test-unit-hardening.sh | tee "$log"; tally "$log"
 bash tests/layer/test-dbus-policy.sh | tee "$log"; tally "$log"
+bash tests/layer/test-units-in-systemd.sh | tee "$log"; tally "$log"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]
