@@ -48,8 +48,11 @@ kver=$(basename "$(ls -d "$userland"/lib/modules/*-arm64 | head -n1)")
 for b in fleet-bootctl fleet-updated fleet; do
   [ -x "$fw/$b" ] || { log "missing $fw/$b: run tests/qemu/build-firmware.sh"; exit 2; }
 done
+# The development PKI is shared by every image (kept across input changes); its CA and offer key
+# go into the image, so they are inputs too.
+"$root/keys/gen-dev-pki.sh" "$cache/pki" >/dev/null
 inputs=(
-  "$here/build.sh" "$here"/guest/*
+  "$here/build.sh" "$here"/guest/* "$cache/pki/ca.cert.pem" "$cache/pki/offer.pub.pem"
   "$root/meta-fleet/recipes-bsp/u-boot/files/boot.cmd.in"
   "$root/meta-fleet/recipes-core/rauc/files/system-vda.conf"
   "$root/meta-fleet/recipes-fleet/fleet-firmware/files/bootctl-uboot.toml"
@@ -70,8 +73,7 @@ rm -rf "$out"
 mkdir -p "$out/work" "$out/bundles"
 w=$out/work
 
-# ---- 3. development PKI (shared by every image: kept across input changes) ---------------------
-"$root/keys/gen-dev-pki.sh" "$cache/pki" >/dev/null
+# ---- 3. development PKI (made above) --------------------------------------------------------
 cp -a "$cache/pki" "$out/pki"
 
 # ---- 4. initrd: busybox and the modules the kernel needs before root is mounted -------------
@@ -147,7 +149,25 @@ install -m 0644 "$here/guest/fw_env.config" "$base/etc/fw_env.config"
 install -m 0644 "$here/guest/dbus-system.conf" "$base/etc/fleet-qemu/dbus-system.conf"
 install -m 0755 "$here/guest/fleet-init" "$base/sbin/fleet-init"
 install -m 0755 "$here/guest/station-reboot" "$base/usr/sbin/station-reboot"
-install -m 0755 "$here/guest/health-commit" "$here/guest/install-incoming" "$base/usr/lib/fleet-qemu/"
+install -m 0755 "$here/guest/request-reboot" "$base/usr/lib/fleet-qemu/"
+# fleet-updated: the broker forwarded from the host, RAUC, the U-Boot flow, the health gate; the
+# development offer key as its trusted key (the harness pushes with its private half).
+offer_pub=$(openssl pkey -pubin -in "$out/pki/offer.pub.pem" -outform DER | tail -c 32 | od -An -tx1 | tr -d ' \n')
+[ ${#offer_pub} = 64 ] || { log "unable to read the offer public key"; exit 1; }
+sed -e "s,@TRUSTED_KEY@,$offer_pub,g" -e "s,@COMPATIBLE@,$compatible,g" \
+  "$here/guest/updated.toml.in" >"$base/etc/fleet/updated.toml"
+# --check-config with the very binary that goes into the image (qemu-user), with the paths that
+# exist only in the guest pointed at their copies here.
+echo "qemu-check" >"$w/device-id"
+sed -e "s,^device-id-file = .*,device-id-file = \"$w/device-id\"," \
+  -e "s,^bootctl-config = .*,bootctl-config = \"$base/etc/fleet/bootctl.toml\"," \
+  "$base/etc/fleet/updated.toml" >"$w/updated-check.toml"
+if ! check=$(qemu-aarch64-static -L "$userland" "$base/usr/bin/fleet-updated" \
+  --config "$w/updated-check.toml" --check-config 2>&1); then
+  log "fleet-updated --check-config refused tests/qemu/guest/updated.toml.in: $check"
+  exit 1
+fi
+log "fleet-updated --check-config: ok"
 echo "root:x:0:0:root:/root:/bin/sh" >"$base/etc/passwd"
 echo "root:x:0:" >"$base/etc/group"
 echo "0123456789abcdef0123456789abcdef" >"$base/etc/machine-id"

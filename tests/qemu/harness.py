@@ -5,8 +5,11 @@ One QEMU process per power cycle (-no-reboot: every reset, panic reboot or watch
 the process), a timeout per boot, the U-Boot environment read from the disk image between boots
 (mcopy + fw_printenv, no mounts), files on the data partition read and written with debugfs.
 The guest reaches only the host's loopback broker, through QEMU's restricted user networking.
+Updates go the real way: the host's `fleetctl push` leaves the bundle and a signed offer on the
+broker, the station's fleet-updated downloads, installs through RAUC, arms the trial and runs its
+health gate; the harness follows the station's MQTT state and events and asserts them.
 
-    tests/qemu/harness.py --image DIR [--work DIR] [--only NAME,...] [--cuts N] [--seed N]
+    tests/qemu/harness.py --image DIR --fleetctl PATH [--work DIR] [--only NAME,...] [--cuts N] [--seed N]
 
 Prints one line per boot, a PASS/FAIL line per scenario with its slot sequence and wall time,
 and a final "N passed, N failed". Reference: docs/reference/qemu-harness.md.
@@ -68,18 +71,22 @@ class Broker:
                 time.sleep(0.1)
         self.record_path = os.path.join(workdir, "mqtt.log")
         self.sub = subprocess.Popen(
-            ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.port), "-v", "-q", "1",
+            ["stdbuf", "-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.port), "-v", "-q", "1",
              "-t", "fleet/v1/devices/+/state", "-t", "fleet/v1/devices/+/events",
              "-t", "fleet/v1/devices/+/presence"],
             stdout=open(self.record_path, "w"), stderr=subprocess.DEVNULL)
 
-    def messages(self, kind=None):
+    def messages(self, kind=None, device=None):
         """(topic, payload) pairs received so far; payload parsed as JSON where it is JSON."""
         out = []
         with open(self.record_path, errors="replace") as f:
             for line in f:
+                if not line.endswith("\n"):
+                    break  # a line still being written
                 topic, _, payload = line.rstrip("\n").partition(" ")
                 if kind and not topic.endswith("/" + kind):
+                    continue
+                if device and topic.split("/")[3:4] != [device]:
                     continue
                 try:
                     payload = json.loads(payload)
@@ -232,6 +239,7 @@ class Station:
         subprocess.run(["cp", "--sparse=always", os.path.join(image, "envflash.img"), self.envflash],
                        check=True)
         self.broker = broker
+        self.device = None
         self.watchdog = watchdog
         self.boots = []
         self.envs = []
@@ -304,10 +312,22 @@ class Station:
     def write_data_file(self, src, dest_dir, name):
         subprocess.run(["debugfs", "-w", "-R", f"mkdir {dest_dir}", self._data()],
                        capture_output=True)
+        subprocess.run(["debugfs", "-w", "-R", f"rm {dest_dir}/{name}", self._data()], capture_output=True)
         out = subprocess.run(["debugfs", "-w", "-R", f"write {src} {dest_dir}/{name}", self._data()],
                              capture_output=True, text=True)
         check(out.returncode == 0 and "Allocated inode" in out.stdout + out.stderr,
               f"unable to write {dest_dir}/{name} on the data partition: {out.stderr}")
+
+    def set_identity(self, device):
+        """Provisioning's part: the station's device id on /data (updated.toml names the file)."""
+        self.device = device
+        subprocess.run(["debugfs", "-w", "-R", "mkdir /fleet", self._data()], capture_output=True)
+        with tempfile.NamedTemporaryFile("w", delete=False) as f:
+            f.write(device + "\n")
+        try:
+            self.write_data_file(f.name, "/fleet/identity", "device-id")
+        finally:
+            os.unlink(f.name)
 
     def read_data_file(self, path):
         out = subprocess.run(["debugfs", "-R", f"cat {path}", self._data()],
@@ -332,76 +352,251 @@ class Context:
     def __init__(self, args):
         self.image = args.image
         self.work = args.work
+        self.fleetctl = args.fleetctl
         self.info = json.load(open(os.path.join(args.image, "info.json")))
         self.cuts = args.cuts
         self.rng = random.Random(args.seed)
         self.seed = args.seed
         self.results = {}
-        self.install_seconds = None
+        # Seconds from fleet-updated's start to its reboot request on a boot that downloads and
+        # installs the whole bundle (refined by every such boot seen).
+        self.update_window_s = None
+        self.download_s = None  # fleet-updated start to the bundle downloaded, same boots
         self.final_disks = {}
 
     def station(self, name, **kw):
-        return Station(self.image, os.path.join(self.work, name), broker=self.broker, **kw)
+        st = Station(self.image, os.path.join(self.work, name), broker=self.broker, **kw)
+        st.set_identity(name)
+        return st
 
     def bundle(self, name):
         return os.path.join(self.image, "bundles", f"{name}.raucb")
 
+    def push(self, st, name, sequence=None):
+        """`fleetctl push` of a test bundle to one station, as an operator does: chunks, signed
+        manifest and signed offer, retained on the broker. Returns (update id, sequence)."""
+        cmd = [self.fleetctl, "push", self.bundle(name), "--to", f"device:{st.device}",
+               "--version", self.info["bundles"][name], "--compatible", self.info["compatible"],
+               "--key", os.path.join(self.image, "pki", "offer.key.pem"),
+               "--broker", f"127.0.0.1:{self.broker.port}"]
+        if sequence is not None:
+            cmd += ["--sequence", str(sequence)]
+        t0 = time.monotonic()
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        check(out.returncode == 0, f"fleetctl push {name}: {(out.stderr or out.stdout).strip()[-400:]}")
+        m = re.search(r"\(update (\S+), sequence (\d+)", out.stdout)
+        check(m, f"fleetctl push names the update and sequence: {out.stdout}")
+        say(f"  [{scope_name()}] fleetctl push {name}.raucb --to device:{st.device}: update {m.group(1)} "
+            f"sequence {m.group(2)} ({time.monotonic() - t0:.1f} s)")
+        return m.group(1), int(m.group(2))
 
-def stage_incoming(station, ctx, name):
-    """Stage 1: leave a bundle on /data for the guest's rauc-direct installer."""
-    station.write_data_file(ctx.bundle(name), "/fleet-qemu", "incoming.raucb")
-    with tempfile.NamedTemporaryFile("w", delete=False) as f:
-        f.write(ctx.info["bundles"][name] + "\n")
-    station.write_data_file(f.name, "/fleet-qemu", "incoming.version")
-    os.unlink(f.name)
+
+def scope_name():
+    return getattr(Boot.scope, "name", "?")
 
 
-def install_boot(station, ctx):
-    """Boot 1 on the factory slot: the bundle is installed and the station reboots into B."""
-    boot = station.power_on(timeout=150)
-    start = boot.expect(r"^install start")
-    done = boot.expect(r"^install rc=(\d+)")
-    if done and done.group(1) != "0":
-        boot.cut()
-    else:
-        boot.wait()
-    station.settle(boot)
+# -- what the station says over MQTT ----------------------------------------------------------
+
+def kinds(msgs):
+    return [p["event"].get("kind") for k, p in msgs if k == "events" and isinstance(p, dict)
+            and isinstance(p.get("event"), dict)]
+
+
+def find_event(msgs, kind):
+    for k, p in msgs:
+        if k == "events" and isinstance(p, dict) and isinstance(p.get("event"), dict) \
+                and p["event"].get("kind") == kind:
+            return p["event"]
+    return None
+
+
+def last_state(msgs):
+    states = [p for k, p in msgs if k == "state" and isinstance(p, dict)]
+    return states[-1] if states else None
+
+
+def outcome_is(result, update_id):
+    """A predicate over messages: the newest state's last outcome is `result` for this update."""
+    def pred(msgs):
+        st = last_state(msgs)
+        out = (st or {}).get("last-outcome") or {}
+        return st if out.get("result") == result and out.get("update-id") == update_id else None
+    return pred
+
+
+# Where an update was, from the newest state or event: what a power cut interrupted.
+PHASE_OF = {"offer-accepted": "startup", "download-started": "download", "download-progress": "download",
+            "downloaded": "verify", "verified": "install", "install-started": "install",
+            "install-progress": "install", "install-failed": "install", "installed": "after-install",
+            "trial-armed": "after-install", "rebooting": "after-install",
+            "downloading": "download", "verifying": "verify", "installing": "install",
+            "arming-trial": "after-install", "idle": "startup"}
+
+
+def ended_without_commit(update_id):
+    """A predicate: the station is idle again and its last outcome for this update is not a commit."""
+    def pred(msgs):
+        st = last_state(msgs)
+        out = (st or {}).get("last-outcome") or {}
+        return st if st and st.get("phase") == "idle" and out.get("update-id") == update_id \
+            and out.get("result") != "committed" else None
+    return pred
+
+
+def phase_now(msgs):
+    for k, p in reversed(msgs):
+        if not isinstance(p, dict):
+            continue
+        if k == "events" and isinstance(p.get("event"), dict) and p["event"].get("kind") in PHASE_OF:
+            return PHASE_OF[p["event"]["kind"]]
+        if k == "state" and p.get("phase") in PHASE_OF:
+            return PHASE_OF[p["phase"]]
+    return "startup"
+
+
+def station_msgs(st, since):
+    return [(t.rsplit("/", 1)[-1], p) for t, p in st.broker.messages(device=st.device)[since:]]
+
+
+def mark(st):
+    return len(st.broker.messages(device=st.device))
+
+
+def wait_mqtt(st, boot, pred, timeout, since):
+    """Polls the station's messages since `since` until pred returns something, the boot ends
+    or `timeout` passes; returns pred's answer or None."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = pred(station_msgs(st, since))
+        if r or boot.proc.poll() is not None or time.monotonic() > deadline:
+            return r or pred(station_msgs(st, since))
+        time.sleep(0.25)
+
+
+def power_off(boot):
+    """Clean power-off from the console (a running boot), then wait for QEMU to exit."""
+    if boot.proc.poll() is None:
+        boot.send("station-reboot -p\n")
+    boot.wait()
+
+
+def uptime_mark(boot, pattern):
+    m = boot.first(pattern + r".* uptime=([\d.]+)")
+    return float(m.group(1)) if m else None
+
+
+def update_boot(st, ctx, update_id, version):
+    """Boot of the factory slot with an offer on the broker: fleet-updated downloads the bundle,
+    verifies it, installs it through RAUC, arms the trial and asks for the reboot."""
+    since = mark(st)
+    boot = st.power_on(timeout=420)
+    # Ends in the reboot the daemon asks for; an update the station gives up ends the wait early.
+    failed = wait_mqtt(st, boot, ended_without_commit(update_id), 420, since)
+    if failed:
+        power_off(boot)
+    boot.wait()
+    st.settle(boot)
+    msgs = station_msgs(st, since)
+    seen = kinds(msgs)
+    check(not failed, f"the update is not given up: {(failed or {}).get('last-outcome')}; events {seen}")
     check(boot.slot == "A" and boot.version == "1.0.0", f"boot 1 on A 1.0.0, got {boot.slot} {boot.version}")
-    check(start and done and done.group(1) == "0", "the bundle is installed on boot 1: "
-          + station.read_data_file("/fleet-qemu/install.log")[-600:])
-    check(boot.end == "exit", f"boot 1 ends in a reboot, got {boot.end}")
-    env = station.envs[-1]
-    check(env_is(env, "B A", 3, 3, "B"), f"after install: B armed for a trial, got {fmt_env(env)}")
-    ctx.install_seconds = install_duration(boot)
+    check(boot.end == "exit", f"boot 1 ends in the reboot fleet-updated asks for, got {boot.end}; events {seen}")
+    for kind in ("offer-accepted", "download-started", "downloaded", "verified", "install-started",
+                 "installed", "trial-armed", "rebooting"):
+        check(kind in seen, f"the station reports {kind}: got {seen}")
+    acc = find_event(msgs, "offer-accepted")
+    check(acc.get("update-id") == update_id and acc.get("version") == version,
+          f"offer-accepted names {update_id} {version}: {acc}")
+    inst = find_event(msgs, "installed")
+    check(inst.get("slot") == "B" and inst.get("version") == version, f"installed into B {version}: {inst}")
+    check((find_event(msgs, "rebooting") or {}).get("into") == "B", "rebooting into B")
+    check(env_is(st.envs[-1], "B A", 3, 3, "B"), f"after install: B armed for a trial, got {fmt_env(st.envs[-1])}")
+    start = uptime_mark(boot, r"^fleet-updated start")
+    end = uptime_mark(boot, r"^reboot requested by fleet-updated")
+    if start is not None and end is not None:
+        ctx.update_window_s = end - start
+    t = {k: find_event_at(msgs, k) for k in ("download-started", "downloaded", "install-started", "installed")}
+    if start is not None and t["downloaded"] is not None:
+        ctx.download_s = t["downloaded"] - start
+    if all(v is not None for v in t.values()):
+        say(f"  [{scope_name()}] update boot: download {t['downloaded'] - t['download-started']:.1f} s, "
+            f"install {t['installed'] - t['install-started']:.1f} s, fleet-updated start to reboot "
+            f"{ctx.update_window_s or 0:.1f} s")
     return boot
 
 
-def install_duration(boot):
-    start, end = boot.first(r"^install start uptime=([\d.]+)"), boot.first(r"^install rc=0 uptime=([\d.]+)")
-    return float(end.group(1)) - float(start.group(1)) if start and end else None
+def find_event_at(msgs, kind):
+    for k, p in msgs:
+        if k == "events" and isinstance(p, dict) and isinstance(p.get("event"), dict) \
+                and p["event"].get("kind") == kind:
+            return (p.get("at") or {}).get("monotonic-ms", 0) / 1000.0
+    return None
+
+
+def trial_commits(st, update_id, version):
+    """The trial boot of B: fleet-updated's health gate passes and it commits B."""
+    since = mark(st)
+    boot = st.power_on(timeout=180)
+    done = wait_mqtt(st, boot, outcome_is("committed", update_id), 150, since)
+    power_off(boot)
+    st.settle(boot)
+    msgs = station_msgs(st, since)
+    check(boot.slot == "B" and boot.version == version, f"trial boot on B {version}, got {boot.slot} {boot.version}")
+    check(done, f"the station reports committed for {update_id}: events {kinds(msgs)}")
+    out = done["last-outcome"]
+    check(out.get("slot") == "B" and out.get("version") == version, f"committed B {version}: {out}")
+    for kind in ("trial-booted", "health-passed", "committed"):
+        check(kind in kinds(msgs), f"the station reports {kind}: got {kinds(msgs)}")
+    check(env_is(st.envs[-1], "B A", 3, 3), f"committed B: got {fmt_env(st.envs[-1])}")
+    return boot
 
 
 def scenario_good_update(ctx):
     st = ctx.station("good-update")
-    stage_incoming(st, ctx, "good")
-    install_boot(st, ctx)
-    trial = st.run_boot()
-    check(trial.slot == "B" and trial.version == "2.0.0", f"trial boot on B 2.0.0, got {trial.slot}")
-    check(trial.first(r"^health pass slot=B commit-rc=0"),
-          "the trial passes its health checks (rauc, the broker through QEMU's forward) and commits")
-    check(env_is(st.envs[-1], "B A", 3, 3), f"committed B: got {fmt_env(st.envs[-1])}")
-    again = st.run_boot()
-    check(again.slot == "B" and again.first(r"^health not-a-trial"), "the next boot is a normal boot of B")
+    uid, _ = ctx.push(st, "good")
+    update_boot(st, ctx, uid, "2.0.0")
+    trial_commits(st, uid, "2.0.0")
+    since = mark(st)
+    again = st.power_on(timeout=120)
+    idle = wait_mqtt(st, again, lambda m: (lambda s: s if s and s.get("booted") == "B"
+                                           and s.get("phase") == "idle" else None)(last_state(m)), 90, since)
+    power_off(again)
+    st.settle(again)
+    check(again.slot == "B" and idle, "the next boot is a normal boot of B, idle on MQTT")
+    check(idle.get("version") == "2.0.0" and idle.get("committed") == "B",
+          f"the station reports B 2.0.0 committed: {idle.get('committed')} {idle.get('version')}")
     check(env_is(st.envs[-1], "B A", 3, 3), f"B stays committed: got {fmt_env(st.envs[-1])}")
     ctx.final_disks["good-update"] = st.disk
     return st, ["A", "B", "B"]
 
 
+def back_on_a_rolled_back(st, update_id, code, check_name=None):
+    """A boot of A after the trial ended badly: the station reports rolled-back with its cause."""
+    since = mark(st)
+    back = st.power_on(timeout=120)
+    done = wait_mqtt(st, back, outcome_is("rolled-back", update_id), 90, since)
+    power_off(back)
+    st.settle(back)
+    msgs = station_msgs(st, since)
+    check(back.slot == "A" and back.version == "1.0.0", f"falls back to A 1.0.0, got {back.slot}")
+    check(done, f"the station reports rolled-back for {update_id}: events {kinds(msgs)}")
+    out = done["last-outcome"]
+    cause = out.get("cause") or {}
+    check(out.get("bad-slot") == "B" and cause.get("code") == code,
+          f"rolled back from B because of {code}: {out}")
+    if check_name:
+        check(str(cause.get("check")).startswith(check_name), f"the cause names the check {check_name}: {cause}")
+    rb = find_event(msgs, "rolled-back")
+    check(rb and rb.get("from") == "B" and rb.get("to") == "A", f"rolled-back event from B to A: {rb}")
+    say(f"  [{scope_name()}] reported: rolled-back {json.dumps(cause)}")
+    return back
+
+
 def scenario_fallback(ctx, mode):
     watchdog = mode == "hang"
     st = ctx.station(f"fallback-{mode}", watchdog=watchdog)
-    stage_incoming(st, ctx, mode)
-    install_boot(st, ctx)
+    uid, _ = ctx.push(st, mode)
+    update_boot(st, ctx, uid, ctx.info["bundles"][mode])
     for left in (2, 1, 0):
         boot = st.power_on(timeout=90 if watchdog else 60)
         boot.wait()
@@ -410,81 +605,129 @@ def scenario_fallback(ctx, mode):
               f"trial boot of B fails by {mode}, got slot {boot.slot}")
         check(boot.end == "exit", f"the {mode} ends the boot by a reset, not the harness timeout ({boot.end})")
         check(env_is(st.envs[-1], "B A", 3, left, "B"), f"B has {left} boots left: got {fmt_env(st.envs[-1])}")
-    back = st.run_boot()
-    check(back.slot == "A" and back.version == "1.0.0", f"falls back to A 1.0.0, got {back.slot}")
-    check(env_is(st.envs[-1], "B A", 3, 0), f"A refreshed, B given up: got {fmt_env(st.envs[-1])}")
+    since = mark(st)
+    back_on_a_rolled_back(st, uid, "trial-did-not-boot")
+    fell = find_event(station_msgs(st, since), "trial-fell-back")
+    check(fell and fell.get("from") == "B" and fell.get("will-retry") is False,
+          f"trial-fell-back from B, not retried: {fell}")
+    check(env_is(st.envs[-1], "A B", 3, 0), f"A first, B marked bad: got {fmt_env(st.envs[-1])}")
     return st, ["A", "B", "B", "B", "A"]
 
 
 def scenario_unhealthy(ctx):
     st = ctx.station("unhealthy")
-    stage_incoming(st, ctx, "unhealthy")
-    install_boot(st, ctx)
-    trial = st.power_on(timeout=90)
+    uid, _ = ctx.push(st, "unhealthy")
+    update_boot(st, ctx, uid, "2.0.4")
+    since = mark(st)
+    trial = st.power_on(timeout=150)
     trial.wait()
     st.settle(trial)
-    check(trial.slot == "B" and trial.first(r"^health fail slot=B check=fleet-test-health mark-bad-rc=0"),
-          "the trial boot of B fails its health check and marks B bad")
+    msgs = station_msgs(st, since)
+    failed = find_event(msgs, "health-failed")
+    check(trial.slot == "B" and trial.end == "exit", f"the trial boot of B ends in a reboot: {trial.slot} {trial.end}")
+    check(failed and str(failed.get("check")).startswith("command:rauc-status") and failed.get("will-retry") is False,
+          f"fleet-updated's health gate fails on command:rauc-status: {failed}; events {kinds(msgs)}")
+    check((find_event(msgs, "marked-bad") or {}).get("slot") == "B", f"B marked bad: {kinds(msgs)}")
     check(env_is(st.envs[-1], "A B", 3, 0), f"B bad, A first: got {fmt_env(st.envs[-1])}")
-    back = st.run_boot()
-    check(back.slot == "A" and back.version == "1.0.0", f"returns to A, got {back.slot}")
+    back_on_a_rolled_back(st, uid, "health-check-failed", "command:rauc-status")
     check(env_is(st.envs[-1], "A B", 3, 0), f"A refreshed: got {fmt_env(st.envs[-1])}")
     return st, ["A", "B", "A"]
 
 
+def gave_up(seq):
+    """Predicate: the station ended the offer with this sequence without a commit."""
+    def pred(msgs):
+        s = last_state(msgs)
+        out = (s or {}).get("last-outcome") or {}
+        return s if s and s.get("phase") == "idle" and s.get("last-sequence") == seq \
+            and out.get("result") not in (None, "committed") else None
+    return pred
+
+
 def scenario_power_cuts(ctx):
-    """Rounds on fresh stations: cut the power at a random moment of each install until the
-    install is let through or outruns the cut; then the update must complete. A round ends
-    when B is committed, and the next round starts from the factory image."""
-    install_s = ctx.install_seconds or 10.0
-    cuts, outcomes, sequence = [], [], []
+    """Rounds on fresh stations with the good bundle pushed: the power is cut at a random moment
+    of each boot of A (uniform over 0..1.1 x the time fleet-updated takes from its start to the
+    reboot request for a whole download and install), so cuts land in the download, the
+    verification, the install and just after it. After every cut the station must come up on a
+    good slot; the update must resume or be retried and end committed. An update the station
+    gives up on its own (three interrupted installs) is offered again with a new sequence."""
+    per_round = max(1, -(-ctx.cuts // 2))
+    cuts, after, sequence = [], [], []
+    reoffers = resumed = retried_installs = 0
     rounds = 0
     st = None
     while len(cuts) < ctx.cuts:
         rounds += 1
         st = ctx.station(f"power-cuts-{rounds}")
-        stage_incoming(st, ctx, "good")
+        uid, seq = ctx.push(st, "good")
         say(f"  [power-cuts] round {rounds}: fresh station")
+        round_cuts = 0
         after_cut = False
+        round_since = mark(st)
         while True:
-            boot = st.power_on(timeout=150)
-            m = boot.expect(r"^(install start|ready )")
-            if m and m.group(1) == "install start" and len(cuts) < ctx.cuts:
-                # The window follows the install time this machine shows now: mostly inside
-                # the install, some just after it (before the station's reboot).
-                at = ctx.rng.uniform(0.0, install_s * 1.1)
-                finished = boot.expect(r"^install rc=", timeout=at)
-                boot.cut()
-                if finished:
-                    install_s = install_duration(boot) or install_s
-                st.settle(boot, note=f" CUT at install+{at:.2f}s"
-                          + (" (install had finished)" if finished else ""))
-                cuts.append(round(at, 2))
-            elif m and m.group(1) == "install start":
-                boot.wait()  # enough cuts: let this install through
-                install_s = install_duration(boot) or install_s
-                st.settle(boot)
+            check(len(st.boots) < 40, "the round ends")
+            since = mark(st)
+            boot = st.power_on(timeout=420)
+            note = ""
+            check(boot.expect(r"^fleet-updated start", timeout=120), f"fleet-updated starts (boot {boot.number})")
+            if boot.slot == "A":
+                cut_at = None
+                if round_cuts < per_round and len(cuts) < ctx.cuts:
+                    # What this boot has left to do: the whole update, or (bundle complete) the
+                    # verification and the install.
+                    window = ctx.update_window_s or 20.0
+                    if "downloaded" in kinds(station_msgs(st, round_since)):
+                        window = max(window - (ctx.download_s or 0.0), 5.0)
+                    cut_at = ctx.rng.uniform(0.0, window * 1.1)
+                # Until the cut moment: the boot may end by itself (reboot into the trial) or the
+                # station may give the update up (then it idles on A).
+                r = wait_mqtt(st, boot, gave_up(seq), (cut_at if cut_at is not None else 400), since)
+                if boot.proc.poll() is None and r is None and cut_at is not None:
+                    phase = phase_now(station_msgs(st, since))
+                    boot.cut()
+                    cuts.append({"round": rounds, "boot": boot.number, "at-s": round(cut_at, 1), "phase": phase})
+                    round_cuts += 1
+                    note = f" CUT at fleet-updated+{cut_at:.1f}s during {phase}"
+                elif boot.proc.poll() is None:
+                    power_off(boot)  # gave the update up: idle on A
+                else:
+                    boot.wait()
             else:
-                boot.send("station-reboot -p\n")
-                boot.wait()
-                st.settle(boot)
+                done = wait_mqtt(st, boot, outcome_is("committed", uid), 150, since)
+                power_off(boot)
+                check(done, f"round {rounds}: the trial of B commits, events {kinds(station_msgs(st, since))}")
+            st.settle(boot, note=note)
             sequence.append(boot.slot)
-            check(boot.slot in ("A", "B") and boot.first(r"^boot-check rc=0"),
-                  f"boot {boot.number} of round {rounds} came up on a slot and ran its boot check")
+            check(boot.first(r"^boot-check rc=0"), f"boot {boot.number} of round {rounds} ran its boot check")
             good = (boot.slot, boot.version) in (("A", "1.0.0"), ("B", "2.0.0"))
             check(good, f"boot {boot.number} of round {rounds} is on a good slot: {boot.slot} {boot.version}")
             if after_cut:
-                outcomes.append(good)
+                after.append(good)
             after_cut = boot.end == "cut"
-            env = st.envs[-1]
-            if boot.slot == "B" and env_is(env, "B A", 3, 3):
+            msgs = station_msgs(st, since)
+            started = find_event(msgs, "download-started")
+            if started and started.get("resumed") and started.get("held-bytes", 0) > 0:
+                resumed += 1
+            retried_installs += sum(1 for k, p in msgs if k == "events" and isinstance(p, dict)
+                                    and (p.get("event") or {}).get("kind") == "install-failed"
+                                    and (p.get("event") or {}).get("will-retry"))
+            all_msgs = station_msgs(st, round_since)
+            if outcome_is("committed", uid)(all_msgs):
                 break
-            check(boot.number < 40, "the round ends")
-        check(st.boots[-1].version == "2.0.0" and st.boots[-1].first(r"^health pass slot=B"),
-              f"round {rounds}: the update completes with a health-checked commit of B")
-    ctx.power_cut_report = {"cuts": cuts, "rounds": rounds,
-                            "boots-after-a-cut": len(outcomes), "on-a-good-slot": sum(outcomes),
-                            "seed": ctx.seed}
+            if gave_up(seq)(all_msgs):
+                # The station ended this offer cleanly without a commit: offer it again.
+                uid, seq = ctx.push(st, "good", sequence=seq + 1)
+                reoffers += 1
+        check(st.boots[-1].slot == "B" and env_is(st.envs[-1], "B A", 3, 3),
+              f"round {rounds}: the update ends committed on B: {fmt_env(st.envs[-1])}")
+    by_phase = {}
+    for c in cuts:
+        by_phase[c["phase"]] = by_phase.get(c["phase"], 0) + 1
+    ctx.power_cut_report = {"cuts": cuts, "rounds": rounds, "by-phase": by_phase,
+                            "boots-after-a-cut": len(after), "on-a-good-slot": sum(after),
+                            "downloads-resumed": resumed, "installs-retried": retried_installs,
+                            "offers-repeated": reoffers, "seed": ctx.seed,
+                            "window-s": round(ctx.update_window_s or 20.0, 1)}
     ctx.power_cut_sequence = sequence
     return st, None
 
@@ -548,10 +791,10 @@ SCENARIOS = [
 
 
 # Longest first, so that the lanes end together (seconds, measured on 2 busy cores).
-LANE_ORDER = ["power-cuts", "good-update", "fallback-panic", "fallback-hang", "fallback-reboot",
+LANE_ORDER = ["power-cuts", "fallback-panic", "fallback-hang", "good-update", "fallback-reboot",
               "unhealthy", "console-recovery"]
-COST = {"power-cuts": 420, "good-update": 55, "fallback-panic": 150, "fallback-hang": 125,
-        "fallback-reboot": 95, "unhealthy": 40, "console-recovery": 45}
+COST = {"power-cuts": 420, "good-update": 45, "fallback-panic": 120, "fallback-hang": 120,
+        "fallback-reboot": 75, "unhealthy": 80, "console-recovery": 45}
 
 _print_lock = threading.Lock()
 
@@ -564,6 +807,7 @@ def say(text):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--image", required=True, help="directory printed by tests/qemu/build.sh")
+    ap.add_argument("--fleetctl", required=True, help="the host's fleetctl binary (pushes the bundles)")
     ap.add_argument("--work", default=None, help="where disks and logs go (default: a temp dir)")
     ap.add_argument("--only", default="", help="comma-separated scenario names")
     ap.add_argument("--cuts", type=int, default=20, help="power cuts in power-cuts")
@@ -649,9 +893,12 @@ def run_all(ctx, args):
     summary["scenarios"] = results
     if hasattr(ctx, "power_cut_report"):
         r = ctx.power_cut_report
-        say(f"power cuts: {len(r['cuts'])} cuts in {r['rounds']} rounds at install+{r['cuts']} s "
-            f"(seed {r['seed']}); {r['on-a-good-slot']} of {r['boots-after-a-cut']} boots after a cut "
-            f"came up on a good slot")
+        phases = ", ".join(f"{n} {p}" for p, n in sorted(r["by-phase"].items()))
+        say(f"power cuts: {len(r['cuts'])} cuts in {r['rounds']} rounds (seed {r['seed']}, window "
+            f"{r['window-s']} s): {phases}; {r['on-a-good-slot']} of {r['boots-after-a-cut']} boots "
+            f"after a cut came up on a good slot; downloads resumed {r['downloads-resumed']}, installs "
+            f"retried {r['installs-retried']}, offers repeated {r['offers-repeated']}")
+        say("power cuts at (fleet-updated+s, phase): " + " ".join(f"{c['at-s']}/{c['phase']}" for c in r["cuts"]))
         summary["power-cuts"] = r
     summary["wall-s"] = round(time.monotonic() - t0, 1)
     say(f"all scenarios: {summary['wall-s']:.0f} s")

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# Full-system tests of a station under qemu-system-aarch64: U-Boot boot counting, fallback after
-# reboots, panics and hangs, the health gate, power cuts during installs, serial-console recovery.
-# Builds (or takes from target/qemu-cache/) the firmware and the image, then runs every scenario.
+# Full-system tests of a station under qemu-system-aarch64: updates pushed with the host's fleetctl
+# and carried out by the station's fleet-updated, U-Boot boot counting, fallback after reboots,
+# panics and hangs, fleet-updated's health gate, power cuts during downloads and installs,
+# serial-console recovery. Builds (or takes from target/qemu-cache/) the firmware and the image,
+# builds the host's fleetctl (debug, as the cargo tests do: usually already built), then runs
+# every scenario.
 #   FLEET_QEMU_ONLY=a,b    run only these scenarios (tests/qemu/harness.py --only)
 #   FLEET_QEMU_CUTS=N      power cuts (default 20)
 #   FLEET_QEMU_SEED=N      seed of the cut moments (default: random, printed)
+#   FLEET_QEMU_FLEETCTL=P  the host fleetctl to push with (default: cargo build -p fleetctl)
 # Prints each scenario's slot sequence and a final "N passed, N failed". docs/reference/qemu-harness.md
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -16,10 +20,17 @@ echo "qemu: firmware built ($(($(date +%s) - started)) s)"
 image=$("$root/tests/qemu/build.sh" --firmware-dir "$fw" | tail -n1) || fail "image build failed"
 [ -f "$image/.done" ] || fail "image build failed"
 echo "qemu: image $image ($(($(date +%s) - started)) s)"
+fleetctl=${FLEET_QEMU_FLEETCTL:-}
+if [ -z "$fleetctl" ]; then
+  (cd "${FLEET_QEMU_SRC:-$root}" && cargo build --locked -p fleetctl >&2) || fail "host build of fleetctl failed"
+  fleetctl=${CARGO_TARGET_DIR:-${FLEET_QEMU_SRC:-$root}/target}/debug/fleetctl
+fi
+[ -x "$fleetctl" ] || fail "no fleetctl at $fleetctl"
+echo "qemu: fleetctl $fleetctl ($(($(date +%s) - started)) s)"
 work=$(mktemp -d "${TMPDIR:-/tmp}/fleet-qemu.XXXXXX")
 keep=${FLEET_QEMU_KEEP:-0}
 trap '[ "$keep" = 1 ] || rm -rf "$work"' EXIT
-args=(--image "$image" --work "$work" --cuts "${FLEET_QEMU_CUTS:-20}" --summary "$work/summary.json")
+args=(--image "$image" --fleetctl "$fleetctl" --work "$work" --cuts "${FLEET_QEMU_CUTS:-20}" --summary "$work/summary.json")
 [ -n "${FLEET_QEMU_ONLY:-}" ] && args+=(--only "$FLEET_QEMU_ONLY")
 [ -n "${FLEET_QEMU_SEED:-}" ] && args+=(--seed "$FLEET_QEMU_SEED")
 python3 "$root/tests/qemu/harness.py" "${args[@]}" | tee "$work/harness.out"
