@@ -30,24 +30,35 @@ struct Cli {
 }
 
 /// TLS towards the broker (every command that connects): the broker's certificate must chain to
-/// `--ca` and name the host of `--broker`; `--cert`/`--key` are the operator's identity.
+/// `--tls-ca` and name the host of `--broker`; `--tls-cert`/`--tls-key` are the operator's
+/// identity.
 #[derive(Debug, Args)]
 struct TlsArgs {
-    /// CA certificate (PEM) of the broker; turns TLS on (default port stays as given).
-    #[arg(long, global = true, env = "FLEETCTL_CA", requires_all = ["cert", "key"])]
-    ca: Option<PathBuf>,
+    /// CA certificate (PEM) of the broker; turns TLS on (with --tls-cert and --tls-key).
+    #[arg(long = "tls-ca", global = true, env = "FLEETCTL_TLS_CA", requires_all = ["tls_cert", "tls_key"])]
+    tls_ca: Option<PathBuf>,
     /// The operator's client certificate (PEM).
-    #[arg(long, global = true, env = "FLEETCTL_CERT", requires = "ca")]
-    cert: Option<PathBuf>,
-    /// The private key of --cert (PEM).
-    #[arg(long, global = true, env = "FLEETCTL_KEY", requires = "ca")]
-    key: Option<PathBuf>,
+    #[arg(
+        long = "tls-cert",
+        global = true,
+        env = "FLEETCTL_TLS_CERT",
+        requires = "tls_ca"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(
+        long = "tls-key",
+        global = true,
+        env = "FLEETCTL_TLS_KEY",
+        requires = "tls_ca"
+    )]
+    tls_key: Option<PathBuf>,
 }
 
 impl TlsArgs {
     fn transport(&self) -> fleetctl::connection::Transport {
         use fleetctl::connection::{ClientAuth, ServerVerify, TlsConfig, Transport};
-        match (&self.ca, &self.cert, &self.key) {
+        match (&self.tls_ca, &self.tls_cert, &self.tls_key) {
             (Some(ca), Some(cert), Some(key)) => Transport::Tls(TlsConfig {
                 ca: ca.clone(),
                 client_auth: Some(ClientAuth {
