@@ -10,8 +10,9 @@
 #   - fleet-retentiond.service and fleet-updated.service come up (Type=notify) and survive three
 #     watchdog periods; fleet-updated reads RAUC over D-Bus through the narrowed policy (no
 #     broker is reachable: it keeps retrying MQTT, which is fine here);
-#   - a process running as fleet-updated requests a reboot; fleet-reboot.path starts
-#     fleet-reboot.service (root) and the container reboots (systemd-nspawn exits 133).
+#   - a process running as fleet-updated requests a trial reboot ("0 tryboot"); fleet-reboot.path
+#     starts fleet-reboot.service (root), the container reboots (systemd-nspawn exits 133) and
+#     systemd holds "0 tryboot" as its reboot argument.
 # Not here: fleet-recorderd (no sound device in the container). Needs root, systemd-nspawn
 # (tests/setup.d/55-hardening.sh), overlayfs, rauc, openssl. Prints "N passed, N failed".
 set -uo pipefail
@@ -140,7 +141,7 @@ cat > "$root/etc/systemd/system/fleet-proof.target" <<'UNIT'
 Description=fleet units under systemd
 Requires=basic.target fleet-proof.service
 Wants=fleet-boot-check.service fleet-retentiond.service fleet-reboot.path fleet-provision.service
-Wants=rauc.service fleet-updated.service
+Wants=rauc.service fleet-updated.service fleet-proof-shutdown.service
 After=basic.target fleet-proof.service
 UNIT
 cat > "$root/etc/systemd/system/fleet-proof.service" <<'UNIT'
@@ -192,12 +193,22 @@ sleep 20
 echo "no reboot" > /out/no-reboot
 SH
 chmod 0755 "$root/usr/local/sbin/fleet-proof"
+# Records, while the container shuts down, the argument the reboot was asked with.
+cat > "$root/etc/systemd/system/fleet-proof-shutdown.service" <<'UNIT'
+[Unit]
+RequiresMountsFor=/out
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+ExecStop=/bin/sh -c 'cat /run/systemd/reboot-param > /out/reboot-param 2>&1 || echo none > /out/reboot-param'
+UNIT
 cat > "$root/etc/systemd/system/fleet-proof-request.service" <<'UNIT'
 [Service]
 Type=oneshot
 User=fleet-updated
 Group=fleet-updated
-ExecStart=/usr/libexec/fleet/fleet-request-reboot
+ExecStart=/usr/libexec/fleet/fleet-request-reboot "0 tryboot"
 UNIT
 
 timeout 120 systemd-nspawn -q -D "$root" --private-network --register=no --keep-unit --link-journal=no \
@@ -244,6 +255,9 @@ grep -qi "access denied" "$scratch/out/other-mark" 2>/dev/null && ! grep -q "^rc
   || ko an_unrelated_user_may_not_mark_a_slot_on_the_real_system_bus "$(cat "$scratch/out/other-mark" 2>/dev/null)"
 if [ "$status" = 133 ] && [ ! -e "$scratch/out/no-reboot" ]; then
   ok an_unprivileged_reboot_request_reboots_through_fleet_reboot_service
+  [ "$(cat "$scratch/out/reboot-param" 2>/dev/null)" = "0 tryboot" ] \
+    && ok the_trial_reboot_carries_the_tryboot_argument_to_systemd \
+    || ko the_trial_reboot_carries_the_tryboot_argument_to_systemd "$(cat "$scratch/out/reboot-param" 2>/dev/null)"
 else
   ko an_unprivileged_reboot_request_reboots_through_fleet_reboot_service "nspawn exit $status"
 fi
