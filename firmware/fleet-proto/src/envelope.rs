@@ -158,6 +158,11 @@ impl TrustedKeys {
         self.keys.get(id)
     }
 
+    /// The trusted keys, by key id (revoked ones included if they were inserted).
+    pub fn keys(&self) -> impl Iterator<Item = &VerifyingKey> {
+        self.keys.values()
+    }
+
     #[must_use]
     pub fn len(&self) -> usize {
         self.keys.len()

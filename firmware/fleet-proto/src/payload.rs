@@ -6,9 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use fleet_core::ids::{DeviceId, UpdateId, Version};
 use fleet_core::ports::BootStatus;
+use fleet_core::rollout::Scope;
 use fleet_core::slot::{Slot, SlotHealth};
 use fleet_core::time::Now;
-use fleet_core::update::{BundleId, Offer, Outcome, Phase, PhaseName, Report, Sha256Digest, State};
+use fleet_core::update::{
+    BundleId, KeyId, Offer, Outcome, Phase, PhaseName, RejectReason, Report, Sha256Digest, State,
+};
 
 use crate::limits::Limits;
 
@@ -209,6 +212,41 @@ pub struct StationState {
     /// How the last update ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_outcome: Option<Outcome>,
+    /// The installer's progress in percent while installing (throttled by the station).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub install_percent: Option<u8>,
+    /// An offer or install held back by an operator control (or a revoked signing key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<Held>,
+    /// The offer-signing keys the station trusts now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust: Option<TrustReport>,
+}
+
+/// What a station holds back and why (`held` in its state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Held {
+    pub update_id: UpdateId,
+    pub version: Version,
+    /// `frozen`, `halted`, `pinned` or `revoked-key`, with their fields.
+    pub reason: RejectReason,
+    /// The control message that holds it back, when one does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_sequence: Option<u64>,
+}
+
+/// The trusted key set as a station reports it (`trust` in its state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TrustReport {
+    /// The last applied key rotation; 0 for the configured set.
+    pub sequence: u64,
+    pub keys: Vec<KeyId>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub revoked: Vec<KeyId>,
 }
 
 impl StationState {
@@ -258,6 +296,9 @@ impl StationState {
             progress,
             last_sequence: state.last_sequence,
             last_outcome: state.last_outcome.clone(),
+            install_percent: None,
+            held: None,
+            trust: None,
         }
     }
 }

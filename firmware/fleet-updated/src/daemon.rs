@@ -4,22 +4,31 @@
 //! Contract with the engine (`fleet_core::update::engine`): every event goes through
 //! [`step`]; the next state is persisted to the journal **before** any of the transition's
 //! actions runs; each action's result is fed back as the matching event.
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fleet_core::ports::{BootControl, BootStatus, InstallRequest, Installer, PortError};
+use fleet_core::rollout::{
+    Control, ControlRefused, Effective, Scope, accept_control, decide_control,
+    decide_offer_under_control,
+};
 use fleet_core::slot::Slot;
 use fleet_core::time::Now;
+use fleet_core::trust::{KeyStatus, RotationReject, TrustState, decide_rotation};
 use fleet_core::update::{
-    Action, BootOp, BundleId, DownloadFailure, Event, Outcome, Policy, Report, SignatureVerdict,
-    State, Station, VerifyFailure, step,
+    Action, AdmissionContext, BootOp, BundleId, DownloadFailure, Event, Outcome, Phase, Policy,
+    PublicKey, RejectReason, Report, SignatureVerdict, State, Station, VerifyFailure, step,
 };
 use fleet_mqtt::{Message, Session, SessionConfig, SessionEvent, Will};
-use fleet_proto::envelope::{self, Kind};
-use fleet_proto::payload::{self, BundleManifest, Presence, StationEvent, StationState};
+use fleet_proto::envelope::{self, Kind, TrustedKeys};
+use fleet_proto::payload::{
+    self, BundleManifest, Held, Presence, StationEvent, StationState, TrustReport,
+};
+use fleet_proto::rollout::{control_topic, parse_control_topic};
+use fleet_proto::trust::{KEY_ROTATION_TOPIC, open_rotation, trusted_keys};
 use fleet_proto::{Limits, Offer, Topic, topic};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
@@ -28,6 +37,7 @@ use tokio::sync::mpsc;
 use crate::config::{Config, WallClock};
 use crate::download::{self, ChunkOutcome, ChunkPlan, Download};
 use crate::journal::{Journal, JournalError};
+use crate::trust_store::{TrustStore, TrustStoreError};
 
 /// Depth of the queue carrying results of background work (verify, install, health checks,
 /// chunk retries) back into the loop. Install progress is dropped, never queued, when full.
@@ -39,6 +49,10 @@ const FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
 /// Download progress goes to the engine (journal, state and an event) once per this many
 /// percent (bounded chatter and journal writes).
 const PROGRESS_STEP_PERCENT: u64 = 1;
+/// Install progress goes into the retained state once per this many percent.
+const INSTALL_STATE_STEP_PERCENT: u8 = 5;
+/// Most offers held back by controls at once (one per offer topic the station reads).
+const MAX_HELD_OFFERS: usize = 64;
 
 /// Why [`run`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +74,10 @@ pub enum RunError {
     BootStatus(String),
     #[error("unable to run blocking work: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Trust(#[from] TrustStoreError),
+    #[error("unable to trust the configured keys: {0}")]
+    BootstrapKeys(String),
 }
 
 /// A failed health check.
@@ -100,13 +118,34 @@ impl<B, I, H> Clone for Deps<B, I, H> {
 }
 
 /// What the journal holds: the engine state plus the shell's publication counters (so `seq`
-/// keeps increasing across restarts).
+/// keeps increasing across restarts). Unknown fields are ignored so that a release rolled back
+/// to can read what a newer one wrote (fields added later must carry `#[serde(default)]`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[serde(rename_all = "kebab-case")]
 struct Saved {
     engine: State,
     state_seq: u64,
     event_seq: u64,
+}
+
+/// The operator controls in force, newest accepted per control topic
+/// (`<data>/fleet/updated/controls.json`, written like the journal before they take effect).
+/// A separate file, not a journal field: a release rolled back to, which knows nothing of
+/// controls, still reads its journal.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+struct SavedControls {
+    #[serde(default)]
+    controls: BTreeMap<String, Control>,
+}
+
+/// An offer held back by a control, taken up again when the controls change.
+#[derive(Debug, Clone)]
+struct HeldOffer {
+    message: Message,
+    update_id: fleet_core::ids::UpdateId,
+    version: fleet_core::ids::Version,
+    reason: RejectReason,
 }
 
 /// Counters skipped at start: publications after the last journal write may have used them.
@@ -169,6 +208,24 @@ struct Shell<B, I, H> {
     stats: RunStats,
     /// The version floor last written (or found at or above this).
     floor: Option<semver::Version>,
+    /// The offer-signing keys trusted now (configured set, or the last applied rotation).
+    trust: TrustState,
+    /// `trust` as envelope verification keys: every offer, manifest and control uses these.
+    trusted: TrustedKeys,
+    trust_store: TrustStore,
+    /// SHA-256 of the rotation message applied last (the retained one comes again).
+    applied_rotation: Option<[u8; 32]>,
+    controls: SavedControls,
+    controls_file: Journal,
+    /// Offers held back by a control, by offer topic.
+    held_offers: BTreeMap<String, HeldOffer>,
+    /// The verified bundle of the job is held before install, and why.
+    held_install: Option<RejectReason>,
+    /// The installer's last progress, and the last one put into the retained state.
+    install_percent: Option<u8>,
+    install_percent_published: Option<u8>,
+    /// The update of the job that the last transition ended (events after it carry its id).
+    ended_update: Option<fleet_core::ids::UpdateId>,
 }
 
 /// Runs the station daemon until `shutdown` resolves or the engine asks for a reboot.
@@ -223,6 +280,35 @@ where
             event_seq: 0,
         }
     });
+    // The rotated key set wins over the configured one; a damaged trust file stops the daemon
+    // (never a silent fall back to keys that may have been revoked).
+    let bootstrap = TrustState::bootstrap(
+        cfg.trusted_keys
+            .keys()
+            .map(fleet_proto::trust::public_key)
+            .collect::<Vec<PublicKey>>(),
+    )
+    .map_err(|e| RunError::BootstrapKeys(e.to_string()))?;
+    let trust_store = TrustStore::under(&cfg.data_dir);
+    let loaded_trust = {
+        let store = trust_store.clone();
+        tokio::task::spawn_blocking(move || store.load(bootstrap)).await??
+    };
+    let trusted =
+        trusted_keys(&loaded_trust.trust).map_err(|e| RunError::BootstrapKeys(e.to_string()))?;
+    let controls_file = Journal::named(&cfg.data_dir, "controls.json");
+    let controls = {
+        let j = controls_file.clone();
+        tokio::task::spawn_blocking(move || match j.load::<SavedControls>() {
+            Ok(c) => Ok(c.unwrap_or_default()),
+            Err(e @ (JournalError::Parse { .. } | JournalError::TooLarge { .. })) => {
+                tracing::error!(error = %e, "controls file unreadable: set aside, no controls in force until they come again");
+                j.quarantine().map(|_| SavedControls::default())
+            }
+            Err(e) => Err(e),
+        })
+        .await??
+    };
     // Identity and tunables come from the configuration at every start.
     saved.engine.station = station;
     saved.engine.policy = policy;
@@ -244,9 +330,19 @@ where
     let (session, mut events) = Session::start(mqtt);
     let mut offer_topics = vec![topic::device_offer(&cfg.device_id)];
     offer_topics.extend(cfg.groups.iter().map(topic::group_offer));
+    // Controls and key rotations are read before offers are judged (subscribed first; the
+    // broker sends retained messages in subscription order).
+    let mut topics = vec![KEY_ROTATION_TOPIC.to_owned(), control_topic(&Scope::Fleet)];
+    topics.extend(
+        cfg.groups
+            .iter()
+            .map(|g| control_topic(&Scope::Group(g.clone()))),
+    );
+    topics.push(control_topic(&Scope::Device(cfg.device_id.clone())));
+    topics.extend(offer_topics);
     // Not connected yet: the session subscribes these at every connect.
-    if let Err(e) = session.subscribe_many(&offer_topics).await {
-        tracing::error!(error = %e, "unable to subscribe offer topics");
+    if let Err(e) = session.subscribe_many(&topics).await {
+        tracing::error!(error = %e, "unable to subscribe offer and control topics");
     }
 
     let (internal_tx, mut internal_rx) = mpsc::channel(INTERNAL_CAPACITY);
@@ -267,6 +363,17 @@ where
         exit: None,
         stats: RunStats::default(),
         floor: None,
+        trust: loaded_trust.trust,
+        trusted,
+        trust_store,
+        applied_rotation: loaded_trust.applied_sha256,
+        controls,
+        controls_file,
+        held_offers: BTreeMap::new(),
+        held_install: None,
+        install_percent: None,
+        install_percent_published: None,
+        ended_update: None,
     };
     shell.persist().await?;
     shell.raise_floor().await;
@@ -282,13 +389,13 @@ where
     tokio::pin!(shutdown);
     loop {
         if let Some(exit) = shell.exit {
-            shell.leave(exit).await;
+            shell.leave(exit, &mut events).await;
             return Ok((exit, shell.stats));
         }
         shell.retry_busy_offers().await?;
         tokio::select! {
             () = &mut shutdown => {
-                shell.leave(Exit::Shutdown).await;
+                shell.leave(Exit::Shutdown, &mut events).await;
                 return Ok((Exit::Shutdown, shell.stats));
             }
             ev = events.recv() => match ev {
@@ -400,16 +507,26 @@ where
                 }
             };
             let changed = transition.next != self.saved.engine;
+            let prior = self.saved.engine.phase.job().map(|j| j.update_id.clone());
             if changed {
                 tracing::info!(event = ?name, from = ?self.saved.engine.phase.name(), to = ?transition.next.phase.name(), "transition");
+                if transition.next.phase.name() != self.saved.engine.phase.name() {
+                    self.install_percent = None;
+                    self.install_percent_published = None;
+                    self.held_install = None;
+                }
                 self.saved.engine = transition.next;
                 // Intent before action: the journal holds the new state before anything runs.
                 self.persist().await?;
                 self.raise_floor().await;
             }
+            // Reports of a transition that ended the job (committed, rolled back, failed) still
+            // name its update.
+            self.ended_update = prior;
             for action in transition.actions {
                 self.execute(action, &mut queue).await?;
             }
+            self.ended_update = None;
             if changed {
                 self.publish_state().await;
             }
@@ -581,6 +698,16 @@ where
         {
             progress.done_bytes = store.held_bytes();
         }
+        if matches!(self.saved.engine.phase, Phase::Installing { .. }) {
+            state.install_percent = self.install_percent;
+            self.install_percent_published = self.install_percent;
+        }
+        state.held = self.held_report();
+        state.trust = Some(TrustReport {
+            sequence: self.trust.sequence,
+            keys: self.trust.keys().map(PublicKey::key_id).collect(),
+            revoked: self.trust.revoked().copied().collect(),
+        });
         let topic = topic::device_state(&self.cfg.device_id);
         if let Err(e) = self
             .session
@@ -593,7 +720,13 @@ where
 
     async fn publish_event(&mut self, report: Report) {
         self.saved.event_seq += 1;
-        let update_id = self.saved.engine.phase.job().map(|j| j.update_id.clone());
+        let update_id = self
+            .saved
+            .engine
+            .phase
+            .job()
+            .map(|j| j.update_id.clone())
+            .or_else(|| self.ended_update.clone());
         let event = StationEvent {
             device_id: self.cfg.device_id.clone(),
             seq: self.saved.event_seq,
@@ -629,6 +762,12 @@ where
     }
 
     async fn on_message(&mut self, m: Message) -> Result<(), RunError> {
+        if m.topic == KEY_ROTATION_TOPIC {
+            return self.on_rotation(&m).await;
+        }
+        if let Some(scope) = parse_control_topic(&m.topic) {
+            return self.on_control(&m, scope).await;
+        }
         let Ok(topic) = Topic::parse(&m.topic) else {
             tracing::debug!(topic = %m.topic, "message on a topic this station does not read");
             return Ok(());
@@ -656,7 +795,7 @@ where
         let event = match envelope::open_json::<Offer>(
             &m.payload,
             Kind::Offer,
-            &self.cfg.trusted_keys,
+            &self.trusted,
             &self.limits,
         ) {
             Ok(opened) => {
@@ -664,6 +803,10 @@ where
                     // The retained offer of the update in progress (or just finished) comes
                     // again after every restart: not a replay worth reporting.
                     tracing::debug!(topic = %m.topic, "offer already handled");
+                    self.release_offer(&m.topic, false).await;
+                    return Ok(());
+                }
+                if self.hold_offer(m, &opened.value, opened.key_id).await {
                     return Ok(());
                 }
                 Event::OfferReceived {
@@ -675,6 +818,7 @@ where
             }
             Err(e) => {
                 tracing::warn!(topic = %m.topic, error = %e, "offer refused");
+                self.release_offer(&m.topic, false).await;
                 Event::OfferUnusable {
                     reason: e.reject_reason(),
                 }
@@ -686,6 +830,359 @@ where
             self.busy_offers.insert(m.topic.clone(), m.clone());
         }
         Ok(())
+    }
+
+    /// The controls in force, merged over the station's scopes.
+    fn effective(&self) -> Effective {
+        Effective::merge(self.controls.controls.values())
+    }
+
+    /// The control message responsible for `reason`, as (scope, sequence).
+    fn culprit(&self, reason: &RejectReason) -> (Option<Scope>, Option<u64>) {
+        let found = self.controls.controls.values().find(|c| match reason {
+            RejectReason::Frozen => c.freeze,
+            RejectReason::Halted { update_id } => c.halted.contains(update_id),
+            RejectReason::Pinned { pin, .. } => c.pin.as_ref() == Some(pin),
+            _ => false,
+        });
+        (found.map(|c| c.scope.clone()), found.map(|c| c.sequence))
+    }
+
+    /// What the retained state reports as held: the job's install first, else an offer.
+    fn held_report(&self) -> Option<Held> {
+        let held = |update_id: &fleet_core::ids::UpdateId,
+                    version: &fleet_core::ids::Version,
+                    reason: &RejectReason| {
+            let (scope, control_sequence) = self.culprit(reason);
+            Held {
+                update_id: update_id.clone(),
+                version: version.clone(),
+                reason: reason.clone(),
+                scope,
+                control_sequence,
+            }
+        };
+        if let (Some(reason), Some(job)) = (&self.held_install, self.saved.engine.phase.job()) {
+            return Some(held(&job.update_id, &job.version, reason));
+        }
+        self.held_offers
+            .values()
+            .next()
+            .map(|h| held(&h.update_id, &h.version, &h.reason))
+    }
+
+    async fn report_held(
+        &mut self,
+        update_id: fleet_core::ids::UpdateId,
+        sequence: Option<u64>,
+        reason: RejectReason,
+    ) {
+        tracing::info!(update = %update_id, ?reason, "held back by a control");
+        let (scope, control_sequence) = self.culprit(&reason);
+        self.publish_event(Report::OfferHeld {
+            update_id,
+            sequence,
+            reason,
+            scope,
+            control_sequence,
+        })
+        .await;
+        self.publish_state().await;
+    }
+
+    /// Holds `offer` back when a control refuses it (after the offer rules, which the engine
+    /// applies and reports itself). Returns true when held.
+    async fn hold_offer(
+        &mut self,
+        m: &Message,
+        offer: &Offer,
+        key_id: fleet_core::update::KeyId,
+    ) -> bool {
+        let engine = &self.saved.engine;
+        let ctx = AdmissionContext {
+            station: &engine.station,
+            installed: &engine.committed_version,
+            last_sequence: engine.last_sequence,
+            max_bundle_bytes: engine.policy.max_bundle_bytes,
+        };
+        let verdict = SignatureVerdict::Trusted { key_id };
+        let reason =
+            match decide_offer_under_control(&ctx, &self.effective(), offer, verdict, self.now()) {
+                Err(
+                    r @ (RejectReason::Frozen
+                    | RejectReason::Halted { .. }
+                    | RejectReason::Pinned { .. }),
+                ) => r,
+                _ => {
+                    // Released only when the same update goes ahead; another offer on the topic
+                    // just replaces the held one.
+                    let same = self
+                        .held_offers
+                        .get(&m.topic)
+                        .is_some_and(|h| h.update_id == offer.update_id);
+                    self.release_offer(&m.topic, same).await;
+                    return false;
+                }
+            };
+        let same = self
+            .held_offers
+            .get(&m.topic)
+            .is_some_and(|h| h.update_id == offer.update_id && h.reason == reason);
+        if !self.held_offers.contains_key(&m.topic) && self.held_offers.len() >= MAX_HELD_OFFERS {
+            tracing::warn!(topic = %m.topic, "too many held offers: dropped");
+            return true;
+        }
+        self.held_offers.insert(
+            m.topic.clone(),
+            HeldOffer {
+                message: m.clone(),
+                update_id: offer.update_id.clone(),
+                version: offer.version.clone(),
+                reason: reason.clone(),
+            },
+        );
+        if !same {
+            self.report_held(offer.update_id.clone(), Some(offer.sequence), reason)
+                .await;
+        }
+        true
+    }
+
+    /// Forgets the offer held on `topic`; `announce` reports that it goes ahead.
+    async fn release_offer(&mut self, topic: &str, announce: bool) {
+        let Some(h) = self.held_offers.remove(topic) else {
+            return;
+        };
+        if announce {
+            tracing::info!(update = %h.update_id, "held offer released");
+            self.publish_event(Report::OfferReleased {
+                update_id: h.update_id,
+            })
+            .await;
+        }
+        self.publish_state().await;
+    }
+
+    /// Why the job's verified bundle must not be installed now, if it must not: its signing
+    /// key was revoked since, or a control refuses it.
+    fn install_gate(&self, job: &fleet_core::update::Job) -> Option<RejectReason> {
+        if let KeyStatus::Revoked = self.trust.status(&job.key_id) {
+            return Some(RejectReason::RevokedKey { key_id: job.key_id });
+        }
+        decide_control(&self.effective(), &job.update_id, &job.version).err()
+    }
+
+    /// The bundle verified: the last check before anything is written to a slot. A halt or
+    /// freeze that came during the download stops the station here, the bundle kept.
+    async fn verified(&mut self, bundle_id: BundleId) -> Result<(), RunError> {
+        let job = match &self.saved.engine.phase {
+            Phase::Verifying { job, .. } if job.bundle_id == bundle_id => job.clone(),
+            _ => return self.feed(Event::BundleVerified { bundle_id }).await,
+        };
+        if let Some(reason) = self.install_gate(&job) {
+            if self.held_install.as_ref() != Some(&reason) {
+                self.held_install = Some(reason.clone());
+                self.report_held(job.update_id.clone(), Some(job.sequence), reason)
+                    .await;
+            }
+            return Ok(());
+        }
+        if self.held_install.take().is_some() {
+            tracing::info!(update = %job.update_id, "held install released");
+            self.publish_event(Report::OfferReleased {
+                update_id: job.update_id.clone(),
+            })
+            .await;
+        }
+        self.feed(Event::BundleVerified { bundle_id }).await
+    }
+
+    /// Looks again at what controls hold back, after the controls or the trusted keys changed.
+    async fn reconsider(&mut self) -> Result<(), RunError> {
+        if self.held_install.is_some() {
+            match &self.saved.engine.phase {
+                Phase::Verifying { job, .. } => {
+                    let id = job.bundle_id;
+                    self.verified(id).await?;
+                }
+                _ => self.held_install = None,
+            }
+        }
+        let held: Vec<Message> = self
+            .held_offers
+            .values()
+            .map(|h| h.message.clone())
+            .collect();
+        for m in held {
+            self.seen_offers.remove(&m.topic);
+            self.on_offer(&m).await?;
+        }
+        self.publish_state().await;
+        Ok(())
+    }
+
+    async fn refuse_control(
+        &mut self,
+        scope: Option<Scope>,
+        sequence: Option<u64>,
+        reason: RejectReason,
+    ) {
+        tracing::warn!(?scope, ?sequence, ?reason, "control refused");
+        self.publish_event(Report::ControlRefused {
+            scope,
+            sequence,
+            reason,
+        })
+        .await;
+    }
+
+    /// A message on one of the station's control topics.
+    async fn on_control(&mut self, m: &Message, topic_scope: Scope) -> Result<(), RunError> {
+        if m.payload.is_empty() {
+            // A cleared retained topic changes nothing: controls are lifted by a newer message.
+            tracing::debug!(topic = %m.topic, "control topic cleared");
+            return Ok(());
+        }
+        let control = match envelope::open_json::<Control>(
+            &m.payload,
+            Kind::Control,
+            &self.trusted,
+            &self.limits,
+        ) {
+            Ok(o) => o.value,
+            Err(e) => {
+                self.refuse_control(Some(topic_scope), None, e.reject_reason())
+                    .await;
+                return Ok(());
+            }
+        };
+        if self.controls.controls.get(&m.topic) == Some(&control) {
+            // The retained control in force, again (every reconnect and restart).
+            return Ok(());
+        }
+        if control.scope != topic_scope {
+            let detail = format!(
+                "control for {:?} published on the topic of {:?}",
+                control.scope, topic_scope
+            );
+            self.refuse_control(
+                Some(topic_scope),
+                Some(control.sequence),
+                RejectReason::Malformed {
+                    detail: fleet_core::update::offer::truncate(&detail, 200),
+                },
+            )
+            .await;
+            return Ok(());
+        }
+        let last = self.controls.controls.get(&m.topic).map(|c| c.sequence);
+        if let Err(e) = accept_control(&self.saved.engine.station, last, &control) {
+            let reason = match e {
+                ControlRefused::NotForThisStation => RejectReason::NotForThisStation,
+                ControlRefused::Replayed { sequence, last } => RejectReason::Replayed {
+                    sequence,
+                    last_accepted: last,
+                },
+                other => RejectReason::Malformed {
+                    detail: other.to_string(),
+                },
+            };
+            self.refuse_control(Some(control.scope), Some(control.sequence), reason)
+                .await;
+            return Ok(());
+        }
+        let mut next = self.controls.clone();
+        next.controls.insert(m.topic.clone(), control.clone());
+        // Persisted before it takes effect (a restart must obey it too).
+        let j = self.controls_file.clone();
+        let saved = next.clone();
+        tokio::task::spawn_blocking(move || j.save(&saved)).await??;
+        self.controls = next;
+        tracing::info!(scope = ?control.scope, sequence = control.sequence, freeze = control.freeze, pin = ?control.pin, halted = control.halted.len(), "control accepted");
+        self.publish_event(Report::ControlAccepted {
+            scope: control.scope,
+            sequence: control.sequence,
+        })
+        .await;
+        self.reconsider().await
+    }
+
+    /// A message on the key rotation topic.
+    async fn on_rotation(&mut self, m: &Message) -> Result<(), RunError> {
+        if m.payload.is_empty() {
+            return Ok(());
+        }
+        let digest: [u8; 32] = sha2::Sha256::digest(&m.payload).into();
+        if self.applied_rotation == Some(digest)
+            || self.seen_offers.get(KEY_ROTATION_TOPIC) == Some(&digest)
+        {
+            return Ok(());
+        }
+        self.seen_offers
+            .insert(KEY_ROTATION_TOPIC.to_owned(), digest);
+        let opened = match open_rotation(&m.payload, &self.trusted, &self.limits) {
+            Ok(o) => o,
+            Err(e) => {
+                let reason = match e.reject_reason() {
+                    RejectReason::UnknownKey { key_id } => RotationReject::UnknownKey { key_id },
+                    RejectReason::RevokedKey { key_id } => RotationReject::RevokedKey { key_id },
+                    _ => RotationReject::InvalidRotation {
+                        detail: fleet_core::update::offer::truncate(&e.to_string(), 200),
+                    },
+                };
+                tracing::warn!(?reason, "key rotation refused");
+                self.publish_event(Report::RotationRefused {
+                    sequence: None,
+                    reason,
+                })
+                .await;
+                return Ok(());
+            }
+        };
+        let sequence = opened.value.sequence;
+        let rotated = match decide_rotation(&self.trust, &opened.value, opened.key_id) {
+            Ok(r) => r,
+            Err(reason) => {
+                tracing::warn!(sequence, ?reason, "key rotation refused");
+                self.publish_event(Report::RotationRefused {
+                    sequence: Some(sequence),
+                    reason,
+                })
+                .await;
+                return Ok(());
+            }
+        };
+        let trusted = match trusted_keys(&rotated.next) {
+            Ok(t) => t,
+            Err(e) => {
+                self.publish_event(Report::RotationRefused {
+                    sequence: Some(sequence),
+                    reason: RotationReject::InvalidRotation {
+                        detail: e.to_string(),
+                    },
+                })
+                .await;
+                return Ok(());
+            }
+        };
+        // Persisted before anything is verified with it.
+        let store = self.trust_store.clone();
+        let next = rotated.next.clone();
+        tokio::task::spawn_blocking(move || store.save_applied(&next, Some(digest))).await??;
+        self.trust = rotated.next;
+        self.trusted = trusted;
+        self.applied_rotation = Some(digest);
+        tracing::info!(sequence, added = ?rotated.added, retired = ?rotated.retired, revoked = ?rotated.revoked, "keys rotated");
+        self.publish_event(Report::KeysRotated {
+            sequence,
+            keys: self.trust.keys().map(PublicKey::key_id).collect(),
+            added: rotated.added,
+            retired: rotated.retired,
+            revoked: rotated.revoked,
+        })
+        .await;
+        // Offers held back were verified with the old set: judge them again.
+        self.reconsider().await
     }
 
     /// Hands offers refused as busy to the engine again once it is idle.
@@ -783,7 +1280,7 @@ where
         let opened = match envelope::open_json::<BundleManifest>(
             bytes,
             Kind::Manifest,
-            &self.cfg.trusted_keys,
+            &self.trusted,
             &self.limits,
         ) {
             Ok(o) => o.value,
@@ -1021,7 +1518,21 @@ where
     async fn on_internal(&mut self, msg: Internal) -> Result<(), RunError> {
         match msg {
             Internal::InstallProgress(percent) => {
-                self.feed(Event::InstallProgress { percent }).await
+                self.feed(Event::InstallProgress { percent }).await?;
+                if !matches!(self.saved.engine.phase, Phase::Installing { .. }) {
+                    return Ok(());
+                }
+                let percent = percent.min(100);
+                self.install_percent = Some(percent);
+                // The retained state follows per whole step (bounded chatter).
+                let last = self.install_percent_published.unwrap_or(0);
+                let due = self.install_percent_published.is_none()
+                    || percent >= last.saturating_add(INSTALL_STATE_STEP_PERCENT)
+                    || (percent == 100 && last < 100);
+                if due {
+                    self.publish_state().await;
+                }
+                Ok(())
             }
             Internal::Installed(Ok(done)) => {
                 self.refresh_boot_status().await;
@@ -1034,9 +1545,7 @@ where
             Internal::Installed(Err((retryable, detail))) => {
                 self.feed(Event::InstallFailed { retryable, detail }).await
             }
-            Internal::Verified(bundle_id, Ok(())) => {
-                self.feed(Event::BundleVerified { bundle_id }).await
-            }
+            Internal::Verified(bundle_id, Ok(())) => self.verified(bundle_id).await,
             Internal::Verified(bundle_id, Err(failure)) => {
                 self.feed(Event::BundleVerifyFailed { bundle_id, failure })
                     .await
@@ -1095,8 +1604,9 @@ where
         self.fail_download(DownloadFailure::Io { detail }).await
     }
 
-    /// Publishes what is queued, says goodbye and stops the session.
-    async fn leave(&mut self, exit: Exit) {
+    /// Publishes what is queued, says goodbye and stops the session. Before a reboot it waits
+    /// (bounded) until the broker hands back the last state: then it is retained there.
+    async fn leave(&mut self, exit: Exit, events: &mut mpsc::Receiver<SessionEvent>) {
         if let Some(t) = &self.transfer {
             self.stats.resent_chunk_bytes += t.resent_bytes;
         }
@@ -1105,6 +1615,9 @@ where
             .session
             .publish(&presence, Presence::Offline.as_bytes().to_vec(), true)
             .await;
+        if matches!(exit, Exit::Reboot { .. }) && self.session.is_connected() {
+            self.confirm_state(events).await;
+        }
         let _ = self.session.disconnect().await;
         if tokio::time::timeout(FLUSH_TIMEOUT, self.session.join())
             .await
@@ -1112,6 +1625,48 @@ where
         {
             tracing::warn!(?exit, "broker did not take the last messages in time");
             self.session.abort();
+        }
+    }
+}
+
+impl<B, I, H> Shell<B, I, H>
+where
+    B: BootControl + 'static,
+    I: Installer + 'static,
+    H: HealthCheck,
+{
+    /// Waits until the broker delivers this station's own last state back to it (it
+    /// subscribes its state topic): the broker processed and retained it, and every event
+    /// published before it (same connection, in order). fleet-mqtt does not surface PUBACKs;
+    /// this echo is the stronger proof. Bounded by [`FLUSH_TIMEOUT`].
+    async fn confirm_state(&mut self, events: &mut mpsc::Receiver<SessionEvent>) {
+        let topic = topic::device_state(&self.cfg.device_id);
+        let want = self.saved.state_seq;
+        if let Err(e) = self.session.subscribe(&topic).await {
+            tracing::warn!(error = %e, "unable to subscribe the own state topic");
+            return;
+        }
+        let deadline = tokio::time::sleep(FLUSH_TIMEOUT);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => {
+                    tracing::warn!(seq = want, "broker did not confirm the last state in time");
+                    return;
+                }
+                ev = events.recv() => match ev {
+                    Some(SessionEvent::Message(m)) if m.topic == topic => {
+                        if payload::decode_state(&m.payload, &self.limits)
+                            .is_ok_and(|s| s.seq >= want)
+                        {
+                            tracing::debug!(seq = want, "broker holds the last state");
+                            return;
+                        }
+                    }
+                    Some(_) => {}
+                    None => return,
+                },
+            }
         }
     }
 }

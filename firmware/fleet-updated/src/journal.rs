@@ -59,6 +59,14 @@ impl Journal {
         }
     }
 
+    /// Another file kept like the journal: `<data>/fleet/updated/<file_name>`.
+    #[must_use]
+    pub fn named(data_dir: &Path, file_name: &str) -> Self {
+        Self {
+            path: data_dir.join("fleet").join("updated").join(file_name),
+        }
+    }
+
     #[must_use]
     pub fn path(&self) -> &Path {
         &self.path

@@ -44,6 +44,18 @@ pub enum TrustStoreError {
 struct OnDisk {
     v: u32,
     trust: TrustState,
+    /// SHA-256 (hex) of the rotation message that produced `trust`: the same retained message
+    /// seen again (every reconnect and restart) is recognised without being judged again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    applied_sha256: Option<String>,
+}
+
+/// What the trust file holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loaded {
+    pub trust: TrustState,
+    /// SHA-256 of the rotation message applied last, if the file names it.
+    pub applied_sha256: Option<[u8; 32]>,
 }
 
 /// The trust file of one station.
@@ -68,10 +80,20 @@ impl TrustStore {
 
     /// The persisted set, or `bootstrap` when no rotation was ever applied.
     pub fn load_or(&self, bootstrap: TrustState) -> Result<TrustState, TrustStoreError> {
+        self.load(bootstrap).map(|l| l.trust)
+    }
+
+    /// [`TrustStore::load_or`], with the digest of the rotation message applied last.
+    pub fn load(&self, bootstrap: TrustState) -> Result<Loaded, TrustStoreError> {
         let path = &self.path;
         let meta = match std::fs::metadata(path) {
             Ok(m) => m,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(bootstrap),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Loaded {
+                    trust: bootstrap,
+                    applied_sha256: None,
+                });
+            }
             Err(source) => {
                 return Err(TrustStoreError::Read {
                     path: path.clone(),
@@ -102,11 +124,32 @@ impl TrustStore {
                 path: path.clone(),
                 reason,
             })?;
-        Ok(disk.trust)
+        let mut applied_sha256 = None;
+        if let Some(h) = &disk.applied_sha256 {
+            let mut b = [0u8; 32];
+            hex::decode_to_slice(h, &mut b).map_err(|_| TrustStoreError::Parse {
+                path: path.clone(),
+                reason: "applied-sha256 is not 64 hex digits".into(),
+            })?;
+            applied_sha256 = Some(b);
+        }
+        Ok(Loaded {
+            trust: disk.trust,
+            applied_sha256,
+        })
     }
 
     /// Saves `trust` durably (before the station uses it).
     pub fn save(&self, trust: &TrustState) -> Result<(), TrustStoreError> {
+        self.save_applied(trust, None)
+    }
+
+    /// Saves `trust` with the digest of the rotation message that produced it.
+    pub fn save_applied(
+        &self,
+        trust: &TrustState,
+        applied_sha256: Option<[u8; 32]>,
+    ) -> Result<(), TrustStoreError> {
         let path = &self.path;
         let write_err = |source| TrustStoreError::Write {
             path: path.clone(),
@@ -115,6 +158,7 @@ impl TrustStore {
         let bytes = serde_json::to_vec_pretty(&OnDisk {
             v: TRUST_FILE_VERSION,
             trust: trust.clone(),
+            applied_sha256: applied_sha256.map(hex::encode),
         })
         .map_err(|e| write_err(std::io::Error::other(e)))?;
         if let Some(dir) = path.parent() {

@@ -716,6 +716,9 @@ impl SimStation {
                 }),
             last_sequence: self.last_sequence,
             last_outcome: self.last_outcome.clone(),
+            install_percent: None,
+            held: None,
+            trust: None,
         };
         client
             .publish(

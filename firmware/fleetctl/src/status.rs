@@ -292,6 +292,9 @@ mod tests {
             progress: None,
             last_sequence: None,
             last_outcome: None,
+            install_percent: None,
+            held: None,
+            trust: None,
         }
     }
 

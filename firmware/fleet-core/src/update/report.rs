@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{UpdateId, Version};
+use crate::rollout::Scope;
 use crate::slot::Slot;
+use crate::trust::RotationReject;
 use crate::update::digest::{BundleId, KeyId, Sha256Digest};
 use crate::update::offer::RejectReason;
 
@@ -256,5 +258,56 @@ pub enum Report {
     /// act. The engine stops trying.
     RollbackStuck {
         slot: Slot,
+    },
+    // --- reported by the station's shell, not the engine ---
+    /// An offer (or a verified bundle about to be installed) is held back by an operator
+    /// control (`frozen`, `halted`, `pinned`) or because its signing key was revoked since.
+    /// The station takes it up again when the controls change.
+    OfferHeld {
+        update_id: UpdateId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sequence: Option<u64>,
+        reason: RejectReason,
+        /// The control message that holds it back, when one does.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Scope>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        control_sequence: Option<u64>,
+    },
+    /// A held-back offer or install goes ahead (the control holding it was lifted).
+    OfferReleased {
+        update_id: UpdateId,
+    },
+    /// A signed control message was taken: it replaces the previous one of its scope.
+    ControlAccepted {
+        scope: Scope,
+        sequence: u64,
+    },
+    /// A message on a control topic was refused (bad signature, unknown or revoked key,
+    /// replayed sequence, a scope that is not the topic's or not this station's). Nothing
+    /// changes.
+    ControlRefused {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scope: Option<Scope>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sequence: Option<u64>,
+        reason: RejectReason,
+    },
+    /// A key rotation was applied: `keys` are the ids trusted from now on.
+    KeysRotated {
+        sequence: u64,
+        keys: Vec<KeyId>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        added: Vec<KeyId>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        retired: Vec<KeyId>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        revoked: Vec<KeyId>,
+    },
+    /// A key rotation was refused; the trusted set is unchanged.
+    RotationRefused {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sequence: Option<u64>,
+        reason: RotationReject,
     },
 }
