@@ -446,6 +446,8 @@ impl Watcher {
         let client_id = format!("fleetctl-watch-{:016x}", rand::random::<u64>());
         let sync_topic = format!("{}/{client_id}", crate::connection::SYNC_PREFIX);
         let mut config = SessionConfig::new(client_id, addr.host.clone(), addr.port);
+        // Plain or TLS as every other connection to this broker (`--tls-ca` ...).
+        config.transport = crate::connection::transport_for(addr);
         config.limits.max_packet_bytes = crate::connection::MAX_PACKET_BYTES;
         let (session, mut events) = Session::start(config);
         let lost = |reason: String| ConnectionError::Connect {

@@ -78,3 +78,44 @@ async fn a_watch_on_an_unreachable_broker_fails_at_once_with_its_address() {
         .expect_err("nothing listens");
     assert!(err.to_string().contains(&port.to_string()), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_over_tls_with_the_operators_certificate_sees_the_station_finish() {
+    use fleet_testkit::mosquitto::TestPki;
+    use fleetctl::connection::{Transport, use_transport};
+    let pki = TestPki::generate().expect("pki");
+    let broker = Mosquitto::start_tls(&pki).expect("mosquitto with tls");
+    let addr = BrokerAddr {
+        host: broker.host().to_owned(),
+        port: broker.port(),
+    };
+    use_transport(
+        &addr,
+        Transport::Tls(pki.tls_config("operator").expect("operator certificate")),
+    );
+    let watcher = Watcher::subscribe(&addr).await.expect("watch over tls");
+    let mut conn = Connection::open(&addr, "station", Duration::from_secs(5))
+        .await
+        .expect("connect over tls");
+    conn.publish(
+        "fleet/v1/devices/stn-1/state",
+        committed_state("stn-1", "rel-3", 2),
+        true,
+    )
+    .await
+    .expect("publish");
+    conn.close(Duration::from_secs(5)).await.expect("close");
+    let opts = WatchOptions {
+        update_id: UpdateId::new("rel-3").expect("id"),
+        devices: Some([DeviceId::new("stn-1").expect("id")].into()),
+        settle: Duration::ZERO,
+        timeout: Duration::from_secs(30),
+        limits: Limits::DEFAULT,
+    };
+    let summary = watcher
+        .run(&opts, &mut Ui::quiet(), std::future::pending())
+        .await
+        .expect("watch");
+    assert!(!summary.timed_out, "{summary:?}");
+    assert_eq!(summary.updated().len(), 1, "{summary:?}");
+}
