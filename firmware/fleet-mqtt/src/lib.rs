@@ -472,12 +472,30 @@ impl Driver {
     }
 
     /// Counts a failure, reports it and waits the backoff. False when the owner is gone.
-    async fn failed(&mut self, failures: &mut u32, reason: String) -> bool {
+    /// `credentials` marks a credential file that cannot be used: a person must act (unless
+    /// the file is merely missing and provisioning may still bring it).
+    async fn failed(
+        &mut self,
+        failures: &mut u32,
+        reason: String,
+        credentials: Option<bool>,
+    ) -> bool {
         lock(&self.subs).connected = false;
         *failures = failures.saturating_add(1);
         let unit: f64 = rand::thread_rng().r#gen();
         let retry_in = self.backoff.delay(*failures, unit);
-        tracing::warn!(error = %reason, failures = *failures, retry_in_ms = retry_in.as_millis() as u64, "mqtt connection lost");
+        let retry_in_ms = retry_in.as_millis() as u64;
+        match credentials {
+            None => {
+                tracing::warn!(error = %reason, failures = *failures, retry_in_ms, "mqtt connection lost")
+            }
+            Some(true) => {
+                tracing::warn!(error = %reason, failures = *failures, retry_in_ms, "mqtt credentials not available yet")
+            }
+            Some(false) => {
+                tracing::error!(error = %reason, failures = *failures, retry_in_ms, "mqtt credentials unusable")
+            }
+        }
         let event = SessionEvent::Disconnected { reason, retry_in };
         if self.tx.send(event).await.is_err() {
             return false;
@@ -499,7 +517,11 @@ impl Driver {
             }
             if needs_connect {
                 if let Err(e) = self.prepare_connect() {
-                    if !self.failed(&mut failures, e.to_string()).await {
+                    let retryable = e.is_retryable();
+                    if !self
+                        .failed(&mut failures, e.to_string(), Some(retryable))
+                        .await
+                    {
                         return;
                     }
                     continue;
@@ -556,7 +578,7 @@ impl Driver {
                 Ok(_) => {}
                 Err(e) => {
                     needs_connect = true;
-                    if !self.failed(&mut failures, e.to_string()).await {
+                    if !self.failed(&mut failures, e.to_string(), None).await {
                         return;
                     }
                 }

@@ -85,7 +85,7 @@ async fn a_broker_with_a_certificate_from_another_ca_is_refused() {
     tls.ca = pki.other_ca();
     let (_station, mut rx) = Session::start(config("stn-0001", "127.0.0.1", &broker, tls));
     let reason = stays_refused(&mut rx).await;
-    assert!(reason.contains("certificate"), "{reason}");
+    assert!(reason.contains("UnknownIssuer"), "{reason}");
 }
 
 #[tokio::test]
@@ -96,7 +96,10 @@ async fn a_wrong_host_name_is_refused() {
     // `localhost` reaches the same broker, but its certificate names only 127.0.0.1.
     let (_station, mut rx) = Session::start(config("stn-0001", "localhost", &broker, tls));
     let reason = stays_refused(&mut rx).await;
-    assert!(reason.contains("certificate"), "{reason}");
+    assert!(
+        reason.contains("not valid for name \"localhost\""),
+        "{reason}"
+    );
 }
 
 #[tokio::test]
