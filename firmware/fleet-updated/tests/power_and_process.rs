@@ -169,7 +169,9 @@ fn check_config_accepts_a_good_file_and_exits_2_on_a_bad_one() {
         "device-id = \"stn-1\"\ncompatible = \"fleet-sim\"\ndata-dir = \"/data\"\n\
          trusted-keys = [\"3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29\"]\n\
          installer = \"rauc\"\nboot-flow = \"uboot\"\nbootctl-config = \"{}\"\n\
-         [mqtt]\nhost = \"broker\"\n",
+         [mqtt]\nhost = \"broker\"\n[mqtt.tls]\nca-file = \"/etc/fleet/broker-ca.crt\"\n\
+         cert-file = \"/data/fleet/identity/station.crt\"\n\
+         key-file = \"/data/fleet/identity/station.key\"\n",
         bootctl.display()
     );
     std::fs::write(&good, &good_text).expect("write");
