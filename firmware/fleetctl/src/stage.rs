@@ -2,9 +2,10 @@
 //! (`rollout status`, `rollout run`, `status`, `watch --rollout`). [`crate::rollout::view_of`]
 //! counts with it; nothing else sorts stations into states.
 //!
-//! A station's stage comes from its retained state (phase, update, last outcome, version),
-//! refined by what only a live watch sees: a refusal event saying a halt, freeze or pin holds
-//! the update back ([`Holds`]).
+//! A station's stage comes from its retained state (phase, update, last outcome, version, and
+//! `held` when a control holds the update back), refined by what only a live watch sees:
+//! events saying a halt, freeze or pin holds the update back or lets it go ([`Holds`]), from
+//! stations that do not report `held` in their state.
 use std::collections::BTreeSet;
 
 use fleet_core::ids::{DeviceId, UpdateId, Version};
@@ -80,7 +81,12 @@ pub fn stage_of(row: &StationRow, update: &UpdateId, version: &Version, holds: H
         }
         _ => {}
     }
-    if s.update_id.as_ref() == Some(update) && s.phase != PhaseName::Idle {
+    let working = s.update_id.as_ref() == Some(update) && s.phase != PhaseName::Idle;
+    // The station says itself that a control holds this update back.
+    if s.held.as_ref().is_some_and(|h| h.update_id == *update) {
+        return Stage::Held { started: working };
+    }
+    if working {
         return match s.phase {
             PhaseName::Downloading => Stage::Downloading,
             PhaseName::Verifying if holds.rollout_halted || holds.refused(&row.device_id) => {
@@ -124,7 +130,12 @@ pub fn hold_change(event: &Report, update: &UpdateId) -> Option<bool> {
             reason,
             ..
         } if u == update && is_hold(reason) => Some(true),
-        Report::OfferAccepted { update_id, .. } if update_id == update => Some(false),
+        Report::OfferHeld { update_id, .. } if update_id == update => Some(true),
+        Report::OfferAccepted { update_id, .. } | Report::OfferReleased { update_id }
+            if update_id == update =>
+        {
+            Some(false)
+        }
         Report::InstallStarted { .. } => Some(false),
         _ => None,
     }
@@ -298,6 +309,14 @@ mod tests {
         if let Some(o) = outcome {
             j["last-outcome"] = serde_json::to_value(o).expect("json");
         }
+        if version == "held" {
+            // A station that reports the hold itself (fleet-updated).
+            j["version"] = "1.0.0".into();
+            j["held"] = serde_json::json!({
+                "update-id": update.unwrap_or("rel-2"), "version": "2.0.0",
+                "reason": RejectReason::Frozen,
+            });
+        }
         let state: StationState = serde_json::from_value(j).expect("a valid state");
         StationRow {
             device_id: DeviceId::new("stn-1").expect("id"),
@@ -387,6 +406,16 @@ mod tests {
                 Stage::Installing,
             ),
             (
+                row(PhaseName::Idle, None, "held", None),
+                none,
+                Stage::Held { started: false },
+            ),
+            (
+                row(PhaseName::Verifying, Some("rel-2"), "held", None),
+                none,
+                Stage::Held { started: true },
+            ),
+            (
                 row(PhaseName::HealthChecking, Some("rel-2"), "1.0.0", None),
                 none,
                 Stage::Trial,
@@ -439,7 +468,7 @@ mod tests {
                 counts.downloading,
                 counts.installing
             ),
-            (3, 2, 1, 2)
+            (3, 4, 1, 2)
         );
     }
 
@@ -486,6 +515,18 @@ mod tests {
             },
         };
         assert_eq!(hold_change(&halt, &u), Some(true));
+        let held = Report::OfferHeld {
+            update_id: u.clone(),
+            sequence: None,
+            reason: RejectReason::Frozen,
+            scope: None,
+            control_sequence: None,
+        };
+        assert_eq!(hold_change(&held, &u), Some(true));
+        let released = Report::OfferReleased {
+            update_id: u.clone(),
+        };
+        assert_eq!(hold_change(&released, &u), Some(false));
         assert_eq!(hold_change(&not_newer, &u), None);
         let other = UpdateId::new("rel-3").expect("id");
         assert_eq!(hold_change(&halt, &other), None);
