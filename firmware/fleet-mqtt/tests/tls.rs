@@ -241,3 +241,29 @@ async fn a_station_cannot_publish_into_another_stations_topics_over_its_own_tls_
         "a forged publish reached the operator"
     );
 }
+
+#[tokio::test]
+async fn a_password_is_read_from_its_file_at_every_connect() {
+    let broker = Mosquitto::start_with_passwords(&[("stn-0001", "right horse")]).expect("broker");
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("mqtt-password");
+    std::fs::write(&file, "wrong\n").expect("password");
+    let mut c = SessionConfig::new("stn-0001", broker.host(), broker.port());
+    c.credentials = Some(fleet_mqtt::Credentials {
+        username: "stn-0001".into(),
+        password_file: Some(file.clone()),
+    });
+    c.backoff = Backoff {
+        initial: Duration::from_millis(50),
+        max: Duration::from_millis(400),
+    };
+    let (_s, mut rx) = Session::start(c);
+    let reason = refused(&mut rx).await;
+    assert!(
+        reason.contains("NotAuthorized") || reason.contains("BadUserNamePassword"),
+        "{reason}"
+    );
+    // The rotated password is used at the next attempt, without a restart.
+    std::fs::write(&file, "right horse\n").expect("password");
+    connected(&mut rx).await;
+}

@@ -1,7 +1,8 @@
 //! A real mosquitto broker on a free loopback port, killed when the guard drops: either an
 //! open plain-TCP broker ([`Mosquitto::start`]) or the documented fleet broker
 //! (`docs/mosquitto/`: TLS, client certificates, ACL) with a test PKI made by the `openssl` CLI
-//! ([`Mosquitto::start_tls`], [`TestPki`]).
+//! ([`Mosquitto::start_tls`], [`TestPki`]), or a plain broker admitting only password users
+//! ([`Mosquitto::start_with_passwords`]).
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -73,6 +74,57 @@ impl Mosquitto {
         );
         std::fs::write(dir.path().join("mosquitto.conf"), conf)
             .context("unable to write mosquitto.conf")?;
+        let mut broker = Self {
+            child: None,
+            port,
+            dir,
+        };
+        broker.spawn()?;
+        Ok(broker)
+    }
+
+    /// Starts a plain-TCP broker on loopback that admits only these users (name, password),
+    /// from a `mosquitto_passwd` file: for clients that log in with a password.
+    pub fn start_with_passwords(users: &[(&str, &str)]) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("unable to create broker directory")?;
+        let port = free_port()?;
+        let data = dir.path().join("db");
+        std::fs::create_dir_all(&data).context("unable to create persistence directory")?;
+        for d in [dir.path(), data.as_path()] {
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777))
+                .context("unable to open the broker directory to the broker user")?;
+        }
+        let passwords = dir.path().join("passwords");
+        std::fs::write(&passwords, "").context("unable to create the password file")?;
+        for (user, password) in users {
+            let status = Command::new("mosquitto_passwd")
+                .arg("-b")
+                .arg(&passwords)
+                .arg(user)
+                .arg(password)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status()
+                .context("unable to run mosquitto_passwd")?;
+            if !status.success() {
+                bail!("unable to add {user} to the password file: {status}");
+            }
+        }
+        std::fs::set_permissions(&passwords, std::fs::Permissions::from_mode(0o644))
+            .context("unable to open the password file to the broker user")?;
+        let log = dir.path().join("mosquitto.log");
+        std::fs::write(
+            dir.path().join("mosquitto.conf"),
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
+                 persistence true\npersistence_location {}/\nlog_dest file {}\n\
+                 log_type error\nlog_type warning\nlog_type notice\n",
+                passwords.display(),
+                data.display(),
+                log.display()
+            ),
+        )
+        .context("unable to write mosquitto.conf")?;
         let mut broker = Self {
             child: None,
             port,
