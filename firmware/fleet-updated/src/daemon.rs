@@ -784,7 +784,9 @@ where
 
     async fn on_offer(&mut self, m: &Message) -> Result<(), RunError> {
         if m.payload.is_empty() {
-            // A cleared retained offer (`fleetctl clear`): nothing to do.
+            // A cleared retained offer (`fleetctl clear`): nothing to do, and an offer held
+            // back on this topic is withdrawn.
+            self.release_offer(&m.topic, false).await;
             return Ok(());
         }
         let digest: [u8; 32] = sha2::Sha256::digest(&m.payload).into();
@@ -1726,4 +1728,49 @@ fn verify(data: &std::path::Path, bundle_id: &BundleId, size: u64) -> Result<(),
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_journal_with_fields_from_a_newer_release_still_loads() {
+        // A release rolled back to reads what a newer one wrote: unknown fields are ignored.
+        let station = Station {
+            device_id: fleet_core::ids::DeviceId::new("stn-1").expect("id"),
+            groups: vec![],
+            compatible: "fleet-sim".into(),
+        };
+        let saved = Saved {
+            engine: State::new(
+                station,
+                Policy::default(),
+                Slot::A,
+                semver::Version::new(1, 0, 0),
+            ),
+            state_seq: 7,
+            event_seq: 9,
+        };
+        let mut value = serde_json::to_value(&saved).expect("serializes");
+        value["field-of-a-newer-release"] = serde_json::json!({"x": 1});
+        let back: Saved = serde_json::from_value(value).expect("loads");
+        assert_eq!((back.state_seq, back.event_seq), (7, 9));
+        assert_eq!(back.engine, saved.engine);
+    }
+
+    #[test]
+    fn a_controls_file_without_controls_means_none_are_in_force() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = Journal::named(dir.path(), "controls.json");
+        assert_eq!(file.load::<SavedControls>().expect("loads"), None);
+        std::fs::create_dir_all(file.path().parent().expect("dir")).expect("mkdir");
+        std::fs::write(file.path(), br#"{"v":1,"state":{}}"#).expect("write");
+        let loaded = file.load::<SavedControls>().expect("loads").expect("some");
+        assert!(loaded.controls.is_empty());
+        assert_eq!(
+            Effective::merge(loaded.controls.values()),
+            Effective::default()
+        );
+    }
 }

@@ -51,6 +51,10 @@
 //! # Files (all under `data-dir`)
 //! - `fleet/updated/journal.json`: engine state and publication counters (temp + fsync +
 //!   rename + fsync dir after every transition, before its actions).
+//! - `fleet/updated/controls.json`: the newest operator control taken per control topic
+//!   (written the same way before it takes effect; see `docs/reference/updated.md`).
+//! - `fleet/updated/trust.json`: the offer-signing keys after the last applied key rotation
+//!   ([`trust_store`]); absent until the first rotation.
 //! - `fleet/downloads/<bundle-id>.part`: a download in progress (chunks at their offsets; what
 //!   is held is found again by hashing, so nothing else needs to survive a power cut);
 //!   `<bundle-id>.bundle` once the whole file hashed to its id.

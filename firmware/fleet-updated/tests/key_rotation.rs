@@ -214,6 +214,33 @@ async fn a_rotation_survives_a_restart() {
         })
         .await
         .expect("rotated");
+    // Restarted with the retained rotation still there: signed by a key it no longer trusts,
+    // it is recognised as the one applied, not refused.
+    let (dir, config) = stn.power_cut();
+    watch.clear_events();
+    let stn = start(id, dir, config);
+    watch
+        .wait_state(id, WAIT, |s| s.seq > 2_000_000)
+        .await
+        .expect("restarted");
+    let m = bundle_signed_by(&op, "1.1.0", &k2).await;
+    op.publish_offer(
+        &offer_to_device(id, "rel-110", 1, &m).expect("offer"),
+        Some(&k2),
+        None,
+    )
+    .await
+    .expect("offer");
+    watch
+        .wait_state(id, WAIT, committed_at("1.1.0"))
+        .await
+        .expect("k2's offer accepted");
+    assert!(
+        !watch.events.get(id).is_some_and(|v| v
+            .iter()
+            .any(|e| matches!(e.event, Report::RotationRefused { .. }))),
+        "the applied rotation was refused after the restart"
+    );
     let (dir, config) = stn.power_cut();
     // The broker forgets the rotation: only the station's trust file can hold it now.
     op.publish_raw(KEY_ROTATION_TOPIC, vec![], true)
@@ -223,7 +250,7 @@ async fn a_rotation_survives_a_restart() {
     let stn = start(id, dir, config);
     let s = watch
         .wait_state(id, WAIT, |s| {
-            s.trust.as_ref().is_some_and(|t| t.sequence == 1) && s.seq > 2_000_000
+            s.trust.as_ref().is_some_and(|t| t.sequence == 1) && s.seq > 3_000_000
         })
         .await
         .expect("restarted with the rotated set");
@@ -231,7 +258,7 @@ async fn a_rotation_survives_a_restart() {
 
     let m = bundle_signed_by(&op, "1.2.0", &k2).await;
     op.publish_offer(
-        &offer_to_device(id, "rel-120", 1, &m).expect("offer"),
+        &offer_to_device(id, "rel-120", 2, &m).expect("offer"),
         Some(&k2),
         None,
     )
