@@ -682,3 +682,81 @@ async fn committed_and_rolled_back_events_carry_the_update_id() {
     ok.stop().await;
     sick.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_station_restarted_while_held_before_install_stays_held_until_resumed() {
+    let broker = Mosquitto::start().expect("broker");
+    let op = Operator::connect(&broker, "operator", test_key(18))
+        .await
+        .expect("operator");
+    let mut watch = Watcher::connect(&broker, "watcher").await.expect("watcher");
+    let id = "stn-held-restart";
+    let b = bundle("1.4.0", Behaviour::Normal, 20 * 4096);
+    let m = op
+        .manifest(&b, COMPATIBLE, &v("1.4.0"), 4096)
+        .expect("manifest");
+    op.publish_chunks(&m, &b, 0..10).await.expect("chunks");
+    op.publish_manifest(&m, None).await.expect("manifest");
+    let stn = spawn(id, &broker, &op.public_hex(), StationOptions::default());
+    op.publish_offer(
+        &offer_to_device(id, "rel-140", 1, &m).expect("offer"),
+        None,
+        None,
+    )
+    .await
+    .expect("offer");
+    watch
+        .wait_state(id, WAIT, |s| {
+            s.progress.is_some_and(|p| p.done_bytes == 10 * 4096)
+        })
+        .await
+        .expect("half downloaded");
+    let freeze = Control {
+        freeze: true,
+        ..control(device(id), 1)
+    };
+    publish_control(&op, &freeze, None, None).await;
+    watch
+        .wait_event(id, WAIT, |e| {
+            matches!(e.event, Report::ControlAccepted { sequence: 1, .. })
+        })
+        .await
+        .expect("freeze accepted");
+    op.publish_chunks(&m, &b, 10..m.chunk_count())
+        .await
+        .expect("rest");
+    watch
+        .wait_state(id, WAIT, |s| {
+            s.phase == PhaseName::Verifying && s.held.is_some()
+        })
+        .await
+        .expect("held before install");
+
+    let (dir, config) = stn.power_cut();
+    op.publish_raw(&control_topic(&device(id)), vec![], true)
+        .await
+        .expect("clear");
+    watch.clear_events();
+    let stn = start(id, dir, config);
+    let s = watch
+        .wait_state(id, WAIT, |s| s.seq > 2_000_000 && s.held.is_some())
+        .await
+        .expect("still held after the restart");
+    assert_eq!(s.phase, PhaseName::Verifying, "{s:#?}");
+    assert_eq!(s.held.expect("held").reason, RejectReason::Frozen);
+    assert!(!saw(&watch, id, |r| matches!(
+        r,
+        Report::InstallStarted { .. }
+    )));
+
+    publish_control(&op, &control(device(id), 2), None, None).await;
+    watch
+        .wait_state(id, WAIT, committed_at("1.4.0"))
+        .await
+        .expect("installed once unfrozen");
+    let summary = stn.stop().await;
+    assert_eq!(
+        summary.stats.stored_chunk_bytes, 0,
+        "nothing downloaded again after the restart"
+    );
+}
