@@ -758,6 +758,19 @@ mod tests {
     }
 
     #[test]
+    fn a_terminal_view_is_redrawn_over_the_previous_one() {
+        let view = rollout::view_of(&record(Status::Running), &[], true);
+        let block = render_view(&view, &[]);
+        let n = block.lines().count();
+        let mut p = RolloutPrinter::new(Style::Redraw, Vec::new());
+        p.view(&view, &[]);
+        p.view(&view, &[]);
+        let out = String::from_utf8(p.into_inner()).expect("utf-8");
+        // The first drawing as is; the second goes back up over it and clears below.
+        assert_eq!(out, format!("{block}\x1b[{n}F\x1b[J{block}"));
+    }
+
+    #[test]
     fn the_only_open_rollout_is_picked_and_several_need_a_name() {
         let addr = BrokerAddr {
             host: "127.0.0.1".into(),
