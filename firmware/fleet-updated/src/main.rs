@@ -140,10 +140,20 @@ fn real_main(args: Args, config: Config) -> anyhow::Result<ExitCode> {
                 Exit::Shutdown => ExitCode::SUCCESS,
                 Exit::Reboot { into } => {
                     // The journal holds the intent: whatever happens now, the next start
-                    // judges where the station came up.
-                    tokio::task::spawn_blocking(move || adapters::reboot(&boot, into, &command))
+                    // judges where the station came up. A reboot command that fails still
+                    // exits 10: the unit (ExecStopPost) asks the root reboot service then,
+                    // while exit 1 would restart the daemon into a station that never reboots.
+                    match tokio::task::spawn_blocking(move || adapters::reboot(&boot, into, &command))
                         .await
-                        .context("reboot task")??;
+                    {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(error = %e, into = %into, "reboot command failed; exiting for the service manager to reboot");
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, into = %into, "reboot task failed; exiting for the service manager to reboot");
+                        }
+                    }
                     exit_code(EXIT_REBOOT)
                 }
             });

@@ -495,3 +495,62 @@ async fn rauc_restarting_mid_install_is_reported_and_the_install_is_retried() {
     second.expect("second install attempt");
     assert_eq!(b.rauc.slot_version(Slot::B), "2.0.0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_reboot_command_still_exits_for_the_service_manager_to_reboot() {
+    let f = rauc_fixtures_or_skip!();
+    let _serial = SERIAL.lock().await;
+    let mut b = bench("stn-noreboot").await;
+    b.daemon.stop().await;
+    // The real binary, with a reboot command that fails (as `systemctl reboot` does for an
+    // unprivileged user without polkit). Exit 10 lets the unit's ExecStopPost ask the root
+    // reboot service; exit 1 would restart the daemon into a station that never reboots.
+    let cfg = b.daemon.path("updated.toml");
+    let text = std::fs::read_to_string(&cfg).expect("config");
+    let text = text.replace(
+        r#"reboot-command = ["true"]"#,
+        r#"reboot-command = ["false"]"#,
+    );
+    assert!(text.contains(r#"["false"]"#));
+    std::fs::write(&cfg, text).expect("config");
+    let daemon = tokio::process::Command::new(env!("CARGO_BIN_EXE_fleet-updated"))
+        .arg("--config")
+        .arg(&cfg)
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("daemon binary");
+    b.watch
+        .wait_state(b.id, WAIT, |s| s.phase == PhaseName::Idle)
+        .await
+        .expect("the binary's station is idle");
+    b.push(&rauc::bundle(f, "good-2.0.0"), "2.0.0", false).await;
+    let out = tokio::time::timeout(WAIT, daemon.wait_with_output())
+        .await
+        .expect("the daemon exits in time")
+        .expect("daemon output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(fleet_updated::EXIT_REBOOT),
+        "stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains("reboot command failed"),
+        "stderr:\n{stderr}"
+    );
+    // The journal held the intent: after the reboot the service manager carried out, the
+    // daemon judges the trial and commits.
+    std::fs::write(b.daemon.path("version"), "2.0.0\n").expect("B's version file");
+    assert_eq!(b.boot(), Slot::B);
+    let s = b
+        .watch
+        .wait_state(b.id, WAIT, |s| {
+            s.phase == PhaseName::Idle && matches!(s.last_outcome, Some(Outcome::Committed { .. }))
+        })
+        .await
+        .expect("committed after the reboot");
+    assert_eq!((s.booted, s.committed), (Slot::B, Slot::B));
+    b.daemon.stop().await;
+}
