@@ -6,7 +6,10 @@
 //! [`crate::status::rows`]), adding what only a live watch sees: stations whose offer a halt,
 //! freeze or pin holds back (their refusal events). It ends when the rollout completes or
 //! halts, at the timeout, or when `stop` resolves (Ctrl-C in the binary). Like the update
-//! watch it rides out broker restarts on a `fleet-mqtt` session.
+//! watch it rides out broker restarts on a `fleet-mqtt` session. A broker may drop messages
+//! for a subscriber that falls behind, so every [`RESYNC_EVERY`] and once at the end the
+//! watch also reads every retained state afresh (as `rollout status` does) and keeps the
+//! newest per station: the last view is exact.
 //!
 //! Output ([`RolloutPrinter`]): on a terminal the view is redrawn in place; otherwise (logs,
 //! pipes) one line per change of the current wave's counts, one per new failure and one per
@@ -37,6 +40,10 @@ pub const MAX_STATIONS: usize = 100_000;
 const MAX_ROLLOUTS: usize = 1_000;
 /// Without news, the view is still recounted this often (stations turn stale with time).
 const RECOUNT_EVERY: Duration = Duration::from_secs(5);
+/// Every retained state is read afresh this often (and once at the end): a broker drops
+/// messages for a subscriber that falls behind (mosquitto's `max_queued_messages`), so the
+/// live stream alone may miss a station's newest state on a large, busy fleet.
+const RESYNC_EVERY: Duration = Duration::from_secs(30);
 
 /// What to watch.
 #[derive(Debug, Clone)]
@@ -191,6 +198,13 @@ impl Fleet {
         }
     }
 
+    /// Takes every message of a fresh read of the retained states and presence.
+    fn take_all(&mut self, msgs: Vec<Message>, update: Option<&UpdateId>, limits: &Limits) {
+        for m in msgs {
+            self.take(m, update, limits);
+        }
+    }
+
     fn rows(&self, stale_after: Duration, limits: &Limits) -> Vec<StationRow> {
         let msgs: Vec<Message> = self
             .states
@@ -249,10 +263,10 @@ pub async fn subscribe(addr: &BrokerAddr) -> Result<Watcher, ConnectionError> {
     Watcher::subscribe_to(
         addr,
         &[
-            rfilter::ALL_ROLLOUTS.to_owned(),
             topic::filter::ALL_STATES.to_owned(),
             topic::filter::ALL_PRESENCE.to_owned(),
             topic::filter::ALL_EVENTS.to_owned(),
+            rfilter::ALL_ROLLOUTS.to_owned(),
         ],
     )
     .await
@@ -337,11 +351,49 @@ async fn run<S: RolloutSink>(
     let mut views = 0u64;
     let mut rows = Vec::new();
     let verified = trusted.is_some();
+    let read_all = {
+        let addr = w.addr.clone();
+        move || {
+            let addr = addr.clone();
+            async move {
+                let filters = [
+                    topic::filter::ALL_STATES.to_owned(),
+                    topic::filter::ALL_PRESENCE.to_owned(),
+                ];
+                crate::connection::collect_retained(
+                    &addr,
+                    &filters,
+                    crate::publish::RETAINED_QUIET,
+                    2 * MAX_STATIONS,
+                )
+                .await
+            }
+        }
+    };
+    let mut resync = tokio::time::interval_at(Instant::now() + RESYNC_EVERY, RESYNC_EVERY);
+    resync.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // One re-read at a time, off the loop so the live stream keeps flowing.
+    let mut reading: Option<tokio::task::JoinHandle<Result<Vec<Message>, ConnectionError>>> = None;
     tokio::pin!(stop);
     let end = loop {
         tokio::select! {
             () = &mut stop => break RolloutEnd::Interrupted,
             () = tokio::time::sleep_until(deadline) => break RolloutEnd::TimedOut,
+            _ = resync.tick(), if reading.is_none() => {
+                reading = Some(tokio::spawn(read_all()));
+            }
+            done = async { reading.as_mut().expect("guarded").await }, if reading.is_some() => {
+                reading = None;
+                match done {
+                    Ok(Ok(msgs)) => {
+                        fleet.take_all(msgs, Some(&update), &opts.limits);
+                        dirty = true;
+                    }
+                    // The live stream goes on; the next round reads again.
+                    Ok(Err(e)) => sink.note(&format!("watch: unable to re-read the states: {e}")),
+                    Err(_) => {}
+                }
+            }
             _ = refresh.tick() => {
                 if !dirty && counted_at.elapsed() < RECOUNT_EVERY {
                     continue;
@@ -382,10 +434,24 @@ async fn run<S: RolloutSink>(
             },
         }
     };
-    // Ended before the first count (a timeout of zero, an early Ctrl-C): count once.
+    if let Some(r) = reading.take() {
+        r.abort();
+    }
+    // The last view from every retained state read afresh (not after Ctrl-C: the operator
+    // wants out), so that messages the broker dropped do not skew it.
+    let mut fresh = false;
+    if end != RolloutEnd::Interrupted {
+        match read_all().await {
+            Ok(msgs) => {
+                fleet.take_all(msgs, Some(&update), &opts.limits);
+                fresh = true;
+            }
+            Err(e) => sink.note(&format!("watch: unable to re-read the states: {e}")),
+        }
+    }
     let view = match last {
-        Some((v, _)) => v,
-        None => {
+        Some((v, _)) if !fresh => v,
+        last => {
             let rec = records
                 .get(&update)
                 .ok_or_else(|| RolloutWatchError::NotFound {
@@ -393,7 +459,13 @@ async fn run<S: RolloutSink>(
                     addr: w.addr.clone(),
                 })?;
             rows = fleet.rows(opts.stale_after, &opts.limits);
-            rollout::view_with(rec, &rows, verified, Some(&fleet.refused))
+            let view = rollout::view_with(rec, &rows, verified, Some(&fleet.refused));
+            let key = serde_json::to_string(&view).unwrap_or_default();
+            if last.is_some_and(|(_, k)| k != key) {
+                sink.view(&view, &rows);
+                views += 1;
+            }
+            view
         }
     };
     let summary = RolloutWatchSummary { end, view, views };
