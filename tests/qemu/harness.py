@@ -372,17 +372,18 @@ class Context:
     def bundle(self, name):
         return os.path.join(self.image, "bundles", f"{name}.raucb")
 
-    def push(self, st, name, sequence=None):
+    def push(self, st, name, update_id=None):
         """`fleetctl push` of a test bundle to one station, as an operator does: chunks, signed
         manifest and signed offer, retained on the broker. Returns (update id, sequence)."""
         cmd = [self.fleetctl, "push", self.bundle(name), "--to", f"device:{st.device}",
                "--version", self.info["bundles"][name], "--compatible", self.info["compatible"],
-               "--key", os.path.join(self.image, "pki", "offer.key.pem"),
                "--broker", f"127.0.0.1:{self.broker.port}"]
-        if sequence is not None:
-            cmd += ["--sequence", str(sequence)]
+        if update_id is not None:
+            cmd += ["--update-id", update_id]
         t0 = time.monotonic()
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        # The signing key by its environment variable: `--key` is also the global TLS option.
+        env = dict(os.environ, FLEET_SIGNING_KEY=os.path.join(self.image, "pki", "offer.key.pem"))
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
         check(out.returncode == 0, f"fleetctl push {name}: {(out.stderr or out.stdout).strip()[-400:]}")
         m = re.search(r"\(update (\S+), sequence (\d+)", out.stdout)
         check(m, f"fleetctl push names the update and sequence: {out.stdout}")
@@ -660,6 +661,7 @@ def scenario_power_cuts(ctx):
         rounds += 1
         st = ctx.station(f"power-cuts-{rounds}")
         uid, seq = ctx.push(st, "good")
+        first_uid = uid
         say(f"  [power-cuts] round {rounds}: fresh station")
         round_cuts = 0
         after_cut = False
@@ -715,9 +717,10 @@ def scenario_power_cuts(ctx):
             if outcome_is("committed", uid)(all_msgs):
                 break
             if gave_up(seq)(all_msgs):
-                # The station ended this offer cleanly without a commit: offer it again.
-                uid, seq = ctx.push(st, "good", sequence=seq + 1)
+                # The station ended this offer cleanly without a commit: the operator offers the
+                # bundle again, under a new update id (fleetctl signs it with the next sequence).
                 reoffers += 1
+                uid, seq = ctx.push(st, "good", update_id=f"{first_uid}-again-{reoffers}")
         check(st.boots[-1].slot == "B" and env_is(st.envs[-1], "B A", 3, 3),
               f"round {rounds}: the update ends committed on B: {fmt_env(st.envs[-1])}")
     by_phase = {}

@@ -6,7 +6,8 @@
 #  - Debian's U-Boot for qemu_arm64, mkimage/mkenvimage, fw_printenv, mtools, dosfstools, debugfs
 #  - mmdebstrap (the arm64 userland and kernel of the test image, extracted without scripts)
 #  - the cross toolchain of ../shared/notes: rustc-web with its arm64 standard library, gcc for
-#    aarch64 (linker), qemu-user-static
+#    aarch64 (linker), qemu-user-static (also runs the image's fleet-updated --check-config)
+#  - mosquitto and mosquitto-clients: the broker the guest reaches, and the harness's recorder
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 apt_opts=(-o DPkg::Lock::Timeout=900)
