@@ -1,4 +1,5 @@
-//! The one way this crate writes state: temp file, fsync, rename, fsync directory.
+//! The one way the station's programs write state: temp file, fsync, rename, fsync directory.
+//! (fleet-updated and fleet-sim use it too.)
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
@@ -48,6 +49,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8], replace: Replace) -> io::Result<(
     }
     fs::rename(&tmp, path)?;
     dir_file.sync_all()
+}
+
+/// fsyncs a directory so that a create, rename or delete in it survives a power cut.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// `Ok(false)`: exchange not supported here, rename instead.

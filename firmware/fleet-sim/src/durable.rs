@@ -1,35 +1,11 @@
-//! Power-loss-safe file writes: temp file, fsync, rename, fsync directory.
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+//! Power-loss-safe file writes: temp file, fsync, rename, fsync directory, as
+//! [`fleet_bootctl::atomic`] does them for every state file on the station.
 use std::path::Path;
 
-/// Replaces `path` with `bytes` so that after a power cut the file holds either the old or the
-/// new content, never a mix.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| std::io::Error::other("path has no parent directory"))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::other("path has no file name"))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(".tmp");
-    let tmp = dir.join(tmp_name);
-    {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    fs::rename(&tmp, path)?;
-    sync_dir(dir)
-}
+pub use fleet_bootctl::atomic::sync_dir;
+use fleet_bootctl::atomic::{Replace, write_atomic as replace_file};
 
-/// fsyncs a directory so a rename or create in it survives a power cut.
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
+/// Replaces `path` with `bytes`: after a power cut the file holds the old or the new content.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    replace_file(path, bytes, Replace::Rename)
 }
