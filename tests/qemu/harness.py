@@ -381,7 +381,7 @@ class Context:
         if update_id is not None:
             cmd += ["--update-id", update_id]
         t0 = time.monotonic()
-        # The signing key by its environment variable: `--key` is also the global TLS option.
+        # The signing key by its environment variable (what `--key` would name).
         env = dict(os.environ, FLEET_SIGNING_KEY=os.path.join(self.image, "pki", "offer.key.pem"))
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
         check(out.returncode == 0, f"fleetctl push {name}: {(out.stderr or out.stdout).strip()[-400:]}")
