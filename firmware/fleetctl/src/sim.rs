@@ -34,7 +34,7 @@ use fleet_core::update::{
     SignatureVerdict, Stage, Station, decide_offer,
 };
 use fleet_proto::envelope::{self, Kind};
-use fleet_proto::payload::{Progress, StationEvent, Timestamp, encode};
+use fleet_proto::payload::{Held, Progress, StationEvent, Timestamp, encode};
 use fleet_proto::rollout::{control_topic, filter as rfilter, parse_control_topic};
 use fleet_proto::topic::{self, Topic};
 use fleet_proto::{BundleManifest, Limits, Presence, StationState, TrustedKeys};
@@ -180,6 +180,9 @@ struct SimStation {
     job: Option<Job>,
     /// An offer refused by a control, looked at again when the controls change.
     held_back: Option<(Offer, fleet_core::update::KeyId)>,
+    /// What a control holds back now (an offer or a verified bundle), reported as `held` in
+    /// the state as fleet-updated does.
+    holding: Option<Held>,
     controls: BTreeMap<String, Control>,
     install_done_at: Option<Instant>,
     /// Chunks received but not yet taken (stations with a `chunk-delay`).
@@ -213,6 +216,7 @@ impl SimStation {
             last_outcome: None,
             job: None,
             held_back: None,
+            holding: None,
             controls: BTreeMap::new(),
             install_done_at: None,
             slow_chunks: std::collections::VecDeque::new(),
@@ -496,11 +500,20 @@ impl SimStation {
         }
         if let Err(r) = decide_control(&self.effective(), &offer.update_id, &offer.version) {
             self.held_back = Some((offer.clone(), key_id));
-            self.reject(client, Some(&offer.update_id), Some(offer.sequence), r)
-                .await;
+            self.hold(
+                client,
+                &offer.update_id,
+                Some(offer.sequence),
+                &offer.version,
+                r,
+            )
+            .await;
             return;
         }
         self.held_back = None;
+        self.release(client, &offer.update_id).await;
+        // Whatever else was held is superseded by this offer.
+        self.holding = None;
         self.last_sequence = Some(offer.sequence);
         let report = Report::OfferAccepted {
             update_id: offer.update_id.clone(),
@@ -521,6 +534,51 @@ impl SimStation {
         self.publish_event(client, report).await;
         self.publish_state(client).await;
         let _ = client.subscribe(manifest_topic, QoS::AtLeastOnce).await;
+    }
+
+    /// A control holds `update_id` back: `offer-held` once per reason, `held` in the state.
+    async fn hold(
+        &mut self,
+        client: &AsyncClient,
+        update_id: &UpdateId,
+        sequence: Option<u64>,
+        version: &Version,
+        reason: RejectReason,
+    ) {
+        let held = Held {
+            update_id: update_id.clone(),
+            version: version.clone(),
+            reason: reason.clone(),
+            scope: None,
+            control_sequence: None,
+        };
+        if self.holding.as_ref() != Some(&held) {
+            self.holding = Some(held);
+            let report = Report::OfferHeld {
+                update_id: update_id.clone(),
+                sequence,
+                reason,
+                scope: None,
+                control_sequence: None,
+            };
+            self.publish_event(client, report).await;
+        }
+        self.publish_state(client).await;
+    }
+
+    /// The control holding `update_id` back was lifted: `offer-released`.
+    async fn release(&mut self, client: &AsyncClient, update_id: &UpdateId) {
+        if self
+            .holding
+            .as_ref()
+            .is_some_and(|h| &h.update_id == update_id)
+        {
+            self.holding = None;
+            let report = Report::OfferReleased {
+                update_id: update_id.clone(),
+            };
+            self.publish_event(client, report).await;
+        }
     }
 
     async fn reject(
@@ -622,10 +680,10 @@ impl SimStation {
         let Some(job) = self.job.as_ref() else { return };
         let (u, v) = (job.offer.update_id.clone(), job.offer.version.clone());
         if let Err(reason) = decide_control(&self.effective(), &u, &v) {
-            self.publish_state(client).await;
-            self.reject(client, Some(&u), None, reason).await;
+            self.hold(client, &u, None, &v, reason).await;
             return;
         }
+        self.release(client, &u).await;
         if let Some(j) = self.job.as_mut() {
             j.phase = PhaseName::Installing;
         }
@@ -717,7 +775,7 @@ impl SimStation {
             last_sequence: self.last_sequence,
             last_outcome: self.last_outcome.clone(),
             install_percent: None,
-            held: None,
+            held: self.holding.clone(),
             trust: None,
         };
         client

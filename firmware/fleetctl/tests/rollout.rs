@@ -388,6 +388,29 @@ async fn a_frozen_fleet_installs_nothing_until_unfrozen_and_a_pinned_station_nev
     let u = rec.update_id.clone();
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(fleet.installed(&u).is_empty(), "installed while frozen");
+    // Like fleet-updated, each simulated station says in its state what is held and why.
+    let held = |rows: &[fleetctl::status::StationRow], id: &DeviceId| {
+        rows.iter()
+            .find(|r| &r.device_id == id)
+            .and_then(|r| r.state.as_ref())
+            .and_then(|s| s.held.clone())
+    };
+    let rows = fleetctl::status::read(&f.addr, STALE, &limits)
+        .await
+        .expect("status");
+    for (id, _) in &stations {
+        let h = held(&rows, id).unwrap_or_else(|| panic!("{id} reports nothing held"));
+        assert_eq!(h.update_id, u);
+        assert!(
+            matches!(
+                h.reason,
+                fleet_core::update::RejectReason::Frozen
+                    | fleet_core::update::RejectReason::Pinned { .. }
+            ),
+            "{id}: {:?}",
+            h.reason
+        );
+    }
     // Unfreezing lets the held offer through without a new offer.
     rollout::freeze(&f.addr, &f.key, Scope::Fleet, false, &limits)
         .await
@@ -405,6 +428,21 @@ async fn a_frozen_fleet_installs_nothing_until_unfrozen_and_a_pinned_station_nev
     assert!(
         !fleet.installed(&u).contains(&pinned),
         "the pinned station installed"
+    );
+    let rows = fleetctl::status::read(&f.addr, STALE, &limits)
+        .await
+        .expect("status");
+    let h = held(&rows, &pinned).expect("the pinned station reports its held update");
+    assert!(
+        matches!(h.reason, fleet_core::update::RejectReason::Pinned { .. }),
+        "{:?}",
+        h.reason
+    );
+    let released = &stations[1].0;
+    assert_eq!(
+        held(&rows, released),
+        None,
+        "an unfrozen station holds nothing"
     );
     fleet.stop().await;
 }
