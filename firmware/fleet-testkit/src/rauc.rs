@@ -500,6 +500,13 @@ impl Station {
     /// `rauc.slot=` on the command line, `fleet-bootctl boot-check` as the systemd oneshot
     /// runs it, and RAUC restarted with that slot booted. Needs the real `fleet-bootctl`.
     pub fn boot(&mut self) -> Result<Slot, String> {
+        self.boot_with_dead_slot(None).map(|(slot, _)| slot)
+    }
+
+    /// As [`Station::boot`], but a `dead` slot's kernel never comes up: every time the script
+    /// picks it, the watchdog resets the board and the script decides again (spending that
+    /// slot's counter). Returns the slot that came up and how many boots the dead one got.
+    pub fn boot_with_dead_slot(&mut self, dead: Option<Slot>) -> Result<(Slot, u32), String> {
         use fleet_core::boot::Attempts;
         use fleet_core::boot::uboot::{BootDecision, decide_boot};
         if fixtures()?.bootctl.is_none() {
@@ -509,8 +516,10 @@ impl Station {
         let env_file = self.path("boot/uboot.env");
         let size = fleet_bootctl::uenv::DEFAULT_ENV_SIZE;
         let mut slot = None;
-        // A reset after "no slot left" boots again with fresh counters: two rounds at most.
-        for _ in 0..2 {
+        let mut dead_boots = 0u32;
+        // A reset after "no slot left" boots again with fresh counters: two rounds at most,
+        // plus the boots a dead slot swallows.
+        for _ in 0..2 + 2 * Attempts::default().get() {
             let env = std::fs::read(&env_file)
                 .ok()
                 .and_then(|b| fleet_bootctl::uenv::decode(&b, size).ok())
@@ -525,6 +534,10 @@ impl Station {
             )
             .map_err(|e| format!("unable to write {}: {e}", env_file.display()))?;
             if let BootDecision::Boot { slot: s, .. } = decision {
+                if Some(s) == dead {
+                    dead_boots += 1;
+                    continue;
+                }
                 slot = Some(s);
                 break;
             }
@@ -538,7 +551,7 @@ impl Station {
         self.backend("boot-check");
         self.booted = slot;
         self.start_rauc()?;
-        Ok(slot)
+        Ok((slot, dead_boots))
     }
 
     /// The U-Boot env as the boot script would import it.

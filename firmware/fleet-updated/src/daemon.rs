@@ -20,7 +20,8 @@ use fleet_core::time::Now;
 use fleet_core::trust::{KeyStatus, RotationReject, TrustState, decide_rotation};
 use fleet_core::update::{
     Action, AdmissionContext, BootOp, BundleId, DownloadFailure, Event, Outcome, Phase, Policy,
-    PublicKey, RejectReason, Report, SignatureVerdict, State, Station, VerifyFailure, step,
+    PublicKey, RejectReason, Report, SignatureVerdict, State, Station, TrialBootCounting,
+    VerifyFailure, step,
 };
 use fleet_mqtt::{Message, Session, SessionConfig, SessionEvent, Will};
 use fleet_proto::envelope::{self, Kind, TrustedKeys};
@@ -251,6 +252,7 @@ where
     let policy = Policy {
         max_trial_attempts: cfg.update.max_trial_attempts,
         max_bundle_bytes: cfg.update.download_space_bytes,
+        trial_boot_counting: trial_boot_counting(cfg.boot_flow),
         ..Policy::default()
     };
     let boot_status = boot_call(&deps.boot, |b| b.status())
@@ -1675,6 +1677,18 @@ where
 
 /// True when `offer` is the accepted offer this station acted on last: same sequence as the
 /// last accepted one, and the update in progress or the one that ended last.
+/// U-Boot boots an armed slot `BOOT_x_LEFT` times and falls back by itself: its fallback is
+/// final. The Pi firmware's tryboot flag is one boot per arming, so the updater counts; the
+/// simulated boot loader is judged like tryboot (each arming one round).
+fn trial_boot_counting(flow: crate::adapters::BootFlowKind) -> TrialBootCounting {
+    match flow {
+        crate::adapters::BootFlowKind::Uboot => TrialBootCounting::BootLoader,
+        crate::adapters::BootFlowKind::Tryboot | crate::adapters::BootFlowKind::Sim => {
+            TrialBootCounting::Updater
+        }
+    }
+}
+
 fn already_handled(state: &State, offer: &Offer) -> bool {
     if state.last_sequence != Some(offer.sequence) {
         return false;

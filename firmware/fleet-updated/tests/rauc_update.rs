@@ -554,3 +554,49 @@ async fn a_failing_reboot_command_still_exits_for_the_service_manager_to_reboot(
     assert_eq!((s.booted, s.committed), (Slot::B, Slot::B));
     b.daemon.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_that_never_boots_gets_the_boot_loaders_three_boots_and_no_more() {
+    let f = rauc_fixtures_or_skip!();
+    let _serial = SERIAL.lock().await;
+    let mut b = bench("stn-dead").await;
+    b.push(&rauc::bundle(f, "good-2.0.0"), "2.0.0", false).await;
+    assert_eq!(b.daemon.reboot_requested().await, Slot::B);
+    // B's kernel never comes up: U-Boot spends BOOT_B_LEFT and falls back to A by itself.
+    let (up, dead_boots) = b
+        .rauc
+        .boot_with_dead_slot(Some(Slot::B))
+        .unwrap_or_else(|e| panic!("boot: {e}; rauc log:\n{}", b.rauc.log()));
+    assert_eq!((up, dead_boots), (Slot::A, 3));
+    b.daemon.start();
+    // max-trial-attempts is 3, but the boot loader's fallback is final: the daemon rolls back
+    // instead of arming B for three more boots.
+    let s = b
+        .watch
+        .wait_state(b.id, WAIT, |s| {
+            s.phase == PhaseName::Idle && matches!(s.last_outcome, Some(Outcome::RolledBack { .. }))
+        })
+        .await
+        .expect("rolled back without another trial");
+    assert!(
+        matches!(
+            &s.last_outcome,
+            Some(Outcome::RolledBack {
+                cause: FallbackCause::TrialDidNotBoot { attempts: 1 },
+                ..
+            })
+        ),
+        "{:?}",
+        s.last_outcome
+    );
+    assert_eq!((s.booted, s.committed), (Slot::A, Slot::A));
+    let env = b.rauc.uboot_env();
+    assert_eq!(env.get("FLEET_TRIAL"), None, "{env:?}");
+    assert_eq!(
+        env.get("BOOT_ORDER").map(String::as_str),
+        Some("A B"),
+        "{env:?}"
+    );
+    assert_eq!(b.rauc.backend("get-primary"), "A");
+    b.daemon.stop().await;
+}

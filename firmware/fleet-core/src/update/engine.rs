@@ -34,8 +34,11 @@
 //! checks (so a check that crashes the daemon cannot loop forever; the checks then rerun
 //! without a reboot). While attempts remain, the trial is re-armed and the station reboots into
 //! it again; then the slot is marked bad, and the station reboots off it if it runs on it. On the
-//! U-Boot flow the boot loader counts its own attempts per arming; set `max_trial_attempts` to
-//! 1 there if every arming should be one boot-loader round.
+//! U-Boot flow the boot loader counts its own boots per arming (`BOOT_x_LEFT`) and falls back by
+//! itself when they run out: with [`TrialBootCounting::BootLoader`] such a fallback is final
+//! (the slot already had all its boots), while a failed health check is still retried up to
+//! `max_trial_attempts`. With [`TrialBootCounting::Updater`] (tryboot's one-shot flag, where
+//! every arming is one boot) each fallback consumes one attempt.
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{UpdateId, Version};
@@ -65,6 +68,32 @@ pub struct Policy {
     pub max_rollback_reboots: u8,
     /// Largest bundle this station downloads, in bytes (default 2 GiB).
     pub max_bundle_bytes: u64,
+    /// Who counts the boots of a trial that does not come up (journals written before this
+    /// field existed read as `updater`, the behaviour they were written under).
+    #[serde(default)]
+    pub trial_boot_counting: TrialBootCounting,
+}
+
+/// Who counts the boots of a trial slot that never comes up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrialBootCounting {
+    /// Every arming is one boot (the Pi firmware's one-shot tryboot flag): the engine re-arms
+    /// after a fallback while attempts remain.
+    #[default]
+    Updater,
+    /// The boot loader boots the armed slot several times and falls back by itself when its
+    /// counter runs out (U-Boot's `BOOT_x_LEFT`): that fallback is final.
+    BootLoader,
+}
+
+/// Why a trial did not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NoTrial {
+    /// The station came back on the committed slot: the boot flow gave up on the trial.
+    CameBack,
+    /// Asking for the reboot failed: the boot loader never tried the slot.
+    RebootFailed,
 }
 
 impl Default for Policy {
@@ -74,6 +103,7 @@ impl Default for Policy {
             max_install_attempts: 3,
             max_rollback_reboots: 3,
             max_bundle_bytes: 2 * 1024 * 1024 * 1024,
+            trial_boot_counting: TrialBootCounting::Updater,
         }
     }
 }
@@ -724,7 +754,14 @@ fn step_consistent(state: &State, event: Event, now: Now) -> Result<Transition, 
                     _ => String::new(),
                 },
             }));
-            trial_failed_to_boot(&mut next, job, *slot, *attempt, &mut actions);
+            trial_failed_to_boot(
+                &mut next,
+                job,
+                *slot,
+                *attempt,
+                NoTrial::RebootFailed,
+                &mut actions,
+            );
         }
         (Phase::HealthChecking { job, slot, attempt }, Event::HealthPassed) => {
             if state.booted != *slot {
@@ -908,9 +945,12 @@ fn trial_failed_to_boot(
     job: &Job,
     slot: Slot,
     attempt: u8,
+    why: NoTrial,
     actions: &mut Vec<Action>,
 ) {
-    let will_retry = attempt < next.policy.max_trial_attempts;
+    let boot_loader_gave_up = why == NoTrial::CameBack
+        && next.policy.trial_boot_counting == TrialBootCounting::BootLoader;
+    let will_retry = !boot_loader_gave_up && attempt < next.policy.max_trial_attempts;
     actions.push(Action::Report(Report::TrialFellBack {
         from: slot,
         to: next.booted,
@@ -1123,7 +1163,7 @@ fn on_started(next: &mut State, status: &BootStatus, actions: &mut Vec<Action>) 
                 actions.push(Action::RunHealthChecks { slot });
                 next.phase = Phase::HealthChecking { job, slot, attempt };
             } else {
-                trial_failed_to_boot(next, &job, slot, attempt, actions);
+                trial_failed_to_boot(next, &job, slot, attempt, NoTrial::CameBack, actions);
             }
         }
         Phase::HealthChecking { job, slot, attempt } => {
@@ -1150,14 +1190,14 @@ fn on_started(next: &mut State, status: &BootStatus, actions: &mut Vec<Action>) 
                     unhealthy(next, &job, slot, attempt, check, actions);
                 }
             } else {
-                trial_failed_to_boot(next, &job, slot, attempt, actions);
+                trial_failed_to_boot(next, &job, slot, attempt, NoTrial::CameBack, actions);
             }
         }
         Phase::Committing { job, slot, attempt } => {
             if status.booted == slot {
                 actions.push(Action::MarkGood { slot });
             } else {
-                trial_failed_to_boot(next, &job, slot, attempt, actions);
+                trial_failed_to_boot(next, &job, slot, attempt, NoTrial::CameBack, actions);
             }
         }
         Phase::RollingBack {

@@ -1053,3 +1053,62 @@ fn a_journal_naming_the_committed_slot_as_the_trial_slot_is_abandoned_without_bo
         }
     }
 }
+
+fn with_boot_loader_counting(mut s: State) -> State {
+    s.policy.trial_boot_counting = crate::update::TrialBootCounting::BootLoader;
+    s
+}
+
+#[test]
+fn a_boot_loader_that_gave_up_on_the_trial_rolls_back_at_once() {
+    // U-Boot booted the armed slot until BOOT_B_LEFT ran out and came back on A by itself:
+    // re-arming would give the dead slot three more boots per remaining attempt.
+    let s = with_boot_loader_counting(rebooting_into_trial());
+    let (s, a) = go(&s, Event::Started(boot(Slot::A)));
+    assert!(reports(&a).contains(&&Report::TrialFellBack {
+        from: Slot::B,
+        to: Slot::A,
+        attempt: 1,
+        will_retry: false
+    }));
+    assert_eq!(non_reports(&a), vec![&Action::MarkBad { slot: Slot::B }]);
+    let (s, _) = go(&s, Event::MarkedBad { slot: Slot::B });
+    assert_eq!((s.phase.clone(), s.committed), (Phase::Idle, Slot::A));
+    assert!(matches!(
+        &s.last_outcome,
+        Some(Outcome::RolledBack {
+            cause: FallbackCause::TrialDidNotBoot { attempts: 1 },
+            ..
+        })
+    ));
+}
+
+#[test]
+fn under_boot_loader_counting_a_failed_reboot_request_is_still_retried() {
+    // The boot loader never saw the trial: that attempt is the updater's to count.
+    let s = with_boot_loader_counting(rebooting_into_trial());
+    let (n, a) = go(
+        &s,
+        Event::BootControlFailed {
+            op: BootOp::Reboot,
+            slot: Slot::B,
+            detail: "reboot refused".into(),
+        },
+    );
+    assert_eq!(non_reports(&a), vec![&Action::ArmTrial { slot: Slot::B }]);
+    assert!(matches!(n.phase, Phase::ArmingTrial { attempt: 2, .. }));
+}
+
+#[test]
+fn under_boot_loader_counting_an_unhealthy_trial_is_still_retried() {
+    let s = with_boot_loader_counting(rebooting_into_trial());
+    let (s, _) = go(&s, Event::Started(boot(Slot::B)));
+    let (n, a) = go(
+        &s,
+        Event::HealthFailed {
+            check: "probe".into(),
+        },
+    );
+    assert_eq!(non_reports(&a), vec![&Action::ArmTrial { slot: Slot::B }]);
+    assert!(matches!(n.phase, Phase::ArmingTrial { attempt: 2, .. }));
+}

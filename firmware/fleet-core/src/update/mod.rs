@@ -17,7 +17,7 @@ mod offer_tests;
 pub use digest::{BundleId, HexError, KeyId, PublicKey, Sha256Digest};
 pub use engine::{
     Action, Event, EventName, Job, MAX_DETAIL_LEN, Phase, PhaseName, Policy, Rejected, State,
-    Transition, step,
+    Transition, TrialBootCounting, step,
 };
 pub use offer::{
     AdmissionContext, Admitted, Downgrade, Offer, RejectReason, RolloutPercent, SignatureVerdict,
