@@ -616,23 +616,34 @@ def scenario_fallback(ctx, mode):
 
 
 def scenario_unhealthy(ctx):
+    """A slot that boots but fails fleet-updated's health gate: with max-trial-attempts = 3 the
+    gate runs on three boots of B (the U-Boot script spends one of its boots each time), then
+    the daemon marks B bad and the station returns to A."""
     st = ctx.station("unhealthy")
     uid, _ = ctx.push(st, "unhealthy")
     update_boot(st, ctx, uid, "2.0.4")
-    since = mark(st)
-    trial = st.power_on(timeout=150)
-    trial.wait()
-    st.settle(trial)
-    msgs = station_msgs(st, since)
-    failed = find_event(msgs, "health-failed")
-    check(trial.slot == "B" and trial.end == "exit", f"the trial boot of B ends in a reboot: {trial.slot} {trial.end}")
-    check(failed and str(failed.get("check")).startswith("command:rauc-status") and failed.get("will-retry") is False,
-          f"fleet-updated's health gate fails on command:rauc-status: {failed}; events {kinds(msgs)}")
-    check((find_event(msgs, "marked-bad") or {}).get("slot") == "B", f"B marked bad: {kinds(msgs)}")
-    check(env_is(st.envs[-1], "A B", 3, 0), f"B bad, A first: got {fmt_env(st.envs[-1])}")
+    for attempt, left in ((1, 2), (2, 1), (3, 0)):
+        last = attempt == 3
+        since = mark(st)
+        trial = st.power_on(timeout=150)
+        trial.wait()
+        st.settle(trial)
+        msgs = station_msgs(st, since)
+        failed = find_event(msgs, "health-failed")
+        check(trial.slot == "B" and trial.end == "exit",
+              f"trial boot {attempt} of B ends in a reboot: {trial.slot} {trial.end}")
+        check(failed and str(failed.get("check")).startswith("command:rauc-status")
+              and failed.get("attempt") == attempt and failed.get("will-retry") is (not last),
+              f"attempt {attempt}: the health gate fails on command:rauc-status: {failed}; events {kinds(msgs)}")
+        if last:
+            check((find_event(msgs, "marked-bad") or {}).get("slot") == "B", f"B marked bad: {kinds(msgs)}")
+            check(env_is(st.envs[-1], "A B", 3, 0), f"B bad, A first: got {fmt_env(st.envs[-1])}")
+        else:
+            check(env_is(st.envs[-1], "B A", 3, left, "B"),
+                  f"B still on trial with {left} boots left: got {fmt_env(st.envs[-1])}")
     back_on_a_rolled_back(st, uid, "health-check-failed", "command:rauc-status")
     check(env_is(st.envs[-1], "A B", 3, 0), f"A refreshed: got {fmt_env(st.envs[-1])}")
-    return st, ["A", "B", "A"]
+    return st, ["A", "B", "B", "B", "A"]
 
 
 def gave_up(seq):
@@ -748,7 +759,8 @@ def scenario_console_recovery(ctx):
     fleet_cli = bool(probe and probe.group(1) == "0")
     if fleet_cli:
         status_cmd, rollback_cmd = "fleet status", "fleet rollback"
-        shows = (r"running B", r"slot A\s+good\b", r"slot B\s+good\s+2\.0\.0")
+        shows = (r"station\s+console-recovery", r"running B", r"slot A\s+good\b",
+                 r"slot B\s+good\s+2\.0\.0")
         answer = "yes\n"  # typed at its confirmation prompt
     else:
         status_cmd, rollback_cmd = "fleet-bootctl status", "fleet-bootctl set-primary A"
@@ -797,7 +809,7 @@ SCENARIOS = [
 LANE_ORDER = ["power-cuts", "fallback-panic", "fallback-hang", "good-update", "fallback-reboot",
               "unhealthy", "console-recovery"]
 COST = {"power-cuts": 420, "good-update": 45, "fallback-panic": 120, "fallback-hang": 120,
-        "fallback-reboot": 75, "unhealthy": 80, "console-recovery": 45}
+        "fallback-reboot": 75, "unhealthy": 120, "console-recovery": 45}
 
 _print_lock = threading.Lock()
 
