@@ -53,6 +53,30 @@ async fn publish_control(
         .expect("publish control");
 }
 
+/// Publishes a normal test bundle of `len` bytes at `version` in chunks of `chunk_size`.
+async fn publish_bundle(
+    op: &Operator,
+    version: &str,
+    len: usize,
+    chunk_size: u32,
+) -> fleet_proto::BundleManifest {
+    op.publish_bundle(
+        &bundle(version, Behaviour::Normal, len),
+        COMPATIBLE,
+        &v(version),
+        chunk_size,
+    )
+    .await
+    .expect("bundle")
+}
+
+/// Signs `offer` with the operator's key and publishes it retained on its target's topic.
+async fn publish_offer(op: &Operator, offer: anyhow::Result<fleet_core::update::Offer>) {
+    op.publish_offer(&offer.expect("offer"), None, None)
+        .await
+        .expect("offer");
+}
+
 fn committed_at(version: &str) -> impl Fn(&fleet_proto::StationState) -> bool {
     let want = v(version);
     move |s| {
@@ -99,22 +123,8 @@ async fn a_frozen_station_does_not_install_until_unfrozen() {
         })
         .await
         .expect("freeze accepted");
-    let m = op
-        .publish_bundle(
-            &bundle("1.1.0", Behaviour::Normal, 20_000),
-            COMPATIBLE,
-            &v("1.1.0"),
-            8192,
-        )
-        .await
-        .expect("bundle");
-    op.publish_offer(
-        &offer_to_device(id, "rel-110", 1, &m).expect("offer"),
-        None,
-        None,
-    )
-    .await
-    .expect("offer");
+    let m = publish_bundle(&op, "1.1.0", 20_000, 8192).await;
+    publish_offer(&op, offer_to_device(id, "rel-110", 1, &m)).await;
     watch
         .wait_event(id, WAIT, |e| {
             matches!(
@@ -176,13 +186,7 @@ async fn a_halt_that_arrives_during_download_stops_the_station_before_install_an
     op.publish_chunks(&m, &b, 0..half).await.expect("chunks");
     op.publish_manifest(&m, None).await.expect("manifest");
     let stn = spawn(id, &broker, &op.public_hex(), StationOptions::default());
-    op.publish_offer(
-        &offer_to_device(id, "rel-120", 3, &m).expect("offer"),
-        None,
-        None,
-    )
-    .await
-    .expect("offer");
+    publish_offer(&op, offer_to_device(id, "rel-120", 3, &m)).await;
     let half_bytes = u64::from(half) * 4096;
     watch
         .wait_state(id, WAIT, |s| {
@@ -278,22 +282,8 @@ async fn a_pinned_station_ignores_offers_above_its_pin() {
         })
         .await
         .expect("pin accepted");
-    let above = op
-        .publish_bundle(
-            &bundle("1.1.0", Behaviour::Normal, 10_000),
-            COMPATIBLE,
-            &v("1.1.0"),
-            8192,
-        )
-        .await
-        .expect("bundle");
-    op.publish_offer(
-        &offer_to_group("field", "rel-110", 1, &above).expect("offer"),
-        None,
-        None,
-    )
-    .await
-    .expect("offer");
+    let above = publish_bundle(&op, "1.1.0", 10_000, 8192).await;
+    publish_offer(&op, offer_to_group("field", "rel-110", 1, &above)).await;
     let s = watch
         .wait_state(id, WAIT, |s| s.held.is_some())
         .await
@@ -306,22 +296,8 @@ async fn a_pinned_station_ignores_offers_above_its_pin() {
     assert_eq!((held.scope, s.phase), (Some(field), PhaseName::Idle));
 
     // An offer at or below the pin is taken.
-    let below = op
-        .publish_bundle(
-            &bundle("1.0.4", Behaviour::Normal, 10_000),
-            COMPATIBLE,
-            &v("1.0.4"),
-            8192,
-        )
-        .await
-        .expect("bundle");
-    op.publish_offer(
-        &offer_to_group("field", "rel-104", 2, &below).expect("offer"),
-        None,
-        None,
-    )
-    .await
-    .expect("offer");
+    let below = publish_bundle(&op, "1.0.4", 10_000, 8192).await;
+    publish_offer(&op, offer_to_group("field", "rel-104", 2, &below)).await;
     let s = watch
         .wait_state(id, WAIT, committed_at("1.0.4"))
         .await
@@ -447,22 +423,8 @@ async fn a_replayed_or_badly_signed_control_is_refused_and_changes_nothing() {
     )));
 
     // Still frozen by sequence 5.
-    let m = op
-        .publish_bundle(
-            &bundle("1.1.0", Behaviour::Normal, 10_000),
-            COMPATIBLE,
-            &v("1.1.0"),
-            8192,
-        )
-        .await
-        .expect("bundle");
-    op.publish_offer(
-        &offer_to_device(id, "rel-110", 1, &m).expect("offer"),
-        None,
-        None,
-    )
-    .await
-    .expect("offer");
+    let m = publish_bundle(&op, "1.1.0", 10_000, 8192).await;
+    publish_offer(&op, offer_to_device(id, "rel-110", 1, &m)).await;
     let s = watch
         .wait_state(id, WAIT, |s| s.held.is_some())
         .await
@@ -503,22 +465,8 @@ async fn controls_survive_a_daemon_restart() {
         .expect("clear");
     watch.clear_events();
     let stn = start(id, dir, config);
-    let m = op
-        .publish_bundle(
-            &bundle("1.1.0", Behaviour::Normal, 10_000),
-            COMPATIBLE,
-            &v("1.1.0"),
-            8192,
-        )
-        .await
-        .expect("bundle");
-    op.publish_offer(
-        &offer_to_device(id, "rel-110", 1, &m).expect("offer"),
-        None,
-        None,
-    )
-    .await
-    .expect("offer");
+    let m = publish_bundle(&op, "1.1.0", 10_000, 8192).await;
+    publish_offer(&op, offer_to_device(id, "rel-110", 1, &m)).await;
     watch
         .wait_event(id, WAIT, |e| {
             matches!(
@@ -556,22 +504,8 @@ async fn the_rebooting_state_is_on_the_broker_before_the_daemon_exits() {
         .await
         .expect("operator");
     let id = "stn-exit";
-    let m = op
-        .publish_bundle(
-            &bundle("3.1.0", Behaviour::Normal, 30_000),
-            COMPATIBLE,
-            &v("3.1.0"),
-            8192,
-        )
-        .await
-        .expect("bundle");
-    op.publish_offer(
-        &offer_to_device(id, "rel-310", 1, &m).expect("offer"),
-        None,
-        None,
-    )
-    .await
-    .expect("offer");
+    let m = publish_bundle(&op, "3.1.0", 30_000, 8192).await;
+    publish_offer(&op, offer_to_device(id, "rel-310", 1, &m)).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("updated.toml");
     let text = config_text(
@@ -638,22 +572,8 @@ async fn committed_and_rolled_back_events_carry_the_update_id() {
             .expect("idle");
     }
     // Large enough for several install progress reports (one per 256 KiB copied).
-    let m = op
-        .publish_bundle(
-            &bundle("1.3.0", Behaviour::Normal, 900_000),
-            COMPATIBLE,
-            &v("1.3.0"),
-            64 * 1024,
-        )
-        .await
-        .expect("bundle");
-    op.publish_offer(
-        &offer_to_group("canary", "rel-130", 1, &m).expect("offer"),
-        None,
-        None,
-    )
-    .await
-    .expect("offer");
+    let m = publish_bundle(&op, "1.3.0", 900_000, 64 * 1024).await;
+    publish_offer(&op, offer_to_group("canary", "rel-130", 1, &m)).await;
     // Install progress is in the retained state, not only in events.
     let s = watch
         .wait_state("stn-good", WAIT, |s| {
@@ -698,13 +618,7 @@ async fn a_station_restarted_while_held_before_install_stays_held_until_resumed(
     op.publish_chunks(&m, &b, 0..10).await.expect("chunks");
     op.publish_manifest(&m, None).await.expect("manifest");
     let stn = spawn(id, &broker, &op.public_hex(), StationOptions::default());
-    op.publish_offer(
-        &offer_to_device(id, "rel-140", 1, &m).expect("offer"),
-        None,
-        None,
-    )
-    .await
-    .expect("offer");
+    publish_offer(&op, offer_to_device(id, "rel-140", 1, &m)).await;
     watch
         .wait_state(id, WAIT, |s| {
             s.progress.is_some_and(|p| p.done_bytes == 10 * 4096)
