@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use fleet_core::ports::{BootControl, BootStatus, InstallRequest, Installer, PortError};
 use fleet_core::rollout::{
     Control, ControlRefused, Effective, Scope, accept_control, decide_control,
-    decide_offer_under_control,
+    decide_offer_under_control, responsible,
 };
 use fleet_core::slot::Slot;
 use fleet_core::time::Now;
@@ -843,12 +843,7 @@ where
 
     /// The control message responsible for `reason`, as (scope, sequence).
     fn culprit(&self, reason: &RejectReason) -> (Option<Scope>, Option<u64>) {
-        let found = self.controls.controls.values().find(|c| match reason {
-            RejectReason::Frozen => c.freeze,
-            RejectReason::Halted { update_id } => c.halted.contains(update_id),
-            RejectReason::Pinned { pin, .. } => c.pin.as_ref() == Some(pin),
-            _ => false,
-        });
+        let found = responsible(self.controls.controls.values(), reason);
         (found.map(|c| c.scope.clone()), found.map(|c| c.sequence))
     }
 

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleet_core::ids::{DeviceId, GroupId, UpdateId, Version};
-use fleet_core::rollout::{Control, Effective, accept_control, decide_control};
+use fleet_core::rollout::{Control, Effective, accept_control, decide_control, responsible};
 use fleet_core::slot::Slot;
 use fleet_core::time::Now;
 use fleet_core::update::{
@@ -545,12 +545,14 @@ impl SimStation {
         version: &Version,
         reason: RejectReason,
     ) {
+        let by = responsible(self.controls.values(), &reason);
+        let (scope, control_sequence) = (by.map(|c| c.scope.clone()), by.map(|c| c.sequence));
         let held = Held {
             update_id: update_id.clone(),
             version: version.clone(),
             reason: reason.clone(),
-            scope: None,
-            control_sequence: None,
+            scope: scope.clone(),
+            control_sequence,
         };
         if self.holding.as_ref() != Some(&held) {
             self.holding = Some(held);
@@ -558,8 +560,8 @@ impl SimStation {
                 update_id: update_id.clone(),
                 sequence,
                 reason,
-                scope: None,
-                control_sequence: None,
+                scope,
+                control_sequence,
             };
             self.publish_event(client, report).await;
         }

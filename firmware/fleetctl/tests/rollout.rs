@@ -402,6 +402,10 @@ async fn a_frozen_fleet_installs_nothing_until_unfrozen_and_a_pinned_station_nev
         let h = held(&rows, id).unwrap_or_else(|| panic!("{id} reports nothing held"));
         assert_eq!(h.update_id, u);
         assert!(
+            h.scope.is_some(),
+            "{id} names the control holding it: {h:?}"
+        );
+        assert!(
             matches!(
                 h.reason,
                 fleet_core::update::RejectReason::Frozen

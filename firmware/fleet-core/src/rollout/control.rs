@@ -148,6 +148,20 @@ pub fn decide_control(
     Ok(())
 }
 
+/// The control among `controls` that produced `reason` (a refusal of [`decide_control`]): the
+/// one that freezes, halts that update, or sets that pin. `None` for any other reason.
+pub fn responsible<'a>(
+    controls: impl IntoIterator<Item = &'a Control>,
+    reason: &RejectReason,
+) -> Option<&'a Control> {
+    controls.into_iter().find(|c| match reason {
+        RejectReason::Frozen => c.freeze,
+        RejectReason::Halted { update_id } => c.halted.contains(update_id),
+        RejectReason::Pinned { pin, .. } => c.pin.as_ref() == Some(pin),
+        _ => false,
+    })
+}
+
 /// Offer admission under the controls in force: [`crate::update::decide_offer`]'s rules, then
 /// [`decide_control`]. What a station's shell calls instead of `decide_offer` once it follows
 /// control topics; before installing it calls [`decide_control`] again.

@@ -10,7 +10,7 @@ mod tests;
 
 pub use control::{
     Control, ControlRefused, Effective, Scope, accept_control, decide_control,
-    decide_offer_under_control,
+    decide_offer_under_control, responsible,
 };
 pub use decide::{Decision, HaltReason, Progress, Status, Tally, WaitReason, decide};
 pub use plan::{Plan, PlanError, WaveSpec, Window};

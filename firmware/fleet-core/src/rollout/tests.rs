@@ -348,3 +348,27 @@ fn admission_under_control_applies_the_offer_rules_first_then_the_controls() {
         decide_offer_under_control(&ctx, &Effective::default(), &offer(4), verdict, now).is_ok()
     );
 }
+
+#[test]
+fn the_control_responsible_for_a_refusal_is_the_one_that_causes_it() {
+    use crate::rollout::responsible;
+    let u = UpdateId::new("rel-2").expect("valid");
+    let mut fleet = control(Scope::Fleet, 4);
+    let mut group = control(Scope::Group(GroupId::new("field").expect("valid")), 7);
+    let mut device = control(Scope::Device(dev("stn-1")), 9);
+    fleet.freeze = true;
+    group.halted = vec![u.clone()];
+    device.pin = Some(Version::new(1, 5, 0));
+    let all = [&fleet, &group, &device];
+    let seq = |r: &RejectReason| responsible(all, r).map(|c| c.sequence);
+    assert_eq!(seq(&RejectReason::Frozen), Some(4));
+    assert_eq!(seq(&RejectReason::Halted { update_id: u }), Some(7));
+    assert_eq!(
+        seq(&RejectReason::Pinned {
+            pin: Version::new(1, 5, 0),
+            offered: Version::new(2, 0, 0)
+        }),
+        Some(9)
+    );
+    assert_eq!(seq(&RejectReason::BadSignature), None);
+}
