@@ -1,150 +1,20 @@
 //! Staged rollouts over 100 simulated stations on a real mosquitto: waves, auto-halt, and a
 //! rollout resumed by a second `fleetctl` process.
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
-use fleet_core::ids::{DeviceId, GroupId, Version};
-use fleet_core::rollout::{Decision, HaltReason, Plan, Status, WaveSpec};
-use fleet_core::update::{RolloutPercent, wave};
+mod common;
+
+use common::{STALE, fixture, pct, plan};
+use fleet_core::ids::{DeviceId, Version};
+use fleet_core::rollout::{Decision, HaltReason, Status};
 use fleet_proto::Limits;
 use fleet_proto::rollout::RolloutRecord;
-use fleet_testkit::Mosquitto;
-use fleetctl::connection::BrokerAddr;
-use fleetctl::publish::PushRequest;
 use fleetctl::rollout;
-use fleetctl::sim::{FleetOptions, SimFleet, StationSpec};
-use fleetctl::target::Target;
 
 const STATIONS: usize = 100;
-const INSTALL: Duration = Duration::from_millis(150);
 /// Every test ends well within this; a stuck rollout fails instead of hanging.
 const DEADLINE: Duration = Duration::from_secs(40);
-const STALE: Duration = Duration::from_secs(600);
-
-struct Fixture {
-    _broker: Mosquitto,
-    addr: BrokerAddr,
-    dir: tempfile::TempDir,
-    key: SigningKey,
-    key_path: PathBuf,
-    group: GroupId,
-    chunk_delay: Duration,
-}
-
-fn fixture() -> Fixture {
-    let broker = Mosquitto::start().expect("mosquitto");
-    let addr = BrokerAddr {
-        host: broker.host().to_owned(),
-        port: broker.port(),
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let made = fleetctl::keys::generate(&dir.path().join("k.key.pem"), &dir.path().join("k.pub"))
-        .expect("keys");
-    let key = fleetctl::keys::load_signing_key(&made.private_path).expect("load");
-    Fixture {
-        _broker: broker,
-        addr,
-        key_path: made.private_path.clone(),
-        dir,
-        key,
-        group: GroupId::new("field").expect("valid"),
-        chunk_delay: Duration::ZERO,
-    }
-}
-
-fn pct(p: u8) -> WaveSpec {
-    WaveSpec::Percent(RolloutPercent::new(p).expect("valid"))
-}
-
-fn plan(group: &GroupId) -> Plan {
-    Plan {
-        group: group.clone(),
-        waves: vec![pct(10), pct(40), pct(100)],
-        min_stations: 5,
-        success_percent: 90,
-        failure_percent: 20,
-        wave_timeout_s: None,
-        window: None,
-    }
-}
-
-impl Fixture {
-    fn request(&self) -> PushRequest {
-        let bundle = self.dir.path().join("update-2.0.0.raucb");
-        let bytes: Vec<u8> = (0..16 * 1024u32).map(|i| (i * 7 + 3) as u8).collect();
-        std::fs::write(&bundle, bytes).expect("bundle");
-        let mut r = PushRequest::new(
-            bundle,
-            Target::Group(self.group.clone()),
-            Version::new(2, 0, 0),
-            "fleet-sim".into(),
-        );
-        r.chunk_size = 4096;
-        r
-    }
-
-    /// The stations with their waves for the update `req` will produce.
-    fn stations(&self, plan: &Plan, req: &PushRequest) -> Vec<(DeviceId, usize)> {
-        let manifest = fleetctl::publish::describe_bundle(req).expect("describe");
-        let u = fleetctl::publish::derived_update_id(&req.version, &manifest.bundle_id);
-        (0..STATIONS)
-            .map(|i| {
-                let d = DeviceId::new(format!("stn-{i:03}")).expect("valid");
-                let w = plan
-                    .wave_of(&d, wave::bucket(&d, &u))
-                    .expect("the last wave is 100%");
-                (d, w)
-            })
-            .collect()
-    }
-
-    async fn fleet(&self, stations: &[(DeviceId, usize)], fails: &BTreeSet<DeviceId>) -> SimFleet {
-        let opts = FleetOptions {
-            addr: self.addr.clone(),
-            trusted: [self.key.verifying_key()].into_iter().collect(),
-            compatible: "fleet-sim".into(),
-            factory_version: Version::new(1, 0, 0),
-            limits: Limits::DEFAULT,
-            start_spacing: Duration::ZERO,
-        };
-        let specs = stations
-            .iter()
-            .map(|(d, _)| StationSpec {
-                device_id: d.clone(),
-                groups: vec![self.group.clone()],
-                fails: fails.contains(d),
-                install_time: INSTALL,
-                chunk_delay: self.chunk_delay,
-                link_drop_every: None,
-            })
-            .collect();
-        let fleet = SimFleet::start(opts, specs).await;
-        // Every station announced itself before the rollout starts.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-        loop {
-            let rows = fleetctl::status::read(&self.addr, STALE, &Limits::DEFAULT)
-                .await
-                .expect("status");
-            if rows.iter().filter(|r| r.state.is_some()).count() == stations.len() {
-                break;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "stations did not come up"
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        fleet
-    }
-
-    async fn tick(&self) -> rollout::Tick {
-        rollout::tick(&self.addr, &self.key, None, STALE, &Limits::DEFAULT)
-            .await
-            .expect("tick")
-    }
-}
 
 fn members(stations: &[(DeviceId, usize)], waves: &[usize]) -> BTreeSet<DeviceId> {
     stations
@@ -157,9 +27,9 @@ fn members(stations: &[(DeviceId, usize)], waves: &[usize]) -> BTreeSet<DeviceId
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_wave_rollout_over_a_hundred_stations_advances_wave_by_wave() {
     let f = fixture();
-    let plan = plan(&f.group);
+    let plan = plan(&f.group, &[10, 40, 100], 5);
     let req = f.request();
-    let stations = f.stations(&plan, &req);
+    let stations = f.stations(STATIONS, &plan, &req);
     let fleet = f.fleet(&stations, &BTreeSet::new()).await;
     let rec = rollout::start(&f.addr, &f.key, plan, req)
         .await
@@ -205,9 +75,9 @@ async fn a_three_wave_rollout_over_a_hundred_stations_advances_wave_by_wave() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_percent_failures_in_wave_two_halt_the_rollout_and_nobody_later_installs() {
     let f = fixture();
-    let plan = plan(&f.group);
+    let plan = plan(&f.group, &[10, 40, 100], 5);
     let req = f.request();
-    let stations = f.stations(&plan, &req);
+    let stations = f.stations(STATIONS, &plan, &req);
     let wave2: Vec<&DeviceId> = stations
         .iter()
         .filter(|(_, w)| *w == 1)
@@ -270,9 +140,9 @@ fn fleetctl(args: &[&str]) -> std::process::Output {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_resumed_from_a_second_fleetctl_continues_where_the_first_stopped() {
     let f = fixture();
-    let plan = plan(&f.group);
+    let plan = plan(&f.group, &[10, 40, 100], 5);
     let req = f.request();
-    let stations = f.stations(&plan, &req);
+    let stations = f.stations(STATIONS, &plan, &req);
     let fleet = f.fleet(&stations, &BTreeSet::new()).await;
     let rec = rollout::start(&f.addr, &f.key, plan, req)
         .await
@@ -302,7 +172,7 @@ async fn a_rollout_resumed_from_a_second_fleetctl_continues_where_the_first_stop
 
     // A second fleetctl process, with only the broker and the key, resumes and drives it.
     let broker = f.addr.to_string();
-    let key = f.key_path.to_str().expect("utf-8 path");
+    let key = f.key_arg();
     let status = fleetctl(&["rollout", "status", "--broker", &broker, "--json"]);
     assert!(status.status.success(), "{status:?}");
     let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("json");
@@ -363,10 +233,14 @@ async fn a_rollout_resumed_from_a_second_fleetctl_continues_where_the_first_stop
 async fn a_frozen_fleet_installs_nothing_until_unfrozen_and_a_pinned_station_never_does() {
     use fleet_core::rollout::Scope;
     let f = fixture();
-    let mut plan = plan(&f.group);
+    let mut plan = plan(&f.group, &[10, 40, 100], 5);
     plan.waves = vec![pct(100)];
     let req = f.request();
-    let stations: Vec<(DeviceId, usize)> = f.stations(&plan, &req).into_iter().take(20).collect();
+    let stations: Vec<(DeviceId, usize)> = f
+        .stations(STATIONS, &plan, &req)
+        .into_iter()
+        .take(20)
+        .collect();
     let pinned = stations[0].0.clone();
     let fleet = f.fleet(&stations, &BTreeSet::new()).await;
     let limits = Limits::DEFAULT;
@@ -456,10 +330,14 @@ async fn stations_halted_during_their_download_do_not_install_until_the_rollout_
     let mut f = fixture();
     // Slow links: the download takes seconds, so the halt arrives while it is under way.
     f.chunk_delay = Duration::from_millis(600);
-    let mut plan = plan(&f.group);
+    let mut plan = plan(&f.group, &[10, 40, 100], 5);
     plan.waves = vec![pct(100)];
     let req = f.request();
-    let stations: Vec<(DeviceId, usize)> = f.stations(&plan, &req).into_iter().take(20).collect();
+    let stations: Vec<(DeviceId, usize)> = f
+        .stations(STATIONS, &plan, &req)
+        .into_iter()
+        .take(20)
+        .collect();
     let fleet = f.fleet(&stations, &BTreeSet::new()).await;
     let limits = Limits::DEFAULT;
     let rec = rollout::start(&f.addr, &f.key, plan, req)

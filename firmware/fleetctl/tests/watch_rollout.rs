@@ -5,136 +5,23 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ed25519_dalek::SigningKey;
-use fleet_core::ids::{DeviceId, GroupId, UpdateId, Version};
-use fleet_core::rollout::{Plan, Status, WaveSpec};
-use fleet_core::update::{PhaseName, RolloutPercent, wave};
+mod common;
+
+use common::{Fixture, STALE, fixture, plan};
+use fleet_core::ids::{DeviceId, UpdateId};
+use fleet_core::rollout::Status;
+use fleet_core::update::PhaseName;
 use fleet_proto::Limits;
-use fleet_testkit::Mosquitto;
-use fleetctl::connection::BrokerAddr;
-use fleetctl::publish::PushRequest;
 use fleetctl::rollout::{self, RolloutView};
 use fleetctl::rollout_watch::{
     RolloutEnd, RolloutSink, RolloutWatchOptions, RolloutWatchSummary, follow, subscribe,
 };
-use fleetctl::sim::{FleetOptions, SimFleet, StationSpec};
 use fleetctl::status::StationRow;
-use fleetctl::target::Target;
 
-const STALE: Duration = Duration::from_secs(600);
 /// Every wait ends well within this; a stuck rollout fails instead of hanging.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-struct Fixture {
-    _broker: Mosquitto,
-    addr: BrokerAddr,
-    dir: tempfile::TempDir,
-    key: SigningKey,
-    key_path: String,
-    group: GroupId,
-}
-
-fn fixture() -> Fixture {
-    let broker = Mosquitto::start().expect("mosquitto");
-    let addr = BrokerAddr {
-        host: broker.host().to_owned(),
-        port: broker.port(),
-    };
-    let dir = tempfile::tempdir().expect("tempdir");
-    let made = fleetctl::keys::generate(&dir.path().join("k.key.pem"), &dir.path().join("k.pub"))
-        .expect("keys");
-    let key = fleetctl::keys::load_signing_key(&made.private_path).expect("load");
-    Fixture {
-        _broker: broker,
-        addr,
-        key_path: made.private_path.to_str().expect("utf-8").to_owned(),
-        dir,
-        key,
-        group: GroupId::new("field").expect("valid"),
-    }
-}
-
-fn plan(group: &GroupId, waves: &[u8]) -> Plan {
-    Plan {
-        group: group.clone(),
-        waves: waves
-            .iter()
-            .map(|p| WaveSpec::Percent(RolloutPercent::new(*p).expect("valid")))
-            .collect(),
-        min_stations: 3,
-        success_percent: 90,
-        failure_percent: 20,
-        wave_timeout_s: None,
-        window: None,
-    }
-}
-
 impl Fixture {
-    fn request(&self) -> PushRequest {
-        let bundle = self.dir.path().join("update-2.0.0.raucb");
-        let bytes: Vec<u8> = (0..16 * 1024u32).map(|i| (i * 7 + 3) as u8).collect();
-        std::fs::write(&bundle, bytes).expect("bundle");
-        let mut r = PushRequest::new(
-            bundle,
-            Target::Group(self.group.clone()),
-            Version::new(2, 0, 0),
-            "fleet-sim".into(),
-        );
-        r.chunk_size = 4096;
-        r
-    }
-
-    /// `n` stations with the wave each is in for the update `req` will produce.
-    fn stations(&self, n: usize, plan: &Plan, req: &PushRequest) -> Vec<(DeviceId, usize)> {
-        let manifest = fleetctl::publish::describe_bundle(req).expect("describe");
-        let u = fleetctl::publish::derived_update_id(&req.version, &manifest.bundle_id);
-        (0..n)
-            .map(|i| {
-                let d = DeviceId::new(format!("stn-{i:03}")).expect("valid");
-                let w = plan
-                    .wave_of(&d, wave::bucket(&d, &u))
-                    .expect("the last wave is 100%");
-                (d, w)
-            })
-            .collect()
-    }
-
-    async fn fleet(
-        &self,
-        stations: &[(DeviceId, usize)],
-        fails: &BTreeSet<DeviceId>,
-        chunk_delay: Duration,
-    ) -> SimFleet {
-        let opts = FleetOptions {
-            addr: self.addr.clone(),
-            trusted: [self.key.verifying_key()].into_iter().collect(),
-            compatible: "fleet-sim".into(),
-            factory_version: Version::new(1, 0, 0),
-            limits: Limits::DEFAULT,
-            start_spacing: Duration::ZERO,
-        };
-        let specs = stations
-            .iter()
-            .map(|(d, _)| StationSpec {
-                device_id: d.clone(),
-                groups: vec![self.group.clone()],
-                fails: fails.contains(d),
-                install_time: Duration::from_millis(100),
-                chunk_delay,
-                link_drop_every: None,
-            })
-            .collect();
-        let fleet = SimFleet::start(opts, specs).await;
-        self.until("every station announced itself", || async {
-            let rows = fleetctl::status::read(&self.addr, STALE, &Limits::DEFAULT)
-                .await
-                .expect("status");
-            rows.iter().filter(|r| r.state.is_some()).count() == stations.len()
-        })
-        .await;
-        fleet
-    }
-
     async fn until<F: std::future::Future<Output = bool>>(
         &self,
         what: &str,
@@ -150,12 +37,6 @@ impl Fixture {
         }
     }
 
-    async fn tick(&self) -> rollout::Tick {
-        rollout::tick(&self.addr, &self.key, None, STALE, &Limits::DEFAULT)
-            .await
-            .expect("tick")
-    }
-
     /// Runs `fleetctl watch --rollout` (stdout is a pipe: line mode, or JSON lines).
     fn watch_cli(&self, extra: &[&str]) -> std::process::Output {
         let broker = self.addr.to_string();
@@ -165,7 +46,7 @@ impl Fixture {
             "--broker",
             &broker,
             "--key",
-            &self.key_path,
+            self.key_arg(),
             "--timeout",
             "20s",
         ];
@@ -208,13 +89,14 @@ impl RolloutSink for Views {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watch_of_a_running_rollout_follows_its_waves_with_the_simulators_counts() {
-    let f = fixture();
-    let plan = plan(&f.group, &[30, 100]);
+    let mut f = fixture();
+    f.install_time = Duration::from_millis(100);
+    let plan = plan(&f.group, &[30, 100], 3);
     let req = f.request();
     let stations = f.stations(30, &plan, &req);
     let (wave1, wave2) = (members(&stations, 0), members(&stations, 1));
     assert!(wave1.len() >= 3 && wave2.len() >= 3, "{stations:?}");
-    let fleet = f.fleet(&stations, &BTreeSet::new(), Duration::ZERO).await;
+    let fleet = f.fleet(&stations, &BTreeSet::new()).await;
     let rec = rollout::start(&f.addr, &f.key, plan, req)
         .await
         .expect("start");
@@ -279,8 +161,9 @@ async fn the_watch_of_a_running_rollout_follows_its_waves_with_the_simulators_co
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_halted_rollouts_watch_shows_why_and_the_failures_with_their_reasons() {
-    let f = fixture();
-    let plan = plan(&f.group, &[50, 100]);
+    let mut f = fixture();
+    f.install_time = Duration::from_millis(100);
+    let plan = plan(&f.group, &[50, 100], 3);
     let req = f.request();
     let stations = f.stations(20, &plan, &req);
     let wave1 = members(&stations, 0);
@@ -289,7 +172,7 @@ async fn a_halted_rollouts_watch_shows_why_and_the_failures_with_their_reasons()
         .take(wave1.len().div_ceil(2))
         .cloned()
         .collect();
-    let fleet = f.fleet(&stations, &fails, Duration::ZERO).await;
+    let fleet = f.fleet(&stations, &fails).await;
     let rec = rollout::start(&f.addr, &f.key, plan, req)
         .await
         .expect("start");
@@ -361,14 +244,14 @@ async fn a_halted_rollouts_watch_shows_why_and_the_failures_with_their_reasons()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stations_a_halt_stops_after_their_download_are_counted_as_held() {
-    let f = fixture();
-    let plan = plan(&f.group, &[100]);
+    let mut f = fixture();
+    f.install_time = Duration::from_millis(100);
+    let plan = plan(&f.group, &[100], 3);
     let req = f.request();
     let stations = f.stations(8, &plan, &req);
     // Slow links: the halt arrives while the download is under way.
-    let fleet = f
-        .fleet(&stations, &BTreeSet::new(), Duration::from_millis(500))
-        .await;
+    f.chunk_delay = Duration::from_millis(500);
+    let fleet = f.fleet(&stations, &BTreeSet::new()).await;
     rollout::start(&f.addr, &f.key, plan, req)
         .await
         .expect("start");
