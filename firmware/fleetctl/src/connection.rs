@@ -415,7 +415,25 @@ const FALLBACK_QUIET: Duration = Duration::from_secs(2);
 /// publications do not extend it). Without the marker the read ends after
 /// `FALLBACK_QUIET` of silence. A slow machine therefore cannot cut the read short, which
 /// matters: a missed offer would make `push` pick a sequence stations refuse.
+///
+/// A read is idempotent: when the broker drops the connection (rumqttd sometimes closes a
+/// fresh one abruptly) it is read once more on a new connection before the error is returned.
 pub async fn collect_retained(
+    addr: &BrokerAddr,
+    filters: &[String],
+    quiet: Duration,
+    max_messages: usize,
+) -> Result<Vec<Message>, ConnectionError> {
+    match collect_retained_once(addr, filters, quiet, max_messages).await {
+        Err(e @ (ConnectionError::Connect { .. } | ConnectionError::Lost { .. })) => {
+            tracing::warn!(error = %e, "broker dropped the read connection; reading again");
+            collect_retained_once(addr, filters, quiet, max_messages).await
+        }
+        other => other,
+    }
+}
+
+async fn collect_retained_once(
     addr: &BrokerAddr,
     filters: &[String],
     quiet: Duration,
