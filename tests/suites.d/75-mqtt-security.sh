@@ -69,7 +69,8 @@ as() { # identity, then mosquitto_pub/sub arguments
 pub() { local id=$1; shift; as "$id" mosquitto_pub -i "pub-$id-$RANDOM" "$@"; }
 
 # The operator's view of everything published.
-as operator mosquitto_sub -i watch -t 'fleet/v1/#' -v >"$tmp/seen" 2>"$tmp/sub.err" &
+# exec: $! is mosquitto_sub itself (not a subshell around it), so cleanup really stops it.
+as operator exec mosquitto_sub -i watch -t 'fleet/v1/#' -v >"$tmp/seen" 2>"$tmp/sub.err" &
 sub_pid=$!
 sleep 1
 marker() { # publishes a marker as the operator and waits until the watcher saw it
