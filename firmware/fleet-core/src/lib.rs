@@ -16,6 +16,7 @@ pub mod ports;
 pub mod retention;
 pub mod rollout;
 pub mod slot;
+pub mod station;
 pub mod time;
 pub mod trust;
 pub mod update;

@@ -47,8 +47,10 @@ use crate::slot::{Slot, SlotHealth};
 use crate::time::Now;
 use crate::update::digest::{BundleId, KeyId, Sha256Digest};
 use crate::update::offer::{
-    AdmissionContext, Offer, RejectReason, SignatureVerdict, Station, decide_offer, truncate,
+    AdmissionContext, Admitted, Offer, RejectReason, SignatureVerdict, Station, decide_offer,
+    truncate,
 };
+pub use crate::update::phase::PhaseName;
 use crate::update::report::{
     BootOp, DownloadFailure, FallbackCause, Outcome, Report, Stage, VerifyFailure,
 };
@@ -172,21 +174,6 @@ pub enum Phase {
     },
 }
 
-/// The name of a [`Phase`], as reported in the station state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PhaseName {
-    Idle,
-    Downloading,
-    Verifying,
-    Installing,
-    ArmingTrial,
-    Rebooting,
-    HealthChecking,
-    Committing,
-    RollingBack,
-}
-
 impl Phase {
     #[must_use]
     pub fn name(&self) -> PhaseName {
@@ -277,7 +264,9 @@ impl State {
         }
     }
 
-    fn admission(&self) -> AdmissionContext<'_> {
+    /// What offer admission ([`decide_offer`]) judges against in this state.
+    #[must_use]
+    pub fn admission(&self) -> AdmissionContext<'_> {
         AdmissionContext {
             station: &self.station,
             installed: &self.committed_version,
@@ -298,6 +287,9 @@ pub enum Event {
         offer: Offer,
         verdict: SignatureVerdict,
     },
+    /// An offer that already passed [`decide_offer`] (the station's admission, which runs
+    /// the rules once, against this same state, and the controls in force after them).
+    OfferAdmitted { offer: Offer, admitted: Admitted },
     /// A message on an offer topic that fleet-proto refused before an offer could be read
     /// (bad signature, unknown key, malformed, oversize). Only reported.
     OfferUnusable { reason: RejectReason },
@@ -350,6 +342,7 @@ pub enum Event {
 pub enum EventName {
     Started,
     OfferReceived,
+    OfferAdmitted,
     OfferUnusable,
     DownloadProgress,
     DownloadComplete,
@@ -373,6 +366,7 @@ impl Event {
         match self {
             Event::Started(_) => EventName::Started,
             Event::OfferReceived { .. } => EventName::OfferReceived,
+            Event::OfferAdmitted { .. } => EventName::OfferAdmitted,
             Event::OfferUnusable { .. } => EventName::OfferUnusable,
             Event::DownloadProgress { .. } => EventName::DownloadProgress,
             Event::DownloadComplete { .. } => EventName::DownloadComplete,
@@ -515,6 +509,9 @@ fn step_consistent(state: &State, event: Event, now: Now) -> Result<Transition, 
         (_, Event::Started(status)) => on_started(&mut next, status, &mut actions),
         (_, Event::OfferReceived { offer, verdict }) => {
             on_offer(&mut next, offer, *verdict, now, &mut actions);
+        }
+        (_, Event::OfferAdmitted { offer, admitted }) => {
+            on_admitted(&mut next, offer, *admitted, &mut actions);
         }
         (_, Event::OfferUnusable { reason }) => {
             actions.push(Action::Report(Report::OfferRejected {
@@ -1219,6 +1216,18 @@ fn on_offer(
     now: Now,
     actions: &mut Vec<Action>,
 ) {
+    match decide_offer(&next.admission(), offer, verdict, now) {
+        Ok(admitted) => on_admitted(next, offer, admitted, actions),
+        Err(reason) => actions.push(Action::Report(Report::OfferRejected {
+            update_id: Some(offer.update_id.clone()),
+            sequence: Some(offer.sequence),
+            reason,
+        })),
+    }
+}
+
+/// An admitted offer: taken up when the station is free for it, else refused as busy.
+fn on_admitted(next: &mut State, offer: &Offer, admitted: Admitted, actions: &mut Vec<Action>) {
     let rejected = |reason: RejectReason| {
         Action::Report(Report::OfferRejected {
             update_id: Some(offer.update_id.clone()),
@@ -1226,13 +1235,17 @@ fn on_offer(
             reason,
         })
     };
-    let admitted = match decide_offer(&next.admission(), offer, verdict, now) {
-        Ok(a) => a,
-        Err(reason) => {
-            actions.push(rejected(reason));
-            return;
-        }
-    };
+    // Admission ran against this state; a replay guard stays here all the same, so no input
+    // order can make the engine accept a sequence twice.
+    if let Some(last) = next.last_sequence
+        && offer.sequence <= last
+    {
+        actions.push(rejected(RejectReason::Replayed {
+            sequence: offer.sequence,
+            last_accepted: last,
+        }));
+        return;
+    }
     if next.booted != next.committed {
         actions.push(rejected(RejectReason::Busy {
             phase: next.phase.name(),

@@ -125,7 +125,7 @@ fn applies(phase: PhaseName, event: EventName) -> bool {
     use EventName as E;
     use PhaseName as P;
     match event {
-        E::Started | E::OfferReceived | E::OfferUnusable => true,
+        E::Started | E::OfferReceived | E::OfferAdmitted | E::OfferUnusable => true,
         E::DownloadProgress | E::DownloadComplete | E::DownloadFailed => phase == P::Downloading,
         E::BundleVerified | E::BundleVerifyFailed => phase == P::Verifying,
         E::InstallProgress | E::Installed | E::InstallFailed => phase == P::Installing,

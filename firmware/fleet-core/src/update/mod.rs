@@ -4,6 +4,7 @@
 pub mod digest;
 pub mod engine;
 pub mod offer;
+pub mod phase;
 pub mod report;
 pub mod wave;
 

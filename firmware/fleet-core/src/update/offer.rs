@@ -21,6 +21,7 @@ use crate::ids::{DeviceId, GroupId, UpdateId, Version};
 use crate::time::Now;
 use crate::update::digest::{BundleId, KeyId, Sha256Digest};
 use crate::update::wave;
+pub use crate::update::wave::{PercentError, RolloutPercent};
 
 /// Longest `compatible` string accepted anywhere, in bytes.
 pub const MAX_COMPATIBLE_LEN: usize = 64;
@@ -45,48 +46,6 @@ pub enum Downgrade {
     Refuse,
     /// Any version is accepted (rollback to an older release, or reinstalling the same one).
     Allow,
-}
-
-/// A rollout percentage, 1..=100.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(try_from = "u8", into = "u8")]
-pub struct RolloutPercent(u8);
-
-/// A percentage outside 1..=100.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("unable to accept rollout percentage {0}: expected 1..=100")]
-pub struct PercentError(pub u8);
-
-impl RolloutPercent {
-    /// Everyone.
-    pub const ALL: RolloutPercent = RolloutPercent(100);
-
-    /// Validates `p` (1..=100).
-    pub fn new(p: u8) -> Result<Self, PercentError> {
-        if (1..=100).contains(&p) {
-            Ok(Self(p))
-        } else {
-            Err(PercentError(p))
-        }
-    }
-
-    #[must_use]
-    pub fn get(self) -> u8 {
-        self.0
-    }
-}
-
-impl TryFrom<u8> for RolloutPercent {
-    type Error = PercentError;
-    fn try_from(p: u8) -> Result<Self, PercentError> {
-        Self::new(p)
-    }
-}
-
-impl From<RolloutPercent> for u8 {
-    fn from(p: RolloutPercent) -> u8 {
-        p.0
-    }
 }
 
 /// The signed payload of an offer (the envelope kind `offer`). JSON, kebab-case keys, unknown
@@ -208,7 +167,7 @@ pub enum RejectReason {
     /// An update is past the point where it can be abandoned; the shell re-offers the retained
     /// offer when the engine is idle again.
     Busy {
-        phase: crate::update::engine::PhaseName,
+        phase: crate::update::phase::PhaseName,
     },
     // --- operator controls (see `crate::rollout::control`) ---
     /// An emergency freeze is in force: no new install starts.

@@ -6,10 +6,52 @@
 //! restarts and across offers: re-signing the same `update-id` with a higher percentage keeps
 //! every station already in the wave and adds more (a station in the 10 % wave is in the 50 %
 //! wave). A new `update-id` reshuffles the buckets, so the same stations are not always first.
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::ids::{DeviceId, UpdateId};
-use crate::update::offer::RolloutPercent;
+
+/// A rollout percentage, 1..=100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub struct RolloutPercent(u8);
+
+/// A percentage outside 1..=100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unable to accept rollout percentage {0}: expected 1..=100")]
+pub struct PercentError(pub u8);
+
+impl RolloutPercent {
+    /// Everyone.
+    pub const ALL: RolloutPercent = RolloutPercent(100);
+
+    /// Validates `p` (1..=100).
+    pub fn new(p: u8) -> Result<Self, PercentError> {
+        if (1..=100).contains(&p) {
+            Ok(Self(p))
+        } else {
+            Err(PercentError(p))
+        }
+    }
+
+    #[must_use]
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+
+impl TryFrom<u8> for RolloutPercent {
+    type Error = PercentError;
+    fn try_from(p: u8) -> Result<Self, PercentError> {
+        Self::new(p)
+    }
+}
+
+impl From<RolloutPercent> for u8 {
+    fn from(p: RolloutPercent) -> u8 {
+        p.0
+    }
+}
 
 /// Domain separation for the wave hash.
 const WAVE_DOMAIN: &[u8] = b"fleet/v1/wave\0";
