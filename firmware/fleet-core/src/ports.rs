@@ -85,6 +85,9 @@ pub struct InstallProgress {
 pub struct InstallRequest<'a> {
     /// A complete bundle on `/data` whose bytes the station has already verified.
     pub bundle: &'a Path,
+    /// The slot to write: the inactive one, chosen by the update engine. An installer never
+    /// chooses: it refuses a request whose slot is not the inactive slot.
+    pub slot: Slot,
     /// Id of this install, echoed in logs and reports (RAUC `transaction-id`).
     pub transaction: &'a str,
     /// The manifest hash the offer promised, when the installer can check it (RAUC
@@ -104,7 +107,8 @@ pub struct Installed {
 pub trait Installer: Send + Sync {
     type Error: PortError;
 
-    /// Installs the bundle into the inactive slot and arms it for one trial boot. Reports
+    /// Installs the bundle into `request.slot` (refused unless it is the inactive slot) and
+    /// arms it for one trial boot. Reports
     /// progress through `progress` as it happens. Must not return `Ok` unless the slot was
     /// written completely; on `Err` the inactive slot is not primary.
     fn install(

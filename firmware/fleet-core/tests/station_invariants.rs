@@ -432,3 +432,38 @@ proptest! {
         })?;
     }
 }
+
+/// The properties above are only worth something if the random runs reach what they guard:
+/// installs, holds and retractions of waiting offers.
+#[test]
+fn the_random_runs_reach_installs_holds_and_retractions() {
+    use proptest::strategy::ValueTree as _;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let (mut installed, mut held, mut retracted) = (0, 0, 0);
+    for _ in 0..256 {
+        let steps = steps().new_tree(&mut runner).expect("a run").current();
+        let mut saw_retraction = false;
+        run(&steps, |h, _, actions| {
+            installed += installs(actions).count();
+            held += actions
+                .iter()
+                .filter(|a| {
+                    matches!(
+                        a,
+                        Action::Report {
+                            report: Report::OfferHeld { .. },
+                            ..
+                        }
+                    )
+                })
+                .count();
+            saw_retraction |= !h.retracted.is_empty();
+            Ok(())
+        })
+        .expect("no property is checked here");
+        retracted += usize::from(saw_retraction);
+    }
+    assert!(installed >= 25, "{installed} installs in 256 runs");
+    assert!(held >= 25, "{held} holds in 256 runs");
+    assert!(retracted >= 5, "{retracted} runs retracted a waiting offer");
+}

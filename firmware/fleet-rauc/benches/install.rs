@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fleet_core::ports::{InstallRequest, Installer};
+use fleet_core::slot::Slot;
 use fleet_testkit::rauc::{self as station, Station, bundle, lenient};
 use fleet_testkit::rauc_fixtures_or_skip as fixtures_or_skip;
 
@@ -42,6 +43,7 @@ async fn bench() {
         let transaction = format!("bench-{round}");
         let request = InstallRequest {
             bundle: &path,
+            slot: Slot::B,
             transaction: &transaction,
             manifest_hash: None,
         };

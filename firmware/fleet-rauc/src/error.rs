@@ -48,6 +48,15 @@ pub enum RaucError {
     ManifestHashUnsupported { bundle: PathBuf },
     #[error("unable to install bundle {bundle}: the path must be absolute and valid utf-8")]
     BundlePath { bundle: PathBuf },
+    #[error(
+        "unable to install bundle {bundle} into slot {requested}: slot {booted} runs, so only slot {inactive} may be written"
+    )]
+    WrongSlot {
+        bundle: PathBuf,
+        requested: fleet_core::slot::Slot,
+        booted: fleet_core::slot::Slot,
+        inactive: fleet_core::slot::Slot,
+    },
     #[error("unable to find rauc slot for {what}: {detail}")]
     UnknownSlot { what: String, detail: String },
     #[error("unable to parse version {text:?} of rauc slot {slot}")]
@@ -93,6 +102,7 @@ impl RaucError {
             RaucError::Refused { .. }
             | RaucError::ManifestHashUnsupported { .. }
             | RaucError::BundlePath { .. }
+            | RaucError::WrongSlot { .. }
             | RaucError::UnknownSlot { .. }
             | RaucError::Version { .. }
             | RaucError::NotArmed { .. } => false,

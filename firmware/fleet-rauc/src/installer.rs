@@ -286,7 +286,18 @@ impl RaucClient {
         // its name starts it (asking the bus for the owner does not).
         let table = self.slots().await?;
         let owner = self.owner().await?;
-        let target = self.booted_in(&table).await?.other();
+        // The slot comes with the request (the update engine chose it); RAUC writes the
+        // inactive slot, so anything else is refused before RAUC is asked.
+        let booted = self.booted_in(&table).await?;
+        let target = request.slot;
+        if target != booted.other() {
+            return Err(RaucError::WrongSlot {
+                bundle: bundle.to_owned(),
+                requested: target,
+                booted,
+                inactive: booted.other(),
+            });
+        }
         let target_name = table.get(target)?.name.clone();
         info!(bundle = %bundle.display(), transaction = request.transaction, target = %target,
             rauc_slot = %target_name, rauc = %owner, "install starting");

@@ -36,6 +36,7 @@ async fn good_bundle_lands_in_the_other_slot_with_progress_and_becomes_primary()
     let path = bundle(f, "good-2.0.0");
     let request = InstallRequest {
         bundle: &path,
+        slot: Slot::B,
         transaction: "test-good-1",
         manifest_hash: Some(hash.trim()),
     };
@@ -99,6 +100,7 @@ async fn every_broken_bundle_is_refused_with_raucs_reason_and_leaves_the_slot_un
         let path = bundle(f, name);
         let request = InstallRequest {
             bundle: &path,
+            slot: Slot::B,
             transaction: name,
             manifest_hash: None,
         };
@@ -138,6 +140,7 @@ async fn rauc_killed_mid_install_is_reported_as_a_retryable_restart() {
     let on_progress = move |p: InstallProgress| sink.lock().expect("not poisoned").push(p);
     let request = InstallRequest {
         bundle: &path,
+        slot: Slot::B,
         transaction: "test-kill-1",
         manifest_hash: None,
     };
@@ -186,6 +189,7 @@ async fn rauc_killed_mid_install_is_reported_as_a_retryable_restart() {
     let client = station.client(lenient()).await;
     let request = InstallRequest {
         bundle: &path,
+        slot: Slot::B,
         transaction: "test-kill-2",
         manifest_hash: None,
     };
@@ -209,6 +213,7 @@ async fn a_manifest_hash_rauc_cannot_check_is_not_silently_dropped() {
     let wrong = "0".repeat(64);
     let request = InstallRequest {
         bundle: &path,
+        slot: Slot::B,
         transaction: "test-hash-1",
         manifest_hash: Some(&wrong),
     };
@@ -276,6 +281,7 @@ async fn installing_while_rauc_is_down_is_a_retryable_error() {
     let path = bundle(f, "good-2.0.0");
     let request = InstallRequest {
         bundle: &path,
+        slot: Slot::B,
         transaction: "test-down-1",
         manifest_hash: None,
     };
@@ -297,6 +303,7 @@ async fn a_second_install_while_one_runs_is_busy_and_the_first_still_completes()
     let second_path = bundle(f, "good-2.1.0");
     let first = InstallRequest {
         bundle: &first_path,
+        slot: Slot::B,
         transaction: "test-busy-1",
         manifest_hash: None,
     };
@@ -311,6 +318,7 @@ async fn a_second_install_while_one_runs_is_busy_and_the_first_still_completes()
         }
         let request = InstallRequest {
             bundle: &second_path,
+            slot: Slot::B,
             transaction: "test-busy-2",
             manifest_hash: None,
         };
@@ -343,6 +351,7 @@ async fn the_bus_dying_mid_install_is_reported_as_a_lost_connection() {
     let path = bundle(f, "good-2.0.0");
     let request = InstallRequest {
         bundle: &path,
+        slot: Slot::B,
         transaction: "test-bus-1",
         manifest_hash: None,
     };
@@ -380,4 +389,41 @@ async fn the_bus_dying_mid_install_is_reported_as_a_lost_connection() {
         "got {error}"
     );
     assert!(error.is_retryable());
+}
+
+#[tokio::test]
+async fn a_request_to_write_the_booted_slot_is_refused_before_rauc_is_asked() {
+    let f = fixtures_or_skip!();
+    let mut station = Station::start().expect("station starts");
+    let client = station.client(lenient()).await;
+    let before = (station.slot_hash(Slot::A), station.slot_hash(Slot::B));
+    let path = bundle(f, "good-2.0.0");
+    let request = InstallRequest {
+        bundle: &path,
+        slot: Slot::A,
+        transaction: "test-wrong-slot",
+        manifest_hash: None,
+    };
+    let error = client
+        .install(request, &|_| {})
+        .await
+        .expect_err("the booted slot is never written");
+    assert!(
+        matches!(
+            error,
+            RaucError::WrongSlot {
+                requested: Slot::A,
+                booted: Slot::A,
+                inactive: Slot::B,
+                ..
+            }
+        ),
+        "got {error}"
+    );
+    assert!(!error.is_retryable());
+    assert_eq!(
+        (station.slot_hash(Slot::A), station.slot_hash(Slot::B)),
+        before
+    );
+    assert_eq!(client.primary().await.expect("primary"), Slot::A);
 }

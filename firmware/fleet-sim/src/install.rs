@@ -65,7 +65,14 @@ impl Installer for SimInstaller {
                 found: header.compatible,
             });
         }
-        let target = self.boot.status()?.booted.other();
+        let booted = self.boot.status()?.booted;
+        let target = request.slot;
+        if target != booted.other() {
+            return Err(SimError::WrongSlot {
+                requested: target,
+                booted,
+            });
+        }
         // The slot being overwritten must never be booted half-written: mark it bad first.
         self.boot.mark_bad(target)?;
         self.boot.forget_image(target)?;
@@ -169,6 +176,7 @@ mod tests {
             .install(
                 InstallRequest {
                     bundle: &bundle_path,
+                    slot: Slot::B,
                     transaction: "t1",
                     manifest_hash: None,
                 },
@@ -209,6 +217,7 @@ mod tests {
             .install(
                 InstallRequest {
                     bundle: &bundle_path,
+                    slot: Slot::B,
                     transaction: "t",
                     manifest_hash: None,
                 },
@@ -217,6 +226,45 @@ mod tests {
             .await
             .expect_err("refused");
         assert!(matches!(err, SimError::Incompatible { .. }));
+        assert!(boot.image_meta(Slot::B).expect("meta").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_request_for_the_running_slot_is_refused_and_nothing_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let boot = SimBootloader::new(dir.path().join("station"));
+        boot.provision(&semver::Version::new(1, 0, 0))
+            .expect("provision");
+        let bundle_path = dir.path().join("b.bundle");
+        bundle::write(
+            &bundle_path,
+            &semver::Version::new(1, 1, 0),
+            "fleet-sim",
+            Behaviour::Normal,
+            b"x",
+        )
+        .expect("bundle");
+        let before = boot.status().expect("status");
+        let err = SimInstaller::new(boot.clone(), "fleet-sim")
+            .install(
+                InstallRequest {
+                    bundle: &bundle_path,
+                    slot: Slot::A,
+                    transaction: "t",
+                    manifest_hash: None,
+                },
+                &|_| {},
+            )
+            .await
+            .expect_err("refused");
+        assert!(matches!(
+            err,
+            SimError::WrongSlot {
+                requested: Slot::A,
+                booted: Slot::A
+            }
+        ));
+        assert_eq!(boot.status().expect("status"), before);
         assert!(boot.image_meta(Slot::B).expect("meta").is_none());
     }
 }

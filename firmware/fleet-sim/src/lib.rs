@@ -38,6 +38,13 @@ use std::path::PathBuf;
 /// A failed simulated-station operation.
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
+    #[error(
+        "unable to install into slot {requested}: slot {booted} runs, so only its other slot may be written"
+    )]
+    WrongSlot {
+        requested: fleet_core::slot::Slot,
+        booted: fleet_core::slot::Slot,
+    },
     #[error("unable to read {path}: {source}")]
     Read {
         path: PathBuf,

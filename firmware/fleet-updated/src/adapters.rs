@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use fleet_bootctl::{BootctlError, TrybootBackend, UbootBackend};
 use fleet_core::boot::uboot::View;
+use fleet_core::boot::{RebootKind, tryboot_reboot_kind, uboot_needs_arming};
 use fleet_core::ports::{
     BootControl, BootStatus, InstallProgress, InstallRequest, Installed, Installer, PortError,
 };
@@ -30,8 +31,8 @@ use fleet_rauc::{ManifestHashCheck, RaucClient, RaucError, RaucOptions};
 use fleet_sim::{SimBootloader, SimError, SimInstaller};
 use serde::Deserialize;
 
-use crate::daemon::Deps;
 use crate::health::StationHealth;
+use crate::ports::Deps;
 
 /// Which installer writes the slots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -187,10 +188,10 @@ impl BootControl for StationBoot {
         match &self.flow {
             BootFlow::Tryboot(b) => Ok(b.arm_trial(slot)?),
             BootFlow::Uboot(b) => {
-                // Running the trial slot already: the trial goes on and the boot script keeps
-                // counting its boots down (`BOOT_x_LEFT`), so the next failed check reboots
-                // into it with one boot fewer and the attempts end on the old slot.
-                if b.booted()? == slot && View::of(&b.read_env()?, b.attempts).trial == Some(slot) {
+                // The rule is the core's (`fleet_core::boot::uboot_needs_arming`): running the
+                // armed trial already, the boot script keeps counting its boots down.
+                let view = View::of(&b.read_env()?, b.attempts);
+                if !uboot_needs_arming(b.booted()?, &view, slot) {
                     tracing::info!(slot = %slot, "trial still armed; the boot script counts its attempts");
                     return Ok(());
                 }
@@ -386,7 +387,7 @@ pub fn reboot(boot: &StationBoot, into: Slot, command: &[String]) -> Result<(), 
         BootFlow::Sim(_) => return Ok(()),
         BootFlow::Tryboot(t) => {
             let committed = t.read_state().map_err(RebootError::Flow)?.committed();
-            if into != committed {
+            if tryboot_reboot_kind(into, committed) == RebootKind::Trial {
                 t.reboot_into_trial().map_err(RebootError::Flow)?;
                 return Ok(());
             }
@@ -459,64 +460,4 @@ pub fn station_deps(
         installer: Arc::new(installer),
         health: Arc::new(health),
     }
-}
-
-/// The ports named by a configuration could not be built.
-#[derive(Debug, thiserror::Error)]
-pub enum BuildError {
-    #[error("unable to use the boot flow configuration: {0}")]
-    Bootctl(#[from] fleet_bootctl::ConfigError),
-    #[error("unable to use boot-flow {wanted:?}: {path} configures the {found} flow")]
-    FlowMismatch {
-        wanted: BootFlowKind,
-        path: PathBuf,
-        found: &'static str,
-    },
-    #[error("unable to build the {what}: {why}")]
-    Missing {
-        what: &'static str,
-        why: &'static str,
-    },
-}
-
-/// Builds the ports a configuration names (no connection is made yet: RAUC is reached at
-/// the first install). Errors are configuration errors (exit code 2).
-pub fn from_config(cfg: &crate::Config) -> Result<StationDeps, BuildError> {
-    let sim_boot = cfg.sim.as_ref().map(|s| SimBootloader::new(&s.root));
-    let flow = match cfg.boot_flow {
-        BootFlowKind::Sim => BootFlow::Sim(sim_boot.clone().ok_or(BuildError::Missing {
-            what: "simulated boot flow",
-            why: "no [sim] section",
-        })?),
-        kind => {
-            let path = cfg.bootctl_config.clone().ok_or(BuildError::Missing {
-                what: "boot flow",
-                why: "no bootctl-config",
-            })?;
-            match (kind, fleet_bootctl::Config::load(&path)?) {
-                (BootFlowKind::Tryboot, fleet_bootctl::Config::Tryboot(t)) => BootFlow::Tryboot(t),
-                (BootFlowKind::Uboot, fleet_bootctl::Config::Uboot(u)) => BootFlow::Uboot(u),
-                (wanted, other) => {
-                    return Err(BuildError::FlowMismatch {
-                        wanted,
-                        path,
-                        found: other.flow_name(),
-                    });
-                }
-            }
-        }
-    };
-    let installer = station_installer(cfg.installer, &cfg.rauc, sim_boot.as_ref(), &cfg.compatible)
-        .ok_or(BuildError::Missing {
-            what: "simulated installer",
-            why: "no [sim] section",
-        })?;
-    Ok(station_deps(
-        StationBoot {
-            flow,
-            version_file: cfg.version_file.clone(),
-        },
-        installer,
-        StationHealth::new(cfg.health.clone()),
-    ))
 }

@@ -11,10 +11,8 @@ use serde::de::DeserializeOwned;
 
 use crate::durable;
 
-/// Format version of the journal file.
-const JOURNAL_VERSION: u32 = 1;
-/// Largest journal accepted on load, in bytes.
-pub const MAX_JOURNAL_BYTES: u64 = 1024 * 1024;
+use fleet_core::update::journal::OnDisk;
+pub use fleet_core::update::journal::{JOURNAL_PATH, JOURNAL_VERSION, MAX_JOURNAL_BYTES};
 
 /// A failed journal operation.
 #[derive(Debug, thiserror::Error)]
@@ -37,13 +35,6 @@ pub enum JournalError {
     TooLarge { path: PathBuf },
 }
 
-#[derive(Serialize, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct OnDisk<T> {
-    v: u32,
-    state: T,
-}
-
 /// The journal file of one station.
 #[derive(Debug, Clone)]
 pub struct Journal {
@@ -55,7 +46,7 @@ impl Journal {
     #[must_use]
     pub fn under(data_dir: &Path) -> Self {
         Self {
-            path: data_dir.join("fleet").join("updated").join("journal.json"),
+            path: data_dir.join(JOURNAL_PATH),
         }
     }
 

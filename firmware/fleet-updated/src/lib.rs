@@ -24,7 +24,7 @@
 //!
 //! # Ports
 //! `BootControl` and `Installer` are `fleet-core` ports; [`HealthCheck`] lives here until
-//! `fleet-core` has one. [`adapters::from_config`] builds them from the configuration
+//! `fleet-core` has one. [`wiring::from_config`] builds them from the configuration
 //! (`installer = "rauc" | "sim"`, `boot-flow = "tryboot" | "uboot" | "sim"`): RAUC over D-Bus
 //! (`fleet-rauc`), `fleet-bootctl`'s boot flows, and [`health::StationHealth`] (systemd units,
 //! the recorder's status file, the MQTT session, commands; judged by the pure
@@ -68,11 +68,14 @@ pub mod durable;
 pub mod floor;
 pub mod health;
 pub mod journal;
+pub mod ports;
 pub mod sim;
 pub mod trust_store;
+pub mod wiring;
 
 pub use config::Config;
-pub use daemon::{Deps, Exit, HealthCheck, HealthFailure, RunError, RunStats, run};
+pub use daemon::{Exit, RunError, RunStats, run};
+pub use ports::{Deps, HealthCheck, HealthFailure};
 
 /// Exit code of the binary when the engine asks for a reboot.
 pub const EXIT_REBOOT: i32 = 10;

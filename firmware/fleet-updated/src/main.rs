@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use fleet_updated::adapters::{self, BootFlowKind, InstallerKind};
+use fleet_updated::wiring;
 use fleet_updated::{Config, EXIT_INVALID_CONFIG, EXIT_REBOOT, Exit, sim};
 
 #[derive(Debug, Parser)]
@@ -41,7 +42,7 @@ fn main() -> ExitCode {
         }
     };
     let simulated = config.installer == InstallerKind::Sim && config.boot_flow == BootFlowKind::Sim;
-    if !simulated && let Err(e) = adapters::from_config(&config) {
+    if !simulated && let Err(e) = wiring::from_config(&config) {
         eprintln!("{}: {e}", args.config.display());
         return exit_code(EXIT_INVALID_CONFIG);
     }
@@ -132,7 +133,7 @@ fn real_main(args: Args, config: Config) -> anyhow::Result<ExitCode> {
             }
         };
         if config.installer != InstallerKind::Sim || config.boot_flow != BootFlowKind::Sim {
-            let deps = adapters::from_config(&config)?;
+            let deps = wiring::from_config(&config)?;
             let boot = deps.boot.clone();
             let command = config.reboot_command.clone();
             let (exit, _) = fleet_updated::run(config, deps, stop).await?;

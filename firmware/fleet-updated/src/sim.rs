@@ -8,7 +8,8 @@ use fleet_sim::{SimBootloader, SimError, SimHealth, SimInstaller};
 use tokio::sync::watch;
 
 use crate::config::{Config, SimConfig};
-use crate::daemon::{self, Deps, Exit, HealthCheck, HealthFailure, RunError, RunStats};
+use crate::daemon::{self, Exit, RunError, RunStats};
+use crate::ports::{Deps, HealthCheck, HealthFailure};
 
 /// Most boots one [`run_sim_station`] call goes through (bounds a station that keeps
 /// rebooting).

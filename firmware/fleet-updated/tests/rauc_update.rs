@@ -18,7 +18,7 @@ use fleet_core::update::{FallbackCause, Outcome, PhaseName, Report, Stage};
 use fleet_testkit::operator::test_key;
 use fleet_testkit::rauc::{self, COMPATIBLE, Station as Rauc};
 use fleet_testkit::{Mosquitto, Operator, Watcher, rauc_fixtures_or_skip};
-use fleet_updated::{Config, Exit, adapters};
+use fleet_updated::{Config, Exit, wiring};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -111,7 +111,7 @@ timeout-secs = 2
 
     /// Starts the daemon with the ports its configuration names.
     fn start(&mut self) {
-        let deps = adapters::from_config(&self.config).expect("ports from the configuration");
+        let deps = wiring::from_config(&self.config).expect("ports from the configuration");
         let (tx, mut rx) = watch::channel(false);
         let config = self.config.clone();
         self.task = Some(tokio::spawn(async move {

@@ -6,8 +6,8 @@ use std::time::Duration;
 /// Largest CMS signature read from the end of a bundle file (a manifest and a certificate
 /// chain are a few KiB).
 pub const MAX_CMS_BYTES: u64 = 1024 * 1024;
-/// Largest updater journal read (the updater's own limit).
-pub const MAX_JOURNAL_BYTES: u64 = 1024 * 1024;
+/// Largest updater journal read: the updater's own limit, from the journal's definition.
+pub use fleet_core::update::journal::MAX_JOURNAL_BYTES;
 /// Most entries of `<data>/fleet/` a factory reset lists (a sane station has a handful).
 pub const MAX_ENTRIES: usize = 4096;
 /// Most journal lines `fleet logs` asks for: a 115200-baud console prints about 140 lines a

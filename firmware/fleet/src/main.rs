@@ -598,6 +598,7 @@ fn install(cfg: &Config, path: &Path) -> Outcome {
         let client = rauc_client_with(cfg, options).await?;
         let request = InstallRequest {
             bundle: &path,
+            slot: target,
             transaction: &transaction,
             manifest_hash: None,
         };

@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use fleet_core::update::engine::{Phase, State};
+use fleet_core::update::journal::{
+    JOURNAL_PATH, JOURNAL_VERSION, MAX_JOURNAL_BYTES, OnDisk, Saved,
+};
 use fleet_core::update::{FallbackCause, Outcome};
 use serde_json::Value;
-
-use crate::limits::MAX_JOURNAL_BYTES;
 
 /// What the journal says.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +28,7 @@ pub enum Pending {
 /// The journal file under `data_root`.
 #[must_use]
 pub fn journal_path(data_root: &Path) -> PathBuf {
-    data_root.join("fleet/updated/journal.json")
+    data_root.join(JOURNAL_PATH)
 }
 
 /// Reads the journal; never fails (a bad journal is reported as such).
@@ -65,9 +66,18 @@ pub fn read(data_root: &Path) -> Pending {
     parse(&bytes)
 }
 
-/// Parses journal bytes (`{"v":1,"state":{"engine":{...},...}}`).
+/// Parses journal bytes with the journal's one definition
+/// (`fleet_core::update::journal`: `{"v":1,"state":{"engine":{...},...}}`). A journal this
+/// release cannot read (another release's, or damaged) still yields its phase name when it has
+/// one.
 #[must_use]
 pub fn parse(bytes: &[u8]) -> Pending {
+    let typed = serde_json::from_slice::<OnDisk<Saved>>(bytes);
+    if let Ok(disk) = &typed
+        && disk.v == JOURNAL_VERSION
+    {
+        return Pending::Known(Box::new(disk.state.engine.clone()));
+    }
     let value: Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
         Err(e) => {
@@ -83,22 +93,21 @@ pub fn parse(bytes: &[u8]) -> Pending {
         .and_then(|p| p.get("phase"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    if value.get("v").and_then(Value::as_u64) != Some(1) {
+    if value.get("v").and_then(Value::as_u64) != Some(u64::from(JOURNAL_VERSION)) {
         return Pending::Unreadable {
             phase,
             reason: "unknown journal version".into(),
         };
     }
-    match engine.map(|e| serde_json::from_value::<State>(e.clone())) {
-        Some(Ok(state)) => Pending::Known(Box::new(state)),
-        Some(Err(e)) => Pending::Unreadable {
-            phase,
-            reason: e.to_string(),
-        },
-        None => Pending::Unreadable {
+    if engine.is_none() {
+        return Pending::Unreadable {
             phase,
             reason: "no engine state".into(),
-        },
+        };
+    }
+    Pending::Unreadable {
+        phase,
+        reason: typed.err().map_or_else(String::new, |e| e.to_string()),
     }
 }
 

@@ -66,5 +66,35 @@ pub enum Rejected {
     NoTrialPending,
 }
 
+/// How the station reboots into `into`: on a flow with a one-shot trial flag (tryboot), a slot
+/// other than the committed one is reached only by a trial reboot (which spends an attempt);
+/// everything else is a plain reboot, and the boot flow picks the slot itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RebootKind {
+    /// Reboot with the firmware's one-shot trial flag.
+    Trial,
+    /// An ordinary reboot.
+    Plain,
+}
+
+/// The reboot a tryboot station makes to reach `into`, given its committed slot.
+#[must_use]
+pub fn tryboot_reboot_kind(into: Slot, committed: Slot) -> RebootKind {
+    if into == committed {
+        RebootKind::Plain
+    } else {
+        RebootKind::Trial
+    }
+}
+
+/// Whether arming a trial of `slot` must write the U-Boot environment: not when the station
+/// already runs `slot` as the armed trial (a restart during the trial, or a health check
+/// retried on the same boot). Arming again there would reset `BOOT_x_LEFT` and let a slot
+/// that keeps failing boot forever; the boot script counts its attempts instead.
+#[must_use]
+pub fn uboot_needs_arming(booted: Slot, view: &uboot::View, slot: Slot) -> bool {
+    !(booted == slot && view.trial == Some(slot))
+}
+
 #[cfg(test)]
 mod tests;

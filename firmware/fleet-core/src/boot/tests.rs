@@ -893,3 +893,36 @@ fn uboot_station_boots_a_good_slot_after_a_power_loss_between_any_two_writes() {
         }
     }
 }
+
+#[test]
+fn a_tryboot_station_reaches_only_its_committed_slot_with_a_plain_reboot() {
+    use super::{RebootKind, tryboot_reboot_kind};
+    for committed in [Slot::A, Slot::B] {
+        assert_eq!(tryboot_reboot_kind(committed, committed), RebootKind::Plain);
+        assert_eq!(
+            tryboot_reboot_kind(committed.other(), committed),
+            RebootKind::Trial
+        );
+    }
+}
+
+#[test]
+fn a_uboot_trial_running_on_its_slot_is_not_armed_again() {
+    use super::uboot_needs_arming;
+    let armed_b = View::of(
+        &env(&[
+            ("BOOT_ORDER", "B A"),
+            ("BOOT_B_LEFT", "2"),
+            (uboot::FLEET_TRIAL, "B"),
+        ]),
+        DEFAULT_ATTEMPTS,
+    );
+    assert_eq!(armed_b.trial, Some(Slot::B));
+    // Running the armed trial: the boot script counts; arming again would reset the count.
+    assert!(!uboot_needs_arming(Slot::B, &armed_b, Slot::B));
+    // Came back on A: the trial of B is armed again.
+    assert!(uboot_needs_arming(Slot::A, &armed_b, Slot::B));
+    let settled = View::of(&env(&[("BOOT_ORDER", "A B")]), DEFAULT_ATTEMPTS);
+    assert!(uboot_needs_arming(Slot::A, &settled, Slot::B));
+    assert!(uboot_needs_arming(Slot::B, &settled, Slot::B));
+}

@@ -3,6 +3,7 @@
 //! in [`wave`]. See [`engine`] for the shell's contract and the invariants.
 pub mod digest;
 pub mod engine;
+pub mod journal;
 pub mod offer;
 pub mod phase;
 pub mod report;
@@ -10,6 +11,8 @@ pub mod wave;
 
 #[cfg(test)]
 mod engine_tests;
+#[cfg(test)]
+mod engine_trial_tests;
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]

@@ -23,7 +23,7 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::daemon::{HealthCheck, HealthFailure};
+use crate::ports::{HealthCheck, HealthFailure};
 
 pub mod verdict;
 

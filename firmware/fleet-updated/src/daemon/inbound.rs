@@ -1,0 +1,147 @@
+//! MQTT messages to station inputs: the envelope is opened here (`fleet-proto` checks the
+//! signature against the trusted keys), everything else is the station's call.
+use fleet_core::ports::{BootControl, Installer};
+use fleet_core::rollout::{Control, Scope};
+use fleet_core::station::{Input, MAX_REFUSAL_DETAIL, MessageDigest, SignedOffer};
+use fleet_core::trust::RotationReject;
+use fleet_core::update::RejectReason;
+use fleet_mqtt::Message;
+use fleet_proto::envelope::{self, Kind};
+use fleet_proto::rollout::parse_control_topic;
+use fleet_proto::trust::{KEY_ROTATION_TOPIC, open_rotation};
+use fleet_proto::{Offer, Topic};
+use sha2::Digest;
+
+use crate::daemon::{HealthCheck, RunError, Shell};
+
+fn digest(bytes: &[u8]) -> MessageDigest {
+    sha2::Sha256::digest(bytes).into()
+}
+
+impl<B, I, H> Shell<B, I, H>
+where
+    B: BootControl + 'static,
+    I: Installer + 'static,
+    H: HealthCheck,
+{
+    pub(super) async fn on_message(&mut self, m: Message) -> Result<(), RunError> {
+        if m.topic == KEY_ROTATION_TOPIC {
+            return match self.rotation_input(&m) {
+                Some(input) => self.feed(input).await,
+                None => Ok(()),
+            };
+        }
+        if let Some(scope) = parse_control_topic(&m.topic) {
+            return match self.control_input(&m, scope) {
+                Some(input) => self.feed(input).await,
+                None => Ok(()),
+            };
+        }
+        let Ok(topic) = Topic::parse(&m.topic) else {
+            tracing::debug!(topic = %m.topic, "message on a topic this station does not read");
+            return Ok(());
+        };
+        match topic {
+            Topic::DeviceOffer(_) | Topic::GroupOffer(_) => {
+                let input = self.offer_input(&m);
+                self.feed(input).await
+            }
+            Topic::BundleManifest(id) => self.on_manifest(id, &m.payload).await,
+            Topic::BundleChunk { bundle_id, index } => {
+                self.on_chunk(bundle_id, index, m.payload).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn offer_input(&self, m: &Message) -> Input {
+        if m.payload.is_empty() {
+            // A cleared retained offer (`fleetctl clear`).
+            return Input::OfferRetracted {
+                topic: m.topic.clone(),
+            };
+        }
+        let digest = digest(&m.payload);
+        match envelope::open_json::<Offer>(&m.payload, Kind::Offer, &self.trusted, &self.limits) {
+            Ok(opened) => Input::Offer {
+                topic: m.topic.clone(),
+                signed: SignedOffer {
+                    offer: opened.value,
+                    key_id: opened.key_id,
+                    digest,
+                },
+            },
+            Err(e) => {
+                tracing::warn!(topic = %m.topic, error = %e, "offer refused");
+                Input::OfferUnusable {
+                    topic: m.topic.clone(),
+                    digest,
+                    reason: e.reject_reason(),
+                }
+            }
+        }
+    }
+
+    fn control_input(&self, m: &Message, topic_scope: Scope) -> Option<Input> {
+        if m.payload.is_empty() {
+            // A cleared retained topic changes nothing: controls are lifted by a newer message.
+            tracing::debug!(topic = %m.topic, "control topic cleared");
+            return None;
+        }
+        Some(
+            match envelope::open_json::<Control>(
+                &m.payload,
+                Kind::Control,
+                &self.trusted,
+                &self.limits,
+            ) {
+                Ok(o) => Input::Control {
+                    topic: m.topic.clone(),
+                    topic_scope,
+                    control: o.value,
+                },
+                Err(e) => {
+                    tracing::warn!(topic = %m.topic, error = %e, "control refused");
+                    Input::ControlUnusable {
+                        topic_scope,
+                        reason: e.reject_reason(),
+                    }
+                }
+            },
+        )
+    }
+
+    fn rotation_input(&self, m: &Message) -> Option<Input> {
+        if m.payload.is_empty() {
+            return None;
+        }
+        let digest = digest(&m.payload);
+        Some(
+            match open_rotation(&m.payload, &self.trusted, &self.limits) {
+                Ok(o) => Input::Rotation {
+                    digest,
+                    rotation: o.value,
+                    signer: o.key_id,
+                },
+                Err(e) => {
+                    let reason = match e.reject_reason() {
+                        RejectReason::UnknownKey { key_id } => {
+                            RotationReject::UnknownKey { key_id }
+                        }
+                        RejectReason::RevokedKey { key_id } => {
+                            RotationReject::RevokedKey { key_id }
+                        }
+                        _ => RotationReject::InvalidRotation {
+                            detail: fleet_core::update::offer::truncate(
+                                &e.to_string(),
+                                MAX_REFUSAL_DETAIL,
+                            ),
+                        },
+                    };
+                    tracing::warn!(?reason, "key rotation refused");
+                    Input::RotationUnusable { digest, reason }
+                }
+            },
+        )
+    }
+}

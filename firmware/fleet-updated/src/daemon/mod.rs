@@ -1,0 +1,323 @@
+//! The daemon: one `select!` loop carrying out what the station decides.
+//!
+//! Every decision is `fleet_core::station::step`'s: the daemon turns MQTT messages and the
+//! results of its work into [`Input`]s, and carries out the returned actions in order
+//! (persisting the named part of the station before anything that follows it). It is a folder
+//! of small rooms:
+//! - `mod.rs`: start-up and the event loop;
+//! - [`store`]: the files the station is persisted in (journal, controls, trusted keys) and the
+//!   version floor;
+//! - [`inbound`]: MQTT messages to inputs (envelopes opened here, with `fleet-proto`);
+//! - [`transfer`]: the chunk transfer of one bundle (manifest, chunk window, stall timer);
+//! - [`execute`]: feeding the station and carrying out its actions;
+//! - [`publish`]: the retained state, events, presence and the goodbye.
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use fleet_core::ports::{BootControl, BootStatus, Installer};
+use fleet_core::rollout::Scope;
+use fleet_core::slot::Slot;
+use fleet_core::station::{Input, Station};
+use fleet_core::time::Now;
+use fleet_core::trust::{BootstrapError, TrustState};
+use fleet_core::update::{BundleId, Policy, PublicKey, State, TrialBootCounting, VerifyFailure};
+use fleet_mqtt::{Session, SessionConfig, SessionEvent, Will};
+use fleet_proto::envelope::TrustedKeys;
+use fleet_proto::payload::Presence;
+use fleet_proto::rollout::control_topic;
+use fleet_proto::trust::{KEY_ROTATION_TOPIC, NotAPoint, trusted_keys};
+use fleet_proto::{Limits, topic};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, WallClock};
+use crate::journal::JournalError;
+use crate::trust_store::TrustStoreError;
+
+pub use crate::ports::{Deps, HealthCheck, HealthFailure};
+
+mod execute;
+mod inbound;
+mod publish;
+mod store;
+mod transfer;
+
+use execute::BootCallError;
+use store::{Counters, Files};
+use transfer::Transfer;
+
+/// Depth of the queue carrying results of background work (verify, install, health checks,
+/// chunk retries) back into the loop. Install progress is dropped, never queued, when full.
+const INTERNAL_CAPACITY: usize = 32;
+
+/// Why [`run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop (SIGTERM, or the shutdown future resolved).
+    Shutdown,
+    /// The engine asked for a reboot into `into`; the journal already holds the intent.
+    /// A real station reboots; the binary exits with [`crate::EXIT_REBOOT`]; the simulated
+    /// runner boots the simulated bootloader and starts the daemon again.
+    Reboot { into: Slot },
+}
+
+/// A failure that stops the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("unable to read the boot status")]
+    BootStatus(#[source] BootCallError),
+    #[error("unable to run blocking work")]
+    Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Trust(#[from] TrustStoreError),
+    #[error("unable to trust the configured keys")]
+    BootstrapKeys(#[from] BootstrapError),
+    #[error("unable to verify with the trusted keys")]
+    KeyPoint(#[from] NotAPoint),
+}
+
+/// Figures of one run, for tests and the benchmark.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RunStats {
+    /// Chunk payload bytes received that were already held.
+    pub resent_chunk_bytes: u64,
+    /// Chunk payload bytes stored.
+    pub stored_chunk_bytes: u64,
+}
+
+/// Results of background work, back into the loop.
+enum Internal {
+    InstallProgress(u8),
+    Installed(Result<fleet_core::ports::Installed, execute::InstallFailure>),
+    Verified(BundleId, Result<(), VerifyFailure>),
+    Health(Result<(), HealthFailure>),
+    ChunkRetry(BundleId, u32),
+}
+
+struct Shell<B, I, H> {
+    cfg: Config,
+    deps: Deps<B, I, H>,
+    limits: Limits,
+    files: Files,
+    /// Everything the station decides with; changed only by `fleet_core::station::step`.
+    station: Station,
+    counters: Counters,
+    boot_status: Option<BootStatus>,
+    session: Session,
+    internal_tx: mpsc::Sender<Internal>,
+    started: Instant,
+    transfer: Option<Transfer>,
+    exit: Option<Exit>,
+    stats: RunStats,
+    /// The version floor last written (or found at or above this).
+    floor: Option<semver::Version>,
+    /// The station's trusted keys as envelope verification keys: every offer, manifest,
+    /// control and rotation is opened with these.
+    trusted: TrustedKeys,
+    /// The installer's last progress, and the last one put into the retained state.
+    install_percent: Option<u8>,
+    install_percent_published: Option<u8>,
+}
+
+/// Runs the station daemon until `shutdown` resolves or the engine asks for a reboot.
+///
+/// Call it again after [`Exit::Reboot`] (after the boot flow ran): the journal carries the
+/// update across.
+pub async fn run<B, I, H>(
+    cfg: Config,
+    deps: Deps<B, I, H>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(Exit, RunStats), RunError>
+where
+    B: BootControl + 'static,
+    I: Installer + 'static,
+    H: HealthCheck,
+{
+    let files = Files::under(&cfg.data_dir);
+    let identity = fleet_core::update::Station {
+        device_id: cfg.device_id.clone(),
+        groups: cfg.groups.clone(),
+        compatible: cfg.compatible.clone(),
+    };
+    let policy = Policy {
+        max_trial_attempts: cfg.update.max_trial_attempts,
+        max_bundle_bytes: cfg.update.download_space_bytes,
+        trial_boot_counting: trial_boot_counting(cfg.boot_flow),
+        ..Policy::default()
+    };
+    let boot_status = execute::boot_call(&deps.boot, |b| b.status())
+        .await
+        .map_err(RunError::BootStatus)?;
+    let (engine, mut counters) = match files.load_journal().await? {
+        Some((engine, counters)) => (engine, counters),
+        None => {
+            let running = boot_status.slot(boot_status.booted);
+            let version = running
+                .version
+                .clone()
+                .unwrap_or_else(|| semver::Version::new(0, 0, 0));
+            let engine = State::new(identity.clone(), policy, boot_status.booted, version);
+            (engine, Counters::default())
+        }
+    };
+    // Identity and tunables come from the configuration at every start.
+    let engine = State {
+        station: identity,
+        policy,
+        ..engine
+    };
+    counters.skip_gap();
+    // The rotated key set wins over the configured one; a damaged trust file stops the daemon
+    // (never a silent fall back to keys that may have been revoked).
+    let bootstrap = TrustState::bootstrap(
+        cfg.trusted_keys
+            .keys()
+            .map(fleet_proto::trust::public_key)
+            .collect::<Vec<PublicKey>>(),
+    )?;
+    let loaded_trust = files.load_trust(bootstrap).await?;
+    let trusted = trusted_keys(&loaded_trust.trust)?;
+    let controls = files.load_controls().await?;
+    let station = Station::new(
+        engine,
+        controls,
+        loaded_trust.trust,
+        loaded_trust.applied_sha256,
+    );
+
+    // Host, port, transport (TLS credentials), keep-alive and backoff from the config.
+    let mut mqtt: SessionConfig = cfg
+        .mqtt
+        .session_config(format!("fleet-updated-{}", cfg.device_id));
+    mqtt.will = Some(Will {
+        topic: topic::device_presence(&cfg.device_id),
+        payload: Presence::Offline.as_bytes().to_vec(),
+        retain: true,
+    });
+    let limits = Limits::DEFAULT;
+    mqtt.limits.max_packet_bytes =
+        limits.max_manifest_bytes.max(limits.max_chunk_bytes) + 64 * 1024;
+    let (session, mut events) = Session::start(mqtt);
+    // Not connected yet: the session subscribes these at every connect.
+    if let Err(e) = session.subscribe_many(&station_topics(&cfg)).await {
+        tracing::error!(error = %e, "unable to subscribe offer and control topics");
+    }
+
+    let (internal_tx, mut internal_rx) = mpsc::channel(INTERNAL_CAPACITY);
+    let mut shell = Shell {
+        cfg,
+        deps,
+        limits,
+        files,
+        station,
+        counters,
+        boot_status: Some(boot_status.clone()),
+        session,
+        internal_tx,
+        started: Instant::now(),
+        transfer: None,
+        exit: None,
+        stats: RunStats::default(),
+        floor: None,
+        trusted,
+        install_percent: None,
+        install_percent_published: None,
+    };
+    shell.persist_journal().await?;
+    shell.raise_floor().await;
+    shell.feed(Input::Started(boot_status)).await?;
+    // systemd (Type=notify): started, and alive at every tick below (WatchdogSec). Without
+    // NOTIFY_SOCKET (tests, simulated stations) these do nothing.
+    if let Err(e) = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]) {
+        tracing::warn!(error = %e, "unable to notify systemd");
+    }
+
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        if let Some(exit) = shell.exit {
+            shell.leave(exit, &mut events).await;
+            return Ok((exit, shell.stats));
+        }
+        tokio::select! {
+            () = &mut shutdown => {
+                shell.leave(Exit::Shutdown, &mut events).await;
+                return Ok((Exit::Shutdown, shell.stats));
+            }
+            ev = events.recv() => match ev {
+                Some(SessionEvent::Connected) => {
+                    shell.deps.health.mqtt_connected(true);
+                    shell.on_connected().await;
+                }
+                Some(SessionEvent::Disconnected { reason, retry_in }) => {
+                    shell.deps.health.mqtt_connected(false);
+                    tracing::warn!(reason, retry_in_ms = retry_in.as_millis() as u64, "broker connection down");
+                }
+                Some(SessionEvent::Message(m)) => shell.on_message(m).await?,
+                None => {
+                    tracing::error!("mqtt session ended");
+                    return Ok((Exit::Shutdown, shell.stats));
+                }
+            },
+            Some(msg) = internal_rx.recv() => shell.on_internal(msg).await?,
+            _ = tick.tick() => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                shell.on_tick().await?;
+            }
+        }
+    }
+}
+
+/// The topics a station reads. Controls and key rotations come first: the broker sends
+/// retained messages in subscription order, so they are in force before offers are judged.
+fn station_topics(cfg: &Config) -> Vec<String> {
+    let mut topics = vec![KEY_ROTATION_TOPIC.to_owned(), control_topic(&Scope::Fleet)];
+    topics.extend(
+        cfg.groups
+            .iter()
+            .map(|g| control_topic(&Scope::Group(g.clone()))),
+    );
+    topics.push(control_topic(&Scope::Device(cfg.device_id.clone())));
+    topics.push(topic::device_offer(&cfg.device_id));
+    topics.extend(cfg.groups.iter().map(topic::group_offer));
+    topics
+}
+
+/// U-Boot boots an armed slot `BOOT_x_LEFT` times and falls back by itself: its fallback is
+/// final. The Pi firmware's tryboot flag is one boot per arming, so the updater counts; the
+/// simulated boot loader is judged like tryboot (each arming one round).
+fn trial_boot_counting(flow: crate::adapters::BootFlowKind) -> TrialBootCounting {
+    match flow {
+        crate::adapters::BootFlowKind::Uboot => TrialBootCounting::BootLoader,
+        crate::adapters::BootFlowKind::Tryboot | crate::adapters::BootFlowKind::Sim => {
+            TrialBootCounting::Updater
+        }
+    }
+}
+
+impl<B, I, H> Shell<B, I, H>
+where
+    B: BootControl + 'static,
+    I: Installer + 'static,
+    H: HealthCheck,
+{
+    fn now(&self) -> Now {
+        let mono = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        match self.cfg.wall_clock {
+            WallClock::Untrusted => Now::untrusted(mono),
+            WallClock::Trusted => {
+                let wall = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                    .unwrap_or(0);
+                Now::trusted(mono, wall)
+            }
+        }
+    }
+}
+
+/// The controls file's content, by control topic.
+type ControlsByTopic = BTreeMap<String, fleet_core::rollout::Control>;

@@ -1,0 +1,406 @@
+//! The chunk transfer of one bundle: subscribe its manifest, check the manifest against the
+//! job, keep a window of chunk subscriptions, store each chunk checked against the manifest,
+//! retry refused chunks, and give up on a stall. Progress, completion and failure go to the
+//! station as inputs.
+use std::collections::{BTreeSet, HashMap};
+use std::time::Instant;
+
+use fleet_core::ports::{BootControl, Installer};
+use fleet_core::station::Input;
+use fleet_core::update::{BundleId, DownloadFailure, Event, RejectReason};
+use fleet_proto::envelope::{self, Kind};
+use fleet_proto::payload::BundleManifest;
+use fleet_proto::topic;
+
+use crate::daemon::{HealthCheck, Internal, RunError, Shell};
+use crate::download::{self, ChunkOutcome, ChunkPlan, Download};
+
+/// Download progress goes to the station (journal, state and an event) once per this many
+/// percent (bounded chatter and journal writes).
+const PROGRESS_STEP_PERCENT: u64 = 1;
+
+/// One download in flight, owned by the loop.
+pub(super) struct Transfer {
+    pub(super) bundle_id: BundleId,
+    size: u64,
+    version: fleet_core::ids::Version,
+    manifest_topic: String,
+    manifest: Option<BundleManifest>,
+    pub(super) store: Option<Download>,
+    /// Chunk indexes subscribed now.
+    window: BTreeSet<u32>,
+    failures: HashMap<u32, u32>,
+    pub(super) last_activity: Instant,
+    last_percent: u64,
+    /// Payload bytes of chunks received that were already held (re-sent).
+    pub(super) resent_bytes: u64,
+}
+
+impl<B, I, H> Shell<B, I, H>
+where
+    B: BootControl + 'static,
+    I: Installer + 'static,
+    H: HealthCheck,
+{
+    pub(super) async fn start_download(
+        &mut self,
+        bundle_id: BundleId,
+        size: u64,
+        version: fleet_core::ids::Version,
+        resume: bool,
+    ) {
+        self.stop_download(None).await;
+        // Only one download at a time: whatever else sits in the download area goes.
+        let data = self.cfg.data_dir.clone();
+        let keep = bundle_id.to_string();
+        match tokio::task::spawn_blocking(move || download::remove_all_except(&data, Some(&keep)))
+            .await
+        {
+            Ok(Ok(freed)) if freed > 0 => tracing::info!(freed, "removed stale downloads"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "unable to clean the download area"),
+            _ => {}
+        }
+        let manifest_topic = topic::bundle_manifest(&bundle_id);
+        tracing::info!(bundle = %bundle_id, size, resume, "download starts");
+        self.transfer = Some(Transfer {
+            bundle_id,
+            size,
+            version,
+            manifest_topic: manifest_topic.clone(),
+            manifest: None,
+            store: None,
+            window: BTreeSet::new(),
+            failures: HashMap::new(),
+            last_activity: Instant::now(),
+            last_percent: 0,
+            resent_bytes: 0,
+        });
+        if let Err(e) = self.session.subscribe(&manifest_topic).await {
+            tracing::warn!(error = %e, "unable to subscribe the manifest");
+        }
+    }
+
+    pub(super) async fn stop_download(&mut self, only: Option<BundleId>) {
+        let Some(t) = &self.transfer else { return };
+        if only.is_some_and(|id| id != t.bundle_id) {
+            return;
+        }
+        let Some(t) = self.transfer.take() else {
+            return;
+        };
+        self.stats.resent_chunk_bytes += t.resent_bytes;
+        let _ = self.session.unsubscribe(&t.manifest_topic).await;
+        for i in &t.window {
+            let _ = self
+                .session
+                .unsubscribe(&topic::bundle_chunk(&t.bundle_id, *i))
+                .await;
+        }
+    }
+
+    async fn fail_download(&mut self, failure: DownloadFailure) -> Result<(), RunError> {
+        let Some(t) = &self.transfer else {
+            return Ok(());
+        };
+        let bundle_id = t.bundle_id;
+        tracing::warn!(bundle = %bundle_id, ?failure, "download failed");
+        self.stop_download(None).await;
+        self.feed(Input::Event(Event::DownloadFailed { bundle_id, failure }))
+            .await
+    }
+
+    pub(super) async fn on_manifest(&mut self, id: BundleId, bytes: &[u8]) -> Result<(), RunError> {
+        let Some(t) = &self.transfer else {
+            return Ok(());
+        };
+        if t.bundle_id != id || t.manifest.is_some() || bytes.is_empty() {
+            return Ok(());
+        }
+        let opened = match envelope::open_json::<BundleManifest>(
+            bytes,
+            Kind::Manifest,
+            &self.trusted,
+            &self.limits,
+        ) {
+            Ok(o) => o.value,
+            Err(e) => {
+                return self
+                    .fail_download(DownloadFailure::BadManifest {
+                        reason: e.reject_reason(),
+                    })
+                    .await;
+            }
+        };
+        if let Err(e) = opened.validate(&self.limits) {
+            return self
+                .fail_download(DownloadFailure::BadManifest {
+                    reason: RejectReason::Malformed { detail: e.0 },
+                })
+                .await;
+        }
+        let mismatch = if opened.bundle_id != t.bundle_id {
+            Some("bundle-id differs from the offer".to_owned())
+        } else if opened.size != t.size {
+            Some(format!(
+                "size {} differs from the offer's {}",
+                opened.size, t.size
+            ))
+        } else if opened.version != t.version {
+            Some(format!(
+                "version {} differs from the offer's {}",
+                opened.version, t.version
+            ))
+        } else if opened.compatible != self.cfg.compatible {
+            Some(format!(
+                "compatible {:?} is not this station's {:?}",
+                fleet_core::update::offer::truncate(&opened.compatible, 64),
+                self.cfg.compatible
+            ))
+        } else {
+            None
+        };
+        if let Some(detail) = mismatch {
+            return self
+                .fail_download(DownloadFailure::ManifestMismatch { detail })
+                .await;
+        }
+        // The allowed space, and what the file system really has left.
+        let data = self.cfg.data_dir.clone();
+        let id = opened.bundle_id.to_string();
+        let fs_free = tokio::task::spawn_blocking(move || download::free_bytes_for(&data, &id))
+            .await?
+            .unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "unable to read free space; relying on the configured limit");
+                u64::MAX
+            });
+        let available = self.cfg.update.download_space_bytes.min(fs_free);
+        if opened.size > available {
+            return self
+                .fail_download(DownloadFailure::NoSpace {
+                    needed: opened.size,
+                    available,
+                })
+                .await;
+        }
+        let plan = ChunkPlan {
+            bundle_id: opened.bundle_id.to_string(),
+            size: opened.size,
+            chunk_size: u64::from(opened.chunk_size),
+            chunks: opened.chunks.iter().map(|c| *c.as_bytes()).collect(),
+        };
+        let data = self.cfg.data_dir.clone();
+        let store = match tokio::task::spawn_blocking(move || Download::open(&data, plan)).await? {
+            Ok(s) => s,
+            Err(e) => {
+                return self
+                    .fail_download(DownloadFailure::Io {
+                        detail: e.to_string(),
+                    })
+                    .await;
+            }
+        };
+        let Some(t) = &mut self.transfer else {
+            return Ok(());
+        };
+        tracing::info!(
+            held = store.held(),
+            chunks = opened.chunks.len(),
+            "manifest accepted"
+        );
+        t.manifest = Some(opened);
+        t.store = Some(store);
+        t.last_activity = Instant::now();
+        self.fill_window().await;
+        self.after_chunk().await
+    }
+
+    /// Subscribes missing chunks until the window is full.
+    async fn fill_window(&mut self) {
+        let Some(t) = &mut self.transfer else { return };
+        let Some(store) = &t.store else { return };
+        let room = self.cfg.update.chunk_window.saturating_sub(t.window.len());
+        if room == 0 {
+            return;
+        }
+        let next: Vec<u32> = store
+            .missing()
+            .filter_map(|i| u32::try_from(i).ok())
+            .filter(|i| !t.window.contains(i) && !t.failures.contains_key(i))
+            .take(room)
+            .collect();
+        if next.is_empty() {
+            return;
+        }
+        t.window.extend(next.iter().copied());
+        let topics: Vec<String> = next
+            .iter()
+            .map(|i| topic::bundle_chunk(&t.bundle_id, *i))
+            .collect();
+        if let Err(e) = self.session.subscribe_many(&topics).await {
+            tracing::warn!(error = %e, "unable to subscribe chunks");
+        }
+    }
+
+    pub(super) async fn on_chunk(
+        &mut self,
+        bundle_id: BundleId,
+        index: u32,
+        bytes: fleet_mqtt::Bytes,
+    ) -> Result<(), RunError> {
+        let Some(t) = &mut self.transfer else {
+            return Ok(());
+        };
+        if t.bundle_id != bundle_id || bytes.is_empty() {
+            return Ok(());
+        }
+        let Some(mut store) = t.store.take() else {
+            return Ok(());
+        };
+        let len = bytes.len() as u64;
+        let (store, outcome) = tokio::task::spawn_blocking(move || {
+            let r = store.accept(index as usize, &bytes);
+            (store, r)
+        })
+        .await?;
+        let Some(t) = &mut self.transfer else {
+            return Ok(());
+        };
+        t.store = Some(store);
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                return self
+                    .fail_download(DownloadFailure::Io {
+                        detail: e.to_string(),
+                    })
+                    .await;
+            }
+        };
+        let chunk_topic = topic::bundle_chunk(&bundle_id, index);
+        match outcome {
+            ChunkOutcome::Stored => {
+                self.stats.stored_chunk_bytes += len;
+                t.last_activity = Instant::now();
+                t.window.remove(&index);
+                let _ = self.session.unsubscribe(&chunk_topic).await;
+                self.fill_window().await;
+                self.after_chunk().await?;
+            }
+            ChunkOutcome::AlreadyHeld => {
+                t.resent_bytes += len;
+                if t.window.remove(&index) {
+                    let _ = self.session.unsubscribe(&chunk_topic).await;
+                }
+            }
+            ChunkOutcome::Refused(refusal) => {
+                tracing::warn!(index, %refusal, "chunk refused");
+                t.window.remove(&index);
+                let _ = self.session.unsubscribe(&chunk_topic).await;
+                let n = t.failures.entry(index).or_insert(0);
+                *n += 1;
+                if *n >= self.cfg.update.chunk_retries {
+                    return self
+                        .fail_download(DownloadFailure::CorruptChunk { index })
+                        .await;
+                }
+                let tx = self.internal_tx.clone();
+                let wait = self.cfg.update.chunk_retry;
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = tx.send(Internal::ChunkRetry(bundle_id, index)).await;
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Subscribes a refused chunk again after its pause.
+    pub(super) async fn retry_chunk(&mut self, bundle_id: BundleId, index: u32) {
+        if let Some(t) = &mut self.transfer
+            && t.bundle_id == bundle_id
+            && !t.window.contains(&index)
+        {
+            t.window.insert(index);
+            let topic = topic::bundle_chunk(&bundle_id, index);
+            if let Err(e) = self.session.subscribe(&topic).await {
+                tracing::warn!(error = %e, "unable to subscribe chunk again");
+            }
+        }
+    }
+
+    /// Reports progress and completes the download when every chunk is held.
+    async fn after_chunk(&mut self) -> Result<(), RunError> {
+        let Some(t) = &mut self.transfer else {
+            return Ok(());
+        };
+        let Some(store) = &t.store else { return Ok(()) };
+        let held = store.held_bytes();
+        let percent = (held * 100).checked_div(t.size).unwrap_or(100);
+        let complete = store.is_complete();
+        let bundle_id = t.bundle_id;
+        if complete {
+            if let Some(store) = t.store.take() {
+                let r = tokio::task::spawn_blocking(move || store.sync()).await?;
+                if let Err(e) = r {
+                    return self
+                        .fail_download(DownloadFailure::Io {
+                            detail: e.to_string(),
+                        })
+                        .await;
+                }
+            }
+            self.stop_download(None).await;
+            self.feed(Input::Event(Event::DownloadProgress {
+                bundle_id,
+                held_bytes: held,
+            }))
+            .await?;
+            return self
+                .feed(Input::Event(Event::DownloadComplete { bundle_id }))
+                .await;
+        }
+        if percent >= t.last_percent + PROGRESS_STEP_PERCENT {
+            t.last_percent = percent;
+            self.feed(Input::Event(Event::DownloadProgress {
+                bundle_id,
+                held_bytes: held,
+            }))
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Gives the download up when nothing arrived for the stall timeout while connected.
+    pub(super) async fn on_tick(&mut self) -> Result<(), RunError> {
+        let stall = self.cfg.update.stall_timeout;
+        let connected = self.session.is_connected();
+        let Some(t) = &mut self.transfer else {
+            return Ok(());
+        };
+        if !connected {
+            // Transport trouble is not a failure: the clock restarts at the next connect.
+            t.last_activity = Instant::now();
+            return Ok(());
+        }
+        if t.last_activity.elapsed() < stall {
+            return Ok(());
+        }
+        let detail = match &t.store {
+            None => format!(
+                "no manifest for bundle {} within {}s",
+                t.bundle_id,
+                stall.as_secs()
+            ),
+            Some(store) => {
+                let missing: Vec<usize> = store.missing().take(8).collect();
+                format!(
+                    "stalled for {}s with {} chunks missing (first: {:?})",
+                    stall.as_secs(),
+                    store.missing().count(),
+                    missing
+                )
+            }
+        };
+        self.fail_download(DownloadFailure::Io { detail }).await
+    }
+}
