@@ -786,8 +786,14 @@ where
 
     async fn on_offer(&mut self, m: &Message) -> Result<(), RunError> {
         if m.payload.is_empty() {
-            // A cleared retained offer (`fleetctl clear`): nothing to do, and an offer held
-            // back on this topic is withdrawn.
+            // A cleared retained offer (`fleetctl clear`): the operator withdrew it. A
+            // retraction wins over anything queued for the topic: an offer held back by a
+            // control or refused as busy is dropped, and the same offer published again later
+            // is judged afresh.
+            if self.busy_offers.remove(&m.topic).is_some() {
+                tracing::info!(topic = %m.topic, "offer refused as busy was withdrawn");
+            }
+            self.seen_offers.remove(&m.topic);
             self.release_offer(&m.topic, false).await;
             return Ok(());
         }
@@ -796,6 +802,9 @@ where
             return Ok(());
         }
         self.seen_offers.insert(m.topic.clone(), digest);
+        // A newer message on the topic replaces whatever was queued for it as busy (queued
+        // again below if it is refused as busy too).
+        self.busy_offers.remove(&m.topic);
         let event = match envelope::open_json::<Offer>(
             &m.payload,
             Kind::Offer,
