@@ -16,7 +16,6 @@ use crate::disk;
 use crate::emergency;
 use crate::index::{Index, IndexError};
 use crate::reconcile::{self, ReconcileError};
-use crate::state_file;
 use crate::watch::{Changes, Watcher};
 
 /// Bound of the write-rate window's samples (one per indexed file).
@@ -628,7 +627,7 @@ impl Daemon {
             deleted.push(rel.clone());
         }
         for d in dirs {
-            let _ = state_file::sync_dir(&d);
+            let _ = fleet_durable::sync_dir(&d);
         }
         if let Err(e) = index.confirm_unlinked(&done) {
             tracing::warn!(error = %e, "unable to confirm deletions; the next start finishes them");
@@ -693,11 +692,10 @@ impl Daemon {
             return;
         };
         let write = || -> std::io::Result<()> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
             let json = serde_json::to_vec_pretty(&self.metrics).map_err(std::io::Error::other)?;
-            state_file::write_atomic(path, &json)
+            Ok(fleet_durable::WriteOptions::new()
+                .create_parents()
+                .write(path, &json)?)
         };
         if let Err(e) = write() {
             tracing::warn!(error = %e, path = %path.display(), "unable to write metrics");
