@@ -466,26 +466,7 @@ impl Daemon {
         if self.index.is_none() || self.refused.is_some() {
             // Panic without the index (or with an index we refuse to trust): file names only.
             if quick.need_bytes > 0 {
-                match emergency::run_once(
-                    &self.cfg.recordings_dir,
-                    &self.cfg.state_dir,
-                    self.cfg.limits.max_scan_depth,
-                    &policy,
-                    disk,
-                    reserve,
-                    rate,
-                    now,
-                ) {
-                    Ok(o) => {
-                        *self
-                            .metrics
-                            .deletions_total
-                            .entry("panic-no-index".into())
-                            .or_default() += o.deleted.len() as u64;
-                        outcome.deleted = o.deleted;
-                    }
-                    Err(e) => tracing::error!(error = %e, "emergency deletion failed"),
-                }
+                outcome.deleted = self.delete_without_index(&policy, disk, reserve, rate, now);
             }
             self.update_metrics(disk, reserve, rate, now, &quick);
             return Ok(outcome);
@@ -523,26 +504,7 @@ impl Daemon {
                 Some(deleted) => outcome.deleted = deleted,
                 None => {
                     // The index cannot record deletions: protect the disk by file names.
-                    match emergency::run_once(
-                        &self.cfg.recordings_dir,
-                        &self.cfg.state_dir,
-                        self.cfg.limits.max_scan_depth,
-                        &policy,
-                        disk,
-                        reserve,
-                        rate,
-                        now,
-                    ) {
-                        Ok(o) => {
-                            *self
-                                .metrics
-                                .deletions_total
-                                .entry("panic-no-index".into())
-                                .or_default() += o.deleted.len() as u64;
-                            outcome.deleted = o.deleted;
-                        }
-                        Err(e) => tracing::error!(error = %e, "emergency deletion failed"),
-                    }
+                    outcome.deleted = self.delete_without_index(&policy, disk, reserve, rate, now);
                 }
             }
             outcome.shortfall_bytes = plan.shortfall_bytes();
@@ -647,6 +609,41 @@ impl Daemon {
             match ballast::create(&path, size) {
                 Ok(()) => tracing::info!(bytes = size, "ballast restored"),
                 Err(e) => tracing::warn!(error = %e, "unable to restore the ballast"),
+            }
+        }
+    }
+
+    /// Deletes by file names alone (no index, or one that cannot record deletions) and
+    /// counts what went; returns the deleted paths.
+    fn delete_without_index(
+        &mut self,
+        policy: &retention::Policy,
+        disk: Disk,
+        reserve: u64,
+        rate: u64,
+        now: Now,
+    ) -> Vec<String> {
+        match emergency::run_once(
+            &self.cfg.recordings_dir,
+            &self.cfg.state_dir,
+            self.cfg.limits.max_scan_depth,
+            policy,
+            disk,
+            reserve,
+            rate,
+            now,
+        ) {
+            Ok(o) => {
+                *self
+                    .metrics
+                    .deletions_total
+                    .entry("panic-no-index".into())
+                    .or_default() += o.deleted.len() as u64;
+                o.deleted
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "emergency deletion failed");
+                Vec::new()
             }
         }
     }
