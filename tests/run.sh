@@ -3,6 +3,8 @@
 # format and lint gates, every cargo test in the workspace, and every suite in tests/suites.d.
 #
 #   FLEET_SKIP_SETUP=1   skip the install steps (you know the machine has everything)
+#   FLEET_PRISTINE=1     run the pristine-root check of the install steps even when its cache
+#                        says they passed; FLEET_PRISTINE=0 skips it (tests/pristine/check.sh)
 #   FLEET_SUITES=a,b     run only the named suites from tests/suites.d (default: all)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,10 +14,9 @@ started=$(date +%s)
 stamp() { echo "==> [$(( $(date +%s) - started ))s] $*"; }
 
 if [ "${FLEET_SKIP_SETUP:-0}" != 1 ]; then
-  for step in tests/setup.d/*.sh; do
-    stamp "setup: $step"
-    bash "$step"
-  done
+  stamp "setup: tests/setup.d"
+  # The last line of a failed setup names the step, the command and the cause.
+  bash tests/setup.sh || exit 1
 fi
 
 stamp "cargo fmt --check"

@@ -28,19 +28,25 @@ from pathlib import Path
 # the right. A workspace crate missing from this table is a broken rule too: say where it sits.
 ALLOWED = {
     "fleet-core": set(),
+    "fleet-durable": set(),
     "fleet-proto": {"fleet-core"},
     "fleet-mqtt": set(),
-    "fleet-bootctl": {"fleet-core"},
+    "fleet-bootctl": {"fleet-core", "fleet-durable"},
     "fleet-rauc": {"fleet-core"},
-    "fleet-sim": {"fleet-core", "fleet-bootctl"},
+    "fleet-sim": {"fleet-core", "fleet-bootctl", "fleet-durable"},
     "fleet-updated": {
-        "fleet-core", "fleet-proto", "fleet-mqtt", "fleet-bootctl", "fleet-rauc", "fleet-sim",
+        "fleet-core", "fleet-durable", "fleet-proto", "fleet-mqtt", "fleet-bootctl",
+        "fleet-rauc", "fleet-sim",
     },
-    "fleet-recorderd": {"fleet-core", "fleet-bootctl"},
-    "fleet-retentiond": {"fleet-core", "fleet-bootctl"},
-    "fleet": {"fleet-core", "fleet-proto", "fleet-bootctl", "fleet-rauc", "fleet-updated"},
+    "fleet-recorderd": {"fleet-core", "fleet-durable", "fleet-bootctl"},
+    "fleet-retentiond": {"fleet-core", "fleet-durable", "fleet-bootctl"},
+    "fleet": {
+        "fleet-core", "fleet-durable", "fleet-proto", "fleet-bootctl", "fleet-rauc",
+        "fleet-updated",
+    },
     "fleetctl": {
-        "fleet-core", "fleet-proto", "fleet-mqtt", "fleet-sim", "fleet-updated", "fleet-bootctl",
+        "fleet-core", "fleet-durable", "fleet-proto", "fleet-mqtt", "fleet-sim",
+        "fleet-updated", "fleet-bootctl",
     },
     "fleet-testkit": None,  # dev-only: anything
 }

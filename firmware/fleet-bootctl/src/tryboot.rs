@@ -10,9 +10,9 @@ use fleet_core::boot::tryboot::{self, Plan, Record, TrybootState, Write};
 use fleet_core::boot::{Attempts, Rejected};
 use fleet_core::ports::{BootControl, BootStatus};
 use fleet_core::slot::{Slot, SlotHealth};
+use fleet_durable::{Replace, WriteOptions, write_atomic};
 use tracing::{debug, info, warn};
 
-use crate::atomic::{Replace, write_atomic};
 use crate::error::BootctlError;
 use crate::lock;
 
@@ -142,21 +142,20 @@ impl TrybootBackend {
                         a.render(&self.partitions).as_bytes(),
                         Replace::Exchange,
                     )
-                    .map_err(|source| BootctlError::Write {
+                    .map_err(|e| BootctlError::Write {
                         path: path.clone(),
-                        source,
+                        source: e.into(),
                     })?;
                 }
                 Write::Record(r) => {
                     let path = &self.paths.record;
-                    let err = |source| BootctlError::Write {
-                        path: path.clone(),
-                        source,
-                    };
-                    if let Some(dir) = path.parent() {
-                        fs::create_dir_all(dir).map_err(err)?;
-                    }
-                    write_atomic(path, r.render().as_bytes(), Replace::Rename).map_err(err)?;
+                    WriteOptions::new()
+                        .create_parents()
+                        .write(path, r.render().as_bytes())
+                        .map_err(|e| BootctlError::Write {
+                            path: path.clone(),
+                            source: e.into(),
+                        })?;
                 }
             }
         }

@@ -8,9 +8,9 @@ use fleet_core::boot::uboot::{self, Env, EnvWrite, View};
 use fleet_core::boot::{Attempts, Rejected};
 use fleet_core::ports::{BootControl, BootStatus};
 use fleet_core::slot::{Slot, SlotHealth};
+use fleet_durable::{Replace, write_atomic};
 use tracing::{debug, info};
 
-use crate::atomic::{Replace, write_atomic};
 use crate::error::BootctlError;
 use crate::lock;
 use crate::uenv;
@@ -85,9 +85,9 @@ impl UbootBackend {
             path: path.clone(),
             source,
         })?;
-        write_atomic(path, &bytes, Replace::Exchange).map_err(|source| BootctlError::Write {
+        write_atomic(path, &bytes, Replace::Exchange).map_err(|e| BootctlError::Write {
             path: path.clone(),
-            source,
+            source: e.into(),
         })
     }
 

@@ -64,6 +64,19 @@ impl fmt::Display for Kind {
     }
 }
 
+impl Limits {
+    /// The envelope size limit for `kind`.
+    #[must_use]
+    pub fn max_envelope_bytes(&self, kind: Kind) -> usize {
+        match kind {
+            Kind::Offer => self.max_offer_bytes,
+            Kind::Manifest => self.max_manifest_bytes,
+            // Rollout records and controls are offer-sized documents.
+            Kind::Rollout | Kind::Control | Kind::KeyRotation => self.max_offer_bytes,
+        }
+    }
+}
+
 /// The envelope as it travels (JSON, kebab-case keys, unknown keys refused).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -259,13 +272,9 @@ pub struct Opened<T> {
     pub value: T,
 }
 
-/// Verifies an envelope of `kind` against `trusted` and returns the signed payload bytes.
-pub fn open(
-    bytes: &[u8],
-    kind: Kind,
-    trusted: &TrustedKeys,
-    limits: &Limits,
-) -> Result<Opened<Vec<u8>>, EnvelopeError> {
+/// The checks before any key is looked at: size, JSON shape (unknown fields refused),
+/// version, kind.
+fn parse(bytes: &[u8], kind: Kind, limits: &Limits) -> Result<Envelope, EnvelopeError> {
     let limit = limits.max_envelope_bytes(kind);
     if bytes.len() > limit {
         return Err(EnvelopeError::TooLarge {
@@ -286,15 +295,36 @@ pub fn open(
             got: env.kind,
         });
     }
+    Ok(env)
+}
+
+fn decode_payload(env: &Envelope) -> Result<Vec<u8>, EnvelopeError> {
+    B64.decode(env.payload.as_bytes())
+        .map_err(|_| EnvelopeError::BadBase64 { field: "payload" })
+}
+
+fn parse_payload<T: DeserializeOwned>(kind: Kind, payload: &[u8]) -> Result<T, EnvelopeError> {
+    serde_json::from_slice(payload).map_err(|e| EnvelopeError::BadPayload {
+        kind,
+        detail: bounded(&e),
+    })
+}
+
+/// Verifies an envelope of `kind` against `trusted` and returns the signed payload bytes.
+pub fn open(
+    bytes: &[u8],
+    kind: Kind,
+    trusted: &TrustedKeys,
+    limits: &Limits,
+) -> Result<Opened<Vec<u8>>, EnvelopeError> {
+    let env = parse(bytes, kind, limits)?;
     if trusted.is_revoked(&env.key_id) {
         return Err(EnvelopeError::RevokedKey(env.key_id));
     }
     let key = trusted
         .get(&env.key_id)
         .ok_or(EnvelopeError::UnknownKey(env.key_id))?;
-    let payload = B64
-        .decode(env.payload.as_bytes())
-        .map_err(|_| EnvelopeError::BadBase64 { field: "payload" })?;
+    let payload = decode_payload(&env)?;
     let sig_bytes = B64
         .decode(env.sig.as_bytes())
         .map_err(|_| EnvelopeError::BadBase64 { field: "sig" })?;
@@ -320,12 +350,30 @@ pub fn open_json<T: DeserializeOwned>(
     limits: &Limits,
 ) -> Result<Opened<T>, EnvelopeError> {
     let opened = open(bytes, kind, trusted, limits)?;
-    let value = serde_json::from_slice(&opened.value).map_err(|e| EnvelopeError::BadPayload {
-        kind,
-        detail: bounded(&e),
-    })?;
+    let value = parse_payload(kind, &opened.value)?;
     Ok(Opened {
         key_id: opened.key_id,
         value,
     })
+}
+
+/// Reads the payload of an envelope of `kind` WITHOUT verifying its signature, for display
+/// on the operator's side only (reading its own publications back to pick sequences, find
+/// bundles, list rollouts). Every other check of [`open`] applies: size, JSON shape, version,
+/// kind, base64. Nothing a station decides may rest on this: stations use [`open`].
+pub fn read_unverified(
+    bytes: &[u8],
+    kind: Kind,
+    limits: &Limits,
+) -> Result<Vec<u8>, EnvelopeError> {
+    decode_payload(&parse(bytes, kind, limits)?)
+}
+
+/// [`read_unverified`], then parses the payload as JSON `T`.
+pub fn read_unverified_json<T: DeserializeOwned>(
+    bytes: &[u8],
+    kind: Kind,
+    limits: &Limits,
+) -> Result<T, EnvelopeError> {
+    parse_payload(kind, &read_unverified(bytes, kind, limits)?)
 }

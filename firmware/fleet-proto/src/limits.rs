@@ -1,4 +1,6 @@
-//! Every size the wire format bounds, in one place.
+//! Every size the wire format bounds, in one place. This module depends on no other module of
+//! the crate (each module that bounds something reads its limit here); the per-kind envelope
+//! limit, [`Limits::max_envelope_bytes`], is defined beside the envelope kinds.
 
 /// Size limits applied to everything read from (and written to) the broker. The defaults are
 /// the documented contract (`docs/reference/mqtt-protocol.md`); a station may configure
@@ -45,19 +47,6 @@ impl Limits {
         max_file_name_len: 128,
         max_topic_len: 256,
     };
-
-    /// The envelope size limit for `kind`.
-    #[must_use]
-    pub fn max_envelope_bytes(&self, kind: crate::envelope::Kind) -> usize {
-        match kind {
-            crate::envelope::Kind::Offer => self.max_offer_bytes,
-            crate::envelope::Kind::Manifest => self.max_manifest_bytes,
-            // Rollout records and controls are offer-sized documents.
-            crate::envelope::Kind::Rollout
-            | crate::envelope::Kind::Control
-            | crate::envelope::Kind::KeyRotation => self.max_offer_bytes,
-        }
-    }
 }
 
 impl Default for Limits {

@@ -331,3 +331,51 @@ fn public_keys_parse_from_hex_and_garbage_is_refused() {
     assert!(TrustedKeys::parse_public_hex(&"zz".repeat(32)).is_err());
     let _: KeyId = envelope::key_id(&parsed);
 }
+
+#[test]
+fn an_unverified_read_accepts_any_signer_but_keeps_every_other_check() {
+    let limits = Limits::DEFAULT;
+    let read = |bytes: &[u8]| envelope::read_unverified_json::<Offer>(bytes, Kind::Offer, &limits);
+    // An untrusted signer and a broken signature are no obstacle to reading (for display).
+    let stranger = envelope::seal_json(Kind::Offer, &offer(), &signer(9)).expect("serializes");
+    assert_eq!(read(&stranger).expect("read"), offer());
+    let bad_sig = edit(|v| {
+        let sig = v["sig"].as_str().expect("sig").to_owned();
+        v["sig"] = json!(flip_b64(&sig, 5));
+    });
+    assert_eq!(read(&bad_sig).expect("read"), offer());
+    assert!(open(&bad_sig).is_err(), "verification still refuses it");
+    // Everything before the signature is checked as by `open`.
+    assert!(matches!(
+        envelope::read_unverified(&sealed(), Kind::Manifest, &limits),
+        Err(EnvelopeError::WrongKind { .. })
+    ));
+    assert!(matches!(
+        read(&edit(|v| v["v"] = json!(2))),
+        Err(EnvelopeError::UnsupportedVersion(2))
+    ));
+    assert!(matches!(
+        read(&edit(|v| v["extra"] = json!(1))),
+        Err(EnvelopeError::Malformed { .. })
+    ));
+    assert!(matches!(
+        read(&edit(|v| v["payload"] = json!("%%%"))),
+        Err(EnvelopeError::BadBase64 { field: "payload" })
+    ));
+    let small = Limits {
+        max_offer_bytes: 10,
+        ..Limits::DEFAULT
+    };
+    assert!(matches!(
+        envelope::read_unverified(&sealed(), Kind::Offer, &small),
+        Err(EnvelopeError::TooLarge { .. })
+    ));
+    let not_an_offer = envelope::seal(Kind::Offer, b"{\"x\":1}", &signer(1));
+    assert!(matches!(
+        read(&not_an_offer),
+        Err(EnvelopeError::BadPayload {
+            kind: Kind::Offer,
+            ..
+        })
+    ));
+}

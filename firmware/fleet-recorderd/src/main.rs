@@ -16,7 +16,7 @@ use fleet_recorderd::metrics::{DeviceMetrics, DeviceState, Status, is_healthy};
 use fleet_recorderd::recording::{StopFlag, ensure_dirs, run_session};
 use fleet_recorderd::recovery::{self, Repair};
 use fleet_recorderd::schedule::is_active;
-use fleet_recorderd::{segment, wav};
+use fleet_recorderd::segment;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -284,20 +284,8 @@ fn status(config: &Config, devices: &[Device], repaired: u64, now: &segment::Sta
 
 /// Temp file, fsync, rename, fsync directory.
 fn write_status(path: &Path, status: &Status) -> anyhow::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = path.with_extension("json.tmp");
     let body = serde_json::to_vec_pretty(status).context("unable to serialise status")?;
-    {
-        use std::io::Write as _;
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("unable to create {}", tmp.display()))?;
-        f.write_all(&body)
-            .and_then(|()| f.sync_all())
-            .with_context(|| format!("unable to write {}", tmp.display()))?;
-    }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("unable to rename to {}", path.display()))?;
-    wav::sync_dir(dir)?;
+    fleet_durable::write_atomic(path, &body, fleet_durable::Replace::Rename)?;
     Ok(())
 }
 

@@ -134,9 +134,8 @@ fn quarantine(path: &Path, buffer_dir: &Path, reason: &str) -> Result<Repair, Re
     };
     fs::create_dir_all(&dir).map_err(q_err)?;
     let to = dir.join(path.file_name().unwrap_or_default());
-    fs::rename(path, &to).map_err(q_err)?;
-    wav::sync_dir(&dir)?;
-    wav::sync_dir(buffer_dir)?;
+    // Moves, then fsyncs `damaged/` and `.buffer/`.
+    fleet_durable::rename(path, &to).map_err(|e| q_err(e.into()))?;
     Ok(Repair::Quarantined {
         path: to,
         reason: reason.to_string(),

@@ -5,7 +5,7 @@
 //! Every completed file is fsynced, renamed from `.buffer/` into `data/`, and both directories are
 //! fsynced: a file in `data/` is always complete.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -55,17 +55,10 @@ pub enum WavError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("unable to promote segment {from} to {to}")]
-    Promote {
-        from: PathBuf,
-        to: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("unable to sync directory {path}")]
-    SyncDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    /// Promoting a segment (move and directory fsyncs) or syncing a directory; the error
+    /// names the paths.
+    #[error(transparent)]
+    Durable(fleet_durable::Error),
     #[error("unable to fit GUANO metadata of {len} bytes into {path} (max {MAX_GUANO_LEN})")]
     GuanoTooLong { path: PathBuf, len: usize },
     #[error("unable to read segment {path}")]
@@ -279,26 +272,13 @@ pub fn finalize(
 /// Renames `from` to `data_dir/name` and fsyncs both directories.
 pub fn promote(from: &Path, data_dir: &Path, name: &str) -> Result<PathBuf, WavError> {
     let to = data_dir.join(name);
-    fs::rename(from, &to).map_err(|source| WavError::Promote {
-        from: from.to_path_buf(),
-        to: to.clone(),
-        source,
-    })?;
-    sync_dir(data_dir)?;
-    if let Some(parent) = from.parent() {
-        sync_dir(parent)?;
-    }
+    fleet_durable::rename(from, &to).map_err(WavError::Durable)?;
     Ok(to)
 }
 
 /// fsync on a directory, so a rename or creation in it survives a power cut.
 pub fn sync_dir(dir: &Path) -> Result<(), WavError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| WavError::SyncDir {
-            path: dir.to_path_buf(),
-            source,
-        })
+    fleet_durable::sync_dir(dir).map_err(WavError::Durable)
 }
 
 /// Reads the header of a file on disk.

@@ -48,7 +48,7 @@ pub fn create(path: &Path, bytes: u64) -> std::io::Result<()> {
     }
     result?;
     if let Some(dir) = path.parent() {
-        crate::state_file::sync_dir(dir)?;
+        fleet_durable::sync_dir(dir)?;
     }
     Ok(())
 }

@@ -16,7 +16,6 @@ use crate::disk;
 use crate::emergency;
 use crate::index::{Index, IndexError};
 use crate::reconcile::{self, ReconcileError};
-use crate::state_file;
 use crate::watch::{Changes, Watcher};
 
 /// Bound of the write-rate window's samples (one per indexed file).
@@ -467,26 +466,7 @@ impl Daemon {
         if self.index.is_none() || self.refused.is_some() {
             // Panic without the index (or with an index we refuse to trust): file names only.
             if quick.need_bytes > 0 {
-                match emergency::run_once(
-                    &self.cfg.recordings_dir,
-                    &self.cfg.state_dir,
-                    self.cfg.limits.max_scan_depth,
-                    &policy,
-                    disk,
-                    reserve,
-                    rate,
-                    now,
-                ) {
-                    Ok(o) => {
-                        *self
-                            .metrics
-                            .deletions_total
-                            .entry("panic-no-index".into())
-                            .or_default() += o.deleted.len() as u64;
-                        outcome.deleted = o.deleted;
-                    }
-                    Err(e) => tracing::error!(error = %e, "emergency deletion failed"),
-                }
+                outcome.deleted = self.delete_without_index(&policy, disk, reserve, rate, now);
             }
             self.update_metrics(disk, reserve, rate, now, &quick);
             return Ok(outcome);
@@ -524,26 +504,7 @@ impl Daemon {
                 Some(deleted) => outcome.deleted = deleted,
                 None => {
                     // The index cannot record deletions: protect the disk by file names.
-                    match emergency::run_once(
-                        &self.cfg.recordings_dir,
-                        &self.cfg.state_dir,
-                        self.cfg.limits.max_scan_depth,
-                        &policy,
-                        disk,
-                        reserve,
-                        rate,
-                        now,
-                    ) {
-                        Ok(o) => {
-                            *self
-                                .metrics
-                                .deletions_total
-                                .entry("panic-no-index".into())
-                                .or_default() += o.deleted.len() as u64;
-                            outcome.deleted = o.deleted;
-                        }
-                        Err(e) => tracing::error!(error = %e, "emergency deletion failed"),
-                    }
+                    outcome.deleted = self.delete_without_index(&policy, disk, reserve, rate, now);
                 }
             }
             outcome.shortfall_bytes = plan.shortfall_bytes();
@@ -628,7 +589,7 @@ impl Daemon {
             deleted.push(rel.clone());
         }
         for d in dirs {
-            let _ = state_file::sync_dir(&d);
+            let _ = fleet_durable::sync_dir(&d);
         }
         if let Err(e) = index.confirm_unlinked(&done) {
             tracing::warn!(error = %e, "unable to confirm deletions; the next start finishes them");
@@ -648,6 +609,41 @@ impl Daemon {
             match ballast::create(&path, size) {
                 Ok(()) => tracing::info!(bytes = size, "ballast restored"),
                 Err(e) => tracing::warn!(error = %e, "unable to restore the ballast"),
+            }
+        }
+    }
+
+    /// Deletes by file names alone (no index, or one that cannot record deletions) and
+    /// counts what went; returns the deleted paths.
+    fn delete_without_index(
+        &mut self,
+        policy: &retention::Policy,
+        disk: Disk,
+        reserve: u64,
+        rate: u64,
+        now: Now,
+    ) -> Vec<String> {
+        match emergency::run_once(
+            &self.cfg.recordings_dir,
+            &self.cfg.state_dir,
+            self.cfg.limits.max_scan_depth,
+            policy,
+            disk,
+            reserve,
+            rate,
+            now,
+        ) {
+            Ok(o) => {
+                *self
+                    .metrics
+                    .deletions_total
+                    .entry("panic-no-index".into())
+                    .or_default() += o.deleted.len() as u64;
+                o.deleted
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "emergency deletion failed");
+                Vec::new()
             }
         }
     }
@@ -693,11 +689,10 @@ impl Daemon {
             return;
         };
         let write = || -> std::io::Result<()> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
             let json = serde_json::to_vec_pretty(&self.metrics).map_err(std::io::Error::other)?;
-            state_file::write_atomic(path, &json)
+            Ok(fleet_durable::WriteOptions::new()
+                .create_parents()
+                .write(path, &json)?)
         };
         if let Err(e) = write() {
             tracing::warn!(error = %e, path = %path.display(), "unable to write metrics");

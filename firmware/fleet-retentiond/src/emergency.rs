@@ -10,7 +10,6 @@ use fleet_core::time::Now;
 
 use crate::archive;
 use crate::name;
-use crate::state_file;
 
 /// The journal of deletions made without the index, one relative path per line.
 pub const JOURNAL: &str = "panic-deletions.log";
@@ -69,7 +68,7 @@ pub fn run_once(
         let Some(f) = found.get(i) else { continue };
         // Journal first: if the power goes now, the heal marks a row whose file may remain,
         // and the next reconciliation adopts the file again.
-        if let Err(e) = state_file::append_line(&journal, &f.rel) {
+        if let Err(e) = fleet_durable::append(&journal, format!("{}\n", f.rel).as_bytes()) {
             tracing::warn!(error = %e, path = %journal.display(), "unable to journal an emergency deletion");
         }
         match std::fs::remove_file(recordings_dir.join(&f.rel)) {
@@ -84,7 +83,7 @@ pub fn run_once(
         }
     }
     if !out.deleted.is_empty() {
-        let _ = state_file::sync_dir(recordings_dir);
+        let _ = fleet_durable::sync_dir(recordings_dir);
     }
     Ok(out)
 }

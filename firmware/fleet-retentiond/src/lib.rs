@@ -16,6 +16,5 @@ pub mod index;
 pub mod name;
 pub mod reconcile;
 pub mod run;
-pub mod state_file;
 pub mod watch;
 pub mod wav;

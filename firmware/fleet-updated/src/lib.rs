@@ -1,9 +1,10 @@
 //! `fleet-updated`: the station's update daemon.
 //!
-//! It wires the MQTT session (`fleet-mqtt`), the pure update engine
-//! (`fleet_core::update::step`), a journal on the data partition ([`journal`]), resumable
-//! chunked downloads ([`download`]) and the ports `BootControl`, `Installer` and
-//! [`HealthCheck`] into one `select!` loop ([`run`]).
+//! A shell around the pure station (`fleet_core::station::step`), which makes every update
+//! decision: it wires the MQTT session (`fleet-mqtt`), a journal on the data partition
+//! ([`journal`]), resumable chunked downloads ([`download`]) and the ports `BootControl`,
+//! `Installer` and [`HealthCheck`] ([`ports`]) into one `select!` loop ([`run`], a folder of
+//! small rooms: see [`daemon`]).
 //!
 //! # Entry points
 //! - [`run`]`(config, deps, shutdown)`: the daemon on any ports. Returns

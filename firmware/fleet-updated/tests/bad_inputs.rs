@@ -412,7 +412,7 @@ async fn every_bad_input_is_refused_with_its_reason_and_installs_nothing() {
     .await
     .expect("publish");
     download_failed(&mut watch, "missing chunks", |f| {
-        matches!(f, DownloadFailure::Io { detail } if detail.contains("stalled") && detail.contains("[3]"))
+        matches!(f, DownloadFailure::Stalled { missing_chunks: 1, first_missing, .. } if first_missing == &[3])
     })
     .await;
 
@@ -429,11 +429,9 @@ async fn every_bad_input_is_refused_with_its_reason_and_installs_nothing() {
     )
     .await
     .expect("publish");
-    download_failed(
-        &mut watch,
-        "no manifest",
-        |f| matches!(f, DownloadFailure::Io { detail } if detail.contains("no manifest")),
-    )
+    download_failed(&mut watch, "no manifest", |f| {
+        matches!(f, DownloadFailure::NoManifest { waited_secs: 2 })
+    })
     .await;
 
     // A manifest that lies: every chunk matches its listed hash, but the file is not the

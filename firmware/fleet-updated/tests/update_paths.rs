@@ -423,3 +423,105 @@ async fn an_offer_refused_as_busy_is_taken_once_the_station_is_idle() {
     );
     stn.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_withdrawn_while_refused_as_busy_is_never_installed() {
+    let broker = Mosquitto::start().expect("broker");
+    let op = Operator::connect(&broker, "operator", test_key(9))
+        .await
+        .expect("operator");
+    let mut watch = Watcher::connect(&broker, "watcher").await.expect("watcher");
+    let a = bundle("1.1.0", Behaviour::Normal, 20_000);
+    let b = bundle("1.2.0", Behaviour::Normal, 24_000);
+    let ma = op
+        .publish_bundle(&a, COMPATIBLE, &v("1.1.0"), 4096)
+        .await
+        .expect("bundle");
+    let mb = op
+        .publish_bundle(&b, COMPATIBLE, &v("1.2.0"), 4096)
+        .await
+        .expect("bundle");
+    let id = "stn-withdrawn";
+    let stn = spawn(
+        id,
+        &broker,
+        &op.public_hex(),
+        StationOptions {
+            groups: vec!["late".into()],
+            health_delay_ms: 2000,
+            ..Default::default()
+        },
+    );
+    op.publish_offer(
+        &offer_to_device(id, "rel-a", 1, &ma).expect("offer"),
+        None,
+        None,
+    )
+    .await
+    .expect("offer");
+    watch
+        .wait_state(id, WAIT, |s| s.phase == PhaseName::HealthChecking)
+        .await
+        .expect("health checking");
+    let offer_b = fleet_testkit::operator::offer_to_group("late", "rel-b", 2, &mb).expect("offer");
+    op.publish_offer(&offer_b, None, None).await.expect("offer");
+    watch
+        .wait_event(id, WAIT, |e| {
+            matches!(
+                &e.event,
+                Report::OfferRejected {
+                    reason: fleet_core::update::RejectReason::Busy { .. },
+                    ..
+                }
+            )
+        })
+        .await
+        .expect("busy while checking");
+    // The operator withdraws 1.2.0 (an empty retained payload) while the trial is checked.
+    let group_topic =
+        fleet_proto::topic::group_offer(&fleet_core::ids::GroupId::new("late").expect("group"));
+    op.publish_raw(&group_topic, Vec::new(), true)
+        .await
+        .expect("clear");
+    let s = watch
+        .wait_state(id, WAIT, idle_with_outcome)
+        .await
+        .expect("1.1.0 committed");
+    assert_eq!(s.version, v("1.1.0"));
+    // A marker after the commit: the station handles messages in order and offers queued as
+    // busy again before its next message, so whatever it did with 1.2.0 is reported before
+    // the marker's refusal.
+    op.publish_raw(
+        &fleet_proto::topic::device_offer(&fleet_core::ids::DeviceId::new(id).expect("id")),
+        b"{not json".to_vec(),
+        true,
+    )
+    .await
+    .expect("marker");
+    watch
+        .wait_event(id, WAIT, |e| {
+            matches!(
+                &e.event,
+                Report::OfferRejected {
+                    reason: fleet_core::update::RejectReason::Malformed { .. },
+                    ..
+                }
+            )
+        })
+        .await
+        .expect("marker refused");
+    let events = watch.events.get(id).cloned().unwrap_or_default();
+    assert!(
+        !events.iter().any(|e| matches!(
+            &e.event,
+            Report::OfferAccepted { update_id, .. } if update_id.as_str() == "rel-b"
+        )),
+        "the withdrawn offer was accepted: {events:#?}"
+    );
+    let s = watch
+        .wait_state(id, WAIT, |s| s.phase == PhaseName::Idle)
+        .await
+        .expect("idle");
+    assert_eq!(s.version, v("1.1.0"));
+    stn.stop().await;
+}

@@ -18,7 +18,7 @@
 //! factory-reset`, without asking again; `fleet status` reports it.
 use std::path::{Path, PathBuf};
 
-use fleet_bootctl::atomic::{Replace, write_atomic};
+use fleet_durable::{Replace, write_atomic};
 
 use crate::limits::MAX_ENTRIES;
 
@@ -164,12 +164,10 @@ fn valid_name(name: &str) -> bool {
 }
 
 fn sync_dir(path: &Path) -> Result<(), ResetError> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|source| ResetError::Sync {
-            path: path.to_owned(),
-            source,
-        })
+    fleet_durable::sync_dir(path).map_err(|e| ResetError::Sync {
+        path: path.to_owned(),
+        source: e.into_source(),
+    })
 }
 
 /// Carries out `plan` (a fresh one or an unfinished one). `step` is told each entry as it is
@@ -183,11 +181,9 @@ pub fn apply(plan: &Plan, step: &mut dyn FnMut(&str)) -> Result<(), ResetError> 
     let trash = dir.join(TRASH);
     let mut list = plan.erase.join("\n");
     list.push('\n');
-    write_atomic(&intent, list.as_bytes(), Replace::Rename).map_err(|source| {
-        ResetError::Intent {
-            path: intent.clone(),
-            source,
-        }
+    write_atomic(&intent, list.as_bytes(), Replace::Rename).map_err(|e| ResetError::Intent {
+        path: intent.clone(),
+        source: e.into_source(),
     })?;
     match std::fs::create_dir(&trash) {
         Ok(()) => {}

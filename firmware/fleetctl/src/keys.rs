@@ -4,7 +4,6 @@
 //! fsync directory); the public key is 64 hex digits on one line (the form stations read with
 //! `fleet_proto::TrustedKeys::parse_public_hex`). Existing files are never overwritten.
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -95,42 +94,24 @@ pub fn load_verifying_key(path: &Path) -> Result<VerifyingKey, KeyError> {
     })
 }
 
-/// Writes `bytes` to a new file at `path` with `mode`: temp file in the same directory, fsync,
-/// rename without clobbering, fsync the directory.
+/// Writes `bytes` to a new file at `path` with `mode` (from the temp file's creation, so a
+/// secret is never readable by others): temp file in the same directory, fsync, rename
+/// without clobbering, fsync the directory.
 pub fn write_new_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), KeyError> {
-    use std::os::unix::fs::PermissionsExt;
-    let err = |source| KeyError::Write {
-        path: path.to_owned(),
-        source,
-    };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-        _ => PathBuf::from("."),
-    };
-    fs::create_dir_all(&dir).map_err(err)?;
-    // NamedTempFile is created 0600, so the secret is never readable by others.
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".fleetctl-key-")
-        .tempfile_in(&dir)
-        .map_err(err)?;
-    tmp.write_all(bytes).map_err(err)?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(err)?;
-    tmp.as_file().sync_all().map_err(err)?;
-    tmp.persist_noclobber(path).map_err(|e| {
-        if e.error.kind() == std::io::ErrorKind::AlreadyExists {
-            KeyError::Exists {
+    fleet_durable::WriteOptions::new()
+        .replace(fleet_durable::Replace::Never)
+        .mode(mode)
+        .create_parents()
+        .write(path, bytes)
+        .map_err(|e| match e {
+            fleet_durable::Error::Exists { .. } => KeyError::Exists {
                 path: path.to_owned(),
-            }
-        } else {
-            err(e.error)
-        }
-    })?;
-    fs::File::open(&dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)?;
-    Ok(())
+            },
+            other => KeyError::Write {
+                path: path.to_owned(),
+                source: other.into(),
+            },
+        })
 }
 
 #[cfg(test)]

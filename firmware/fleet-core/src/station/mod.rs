@@ -31,7 +31,8 @@
 //! - **Busy**: an offer refused as busy waits, one per topic, and is offered again as soon as
 //!   the station is idle on its committed slot.
 //! - **Retraction**: an empty retained offer withdraws whatever waits on that topic (held or
-//!   busy): a retracted offer is never installed.
+//!   busy): a retracted offer is never installed. The same offer published again later is
+//!   judged afresh; a newer offer on a topic replaces the one waiting there as busy.
 //! - **Install gate**: a verified bundle is installed only if its signing key is still trusted
 //!   and the controls in force allow it; otherwise it is held, the bundle kept, until a
 //!   control or a rotation releases it.

@@ -20,6 +20,9 @@ impl Run {
             return;
         }
         self.next.seen_offers.insert(topic.clone(), digest);
+        // A newer message on the topic replaces whatever waited there as busy (it waits
+        // again if it is refused as busy too).
+        self.next.busy_offers.remove(&topic);
         self.judge_offer(topic, opened);
     }
 
@@ -150,10 +153,13 @@ impl Run {
         self.actions.push(Action::PublishState);
     }
 
-    /// The retained offer on `topic` was cleared: whatever waits there is withdrawn.
+    /// The retained offer on `topic` was cleared: the operator withdrew it. A retraction wins
+    /// over whatever waits on the topic (held back by a control, or refused as busy), and the
+    /// same offer published again later is judged afresh.
     pub(super) fn on_retracted(&mut self, topic: &str) {
-        self.release(topic, false);
         self.next.busy_offers.remove(topic);
+        self.next.seen_offers.remove(topic);
+        self.release(topic, false);
     }
 
     /// Why the job's verified bundle must not be installed now, if it must not: its signing

@@ -291,3 +291,50 @@ fn results_that_pose_as_offers_are_ignored() {
     assert!(t.ignored.is_some());
     assert!(t.actions.is_empty());
 }
+
+#[test]
+fn a_withdrawn_offer_published_again_is_judged_afresh() {
+    let (s, _) = run(
+        station(),
+        vec![
+            Input::Started(boot()),
+            control(1, true),
+            offer(10, "rel-2", "1.1.0"),
+            Input::OfferRetracted {
+                topic: TOPIC.into(),
+            },
+        ],
+    );
+    assert!(s.held().is_none(), "the retraction withdrew the held offer");
+    let (s, actions) = run(s, vec![offer(10, "rel-2", "1.1.0")]);
+    assert!(s.held().is_some(), "the same offer again is held again");
+    assert!(reports(&actions).iter().any(|r| matches!(
+        r,
+        Report::OfferHeld {
+            reason: RejectReason::Frozen,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn a_newer_offer_on_a_topic_replaces_the_one_waiting_there_as_busy() {
+    let (s, _) = run(
+        station(),
+        vec![Input::Started(boot()), offer(10, "rel-2", "1.1.0")],
+    );
+    let bundle_id = s.engine().phase.job().expect("job").bundle_id;
+    let (s, _) = run(
+        s,
+        vec![
+            Input::Event(Event::DownloadComplete { bundle_id }),
+            Input::Event(Event::BundleVerified { bundle_id }),
+            offer(11, "rel-3", "1.2.0"),
+            offer(12, "rel-4", "1.3.0"),
+        ],
+    );
+    assert_eq!(
+        s.waiting_on(TOPIC).map(|o| o.update_id.to_string()),
+        Some("rel-4".into())
+    );
+}

@@ -28,6 +28,17 @@ pub enum DownloadFailure {
     ManifestMismatch { detail: String },
     /// A chunk kept failing its hash after the shell's bounded retries.
     CorruptChunk { index: u32 },
+    /// The signed manifest of the offered bundle did not come within the stall timeout
+    /// (`[update] stall-timeout-secs`) while the broker connection was up: it was never
+    /// published, or was cleared.
+    NoManifest { waited_secs: u64 },
+    /// Chunks stopped coming: none arrived within the stall timeout while the broker
+    /// connection was up. `first_missing` lists up to 8 missing chunk indexes.
+    Stalled {
+        waited_secs: u64,
+        missing_chunks: u64,
+        first_missing: Vec<u32>,
+    },
     /// A local I/O error the shell could not recover from.
     Io { detail: String },
 }

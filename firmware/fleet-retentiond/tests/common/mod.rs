@@ -245,11 +245,8 @@ pub fn record_segment(
     let name = segment_name(seq);
     let tmp = recorder.join(".buffer").join(&name);
     let data = recorder.join("data");
-    let result = write_wav(&tmp, seq, audio_bytes, repaired, &name).and_then(|()| {
-        std::fs::rename(&tmp, data.join(&name))?;
-        File::open(&data)?.sync_all()?;
-        File::open(recorder.join(".buffer"))?.sync_all()
-    });
+    let result = write_wav(&tmp, seq, audio_bytes, repaired, &name)
+        .and_then(|()| Ok(fleet_durable::rename(&tmp, &data.join(&name))?));
     if result.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }

@@ -385,22 +385,19 @@ where
         if t.last_activity.elapsed() < stall {
             return Ok(());
         }
-        let detail = match &t.store {
-            None => format!(
-                "no manifest for bundle {} within {}s",
-                t.bundle_id,
-                stall.as_secs()
-            ),
-            Some(store) => {
-                let missing: Vec<usize> = store.missing().take(8).collect();
-                format!(
-                    "stalled for {}s with {} chunks missing (first: {:?})",
-                    stall.as_secs(),
-                    store.missing().count(),
-                    missing
-                )
-            }
+        let waited_secs = stall.as_secs();
+        let failure = match &t.store {
+            None => DownloadFailure::NoManifest { waited_secs },
+            Some(store) => DownloadFailure::Stalled {
+                waited_secs,
+                missing_chunks: store.missing().count() as u64,
+                first_missing: store
+                    .missing()
+                    .take(8)
+                    .filter_map(|i| u32::try_from(i).ok())
+                    .collect(),
+            },
         };
-        self.fail_download(DownloadFailure::Io { detail }).await
+        self.fail_download(failure).await
     }
 }

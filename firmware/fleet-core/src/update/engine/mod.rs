@@ -897,6 +897,16 @@ fn failure_detail(f: &DownloadFailure) -> String {
         DownloadFailure::BadManifest { reason } => format!("bad manifest: {reason:?}"),
         DownloadFailure::ManifestMismatch { detail } => format!("manifest mismatch: {detail}"),
         DownloadFailure::CorruptChunk { index } => format!("chunk {index} corrupt"),
+        DownloadFailure::NoManifest { waited_secs } => {
+            format!("no manifest within {waited_secs}s")
+        }
+        DownloadFailure::Stalled {
+            waited_secs,
+            missing_chunks,
+            first_missing,
+        } => format!(
+            "stalled for {waited_secs}s with {missing_chunks} chunks missing (first: {first_missing:?})"
+        ),
         DownloadFailure::Io { detail } => detail.clone(),
     };
     detail(&s)
