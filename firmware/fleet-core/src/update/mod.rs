@@ -4,6 +4,7 @@
 pub mod digest;
 pub mod engine;
 pub mod journal;
+pub mod manifest;
 pub mod offer;
 pub mod phase;
 pub mod report;

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use fleet_core::ports::{BootControl, Installer};
 use fleet_core::station::Input;
+use fleet_core::update::manifest::{ManifestFacts, manifest_mismatch};
 use fleet_core::update::{BundleId, DownloadFailure, Event, RejectReason};
 use fleet_proto::envelope::{self, Kind};
 use fleet_proto::payload::BundleManifest;
@@ -138,27 +139,20 @@ where
                 })
                 .await;
         }
-        let mismatch = if opened.bundle_id != t.bundle_id {
-            Some("bundle-id differs from the offer".to_owned())
-        } else if opened.size != t.size {
-            Some(format!(
-                "size {} differs from the offer's {}",
-                opened.size, t.size
-            ))
-        } else if opened.version != t.version {
-            Some(format!(
-                "version {} differs from the offer's {}",
-                opened.version, t.version
-            ))
-        } else if opened.compatible != self.cfg.compatible {
-            Some(format!(
-                "compatible {:?} is not this station's {:?}",
-                fleet_core::update::offer::truncate(&opened.compatible, 64),
-                self.cfg.compatible
-            ))
-        } else {
-            None
-        };
+        let mismatch = manifest_mismatch(
+            ManifestFacts {
+                bundle_id: t.bundle_id,
+                size: t.size,
+                version: &t.version,
+                compatible: &self.cfg.compatible,
+            },
+            ManifestFacts {
+                bundle_id: opened.bundle_id,
+                size: opened.size,
+                version: &opened.version,
+                compatible: &opened.compatible,
+            },
+        );
         if let Some(detail) = mismatch {
             return self
                 .fail_download(DownloadFailure::ManifestMismatch { detail })
