@@ -3,14 +3,15 @@
 //! # Model
 //! Each station is one MQTT connection (its own client id, last will, retained presence and
 //! state, exactly the topics and payloads of `fleet-updated`) driven by two tokio tasks: a
-//! driver that polls the rumqttc event loop and a station task with the station's logic. The
-//! logic makes the same decisions a real station makes, with the same code: every offer,
-//! manifest and control is opened with `fleet_proto::envelope` (signature checked), offers go
-//! through `fleet_core::update::decide_offer`, controls through
-//! `fleet_core::rollout::{accept_control, decide_control}` (on arrival of the offer and again
-//! right before installing), and every chunk is checked against the signed manifest. What is
-//! simulated is everything below that: chunks are only counted (not written), the install is a
-//! timer, and the trial boot's verdict is the station's configured failure.
+//! driver that polls the rumqttc event loop and a station task. The station task runs the same
+//! `fleet_core::station::Station` as `fleet-updated`: every offer, control and manifest is
+//! opened with `fleet_proto::envelope` (signature checked) and fed to
+//! `fleet_core::station::step`, which decides admission, holds and releases under controls,
+//! busy re-offers, retraction and the install gate; every chunk is checked against the signed
+//! manifest. What is simulated is everything below the station's actions: chunks are only
+//! counted (not written), the whole-bundle hash is taken as the chunks' verdict, the install is
+//! a timer, the boot flow answers at once, and the trial's health check fails when the station
+//! is configured to fail.
 //!
 //! Why not 1,000 `fleet-updated` daemons: each one keeps a journal, a download file and two
 //! slot images on disk and fsyncs after every transition; at 1,000 stations the benchmark
@@ -21,24 +22,26 @@
 //! Small buffers: a request channel of [`REQUEST_CAPACITY`], inbound of [`INBOUND_CAPACITY`],
 //! at most [`INFLIGHT`] QoS 1 publishes in flight, an incoming packet limit just above one
 //! chunk. No bundle bytes are kept.
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fleet_core::ids::{DeviceId, GroupId, UpdateId, Version};
-use fleet_core::rollout::{Control, Effective, accept_control, decide_control, responsible};
-use fleet_core::slot::Slot;
+use fleet_core::ports::{BootStatus, SlotStatus};
+use fleet_core::rollout::Control;
+use fleet_core::slot::{Slot, SlotHealth};
+use fleet_core::station::{self, Action, Input, SignedOffer, Station};
 use fleet_core::time::Now;
-use fleet_core::update::{
-    AdmissionContext, FallbackCause, Offer, Outcome, PhaseName, RejectReason, Report,
-    SignatureVerdict, Stage, Station, decide_offer,
-};
+use fleet_core::trust::TrustState;
+use fleet_core::update::manifest::{ManifestFacts, manifest_mismatch};
+use fleet_core::update::{self, BundleId, DownloadFailure, Event, Offer, Phase, Policy, Report};
 use fleet_proto::envelope::{self, Kind};
-use fleet_proto::payload::{Held, Progress, StationEvent, Timestamp, encode};
+use fleet_proto::payload::{Held, StationEvent, Timestamp, encode};
 use fleet_proto::rollout::{control_topic, filter as rfilter, parse_control_topic};
 use fleet_proto::topic::{self, Topic};
 use fleet_proto::{BundleManifest, Limits, Presence, StationState, TrustedKeys};
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event as MqttEvent, LastWill, MqttOptions, Packet, QoS};
+use sha2::Digest as _;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -119,7 +122,13 @@ impl SimFleet {
         let opts = Arc::new(opts);
         let mut tasks = Vec::with_capacity(stations.len().min(MAX_STATIONS));
         for spec in stations.into_iter().take(MAX_STATIONS) {
-            let sim = SimStation::new(spec, opts.clone(), installs.clone());
+            let sim = match SimStation::new(spec, opts.clone(), installs.clone()) {
+                Ok(sim) => sim,
+                Err(e) => {
+                    tracing::error!(error = %e, "unable to start a simulated station");
+                    continue;
+                }
+            };
             tasks.push(tokio::spawn(sim.run(stopped.clone())));
             if !opts.start_spacing.is_zero() {
                 tokio::time::sleep(opts.start_spacing).await;
@@ -155,38 +164,41 @@ impl SimFleet {
     }
 }
 
-/// The update a station works on.
+/// The bundle a station is fetching (the station's `Download` action carried out).
 #[derive(Debug, Clone)]
-struct Job {
-    offer: Offer,
+struct Transfer {
+    bundle_id: BundleId,
+    size: u64,
+    version: Version,
     manifest: Option<BundleManifest>,
     held: Vec<bool>,
     held_count: u32,
     held_bytes: u64,
-    phase: PhaseName,
 }
 
-/// One station's logic and state (kept in memory: a restart of the simulator is a new fleet).
+/// A simulated install in progress (the station's `Install` action carried out).
+#[derive(Debug, Clone, Copy)]
+struct Installing {
+    slot: Slot,
+    done_at: Instant,
+}
+
+/// One simulated station: the real station core, and the simulated world under it (kept in
+/// memory: a restart of the simulator is a new fleet).
 #[derive(Debug)]
 struct SimStation {
     spec: StationSpec,
     opts: Arc<FleetOptions>,
     installs: InstallLog,
     station: Station,
-    version: Version,
-    committed: Slot,
-    last_sequence: Option<u64>,
-    last_outcome: Option<Outcome>,
-    job: Option<Job>,
-    /// An offer refused by a control, looked at again when the controls change.
-    held_back: Option<(Offer, fleet_core::update::KeyId)>,
-    /// What a control holds back now (an offer or a verified bundle), reported as `held` in
-    /// the state as fleet-updated does.
-    holding: Option<Held>,
-    controls: BTreeMap<String, Control>,
-    install_done_at: Option<Instant>,
+    /// The simulated boot flow: which slot runs, and each slot's health and version.
+    boot: BootStatus,
+    transfer: Option<Transfer>,
+    installing: Option<Installing>,
+    /// The version of the bundle being installed, by slot (what the slot holds afterwards).
+    install_version: Option<Version>,
     /// Chunks received but not yet taken (stations with a `chunk-delay`).
-    slow_chunks: std::collections::VecDeque<(u32, Vec<u8>)>,
+    slow_chunks: VecDeque<(u32, Vec<u8>)>,
     state_seq: u64,
     event_seq: u64,
     started: Instant,
@@ -198,33 +210,67 @@ enum Step {
     Reconnect,
 }
 
+/// The policy of a simulated station: one trial (a failing station rolls back at once).
+fn sim_policy(limits: &Limits) -> Policy {
+    Policy {
+        max_trial_attempts: 1,
+        max_bundle_bytes: limits.max_bundle_bytes,
+        ..Policy::default()
+    }
+}
+
 impl SimStation {
-    fn new(spec: StationSpec, opts: Arc<FleetOptions>, installs: InstallLog) -> Self {
-        let station = Station {
+    fn new(
+        spec: StationSpec,
+        opts: Arc<FleetOptions>,
+        installs: InstallLog,
+    ) -> Result<Self, fleet_core::trust::BootstrapError> {
+        let identity = update::Station {
             device_id: spec.device_id.clone(),
             groups: spec.groups.clone(),
             compatible: opts.compatible.clone(),
         };
-        Self {
-            version: opts.factory_version.clone(),
+        let engine = update::State::new(
+            identity,
+            sim_policy(&opts.limits),
+            Slot::A,
+            opts.factory_version.clone(),
+        );
+        let trust = trust_of(&opts.trusted)?;
+        let slot = |s: Slot| SlotStatus {
+            slot: s,
+            health: if s == Slot::A {
+                SlotHealth::Good
+            } else {
+                SlotHealth::Bad
+            },
+            attempts_left: 0,
+            version: (s == Slot::A).then(|| opts.factory_version.clone()),
+        };
+        let boot = BootStatus {
+            booted: Slot::A,
+            primary: Slot::A,
+            slots: [slot(Slot::A), slot(Slot::B)],
+        };
+        let mut sim = Self {
             spec,
             opts,
             installs,
-            station,
-            committed: Slot::A,
-            last_sequence: None,
-            last_outcome: None,
-            job: None,
-            held_back: None,
-            holding: None,
-            controls: BTreeMap::new(),
-            install_done_at: None,
-            slow_chunks: std::collections::VecDeque::new(),
+            station: Station::new(engine, BTreeMap::new(), trust, None),
+            boot,
+            transfer: None,
+            installing: None,
+            install_version: None,
+            slow_chunks: VecDeque::new(),
             state_seq: 0,
             event_seq: 0,
             started: Instant::now(),
             summary: StationSummary::default(),
-        }
+        };
+        // The first start: nothing to publish yet (no connection), only the station's view.
+        let t = station::step(&sim.station, Input::Started(sim.boot.clone()), sim.now());
+        sim.station = t.next;
+        Ok(sim)
     }
 
     fn now(&self) -> Now {
@@ -279,12 +325,12 @@ impl SimStation {
         let driver = tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                    Ok(MqttEvent::Incoming(Packet::Publish(p))) => {
                         if in_tx.send(Ok((p.topic, p.payload.to_vec()))).await.is_err() {
                             return;
                         }
                     }
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+                    Ok(MqttEvent::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
                     Ok(_) => {}
                     Err(_) => {
                         let _ = in_tx.send(Err(())).await;
@@ -307,18 +353,14 @@ impl SimStation {
         for f in filters {
             ok &= client.subscribe(f, QoS::AtLeastOnce).await.is_ok();
         }
-        let downloading = self
-            .job
-            .as_ref()
-            .filter(|j| j.phase == PhaseName::Downloading);
-        if let Some(m) = downloading.and_then(|j| j.manifest.as_ref()) {
+        if let Some(t) = &self.transfer {
+            let resubscribe = if t.manifest.is_some() {
+                topic::filter::bundle_chunks(&t.bundle_id)
+            } else {
+                topic::bundle_manifest(&t.bundle_id)
+            };
             ok &= client
-                .subscribe(topic::filter::bundle_chunks(&m.bundle_id), QoS::AtLeastOnce)
-                .await
-                .is_ok();
-        } else if let Some(j) = downloading {
-            ok &= client
-                .subscribe(topic::bundle_manifest(&j.offer.bundle_id), QoS::AtLeastOnce)
+                .subscribe(resubscribe, QoS::AtLeastOnce)
                 .await
                 .is_ok();
         }
@@ -360,7 +402,7 @@ impl SimStation {
         let far = Instant::now() + Duration::from_secs(86_400 * 365);
         let mut next_chunk_at = far;
         loop {
-            let install_at = self.install_done_at.unwrap_or(far);
+            let install_at = self.installing.map_or(far, |i| i.done_at);
             if self.slow_chunks.is_empty() {
                 next_chunk_at = far;
             } else if next_chunk_at == far {
@@ -376,7 +418,6 @@ impl SimStation {
                 _ = stop.changed() => return Step::Stop,
                 () = tokio::time::sleep_until(drop_at.unwrap_or(far)) => return Step::Reconnect,
                 () = tokio::time::sleep_until(install_at) => {
-                    self.install_done_at = None;
                     self.finish_install(client).await;
                 }
                 m = inbound.recv() => match m {
@@ -388,17 +429,33 @@ impl SimStation {
     }
 
     async fn on_message(&mut self, client: &AsyncClient, t: &str, payload: &[u8]) {
-        if payload.is_empty() {
-            return; // a cleared retained topic
-        }
         if let Some(scope) = parse_control_topic(t) {
-            let _ = scope;
-            self.on_control(client, t, payload).await;
+            if payload.is_empty() {
+                return; // a cleared control topic changes nothing
+            }
+            let input = match envelope::open_json::<Control>(
+                payload,
+                Kind::Control,
+                &self.opts.trusted,
+                &self.opts.limits,
+            ) {
+                Ok(o) => Input::Control {
+                    topic: t.to_owned(),
+                    topic_scope: scope,
+                    control: o.value,
+                },
+                Err(e) => Input::ControlUnusable {
+                    topic_scope: scope,
+                    reason: e.reject_reason(),
+                },
+            };
+            self.feed(client, input).await;
             return;
         }
         match Topic::parse(t) {
             Ok(Topic::DeviceOffer(_) | Topic::GroupOffer(_)) => {
-                self.on_offer(client, payload).await;
+                let input = self.offer_input(t, payload);
+                self.feed(client, input).await;
             }
             Ok(Topic::BundleManifest(_)) => self.on_manifest(client, payload).await,
             Ok(Topic::BundleChunk { index, .. }) => {
@@ -408,225 +465,227 @@ impl SimStation {
         }
     }
 
-    fn effective(&self) -> Effective {
-        Effective::merge(self.controls.values())
-    }
-
-    async fn on_control(&mut self, client: &AsyncClient, t: &str, payload: &[u8]) {
-        let Ok(opened) = envelope::open_json::<Control>(
-            payload,
-            Kind::Control,
-            &self.opts.trusted,
-            &self.opts.limits,
-        ) else {
-            return;
-        };
-        let c = opened.value;
-        // The topic must name the scope the signed message claims.
-        if parse_control_topic(t).as_ref() != Some(&c.scope) {
-            return;
+    fn offer_input(&self, t: &str, payload: &[u8]) -> Input {
+        if payload.is_empty() {
+            return Input::OfferRetracted {
+                topic: t.to_owned(),
+            };
         }
-        let last = self.controls.get(t).map(|c| c.sequence);
-        if accept_control(&self.station, last, &c).is_err() {
-            return;
-        }
-        self.controls.insert(t.to_owned(), c);
-        // A lifted halt or freeze: the verified bundle may now be installed, and an offer
-        // held back may now be taken.
-        if self
-            .job
-            .as_ref()
-            .is_some_and(|j| j.phase == PhaseName::Verifying)
-            && self.install_done_at.is_none()
-        {
-            self.try_install(client).await;
-        } else if self.job.is_none()
-            && let Some((o, key)) = self.held_back.take()
-        {
-            self.admit(client, o, key).await;
-        }
-    }
-
-    async fn on_offer(&mut self, client: &AsyncClient, payload: &[u8]) {
+        let digest: [u8; 32] = sha2::Sha256::digest(payload).into();
         match envelope::open_json::<Offer>(
             payload,
             Kind::Offer,
             &self.opts.trusted,
             &self.opts.limits,
         ) {
-            Ok(o) => self.admit(client, o.value, o.key_id).await,
-            Err(e) => {
-                self.reject(client, None, None, e.reject_reason()).await;
+            Ok(o) => Input::Offer {
+                topic: t.to_owned(),
+                signed: SignedOffer {
+                    offer: o.value,
+                    key_id: o.key_id,
+                    digest,
+                },
+            },
+            Err(e) => Input::OfferUnusable {
+                topic: t.to_owned(),
+                digest,
+                reason: e.reject_reason(),
+            },
+        }
+    }
+
+    /// Steps the station through `first` and every input its actions produce, carrying the
+    /// actions out on the simulated world.
+    async fn feed(&mut self, client: &AsyncClient, first: Input) {
+        let mut queue = VecDeque::from([first]);
+        while let Some(input) = queue.pop_front() {
+            let t = station::step(&self.station, input, self.now());
+            self.station = t.next;
+            for action in t.actions {
+                self.execute(client, action, &mut queue).await;
             }
         }
     }
 
-    async fn admit(
+    async fn execute(&mut self, client: &AsyncClient, action: Action, queue: &mut VecDeque<Input>) {
+        match action {
+            // Kept in memory only.
+            Action::Save(_) => {}
+            Action::Report { update_id, report } => {
+                self.publish_event(client, update_id, report).await;
+            }
+            Action::PublishState => {
+                self.publish_state(client).await;
+            }
+            Action::Update(a) => self.carry_out(client, a, queue).await,
+        }
+    }
+
+    async fn carry_out(
         &mut self,
         client: &AsyncClient,
-        offer: Offer,
-        key_id: fleet_core::update::KeyId,
+        action: update::Action,
+        queue: &mut VecDeque<Input>,
     ) {
-        if let Some(j) = &self.job
-            && j.offer.update_id == offer.update_id
-        {
-            // A wider wave of the update under way: nothing changes.
-            self.last_sequence = Some(self.last_sequence.unwrap_or(0).max(offer.sequence));
-            return;
+        match action {
+            update::Action::Download {
+                bundle_id,
+                size,
+                version,
+                ..
+            } => {
+                self.stop_transfer(client).await;
+                self.transfer = Some(Transfer {
+                    bundle_id,
+                    size,
+                    version,
+                    manifest: None,
+                    held: Vec::new(),
+                    held_count: 0,
+                    held_bytes: 0,
+                });
+                let _ = client
+                    .subscribe(topic::bundle_manifest(&bundle_id), QoS::AtLeastOnce)
+                    .await;
+            }
+            update::Action::DiscardDownload { bundle_id }
+                if self
+                    .transfer
+                    .as_ref()
+                    .is_some_and(|t| t.bundle_id == bundle_id) =>
+            {
+                self.stop_transfer(client).await;
+            }
+            // Every chunk was checked against the signed manifest as it came; no bytes are
+            // kept, so that verdict stands for the whole file's.
+            update::Action::VerifyBundle { bundle_id, .. } => {
+                queue.push_back(Input::Event(Event::BundleVerified { bundle_id }));
+            }
+            update::Action::Install {
+                update_id,
+                slot,
+                version,
+                ..
+            } => {
+                if let Ok(mut m) = self.installs.lock() {
+                    m.entry(update_id)
+                        .or_default()
+                        .insert(self.spec.device_id.clone());
+                }
+                self.summary.installs += 1;
+                self.install_version = Some(version);
+                self.installing = Some(Installing {
+                    slot,
+                    done_at: Instant::now() + self.spec.install_time,
+                });
+            }
+            update::Action::ArmTrial { slot } => {
+                self.boot.primary = slot;
+                let s = self.slot_mut(slot);
+                s.health = SlotHealth::Trial;
+                s.attempts_left = 1;
+                queue.push_back(Input::Event(Event::TrialArmed { slot }));
+            }
+            update::Action::Reboot { .. } => {
+                // The simulated boot flow: the primary slot comes up unless it is bad.
+                let primary = self.boot.primary;
+                let booted = if self.boot.slot(primary).health == SlotHealth::Bad {
+                    primary.other()
+                } else {
+                    primary
+                };
+                self.boot.booted = booted;
+                queue.push_back(Input::Started(self.boot.clone()));
+            }
+            update::Action::RunHealthChecks { .. } => {
+                queue.push_back(Input::Event(if self.spec.fails {
+                    Event::HealthFailed {
+                        check: "sim-health".into(),
+                    }
+                } else {
+                    Event::HealthPassed
+                }));
+            }
+            update::Action::MarkGood { slot } => {
+                self.slot_mut(slot).health = SlotHealth::Good;
+                self.boot.primary = slot;
+                queue.push_back(Input::Event(Event::MarkedGood { slot }));
+            }
+            update::Action::MarkBad { slot } => {
+                self.slot_mut(slot).health = SlotHealth::Bad;
+                if self.boot.primary == slot {
+                    self.boot.primary = slot.other();
+                }
+                queue.push_back(Input::Event(Event::MarkedBad { slot }));
+            }
+            _ => {}
         }
-        if let Some(j) = &self.job {
-            let phase = j.phase;
-            self.reject(
-                client,
-                Some(&offer.update_id),
-                Some(offer.sequence),
-                RejectReason::Busy { phase },
-            )
-            .await;
-            return;
+    }
+
+    fn slot_mut(&mut self, slot: Slot) -> &mut SlotStatus {
+        match slot {
+            Slot::A => &mut self.boot.slots[0],
+            Slot::B => &mut self.boot.slots[1],
         }
-        // A held-back offer was verified when it arrived; it is judged again by the same rules.
-        let ctx = AdmissionContext {
-            station: &self.station,
-            installed: &self.version,
-            last_sequence: self.last_sequence,
-            max_bundle_bytes: self.opts.limits.max_bundle_bytes,
-        };
-        let verdict = SignatureVerdict::Trusted { key_id };
-        if let Err(r) = decide_offer(&ctx, &offer, verdict, self.now()) {
-            self.reject(client, Some(&offer.update_id), Some(offer.sequence), r)
+    }
+
+    async fn stop_transfer(&mut self, client: &AsyncClient) {
+        if let Some(t) = self.transfer.take() {
+            self.slow_chunks.clear();
+            let _ = client
+                .unsubscribe(topic::bundle_manifest(&t.bundle_id))
                 .await;
-            return;
+            let _ = client
+                .unsubscribe(topic::filter::bundle_chunks(&t.bundle_id))
+                .await;
         }
-        if let Err(r) = decide_control(&self.effective(), &offer.update_id, &offer.version) {
-            self.held_back = Some((offer.clone(), key_id));
-            self.hold(
-                client,
-                &offer.update_id,
-                Some(offer.sequence),
-                &offer.version,
-                r,
-            )
-            .await;
-            return;
-        }
-        self.held_back = None;
-        self.release(client, &offer.update_id).await;
-        // Whatever else was held is superseded by this offer.
-        self.holding = None;
-        self.last_sequence = Some(offer.sequence);
-        let report = Report::OfferAccepted {
-            update_id: offer.update_id.clone(),
-            sequence: offer.sequence,
-            version: offer.version.clone(),
-            key_id,
-            expiry_checked: true,
-        };
-        let manifest_topic = topic::bundle_manifest(&offer.bundle_id);
-        self.job = Some(Job {
-            offer,
-            manifest: None,
-            held: Vec::new(),
-            held_count: 0,
-            held_bytes: 0,
-            phase: PhaseName::Downloading,
-        });
-        self.publish_event(client, report).await;
-        self.publish_state(client).await;
-        let _ = client.subscribe(manifest_topic, QoS::AtLeastOnce).await;
-    }
-
-    /// A control holds `update_id` back: `offer-held` once per reason, `held` in the state.
-    async fn hold(
-        &mut self,
-        client: &AsyncClient,
-        update_id: &UpdateId,
-        sequence: Option<u64>,
-        version: &Version,
-        reason: RejectReason,
-    ) {
-        let by = responsible(self.controls.values(), &reason);
-        let (scope, control_sequence) = (by.map(|c| c.scope.clone()), by.map(|c| c.sequence));
-        let held = Held {
-            update_id: update_id.clone(),
-            version: version.clone(),
-            reason: reason.clone(),
-            scope: scope.clone(),
-            control_sequence,
-        };
-        if self.holding.as_ref() != Some(&held) {
-            self.holding = Some(held);
-            let report = Report::OfferHeld {
-                update_id: update_id.clone(),
-                sequence,
-                reason,
-                scope,
-                control_sequence,
-            };
-            self.publish_event(client, report).await;
-        }
-        self.publish_state(client).await;
-    }
-
-    /// The control holding `update_id` back was lifted: `offer-released`.
-    async fn release(&mut self, client: &AsyncClient, update_id: &UpdateId) {
-        if self
-            .holding
-            .as_ref()
-            .is_some_and(|h| &h.update_id == update_id)
-        {
-            self.holding = None;
-            let report = Report::OfferReleased {
-                update_id: update_id.clone(),
-            };
-            self.publish_event(client, report).await;
-        }
-    }
-
-    async fn reject(
-        &mut self,
-        client: &AsyncClient,
-        update_id: Option<&UpdateId>,
-        sequence: Option<u64>,
-        reason: RejectReason,
-    ) {
-        let report = Report::OfferRejected {
-            update_id: update_id.cloned(),
-            sequence,
-            reason,
-        };
-        self.publish_event(client, report).await;
     }
 
     async fn on_manifest(&mut self, client: &AsyncClient, payload: &[u8]) {
-        let Some(job) = self.job.as_mut() else { return };
-        if job.manifest.is_some() {
+        let Some(t) = self.transfer.as_ref() else {
+            return;
+        };
+        if t.manifest.is_some() || payload.is_empty() {
             return;
         }
-        let m = envelope::open_json::<BundleManifest>(
+        let bundle_id = t.bundle_id;
+        let checked = match envelope::open_json::<BundleManifest>(
             payload,
             Kind::Manifest,
             &self.opts.trusted,
             &self.opts.limits,
-        )
-        .map_err(|e| e.to_string())
-        .and_then(|m| {
-            m.value
-                .validate(&self.opts.limits)
-                .and_then(|()| m.value.matches_offer(&job.offer))
-                .map_err(|e| e.to_string())
-                .map(|()| m.value)
-        });
-        match m {
+        ) {
+            Err(e) => Err(DownloadFailure::BadManifest {
+                reason: e.reject_reason(),
+            }),
+            Ok(m) => match m.value.validate(&self.opts.limits) {
+                Err(e) => Err(DownloadFailure::BadManifest {
+                    reason: update::RejectReason::Malformed { detail: e.0 },
+                }),
+                Ok(()) => mismatch(&m.value, t, &self.opts.compatible)
+                    .map_or(Ok(m.value), |detail| {
+                        Err(DownloadFailure::ManifestMismatch { detail })
+                    }),
+            },
+        };
+        match checked {
             Ok(m) => {
-                job.held = vec![false; m.chunks.len()];
                 let chunks = topic::filter::bundle_chunks(&m.bundle_id);
-                let manifest_topic = topic::bundle_manifest(&m.bundle_id);
-                job.manifest = Some(m);
-                let _ = client.unsubscribe(manifest_topic).await;
+                if let Some(t) = self.transfer.as_mut() {
+                    t.held = vec![false; m.chunks.len()];
+                    t.manifest = Some(m);
+                }
+                let _ = client.unsubscribe(topic::bundle_manifest(&bundle_id)).await;
                 let _ = client.subscribe(chunks, QoS::AtLeastOnce).await;
             }
-            Err(detail) => self.end_job(client, Stage::Download, detail).await,
+            Err(failure) => {
+                self.stop_transfer(client).await;
+                self.feed(
+                    client,
+                    Input::Event(Event::DownloadFailed { bundle_id, failure }),
+                )
+                .await;
+            }
         }
     }
 
@@ -638,12 +697,10 @@ impl SimStation {
         slow_done: bool,
     ) {
         let i = index as usize;
-        let wanted = self.job.as_ref().is_some_and(|j| {
-            j.manifest.is_some()
-                && j.phase == PhaseName::Downloading
-                && i < j.held.len()
-                && !j.held[i]
-        });
+        let wanted = self
+            .transfer
+            .as_ref()
+            .is_some_and(|t| t.manifest.is_some() && i < t.held.len() && !t.held[i]);
         if !wanted {
             return;
         }
@@ -655,131 +712,70 @@ impl SimStation {
             }
             return;
         }
-        let Some(job) = self.job.as_mut() else { return };
-        let Some(m) = job.manifest.as_ref() else {
+        let Some(t) = self.transfer.as_mut() else {
+            return;
+        };
+        let Some(m) = t.manifest.as_ref() else {
             return;
         };
         if fleet_proto::chunk::verify_chunk(m, index, payload).is_err() {
             return; // a bad chunk is not held; the retained good one may come again
         }
-        job.held[i] = true;
-        job.held_count += 1;
-        job.held_bytes += payload.len() as u64;
-        if job.held_count as usize == job.held.len() {
-            job.phase = PhaseName::Verifying;
-            let bundle_id = m.bundle_id;
-            let _ = client
-                .unsubscribe(topic::filter::bundle_chunks(&bundle_id))
-                .await;
-            self.publish_event(client, Report::Downloaded { bundle_id })
-                .await;
-            self.try_install(client).await;
-        }
-    }
-
-    /// The last check before anything is written to a slot: halts and freezes stop here.
-    async fn try_install(&mut self, client: &AsyncClient) {
-        let Some(job) = self.job.as_ref() else { return };
-        let (u, v) = (job.offer.update_id.clone(), job.offer.version.clone());
-        if let Err(reason) = decide_control(&self.effective(), &u, &v) {
-            self.hold(client, &u, None, &v, reason).await;
-            return;
-        }
-        self.release(client, &u).await;
-        if let Some(j) = self.job.as_mut() {
-            j.phase = PhaseName::Installing;
-        }
-        if let Ok(mut m) = self.installs.lock() {
-            m.entry(u).or_default().insert(self.spec.device_id.clone());
-        }
-        self.summary.installs += 1;
-        self.install_done_at = Some(Instant::now() + self.spec.install_time);
-        let slot = self.committed.other();
-        self.publish_event(client, Report::InstallStarted { slot, attempt: 1 })
+        t.held[i] = true;
+        t.held_count += 1;
+        t.held_bytes += payload.len() as u64;
+        if t.held_count as usize == t.held.len() {
+            let (bundle_id, held_bytes) = (t.bundle_id, t.held_bytes);
+            self.stop_transfer(client).await;
+            self.feed(
+                client,
+                Input::Event(Event::DownloadProgress {
+                    bundle_id,
+                    held_bytes,
+                }),
+            )
             .await;
-        self.publish_state(client).await;
-    }
-
-    async fn finish_install(&mut self, client: &AsyncClient) {
-        let Some(job) = self.job.take() else { return };
-        let slot = self.committed.other();
-        let update_id = job.offer.update_id.clone();
-        let (outcome, report) = if self.spec.fails {
-            let cause = FallbackCause::HealthCheckFailed {
-                check: "sim-health".into(),
-                attempts: 1,
-            };
-            (
-                Outcome::RolledBack {
-                    update_id,
-                    bad_slot: slot,
-                    cause: cause.clone(),
-                },
-                Report::RolledBack {
-                    from: slot,
-                    to: self.committed,
-                    cause,
-                },
-            )
-        } else {
-            self.committed = slot;
-            self.version = job.offer.version.clone();
-            (
-                Outcome::Committed {
-                    update_id,
-                    slot,
-                    version: job.offer.version.clone(),
-                },
-                Report::Committed {
-                    slot,
-                    version: job.offer.version,
-                },
-            )
-        };
-        self.last_outcome = Some(outcome);
-        self.publish_event(client, report).await;
-        self.publish_state(client).await;
-    }
-
-    async fn end_job(&mut self, client: &AsyncClient, stage: Stage, detail: String) {
-        if let Some(job) = self.job.take() {
-            self.last_outcome = Some(Outcome::Failed {
-                update_id: job.offer.update_id,
-                stage,
-                detail: fleet_core::update::offer::truncate(&detail, 200),
-            });
-            self.publish_state(client).await;
+            self.feed(client, Input::Event(Event::DownloadComplete { bundle_id }))
+                .await;
         }
+    }
+
+    /// The simulated installer finished: the slot holds the bundle's version.
+    async fn finish_install(&mut self, client: &AsyncClient) {
+        let Some(done) = self.installing.take() else {
+            return;
+        };
+        let version = self.install_version.take();
+        if let Some(v) = &version {
+            self.slot_mut(done.slot).version = Some(v.clone());
+        }
+        let Some(version) = version else { return };
+        self.feed(
+            client,
+            Input::Event(Event::Installed {
+                slot: done.slot,
+                version,
+            }),
+        )
+        .await;
     }
 
     async fn publish_state(&mut self, client: &AsyncClient) -> bool {
         self.state_seq += 1;
-        let job = self.job.as_ref();
-        let s = StationState {
-            device_id: self.spec.device_id.clone(),
-            seq: self.state_seq,
-            updated_at: Timestamp::from(self.now()),
-            time_trusted: true,
-            booted: self.committed,
-            committed: self.committed,
-            version: self.version.clone(),
-            slots: Vec::new(),
-            phase: job.map_or(PhaseName::Idle, |j| j.phase),
-            update_id: job.map(|j| j.offer.update_id.clone()),
-            target_version: job.map(|j| j.offer.version.clone()),
-            attempt: None,
-            progress: job
-                .filter(|j| j.phase == PhaseName::Downloading)
-                .map(|j| Progress {
-                    done_bytes: j.held_bytes,
-                    total_bytes: j.offer.bundle_size,
-                }),
-            last_sequence: self.last_sequence,
-            last_outcome: self.last_outcome.clone(),
-            install_percent: None,
-            held: self.holding.clone(),
-            trust: None,
-        };
+        let engine = self.station.engine();
+        let mut s = StationState::from_engine(engine, Some(&self.boot), self.state_seq, self.now());
+        if let (Some(t), Some(progress), Phase::Downloading { .. }) =
+            (&self.transfer, s.progress.as_mut(), &engine.phase)
+        {
+            progress.done_bytes = t.held_bytes;
+        }
+        s.held = self.station.held().map(|h| Held {
+            update_id: h.update_id,
+            version: h.version,
+            reason: h.reason,
+            scope: h.scope,
+            control_sequence: h.control_sequence,
+        });
         client
             .publish(
                 topic::device_state(&self.spec.device_id),
@@ -791,13 +787,18 @@ impl SimStation {
             .is_ok()
     }
 
-    async fn publish_event(&mut self, client: &AsyncClient, event: Report) {
+    async fn publish_event(
+        &mut self,
+        client: &AsyncClient,
+        update_id: Option<UpdateId>,
+        event: Report,
+    ) {
         self.event_seq += 1;
         let e = StationEvent {
             device_id: self.spec.device_id.clone(),
             seq: self.event_seq,
             at: Timestamp::from(self.now()),
-            update_id: self.job.as_ref().map(|j| j.offer.update_id.clone()),
+            update_id,
             event,
         };
         let _ = client
@@ -809,6 +810,29 @@ impl SimStation {
             )
             .await;
     }
+}
+
+/// What the station trusts: the operator keys the simulator verifies with.
+fn trust_of(keys: &TrustedKeys) -> Result<TrustState, fleet_core::trust::BootstrapError> {
+    TrustState::bootstrap(keys.keys().map(fleet_proto::trust::public_key))
+}
+
+/// Why `m` is not the manifest of the bundle `t` fetches, if it is not (the station's rule).
+fn mismatch(m: &BundleManifest, t: &Transfer, compatible: &str) -> Option<String> {
+    manifest_mismatch(
+        ManifestFacts {
+            bundle_id: t.bundle_id,
+            size: t.size,
+            version: &t.version,
+            compatible,
+        },
+        ManifestFacts {
+            bundle_id: m.bundle_id,
+            size: m.size,
+            version: &m.version,
+            compatible: &m.compatible,
+        },
+    )
 }
 
 /// Builds `n` station specs named `{prefix}-{i:05}` in `group`: a `fail_rate` share fail their
