@@ -17,6 +17,13 @@ use crate::slot::{Slot, SlotHealth};
 pub trait PortError: std::error::Error + Send + Sync + 'static {
     /// True when the same call may succeed later (a restarting service, a busy device).
     fn is_retryable(&self) -> bool;
+
+    /// The slot a failed install left armed (primary for a trial) without a verdict on what it
+    /// holds, if any. The installer never disarms it itself: the update engine gives the slot
+    /// up (marks it bad) through the boot flow.
+    fn armed_slot(&self) -> Option<Slot> {
+        None
+    }
 }
 
 /// The state of one slot as the boot flow keeps it.

@@ -57,6 +57,12 @@ pub enum RaucError {
         booted: fleet_core::slot::Slot,
         inactive: fleet_core::slot::Slot,
     },
+    #[error("unable to confirm the install: slot {slot} is armed but what it holds is unknown")]
+    ArmedUnknown {
+        slot: fleet_core::slot::Slot,
+        #[source]
+        source: Box<RaucError>,
+    },
     #[error("unable to find rauc slot for {what}: {detail}")]
     UnknownSlot { what: String, detail: String },
     #[error("unable to parse version {text:?} of rauc slot {slot}")]
@@ -103,6 +109,7 @@ impl RaucError {
             | RaucError::ManifestHashUnsupported { .. }
             | RaucError::BundlePath { .. }
             | RaucError::WrongSlot { .. }
+            | RaucError::ArmedUnknown { .. }
             | RaucError::UnknownSlot { .. }
             | RaucError::Version { .. }
             | RaucError::NotArmed { .. } => false,
@@ -122,6 +129,13 @@ impl RaucError {
 impl PortError for RaucError {
     fn is_retryable(&self) -> bool {
         RaucError::is_retryable(self)
+    }
+
+    fn armed_slot(&self) -> Option<fleet_core::slot::Slot> {
+        match self {
+            RaucError::ArmedUnknown { slot, .. } => Some(*slot),
+            _ => None,
+        }
     }
 }
 

@@ -377,12 +377,13 @@ impl RaucClient {
                         what: format!("version of rauc slot {}", written.name),
                         detail: "rauc recorded no bundle.version after the install".to_owned(),
                     });
-                // The slot is armed but we cannot say what it holds: disarm it, so that an
-                // error never leaves the inactive slot primary.
-                if let Err(e) = self.mark(MarkState::Bad, target).await {
-                    warn!(slot = %target, error = %e, "unable to disarm the slot after a failed check");
-                }
-                return Err(error);
+                // The slot is armed but we cannot say what it holds. Disarming it is not this
+                // adapter's call: the error names the armed slot and the update engine gives
+                // it up through the boot flow.
+                return Err(RaucError::ArmedUnknown {
+                    slot: target,
+                    source: Box::new(error),
+                });
             }
         };
         info!(bundle = %bundle.display(), transaction = request.transaction, slot = %target,

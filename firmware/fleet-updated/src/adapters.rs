@@ -274,6 +274,13 @@ impl PortError for InstallError {
             InstallError::Sim(e) => e.is_retryable(),
         }
     }
+
+    fn armed_slot(&self) -> Option<Slot> {
+        match self {
+            InstallError::Restarted(e) | InstallError::Rauc(e) => e.armed_slot(),
+            _ => None,
+        }
+    }
 }
 
 /// RAUC on the bus at a configured address; reconnects after a lost connection and waits

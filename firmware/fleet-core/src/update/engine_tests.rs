@@ -126,7 +126,9 @@ pub(super) fn applies(phase: PhaseName, event: EventName) -> bool {
         E::Started | E::OfferReceived | E::OfferAdmitted | E::OfferUnusable => true,
         E::DownloadProgress | E::DownloadComplete | E::DownloadFailed => phase == P::Downloading,
         E::BundleVerified | E::BundleVerifyFailed => phase == P::Verifying,
-        E::InstallProgress | E::Installed | E::InstallFailed => phase == P::Installing,
+        E::InstallProgress | E::Installed | E::InstallFailed | E::InstallLeftArmed => {
+            phase == P::Installing
+        }
         E::TrialArmed => phase == P::ArmingTrial,
         E::BootControlFailed => phase == P::ArmingTrial, // op ArmTrial in this table
         E::HealthPassed | E::HealthFailed => phase == P::HealthChecking,

@@ -513,3 +513,31 @@ fn under_boot_loader_counting_an_unhealthy_trial_is_still_retried() {
     assert_eq!(non_reports(&a), vec![&Action::ArmTrial { slot: Slot::B }]);
     assert!(matches!(n.phase, Phase::ArmingTrial { attempt: 2, .. }));
 }
+
+#[test]
+fn an_install_that_failed_after_arming_its_slot_gives_the_slot_up() {
+    let s = in_phase(Phase::Installing {
+        job: job(),
+        slot: Slot::B,
+        attempt: 1,
+    });
+    let (n, a) = go(
+        &s,
+        Event::InstallLeftArmed {
+            slot: Slot::B,
+            detail: "no bundle.version".into(),
+        },
+    );
+    assert_eq!(n.phase.name(), PhaseName::RollingBack);
+    assert_eq!(non_reports(&a), vec![&Action::MarkBad { slot: Slot::B }]);
+    // Never the running slot.
+    let (n, a) = go(
+        &s,
+        Event::InstallLeftArmed {
+            slot: Slot::A,
+            detail: "confused".into(),
+        },
+    );
+    assert_eq!(n.phase.name(), PhaseName::Idle);
+    assert!(!a.iter().any(|x| matches!(x, Action::MarkBad { .. })));
+}

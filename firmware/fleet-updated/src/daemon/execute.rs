@@ -28,6 +28,8 @@ pub enum BootCallError {
 #[derive(Debug)]
 pub(super) struct InstallFailure {
     pub(super) retryable: bool,
+    /// The slot the installer left armed, when it says so.
+    pub(super) armed: Option<fleet_core::slot::Slot>,
     pub(super) detail: String,
 }
 
@@ -188,6 +190,7 @@ where
                         .await
                         .map_err(|e| InstallFailure {
                             retryable: e.is_retryable(),
+                            armed: e.armed_slot(),
                             detail: e.to_string(),
                         });
                     let _ = tx.send(Internal::Installed(result)).await;
@@ -271,11 +274,17 @@ where
                 .await
             }
             Internal::Installed(Err(f)) => {
-                self.feed(Input::Event(Event::InstallFailed {
-                    retryable: f.retryable,
-                    detail: f.detail,
-                }))
-                .await
+                let event = match f.armed {
+                    Some(slot) => Event::InstallLeftArmed {
+                        slot,
+                        detail: f.detail,
+                    },
+                    None => Event::InstallFailed {
+                        retryable: f.retryable,
+                        detail: f.detail,
+                    },
+                };
+                self.feed(Input::Event(event)).await
             }
             Internal::Verified(bundle_id, Ok(())) => {
                 self.feed(Input::Event(Event::BundleVerified { bundle_id }))

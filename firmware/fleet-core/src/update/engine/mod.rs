@@ -327,6 +327,9 @@ pub enum Event {
     Installed { slot: Slot, version: Version },
     /// The installer failed; `retryable` from `PortError::is_retryable`.
     InstallFailed { retryable: bool, detail: String },
+    /// The installer failed after it armed `slot` (`PortError::armed_slot`): the slot may
+    /// boot next and holds something unknown. The engine gives it up.
+    InstallLeftArmed { slot: Slot, detail: String },
     /// `BootControl::arm_trial(slot)` succeeded.
     TrialArmed { slot: Slot },
     /// `BootControl::mark_good(slot)` succeeded.
@@ -361,6 +364,7 @@ pub enum EventName {
     InstallProgress,
     Installed,
     InstallFailed,
+    InstallLeftArmed,
     TrialArmed,
     MarkedGood,
     MarkedBad,
@@ -385,6 +389,7 @@ impl Event {
             Event::InstallProgress { .. } => EventName::InstallProgress,
             Event::Installed { .. } => EventName::Installed,
             Event::InstallFailed { .. } => EventName::InstallFailed,
+            Event::InstallLeftArmed { .. } => EventName::InstallLeftArmed,
             Event::TrialArmed { .. } => EventName::TrialArmed,
             Event::MarkedGood { .. } => EventName::MarkedGood,
             Event::MarkedBad { .. } => EventName::MarkedBad,
@@ -710,6 +715,33 @@ fn step_consistent(state: &State, event: Event, now: Now) -> Result<Transition, 
                 };
             } else {
                 fail(&mut next, job, Stage::Install, detail(d), &mut actions);
+            }
+        }
+        (
+            Phase::Installing { job, .. },
+            Event::InstallLeftArmed {
+                slot: armed,
+                detail: d,
+            },
+        ) => {
+            actions.push(Action::Report(Report::InstallFailed {
+                detail: detail(d),
+                will_retry: false,
+            }));
+            if *armed == state.committed || *armed == state.booted {
+                // Never mark bad the slot we run on: the installer contract was broken.
+                fail(
+                    &mut next,
+                    job,
+                    Stage::Install,
+                    format!("installer reported arming the running slot {armed}"),
+                    &mut actions,
+                );
+            } else {
+                let cause = FallbackCause::InstallMismatch {
+                    detail: detail(&format!("install left slot {armed} armed: {d}")),
+                };
+                start_rollback(&mut next, job, *armed, cause, &mut actions);
             }
         }
         (Phase::ArmingTrial { job, slot, attempt }, Event::TrialArmed { slot: armed }) => {
