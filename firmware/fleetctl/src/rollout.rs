@@ -19,7 +19,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use fleet_core::ids::{DeviceId, GroupId, UpdateId, Version};
 use fleet_core::rollout::{
@@ -28,7 +27,7 @@ use fleet_core::rollout::{
 };
 use fleet_core::update::{Downgrade, Offer, RolloutPercent, wave};
 use fleet_proto::Limits;
-use fleet_proto::envelope::{self, Envelope, Kind};
+use fleet_proto::envelope::{self, Kind};
 use fleet_proto::rollout::{
     RolloutBundle, RolloutRecord, control_topic, filter as rfilter, parse_rollout_topic,
     rollout_topic,
@@ -48,13 +47,7 @@ const MAX_ROLLOUTS: usize = 1_000;
 /// Most failures listed per wave in a view (the counts are always complete).
 const MAX_LISTED: usize = 50;
 
-/// Unix seconds now.
-#[must_use]
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+pub use crate::clock::unix_now;
 
 /// Why a rollout command failed.
 #[derive(Debug, thiserror::Error)]
@@ -124,21 +117,6 @@ fn ours(key: &SigningKey) -> fleet_proto::TrustedKeys {
     [key.verifying_key()].into_iter().collect()
 }
 
-/// Reads a signed payload without verifying it (for display only).
-fn peek<T: serde::de::DeserializeOwned>(bytes: &[u8], kind: Kind, limits: &Limits) -> Option<T> {
-    if bytes.len() > limits.max_envelope_bytes(kind) {
-        return None;
-    }
-    let env: Envelope = serde_json::from_slice(bytes).ok()?;
-    if env.kind != kind {
-        return None;
-    }
-    let payload = base64::engine::general_purpose::STANDARD
-        .decode(env.payload.as_bytes())
-        .ok()?;
-    serde_json::from_slice(&payload).ok()
-}
-
 /// Every rollout record on the broker: verified with `key` when given (records that do not
 /// verify are left out), else read unverified.
 pub async fn list(
@@ -175,7 +153,9 @@ pub fn open_record(
         Some(t) => envelope::open_json::<RolloutRecord>(payload, Kind::Rollout, t, limits)
             .ok()
             .map(|o| o.value),
-        None => peek::<RolloutRecord>(payload, Kind::Rollout, limits),
+        None => {
+            envelope::read_unverified_json::<RolloutRecord>(payload, Kind::Rollout, limits).ok()
+        }
     };
     rec.filter(|r| r.update_id == id)
 }
