@@ -463,6 +463,22 @@ async fn halt_with(
     Ok(rec)
 }
 
+/// `rec` when its status lets `what` go ahead, else why not.
+fn in_status(
+    rec: RolloutRecord,
+    what: &'static str,
+    allowed: impl Fn(&Status) -> bool,
+) -> Result<RolloutRecord, RolloutError> {
+    if allowed(&rec.progress.status) {
+        return Ok(rec);
+    }
+    Err(RolloutError::WrongStatus {
+        what,
+        status: status_name(&rec.progress.status),
+        update_id: rec.update_id,
+    })
+}
+
 /// Halts a running rollout by hand.
 pub async fn halt(
     addr: &BrokerAddr,
@@ -471,14 +487,9 @@ pub async fn halt(
     note: &str,
     limits: &Limits,
 ) -> Result<RolloutRecord, RolloutError> {
-    let rec = load(addr, Some(key), update, limits).await?;
-    if rec.progress.status != Status::Running {
-        return Err(RolloutError::WrongStatus {
-            what: "halt",
-            update_id: rec.update_id,
-            status: status_name(&rec.progress.status),
-        });
-    }
+    let rec = in_status(load(addr, Some(key), update, limits).await?, "halt", |s| {
+        *s == Status::Running
+    })?;
     let reason = HaltReason::Operator {
         note: fleet_core::update::offer::truncate(note, 200),
     };
@@ -492,14 +503,11 @@ pub async fn resume(
     update: Option<&UpdateId>,
     limits: &Limits,
 ) -> Result<RolloutRecord, RolloutError> {
-    let mut rec = load(addr, Some(key), update, limits).await?;
-    if !matches!(rec.progress.status, Status::Halted { .. }) {
-        return Err(RolloutError::WrongStatus {
-            what: "resume",
-            update_id: rec.update_id,
-            status: status_name(&rec.progress.status),
-        });
-    }
+    let mut rec = in_status(
+        load(addr, Some(key), update, limits).await?,
+        "resume",
+        |s| matches!(s, Status::Halted { .. }),
+    )?;
     let read = rec.revision;
     let u = rec.update_id.clone();
     change_control(
@@ -527,14 +535,11 @@ pub async fn advance(
     force: bool,
     limits: &Limits,
 ) -> Result<RolloutRecord, RolloutError> {
-    let rec = load(addr, Some(key), update, limits).await?;
-    if rec.progress.status != Status::Running {
-        return Err(RolloutError::WrongStatus {
-            what: "advance",
-            update_id: rec.update_id,
-            status: status_name(&rec.progress.status),
-        });
-    }
+    let rec = in_status(
+        load(addr, Some(key), update, limits).await?,
+        "advance",
+        |s| *s == Status::Running,
+    )?;
     if rec.progress.wave + 1 >= rec.plan.waves.len() {
         return Err(RolloutError::NotReady {
             update_id: rec.update_id,
