@@ -33,10 +33,12 @@ use std::time::Duration;
 pub use bytes::Bytes;
 use rand::Rng;
 use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+mod oneshot;
 mod tls;
+pub use oneshot::{Acks, ConnectError};
 pub use tls::{ClientAuth, CredentialError, Credentials, ServerVerify, TlsConfig, Transport};
 
 /// Size and depth limits of one session.
@@ -235,6 +237,7 @@ pub struct Session {
     stats: Arc<Stats>,
     max_subscriptions: usize,
     driver: Arc<Mutex<Option<JoinHandle<()>>>>,
+    acks: watch::Receiver<Acks>,
 }
 
 impl Session {
@@ -265,6 +268,7 @@ impl Session {
         let (tx, rx) = mpsc::channel(config.limits.event_capacity);
         let subs = Arc::new(Mutex::new(Subscriptions::default()));
         let stats = Arc::new(Stats::default());
+        let (acks_tx, acks) = watch::channel(Acks::default());
         let driver = Driver {
             eventloop,
             client: client.clone(),
@@ -275,6 +279,7 @@ impl Session {
             transport: config.transport,
             credentials: config.credentials,
             max_credential_file_bytes: config.limits.max_credential_file_bytes,
+            acks: acks_tx,
         };
         let handle = tokio::spawn(driver.run());
         let session = Session {
@@ -283,6 +288,7 @@ impl Session {
             stats,
             max_subscriptions: config.limits.max_subscriptions,
             driver: Arc::new(Mutex::new(Some(handle))),
+            acks,
         };
         (session, rx)
     }
@@ -444,6 +450,7 @@ struct Driver {
     transport: Transport,
     credentials: Option<Credentials>,
     max_credential_file_bytes: u64,
+    acks: watch::Sender<Acks>,
 }
 
 impl Driver {
@@ -569,6 +576,9 @@ impl Driver {
                     if self.tx.send(SessionEvent::Message(msg)).await.is_err() {
                         return;
                     }
+                }
+                Ok(Event::Incoming(ack @ (Packet::PubAck(_) | Packet::SubAck(_)))) => {
+                    oneshot::record(&self.acks, &ack);
                 }
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                     tracing::info!("mqtt disconnected on request");
