@@ -311,8 +311,9 @@ pub fn open(
     })
 }
 
-/// [`open`], then parses the verified payload as JSON `T` (unknown fields are refused by the
-/// payload types themselves).
+/// [`open`], then parses the verified payload as JSON `T` strictly ([`crate::json`]: unknown
+/// fields are refused by the payload types themselves, `null` anywhere is refused, and the
+/// error names the key in a sentence).
 pub fn open_json<T: DeserializeOwned>(
     bytes: &[u8],
     kind: Kind,
@@ -320,10 +321,11 @@ pub fn open_json<T: DeserializeOwned>(
     limits: &Limits,
 ) -> Result<Opened<T>, EnvelopeError> {
     let opened = open(bytes, kind, trusted, limits)?;
-    let value = serde_json::from_slice(&opened.value).map_err(|e| EnvelopeError::BadPayload {
-        kind,
-        detail: bounded(&e),
-    })?;
+    let value =
+        crate::json::parse_signed(&opened.value).map_err(|e| EnvelopeError::BadPayload {
+            kind,
+            detail: bounded(&e),
+        })?;
     Ok(Opened {
         key_id: opened.key_id,
         value,
