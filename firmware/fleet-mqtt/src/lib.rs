@@ -42,7 +42,15 @@ pub use tls::{ClientAuth, CredentialError, Credentials, ServerVerify, TlsConfig,
 /// Size and depth limits of one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest MQTT packet accepted or sent, in bytes (a 1 MiB chunk plus its topic fits).
+    /// The transport ceiling: the largest MQTT packet read or sent, in bytes (the packet's
+    /// remaining length: topic, packet id and payload). [`TRANSPORT_CEILING`] by default.
+    ///
+    /// Keep it well above the largest limit of the protocol on top (fleet's largest is 1 MiB,
+    /// a manifest or a chunk): a message somewhat over its protocol limit then still reaches
+    /// the owner, who refuses it (`too-large`) and keeps the session. A packet above the
+    /// ceiling cannot be skipped (rumqttc drops the connection to resynchronise), so the
+    /// driver backs off exponentially until a connection stays up ([`Backoff::stable_after`]).
+    /// Memory: up to `event_capacity` messages of this size can wait for the owner.
     pub max_packet_bytes: usize,
     /// Depth of the queue of requests (publish, subscribe) towards the event loop.
     pub request_capacity: usize,
@@ -55,10 +63,14 @@ pub struct Limits {
     pub max_credential_file_bytes: u64,
 }
 
+/// The default transport ceiling: 2 MiB and 64 KiB, twice fleet's largest protocol limit
+/// (1 MiB) plus room for the topic and headers.
+pub const TRANSPORT_CEILING: usize = 2 * 1024 * 1024 + 64 * 1024;
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_packet_bytes: 1024 * 1024 + 64 * 1024,
+            max_packet_bytes: TRANSPORT_CEILING,
             request_capacity: 64,
             event_capacity: 64,
             max_subscriptions: 1024,
@@ -87,6 +99,24 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// How long a connection must stay up before the failure count starts again from zero.
+    /// A connection the broker accepts and that then drops at once (a retained packet above
+    /// the transport ceiling, a broker that kicks the client after its ACL check) counts as
+    /// one more failure, so the delay keeps growing instead of reconnecting many times a
+    /// second.
+    pub const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+    /// The consecutive failure count after a drop: `previous + 1`, or `1` when the connection
+    /// that dropped had been up for at least [`Backoff::STABLE_AFTER`]. `up_for` is `None` when
+    /// no connection was made (connect refused, credentials unusable).
+    #[must_use]
+    pub fn failures_after_drop(previous: u32, up_for: Option<Duration>) -> u32 {
+        match up_for {
+            Some(up) if up >= Self::STABLE_AFTER => 1,
+            _ => previous.saturating_add(1),
+        }
+    }
+
     /// The nominal delay after `failures` consecutive failures (1 = first failure), before
     /// jitter.
     #[must_use]
@@ -477,11 +507,13 @@ impl Driver {
     async fn failed(
         &mut self,
         failures: &mut u32,
+        connected_at: &mut Option<tokio::time::Instant>,
         reason: String,
         credentials: Option<bool>,
     ) -> bool {
         lock(&self.subs).connected = false;
-        *failures = failures.saturating_add(1);
+        let up_for = connected_at.take().map(|t| t.elapsed());
+        *failures = Backoff::failures_after_drop(*failures, up_for);
         let unit: f64 = rand::thread_rng().r#gen();
         let retry_in = self.backoff.delay(*failures, unit);
         let retry_in_ms = retry_in.as_millis() as u64;
@@ -506,6 +538,8 @@ impl Driver {
 
     async fn run(mut self) {
         let mut failures: u32 = 0;
+        // When the connection up now was made: a drop soon after does not reset the backoff.
+        let mut connected_at: Option<tokio::time::Instant> = None;
         // rumqttc connects on the first poll and on the first poll after an error.
         let mut needs_connect = true;
         loop {
@@ -519,7 +553,12 @@ impl Driver {
                 if let Err(e) = self.prepare_connect() {
                     let retryable = e.is_retryable();
                     if !self
-                        .failed(&mut failures, e.to_string(), Some(retryable))
+                        .failed(
+                            &mut failures,
+                            &mut connected_at,
+                            e.to_string(),
+                            Some(retryable),
+                        )
                         .await
                     {
                         return;
@@ -531,8 +570,8 @@ impl Driver {
             }
             match self.eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    tracing::info!(code = ?ack.code, "mqtt connected");
-                    failures = 0;
+                    tracing::info!(code = ?ack.code, failures, "mqtt connected");
+                    connected_at = Some(tokio::time::Instant::now());
                     self.stats.connects.fetch_add(1, Ordering::Relaxed);
                     let topics: Vec<String> = {
                         let mut subs = lock(&self.subs);
@@ -578,13 +617,32 @@ impl Driver {
                 Ok(_) => {}
                 Err(e) => {
                     needs_connect = true;
-                    if !self.failed(&mut failures, e.to_string(), None).await {
+                    let reason = describe(&e, self.eventloop.mqtt_options.max_packet_size());
+                    if !self
+                        .failed(&mut failures, &mut connected_at, reason, None)
+                        .await
+                    {
                         return;
                     }
                 }
             }
         }
     }
+}
+
+/// The reason reported for a dropped connection; a packet above the transport ceiling is
+/// named as such (rumqttc only says "payload size limit exceeded").
+fn describe(e: &rumqttc::ConnectionError, ceiling: usize) -> String {
+    if let rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+        rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+    )) = e
+    {
+        return format!(
+            "the broker sent a packet of {size} bytes, above the transport ceiling of {ceiling} \
+             bytes: the connection is dropped to skip it (set message_size_limit on the broker)"
+        );
+    }
+    e.to_string()
 }
 
 #[cfg(test)]
@@ -614,6 +672,27 @@ mod tests {
         assert_eq!(b.delay(3, 0.5), Duration::from_millis(300));
         assert!(b.delay(3, 0.999) <= Duration::from_millis(400));
         assert_eq!(b.delay(3, 7.0), Duration::from_millis(400));
+    }
+
+    #[test]
+    fn drops_right_after_connecting_keep_growing_the_backoff() {
+        let soon = Some(Duration::from_millis(80));
+        let mut failures = 0;
+        for expected in 1..=6 {
+            failures = Backoff::failures_after_drop(failures, soon);
+            assert_eq!(failures, expected);
+        }
+        let b = Backoff::default();
+        assert!(b.nominal(failures) > b.nominal(1) * 16);
+        // Failed attempts that never connected count the same way.
+        assert_eq!(Backoff::failures_after_drop(failures, None), 7);
+    }
+
+    #[test]
+    fn a_connection_that_stayed_up_starts_the_count_again() {
+        let long = Some(Backoff::STABLE_AFTER);
+        assert_eq!(Backoff::failures_after_drop(9, long), 1);
+        assert_eq!(Backoff::failures_after_drop(u32::MAX, None), u32::MAX);
     }
 
     #[test]

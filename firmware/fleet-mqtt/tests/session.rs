@@ -115,3 +115,72 @@ async fn a_message_larger_than_a_chunk_limit_is_carried_whole() {
         .expect("publish");
     assert_eq!(next_message(&mut rx).await.payload.len(), payload.len());
 }
+
+#[tokio::test]
+async fn a_message_over_its_protocol_limit_but_under_the_ceiling_reaches_the_owner() {
+    // The owner (a station) refuses it with its own code; the session must carry it whole
+    // whatever the broker allows, instead of dropping the connection.
+    let broker = Mosquitto::start().expect("broker");
+    let (s, mut rx) = Session::start(config("ceiling", &broker));
+    connected(&mut rx).await;
+    s.subscribe("t/huge").await.expect("subscribe");
+    let payload = vec![b' '; 2 * 1024 * 1024 + 1];
+    s.publish("t/huge", payload.clone(), true)
+        .await
+        .expect("publish");
+    assert_eq!(next_message(&mut rx).await.payload.len(), payload.len());
+    assert!(s.is_connected());
+    assert!(fleet_mqtt::TRANSPORT_CEILING > payload.len() + 64);
+}
+
+#[tokio::test]
+async fn repeated_drops_right_after_connecting_grow_the_backoff() {
+    // A retained packet above the transport ceiling comes again after every connect and drops
+    // the connection at once: each of these counts as a failure, so the delay doubles instead
+    // of starting from the initial one every time.
+    let broker = Mosquitto::start().expect("broker");
+    let (p, mut prx) = Session::start(config("publisher", &broker));
+    connected(&mut prx).await;
+    p.publish("t/too-big", vec![b'x'; 8 * 1024], true)
+        .await
+        .expect("publish");
+
+    let mut c = config("small-ceiling", &broker);
+    c.limits.max_packet_bytes = 1024;
+    c.backoff = Backoff {
+        initial: Duration::from_millis(20),
+        max: Duration::from_secs(5),
+    };
+    let (s, mut rx) = Session::start(c);
+    s.subscribe("t/too-big").await.expect("subscribe");
+    let mut delays = Vec::new();
+    let mut reasons = Vec::new();
+    while delays.len() < 6 {
+        match timeout(Duration::from_secs(20), rx.recv()).await {
+            Ok(Some(SessionEvent::Disconnected { reason, retry_in })) => {
+                delays.push(retry_in);
+                reasons.push(reason);
+            }
+            Ok(Some(SessionEvent::Message(m))) => panic!("an oversized message got through: {m:?}"),
+            Ok(Some(_)) => {}
+            other => panic!("expected a disconnect: {other:?}"),
+        }
+    }
+    // Failure n waits between half and all of initial * 2^(n-1): the sixth at least 320 ms,
+    // above anything the first could wait (20 ms).
+    assert!(delays[5] >= Duration::from_millis(320), "{delays:?}");
+    assert!(delays[0] <= Duration::from_millis(20), "{delays:?}");
+    for (i, d) in delays.iter().enumerate().skip(1) {
+        assert!(*d >= Duration::from_millis(10) * (1 << i), "{delays:?}");
+    }
+    assert!(
+        reasons[0].contains("above the transport ceiling of 1024 bytes"),
+        "{reasons:?}"
+    );
+    assert!(
+        s.stats()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 5
+    );
+}
