@@ -135,9 +135,9 @@ async fn a_message_over_its_protocol_limit_but_under_the_ceiling_reaches_the_own
 
 #[tokio::test]
 async fn repeated_drops_right_after_connecting_grow_the_backoff() {
-    // A retained packet above the transport ceiling comes again after every connect and drops
-    // the connection at once: each of these counts as a failure, so the delay doubles instead
-    // of starting from the initial one every time.
+    // A packet above the transport ceiling comes again after every connect and drops the
+    // connection at once: each of these counts as a failure, so the delay doubles instead of
+    // starting from the initial one every time.
     let broker = Mosquitto::start().expect("broker");
     let (p, mut prx) = Session::start(config("publisher", &broker));
     connected(&mut prx).await;
@@ -147,6 +147,10 @@ async fn repeated_drops_right_after_connecting_grow_the_backoff() {
 
     let mut c = config("small-ceiling", &broker);
     c.limits.max_packet_bytes = 1024;
+    // No skip time: the culprit topic is subscribed again at every connect, as a packet whose
+    // topic cannot be told (a live message) would come again.
+    c.limits.oversize_skip_initial = Duration::ZERO;
+    c.limits.oversize_skip_max = Duration::ZERO;
     c.backoff = Backoff {
         initial: Duration::from_millis(20),
         max: Duration::from_secs(5),
@@ -182,5 +186,64 @@ async fn repeated_drops_right_after_connecting_grow_the_backoff() {
             .connects
             .load(std::sync::atomic::Ordering::Relaxed)
             >= 5
+    );
+}
+
+#[tokio::test]
+async fn a_topic_whose_retained_message_is_above_the_ceiling_is_skipped_and_tried_again_later() {
+    let broker = Mosquitto::start().expect("broker");
+    let (p, mut prx) = Session::start(config("publisher", &broker));
+    connected(&mut prx).await;
+    p.publish("t/a", "a", true).await.expect("publish");
+    p.publish("t/big", vec![b'x'; 8 * 1024], true)
+        .await
+        .expect("publish");
+    p.publish("t/c", "c", true).await.expect("publish");
+
+    let mut c = config("skipper", &broker);
+    c.limits.max_packet_bytes = 1024;
+    c.limits.oversize_skip_initial = Duration::from_millis(500);
+    let (s, mut rx) = Session::start(c);
+    s.subscribe_many(&["t/a".to_owned(), "t/big".to_owned(), "t/c".to_owned()])
+        .await
+        .expect("subscribe");
+    // The other topics' messages arrive (again after the one drop) and the session settles.
+    let mut got = std::collections::BTreeSet::new();
+    while got.len() < 2 {
+        let m = next_message(&mut rx).await;
+        assert_ne!(m.topic, "t/big");
+        got.insert(m.topic);
+    }
+    let skipped = s.skipped();
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0].topic, "t/big");
+    assert!(skipped[0].size > 8 * 1024);
+    assert!(s.is_connected());
+
+    // Once the operator replaces it, the topic is read again after its skip time.
+    p.publish("t/big", "small now", true)
+        .await
+        .expect("publish");
+    let m = loop {
+        let m = next_message(&mut rx).await;
+        if m.topic == "t/big" {
+            break m;
+        }
+    };
+    assert_eq!(&m.payload[..], b"small now");
+    // Its burst ends (the end marker's acknowledgement) and the skip is forgotten.
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !s.skipped().is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the skip is forgotten");
+    assert!(
+        s.stats()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+            <= 2,
+        "one drop, one reconnect"
     );
 }
