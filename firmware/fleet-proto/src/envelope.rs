@@ -274,7 +274,7 @@ pub fn open(
         });
     }
     // serde_json refuses trailing garbage after the document.
-    let env: Envelope = serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed {
+    let env: Envelope = crate::json::parse(bytes).map_err(|e| EnvelopeError::Malformed {
         detail: bounded(&e),
     })?;
     if env.v != ENVELOPE_VERSION {

@@ -13,13 +13,21 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-/// Parses `bytes` as the JSON document `T`, strictly; the error is a sentence.
-pub fn parse_signed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+/// Parses `bytes` as the JSON document `T`; the error is a sentence naming the key. For any
+/// JSON a station or an operator tool reads (state, events, envelopes).
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| describe(bytes, &e))?;
     // Trailing garbage after the document.
     de.end()
         .map_err(|e| format!("the payload is not valid JSON: {}", without_position(&e)))?;
+    Ok(value)
+}
+
+/// [`parse`], and `null` anywhere is refused: for signed payloads, whose optional keys are
+/// left out when absent.
+pub fn parse_signed<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
+    let value = parse(bytes)?;
     // The typed parse succeeded, so the document is valid JSON: look for nulls.
     let tree: Value = serde_json::from_slice(bytes).map_err(|e| without_position(&e))?;
     if let Some(path) = find_null(&tree, &mut Vec::new()) {
@@ -226,6 +234,28 @@ mod tests {
             e,
             "key `sequence`: 18446744073709551616 is not a whole number from 0 to 18446744073709551615"
         );
+    }
+
+    #[test]
+    fn an_envelope_that_is_not_json_is_described_without_positions() {
+        let trusted = crate::envelope::TrustedKeys::new();
+        for bytes in [
+            &b"{not json"[..],
+            b"{\"v\":1}",
+            b"[1,2]",
+            b"{\"v\":1,\"v\":2}",
+        ] {
+            let e = crate::envelope::open(
+                bytes,
+                crate::envelope::Kind::Offer,
+                &trusted,
+                &crate::Limits::DEFAULT,
+            )
+            .expect_err("refused")
+            .to_string();
+            assert!(e.starts_with("unable to parse envelope: "), "{e}");
+            assert!(!e.contains(" line ") && !e.contains("column"), "{e}");
+        }
     }
 
     #[test]
