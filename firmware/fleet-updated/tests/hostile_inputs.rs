@@ -255,3 +255,67 @@ async fn signed_payloads_with_a_null_optional_key_are_refused_as_malformed() {
     );
     stn.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retained_control_above_the_transport_ceiling_is_skipped_and_the_station_still_updates() {
+    let broker = Mosquitto::start().expect("broker");
+    let op = Operator::connect(&broker, "operator", test_key(23))
+        .await
+        .expect("operator");
+    let mut watch = Watcher::connect(&broker, "watcher").await.expect("watcher");
+    let id = "stn-ceiling";
+    // Above even the transport ceiling: no station can read it; the broker has no limit.
+    let huge = fleet_mqtt::TRANSPORT_CEILING + 4096;
+    let mut big = SessionConfig::new("big-publisher", broker.host(), broker.port());
+    big.limits.max_packet_bytes = huge + 1024;
+    let (publisher, mut events) = Session::start(big);
+    while let Some(ev) = events.recv().await {
+        if ev == SessionEvent::Connected {
+            break;
+        }
+    }
+    publisher
+        .publish(&control_topic(&Scope::Fleet), vec![b' '; huge], true)
+        .await
+        .expect("huge control");
+
+    let mut presence = presence_log(&broker, id).await;
+    let stn = spawn(id, &broker, &op.public_hex(), StationOptions::default());
+    watch
+        .wait_state(id, WAIT, |s| s.phase == PhaseName::Idle)
+        .await
+        .expect("idle");
+    let good = bundle("1.1.0", Behaviour::Normal, 20_000);
+    let m = op
+        .publish_bundle(&good, COMPATIBLE, &v("1.1.0"), 4096)
+        .await
+        .expect("bundle");
+    op.publish_offer(
+        &offer_to_device(id, "rel-110", 1, &m).expect("offer"),
+        None,
+        None,
+    )
+    .await
+    .expect("offer");
+    let s = watch
+        .wait_state(id, WAIT, |s| {
+            s.phase == PhaseName::Idle && s.last_outcome.is_some()
+        })
+        .await
+        .expect("the update ends");
+    assert!(
+        matches!(&s.last_outcome, Some(Outcome::Committed { version, .. }) if *version == v("1.1.0")),
+        "{s:#?}"
+    );
+    // One drop when the huge control first came (the topic is skipped from then on), and one
+    // reboot into the new slot: at most two `offline`, never a loop.
+    // (QoS 1 may deliver a presence message twice: count changes, not messages.)
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut seen = presence_seen(&mut presence);
+    seen.dedup();
+    assert!(
+        seen.iter().filter(|p| *p == "offline").count() <= 2,
+        "presence flapped: {seen:?}"
+    );
+    stn.stop().await;
+}
