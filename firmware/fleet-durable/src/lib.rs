@@ -247,12 +247,13 @@ impl Steps for RealFs {
     fn place(&mut self, dir: &File, tmp: &Path, path: &Path, how: Replace) -> io::Result<Placed> {
         match how {
             Replace::Exchange
-                if fs::symlink_metadata(path).is_ok() && exchange(dir, tmp, path)? =>
+                if fs::symlink_metadata(path).is_ok()
+                    && rename2(dir, tmp, path, Rename2::Exchange)? =>
             {
                 Ok(Placed::TempLeft)
             }
             Replace::Rename | Replace::Exchange => fs::rename(tmp, path).map(|()| Placed::Moved),
-            Replace::Never => match rename_noreplace(dir, tmp, path)? {
+            Replace::Never => match rename2(dir, tmp, path, Rename2::NoReplace)? {
                 true => Ok(Placed::Moved),
                 false => fs::hard_link(tmp, path).map(|()| Placed::TempLeft),
             },
@@ -330,44 +331,36 @@ fn write_with(
     Ok(())
 }
 
-/// `Ok(false)`: exchange not supported here, rename instead.
+/// The `renameat2(2)` flags used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rename2 {
+    Exchange,
+    NoReplace,
+}
+
+/// `renameat2(2)` of `tmp` to `path` in `dir`. `Ok(false)`: not supported here (file system,
+/// kernel or C library); the caller falls back.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn exchange(dir: &File, tmp: &Path, path: &Path) -> io::Result<bool> {
-    renameat2(dir, tmp, path, nix::fcntl::RenameFlags::RENAME_EXCHANGE)
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn exchange(_dir: &File, _tmp: &Path, _path: &Path) -> io::Result<bool> {
-    Ok(false)
-}
-
-/// `Ok(false)`: no-clobber rename not supported here, link instead.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn rename_noreplace(dir: &File, tmp: &Path, path: &Path) -> io::Result<bool> {
-    renameat2(dir, tmp, path, nix::fcntl::RenameFlags::RENAME_NOREPLACE)
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn rename_noreplace(_dir: &File, _tmp: &Path, _path: &Path) -> io::Result<bool> {
-    Ok(false)
-}
-
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn renameat2(
-    dir: &File,
-    tmp: &Path,
-    path: &Path,
-    flags: nix::fcntl::RenameFlags,
-) -> io::Result<bool> {
+fn rename2(dir: &File, tmp: &Path, path: &Path, how: Rename2) -> io::Result<bool> {
     use nix::errno::Errno;
+    use nix::fcntl::RenameFlags;
     let (Some(tmp_name), Some(name)) = (tmp.file_name(), path.file_name()) else {
         return Ok(false);
+    };
+    let flags = match how {
+        Rename2::Exchange => RenameFlags::RENAME_EXCHANGE,
+        Rename2::NoReplace => RenameFlags::RENAME_NOREPLACE,
     };
     match nix::fcntl::renameat2(dir, tmp_name, dir, name, flags) {
         Ok(()) => Ok(true),
         Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => Ok(false),
         Err(e) => Err(io::Error::from(e)),
     }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn rename2(_dir: &File, _tmp: &Path, _path: &Path, _how: Rename2) -> io::Result<bool> {
+    Ok(false)
 }
 
 #[cfg(test)]

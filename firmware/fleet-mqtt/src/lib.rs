@@ -8,6 +8,14 @@
 //! incoming messages to the owner through a bounded channel, so a slow owner slows the socket
 //! instead of growing memory.
 //!
+//! Packets up to a transport ceiling ([`Limits::max_packet_bytes`]) are read whole; the owner
+//! refuses what is over its own protocol limits. A packet above the ceiling cannot be skipped
+//! on the wire (rumqttc drops the connection), so the driver subscribes one topic per
+//! SUBSCRIBE after each connect and marks the end with an UNSUBSCRIBE: the topic acknowledged
+//! last before such a drop brought it, and is skipped for a while ([`Session::skipped`],
+//! [`Limits::oversize_skip`]) instead of dropping every connection. A connection that drops
+//! within [`Backoff::STABLE_AFTER`] counts as another failure, so the backoff keeps growing.
+//!
 //! The transport is plain TCP or TLS with a client certificate ([`Transport`], [`TlsConfig`]);
 //! credential files are read again before every connection attempt, so a renewed certificate
 //! is picked up without a restart, and a file that cannot be used is reported as a
@@ -25,24 +33,37 @@
 //! }
 //! # Ok(()) }
 //! ```
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use bytes::Bytes;
 use rand::Rng;
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS};
-use tokio::sync::mpsc;
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, Request,
+};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+mod oneshot;
 mod tls;
+pub use oneshot::{Acks, ConnectError};
 pub use tls::{ClientAuth, CredentialError, Credentials, ServerVerify, TlsConfig, Transport};
 
 /// Size and depth limits of one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Largest MQTT packet accepted or sent, in bytes (a 1 MiB chunk plus its topic fits).
+    /// The transport ceiling: the largest MQTT packet read or sent, in bytes (the packet's
+    /// remaining length: topic, packet id and payload). [`TRANSPORT_CEILING`] by default.
+    ///
+    /// Keep it well above the largest limit of the protocol on top (fleet's largest is 1 MiB,
+    /// a manifest or a chunk): a message somewhat over its protocol limit then still reaches
+    /// the owner, who refuses it (`too-large`) and keeps the session. A packet above the
+    /// ceiling cannot be skipped (rumqttc drops the connection to resynchronise): the driver
+    /// skips the topic that brought it for a while ([`Limits::oversize_skip`]) and backs off
+    /// exponentially while connections keep dropping ([`Backoff::STABLE_AFTER`]).
+    /// Memory: up to `event_capacity` messages of this size can wait for the owner.
     pub max_packet_bytes: usize,
     /// Depth of the queue of requests (publish, subscribe) towards the event loop.
     pub request_capacity: usize,
@@ -53,16 +74,39 @@ pub struct Limits {
     pub max_subscriptions: usize,
     /// Largest credential file (CA, certificate, key, password) read, in bytes.
     pub max_credential_file_bytes: u64,
+    /// A subscription whose retained message is above the transport ceiling is skipped for
+    /// this long the first time, twice as long every further time in a row, up to
+    /// `oversize_skip_max` ([`Session::skipped`]).
+    pub oversize_skip_initial: Duration,
+    pub oversize_skip_max: Duration,
 }
+
+impl Limits {
+    /// How long a topic is skipped after it brought a packet above the ceiling `strikes`
+    /// times in a row (1 = the first time).
+    #[must_use]
+    pub fn oversize_skip(&self, strikes: u32) -> Duration {
+        let shift = strikes.saturating_sub(1).min(20);
+        self.oversize_skip_initial
+            .saturating_mul(1u32 << shift)
+            .min(self.oversize_skip_max)
+    }
+}
+
+/// The default transport ceiling: 2 MiB and 64 KiB, twice fleet's largest protocol limit
+/// (1 MiB) plus room for the topic and headers.
+pub const TRANSPORT_CEILING: usize = 2 * 1024 * 1024 + 64 * 1024;
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_packet_bytes: 1024 * 1024 + 64 * 1024,
+            max_packet_bytes: TRANSPORT_CEILING,
             request_capacity: 64,
             event_capacity: 64,
             max_subscriptions: 1024,
             max_credential_file_bytes: 256 * 1024,
+            oversize_skip_initial: Duration::from_secs(30),
+            oversize_skip_max: Duration::from_secs(3600),
         }
     }
 }
@@ -87,6 +131,24 @@ impl Default for Backoff {
 }
 
 impl Backoff {
+    /// How long a connection must stay up before the failure count starts again from zero.
+    /// A connection the broker accepts and that then drops at once (a retained packet above
+    /// the transport ceiling, a broker that kicks the client after its ACL check) counts as
+    /// one more failure, so the delay keeps growing instead of reconnecting many times a
+    /// second.
+    pub const STABLE_AFTER: Duration = Duration::from_secs(10);
+
+    /// The consecutive failure count after a drop: `previous + 1`, or `1` when the connection
+    /// that dropped had been up for at least [`Backoff::STABLE_AFTER`]. `up_for` is `None` when
+    /// no connection was made (connect refused, credentials unusable).
+    #[must_use]
+    pub fn failures_after_drop(previous: u32, up_for: Option<Duration>) -> u32 {
+        match up_for {
+            Some(up) if up >= Self::STABLE_AFTER => 1,
+            _ => previous.saturating_add(1),
+        }
+    }
+
     /// The nominal delay after `failures` consecutive failures (1 = first failure), before
     /// jitter.
     #[must_use]
@@ -220,10 +282,96 @@ pub struct Stats {
     pub connects: AtomicU64,
 }
 
+/// A subscribed topic the session does not subscribe for now: right after it was subscribed,
+/// the broker sent a packet above the transport ceiling (a retained message nobody can read,
+/// which would otherwise drop every connection at once). It is subscribed again after
+/// `retry_in`; when it passes then, it is forgotten.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedTopic {
+    pub topic: String,
+    /// The size the broker announced for the packet, in bytes.
+    pub size: usize,
+    /// How many times in a row the topic brought such a packet.
+    pub strikes: u32,
+    /// Until the topic is subscribed again.
+    pub retry_in: Duration,
+}
+
+#[derive(Debug)]
+struct Skip {
+    size: usize,
+    strikes: u32,
+    until: tokio::time::Instant,
+}
+
+/// One step of a subscription burst, in the order sent: a SUBSCRIBE of one topic, and at the
+/// end an UNSUBSCRIBE of [`END_OF_RETAINED`] whose UNSUBACK follows every retained message.
+#[derive(Debug)]
+enum Burst {
+    Topic(String),
+    End,
+}
+
+/// A filter the session never subscribes: unsubscribing it marks the end of a burst (the
+/// broker answers in order, after the retained messages of the topics before it).
+const END_OF_RETAINED: &str = "fleet-mqtt/end-of-retained";
+
 #[derive(Debug, Default)]
 struct Subscriptions {
     connected: bool,
     topics: BTreeSet<String>,
+    /// What the driver subscribed since the connect and waits an acknowledgement for.
+    burst: VecDeque<Burst>,
+    /// The topic whose SUBACK came last in a burst: its retained messages are arriving now.
+    suspect: Option<String>,
+    skipped: BTreeMap<String, Skip>,
+}
+
+impl Subscriptions {
+    /// A SUBACK (`sub`) or UNSUBACK arrived: advance the burst. The previous suspect brought
+    /// nothing too large, so it is no longer skipped.
+    fn acked(&mut self, sub: bool) {
+        let next = match (self.burst.front(), sub) {
+            (Some(Burst::Topic(_)), true) => match self.burst.pop_front() {
+                Some(Burst::Topic(t)) => Some(t),
+                _ => None,
+            },
+            (Some(Burst::End), false) => {
+                self.burst.pop_front();
+                None
+            }
+            // An acknowledgement of the owner's own request.
+            _ => return,
+        };
+        if let Some(prev) = std::mem::replace(&mut self.suspect, next) {
+            self.skipped.remove(&prev);
+        }
+    }
+}
+
+/// Subscribes `topics` one SUBSCRIBE each, in order, then marks the end (see [`Burst`]).
+fn start_burst(client: &AsyncClient, subs: &Arc<Mutex<Subscriptions>>, topics: Vec<String>) {
+    if topics.is_empty() {
+        return;
+    }
+    {
+        let mut s = lock(subs);
+        s.burst.extend(topics.iter().cloned().map(Burst::Topic));
+        s.burst.push_back(Burst::End);
+    }
+    // Never await the request queue from the driver: it is the one draining it.
+    let client = client.clone();
+    tokio::spawn(async move {
+        for t in topics {
+            if let Err(e) = client.subscribe(t, QoS::AtLeastOnce).await {
+                tracing::warn!(error = %e, "unable to resubscribe after connect");
+                return;
+            }
+        }
+        if let Err(e) = client.unsubscribe(END_OF_RETAINED).await {
+            tracing::warn!(error = %e, "unable to mark the end of the subscriptions");
+        }
+    });
 }
 
 /// A handle to a running session. Cheap to clone; the driver task stops when every event
@@ -235,6 +383,7 @@ pub struct Session {
     stats: Arc<Stats>,
     max_subscriptions: usize,
     driver: Arc<Mutex<Option<JoinHandle<()>>>>,
+    acks: watch::Receiver<Acks>,
 }
 
 impl Session {
@@ -265,6 +414,7 @@ impl Session {
         let (tx, rx) = mpsc::channel(config.limits.event_capacity);
         let subs = Arc::new(Mutex::new(Subscriptions::default()));
         let stats = Arc::new(Stats::default());
+        let (acks_tx, acks) = watch::channel(Acks::default());
         let driver = Driver {
             eventloop,
             client: client.clone(),
@@ -275,6 +425,8 @@ impl Session {
             transport: config.transport,
             credentials: config.credentials,
             max_credential_file_bytes: config.limits.max_credential_file_bytes,
+            acks: acks_tx,
+            limits: config.limits.clone(),
         };
         let handle = tokio::spawn(driver.run());
         let session = Session {
@@ -283,6 +435,7 @@ impl Session {
             stats,
             max_subscriptions: config.limits.max_subscriptions,
             driver: Arc::new(Mutex::new(Some(handle))),
+            acks,
         };
         (session, rx)
     }
@@ -368,6 +521,7 @@ impl Session {
     pub async fn unsubscribe(&self, topic: &str) -> Result<(), SessionError> {
         let connected = {
             let mut subs = lock(&self.subs);
+            subs.skipped.remove(topic);
             if !subs.topics.remove(topic) {
                 return Ok(());
             }
@@ -389,6 +543,23 @@ impl Session {
     #[must_use]
     pub fn subscriptions(&self) -> Vec<String> {
         lock(&self.subs).topics.iter().cloned().collect()
+    }
+
+    /// Subscriptions skipped for now because the broker sent a packet above the transport
+    /// ceiling right after each was subscribed (a person must clear that retained message).
+    #[must_use]
+    pub fn skipped(&self) -> Vec<SkippedTopic> {
+        let now = tokio::time::Instant::now();
+        lock(&self.subs)
+            .skipped
+            .iter()
+            .map(|(topic, s)| SkippedTopic {
+                topic: topic.clone(),
+                size: s.size,
+                strikes: s.strikes,
+                retry_in: s.until.saturating_duration_since(now),
+            })
+            .collect()
     }
 
     /// True while a connection is up.
@@ -444,6 +615,8 @@ struct Driver {
     transport: Transport,
     credentials: Option<Credentials>,
     max_credential_file_bytes: u64,
+    acks: watch::Sender<Acks>,
+    limits: Limits,
 }
 
 impl Driver {
@@ -477,11 +650,13 @@ impl Driver {
     async fn failed(
         &mut self,
         failures: &mut u32,
+        connected_at: &mut Option<tokio::time::Instant>,
         reason: String,
         credentials: Option<bool>,
     ) -> bool {
         lock(&self.subs).connected = false;
-        *failures = failures.saturating_add(1);
+        let up_for = connected_at.take().map(|t| t.elapsed());
+        *failures = Backoff::failures_after_drop(*failures, up_for);
         let unit: f64 = rand::thread_rng().r#gen();
         let retry_in = self.backoff.delay(*failures, unit);
         let retry_in_ms = retry_in.as_millis() as u64;
@@ -504,8 +679,91 @@ impl Driver {
         true
     }
 
+    /// Tidies up after a dropped connection: hands out what was read before the drop, drops
+    /// queued (un)subscriptions (every topic is subscribed again at the next connect), and
+    /// skips the topic that brought a packet above the ceiling. False when the owner is gone.
+    async fn after_drop(&mut self, e: &rumqttc::ConnectionError) -> bool {
+        // Packets read in the same batch as the failing one were not handed out yet; rumqttc
+        // would hand them out after the next connect, where their acknowledgements mislead.
+        let stale: Vec<Event> = self.eventloop.state.events.drain(..).collect();
+        for ev in stale {
+            match ev {
+                Event::Incoming(Packet::SubAck(_)) => lock(&self.subs).acked(true),
+                Event::Incoming(Packet::UnsubAck(_)) => lock(&self.subs).acked(false),
+                Event::Incoming(Packet::Publish(p)) => {
+                    let msg = Message {
+                        topic: p.topic,
+                        payload: p.payload,
+                        retain: p.retain,
+                    };
+                    if self.tx.send(SessionEvent::Message(msg)).await.is_err() {
+                        return false;
+                    }
+                }
+                _ => {}
+            }
+        }
+        // rumqttc replays unsent requests on the next connection: a replayed SUBSCRIBE of the
+        // culprit would bring its packet again.
+        self.eventloop
+            .pending
+            .retain(|r| !matches!(r, Request::Subscribe(_) | Request::Unsubscribe(_)));
+        let rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+            rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+        )) = e
+        else {
+            return true;
+        };
+        let (topic, strikes, delay) = {
+            let mut subs = lock(&self.subs);
+            let Some(topic) = subs.suspect.take() else {
+                return true;
+            };
+            subs.burst.clear();
+            let strikes = subs.skipped.get(&topic).map_or(1, |s| s.strikes + 1);
+            let delay = self.limits.oversize_skip(strikes);
+            subs.skipped.insert(
+                topic.clone(),
+                Skip {
+                    size: *size,
+                    strikes,
+                    until: tokio::time::Instant::now() + delay,
+                },
+            );
+            (topic, strikes, delay)
+        };
+        tracing::error!(
+            topic = %topic,
+            size = *size,
+            ceiling = self.eventloop.mqtt_options.max_packet_size(),
+            strikes,
+            retry_in_ms = delay.as_millis() as u64,
+            "a retained message above the transport ceiling: topic skipped; clear it on the broker"
+        );
+        let client = self.client.clone();
+        let subs = self.subs.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let due = {
+                let s = lock(&subs);
+                s.connected
+                    && s.topics.contains(&topic)
+                    && s.skipped
+                        .get(&topic)
+                        .is_some_and(|k| k.until <= tokio::time::Instant::now())
+            };
+            // When not connected, the next connect subscribes it (its time is up).
+            if due {
+                start_burst(&client, &subs, vec![topic]);
+            }
+        });
+        true
+    }
+
     async fn run(mut self) {
         let mut failures: u32 = 0;
+        // When the connection up now was made: a drop soon after does not reset the backoff.
+        let mut connected_at: Option<tokio::time::Instant> = None;
         // rumqttc connects on the first poll and on the first poll after an error.
         let mut needs_connect = true;
         loop {
@@ -519,7 +777,12 @@ impl Driver {
                 if let Err(e) = self.prepare_connect() {
                     let retryable = e.is_retryable();
                     if !self
-                        .failed(&mut failures, e.to_string(), Some(retryable))
+                        .failed(
+                            &mut failures,
+                            &mut connected_at,
+                            e.to_string(),
+                            Some(retryable),
+                        )
                         .await
                     {
                         return;
@@ -531,27 +794,23 @@ impl Driver {
             }
             match self.eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    tracing::info!(code = ?ack.code, "mqtt connected");
-                    failures = 0;
+                    tracing::info!(code = ?ack.code, failures, "mqtt connected");
+                    connected_at = Some(tokio::time::Instant::now());
                     self.stats.connects.fetch_add(1, Ordering::Relaxed);
+                    let now = tokio::time::Instant::now();
                     let topics: Vec<String> = {
                         let mut subs = lock(&self.subs);
                         subs.connected = true;
-                        subs.topics.iter().cloned().collect()
+                        subs.burst.clear();
+                        subs.suspect = None;
+                        let subs = &*subs;
+                        subs.topics
+                            .iter()
+                            .filter(|t| subs.skipped.get(*t).is_none_or(|s| s.until <= now))
+                            .cloned()
+                            .collect()
                     };
-                    if !topics.is_empty() {
-                        // Never await the request queue from the driver: it is the one draining
-                        // it. A helper task queues the subscriptions.
-                        let client = self.client.clone();
-                        tokio::spawn(async move {
-                            let filters = topics
-                                .into_iter()
-                                .map(|t| rumqttc::SubscribeFilter::new(t, QoS::AtLeastOnce));
-                            if let Err(e) = client.subscribe_many(filters).await {
-                                tracing::warn!(error = %e, "unable to resubscribe after connect");
-                            }
-                        });
-                    }
+                    start_burst(&self.client, &self.subs, topics);
                     if self.tx.send(SessionEvent::Connected).await.is_err() {
                         return;
                     }
@@ -570,6 +829,14 @@ impl Driver {
                         return;
                     }
                 }
+                Ok(Event::Incoming(ack @ Packet::SubAck(_))) => {
+                    oneshot::record(&self.acks, &ack);
+                    lock(&self.subs).acked(true);
+                }
+                Ok(Event::Incoming(ack @ Packet::PubAck(_))) => {
+                    oneshot::record(&self.acks, &ack);
+                }
+                Ok(Event::Incoming(Packet::UnsubAck(_))) => lock(&self.subs).acked(false),
                 Ok(Event::Outgoing(Outgoing::Disconnect)) => {
                     tracing::info!("mqtt disconnected on request");
                     lock(&self.subs).connected = false;
@@ -578,13 +845,35 @@ impl Driver {
                 Ok(_) => {}
                 Err(e) => {
                     needs_connect = true;
-                    if !self.failed(&mut failures, e.to_string(), None).await {
+                    if !self.after_drop(&e).await {
+                        return;
+                    }
+                    let reason = describe(&e, self.eventloop.mqtt_options.max_packet_size());
+                    if !self
+                        .failed(&mut failures, &mut connected_at, reason, None)
+                        .await
+                    {
                         return;
                     }
                 }
             }
         }
     }
+}
+
+/// The reason reported for a dropped connection; a packet above the transport ceiling is
+/// named as such (rumqttc only says "payload size limit exceeded").
+fn describe(e: &rumqttc::ConnectionError, ceiling: usize) -> String {
+    if let rumqttc::ConnectionError::MqttState(rumqttc::StateError::Deserialization(
+        rumqttc::mqttbytes::Error::PayloadSizeLimitExceeded(size),
+    )) = e
+    {
+        return format!(
+            "the broker sent a packet of {size} bytes, above the transport ceiling of {ceiling} \
+             bytes: the connection is dropped to skip it (set message_size_limit on the broker)"
+        );
+    }
+    e.to_string()
 }
 
 #[cfg(test)]
@@ -614,6 +903,27 @@ mod tests {
         assert_eq!(b.delay(3, 0.5), Duration::from_millis(300));
         assert!(b.delay(3, 0.999) <= Duration::from_millis(400));
         assert_eq!(b.delay(3, 7.0), Duration::from_millis(400));
+    }
+
+    #[test]
+    fn drops_right_after_connecting_keep_growing_the_backoff() {
+        let soon = Some(Duration::from_millis(80));
+        let mut failures = 0;
+        for expected in 1..=6 {
+            failures = Backoff::failures_after_drop(failures, soon);
+            assert_eq!(failures, expected);
+        }
+        let b = Backoff::default();
+        assert!(b.nominal(failures) > b.nominal(1) * 16);
+        // Failed attempts that never connected count the same way.
+        assert_eq!(Backoff::failures_after_drop(failures, None), 7);
+    }
+
+    #[test]
+    fn a_connection_that_stayed_up_starts_the_count_again() {
+        let long = Some(Backoff::STABLE_AFTER);
+        assert_eq!(Backoff::failures_after_drop(9, long), 1);
+        assert_eq!(Backoff::failures_after_drop(u32::MAX, None), u32::MAX);
     }
 
     #[test]

@@ -69,6 +69,30 @@ fn main() {
         );
     }
     let open = t.elapsed().as_secs_f64() / f64::from(n);
+    // The largest signed payload a station parses (strictly: typed, then checked for nulls).
+    let n_manifest = 50;
+    let t = Instant::now();
+    for _ in 0..n_manifest {
+        black_box(
+            envelope::open_json::<fleet_proto::BundleManifest>(
+                &manifest_env,
+                Kind::Manifest,
+                &trusted,
+                &limits,
+            )
+            .expect("opens"),
+        );
+    }
+    let open_manifest = t.elapsed().as_secs_f64() / f64::from(n_manifest);
+    // For comparison: a plain serde_json parse of the same manifest, no signature, no checks.
+    let manifest_json = serde_json::to_vec(&m).expect("serializes");
+    let t = Instant::now();
+    for _ in 0..n_manifest {
+        black_box(
+            serde_json::from_slice::<fleet_proto::BundleManifest>(&manifest_json).expect("parses"),
+        );
+    }
+    let plain_manifest = t.elapsed().as_secs_f64() / f64::from(n_manifest);
 
     println!(
         "bundle {} MiB, {} chunks of {} KiB",
@@ -92,6 +116,15 @@ fn main() {
         "open signed offer              {:8.1} us/offer ({} bytes)",
         open * 1e6,
         sealed.len()
+    );
+    println!(
+        "open signed manifest (64 MiB)  {:8.1} us/manifest ({} bytes)",
+        open_manifest * 1e6,
+        manifest_env.len()
+    );
+    println!(
+        "plain JSON parse, same manifest {:7.1} us/manifest",
+        plain_manifest * 1e6
     );
     println!(
         "manifest envelope for 64 MiB   {:8} bytes (limit {})",

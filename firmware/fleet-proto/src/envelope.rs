@@ -283,7 +283,7 @@ fn parse(bytes: &[u8], kind: Kind, limits: &Limits) -> Result<Envelope, Envelope
         });
     }
     // serde_json refuses trailing garbage after the document.
-    let env: Envelope = serde_json::from_slice(bytes).map_err(|e| EnvelopeError::Malformed {
+    let env: Envelope = crate::json::parse(bytes).map_err(|e| EnvelopeError::Malformed {
         detail: bounded(&e),
     })?;
     if env.v != ENVELOPE_VERSION {
@@ -304,7 +304,7 @@ fn decode_payload(env: &Envelope) -> Result<Vec<u8>, EnvelopeError> {
 }
 
 fn parse_payload<T: DeserializeOwned>(kind: Kind, payload: &[u8]) -> Result<T, EnvelopeError> {
-    serde_json::from_slice(payload).map_err(|e| EnvelopeError::BadPayload {
+    crate::json::parse_signed(payload).map_err(|e| EnvelopeError::BadPayload {
         kind,
         detail: bounded(&e),
     })
@@ -341,8 +341,9 @@ pub fn open(
     })
 }
 
-/// [`open`], then parses the verified payload as JSON `T` (unknown fields are refused by the
-/// payload types themselves).
+/// [`open`], then parses the verified payload as JSON `T` strictly ([`crate::json`]: unknown
+/// fields are refused by the payload types themselves, `null` anywhere is refused, and the
+/// error names the key in a sentence).
 pub fn open_json<T: DeserializeOwned>(
     bytes: &[u8],
     kind: Kind,

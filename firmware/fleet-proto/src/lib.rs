@@ -22,6 +22,7 @@
 
 pub mod chunk;
 pub mod envelope;
+pub mod json;
 pub mod limits;
 pub mod payload;
 pub mod rollout;

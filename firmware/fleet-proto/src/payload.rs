@@ -362,9 +362,8 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, PayloadE
             limit,
         });
     }
-    serde_json::from_slice(bytes).map_err(|e| {
-        PayloadError::Malformed(fleet_core::update::offer::truncate(&e.to_string(), 200))
-    })
+    crate::json::parse(bytes)
+        .map_err(|e| PayloadError::Malformed(fleet_core::update::offer::truncate(&e, 200)))
 }
 
 /// Reads a state message (bounded by `limits.max_state_bytes`).

@@ -90,3 +90,129 @@ fn the_documented_state_and_events_parse() {
     assert!(matches!(parsed[0].event, Report::HealthFailed { .. }));
     assert!(matches!(parsed[1].event, Report::OfferRejected { .. }));
 }
+
+/// Every variant name of a tagged enum `T`, as serde spells it: asking for a variant that
+/// does not exist makes serde list them all ("unknown variant `x`, expected one of `a`, ...").
+fn variants<T: serde::de::DeserializeOwned + std::fmt::Debug>(tag: &str) -> Vec<String> {
+    let probe = serde_json::json!({ tag: "no-such-variant" });
+    let err = serde_json::from_value::<T>(probe)
+        .expect_err("an unknown variant is refused")
+        .to_string();
+    let expected = err
+        .split_once("expected")
+        .unwrap_or_else(|| panic!("no variant list in {err:?}"))
+        .1;
+    let names: Vec<String> = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    assert!(!names.is_empty(), "no variants in {err:?}");
+    names
+}
+
+/// The codes in the first column of the tables under the heading that starts with `heading`,
+/// up to the next heading.
+fn table_codes(doc: &str, heading: &str) -> Vec<String> {
+    let mut lines = doc.lines().skip_while(|l| !l.starts_with(heading));
+    assert!(
+        lines.next().is_some(),
+        "no heading starting with {heading:?} in the document"
+    );
+    let codes: Vec<String> = lines
+        .take_while(|l| !l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(code, _)| code.to_owned()))
+        .collect();
+    assert!(!codes.is_empty(), "no code table under {heading:?}");
+    codes
+}
+
+fn same_codes(doc: &str, heading: &str, code: Vec<String>) {
+    let documented = table_codes(doc, heading);
+    let missing: Vec<&String> = code.iter().filter(|c| !documented.contains(c)).collect();
+    let unknown: Vec<&String> = documented.iter().filter(|c| !code.contains(c)).collect();
+    assert!(
+        missing.is_empty() && unknown.is_empty(),
+        "{heading}: codes a station can send but the document does not list: {missing:?}; \
+         codes the document lists that do not exist: {unknown:?}"
+    );
+    let mut sorted = documented.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        documented.len(),
+        "{heading}: a code listed twice"
+    );
+}
+
+#[test]
+fn every_code_a_station_can_send_is_in_the_document_and_every_documented_code_exists() {
+    use fleet_core::trust::RotationReject;
+    use fleet_core::update::{DownloadFailure, FallbackCause, RejectReason, VerifyFailure};
+    let d = doc();
+    same_codes(&d, "### Reject codes", variants::<RejectReason>("code"));
+    same_codes(
+        &d,
+        "#### Rotation codes",
+        variants::<RotationReject>("code"),
+    );
+    same_codes(
+        &d,
+        "### Download failure codes",
+        variants::<DownloadFailure>("code"),
+    );
+    same_codes(
+        &d,
+        "### Verify failure codes",
+        variants::<VerifyFailure>("code"),
+    );
+    same_codes(&d, "### Fallback causes", variants::<FallbackCause>("code"));
+    same_codes(&d, "### Station events", variants::<Report>("kind"));
+}
+
+#[test]
+fn the_documented_detail_sentences_are_the_ones_a_station_sends() {
+    // The examples table under the offer: each payload change gives exactly the documented
+    // `detail` (signed, opened and parsed as a station does).
+    let d = doc();
+    let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
+    let trusted: TrustedKeys = [key.verifying_key()].into_iter().collect();
+    let offer: serde_json::Value =
+        serde_json::from_str(&blocks(&d, "offer")[0]).expect("documented offer parses");
+    let cases: [(&str, serde_json::Value); 4] = [
+        ("expires-at", serde_json::Value::Null),
+        ("rollout-percent", serde_json::json!(0)),
+        (
+            "target",
+            serde_json::json!({"device": "stn-1", "group": "canary"}),
+        ),
+        ("sequence", serde_json::Value::Null),
+    ];
+    for (field, value) in cases {
+        let text = if field == "sequence" && value.is_null() {
+            // 2^64 does not fit a JSON value here: write it into the text.
+            offer.to_string().replace(
+                "\"sequence\":1763812800",
+                "\"sequence\":18446744073709551616",
+            )
+        } else {
+            let mut o = offer.clone();
+            o[field] = value;
+            o.to_string()
+        };
+        let sealed = envelope::seal(Kind::Offer, text.as_bytes(), &key);
+        let err = envelope::open_json::<Offer>(&sealed, Kind::Offer, &trusted, &Limits::DEFAULT)
+            .expect_err("refused");
+        let fleet_core::update::RejectReason::Malformed { detail } = err.reject_reason() else {
+            panic!("{field}: not malformed: {err:?}");
+        };
+        let documented = format!("| `` {detail} `` |");
+        assert!(
+            d.contains(&documented),
+            "{field}: the station says {detail:?}, which the document does not show"
+        );
+    }
+}

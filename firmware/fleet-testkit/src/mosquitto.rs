@@ -3,7 +3,6 @@
 //! (`docs/mosquitto/`: TLS, client certificates, ACL) with a test PKI made by the `openssl` CLI
 //! ([`Mosquitto::start_tls`], [`TestPki`]), or a plain broker admitting only password users
 //! ([`Mosquitto::start_with_passwords`]).
-use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -11,6 +10,22 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+
+/// A private broker directory with its persistence directory `db` and the `extra`
+/// subdirectories. mosquitto started as root drops to the `mosquitto` user: it may write its
+/// database and log there (mode 0777).
+fn broker_dir(extra: &[&str]) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+    let dir = tempfile::tempdir().context("unable to create broker directory")?;
+    let data = dir.path().join("db");
+    let mut dirs = vec![dir.path().to_path_buf(), data.clone()];
+    dirs.extend(extra.iter().map(|e| dir.path().join(e)));
+    for d in &dirs {
+        std::fs::create_dir_all(d).with_context(|| format!("unable to create {}", d.display()))?;
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777))
+            .context("unable to open the broker directory to the broker user")?;
+    }
+    Ok((dir, data))
+}
 
 /// How long a broker may take to accept connections after it was started.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,16 +45,9 @@ impl Mosquitto {
     /// Only the paths and port are filled in (and a log file added), so the test cannot drift
     /// from the documented configuration.
     pub fn start_tls(pki: &TestPki) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir().context("unable to create broker directory")?;
+        let (dir, data) = broker_dir(&["conf"])?;
         let port = free_port()?;
         let conf_dir = dir.path().join("conf");
-        let data = dir.path().join("db");
-        std::fs::create_dir_all(&conf_dir).context("unable to create the config directory")?;
-        std::fs::create_dir_all(&data).context("unable to create persistence directory")?;
-        for d in [dir.path(), data.as_path(), conf_dir.as_path()] {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777))
-                .context("unable to open the broker directory to the broker user")?;
-        }
         for (from, to) in [
             (pki.ca(), "ca.crt"),
             (pki.dir().join("server.crt"), "server.crt"),
@@ -67,33 +75,14 @@ impl Mosquitto {
                 template_path.display()
             );
         }
-        let log = dir.path().join("mosquitto.log");
-        let conf = format!(
-            "{rendered}\nlog_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\n",
-            log.display()
-        );
-        std::fs::write(dir.path().join("mosquitto.conf"), conf)
-            .context("unable to write mosquitto.conf")?;
-        let mut broker = Self {
-            child: None,
-            port,
-            dir,
-        };
-        broker.spawn()?;
-        Ok(broker)
+        Self::launch(dir, port, &rendered)
     }
 
     /// Starts a plain-TCP broker on loopback that admits only these users (name, password),
     /// from a `mosquitto_passwd` file: for clients that log in with a password.
     pub fn start_with_passwords(users: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir().context("unable to create broker directory")?;
+        let (dir, data) = broker_dir(&[])?;
         let port = free_port()?;
-        let data = dir.path().join("db");
-        std::fs::create_dir_all(&data).context("unable to create persistence directory")?;
-        for d in [dir.path(), data.as_path()] {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777))
-                .context("unable to open the broker directory to the broker user")?;
-        }
         let passwords = dir.path().join("passwords");
         std::fs::write(&passwords, "").context("unable to create the password file")?;
         for (user, password) in users {
@@ -112,51 +101,37 @@ impl Mosquitto {
         }
         std::fs::set_permissions(&passwords, std::fs::Permissions::from_mode(0o644))
             .context("unable to open the password file to the broker user")?;
-        let log = dir.path().join("mosquitto.log");
-        std::fs::write(
-            dir.path().join("mosquitto.conf"),
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
-                 persistence true\npersistence_location {}/\nlog_dest file {}\n\
-                 log_type error\nlog_type warning\nlog_type notice\n",
-                passwords.display(),
-                data.display(),
-                log.display()
-            ),
-        )
-        .context("unable to write mosquitto.conf")?;
-        let mut broker = Self {
-            child: None,
-            port,
-            dir,
-        };
-        broker.spawn()?;
-        Ok(broker)
+        let conf = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
+             persistence true\npersistence_location {}/",
+            passwords.display(),
+            data.display(),
+        );
+        Self::launch(dir, port, &conf)
     }
 
     /// Starts a broker on a free port of 127.0.0.1 and waits until it accepts connections.
     pub fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::tempdir().context("unable to create broker directory")?;
+        let (dir, data) = broker_dir(&[])?;
         let port = free_port()?;
-        let conf = dir.path().join("mosquitto.conf");
-        let data = dir.path().join("db");
-        std::fs::create_dir_all(&data).context("unable to create persistence directory")?;
-        // mosquitto started as root drops to the `mosquitto` user: let it write its database
-        // and log in this private directory.
-        for d in [dir.path(), data.as_path()] {
-            std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o777))
-                .context("unable to open the broker directory to the broker user")?;
-        }
-        let mut f = std::fs::File::create(&conf).context("unable to write mosquitto.conf")?;
-        writeln!(
-            f,
+        let conf = format!(
             "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-             persistence_location {}/\nautosave_interval 1\nmax_queued_messages 10000\n\
-             log_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\n",
+             persistence_location {}/\nautosave_interval 1\nmax_queued_messages 10000",
             data.display(),
-            dir.path().join("mosquitto.log").display()
-        )
-        .context("unable to write mosquitto.conf")?;
+        );
+        Self::launch(dir, port, &conf)
+    }
+
+    /// Writes `<dir>/mosquitto.conf` (`conf`, then logging to `<dir>/mosquitto.log`) and
+    /// starts the broker on it.
+    fn launch(dir: tempfile::TempDir, port: u16, conf: &str) -> anyhow::Result<Self> {
+        let log = dir.path().join("mosquitto.log");
+        let conf = format!(
+            "{conf}\nlog_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\n",
+            log.display()
+        );
+        std::fs::write(dir.path().join("mosquitto.conf"), conf)
+            .context("unable to write mosquitto.conf")?;
         let mut broker = Self {
             child: None,
             port,

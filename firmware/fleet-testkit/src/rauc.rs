@@ -527,12 +527,8 @@ impl Station {
             let decision = decide_boot(&env, Attempts::default());
             let bytes = fleet_bootctl::uenv::encode(decision.env(), size)
                 .map_err(|e| format!("unable to encode the env: {e}"))?;
-            fleet_bootctl::atomic::write_atomic(
-                &env_file,
-                &bytes,
-                fleet_bootctl::atomic::Replace::Rename,
-            )
-            .map_err(|e| format!("unable to write {}: {e}", env_file.display()))?;
+            fleet_durable::write_atomic(&env_file, &bytes, fleet_durable::Replace::Rename)
+                .map_err(|e| std::io::Error::from(e).to_string())?;
             if let BootDecision::Boot { slot: s, .. } = decision {
                 if Some(s) == dead {
                     dead_boots += 1;

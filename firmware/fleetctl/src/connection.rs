@@ -1,12 +1,13 @@
-//! One short-lived MQTT connection for a CLI command: connect, publish (QoS 1, counted acks),
-//! subscribe and read. No reconnects: a command that loses its broker fails and is re-run
-//! (every publishing command is idempotent).
+//! One short-lived MQTT connection for a CLI command, on the station's session adapter
+//! (`fleet_mqtt::Session`): connect, publish (QoS 1, counted acks), subscribe and read. No
+//! reconnects: a command that loses its broker fails and is re-run (every publishing command
+//! is idempotent).
 //!
 //! The transport (plain or TLS with the operator's client certificate, `fleet_mqtt::Transport`)
 //! is looked up per broker address: [`use_transport`] for one broker, [`set_default_transport`]
 //! for every broker of the process (the CLI's `--ca/--cert/--key`). Credential files are read at
 //! every [`Connection::open`].
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Mutex;
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 pub use fleet_mqtt::{ClientAuth, ServerVerify, TlsConfig, Transport};
 
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use fleet_mqtt::{Acks, Session, SessionConfig, SessionEvent};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -25,8 +26,6 @@ pub const MAX_PACKET_BYTES: usize = 2 * 1024 * 1024;
 const INBOUND_CAPACITY: usize = 1024;
 /// Requests buffered towards the event loop.
 const REQUEST_CAPACITY: usize = 64;
-/// QoS 1 publishes in flight at once (each up to one chunk).
-const INFLIGHT: u16 = 16;
 
 /// Why talking to the broker failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -135,30 +134,74 @@ pub struct Message {
     pub retain: bool,
 }
 
+/// A session configuration for `addr` with a random client id starting with `prefix`: the
+/// transport chosen for that broker ([`transport_for`]), this tool's packet limit.
+#[must_use]
+pub fn session_config(addr: &BrokerAddr, prefix: &str) -> SessionConfig {
+    let id = format!("{prefix}-{:016x}", rand::random::<u64>());
+    let mut config = SessionConfig::new(id, addr.host.clone(), addr.port);
+    config.transport = transport_for(addr);
+    config.limits.max_packet_bytes = MAX_PACKET_BYTES;
+    config.limits.event_capacity = INBOUND_CAPACITY;
+    config.limits.request_capacity = REQUEST_CAPACITY;
+    config.limits.max_credential_file_bytes = MAX_CREDENTIAL_FILE_BYTES;
+    config
+}
+
+/// Starts a session to `addr` and waits for its first connection; fails at once when that
+/// cannot be made (no retry: the command is run again).
+pub async fn start_session(
+    addr: &BrokerAddr,
+    config: SessionConfig,
+    timeout: Duration,
+) -> Result<(Session, mpsc::Receiver<SessionEvent>), ConnectionError> {
+    if let Transport::Tls(tls) = &config.transport {
+        // Read the credential files once up front, so an unusable one is reported as such.
+        tls.client_config(MAX_CREDENTIAL_FILE_BYTES)
+            .map_err(|e| ConnectionError::Credentials {
+                addr: addr.clone(),
+                reason: e.to_string(),
+            })?;
+    }
+    Session::start_connected(config, timeout)
+        .await
+        .map_err(|e| match e {
+            fleet_mqtt::ConnectError::Timeout { timeout, .. } => ConnectionError::ConnectTimeout {
+                addr: addr.clone(),
+                timeout,
+            },
+            fleet_mqtt::ConnectError::Refused { reason, .. } => ConnectionError::Connect {
+                addr: addr.clone(),
+                reason,
+            },
+        })
+}
+
 #[derive(Debug, Clone, Default)]
 struct LinkState {
-    connected: bool,
-    pub_acks: u64,
-    sub_acks: u64,
     error: Option<String>,
     closed: bool,
 }
 
-/// An open connection. Dropping it aborts the event loop.
+/// An open connection: a [`fleet_mqtt::Session`] used once. Dropping it drops the session
+/// without a disconnect.
 #[derive(Debug)]
 pub struct Connection {
     addr: BrokerAddr,
     client_id: String,
-    client: AsyncClient,
+    session: Session,
+    acks: watch::Receiver<Acks>,
     state: watch::Receiver<LinkState>,
     inbound: mpsc::Receiver<Message>,
     task: JoinHandle<()>,
     published: u64,
     subscribed: u64,
+    filters: BTreeSet<String>,
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.session.abort();
         self.task.abort();
     }
 }
@@ -170,93 +213,45 @@ impl Connection {
         prefix: &str,
         timeout: Duration,
     ) -> Result<Self, ConnectionError> {
-        let id = format!("{prefix}-{:016x}", rand::random::<u64>());
-        let mut opts = MqttOptions::new(id.clone(), addr.host.clone(), addr.port);
-        opts.set_clean_session(true)
-            .set_keep_alive(Duration::from_secs(30))
-            .set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES)
-            .set_inflight(INFLIGHT);
-        if let Transport::Tls(tls) = transport_for(addr) {
-            let config = tls.client_config(MAX_CREDENTIAL_FILE_BYTES).map_err(|e| {
-                ConnectionError::Credentials {
-                    addr: addr.clone(),
-                    reason: e.to_string(),
-                }
-            })?;
-            opts.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
-                config,
-            )));
-        }
-        let (client, mut eventloop) = AsyncClient::new(opts, REQUEST_CAPACITY);
+        let config = session_config(addr, prefix);
+        let client_id = config.client_id.clone();
+        let (session, mut events) = start_session(addr, config, timeout).await?;
         let (state_tx, state) = watch::channel(LinkState::default());
         let (inbound_tx, inbound) = mpsc::channel(INBOUND_CAPACITY);
+        // A command does not live through a reconnect: the first drop is final for it.
         let task = tokio::spawn(async move {
-            loop {
-                match eventloop.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        state_tx.send_modify(|s| s.connected = true);
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(_))) => {
-                        state_tx.send_modify(|s| s.pub_acks += 1);
-                    }
-                    Ok(Event::Incoming(Packet::SubAck(_))) => {
-                        state_tx.send_modify(|s| s.sub_acks += 1);
-                    }
-                    Ok(Event::Incoming(Packet::Publish(p))) => {
+            while let Some(event) = events.recv().await {
+                match event {
+                    SessionEvent::Message(m) => {
                         let msg = Message {
-                            topic: p.topic,
-                            payload: p.payload.to_vec(),
-                            retain: p.retain,
+                            topic: m.topic,
+                            payload: m.payload.to_vec(),
+                            retain: m.retain,
                         };
                         // The command may have stopped reading; that is not an error.
                         let _ = inbound_tx.send(msg).await;
                     }
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
-                        state_tx.send_modify(|s| s.closed = true);
-                        break;
+                    SessionEvent::Disconnected { reason, .. } => {
+                        state_tx.send_modify(|s| s.error = Some(reason));
+                        return;
                     }
-                    Ok(_) => {}
-                    Err(e) => {
-                        state_tx.send_modify(|s| s.error = Some(e.to_string()));
-                        break;
-                    }
+                    SessionEvent::Connected => {}
                 }
             }
+            state_tx.send_modify(|s| s.closed = true);
         });
-        let mut conn = Self {
+        Ok(Self {
             addr: addr.clone(),
-            client_id: id,
-            client,
+            client_id,
+            acks: session.acks(),
+            session,
             state,
             inbound,
             task,
             published: 0,
             subscribed: 0,
-        };
-        let waited = tokio::time::timeout(timeout, async {
-            conn.state
-                .wait_for(|s| s.connected || s.error.is_some())
-                .await
-                .map(|s| s.clone())
+            filters: BTreeSet::new(),
         })
-        .await;
-        match waited {
-            Err(_) => Err(ConnectionError::ConnectTimeout {
-                addr: addr.clone(),
-                timeout,
-            }),
-            Ok(Err(_)) => Err(ConnectionError::Connect {
-                addr: addr.clone(),
-                reason: "event loop ended".into(),
-            }),
-            Ok(Ok(s)) => match &s.error {
-                Some(reason) => Err(ConnectionError::Connect {
-                    addr: addr.clone(),
-                    reason: reason.clone(),
-                }),
-                None => Ok(conn),
-            },
-        }
     }
 
     #[must_use]
@@ -290,8 +285,8 @@ impl Connection {
         if let Some(e) = self.lost() {
             return Err(e);
         }
-        self.client
-            .publish(topic, QoS::AtLeastOnce, retain, payload)
+        self.session
+            .publish(topic, payload, retain)
             .await
             .map_err(|e| self.lost_or(&e.to_string()))?;
         self.published += 1;
@@ -307,28 +302,41 @@ impl Connection {
     /// Publishes acknowledged by the broker so far.
     #[must_use]
     pub fn acked(&self) -> u64 {
-        self.state.borrow().pub_acks
+        self.acks.borrow().published
     }
 
-    /// Waits until the broker acknowledged at least `n` publishes.
-    pub async fn wait_acked(&mut self, n: u64, timeout: Duration) -> Result<(), ConnectionError> {
+    /// Waits until the broker acknowledged `done` (counted by [`Acks`]), the link dropped, or
+    /// `timeout` passed.
+    async fn wait_for_acks(
+        &mut self,
+        what: &'static str,
+        done: impl Fn(&Acks) -> bool,
+        timeout: Duration,
+    ) -> Result<(), ConnectionError> {
+        let (acks, state) = (&mut self.acks, &mut self.state);
         let waited = tokio::time::timeout(timeout, async {
-            self.state
-                .wait_for(|s| s.pub_acks >= n || s.error.is_some() || s.closed)
-                .await
-                .map(|s| s.clone())
+            tokio::select! {
+                a = acks.wait_for(|a| done(a)) => a.is_ok(),
+                _ = state.wait_for(|s| s.error.is_some() || s.closed) => false,
+            }
         })
         .await;
         match waited {
             Err(_) => Err(ConnectionError::Timeout {
                 addr: self.addr.clone(),
-                what: "publish",
+                what,
                 timeout,
             }),
-            Ok(Err(_)) => Err(self.lost_or("event loop ended")),
-            Ok(Ok(s)) if s.pub_acks >= n => Ok(()),
-            Ok(Ok(_)) => Err(self.lost_or("closed")),
+            Ok(true) => Ok(()),
+            Ok(false) if done(&self.acks.borrow()) => Ok(()),
+            Ok(false) => Err(self.lost_or("closed")),
         }
+    }
+
+    /// Waits until the broker acknowledged at least `n` publishes.
+    pub async fn wait_acked(&mut self, n: u64, timeout: Duration) -> Result<(), ConnectionError> {
+        self.wait_for_acks("publish", |a| a.published >= n, timeout)
+            .await
     }
 
     /// Waits until every publish queued so far is acknowledged.
@@ -342,31 +350,26 @@ impl Connection {
         filters: &[String],
         timeout: Duration,
     ) -> Result<(), ConnectionError> {
-        for f in filters {
-            self.client
-                .subscribe(f.clone(), QoS::AtLeastOnce)
+        if let Some(e) = self.lost() {
+            return Err(e);
+        }
+        let fresh: Vec<String> = filters
+            .iter()
+            .filter(|f| !self.filters.contains(*f))
+            .cloned()
+            .collect();
+        if !fresh.is_empty() {
+            // One request for all of them: one acknowledgement.
+            self.session
+                .subscribe_many(&fresh)
                 .await
                 .map_err(|e| self.lost_or(&e.to_string()))?;
+            self.filters.extend(fresh);
             self.subscribed += 1;
         }
         let want = self.subscribed;
-        let waited = tokio::time::timeout(timeout, async {
-            self.state
-                .wait_for(|s| s.sub_acks >= want || s.error.is_some() || s.closed)
-                .await
-                .map(|s| s.clone())
-        })
-        .await;
-        match waited {
-            Err(_) => Err(ConnectionError::Timeout {
-                addr: self.addr.clone(),
-                what: "subscribe",
-                timeout,
-            }),
-            Ok(Err(_)) => Err(self.lost_or("event loop ended")),
-            Ok(Ok(s)) if s.sub_acks >= want => Ok(()),
-            Ok(Ok(_)) => Err(self.lost_or("closed")),
-        }
+        self.wait_for_acks("subscribe", |a| a.subscribed >= want, timeout)
+            .await
     }
 
     /// The next message, or `None` after `timeout` of silence. A lost connection is an error.
@@ -387,12 +390,8 @@ impl Connection {
     /// Sends DISCONNECT after every queued publish is acknowledged.
     pub async fn close(mut self, timeout: Duration) -> Result<(), ConnectionError> {
         self.flush(timeout).await?;
-        let _ = self.client.disconnect().await;
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            self.state.wait_for(|s| s.closed || s.error.is_some()),
-        )
-        .await;
+        let _ = self.session.disconnect().await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.session.join()).await;
         Ok(())
     }
 }

@@ -255,6 +255,38 @@ fn interrupted() -> impl std::future::Future<Output = ()> {
 #[error(transparent)]
 pub(crate) struct InvalidInput(pub(crate) anyhow::Error);
 
+/// A command's error that tells whether the operator's input was at fault.
+pub(crate) trait InputFault: Into<anyhow::Error> {
+    fn input_at_fault(&self) -> bool;
+}
+
+impl InputFault for fleetctl::publish::PublishError {
+    fn input_at_fault(&self) -> bool {
+        self.is_invalid_input()
+    }
+}
+
+impl InputFault for fleetctl::rollout::RolloutError {
+    fn input_at_fault(&self) -> bool {
+        self.is_invalid_input()
+    }
+}
+
+impl InputFault for fleetctl::rollout_watch::RolloutWatchError {
+    fn input_at_fault(&self) -> bool {
+        self.is_invalid_input()
+    }
+}
+
+/// `e` as an [`InvalidInput`] (exit code 2) when the input was at fault, else as a failure.
+pub(crate) fn classify(e: impl InputFault) -> anyhow::Error {
+    if e.input_at_fault() {
+        InvalidInput(e.into()).into()
+    } else {
+        e.into()
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo runs station daemons in this process: their warnings (a health check failing
@@ -425,13 +457,7 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
     };
     let result = fleetctl::publish::push(&args.broker.broker, &key, &req, &mut on_progress).await;
     bar.finish_and_clear();
-    let report = result.map_err(|e| {
-        if e.is_invalid_input() {
-            InvalidInput(e.into()).into()
-        } else {
-            anyhow::Error::from(e)
-        }
-    })?;
+    let report = result.map_err(classify)?;
     println!("manifest: {}", report.manifest_topic);
     println!(
         "chunks:   {} ({} bytes) under fleet/v1/bundles/{}/chunks/",
@@ -462,13 +488,7 @@ async fn clear(args: ClearArgs) -> anyhow::Result<()> {
     req.dry_run = args.dry_run;
     let report = fleetctl::publish::clear(&args.broker.broker, &req)
         .await
-        .map_err(|e| {
-            if e.is_invalid_input() {
-                InvalidInput(e.into()).into()
-            } else {
-                anyhow::Error::from(e)
-            }
-        })?;
+        .map_err(classify)?;
     let verb = if args.dry_run {
         "would clear"
     } else {

@@ -15,15 +15,15 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use fleet_core::ids::{UpdateId, Version};
 use fleet_core::update::{BundleId, Downgrade, Offer, RolloutPercent};
-use fleet_proto::envelope::{self, Envelope, Kind};
+use fleet_proto::envelope::{self, Kind};
 use fleet_proto::topic::{self, Topic};
 use fleet_proto::{BundleManifest, Limits};
 use sha2::{Digest as _, Sha256};
 
+use crate::clock::unix_now;
 use crate::connection::{BrokerAddr, Connection, ConnectionError, Message, collect_retained};
 use crate::target::Target;
 
@@ -168,31 +168,17 @@ pub struct PushReport {
     pub offer_kept: bool,
 }
 
-/// Reads a signed envelope's payload without verifying it (the operator side only reads its
+/// Reads an offer envelope's payload without verifying it (the operator side only reads its
 /// own publications back, to pick sequences and find bundles; stations verify everything).
-fn peek_payload(bytes: &[u8], kind: Kind, limits: &Limits) -> Option<Vec<u8>> {
-    if bytes.len() > limits.max_envelope_bytes(kind) {
-        return None;
-    }
-    let env: Envelope = serde_json::from_slice(bytes).ok()?;
-    if env.kind != kind {
-        return None;
-    }
-    base64::engine::general_purpose::STANDARD
-        .decode(env.payload.as_bytes())
-        .ok()
-}
-
-/// Reads an offer envelope's payload without verifying it.
 #[must_use]
 pub fn peek_offer(bytes: &[u8], limits: &Limits) -> Option<Offer> {
-    serde_json::from_slice(&peek_payload(bytes, Kind::Offer, limits)?).ok()
+    envelope::read_unverified_json(bytes, Kind::Offer, limits).ok()
 }
 
 /// Reads a manifest envelope's payload without verifying it.
 #[must_use]
 pub fn peek_manifest(bytes: &[u8], limits: &Limits) -> Option<BundleManifest> {
-    serde_json::from_slice(&peek_payload(bytes, Kind::Manifest, limits)?).ok()
+    envelope::read_unverified_json(bytes, Kind::Manifest, limits).ok()
 }
 
 /// The offer topic of a target.
@@ -372,12 +358,6 @@ pub fn describe_bundle(req: &PushRequest) -> Result<BundleManifest, PublishError
             reason: other.to_string(),
         },
     })
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Publishes a bundle and its offer. `progress` is called as the broker acknowledges.

@@ -19,7 +19,6 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use base64::Engine as _;
 use ed25519_dalek::SigningKey;
 use fleet_core::ids::{DeviceId, GroupId, UpdateId, Version};
 use fleet_core::rollout::{
@@ -28,7 +27,7 @@ use fleet_core::rollout::{
 };
 use fleet_core::update::{Downgrade, Offer, RolloutPercent, wave};
 use fleet_proto::Limits;
-use fleet_proto::envelope::{self, Envelope, Kind};
+use fleet_proto::envelope::{self, Kind};
 use fleet_proto::rollout::{
     RolloutBundle, RolloutRecord, control_topic, filter as rfilter, parse_rollout_topic,
     rollout_topic,
@@ -48,13 +47,7 @@ const MAX_ROLLOUTS: usize = 1_000;
 /// Most failures listed per wave in a view (the counts are always complete).
 const MAX_LISTED: usize = 50;
 
-/// Unix seconds now.
-#[must_use]
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+pub use crate::clock::unix_now;
 
 /// Why a rollout command failed.
 #[derive(Debug, thiserror::Error)]
@@ -124,21 +117,6 @@ fn ours(key: &SigningKey) -> fleet_proto::TrustedKeys {
     [key.verifying_key()].into_iter().collect()
 }
 
-/// Reads a signed payload without verifying it (for display only).
-fn peek<T: serde::de::DeserializeOwned>(bytes: &[u8], kind: Kind, limits: &Limits) -> Option<T> {
-    if bytes.len() > limits.max_envelope_bytes(kind) {
-        return None;
-    }
-    let env: Envelope = serde_json::from_slice(bytes).ok()?;
-    if env.kind != kind {
-        return None;
-    }
-    let payload = base64::engine::general_purpose::STANDARD
-        .decode(env.payload.as_bytes())
-        .ok()?;
-    serde_json::from_slice(&payload).ok()
-}
-
 /// Every rollout record on the broker: verified with `key` when given (records that do not
 /// verify are left out), else read unverified.
 pub async fn list(
@@ -175,7 +153,9 @@ pub fn open_record(
         Some(t) => envelope::open_json::<RolloutRecord>(payload, Kind::Rollout, t, limits)
             .ok()
             .map(|o| o.value),
-        None => peek::<RolloutRecord>(payload, Kind::Rollout, limits),
+        None => {
+            envelope::read_unverified_json::<RolloutRecord>(payload, Kind::Rollout, limits).ok()
+        }
     };
     rec.filter(|r| r.update_id == id)
 }
@@ -483,6 +463,22 @@ async fn halt_with(
     Ok(rec)
 }
 
+/// `rec` when its status lets `what` go ahead, else why not.
+fn in_status(
+    rec: RolloutRecord,
+    what: &'static str,
+    allowed: impl Fn(&Status) -> bool,
+) -> Result<RolloutRecord, RolloutError> {
+    if allowed(&rec.progress.status) {
+        return Ok(rec);
+    }
+    Err(RolloutError::WrongStatus {
+        what,
+        status: status_name(&rec.progress.status),
+        update_id: rec.update_id,
+    })
+}
+
 /// Halts a running rollout by hand.
 pub async fn halt(
     addr: &BrokerAddr,
@@ -491,14 +487,9 @@ pub async fn halt(
     note: &str,
     limits: &Limits,
 ) -> Result<RolloutRecord, RolloutError> {
-    let rec = load(addr, Some(key), update, limits).await?;
-    if rec.progress.status != Status::Running {
-        return Err(RolloutError::WrongStatus {
-            what: "halt",
-            update_id: rec.update_id,
-            status: status_name(&rec.progress.status),
-        });
-    }
+    let rec = in_status(load(addr, Some(key), update, limits).await?, "halt", |s| {
+        *s == Status::Running
+    })?;
     let reason = HaltReason::Operator {
         note: fleet_core::update::offer::truncate(note, 200),
     };
@@ -512,14 +503,11 @@ pub async fn resume(
     update: Option<&UpdateId>,
     limits: &Limits,
 ) -> Result<RolloutRecord, RolloutError> {
-    let mut rec = load(addr, Some(key), update, limits).await?;
-    if !matches!(rec.progress.status, Status::Halted { .. }) {
-        return Err(RolloutError::WrongStatus {
-            what: "resume",
-            update_id: rec.update_id,
-            status: status_name(&rec.progress.status),
-        });
-    }
+    let mut rec = in_status(
+        load(addr, Some(key), update, limits).await?,
+        "resume",
+        |s| matches!(s, Status::Halted { .. }),
+    )?;
     let read = rec.revision;
     let u = rec.update_id.clone();
     change_control(
@@ -547,14 +535,11 @@ pub async fn advance(
     force: bool,
     limits: &Limits,
 ) -> Result<RolloutRecord, RolloutError> {
-    let rec = load(addr, Some(key), update, limits).await?;
-    if rec.progress.status != Status::Running {
-        return Err(RolloutError::WrongStatus {
-            what: "advance",
-            update_id: rec.update_id,
-            status: status_name(&rec.progress.status),
-        });
-    }
+    let rec = in_status(
+        load(addr, Some(key), update, limits).await?,
+        "advance",
+        |s| *s == Status::Running,
+    )?;
     if rec.progress.wave + 1 >= rec.plan.waves.len() {
         return Err(RolloutError::NotReady {
             update_id: rec.update_id,

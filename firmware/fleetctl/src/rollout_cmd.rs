@@ -13,7 +13,7 @@ use fleetctl::publish::PushRequest;
 use fleetctl::rollout::{self as ro, RolloutError};
 use fleetctl::target::Target;
 
-use crate::{BrokerArg, InvalidInput};
+use crate::{BrokerArg, InvalidInput, classify};
 
 #[derive(Debug, Args)]
 pub struct KeyArg {
@@ -193,14 +193,6 @@ fn update_id(u: &UpdateArg) -> anyhow::Result<Option<UpdateId>> {
         .as_deref()
         .map(|s| UpdateId::new(s).map_err(|e| InvalidInput(e.into()).into()))
         .transpose()
-}
-
-fn classify(e: RolloutError) -> anyhow::Error {
-    if e.is_invalid_input() {
-        InvalidInput(e.into()).into()
-    } else {
-        e.into()
-    }
 }
 
 pub async fn rollout(cmd: RolloutCommand) -> anyhow::Result<ExitCode> {

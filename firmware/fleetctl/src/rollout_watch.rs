@@ -28,8 +28,9 @@ use fleet_proto::{Limits, TrustedKeys};
 use serde::Serialize;
 use tokio::time::Instant;
 
+use crate::clock::unix_now;
 use crate::connection::{BrokerAddr, ConnectionError, Message};
-use crate::rollout::{self, RolloutView, describe_halt, unix_now};
+use crate::rollout::{self, RolloutView, describe_halt};
 use crate::stage::{StageCounts, hold_change};
 use crate::status::{self, Heard, StationRow};
 use crate::watch::Watcher;

@@ -276,7 +276,7 @@ impl SimStation {
     fn now(&self) -> Now {
         Now {
             monotonic_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
-            wall_unix_s: Some(crate::rollout::unix_now()),
+            wall_unix_s: Some(crate::clock::unix_now()),
         }
     }
 

@@ -10,6 +10,7 @@ use fleet_proto::topic::{self, Topic};
 use fleet_proto::{Limits, Presence, StationState};
 use serde::Serialize;
 
+use crate::clock::unix_now;
 use crate::connection::{BrokerAddr, ConnectionError, Message, collect_retained};
 use crate::publish::RETAINED_QUIET;
 
@@ -73,12 +74,6 @@ pub async fn read(
     ];
     let msgs = collect_retained(addr, &filters, RETAINED_QUIET, MAX_STATIONS).await?;
     Ok(rows(&msgs, stale_after, unix_now(), limits))
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Builds the rows from retained messages (pure: `now_unix_s` is passed in).

@@ -441,15 +441,12 @@ impl Watcher {
         addr: &BrokerAddr,
         filters: &[String],
     ) -> Result<Self, ConnectionError> {
-        use fleet_mqtt::{Session, SessionConfig, SessionEvent};
+        use fleet_mqtt::SessionEvent;
         let timeout = Duration::from_secs(10);
-        let client_id = format!("fleetctl-watch-{:016x}", rand::random::<u64>());
-        let sync_topic = format!("{}/{client_id}", crate::connection::SYNC_PREFIX);
-        let mut config = SessionConfig::new(client_id, addr.host.clone(), addr.port);
         // Plain or TLS as every other connection to this broker (`--tls-ca` ...).
-        config.transport = crate::connection::transport_for(addr);
-        config.limits.max_packet_bytes = crate::connection::MAX_PACKET_BYTES;
-        let (session, mut events) = Session::start(config);
+        let config = crate::connection::session_config(addr, "fleetctl-watch");
+        let sync_topic = format!("{}/{}", crate::connection::SYNC_PREFIX, config.client_id);
+        let (session, mut events) = crate::connection::start_session(addr, config, timeout).await?;
         let lost = |reason: String| ConnectionError::Connect {
             addr: addr.clone(),
             reason,
@@ -460,25 +457,10 @@ impl Watcher {
             .subscribe_many(&all)
             .await
             .map_err(|e| lost(e.to_string()))?;
-        match tokio::time::timeout(timeout, events.recv()).await {
-            Err(_) => {
-                session.abort();
-                return Err(ConnectionError::ConnectTimeout {
-                    addr: addr.clone(),
-                    timeout,
-                });
-            }
-            Ok(None) => return Err(lost("session ended".into())),
-            Ok(Some(SessionEvent::Disconnected { reason, .. })) => {
-                session.abort();
-                return Err(lost(reason));
-            }
-            Ok(Some(_)) => {}
-        }
         // The subscriptions went out in one request: once the marker comes back through one of
         // them, all are in place. Messages read meanwhile are kept for the watch.
-        // The session queues its SUBSCRIBE from a helper task after the connect, so a marker
-        // may overtake it: send it again every 100 ms until one comes back.
+        // A broker that handles subscriptions apart from publications (rumqttd) may let a
+        // marker overtake the SUBSCRIBE: send it again every 100 ms until one comes back.
         let nonce = format!("{:016x}", rand::random::<u64>()).into_bytes();
         let mut held = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);

@@ -12,7 +12,7 @@ use fleetctl::rollout_watch::{
     RolloutEnd, RolloutPrinter, RolloutWatchOptions, Style, watch_rollout,
 };
 
-use crate::InvalidInput;
+use crate::{InvalidInput, classify};
 
 #[derive(Debug, Args)]
 pub struct RolloutArgs {
@@ -78,13 +78,7 @@ pub async fn watch(
     let mut printer = RolloutPrinter::new(style, std::io::stdout());
     let summary = watch_rollout(broker, &opts, &mut printer, stop)
         .await
-        .map_err(|e| {
-            if e.is_invalid_input() {
-                InvalidInput(e.into()).into()
-            } else {
-                anyhow::Error::from(e)
-            }
-        })
+        .map_err(classify)
         .context("unable to watch the rollout")?;
     Ok(match summary.end {
         RolloutEnd::Completed | RolloutEnd::Interrupted => ExitCode::SUCCESS,

@@ -196,9 +196,9 @@ where
         payload: Presence::Offline.as_bytes().to_vec(),
         retain: true,
     });
+    // fleet-mqtt's transport ceiling (its default) stays well above every protocol limit: a
+    // message somewhat over its limit reaches `on_message` and is refused as `too-large`.
     let limits = Limits::DEFAULT;
-    mqtt.limits.max_packet_bytes =
-        limits.max_manifest_bytes.max(limits.max_chunk_bytes) + 64 * 1024;
     let (session, mut events) = Session::start(mqtt);
     // Not connected yet: the session subscribes these at every connect.
     if let Err(e) = session.subscribe_many(&station_topics(&cfg)).await {
