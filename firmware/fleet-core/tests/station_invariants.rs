@@ -68,6 +68,9 @@ enum Step {
     VerifyFailed,
     Installed,
     InstallFailed(bool),
+    /// The installer failed after arming a slot: the one it wrote (`true`) or, broken, the
+    /// running one.
+    InstallLeftArmed(bool),
     Armed,
     /// A (re)start: on the slot the engine expects (`true`) or the committed one.
     Boot(bool),
@@ -91,6 +94,7 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         1 => Just(Step::VerifyFailed),
         3 => Just(Step::Installed),
         1 => any::<bool>().prop_map(Step::InstallFailed),
+        1 => any::<bool>().prop_map(Step::InstallLeftArmed),
         3 => Just(Step::Armed),
         3 => any::<bool>().prop_map(Step::Boot),
         2 => Just(Step::HealthPassed),
@@ -273,6 +277,13 @@ impl Harness {
                 retryable: *retryable,
                 detail: "failed".into(),
             }),
+            Step::InstallLeftArmed(written) => Input::Event(Event::InstallLeftArmed {
+                slot: match (&e.phase, written) {
+                    (Phase::Installing { slot, .. }, true) => *slot,
+                    _ => e.booted,
+                },
+                detail: "armed, version unknown".into(),
+            }),
             Step::Armed => Input::Event(Event::TrialArmed {
                 slot: e.phase.update_slot().unwrap_or(Slot::B),
             }),
@@ -412,6 +423,18 @@ proptest! {
                 prop_assert_ne!(*slot, h.station.engine().booted);
                 prop_assert_ne!(*slot, next.engine().booted);
                 prop_assert_ne!(*slot, next.engine().committed);
+            }
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn the_committed_slot_is_never_marked_bad(steps in steps()) {
+        run(&steps, |h, _, actions| {
+            for a in actions {
+                if let Action::Update(update::Action::MarkBad { slot }) = a {
+                    prop_assert_ne!(*slot, h.station.engine().committed);
+                }
             }
             Ok(())
         })?;
