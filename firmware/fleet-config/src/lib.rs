@@ -4,7 +4,7 @@
 //!
 //! 1. **image defaults**, `/etc/fleet/<daemon>.toml`: shipped read-only in the image, the same on
 //!    every station (`--config`);
-//! 2. **station settings**, `/data/fleet/config/<daemon>.toml`: written by first-boot provisioning
+//! 2. **station settings**, `/data/fleet/identity/<daemon>.toml`: written by first-boot provisioning
 //!    (or a signed configuration push), this station's own (`--station-config`). Optional: a
 //!    station that is not provisioned yet has none.
 //!
@@ -78,7 +78,7 @@ pub struct Merged {
     pub table: Table,
     /// The merged document as TOML text (what the daemon's parser reads).
     pub text: String,
-    /// Names the layers in messages: `/etc/fleet/x.toml + /data/fleet/config/x.toml`.
+    /// Names the layers in messages: `/etc/fleet/x.toml + /data/fleet/identity/x.toml`.
     pub origin: PathBuf,
     /// The station layer existed and was merged.
     pub station_present: bool,
