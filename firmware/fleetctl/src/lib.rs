@@ -8,6 +8,8 @@ pub mod connection;
 pub mod demo;
 pub mod embedded;
 pub mod keys;
+pub mod pki;
+pub mod provision;
 pub mod publish;
 pub mod rollout;
 pub mod rollout_watch;
