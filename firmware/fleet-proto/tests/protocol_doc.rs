@@ -90,3 +90,39 @@ fn the_documented_state_and_events_parse() {
     assert!(matches!(parsed[0].event, Report::HealthFailed { .. }));
     assert!(matches!(parsed[1].event, Report::OfferRejected { .. }));
 }
+
+/// The topics of the document's tables with example ids filled in.
+fn documented_topics(doc: &str) -> Vec<String> {
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("| `fleet/v1/"))
+        .filter_map(|l| l.split('`').next())
+        .map(|t| {
+            format!("fleet/v1/{t}")
+                .replace("{device-id}", "stn-0042")
+                .replace("{group-id}", "canary")
+                .replace("{update-id}", "rel-1")
+                .replace("{index}", "3")
+                .replace(
+                    "{bundle-id}",
+                    "3eec6f2df36b88a1a97c03224253e9d0c59f2696ff7b145203a5d43c736bc7e0",
+                )
+        })
+        .collect()
+}
+
+#[test]
+fn topic_parse_accepts_the_seven_update_path_topics_and_no_other_documented_one() {
+    let topics = documented_topics(&doc());
+    assert_eq!(topics.len(), 12, "{topics:?}");
+    let parsed: Vec<&String> = topics
+        .iter()
+        .filter(|t| fleet_proto::Topic::parse(t).is_ok())
+        .collect();
+    assert_eq!(parsed.len(), 7, "{parsed:?}");
+    for t in parsed {
+        assert!(
+            !t.contains("control") && !t.contains("rotation") && !t.contains("rollouts"),
+            "{t}"
+        );
+    }
+}
