@@ -91,8 +91,13 @@ fn the_compatible_string_is_the_same_in_the_distro_the_recipes_the_bundle_and_th
     let rauc_conf = read("meta-fleet/recipes-core/rauc/fleet-rauc-conf.bb");
     assert!(rauc_conf.contains("s,@FLEET_COMPATIBLE@,${FLEET_COMPATIBLE},g"));
     for m in ["mmcblk0", "nvme0n1", "vda"] {
-        let conf = read(&format!("meta-fleet/recipes-core/rauc/files/system-{m}.conf"));
-        assert!(conf.contains("compatible=@FLEET_COMPATIBLE@"), "system-{m}.conf");
+        let conf = read(&format!(
+            "meta-fleet/recipes-core/rauc/files/system-{m}.conf"
+        ));
+        assert!(
+            conf.contains("compatible=@FLEET_COMPATIBLE@"),
+            "system-{m}.conf"
+        );
     }
     let firmware = read("meta-fleet/recipes-fleet/fleet-firmware/fleet-firmware_git.bb");
     assert!(firmware.contains("s,@COMPATIBLE@,${FLEET_COMPATIBLE},g"));
@@ -185,7 +190,9 @@ fn the_version_is_the_same_in_the_distro_the_workspace_the_bundle_and_the_image(
     let bundle = read("meta-fleet/recipes-core/bundles/fleet-bundle.bb");
     assert!(bundle.contains("RAUC_BUNDLE_VERSION = \"${FLEET_VERSION}\""));
     let rootfs = read("meta-fleet/recipes-core/fleet-rootfs/fleet-rootfs.bb");
-    assert!(rootfs.contains("printf '%s\\n' \"${FLEET_VERSION}\" > ${D}${sysconfdir}/fleet-version"));
+    assert!(
+        rootfs.contains("printf '%s\\n' \"${FLEET_VERSION}\" > ${D}${sysconfdir}/fleet-version")
+    );
     let updated = read("meta-fleet/recipes-fleet/fleet-firmware/files/updated.toml");
     assert!(updated.contains("version-file = \"/etc/fleet-version\""));
     // getting-started pushes only versions it built first.
@@ -210,17 +217,24 @@ fn every_bundle_carries_the_install_check_hook_and_every_keyring_wants_codesign(
     assert!(bundle.contains("RAUC_BUNDLE_HOOKS[hooks] = \"install-check\""));
     assert!(repo().join("bundles/hooks/install-check").exists());
     // The Pi's slot hook travels beside it; the hook hands slot events on to it by that name.
-    let pi = read(
-        "meta-fleet/dynamic-layers/raspberrypi/recipes-core/bundles/fleet-bundle_fleet.inc",
-    );
+    let pi =
+        read("meta-fleet/dynamic-layers/raspberrypi/recipes-core/bundles/fleet-bundle_fleet.inc");
     assert!(pi.contains("RAUC_BUNDLE_EXTRA_FILES += \"${@'bootfs-post-install'"));
     assert!(!pi.contains("RAUC_BUNDLE_HOOKS[file]"));
-    assert!(read("bundles/hooks/install-check").contains("next=\"$(dirname \"$0\")/bootfs-post-install\""));
+    assert!(
+        read("bundles/hooks/install-check")
+            .contains("next=\"$(dirname \"$0\")/bootfs-post-install\"")
+    );
     for m in ["mmcblk0", "nvme0n1", "vda"] {
-        let conf = read(&format!("meta-fleet/recipes-core/rauc/files/system-{m}.conf"));
+        let conf = read(&format!(
+            "meta-fleet/recipes-core/rauc/files/system-{m}.conf"
+        ));
         let keyring = conf.split("[keyring]").nth(1).expect("keyring section");
         let keyring = keyring.split("\n[").next().unwrap_or_default();
-        assert!(keyring.contains("\ncheck-purpose=codesign\n"), "system-{m}.conf");
+        assert!(
+            keyring.contains("\ncheck-purpose=codesign\n"),
+            "system-{m}.conf"
+        );
     }
     assert!(read("keys/gen-dev-pki.sh").contains("extendedKeyUsage=critical,codeSigning"));
 }
@@ -228,7 +242,10 @@ fn every_bundle_carries_the_install_check_hook_and_every_keyring_wants_codesign(
 #[test]
 fn the_station_key_is_0400_owned_by_fleet_updated_as_security_md_says() {
     let security = read("docs/security.md");
-    assert!(security.contains("`/data/fleet/identity/mqtt/client.key`, mode 0400, user `fleet-updated`"));
+    assert!(
+        security
+            .contains("`/data/fleet/identity/mqtt/client.key`, mode 0400, user `fleet-updated`")
+    );
     let script = read("meta-fleet/recipes-core/fleet-rootfs/files/fleet-provision");
     assert!(script.contains("put mqtt/client.key fleet-updated:fleet-updated 0400"));
 }
