@@ -57,8 +57,10 @@ expect "the_generator_writes_nothing_for_a_root_it_cannot_parse" "[ -z \"\$(ls '
 # image defaults meta-fleet ships, moved into <data>/fleet/identity/ with each file's mode.
 repo=$(cd "$here/../.." && pwd)
 bins=${FLEET_BIN_DIR:-${CARGO_TARGET_DIR:-$repo/target}/debug}
-if [ ! -x "$bins/fleet-updated" ] || [ ! -x "$bins/fleet-recorderd" ] || [ ! -x "$bins/fleet-retentiond" ]; then
-  (cd "$repo" && cargo build -q -p fleet-updated -p fleet-recorderd -p fleet-retentiond) || expect the_daemons_build false
+if [ ! -x "$bins/fleet-updated" ] || [ ! -x "$bins/fleet-recorderd" ] || [ ! -x "$bins/fleet-retentiond" ] \
+   || [ ! -x "$bins/fleetctl" ]; then
+  (cd "$repo" && cargo build -q -p fleet-updated -p fleet-recorderd -p fleet-retentiond -p fleetctl) \
+    || expect the_daemons_and_fleetctl_build false
 fi
 fw=$repo/meta-fleet/recipes-fleet/fleet-firmware/files
 boot=$scratch/boot; data=$scratch/data; conf=$scratch/etc-fleet
@@ -67,24 +69,30 @@ subst() { sed -e "s,@DATADIR@,$data,g" -e 's,@COMPATIBLE@,fleet-qemuarm64,g' -e 
   -e 's,@LIBEXECDIR@,/usr/libexec,g' -e 's,@ATTEMPTS@,3,g' -e "s,/etc/fleet/,$conf/,g" "$1"; }
 for c in updated recorderd retentiond; do subst "$fw/$c.toml" > "$conf/$c.toml"; done
 subst "$fw/bootctl-uboot.toml" > "$conf/bootctl.toml"
-# A CA and a client certificate (X.509 v3, clientAuth) for the credentials updated checks.
-mkdir -p "$scratch/pki"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1 -subj /CN=ca \
-  -keyout "$scratch/pki/ca.key" -out "$scratch/pki/ca.crt" >/dev/null 2>&1
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=stn-1 \
-  -keyout "$scratch/pki/client.key" -out "$scratch/pki/client.csr" >/dev/null 2>&1
-printf 'extendedKeyUsage=clientAuth\n' > "$scratch/pki/ext"
-openssl x509 -req -in "$scratch/pki/client.csr" -CA "$scratch/pki/ca.crt" -CAkey "$scratch/pki/ca.key" \
-  -set_serial 7 -days 1 -extfile "$scratch/pki/ext" -out "$scratch/pki/client.crt" >/dev/null 2>&1
+# The fleet's side, as docs/getting-started.md does it: PKI, offer key, fleet definition; each
+# folder below is written by `fleetctl provision`.
+fl=$scratch/fleet
+"$bins/fleetctl" pki init --out "$fl/pki" --broker-host broker.example >/dev/null
+"$bins/fleetctl" keys gen --out-dir "$fl/keys" >/dev/null
+cat > "$fl/fleet.toml" <<EOF
+trusted-key-files = ["keys/fleet-offer.pub"]
+[image]
+compatible = "fleet-qemuarm64"
+boot-flow = "uboot"
+data-dir = "$data"
+[broker]
+host = "broker.example"
+ca-file = "pki/ca.crt"
+[station-ca]
+cert-file = "pki/ca.crt"
+key-file = "pki/ca.key"
+EOF
+echo "correct horse battery" > "$fl/psk"
 folder() { # device-id -> a complete provisioning folder in $boot/fleet-provision
-  local p=$boot/fleet-provision
-  rm -rf "$p"; mkdir -p "$p/mqtt" "$p/network"
-  echo "$1" > "$p/device-id"
-  printf 'device-id = "%s"\ngroups = ["canary"]\ntrusted-keys = ["3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29"]\n[mqtt]\nhost = "broker.example"\n[mqtt.tls]\nca-file = "%s/fleet/identity/mqtt/ca.crt"\ncert-file = "%s/fleet/identity/mqtt/client.crt"\nkey-file = "%s/fleet/identity/mqtt/client.key"\n' \
-    "$1" "$data" "$data" "$data" > "$p/updated.toml"
-  printf 'station-id = "%s"\n[position]\nlat = 52.1\nlon = -1.5\n[[devices]]\nid = "mic"\nusb = { vendor = "0869", product = "0001" }\nprofile = "ultrasonic"\n' "$1" > "$p/recorderd.toml"
-  cp "$scratch/pki/ca.crt" "$scratch/pki/client.crt" "$scratch/pki/client.key" "$p/mqtt/"
-  printf 'network={\n  ssid="field"\n  psk="secret-psk"\n}\n' > "$p/network/wpa_supplicant-wlan0.conf"
+  rm -rf "$boot/fleet-provision"
+  "$bins/fleetctl" provision --fleet "$fl/fleet.toml" --station "$1" --group canary \
+    --position 52.1,-1.5 --microphone usb:0869:0001 --profile ultrasonic \
+    --wifi-ssid field --wifi-passphrase-file "$fl/psk" --out "$boot" >/dev/null
 }
 provision() { FLEET_PROVISION_SRC=$boot/fleet-provision FLEET_DATA_DIR=$data FLEET_BINDIR=$bins \
   FLEET_CONFIG_DIR=$conf FLEET_PROVISION_OWNERS=0 sh "$files/fleet-provision"; }
@@ -119,7 +127,7 @@ folder stn-2; echo 'colour = "red"' >> "$boot/fleet-provision/updated.toml"
 out=$(provision 2>&1); st=$?
 expect "a_folder_the_updater_refuses_changes_nothing_and_says_why" \
   "[ $st -ne 0 ] && grep -qx stn-1 '$data/fleet/identity/device-id' && [ -e '$boot/fleet-provision' ] && grep -q 'fleet-updated refuses updated.toml' <<<\"\$out\" && grep -q colour <<<\"\$out\""
-folder operator
+folder stn-3; echo operator > "$boot/fleet-provision/device-id"
 provision 2>/dev/null; st=$?
 expect "a_station_named_operator_is_refused" "[ $st -ne 0 ] && grep -qx stn-1 '$data/fleet/identity/device-id'"
 folder stn-2; rm -r "$boot/fleet-provision/mqtt" "$boot/fleet-provision/network" "$boot/fleet-provision/recorderd.toml"
