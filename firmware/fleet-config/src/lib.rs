@@ -86,8 +86,12 @@ pub struct Merged {
 
 /// A setting a daemon cannot run without: any one of the listed keys (dotted paths such as
 /// `mqtt.host`). A key ending in `-file` counts only when the file it names exists.
+///
+/// The second field is a *probe*: TOML that meets the need with a harmless value. While a need
+/// is missing the daemon's parser still checks everything else, with the probe in the need's
+/// place: an unknown key or a wrong value elsewhere is invalid, not merely incomplete.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Need(pub &'static [&'static str]);
+pub struct Need(pub &'static [&'static str], pub &'static str);
 
 impl fmt::Display for Need {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -115,6 +119,27 @@ fn lookup<'a>(table: &'a Table, dotted: &str) -> Option<&'a Value> {
         cur = cur.as_table()?.get(p)?;
     }
     Some(cur)
+}
+
+fn remove(table: &mut Table, dotted: &str) {
+    match dotted.split_once('.') {
+        None => {
+            table.remove(dotted);
+        }
+        Some((first, rest)) => {
+            if let Some(Value::Table(t)) = table.get_mut(first) {
+                remove(t, rest);
+            }
+        }
+    }
+}
+
+/// The needs of `needs` that `table` does not meet.
+fn unmet<'a>(table: &Table, needs: &'a [Need]) -> Vec<&'a Need> {
+    needs
+        .iter()
+        .filter(|n| !missing(table, std::slice::from_ref(*n)).is_empty())
+        .collect()
 }
 
 /// What is missing from `table` for `needs`, one sentence per need (empty when complete).
@@ -246,7 +271,32 @@ pub fn load_once<T, E: fmt::Display>(
     };
     let gaps = missing(&merged.table, needs);
     if !gaps.is_empty() {
-        return Outcome::Incomplete(gaps);
+        // Everything but the missing needs must already be right: check it with each unmet
+        // need's probe in its place.
+        let mut probe = merged.table.clone();
+        for need in unmet(&merged.table, needs) {
+            for key in need.0 {
+                remove(&mut probe, key);
+            }
+            match toml::from_str::<Table>(need.1) {
+                Ok(t) => merge(&mut probe, t),
+                Err(e) => return Outcome::Invalid(format!("unusable probe for {need}: {e}")),
+            }
+        }
+        let text = match toml::to_string(&probe) {
+            Ok(t) => t,
+            Err(e) => return Outcome::Invalid(e.to_string()),
+        };
+        let probed = Merged {
+            table: probe,
+            text,
+            origin: merged.origin.clone(),
+            station_present: merged.station_present,
+        };
+        return match parse(&probed) {
+            Ok(_) => Outcome::Incomplete(gaps),
+            Err(e) => Outcome::Invalid(e.to_string()),
+        };
     }
     match parse(&merged) {
         Ok(c) => Outcome::Ready(c),
@@ -429,7 +479,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let present = dir.path().join("id");
         std::fs::write(&present, "stn-1").expect("write");
-        let needs = [Need(&["id", "id-file"]), Need(&["mqtt.host"])];
+        let needs = [
+            Need(&["id", "id-file"], "id = \"probe\""),
+            Need(&["mqtt.host"], "[mqtt]\nhost = \"probe\""),
+        ];
         let t = table(&format!(
             "id-file = \"{}\"\n[mqtt]\nhost = \"b\"\n",
             present.display()
@@ -460,7 +513,7 @@ mod tests {
         let mut notices = Vec::new();
         let out = wait_until_complete(
             &layers,
-            &[Need(&["id"])],
+            &[Need(&["id"], "id = \"probe\"")],
             &limits,
             Duration::from_secs(10),
             |m: &Merged| -> Result<String, String> {
@@ -501,7 +554,7 @@ mod tests {
                 image,
                 station: Some(station),
             },
-            &[Need(&["id"])],
+            &[Need(&["id"], "id = \"probe\"")],
             &Limits::default(),
             Duration::from_secs(10),
             |m: &Merged| match m.table["id"].as_str() {
@@ -512,6 +565,42 @@ mod tests {
             |_| {},
         );
         assert!(matches!(out, Outcome::Invalid(ref m) if m.contains("id: must be")));
+    }
+
+    #[test]
+    fn a_wrong_value_beside_a_missing_need_is_invalid_not_incomplete() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = dir.path().join("x.toml");
+        std::fs::write(&image, "colour = 5\nid-file = \"/nonexistent\"\n").expect("write");
+        let parse = |m: &Merged| -> Result<(), String> {
+            if m.table.contains_key("colour") {
+                return Err("unknown key colour".into());
+            }
+            match (m.table.get("id"), m.table.get("id-file")) {
+                (Some(_), None) | (None, Some(_)) => Ok(()),
+                _ => Err("give exactly one of id and id-file".into()),
+            }
+        };
+        let needs = [Need(&["id", "id-file"], "id = \"probe\"")];
+        let out = load_once(
+            &Layers::image_only(&image),
+            &needs,
+            &Limits::default(),
+            parse,
+        );
+        assert!(
+            matches!(out, Outcome::Invalid(ref m) if m.contains("colour")),
+            "{out:?}"
+        );
+        // Without the wrong key it is incomplete: the probe replaces the dangling id-file.
+        std::fs::write(&image, "id-file = \"/nonexistent\"\n").expect("write");
+        let out = load_once(
+            &Layers::image_only(&image),
+            &needs,
+            &Limits::default(),
+            parse,
+        );
+        assert!(matches!(out, Outcome::Incomplete(_)), "{out:?}");
     }
 
     fn leaf() -> impl Strategy<Value = Value> {

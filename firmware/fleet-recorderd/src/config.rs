@@ -51,6 +51,19 @@ impl Default for Limits {
     }
 }
 
+/// What the recorder cannot run without (ADR 0008): both come from the station layer. Without
+/// a microphone the recorder records nothing rather than guess a device: a Pi 5 has no audio
+/// input of its own, so any guess would be a USB device someone plugged in for another purpose,
+/// and a recording with the wrong device's metadata is worse than none. Each probe meets its
+/// need with a harmless value so the rest is still checked.
+pub const STATION_NEEDS: &[fleet_config::Need] = &[
+    fleet_config::Need(&["station-id", "station-id-file"], "station-id = \"probe\""),
+    fleet_config::Need(
+        &["devices"],
+        "[profiles.fleet-probe]\nrate = 48000\n[[devices]]\nid = \"probe\"\nalsa-name = \"null\"\nprofile = \"fleet-probe\"",
+    ),
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("unable to read config {path}")]

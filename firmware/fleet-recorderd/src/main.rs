@@ -45,15 +45,6 @@ struct Args {
     duration: Option<f64>,
 }
 
-/// What the recorder cannot run without: both come from the station layer (provisioning).
-/// Without a microphone the recorder records nothing rather than guess a device: a Pi 5 has no
-/// audio input of its own, so any guess would be a USB device someone plugged in for another
-/// purpose, and a recording with the wrong device's metadata is worse than none.
-const STATION_NEEDS: &[fleet_config::Need] = &[
-    fleet_config::Need(&["station-id", "station-id-file"]),
-    fleet_config::Need(&["devices"]),
-];
-
 /// How often the loop evaluates schedules, checks health and pings the watchdog (a signal wakes it
 /// at once).
 const TICK: Duration = Duration::from_secs(1);
@@ -80,9 +71,12 @@ fn main() {
         station: args.station_config.clone(),
     };
     // No station id or no microphone yet: start, say so in the status and wait (ADR 0008).
-    let out = fleet_config::load_for_daemon(&layers, STATION_NEEDS, args.check_config, |m| {
-        Config::parse(&m.text, &m.origin, &limits)
-    });
+    let out = fleet_config::load_for_daemon(
+        &layers,
+        fleet_recorderd::config::STATION_NEEDS,
+        args.check_config,
+        |m| Config::parse(&m.text, &m.origin, &limits),
+    );
     let config = match out.finish(&layers) {
         Ok(c) => c,
         Err((code, message)) => {

@@ -41,12 +41,8 @@ fn main() -> ExitCode {
         station: args.station_config.clone(),
     };
     // Not provisioned yet: start, report what is missing and wait (ADR 0008).
-    let needs = [
-        fleet_config::Need(&["device-id", "device-id-file"]),
-        fleet_config::Need(&["trusted-keys"]),
-        fleet_config::Need(&["mqtt.host"]),
-    ];
-    let out = fleet_config::load_for_daemon(&layers, &needs, args.check_config, |m| {
+    let needs = fleet_updated::config::STATION_NEEDS;
+    let out = fleet_config::load_for_daemon(&layers, needs, args.check_config, |m| {
         Config::parse(&m.origin, &m.text)
     });
     let config = match out.finish(&layers) {

@@ -380,20 +380,13 @@ pub fn check_daemon(
     let out = match daemon {
         "updated" => fleet_config::load_once(
             &layers,
-            &[
-                fleet_config::Need(&["device-id", "device-id-file"]),
-                fleet_config::Need(&["trusted-keys"]),
-                fleet_config::Need(&["mqtt.host"]),
-            ],
+            fleet_updated::config::STATION_NEEDS,
             &limits,
             |m: &Merged| fleet_updated::Config::parse(&m.origin, &m.text).map(drop),
         ),
         "recorderd" => fleet_config::load_once(
             &layers,
-            &[
-                fleet_config::Need(&["station-id", "station-id-file"]),
-                fleet_config::Need(&["devices"]),
-            ],
+            fleet_recorderd::config::STATION_NEEDS,
             &limits,
             |m: &Merged| {
                 fleet_recorderd::config::Config::parse(
