@@ -4,6 +4,7 @@
 //! [`keys`] (offer-signing key pair), [`publish`] (push and clear bundles, offers), [`status`]
 //! (station table from retained state), [`watch`] (live progress), [`embedded`] (an in-process
 //! rumqttd broker) and [`demo`]. The binary only parses arguments and prints.
+pub mod config_push;
 pub mod connection;
 pub mod demo;
 pub mod embedded;

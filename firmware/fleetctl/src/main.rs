@@ -158,6 +158,11 @@ enum Command {
         #[command(subcommand)]
         command: provision_cmd::PkiCommand,
     },
+    /// Signed configuration changes for the stations' daemons (ADR 0011).
+    Config {
+        #[command(subcommand)]
+        command: provision_cmd::ConfigCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -338,6 +343,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rollout { command } => return rollout_cmd::rollout(command).await,
         Command::Provision(args) => return provision_cmd::provision(*args),
         Command::Pki { command } => return provision_cmd::pki(command),
+        Command::Config { command } => return provision_cmd::config(command).await,
         Command::Freeze(c) => {
             return rollout_cmd::control(c, rollout_cmd::ControlChange::Freeze(true)).await;
         }

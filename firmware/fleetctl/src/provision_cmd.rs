@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use fleet_core::ids::{DeviceId, GroupId};
 use fleetctl::provision::{self, Fleet, Microphone, ProvisionError, Station, Wifi};
 
-use crate::InvalidInput;
+use crate::{BrokerArg, InvalidInput};
 
 /// `fleetctl provision`.
 #[derive(Debug, Args)]
@@ -193,4 +193,89 @@ pub(crate) fn pki(command: PkiCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `fleetctl config`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Sign and publish (retained) a change of one daemon's settings for a scope (ADR 0011).
+    Push(ConfigPushArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ConfigPushArgs {
+    #[command(flatten)]
+    broker: BrokerArg,
+    /// `fleet`, `group:<name>` or `device:<id>`.
+    #[arg(long, value_parser = crate::rollout_cmd::parse_scope)]
+    to: fleet_core::rollout::Scope,
+    /// recorderd, retentiond or updated.
+    #[arg(long, value_parser = parse_daemon)]
+    daemon: fleet_core::config_push::Daemon,
+    /// key=value to set (repeat); only the documented keys (docs/reference/mqtt-protocol.md).
+    #[arg(long = "set")]
+    set: Vec<String>,
+    /// A key to return to its provisioned or image value (repeat).
+    #[arg(long = "unset")]
+    unset: Vec<String>,
+    /// The daemon must be healthy this long after its restart, or the station restores the
+    /// previous settings.
+    #[arg(long, default_value = "120s")]
+    deadline: humantime::Duration,
+    /// The private key (PKCS#8 PEM) stations trust for offers.
+    #[arg(long, env = "FLEET_SIGNING_KEY")]
+    key: PathBuf,
+    /// Sequence; default: one above the highest this key signed for the daemon.
+    #[arg(long)]
+    sequence: Option<u64>,
+}
+
+fn parse_daemon(s: &str) -> Result<fleet_core::config_push::Daemon, String> {
+    use fleet_core::config_push::Daemon;
+    [Daemon::Recorderd, Daemon::Retentiond, Daemon::Updated]
+        .into_iter()
+        .find(|d| d.as_str() == s)
+        .ok_or_else(|| "expected recorderd, retentiond or updated".to_owned())
+}
+
+pub(crate) async fn config(command: ConfigCommand) -> anyhow::Result<ExitCode> {
+    use fleetctl::config_push::{self as cp, ConfigPushError};
+    let ConfigCommand::Push(args) = command;
+    let invalid = |e: ConfigPushError| -> anyhow::Error {
+        match e {
+            ConfigPushError::Broker(_) => e.into(),
+            other => InvalidInput(other.into()).into(),
+        }
+    };
+    let mut set = std::collections::BTreeMap::new();
+    for a in &args.set {
+        let (k, v) = cp::parse_assignment(a).map_err(invalid)?;
+        set.insert(k, v);
+    }
+    let key = fleetctl::keys::load_signing_key(&args.key).map_err(|e| InvalidInput(e.into()))?;
+    // Checked before the broker is asked anything: a refused push is never published.
+    let mut push = cp::build(
+        args.to.clone(),
+        args.daemon,
+        set,
+        args.unset.clone(),
+        args.deadline.into(),
+        args.sequence.unwrap_or(1),
+    )
+    .map_err(invalid)?;
+    if args.sequence.is_none() {
+        push.sequence = cp::last_sequence(&args.broker.broker, &key, args.daemon)
+            .await
+            .map_err(invalid)?
+            .saturating_add(1);
+    }
+    let topic = cp::publish(&args.broker.broker, &key, &push)
+        .await
+        .map_err(invalid)?;
+    println!(
+        "pushed sequence {} for {} to {topic} (retained)",
+        push.sequence,
+        args.daemon.as_str()
+    );
+    Ok(ExitCode::SUCCESS)
 }
