@@ -9,6 +9,7 @@
 #     from /boot/firmware to /data/fleet/identity after fleet-updated checked it;
 #   - fleet-recorderd.service with the image's recorderd.toml and no station settings (no
 #     microphone provisioned) starts, says what it waits for in its status and is not restarted;
+#     so does fleet-updated with only the image's updated.toml (a transient unit);
 #   - fleet-boot-check.service runs fleet-bootctl boot-check (U-Boot flow) inside its sandbox;
 #   - fleet-retentiond.service and fleet-updated.service come up (Type=notify) and survive three
 #     watchdog periods; fleet-updated reads RAUC over D-Bus through the narrowed policy (no
@@ -175,6 +176,14 @@ for u in fleet-provision.service fleet-boot-check.service fleet-retentiond.servi
   systemctl show -p Id,ActiveState,SubState,Result,NRestarts "$u" | tr '\n' ' '; echo
 done > /out/units
 systemctl show -p StatusText --value fleet-recorderd.service > /out/recorder-status
+# An updater on a station that was never provisioned: the image defaults only, under the same
+# watchdog. It must come up, say what it waits for and keep running.
+systemd-run --unit=fleet-updated-unprovisioned -p Type=notify -p NotifyAccess=main -p WatchdogSec=3s \
+  -p User=fleet-updated /usr/bin/fleet-updated --config /etc/fleet/updated.toml \
+  --station-config /data/fleet/nothing-here/updated.toml > /out/unprovisioned-start 2>&1
+sleep 8
+systemctl show -p ActiveState,SubState,NRestarts,StatusText fleet-updated-unprovisioned.service \
+  > /out/unprovisioned 2>&1
 stat -c '%n %a %U:%G' /run/fleet /run/fleet/bootctl.lock /data/fleet/retention \
   /boot/firmware/uboot.env /data/fleet/identity/updated.toml /data/fleet/identity/device-id > /out/stat 2>&1
 ls /data/fleet/retention > /out/retention 2>&1
@@ -253,6 +262,11 @@ has fleet-recorderd.service ActiveState=active && has fleet-recorderd.service NR
   && ok an_unprovisioned_recorder_waits_with_its_status_instead_of_crash_looping \
   || ko an_unprovisioned_recorder_waits_with_its_status_instead_of_crash_looping \
        "$(grep recorderd <<<"$units"; cat "$scratch/out/recorder-status" 2>/dev/null)"
+grep -qx "ActiveState=active" "$scratch/out/unprovisioned" 2>/dev/null \
+  && grep -q "^StatusText=waiting for station settings: device-id or device-id-file is not set" "$scratch/out/unprovisioned" \
+  && ok an_unprovisioned_updater_waits_through_its_watchdog_and_says_what_is_missing \
+  || ko an_unprovisioned_updater_waits_through_its_watchdog_and_says_what_is_missing \
+       "$(cat "$scratch/out/unprovisioned-start" "$scratch/out/unprovisioned" 2>/dev/null)"
 has fleet-updated.service ActiveState=active && has fleet-updated.service SubState=running \
   && has fleet-updated.service NRestarts=0 \
   && ok the_updater_runs_in_its_sandbox_through_three_watchdog_periods \
