@@ -149,7 +149,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    parse(&text).map_err(|e| match e {
+    parse_at(&text, path)
+}
+
+/// Parses and validates a config text read from `path` (named in errors; for the merged
+/// layers of ADR 0008, both files).
+///
+/// # Errors
+/// The text does not parse or holds invalid values (all reported).
+pub fn parse_at(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    parse(text).map_err(|e| match e {
         ParseError::Syntax(message) => ConfigError::Parse {
             path: path.to_owned(),
             message,

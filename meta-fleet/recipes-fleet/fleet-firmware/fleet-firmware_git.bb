@@ -18,6 +18,8 @@ SRC_URI = "git://${FLEET_GIT_URL};protocol=${FLEET_GIT_PROTOCOL};branch=${FLEET_
            file://fleet-firmware.tmpfiles \
            file://bootctl-${FLEET_BOOT_FLOW}.toml \
            file://retentiond.toml \
+           file://recorderd.toml \
+           file://updated.toml \
            "
 SRCREV_fleet = "${FLEET_SRCREV}"
 SRCREV_FORMAT = "fleet"
@@ -52,8 +54,14 @@ do_install:append() {
     install -d ${D}${sysconfdir}/fleet
     sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' -e 's,@ATTEMPTS@,${FLEET_BOOT_ATTEMPTS},g' \
         -e 's,@LIBEXECDIR@,${libexecdir},g' ${UNPACKDIR}/bootctl-${FLEET_BOOT_FLOW}.toml > ${D}${sysconfdir}/fleet/bootctl.toml
-    sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' ${UNPACKDIR}/retentiond.toml > ${D}${sysconfdir}/fleet/retentiond.toml
-    chmod 0644 ${D}${sysconfdir}/fleet/bootctl.toml ${D}${sysconfdir}/fleet/retentiond.toml
+    # Image defaults of every daemon (ADR 0008); station settings come from provisioning.
+    for conf in retentiond.toml recorderd.toml updated.toml; do
+        sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' -e 's,@COMPATIBLE@,${FLEET_COMPATIBLE},g' \
+            -e 's,@BOOT_FLOW@,${FLEET_BOOT_FLOW},g' -e 's,@LIBEXECDIR@,${libexecdir},g' \
+            ${UNPACKDIR}/$conf > ${D}${sysconfdir}/fleet/$conf
+        chmod 0644 ${D}${sysconfdir}/fleet/$conf
+    done
+    chmod 0644 ${D}${sysconfdir}/fleet/bootctl.toml
 }
 
 # systemd's watchdog interval for every daemon; each daemon pings at half of it.
@@ -69,8 +77,9 @@ FILES:fleet-bootctl = "${bindir}/fleet-bootctl ${sysconfdir}/fleet/bootctl.toml 
                        ${libexecdir}/fleet ${systemd_system_unitdir}/fleet-reboot.service \
                        ${systemd_system_unitdir}/fleet-reboot.path"
 FILES:fleet-updated = "${bindir}/fleet-updated ${systemd_system_unitdir}/fleet-updated.service \
-                       ${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf"
-FILES:fleet-recorderd = "${bindir}/fleet-recorderd ${systemd_system_unitdir}/fleet-recorderd.service"
+                       ${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf ${sysconfdir}/fleet/updated.toml"
+FILES:fleet-recorderd = "${bindir}/fleet-recorderd ${systemd_system_unitdir}/fleet-recorderd.service \
+                         ${sysconfdir}/fleet/recorderd.toml"
 FILES:fleet-retentiond = "${bindir}/fleet-retentiond ${systemd_system_unitdir}/fleet-retentiond.service \
                           ${sysconfdir}/fleet/retentiond.toml"
 
