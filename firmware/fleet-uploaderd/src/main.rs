@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use fleet_uploaderd::config;
+use fleet_uploaderd::{config, run};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -26,22 +26,36 @@ struct Cli {
     /// Validate the configuration and exit (0 valid, 2 invalid).
     #[arg(long)]
     check_config: bool,
+    /// Upload until the queue is empty or must wait, then exit.
+    #[arg(long)]
+    once: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match config::load(&cli.config) {
-        Ok(_) if cli.check_config => {
-            println!("{}: ok", cli.config.display());
-            ExitCode::SUCCESS
-        }
-        Ok(_) => {
-            eprintln!("fleet-uploaderd: the daemon loop is not built yet");
-            ExitCode::FAILURE
-        }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = match config::load(&cli.config) {
+        Ok(c) => c,
         Err(e) => {
             eprintln!("fleet-uploaderd: {e}");
-            ExitCode::from(2)
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!("{}: ok", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+    match run::run(cfg, cli.once) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fleet-uploaderd: {:#}", anyhow::Error::from(e));
+            ExitCode::FAILURE
         }
     }
 }

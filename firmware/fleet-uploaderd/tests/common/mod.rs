@@ -1,4 +1,5 @@
-//! Shared by the integration tests: recordings written by the recorder's own code.
+//! Shared by the integration tests: recordings written by the recorder's own code, a real S3
+//! server with a fault proxy, a station in a temporary directory.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -6,6 +7,9 @@ use std::path::{Path, PathBuf};
 use fleet_recorderd::guano::{self, ClosedBy, SegmentMeta};
 use fleet_recorderd::segment::segment_name;
 use fleet_recorderd::wav::{self, WavFormat};
+
+pub mod s3;
+pub mod station;
 
 /// A reproducible test signal: a sine per channel plus noise from a small LCG, like a quiet field
 /// recording (compresses somewhat, not trivially).
