@@ -51,7 +51,7 @@ run "layer hygiene (yocto-check-layer rules, gated appends)" "$py" "$here/layerc
 # CI's cargo test builds them into target/debug; FLEET_BIN_DIR points elsewhere).
 bindir=${FLEET_BIN_DIR:-$root/target/debug}
 files=$layer/recipes-fleet/fleet-firmware/files
-for pair in fleet-bootctl:bootctl-tryboot.toml fleet-bootctl:bootctl-uboot.toml fleet-retentiond:retentiond.toml; do
+for pair in fleet-bootctl:bootctl-tryboot.toml fleet-bootctl:bootctl-uboot.toml fleet-retentiond:retentiond.toml fleet-uploaderd:uploaderd.toml; do
   bin=${pair%%:*}; conf=${pair#*:}
   if [ ! -x "$bindir/$bin" ]; then skp "$conf: $bin not built in $bindir"; continue; fi
   tmpconf=$(mktemp --suffix=.toml)
