@@ -427,6 +427,7 @@ impl Uploader {
             }
         }
         self.status.link_failures = self.link.failures;
+        self.status.parked = self.attempts.values().filter(|a| a.parked).count() as u64;
         self.save_state();
         self.write_status();
     }

@@ -33,21 +33,16 @@ impl std::fmt::Debug for Pacer<'_> {
 pub const STOPPED: &str = "stopped by shutdown";
 
 impl<'a> Pacer<'a> {
-    /// `rate == 0`: unlimited.
+    /// `rate == 0`: unlimited; `burst == 0`: one second of the rate. No read is larger than the
+    /// burst or `chunk`.
     pub fn new(
         rate_bytes_per_s: u64,
         burst_bytes: u64,
         chunk: usize,
         keep_going: &'a mut dyn FnMut() -> bool,
     ) -> Self {
-        // A burst of at least one chunk, so a grant is never smaller than a useful read.
-        let burst = if rate_bytes_per_s == 0 {
-            0
-        } else {
-            burst_bytes.max(rate_bytes_per_s.min(chunk as u64))
-        };
         Self {
-            budget: Budget::new(rate_bytes_per_s, burst, 0),
+            budget: Budget::new(rate_bytes_per_s, burst_bytes, 0),
             origin: Instant::now(),
             keep_going,
             sent: 0,
