@@ -703,6 +703,49 @@ mod tests {
         assert_eq!(d.url_style, UrlStyle::Path);
     }
 
+    fn doc_blocks(lang: &str) -> Vec<String> {
+        let doc = include_str!("../../../docs/reference/uploaderd.md");
+        let fence = format!("```{lang}\n");
+        doc.split(fence.as_str())
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_reference_samples_parse_as_documented() {
+        let toml_blocks = doc_blocks("toml");
+        assert_eq!(toml_blocks.len(), 3, "image, station and credentials samples");
+        let dir = tempfile::tempdir().unwrap();
+        let station = dir.path().join("station.toml");
+        std::fs::write(&station, &toml_blocks[1]).unwrap();
+        let image = dir.path().join("image.toml");
+        let text = toml_blocks[0].replace(
+            "/data/fleet/identity/uploaderd.toml",
+            &station.display().to_string(),
+        );
+        std::fs::write(&image, text).unwrap();
+        let c = load(&image).unwrap();
+        let Some(Destination::S3(d)) = &c.destination else {
+            panic!("the station sample holds a destination");
+        };
+        assert_eq!(d.bucket, "field-recordings");
+        assert_eq!(c.schedule.windows.len(), 1);
+        assert_eq!(c.schedule.utc_offset_minutes, 60);
+        assert_eq!(c.max_bytes_per_second, 250_000);
+        assert_eq!(c.retry.dead_letter_after(), 5);
+        let creds = dir.path().join("credentials.toml");
+        std::fs::write(&creds, &toml_blocks[2]).unwrap();
+        assert_eq!(
+            load_credentials(&creds).unwrap().access_key_id,
+            "AKIAFLEETSTATION0042"
+        );
+        // The status sample is what the daemon writes.
+        let json = doc_blocks("json");
+        let status: crate::status::Status = serde_json::from_str(&json[0]).unwrap();
+        assert_eq!(status.state, crate::status::State::Waiting);
+    }
+
     #[test]
     fn credentials_never_show_the_secret() {
         let c = Credentials {

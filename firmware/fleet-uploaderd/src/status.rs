@@ -25,6 +25,7 @@ pub enum State {
 
 /// The last failure.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LastFailure {
     pub reason: String,
     pub message: String,
@@ -34,6 +35,7 @@ pub struct LastFailure {
 
 /// The status file's content (documented in `docs/reference/uploaderd.md`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Status {
     pub state: State,
     /// `outside-window`, `update-download`, `link-backoff`, `recording-backoff`.
