@@ -715,7 +715,11 @@ mod tests {
     #[test]
     fn the_reference_samples_parse_as_documented() {
         let toml_blocks = doc_blocks("toml");
-        assert_eq!(toml_blocks.len(), 3, "image, station and credentials samples");
+        assert_eq!(
+            toml_blocks.len(),
+            3,
+            "image, station and credentials samples"
+        );
         let dir = tempfile::tempdir().unwrap();
         let station = dir.path().join("station.toml");
         std::fs::write(&station, &toml_blocks[1]).unwrap();
