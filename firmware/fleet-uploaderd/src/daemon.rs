@@ -69,11 +69,20 @@ fn unix_now() -> i64 {
 
 struct StatePersist<'a> {
     path: &'a Path,
+    spool: &'a Path,
     stored: &'a mut Stored,
 }
 
 impl Persist for StatePersist<'_> {
     fn in_flight(&mut self, record: Option<&InFlight>) -> std::io::Result<()> {
+        // A multipart upload of another recording is abandoned: its spool file goes with it
+        // (a WAV sent as it is lives outside the spool and stays).
+        if let Some(old) = &self.stored.in_flight
+            && record.is_none_or(|r| r.object != old.object)
+            && old.object.starts_with(self.spool)
+        {
+            let _ = std::fs::remove_file(&old.object);
+        }
         self.stored.in_flight = record.cloned();
         state::save(self.path, self.stored).map_err(std::io::Error::other)
     }
@@ -311,6 +320,7 @@ impl Uploader {
         );
         let mut pacer = Pacer::new(rate, burst, chunk, keep_going);
         let queue_path = self.cfg.queue_path();
+        let spool = self.cfg.spool_dir();
         let Some(index) = self.index.as_mut() else {
             return Outcome::Failed {
                 failure: Failure {
@@ -322,6 +332,7 @@ impl Uploader {
         };
         let mut persist = StatePersist {
             path: &queue_path,
+            spool: &spool,
             stored: &mut self.stored,
         };
         let outcome =
