@@ -3,7 +3,8 @@
 //! the daemon's peak RSS. Prints a table; asserts nothing about speed.
 //!
 //! `cargo bench -p fleet-uploaderd --bench uploader` (needs sox, flac, s3s-fs and boto3:
-//! tests/setup.d/80-uploader.sh and `pip install boto3`). `FLEET_BENCH_SECONDS` scales the audio.
+//! tests/setup.d/80-uploader.sh and `pip install boto3`). `FLEET_BENCH_SECONDS` scales the audio;
+//! `FLEET_BENCH_PART=flac|upload` runs one half.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss)]
 
 use std::net::{TcpListener, TcpStream};
@@ -186,19 +187,30 @@ fn upload_section(dir: &Path, mib: u64) {
     let (_server, port) = s3s_fs(&dir.join("s3"));
     let cfg = station(&dir.join("wav"), &wav, port, "wav");
     let (ours, rss_wav) = run_once(&cfg);
-    let script = format!(
-        "import boto3, time, sys\n\
-         from boto3.s3.transfer import TransferConfig\n\
-         s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:{port}', aws_access_key_id='{ACCESS}',\n\
-             aws_secret_access_key='{SECRET}', region_name='us-east-1')\n\
-         for threads in (False, True):\n\
-             c = TransferConfig(multipart_threshold=16<<20, multipart_chunksize=8<<20, use_threads=threads)\n\
-             t = time.monotonic(); s3.upload_file(sys.argv[1], 'recordings', 'ref-%s.wav' % threads, Config=c)\n\
-             print(time.monotonic() - t)\n"
-    );
+    // Peak RSS of the daemon encoding, verifying and uploading a 384 kHz recording as FLAC.
+    let bat = dir.join("bat.wav");
+    audio(&bat, 384_000, 60);
+    let cfg = station(&dir.join("flac"), &bat, port, "flac");
+    // Before the Python client runs: the children's peak RSS is the uploader's alone.
+    let (t, rss_flac) = run_once(&cfg);
+    let script = [
+        "import boto3, time, sys",
+        "from boto3.s3.transfer import TransferConfig",
+        "port, key, secret, path = sys.argv[1:5]",
+        "s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:' + port, aws_access_key_id=key,",
+        "                  aws_secret_access_key=secret, region_name='us-east-1')",
+        "for threads in (False, True):",
+        "    c = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=8 << 20,",
+        "                       use_threads=threads)",
+        "    t = time.monotonic()",
+        "    s3.upload_file(path, 'recordings', 'ref-%s.wav' % threads, Config=c)",
+        "    print(time.monotonic() - t)",
+    ]
+    .join("\n");
     let out = Command::new("python3")
         .arg("-c")
         .arg(script)
+        .args([&port.to_string(), ACCESS, SECRET])
         .arg(&wav)
         .output()
         .expect("python3 with boto3");
@@ -210,7 +222,7 @@ fn upload_section(dir: &Path, mib: u64) {
         "Upload over loopback to s3s-fs, {:.0} MiB WAV, multipart 8 MiB parts (format = wav)",
         size / f64::from(1 << 20)
     );
-    println!("| client | seconds | MB/s | ours / client |");
+    println!("| client | seconds | MB/s | throughput ours / client |");
     println!(
         "| fleet-uploaderd --once (process, incl. index and HEADs) | {:.2} | {:.1} | |",
         ours.as_secs_f64(),
@@ -238,11 +250,6 @@ fn upload_section(dir: &Path, mib: u64) {
                 .unwrap_or("")
         );
     }
-    // Peak RSS of the daemon encoding, verifying and uploading a 384 kHz recording as FLAC.
-    let bat = dir.join("bat.wav");
-    audio(&bat, 384_000, 60);
-    let cfg = station(&dir.join("flac"), &bat, port, "flac");
-    let (t, rss_flac) = run_once(&cfg);
     println!();
     println!(
         "Peak RSS (children, max over runs): {} KiB after the WAV upload; {} KiB after a 60 s 384 kHz FLAC upload ({:.2} s)",
@@ -261,6 +268,11 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(600);
     let dir = tempfile::tempdir().unwrap();
-    flac_section(dir.path(), seconds);
-    upload_section(dir.path(), 64);
+    let part = std::env::var("FLEET_BENCH_PART").unwrap_or_default();
+    if part != "upload" {
+        flac_section(dir.path(), seconds);
+    }
+    if part != "flac" {
+        upload_section(dir.path(), 64);
+    }
 }

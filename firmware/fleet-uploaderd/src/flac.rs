@@ -18,6 +18,8 @@ use fleet_retentiond::wav::WavInfo;
 
 /// Samples per FLAC frame (libFLAC's choice at `-5` and flacenc's default).
 pub const BLOCK_SIZE: usize = 4096;
+/// Largest LPC order, as `flac -5`.
+pub const LPC_ORDER: usize = 8;
 /// The Vorbis comment that carries the GUANO text.
 pub const GUANO_TAG: &str = "GUANO";
 /// The vendor string of the Vorbis comment block.
@@ -205,6 +207,8 @@ pub fn encode(
     let mut config = flacenc::config::Encoder::default();
     config.block_size = BLOCK_SIZE;
     config.multithread = false;
+    // flac -5's maximum LPC order (flacenc's default is 10: a little smaller, more CPU).
+    config.subframe_coding.qlpc.lpc_order = LPC_ORDER;
     let config = config
         .into_verified()
         .map_err(|(_, e)| eerr(format!("{e:?}")))?;
