@@ -182,7 +182,8 @@ pub struct S3Destination {
     /// Objects above this go as a multipart upload.
     pub multipart_threshold_bytes: u64,
     pub part_size_bytes: u64,
-    /// Connect and per-request read/write timeout.
+    /// Connect timeout and the longest wait for one read or write (default 10 s, below half the
+    /// unit's watchdog period).
     pub timeout: Duration,
 }
 
@@ -404,10 +405,12 @@ fn destination(d: RawDestination, problems: &mut Vec<String>) -> Option<Destinat
             "destination.multipart-threshold-mib: {threshold} is below part-size-mib ({part})"
         ));
     }
+    // Below half the unit's watchdog period (30 s): a request waits at most this long between
+    // two watchdog pings.
     let timeout = seconds(
         "destination.timeout-seconds",
         d.timeout_seconds,
-        60.0,
+        10.0,
         1.0..=3600.0,
         problems,
     );

@@ -133,11 +133,16 @@ impl Digests {
     }
 }
 
-/// Reads `path` once and computes its MD5, SHA-256 and per-part MD5s.
+/// Reads `path` once and computes its MD5, SHA-256 and per-part MD5s. `keep_going` is asked
+/// every 64 KiB (shutdown, watchdog).
 ///
 /// # Errors
-/// The file cannot be read.
-pub fn digests(path: &Path, part_size: u64) -> io::Result<Digests> {
+/// The file cannot be read, or `keep_going` said stop (`Interrupted`).
+pub fn digests(
+    path: &Path,
+    part_size: u64,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> io::Result<Digests> {
     let part_size = part_size.max(1);
     let mut f = File::open(path)?;
     let mut md5 = Md5::new();
@@ -148,6 +153,12 @@ pub fn digests(path: &Path, part_size: u64) -> io::Result<Digests> {
     let mut size = 0u64;
     let mut buf = vec![0u8; 1 << 16];
     loop {
+        if !keep_going() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "stopped by shutdown",
+            ));
+        }
         let n = f.read(&mut buf)?;
         if n == 0 {
             break;
@@ -252,7 +263,7 @@ mod tests {
         let p = dir.path().join("f");
         let data: Vec<u8> = (0..250_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&p, &data).unwrap();
-        let d = digests(&p, 100_000).unwrap();
+        let d = digests(&p, 100_000, &mut || true).unwrap();
         assert_eq!(d.size, 250_000);
         assert_eq!(d.part_md5s.len(), 3);
         let want: [u8; 16] = Md5::digest(&data[200_000..]).into();

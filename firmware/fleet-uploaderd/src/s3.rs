@@ -167,7 +167,9 @@ impl S3 {
         };
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
+            .timeout_resolve(Some(dest.timeout))
             .timeout_connect(Some(dest.timeout))
+            .timeout_recv_response(Some(dest.timeout))
             .timeout_per_read(Some(dest.timeout))
             .timeout_per_write(Some(dest.timeout))
             .max_redirects(0)

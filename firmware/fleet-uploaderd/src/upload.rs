@@ -204,10 +204,16 @@ fn send_and_confirm(
             format!("unable to read {}: {e}", prepared.path.display()),
         )
     };
-    let digests = match object::digests(&prepared.path, part_size(dest, &prepared.path)) {
-        Ok(d) => d,
-        Err(e) => return local_err(e),
-    };
+    let digests =
+        match object::digests(&prepared.path, part_size(dest, &prepared.path), &mut || {
+            pacer.keep_going()
+        }) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                return failed(FailureScope::Link, "shutdown", "stopped by shutdown".into());
+            }
+            Err(e) => return local_err(e),
+        };
     let multipart = digests.size > dest.multipart_threshold_bytes;
     let local = LocalObject {
         size_bytes: digests.size,
