@@ -56,7 +56,8 @@ files=$layer/recipes-fleet/fleet-firmware/files
 # tests/layer/test-runtime.sh checks them again with a provisioned station's settings.
 incomplete() { "$@"; [ $? = 3 ]; }
 for pair in fleet-bootctl:bootctl-tryboot.toml fleet-bootctl:bootctl-uboot.toml fleet-retentiond:retentiond.toml \
-            fleet-recorderd:recorderd.toml fleet-updated:updated.toml; do
+            fleet-recorderd:recorderd.toml fleet-updated:updated.toml \
+            fleet-uploaderd:uploaderd.toml; do
   bin=${pair%%:*}; conf=${pair#*:}
   if [ ! -x "$bindir/$bin" ]; then skp "$conf: $bin not built in $bindir"; continue; fi
   tmpconf=$(mktemp --suffix=.toml)

@@ -4,7 +4,8 @@
 //! station or delete a recording is a pure function here: the update state machine (`update`), the offer-signing
 //! key set and its rotation (`trust`),
 //! offer admission (`offer`), wave membership (`wave`), boot-slot models (`boot`), signed
-//! configuration changes (`config_push`) and the retention plan (`retention`). Time enters as a value ([`time::Now`]); wall-clock time is
+//! configuration changes (`config_push`), the retention plan (`retention`) and the upload
+//! decisions (`upload`). Time enters as a value ([`time::Now`]); wall-clock time is
 //! `None` until the shell knows the clock is trusted.
 //!
 //! The port traits the shells implement live in [`ports`].
@@ -20,3 +21,4 @@ pub mod slot;
 pub mod time;
 pub mod trust;
 pub mod update;
+pub mod upload;

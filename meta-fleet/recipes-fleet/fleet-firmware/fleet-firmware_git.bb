@@ -108,3 +108,25 @@ python __anonymous() {
     if d.getVar("FLEET_RELEASE") == "1" and (d.getVar("SRCREV_fleet") or "") in ("", "AUTOINC"):
         bb.fatal("fleet-firmware: a release build needs FLEET_SRCREV pinned to the release commit")
 }
+
+# ---- fleet-uploaderd (ADR 0007): its unit, image config, user; kept in one block.
+SRC_URI += "file://fleet-uploaderd.service file://uploaderd.toml"
+FLEET_DEVICE_CRATES += "fleet-uploaderd"
+PACKAGE_BEFORE_PN += "fleet-uploaderd"
+RDEPENDS:${PN} += "fleet-uploaderd"
+FILES:fleet-uploaderd = "${bindir}/fleet-uploaderd ${systemd_system_unitdir}/fleet-uploaderd.service \
+                         ${sysconfdir}/fleet/uploaderd.toml"
+SYSTEMD_PACKAGES += "fleet-uploaderd"
+SYSTEMD_SERVICE:fleet-uploaderd = "fleet-uploaderd.service"
+USERADD_PACKAGES += "fleet-uploaderd"
+USERADD_PARAM:fleet-uploaderd = "--system --no-create-home --home-dir /nonexistent --shell /sbin/nologin \
+                                 --user-group --groups fleet-data fleet-uploader"
+RDEPENDS:fleet-uploaderd = "fleet-retentiond"
+do_install:append() {
+    sed -e 's,@BINDIR@,${bindir},g' -e 's,@DATADIR@,${FLEET_DATA_DIR},g' \
+        -e 's,@WATCHDOG_SEC@,${FLEET_WATCHDOG_SEC},g' \
+        ${UNPACKDIR}/fleet-uploaderd.service > ${D}${systemd_system_unitdir}/fleet-uploaderd.service
+    chmod 0644 ${D}${systemd_system_unitdir}/fleet-uploaderd.service
+    sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' ${UNPACKDIR}/uploaderd.toml > ${D}${sysconfdir}/fleet/uploaderd.toml
+    chmod 0644 ${D}${sysconfdir}/fleet/uploaderd.toml
+}
