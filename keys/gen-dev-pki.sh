@@ -59,8 +59,15 @@ if [ ! -s offer.pub.pem ]; then
   created+=(offer.pub.pem)
 fi
 
+if [ ! -s offer.pub ]; then
+  # The form stations read in `trusted-keys`: the raw 32-byte key (the end of the DER) in hex.
+  openssl pkey -in offer.key.pem -pubout -outform DER | tail -c 32 | od -An -v -tx1 | tr -d ' \n' > offer.pub
+  echo >> offer.pub
+  created+=(offer.pub)
+fi
+
 # Certificates and public keys are not secret.
-chmod 0644 ca.cert.pem dev.cert.pem offer.pub.pem
+chmod 0644 ca.cert.pem dev.cert.pem offer.pub.pem offer.pub
 
 openssl verify -CAfile ca.cert.pem -purpose any dev.cert.pem >/dev/null
 

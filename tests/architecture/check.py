@@ -29,24 +29,29 @@ from pathlib import Path
 ALLOWED = {
     "fleet-core": set(),
     "fleet-durable": set(),
+    "fleet-config": set(),
     "fleet-proto": {"fleet-core"},
     "fleet-mqtt": set(),
     "fleet-bootctl": {"fleet-core", "fleet-durable"},
     "fleet-rauc": {"fleet-core"},
     "fleet-sim": {"fleet-core", "fleet-bootctl", "fleet-durable"},
     "fleet-updated": {
-        "fleet-core", "fleet-durable", "fleet-proto", "fleet-mqtt", "fleet-bootctl",
-        "fleet-rauc", "fleet-sim",
+        "fleet-core", "fleet-config", "fleet-durable", "fleet-proto", "fleet-mqtt",
+        "fleet-bootctl", "fleet-rauc", "fleet-sim",
     },
-    "fleet-recorderd": {"fleet-core", "fleet-durable", "fleet-bootctl"},
-    "fleet-retentiond": {"fleet-core", "fleet-durable", "fleet-bootctl"},
+    "fleet-recorderd": {"fleet-core", "fleet-config", "fleet-durable", "fleet-bootctl"},
+    "fleet-retentiond": {"fleet-core", "fleet-config", "fleet-durable", "fleet-bootctl"},
+    "fleet-uploaderd": {
+        "fleet-core", "fleet-config", "fleet-durable", "fleet-bootctl", "fleet-retentiond",
+    },
     "fleet": {
-        "fleet-core", "fleet-durable", "fleet-proto", "fleet-bootctl", "fleet-rauc",
-        "fleet-updated",
+        "fleet-core", "fleet-config", "fleet-durable", "fleet-proto", "fleet-bootctl",
+        "fleet-rauc", "fleet-updated",
     },
     "fleetctl": {
-        "fleet-core", "fleet-durable", "fleet-proto", "fleet-mqtt", "fleet-sim",
-        "fleet-updated", "fleet-bootctl",
+        "fleet-core", "fleet-config", "fleet-durable", "fleet-proto", "fleet-mqtt", "fleet-sim",
+        "fleet-updated", "fleet-bootctl", "fleet-recorderd", "fleet-retentiond",
+        "fleet-uploaderd",
     },
     "fleet-testkit": None,  # dev-only: anything
 }

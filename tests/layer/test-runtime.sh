@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The station-runtime scripts of fleet-rootfs, run on this machine against scratch roots:
-# the mount generator (one image, three media) and first-boot provisioning.
+# the mount generator (one image, three media) and first-boot provisioning (with the daemons
+# built from this repository: each checks its provisioned settings).
 # Prints "N passed, N failed".
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -52,28 +53,87 @@ echo "root=PARTUUID=1234-02 ro" > "$root/cmdline"
 FLEET_ROOT=$root FLEET_CMDLINE=$root/cmdline sh "$files/fleet-mount-generator" "$root/gen" 2>/dev/null
 expect "the_generator_writes_nothing_for_a_root_it_cannot_parse" "[ -z \"\$(ls '$root/gen')\" ]"
 
-# provisioning
-boot=$scratch/boot; data=$scratch/data
-mkdir -p "$boot/fleet-provision/mqtt" "$data"
-echo 'device-id = "stn-1"' > "$boot/fleet-provision/updated.toml"
-echo key > "$boot/fleet-provision/mqtt/client.key"
-FLEET_PROVISION_SRC=$boot/fleet-provision FLEET_DATA_DIR=$data FLEET_DATA_GROUP=$(id -gn) sh "$files/fleet-provision" >/dev/null
-expect "provisioning_moves_the_identity_to_the_data_partition" \
-  "grep -q stn-1 '$data/fleet/identity/updated.toml' && [ -f '$data/fleet/identity/mqtt/client.key' ]"
-expect "provisioning_removes_the_credentials_from_the_boot_partition" "[ ! -e '$boot/fleet-provision' ]"
-expect "provisioned_files_are_not_world_readable" \
-  "[ \"\$(stat -c %a '$data/fleet/identity/mqtt/client.key')\" = 640 ] && [ \"\$(stat -c %a '$data/fleet/identity')\" = 750 ]"
-FLEET_PROVISION_SRC=$boot/fleet-provision FLEET_DATA_DIR=$data sh "$files/fleet-provision"
-expect "provisioning_without_a_provisioning_directory_changes_nothing" "grep -q stn-1 '$data/fleet/identity/updated.toml'"
-mkdir -p "$boot/fleet-provision"; echo x > "$boot/fleet-provision/other"
-FLEET_PROVISION_SRC=$boot/fleet-provision FLEET_DATA_DIR=$data FLEET_DATA_GROUP=$(id -gn) sh "$files/fleet-provision" 2>/dev/null
-st=$?
-expect "provisioning_without_updated_toml_fails_and_keeps_the_old_identity" \
-  "[ $st -ne 0 ] && grep -q stn-1 '$data/fleet/identity/updated.toml' && [ -e '$boot/fleet-provision/other' ]"
-mkdir -p "$boot/fleet-provision"; echo 'device-id = "stn-2"' > "$boot/fleet-provision/updated.toml"; rm -f "$boot/fleet-provision/other"
-FLEET_PROVISION_SRC=$boot/fleet-provision FLEET_DATA_DIR=$data FLEET_DATA_GROUP=$(id -gn) sh "$files/fleet-provision" >/dev/null
+# provisioning: the folder `fleetctl provision` writes, checked by the real daemons against the
+# image defaults meta-fleet ships, moved into <data>/fleet/identity/ with each file's mode.
+repo=$(cd "$here/../.." && pwd)
+bins=${FLEET_BIN_DIR:-${CARGO_TARGET_DIR:-$repo/target}/debug}
+if [ ! -x "$bins/fleet-updated" ] || [ ! -x "$bins/fleet-recorderd" ] || [ ! -x "$bins/fleet-retentiond" ] \
+   || [ ! -x "$bins/fleetctl" ]; then
+  (cd "$repo" && cargo build -q -p fleet-updated -p fleet-recorderd -p fleet-retentiond -p fleetctl) \
+    || expect the_daemons_and_fleetctl_build false
+fi
+fw=$repo/meta-fleet/recipes-fleet/fleet-firmware/files
+boot=$scratch/boot; data=$scratch/data; conf=$scratch/etc-fleet
+mkdir -p "$boot" "$data/fleet" "$conf"
+subst() { sed -e "s,@DATADIR@,$data,g" -e 's,@COMPATIBLE@,fleet-qemuarm64,g' -e 's,@BOOT_FLOW@,uboot,g' \
+  -e 's,@LIBEXECDIR@,/usr/libexec,g' -e 's,@ATTEMPTS@,3,g' -e "s,/etc/fleet/,$conf/,g" "$1"; }
+for c in updated recorderd retentiond; do subst "$fw/$c.toml" > "$conf/$c.toml"; done
+subst "$fw/bootctl-uboot.toml" > "$conf/bootctl.toml"
+# The fleet's side, as docs/getting-started.md does it: PKI, offer key, fleet definition; each
+# folder below is written by `fleetctl provision`.
+fl=$scratch/fleet
+"$bins/fleetctl" pki init --out "$fl/pki" --broker-host broker.example >/dev/null
+"$bins/fleetctl" keys gen --out-dir "$fl/keys" >/dev/null
+cat > "$fl/fleet.toml" <<EOF
+trusted-key-files = ["keys/fleet-offer.pub"]
+[image]
+compatible = "fleet-qemuarm64"
+boot-flow = "uboot"
+data-dir = "$data"
+[broker]
+host = "broker.example"
+ca-file = "pki/ca.crt"
+[station-ca]
+cert-file = "pki/ca.crt"
+key-file = "pki/ca.key"
+EOF
+echo "correct horse battery" > "$fl/psk"
+folder() { # device-id -> a complete provisioning folder in $boot/fleet-provision
+  rm -rf "$boot/fleet-provision"
+  "$bins/fleetctl" provision --fleet "$fl/fleet.toml" --station "$1" --group canary \
+    --position 52.1,-1.5 --microphone usb:0869:0001 --profile ultrasonic \
+    --wifi-ssid field --wifi-passphrase-file "$fl/psk" --out "$boot" >/dev/null
+}
+provision() { FLEET_PROVISION_SRC=$boot/fleet-provision FLEET_DATA_DIR=$data FLEET_BINDIR=$bins \
+  FLEET_CONFIG_DIR=$conf FLEET_PROVISION_OWNERS=0 sh "$files/fleet-provision"; }
+mode() { stat -c %a "$data/fleet/identity/$1"; }
+
+folder stn-1
+provision >/dev/null
+expect "provisioning_puts_every_file_of_the_folder_under_the_identity_directory" \
+  "grep -qx stn-1 '$data/fleet/identity/device-id' && grep -q stn-1 '$data/fleet/identity/updated.toml' && grep -q ultrasonic '$data/fleet/identity/recorderd.toml' && [ -f '$data/fleet/identity/network/wpa_supplicant-wlan0.conf' ]"
+expect "provisioning_removes_the_folder_from_the_boot_partition" "[ ! -e '$boot/fleet-provision' ]"
+expect "the_station_key_is_0400_and_the_settings_0640" \
+  "[ \"\$(mode mqtt/client.key)\" = 400 ] && [ \"\$(mode updated.toml)\" = 640 ] && [ \"\$(mode recorderd.toml)\" = 640 ] && [ \"\$(mode mqtt/client.crt)\" = 640 ]"
+expect "identity_directories_are_closed_to_others_and_wifi_secrets_to_all_but_root" \
+  "[ \"\$(mode .)\" = 750 ] && [ \"\$(mode mqtt)\" = 750 ] && [ \"\$(mode network)\" = 700 ] && [ \"\$(mode network/wpa_supplicant-wlan0.conf)\" = 600 ]"
+all_check=1
+for c in updated recorderd retentiond; do
+  "$bins/fleet-$c" --config "$conf/$c.toml" --station-config "$data/fleet/identity/$c.toml" --check-config >"$scratch/check-$c" 2>&1 || all_check=0
+done
+[ $all_check = 1 ] || cat "$scratch"/check-*
+expect "the_shipped_image_defaults_and_the_provisioned_settings_pass_every_daemons_check" "[ $all_check = 1 ]"
+"$bins/fleet-updated" --config "$conf/updated.toml" --check-config >/dev/null 2>&1; st=$?
+expect "the_image_defaults_alone_are_incomplete_not_invalid" "[ $st = 3 ]"
+
+provision >/dev/null
+expect "provisioning_without_a_provisioning_directory_changes_nothing" "grep -qx stn-1 '$data/fleet/identity/device-id'"
+
+folder stn-2; echo x > "$boot/fleet-provision/other"
+provision 2>/dev/null; st=$?
+expect "a_folder_with_an_unknown_file_is_refused_and_kept" \
+  "[ $st -ne 0 ] && grep -qx stn-1 '$data/fleet/identity/device-id' && [ -e '$boot/fleet-provision/other' ]"
+folder stn-2; echo 'colour = "red"' >> "$boot/fleet-provision/updated.toml"
+out=$(provision 2>&1); st=$?
+expect "a_folder_the_updater_refuses_changes_nothing_and_says_why" \
+  "[ $st -ne 0 ] && grep -qx stn-1 '$data/fleet/identity/device-id' && [ -e '$boot/fleet-provision' ] && grep -q 'fleet-updated refuses updated.toml' <<<\"\$out\" && grep -q colour <<<\"\$out\""
+folder stn-3; echo operator > "$boot/fleet-provision/device-id"
+provision 2>/dev/null; st=$?
+expect "a_station_named_operator_is_refused" "[ $st -ne 0 ] && grep -qx stn-1 '$data/fleet/identity/device-id'"
+folder stn-2; rm -r "$boot/fleet-provision/mqtt" "$boot/fleet-provision/network" "$boot/fleet-provision/recorderd.toml"
+provision >/dev/null
 expect "reprovisioning_replaces_the_whole_identity" \
-  "grep -q stn-2 '$data/fleet/identity/updated.toml' && [ ! -e '$data/fleet/identity/mqtt' ] && [ ! -e '$data/fleet/.identity.old' ]"
+  "grep -qx stn-2 '$data/fleet/identity/device-id' && [ -z \"\$(ls '$data/fleet/identity/mqtt')\" ] && [ ! -e '$data/fleet/identity/recorderd.toml' ] && [ ! -e '$data/fleet/.identity.old' ] && [ ! -e '$data/fleet/.identity.new' ]"
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

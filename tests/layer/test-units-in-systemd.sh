@@ -5,7 +5,11 @@
 # installs them (WatchdogSec=3s so the watchdog is proved within seconds), with the real
 # fleet-updated, fleet-retentiond, fleet-bootctl and `rauc service` (file-backed slots, fleet-bootctl
 # as its backend) on the container's own system bus.
-#   - fleet-provision.service moves the station's updated.toml from /boot/firmware to /data;
+#   - fleet-provision.service moves the station's provisioning folder (device id, updated.toml)
+#     from /boot/firmware to /data/fleet/identity after fleet-updated checked it;
+#   - fleet-recorderd.service with the image's recorderd.toml and no station settings (no
+#     microphone provisioned) starts, says what it waits for in its status and is not restarted;
+#     so does fleet-updated with only the image's updated.toml (a transient unit);
 #   - fleet-boot-check.service runs fleet-bootctl boot-check (U-Boot flow) inside its sandbox;
 #   - fleet-retentiond.service and fleet-updated.service come up (Type=notify) and survive three
 #     watchdog periods; fleet-updated reads RAUC over D-Bus through the narrowed policy (no
@@ -13,7 +17,7 @@
 #   - a process running as fleet-updated requests a trial reboot ("0 tryboot"); fleet-reboot.path
 #     starts fleet-reboot.service (root), the container reboots (systemd-nspawn exits 133) and
 #     systemd holds "0 tryboot" as its reboot argument.
-# Not here: fleet-recorderd (no sound device in the container). Needs root, systemd-nspawn
+# Not here: recording itself (no sound device in the container). Needs root, systemd-nspawn
 # (tests/setup.d/55-hardening.sh), overlayfs, rauc, openssl. Prints "N passed, N failed".
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -25,8 +29,10 @@ finish() { echo "$pass passed, $fail failed"; [ "$fail" = 0 ]; exit; }
 
 command -v systemd-nspawn >/dev/null || { ko systemd_nspawn_is_installed "run tests/setup.d/55-hardening.sh"; finish; }
 bins=${FLEET_BIN_DIR:-${CARGO_TARGET_DIR:-$repo/target}/debug}
-if [ ! -x "$bins/fleet-retentiond" ] || [ ! -x "$bins/fleet-bootctl" ] || [ ! -x "$bins/fleet-updated" ]; then
-  (cd "$repo" && cargo build -q -p fleet-retentiond -p fleet-bootctl -p fleet-updated) || { ko the_daemons_build; finish; }
+if [ ! -x "$bins/fleet-retentiond" ] || [ ! -x "$bins/fleet-bootctl" ] || [ ! -x "$bins/fleet-updated" ] \
+   || [ ! -x "$bins/fleet-recorderd" ]; then
+  (cd "$repo" && cargo build -q -p fleet-retentiond -p fleet-bootctl -p fleet-updated -p fleet-recorderd) \
+    || { ko the_daemons_build; finish; }
 fi
 
 scratch=$(mktemp -d /tmp/fleet-nspawn.XXXXXX)
@@ -52,12 +58,14 @@ for u in fleet-updated fleet-retentiond fleet-recorderd; do
       --user-group --groups fleet-data "$u"
   fi
 done
-install -m 0755 "$bins/fleet-retentiond" "$bins/fleet-bootctl" "$bins/fleet-updated" "$root/usr/bin/"
+install -m 0755 "$bins/fleet-retentiond" "$bins/fleet-bootctl" "$bins/fleet-updated" "$bins/fleet-recorderd" \
+  "$root/usr/bin/"
 install -d "$root/usr/libexec/fleet" "$root/etc/fleet" "$root/boot/firmware" "$root/data"
 install -m 0755 "$files/fleet-reboot" "$files/fleet-request-reboot" "$root/usr/libexec/fleet/"
 subst() { sed -e 's,@BINDIR@,/usr/bin,g' -e 's,@LIBEXECDIR@,/usr/libexec,g' -e 's,@DATADIR@,/data,g' \
-  -e 's,@WATCHDOG_SEC@,3s,g' -e 's,@ATTEMPTS@,3,g' "$1"; }
-for unit in fleet-updated.service fleet-retentiond.service fleet-boot-check.service \
+  -e 's,@WATCHDOG_SEC@,3s,g' -e 's,@ATTEMPTS@,3,g' -e 's,@COMPATIBLE@,fleet-units-proof,g' \
+  -e 's,@BOOT_FLOW@,uboot,g' "$1"; }
+for unit in fleet-updated.service fleet-retentiond.service fleet-recorderd.service fleet-boot-check.service \
             fleet-reboot.service fleet-reboot.path; do
   subst "$files/$unit" > "$root/etc/systemd/system/$unit"
 done
@@ -105,19 +113,14 @@ Type=dbus
 BusName=de.pengutronix.rauc
 ExecStart=/usr/bin/rauc --conf=/etc/fleet/rauc-system.conf service --override-boot-slot=A
 UNIT
-# The station's identity, where provisioning expects it on the boot partition.
+# The station's provisioning folder on the boot partition, as `fleetctl provision` writes it: its
+# id and fleet-updated's station settings (a plain broker on loopback, none listening).
 install -d "$root/boot/firmware/fleet-provision"
+echo stn-proof > "$root/boot/firmware/fleet-provision/device-id"
 cat > "$root/boot/firmware/fleet-provision/updated.toml" <<'CONF'
 device-id = "stn-proof"
 groups = []
-compatible = "fleet-units-proof"
-data-dir = "/data"
 trusted-keys = ["5866666666666666666666666666666666666666666666666666666666666666"]
-installer = "rauc"
-boot-flow = "uboot"
-bootctl-config = "/etc/fleet/bootctl.toml"
-version-file = "/etc/fleet-version"
-reboot-command = ["/usr/libexec/fleet/fleet-request-reboot"]
 
 [mqtt]
 host = "127.0.0.1"
@@ -127,6 +130,8 @@ port = 1883
 dbus-address = "unix:path=/run/dbus/system_bus_socket"
 manifest-hash = "where-supported"
 CONF
+# The image defaults meta-fleet ships (ADR 0008).
+for c in updated.toml recorderd.toml; do subst "$files/$c" > "$root/etc/fleet/$c"; done
 subst "$files/fleet-firmware.tmpfiles" > "$root/usr/lib/tmpfiles.d/fleet-firmware.conf"
 subst "$files/retentiond.toml" > "$root/etc/fleet/retentiond.toml"
 # The U-Boot flow; the booted slot comes from this file instead of the host's /proc/cmdline.
@@ -141,12 +146,14 @@ cat > "$root/etc/systemd/system/fleet-proof.target" <<'UNIT'
 Description=fleet units under systemd
 Requires=basic.target fleet-proof.service
 Wants=fleet-boot-check.service fleet-retentiond.service fleet-reboot.path fleet-provision.service
+Wants=fleet-recorderd.service
 Wants=rauc.service fleet-updated.service fleet-proof-shutdown.service
 After=basic.target fleet-proof.service
 UNIT
 cat > "$root/etc/systemd/system/fleet-proof.service" <<'UNIT'
 [Unit]
 After=fleet-boot-check.service fleet-retentiond.service fleet-reboot.path fleet-updated.service
+After=fleet-recorderd.service
 [Service]
 Type=oneshot
 ExecStart=/usr/local/sbin/fleet-proof
@@ -165,11 +172,20 @@ if [ -e /out/booted ]; then echo second > /out/second-boot; exec systemctl --no-
 touch /out/booted
 sleep 10
 for u in fleet-provision.service fleet-boot-check.service fleet-retentiond.service \
-         fleet-updated.service rauc.service fleet-reboot.path; do
+         fleet-updated.service rauc.service fleet-reboot.path fleet-recorderd.service; do
   systemctl show -p Id,ActiveState,SubState,Result,NRestarts "$u" | tr '\n' ' '; echo
 done > /out/units
+systemctl show -p StatusText --value fleet-recorderd.service > /out/recorder-status
+# An updater on a station that was never provisioned: the image defaults only, under the same
+# watchdog. It must come up, say what it waits for and keep running.
+systemd-run --unit=fleet-updated-unprovisioned -p Type=notify -p NotifyAccess=main -p WatchdogSec=3s \
+  -p User=fleet-updated /usr/bin/fleet-updated --config /etc/fleet/updated.toml \
+  --station-config /data/fleet/nothing-here/updated.toml > /out/unprovisioned-start 2>&1
+sleep 8
+systemctl show -p ActiveState,SubState,NRestarts,StatusText fleet-updated-unprovisioned.service \
+  > /out/unprovisioned 2>&1
 stat -c '%n %a %U:%G' /run/fleet /run/fleet/bootctl.lock /data/fleet/retention \
-  /boot/firmware/uboot.env /data/fleet/identity/updated.toml > /out/stat 2>&1
+  /boot/firmware/uboot.env /data/fleet/identity/updated.toml /data/fleet/identity/device-id > /out/stat 2>&1
 ls /data/fleet/retention > /out/retention 2>&1
 ls /boot/firmware > /out/boot-firmware 2>&1
 IFS='
@@ -187,7 +203,7 @@ setpriv --reuid=nobody --regid=nogroup --clear-groups \
   busctl call de.pengutronix.rauc / de.pengutronix.rauc.Installer Mark ss good booted > /out/other-mark 2>&1
 echo "rc=$?" >> /out/other-mark
 journalctl -b --no-pager -u fleet-provision -u fleet-boot-check -u fleet-retentiond -u fleet-updated \
-  -u rauc -u fleet-reboot > /out/journal 2>&1
+  -u rauc -u fleet-reboot -u fleet-recorderd > /out/journal 2>&1
 systemctl start fleet-proof-request.service
 sleep 20
 echo "no reboot" > /out/no-reboot
@@ -236,10 +252,21 @@ grep -q "^/run/fleet/bootctl.lock 660 root:fleet-updated" "$scratch/out/stat" 2>
   && ok tmpfiles_gives_the_updater_the_bootctl_lock \
   || ko tmpfiles_gives_the_updater_the_bootctl_lock "$(cat "$scratch/out/stat" 2>/dev/null)"
 grep -q "Installed: Provision\|^" /dev/null
-grep -q "^/data/fleet/identity/updated.toml 640 root:fleet-data" "$scratch/out/stat" 2>/dev/null \
+grep -q "^/data/fleet/identity/updated.toml 640 root:fleet-updated" "$scratch/out/stat" 2>/dev/null \
+  && grep -q "^/data/fleet/identity/device-id 640 root:fleet-data" "$scratch/out/stat" \
   && ! grep -q fleet-provision "$scratch/out/boot-firmware" \
   && ok provisioning_moves_the_identity_from_the_boot_partition_to_data \
   || ko provisioning_moves_the_identity_from_the_boot_partition_to_data "$(cat "$scratch/out/stat" "$scratch/out/boot-firmware" 2>/dev/null)"
+has fleet-recorderd.service ActiveState=active && has fleet-recorderd.service NRestarts=0 \
+  && grep -q "waiting for station settings" "$scratch/out/recorder-status" 2>/dev/null \
+  && ok an_unprovisioned_recorder_waits_with_its_status_instead_of_crash_looping \
+  || ko an_unprovisioned_recorder_waits_with_its_status_instead_of_crash_looping \
+       "$(grep recorderd <<<"$units"; cat "$scratch/out/recorder-status" 2>/dev/null)"
+grep -qx "ActiveState=active" "$scratch/out/unprovisioned" 2>/dev/null \
+  && grep -q "^StatusText=waiting for station settings: device-id or device-id-file is not set" "$scratch/out/unprovisioned" \
+  && ok an_unprovisioned_updater_waits_through_its_watchdog_and_says_what_is_missing \
+  || ko an_unprovisioned_updater_waits_through_its_watchdog_and_says_what_is_missing \
+       "$(cat "$scratch/out/unprovisioned-start" "$scratch/out/unprovisioned" 2>/dev/null)"
 has fleet-updated.service ActiveState=active && has fleet-updated.service SubState=running \
   && has fleet-updated.service NRestarts=0 \
   && ok the_updater_runs_in_its_sandbox_through_three_watchdog_periods \

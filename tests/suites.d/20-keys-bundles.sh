@@ -25,6 +25,10 @@ openssl pkey -in "$tmp/pki/offer.key.pem" -noout -text 2>/dev/null | grep -q ED2
   bad "offer key is not ed25519"
 head -1 "$tmp/pki/offer.key.pem" | grep -q "BEGIN PRIVATE KEY" && ok || bad "offer key is not PKCS#8 PEM"
 [ "$(stat -c %a "$tmp/pki/ca.key.pem")" = 600 ] && ok || bad "CA key is not mode 0600"
+# offer.pub: the hex stations read in trusted-keys, the same key as offer.pub.pem.
+pem_hex=$(openssl pkey -pubin -in "$tmp/pki/offer.pub.pem" -outform DER | tail -c 32 | od -An -v -tx1 | tr -d ' \n')
+grep -qxE '[0-9a-f]{64}' "$tmp/pki/offer.pub" && [ "$(cat "$tmp/pki/offer.pub")" = "$pem_hex" ] && ok ||
+  bad "offer.pub is not the hex form of offer.pub.pem"
 
 # --- install-check hook ------------------------------------------------------------------------
 hook=$root/bundles/hooks/install-check

@@ -43,6 +43,9 @@ pub enum Kind {
     Control,
     /// A change of the trusted key set ([`Rotation`](fleet_core::trust::Rotation)).
     KeyRotation,
+    /// A change of one daemon's station settings
+    /// ([`ConfigPush`](fleet_core::config_push::ConfigPush)).
+    Config,
 }
 
 impl Kind {
@@ -54,6 +57,7 @@ impl Kind {
             Kind::Rollout => "rollout",
             Kind::Control => "control",
             Kind::KeyRotation => "key-rotation",
+            Kind::Config => "config",
         }
     }
 }
@@ -72,7 +76,9 @@ impl Limits {
             Kind::Offer => self.max_offer_bytes,
             Kind::Manifest => self.max_manifest_bytes,
             // Rollout records and controls are offer-sized documents.
-            Kind::Rollout | Kind::Control | Kind::KeyRotation => self.max_offer_bytes,
+            Kind::Rollout | Kind::Control | Kind::KeyRotation | Kind::Config => {
+                self.max_offer_bytes
+            }
         }
     }
 }

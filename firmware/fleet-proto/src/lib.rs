@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 pub mod chunk;
+pub mod config_push;
 pub mod envelope;
 pub mod json;
 pub mod limits;

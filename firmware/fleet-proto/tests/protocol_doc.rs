@@ -216,3 +216,62 @@ fn the_documented_detail_sentences_are_the_ones_a_station_sends() {
         );
     }
 }
+
+/// The topics of the document's tables with example ids filled in.
+fn documented_topics(doc: &str) -> Vec<String> {
+    doc.lines()
+        .filter_map(|l| l.strip_prefix("| `fleet/v1/"))
+        .filter_map(|l| l.split('`').next())
+        .map(|t| {
+            format!("fleet/v1/{t}")
+                .replace("{device-id}", "stn-0042")
+                .replace("{group-id}", "canary")
+                .replace("{update-id}", "rel-1")
+                .replace("{index}", "3")
+                .replace("{daemon}", "recorderd")
+                .replace(
+                    "{bundle-id}",
+                    "3eec6f2df36b88a1a97c03224253e9d0c59f2696ff7b145203a5d43c736bc7e0",
+                )
+        })
+        .collect()
+}
+
+#[test]
+fn topic_parse_accepts_the_seven_update_path_topics_and_no_other_documented_one() {
+    let topics = documented_topics(&doc());
+    assert_eq!(topics.len(), 15, "{topics:?}");
+    let parsed: Vec<&String> = topics
+        .iter()
+        .filter(|t| fleet_proto::Topic::parse(t).is_ok())
+        .collect();
+    assert_eq!(parsed.len(), 7, "{parsed:?}");
+    for t in parsed {
+        assert!(
+            !t.contains("control")
+                && !t.contains("rotation")
+                && !t.contains("rollouts")
+                && !t.contains("/config"),
+            "{t}"
+        );
+    }
+}
+
+#[test]
+fn the_documented_config_push_is_one_a_station_of_its_group_takes() {
+    let d = doc();
+    let pushes = blocks(&d, "config-push");
+    assert_eq!(pushes.len(), 1);
+    let p: fleet_core::config_push::ConfigPush =
+        serde_json::from_str(&pushes[0]).expect("documented push parses");
+    let station = fleet_core::update::Station {
+        device_id: fleet_core::ids::DeviceId::new("stn-0042").expect("id"),
+        groups: vec![fleet_core::ids::GroupId::new("canary").expect("id")],
+        compatible: "fleet-raspberrypi5".into(),
+    };
+    fleet_core::config_push::decide_config_push(&station, Some(6), &p)
+        .expect("documented push is accepted");
+    let topic = fleet_proto::config_push::config_topic(&p.scope, p.daemon);
+    assert!(d.contains("`fleet/v1/groups/{group-id}/config/{daemon}`"));
+    assert_eq!(topic, "fleet/v1/groups/canary/config/recorderd");
+}

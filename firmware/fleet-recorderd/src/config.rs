@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use fleet_core::ids::DeviceId;
 use serde::Deserialize;
 
 use crate::capture::{DeviceLocator, SampleFormat, StreamSpec, UsbIdentity};
@@ -49,6 +50,19 @@ impl Default for Limits {
         }
     }
 }
+
+/// What the recorder cannot run without (ADR 0008): both come from the station layer. Without
+/// a microphone the recorder records nothing rather than guess a device: a Pi 5 has no audio
+/// input of its own, so any guess would be a USB device someone plugged in for another purpose,
+/// and a recording with the wrong device's metadata is worse than none. Each probe meets its
+/// need with a harmless value so the rest is still checked.
+pub const STATION_NEEDS: &[fleet_config::Need] = &[
+    fleet_config::Need(&["station-id", "station-id-file"], "station-id = \"probe\""),
+    fleet_config::Need(
+        &["devices"],
+        "[profiles.fleet-probe]\nrate = 48000\n[[devices]]\nid = \"probe\"\nalsa-name = \"null\"\nprofile = \"fleet-probe\"",
+    ),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -168,7 +182,8 @@ pub struct DeviceConfig {
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
-    pub station_id: String,
+    /// The station's id: the same rules as fleet-updated's `device-id`.
+    pub station_id: DeviceId,
     pub data_dir: PathBuf,
     pub status_file: PathBuf,
     pub utc_offset_minutes: i32,
@@ -227,7 +242,7 @@ impl Config {
             buffer_dir: self.data_dir.join(".buffer"),
             data_dir: self.data_dir.join("data"),
             template: SegmentMeta {
-                station: self.station_id.clone(),
+                station: self.station_id.to_string(),
                 device: dev.id.clone(),
                 make: dev.make.clone(),
                 model: dev.model.clone(),
@@ -292,11 +307,14 @@ fn validate(raw: RawConfig, limits: &Limits) -> Result<Config, Vec<String>> {
             String::new()
         }
     };
-    if !station_id.is_empty() && !is_id(&station_id) {
-        p.push(format!(
-            "station-id: {station_id:?} is not [A-Za-z0-9-]{{1,64}}"
-        ));
-    }
+    // The station id is the device id of fleet-updated, one rule for both (fleet-core's DeviceId).
+    let station_id = if station_id.is_empty() {
+        None
+    } else {
+        DeviceId::new(station_id)
+            .map_err(|e| p.push(format!("station-id: {e}")))
+            .ok()
+    };
     if !raw.data_dir.is_absolute() {
         p.push("data-dir: must be an absolute path".into());
     }
@@ -582,6 +600,9 @@ fn validate(raw: RawConfig, limits: &Limits) -> Result<Config, Vec<String>> {
     let status_file = raw
         .status_file
         .unwrap_or_else(|| raw.data_dir.join("status.json"));
+    let Some(station_id) = station_id else {
+        return Err(vec!["station-id: missing".into()]);
+    };
     Ok(Config {
         station_id,
         data_dir: raw.data_dir,
@@ -633,7 +654,7 @@ schedule = "night"
     #[test]
     fn a_full_config_validates_into_typed_values() {
         let c = Config::parse(GOOD, Path::new("t.toml"), &Limits::default()).expect("valid");
-        assert_eq!(c.station_id, "st-0042");
+        assert_eq!(c.station_id.as_str(), "st-0042");
         assert_eq!(c.utc_offset_minutes, 60);
         let d = &c.devices[0];
         assert_eq!(d.locator.alsa_name, "hw:CARD={card},DEV=0");
@@ -691,7 +712,7 @@ profile = "nope"
             &format!("station-id-file = \"{}\"", id_file.display()),
         );
         let c = Config::parse(&text, Path::new("t.toml"), &Limits::default()).expect("valid");
-        assert_eq!(c.station_id, "st-0099");
+        assert_eq!(c.station_id.as_str(), "st-0099");
         let both = format!("station-id = \"x\"\n{text}");
         assert!(matches!(
             Config::parse(&both, Path::new("t.toml"), &Limits::default()),

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use fleet_recorderd::capture::{AlsaSource, clocks_now};
-use fleet_recorderd::config::{Config, ConfigError, DeviceConfig, Limits};
+use fleet_recorderd::config::{Config, DeviceConfig, Limits};
 use fleet_recorderd::guano::ClosedBy;
 use fleet_recorderd::metrics::{DeviceMetrics, DeviceState, Status, is_healthy};
 use fleet_recorderd::recording::{StopFlag, ensure_dirs, run_session};
@@ -32,7 +32,12 @@ struct Args {
         env = "FLEET_RECORDERD_CONFIG"
     )]
     config: PathBuf,
-    /// Validate the configuration and exit (0 valid, 2 invalid).
+    /// Station settings, laid over the image defaults of --config (ADR 0008); may be absent
+    /// on a station that is not provisioned yet.
+    #[arg(long, env = "FLEET_RECORDERD_STATION_CONFIG")]
+    station_config: Option<PathBuf>,
+    /// Validate the merged configuration and exit (0 valid, 2 invalid, 3 incomplete: the
+    /// daemon would wait for station settings).
     #[arg(long)]
     check_config: bool,
     /// Stop after this many seconds of audio per device (benchmarks, tests, field checks).
@@ -61,15 +66,22 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let limits = Limits::default();
-    let config = match Config::load(&args.config, &limits) {
+    let layers = fleet_config::Layers {
+        image: args.config.clone(),
+        station: args.station_config.clone(),
+    };
+    // No station id or no microphone yet: start, say so in the status and wait (ADR 0008).
+    let out = fleet_config::load_for_daemon(
+        &layers,
+        fleet_recorderd::config::STATION_NEEDS,
+        args.check_config,
+        |m| Config::parse(&m.text, &m.origin, &limits),
+    );
+    let config = match out.finish(&layers) {
         Ok(c) => c,
-        Err(e @ (ConfigError::Invalid { .. } | ConfigError::Parse { .. })) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(if args.check_config { 2 } else { 1 });
+        Err((code, message)) => {
+            eprintln!("{message}");
+            std::process::exit(i32::from(code));
         }
     };
     if args.check_config {
@@ -270,7 +282,7 @@ fn status(config: &Config, devices: &[Device], repaired: u64, now: &segment::Sta
         .collect();
     Status {
         version: 1,
-        station: config.station_id.clone(),
+        station: config.station_id.to_string(),
         healthy: devs.iter().all(|d| is_healthy(d, now_ms, STALE_MS)),
         repaired_at_start: repaired,
         written_monotonic_ms: now_ms,
@@ -316,7 +328,11 @@ fn next_seq(config: &Config, device: &str, buffer_dir: &Path, data_dir: &Path) -
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    segment::next_seq(names.iter().map(String::as_str), &config.station_id, device)
+    segment::next_seq(
+        names.iter().map(String::as_str),
+        config.station_id.as_str(),
+        device,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]

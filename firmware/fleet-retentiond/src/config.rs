@@ -62,7 +62,8 @@ struct RawPolicy {
     floor_seconds: Option<u64>,
     floor_target_seconds: Option<u64>,
     max_deletions_per_cycle: Option<usize>,
-    uploader: Option<bool>,
+    uploader: Option<RawSwitch>,
+    uploader_config: Option<PathBuf>,
     analyser: Option<bool>,
     keep_uploaded_for_seconds: Option<u64>,
     update_reserve_mib: Option<u64>,
@@ -77,6 +78,38 @@ struct RawDaemon {
     write_rate_window_seconds: Option<u64>,
     max_missing_fraction: Option<f64>,
 }
+
+/// `uploader = true | false | "auto"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawSwitch {
+    Fixed(bool),
+    Named(String),
+}
+
+/// Whether an uploader takes recordings off the station (`policy.uploader`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploaderSwitch {
+    /// Configured or not, whatever the station holds.
+    Fixed(bool),
+    /// Configured while the uploader's station configuration exists (fleet-uploaderd reads its
+    /// destination from it; provisioning writes it only with a destination).
+    Auto(PathBuf),
+}
+
+impl UploaderSwitch {
+    /// Whether an uploader is configured now.
+    #[must_use]
+    pub fn configured(&self) -> bool {
+        match self {
+            Self::Fixed(v) => *v,
+            Self::Auto(path) => path.exists(),
+        }
+    }
+}
+
+/// Where `uploader = "auto"` looks by default.
+pub const DEFAULT_UPLOADER_CONFIG: &str = "/data/fleet/identity/uploaderd.toml";
 
 /// Whether the wall clock is trusted.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,7 +133,10 @@ pub struct Config {
     pub trust_time: TrustTime,
     pub time_synced_flag: PathBuf,
     pub boot_id_path: PathBuf,
+    /// The plan's policy; its `uploader_configured` is refreshed from `uploader` before each
+    /// plan ([`Config::policy_now`]).
     pub policy: Policy,
+    pub uploader: UploaderSwitch,
     pub update_reserve_bytes: u64,
     pub cycle: Duration,
     pub catch_up: Duration,
@@ -114,6 +150,15 @@ impl Config {
     #[must_use]
     pub fn index_path(&self) -> PathBuf {
         self.state_dir.join("index.sqlite")
+    }
+
+    /// The policy with `uploader_configured` as the station is now.
+    #[must_use]
+    pub fn policy_now(&self) -> Policy {
+        Policy {
+            uploader_configured: self.uploader.configured(),
+            ..self.policy.clone()
+        }
     }
 
     #[must_use]
@@ -149,7 +194,16 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         path: path.to_owned(),
         source,
     })?;
-    parse(&text).map_err(|e| match e {
+    parse_at(&text, path)
+}
+
+/// Parses and validates a config text read from `path` (named in errors; for the merged
+/// layers of ADR 0008, both files).
+///
+/// # Errors
+/// The text does not parse or holds invalid values (all reported).
+pub fn parse_at(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    parse(text).map_err(|e| match e {
         ParseError::Syntax(message) => ConfigError::Parse {
             path: path.to_owned(),
             message,
@@ -227,13 +281,32 @@ pub fn parse(text: &str) -> Result<Config, ParseError> {
         floor_seconds: p.floor_seconds.unwrap_or(3600),
         floor_target_seconds: p.floor_target_seconds.unwrap_or(7200),
         max_deletions_per_cycle: p.max_deletions_per_cycle.unwrap_or(500),
-        uploader_configured: p.uploader.unwrap_or(true),
+        uploader_configured: true,
         analyser_configured: p.analyser.unwrap_or(false),
         keep_uploaded_for_s: p.keep_uploaded_for_seconds.filter(|s| *s > 0),
     };
     if let Err(e) = policy.validate() {
         problems.push(format!("policy: {e}"));
     }
+    let uploader = match &p.uploader {
+        Some(RawSwitch::Fixed(v)) => UploaderSwitch::Fixed(*v),
+        None => UploaderSwitch::Auto(
+            p.uploader_config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_UPLOADER_CONFIG)),
+        ),
+        Some(RawSwitch::Named(n)) if n == "auto" => UploaderSwitch::Auto(
+            p.uploader_config
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_UPLOADER_CONFIG)),
+        ),
+        Some(RawSwitch::Named(other)) => {
+            problems.push(format!(
+                "policy.uploader: {other:?} is not one of true, false, \"auto\""
+            ));
+            UploaderSwitch::Fixed(false)
+        }
+    };
     let trust_time = match raw.trust_time.as_deref() {
         None | Some("auto") => TrustTime::Auto,
         Some("always") => TrustTime::Always,
@@ -278,6 +351,7 @@ pub fn parse(text: &str) -> Result<Config, ParseError> {
             .boot_id_path
             .unwrap_or_else(|| PathBuf::from("/proc/sys/kernel/random/boot_id")),
         policy,
+        uploader,
         update_reserve_bytes: reserve_mib << 20,
         cycle: seconds("daemon.cycle-seconds", d.cycle_seconds, 10.0, &mut problems),
         catch_up: seconds(
@@ -315,6 +389,47 @@ mod tests {
         assert_eq!(
             c.index_path(),
             PathBuf::from("/data/fleet/retention/index.sqlite")
+        );
+    }
+
+    #[test]
+    fn the_uploader_switch_follows_the_uploaders_station_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let station = dir.path().join("uploaderd.toml");
+        let base = "recordings-dir = \"/a\"\nstate-dir = \"/b\"\n[policy]\n";
+        let c = parse(&format!(
+            "{base}uploader-config = \"{}\"\n",
+            station.display()
+        ))
+        .unwrap();
+        assert_eq!(c.uploader, UploaderSwitch::Auto(station.clone()));
+        assert!(
+            !c.policy_now().uploader_configured,
+            "no uploader configured yet"
+        );
+        std::fs::write(&station, "[destination]\n").unwrap();
+        assert!(c.policy_now().uploader_configured);
+        let c = parse(&format!("{base}uploader = \"auto\"\n")).unwrap();
+        assert_eq!(
+            c.uploader,
+            UploaderSwitch::Auto(PathBuf::from(DEFAULT_UPLOADER_CONFIG))
+        );
+        let c = parse(&format!("{base}uploader = false\n")).unwrap();
+        assert!(!c.policy_now().uploader_configured);
+        let e = parse(&format!("{base}uploader = \"maybe\"\n")).unwrap_err();
+        assert!(matches!(e, ParseError::Invalid(p) if p[0].starts_with("policy.uploader")));
+    }
+
+    #[test]
+    fn the_reference_configuration_sample_parses() {
+        let doc = include_str!("../../../docs/reference/retentiond.md");
+        let (_, after) = doc.split_once("## Configuration").unwrap();
+        let (_, block) = after.split_once("```toml\n").unwrap();
+        let (sample, _) = block.split_once("```").unwrap();
+        let c = parse(sample).unwrap();
+        assert_eq!(
+            c.uploader,
+            UploaderSwitch::Auto(PathBuf::from(DEFAULT_UPLOADER_CONFIG))
         );
     }
 

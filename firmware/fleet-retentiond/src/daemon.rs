@@ -455,7 +455,7 @@ impl Daemon {
             None => 0,
         };
         let reserve = self.cfg.update_reserve_bytes.max(reserved);
-        let policy = self.cfg.policy.clone();
+        let policy = self.cfg.policy_now();
         let quick = retention::plan(&[], &policy, disk, reserve, rate, now);
         let mut outcome = CycleOutcome {
             tier: quick.tier,

@@ -131,6 +131,19 @@ pub struct Counts {
     pub pending_unlink: u64,
 }
 
+/// A recording waiting for the uploader. `path` is relative to the recordings directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadRow {
+    pub id: RecordingId,
+    pub path: String,
+    pub station: String,
+    pub device: String,
+    pub sequence: u64,
+    pub start_unix_ms: Option<i64>,
+    pub start_trusted: bool,
+    pub size_bytes: u64,
+}
+
 /// The index. One connection; other processes (the CLI) open their own.
 #[derive(Debug)]
 pub struct Index {
@@ -585,6 +598,100 @@ impl Index {
         }
         tx.commit().map_err(q("commit flags"))?;
         Ok(changed)
+    }
+
+    /// The recordings waiting for the uploader (present, not uploaded, no deletion pending), in
+    /// the recording order (the row id), oldest or newest first, at most `limit`.
+    ///
+    /// # Errors
+    /// The query fails.
+    pub fn upload_queue(
+        &self,
+        newest_first: bool,
+        limit: usize,
+    ) -> Result<Vec<UploadRow>, IndexError> {
+        let sql = if newest_first {
+            "SELECT id, path, station, device, sequence, start_unix_ms, start_trusted, size_bytes
+             FROM recordings WHERE local_deleted = 0 AND uploaded = 0 AND pending_unlink = 0
+             ORDER BY id DESC LIMIT ?1"
+        } else {
+            "SELECT id, path, station, device, sequence, start_unix_ms, start_trusted, size_bytes
+             FROM recordings WHERE local_deleted = 0 AND uploaded = 0 AND pending_unlink = 0
+             ORDER BY id ASC LIMIT ?1"
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached(sql)
+            .map_err(q("prepare the upload queue"))?;
+        let rows = stmt
+            .query_map([to_i64(limit as u64)], |r| {
+                Ok(UploadRow {
+                    id: RecordingId(r.get(0)?),
+                    path: r.get(1)?,
+                    station: r.get(2)?,
+                    device: r.get(3)?,
+                    sequence: to_u64(r.get(4)?),
+                    start_unix_ms: r.get(5)?,
+                    start_trusted: r.get(6)?,
+                    size_bytes: to_u64(r.get(7)?),
+                })
+            })
+            .map_err(q("read the upload queue"))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(q("read the upload queue"))
+    }
+
+    /// Recordings and bytes waiting for the uploader.
+    ///
+    /// # Errors
+    /// The query fails.
+    pub fn upload_backlog(&self) -> Result<(u64, u64), IndexError> {
+        self.conn
+            .query_row(
+                "SELECT count(*), coalesce(sum(size_bytes), 0) FROM recordings
+                 WHERE local_deleted = 0 AND uploaded = 0 AND pending_unlink = 0",
+                [],
+                |r| Ok((to_u64(r.get(0)?), to_u64(r.get(1)?))),
+            )
+            .map_err(q("count the upload backlog"))
+    }
+
+    /// Whether the recording at `path` is still on the station: `None` without a row, `Some(false)`
+    /// once retention deleted it (or is deleting it).
+    ///
+    /// # Errors
+    /// The query fails.
+    pub fn is_present(&self, path: &str) -> Result<Option<bool>, IndexError> {
+        self.conn
+            .query_row(
+                "SELECT local_deleted = 0 AND pending_unlink = 0 FROM recordings WHERE path = ?1",
+                [path],
+                |r| r.get::<_, bool>(0),
+            )
+            .optional()
+            .map_err(q("look up a recording"))
+    }
+
+    /// Whether `holder` has a live reservation (same boot, not expired): the updater's download
+    /// holds one, and the uploader leaves the link to it meanwhile.
+    ///
+    /// # Errors
+    /// The query fails.
+    pub fn has_reservation(
+        &self,
+        holder: &str,
+        boot_id: &str,
+        boottime_ms: u64,
+    ) -> Result<bool, IndexError> {
+        self.conn
+            .query_row(
+                "SELECT count(*) FROM reservations
+                 WHERE holder = ?1 AND boot_id = ?2 AND expires_boottime_ms > ?3",
+                params![holder, boot_id, to_i64(boottime_ms)],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n > 0)
+            .map_err(q("look up a reservation"))
     }
 
     /// Records (or replaces) a reservation of free space for `holder`.

@@ -31,7 +31,10 @@ struct Cli {
         default_value = "/etc/fleet/retentiond.toml"
     )]
     config: PathBuf,
-    /// Validate the configuration and exit (0 valid, 2 invalid).
+    /// Station settings, laid over the image defaults of --config (ADR 0008); may be absent.
+    #[arg(long, env = "FLEET_RETENTIOND_STATION_CONFIG")]
+    station_config: Option<PathBuf>,
+    /// Validate the merged configuration and exit (0 valid, 2 invalid).
     #[arg(long)]
     check_config: bool,
     #[command(subcommand)]
@@ -93,11 +96,18 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cfg = match config::load(&cli.config) {
+    let layers = fleet_config::Layers {
+        image: cli.config.clone(),
+        station: cli.station_config.clone(),
+    };
+    // Everything retentiond needs is in the image: it never waits for station settings.
+    let out =
+        fleet_config::load_for_daemon(&layers, &[], true, |m| config::parse_at(&m.text, &m.origin));
+    let cfg = match out.finish(&layers) {
         Ok(c) => c,
-        Err(e) => {
+        Err((code, e)) => {
             eprintln!("fleet-retentiond: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(code);
         }
     };
     if cli.check_config {

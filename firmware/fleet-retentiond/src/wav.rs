@@ -16,6 +16,11 @@ pub struct WavInfo {
     pub sample_rate: Option<u32>,
     pub channels: Option<u16>,
     pub block_align: Option<u16>,
+    pub bits_per_sample: Option<u16>,
+    /// 1: integer PCM, 3: IEEE float, 0xFFFE: extensible.
+    pub format_tag: Option<u16>,
+    /// Where the samples start (the `data` chunk's body).
+    pub data_offset: Option<u64>,
     pub data_bytes: Option<u64>,
     pub guano: Option<String>,
 }
@@ -75,11 +80,16 @@ pub fn read(path: &Path) -> std::io::Result<WavInfo> {
             b"fmt " if avail >= 16 => {
                 let mut fmt = [0u8; 16];
                 f.read_exact(&mut fmt)?;
+                info.format_tag = Some(u16::from_le_bytes([fmt[0], fmt[1]]));
                 info.channels = Some(u16::from_le_bytes([fmt[2], fmt[3]]));
                 info.sample_rate = Some(u32::from_le_bytes([fmt[4], fmt[5], fmt[6], fmt[7]]));
                 info.block_align = Some(u16::from_le_bytes([fmt[12], fmt[13]]));
+                info.bits_per_sample = Some(u16::from_le_bytes([fmt[14], fmt[15]]));
             }
-            b"data" => info.data_bytes = Some(avail),
+            b"data" => {
+                info.data_offset = Some(body);
+                info.data_bytes = Some(avail);
+            }
             b"guan" if size <= MAX_GUANO_BYTES => {
                 let mut text = vec![0u8; usize::try_from(avail).unwrap_or(0)];
                 f.read_exact(&mut text)?;

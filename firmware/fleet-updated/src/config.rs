@@ -59,6 +59,17 @@ use serde::Deserialize;
 use crate::adapters::{BootFlowKind, InstallerKind, RaucConfig, RawRauc};
 use crate::health::{HealthConfig, RawHealth};
 
+/// What the daemon cannot run without: the station's settings (ADR 0008). Until they are there
+/// it starts and waits. Each probe meets its need with a harmless value so the rest is checked.
+pub const STATION_NEEDS: &[fleet_config::Need] = &[
+    fleet_config::Need(&["device-id", "device-id-file"], "device-id = \"probe\""),
+    fleet_config::Need(
+        &["trusted-keys"],
+        "trusted-keys = [\"3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29\"]",
+    ),
+    fleet_config::Need(&["mqtt.host"], "[mqtt]\nhost = \"localhost\""),
+];
+
 /// An invalid configuration: every problem, each with the key path.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {

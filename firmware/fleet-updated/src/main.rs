@@ -14,7 +14,10 @@ struct Args {
     /// Configuration file.
     #[arg(short, long, default_value = "/etc/fleet/updated.toml")]
     config: PathBuf,
-    /// Validate the configuration and exit (2 when invalid).
+    /// Station settings laid over --config (ADR 0008); absent on an unprovisioned station.
+    #[arg(long)]
+    station_config: Option<PathBuf>,
+    /// Validate the merged configuration and exit (2 invalid, 3 incomplete).
     #[arg(long)]
     check_config: bool,
     /// Simulated stations: run one simulated power-on (bootloader) and exit.
@@ -34,11 +37,20 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let config = match Config::load(&args.config) {
+    let layers = fleet_config::Layers {
+        image: args.config.clone(),
+        station: args.station_config.clone(),
+    };
+    // Not provisioned yet: start, report what is missing and wait (ADR 0008).
+    let needs = fleet_updated::config::STATION_NEEDS;
+    let out = fleet_config::load_for_daemon(&layers, needs, args.check_config, |m| {
+        Config::parse(&m.origin, &m.text)
+    });
+    let config = match out.finish(&layers) {
         Ok(c) => c,
-        Err(e) => {
+        Err((code, e)) => {
             eprintln!("{e}");
-            return exit_code(EXIT_INVALID_CONFIG);
+            return exit_code(i32::from(code));
         }
     };
     let simulated = config.installer == InstallerKind::Sim && config.boot_flow == BootFlowKind::Sim;

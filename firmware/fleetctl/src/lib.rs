@@ -5,10 +5,13 @@
 //! (station table from retained state), [`watch`] (live progress), [`embedded`] (an in-process
 //! rumqttd broker) and [`demo`]. The binary only parses arguments and prints.
 pub mod clock;
+pub mod config_push;
 pub mod connection;
 pub mod demo;
 pub mod embedded;
 pub mod keys;
+pub mod pki;
+pub mod provision;
 pub mod publish;
 pub mod rollout;
 pub mod rollout_watch;

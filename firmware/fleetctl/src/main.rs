@@ -16,6 +16,7 @@ use fleetctl::publish::{ClearScope, PushProgress, PushRequest};
 use fleetctl::target::Target;
 use indicatif::{ProgressBar, ProgressStyle};
 
+mod provision_cmd;
 mod rollout_cmd;
 mod watch_cmd;
 
@@ -150,6 +151,18 @@ enum Command {
     },
     /// Run many simulated stations in this process against a broker.
     Sim(rollout_cmd::SimArgs),
+    /// Write (or --check) a station's provisioning folder: identity, certificate, settings.
+    Provision(Box<provision_cmd::ProvisionArgs>),
+    /// The fleet's certificates: CA, broker and operator (docs/security.md).
+    Pki {
+        #[command(subcommand)]
+        command: provision_cmd::PkiCommand,
+    },
+    /// Signed configuration changes for the stations' daemons (ADR 0011).
+    Config {
+        #[command(subcommand)]
+        command: provision_cmd::ConfigCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -360,6 +373,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo { stations } => return demo(stations).await,
         Command::Rollout { command } => return rollout_cmd::rollout(command).await,
+        Command::Provision(args) => return provision_cmd::provision(*args),
+        Command::Pki { command } => return provision_cmd::pki(command),
+        Command::Config { command } => return provision_cmd::config(command).await,
         Command::Freeze(c) => {
             return rollout_cmd::control(c, rollout_cmd::ControlChange::Freeze(true)).await;
         }

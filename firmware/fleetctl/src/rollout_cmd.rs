@@ -167,7 +167,7 @@ pub struct SimArgs {
     duration: Option<humantime::Duration>,
 }
 
-fn parse_scope(s: &str) -> Result<Scope, String> {
+pub(crate) fn parse_scope(s: &str) -> Result<Scope, String> {
     if s == "fleet" {
         return Ok(Scope::Fleet);
     }

@@ -19,6 +19,15 @@ RAUC_SLOT_rootfs[fstype] = "ext4"
 # Blocks the station already holds are not downloaded twice.
 RAUC_SLOT_rootfs[adaptive] = "block-hash-index"
 
+# Every bundle carries the repository's install-check hook (bundles/hooks/install-check, the one
+# the test bundles carry too): the compatible must match exactly and the version must not be
+# below the station's version floor (docs/recovery-guide.md). It also hands slot hooks on to
+# the scripts the machine adds beside it (RAUC_BUNDLE_EXTRA_FILES).
+FILESEXTRAPATHS:prepend := "${FLEET_REPO_DIR}/bundles/hooks:"
+SRC_URI += "file://install-check"
+RAUC_BUNDLE_HOOKS[file] = "install-check"
+RAUC_BUNDLE_HOOKS[hooks] = "install-check"
+
 # Keys: kas/opt/development.yml (keys/ of this repository) or kas/opt/release.yml (environment).
 RAUC_KEY_FILE ??= ""
 RAUC_CERT_FILE ??= ""

@@ -42,6 +42,11 @@ do_install() {
     printf '%s\n' "FLEET_DATA_DIR=${FLEET_DATA_DIR}" "FLEET_PART_FIRMWARE=${FLEET_PART_FIRMWARE}" \
                   "FLEET_PART_EXTENDED=${FLEET_PART_EXTENDED}" "FLEET_PART_DATA=${FLEET_PART_DATA}" \
                   > ${D}${nonarch_libdir}/fleet/layout.conf
+    # The image's version (the bundle's RAUC_BUNDLE_VERSION too): what a freshly flashed station
+    # reports, read by fleet-updated (version-file in /etc/fleet/updated.toml).
+    install -d ${D}${sysconfdir}
+    printf '%s\n' "${FLEET_VERSION}" > ${D}${sysconfdir}/fleet-version
+    chmod 0644 ${D}${sysconfdir}/fleet-version
     install -m 0755 ${S}/fleet-mount-generator ${D}${systemd_unitdir}/system-generators/
     install -m 0755 ${S}/fleet-grow-data ${S}/fleet-provision ${D}${libexecdir}/
     for f in fleet-grow-data.service fleet-provision.service fleet-machine-id-commit.service \
@@ -62,7 +67,7 @@ do_install() {
 SYSTEMD_SERVICE:${PN} = "fleet-grow-data.service fleet-provision.service fleet-machine-id-commit.service \
                          etc-machine\\x2did.mount var-lib-systemd.mount"
 
-FILES:${PN} += "${systemd_unitdir}/system-generators ${nonarch_libdir}/fleet ${nonarch_libdir}/tmpfiles.d \
+FILES:${PN} += "${sysconfdir}/fleet-version ${systemd_unitdir}/system-generators ${nonarch_libdir}/fleet ${nonarch_libdir}/tmpfiles.d \
                 ${nonarch_libdir}/systemd ${FLEET_DATA_DIR} /boot/firmware"
 
 RDEPENDS:${PN} = "util-linux-sfdisk util-linux-partx util-linux-findmnt e2fsprogs-resize2fs coreutils"

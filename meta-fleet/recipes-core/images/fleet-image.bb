@@ -12,6 +12,7 @@ IMAGE_INSTALL = " \
     packagegroup-core-boot \
     fleet-firmware \
     fleet-rootfs \
+    fleet-network \
     rauc \
     fleet-rauc-conf \
     ${FLEET_BOOT_FLOW_PACKAGES} \

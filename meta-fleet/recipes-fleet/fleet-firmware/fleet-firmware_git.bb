@@ -18,6 +18,8 @@ SRC_URI = "git://${FLEET_GIT_URL};protocol=${FLEET_GIT_PROTOCOL};branch=${FLEET_
            file://fleet-firmware.tmpfiles \
            file://bootctl-${FLEET_BOOT_FLOW}.toml \
            file://retentiond.toml \
+           file://recorderd.toml \
+           file://updated.toml \
            "
 SRCREV_fleet = "${FLEET_SRCREV}"
 SRCREV_FORMAT = "fleet"
@@ -52,8 +54,14 @@ do_install:append() {
     install -d ${D}${sysconfdir}/fleet
     sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' -e 's,@ATTEMPTS@,${FLEET_BOOT_ATTEMPTS},g' \
         -e 's,@LIBEXECDIR@,${libexecdir},g' ${UNPACKDIR}/bootctl-${FLEET_BOOT_FLOW}.toml > ${D}${sysconfdir}/fleet/bootctl.toml
-    sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' ${UNPACKDIR}/retentiond.toml > ${D}${sysconfdir}/fleet/retentiond.toml
-    chmod 0644 ${D}${sysconfdir}/fleet/bootctl.toml ${D}${sysconfdir}/fleet/retentiond.toml
+    # Image defaults of every daemon (ADR 0008); station settings come from provisioning.
+    for conf in retentiond.toml recorderd.toml updated.toml; do
+        sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' -e 's,@COMPATIBLE@,${FLEET_COMPATIBLE},g' \
+            -e 's,@BOOT_FLOW@,${FLEET_BOOT_FLOW},g' -e 's,@LIBEXECDIR@,${libexecdir},g' \
+            ${UNPACKDIR}/$conf > ${D}${sysconfdir}/fleet/$conf
+        chmod 0644 ${D}${sysconfdir}/fleet/$conf
+    done
+    chmod 0644 ${D}${sysconfdir}/fleet/bootctl.toml
 }
 
 # systemd's watchdog interval for every daemon; each daemon pings at half of it.
@@ -69,8 +77,9 @@ FILES:fleet-bootctl = "${bindir}/fleet-bootctl ${sysconfdir}/fleet/bootctl.toml 
                        ${libexecdir}/fleet ${systemd_system_unitdir}/fleet-reboot.service \
                        ${systemd_system_unitdir}/fleet-reboot.path"
 FILES:fleet-updated = "${bindir}/fleet-updated ${systemd_system_unitdir}/fleet-updated.service \
-                       ${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf"
-FILES:fleet-recorderd = "${bindir}/fleet-recorderd ${systemd_system_unitdir}/fleet-recorderd.service"
+                       ${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf ${sysconfdir}/fleet/updated.toml"
+FILES:fleet-recorderd = "${bindir}/fleet-recorderd ${systemd_system_unitdir}/fleet-recorderd.service \
+                         ${sysconfdir}/fleet/recorderd.toml"
 FILES:fleet-retentiond = "${bindir}/fleet-retentiond ${systemd_system_unitdir}/fleet-retentiond.service \
                           ${sysconfdir}/fleet/retentiond.toml"
 
@@ -98,4 +107,26 @@ USERADD_PARAM:fleet-retentiond = "--system --no-create-home --home-dir /nonexist
 python __anonymous() {
     if d.getVar("FLEET_RELEASE") == "1" and (d.getVar("SRCREV_fleet") or "") in ("", "AUTOINC"):
         bb.fatal("fleet-firmware: a release build needs FLEET_SRCREV pinned to the release commit")
+}
+
+# ---- fleet-uploaderd (ADR 0007): its unit, image config, user; kept in one block.
+SRC_URI += "file://fleet-uploaderd.service file://uploaderd.toml"
+FLEET_DEVICE_CRATES += "fleet-uploaderd"
+PACKAGE_BEFORE_PN += "fleet-uploaderd"
+RDEPENDS:${PN} += "fleet-uploaderd"
+FILES:fleet-uploaderd = "${bindir}/fleet-uploaderd ${systemd_system_unitdir}/fleet-uploaderd.service \
+                         ${sysconfdir}/fleet/uploaderd.toml"
+SYSTEMD_PACKAGES += "fleet-uploaderd"
+SYSTEMD_SERVICE:fleet-uploaderd = "fleet-uploaderd.service"
+USERADD_PACKAGES += "fleet-uploaderd"
+USERADD_PARAM:fleet-uploaderd = "--system --no-create-home --home-dir /nonexistent --shell /sbin/nologin \
+                                 --user-group --groups fleet-data fleet-uploader"
+RDEPENDS:fleet-uploaderd = "fleet-retentiond"
+do_install:append() {
+    sed -e 's,@BINDIR@,${bindir},g' -e 's,@DATADIR@,${FLEET_DATA_DIR},g' \
+        -e 's,@WATCHDOG_SEC@,${FLEET_WATCHDOG_SEC},g' \
+        ${UNPACKDIR}/fleet-uploaderd.service > ${D}${systemd_system_unitdir}/fleet-uploaderd.service
+    chmod 0644 ${D}${systemd_system_unitdir}/fleet-uploaderd.service
+    sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' ${UNPACKDIR}/uploaderd.toml > ${D}${sysconfdir}/fleet/uploaderd.toml
+    chmod 0644 ${D}${sysconfdir}/fleet/uploaderd.toml
 }

@@ -1,5 +1,5 @@
 //! The daemons' configuration files (`/etc/fleet/*.toml`): fleet-updated, fleet-recorderd,
-//! fleet-retentiond and fleet-bootctl. The first byte picks the parser.
+//! fleet-retentiond, fleet-bootctl and fleet-uploaderd. The first byte picks the parser.
 #![no_main]
 use std::path::Path;
 
@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let path = Path::new("/etc/fleet/fuzz.toml");
-    match which % 4 {
+    match which % 5 {
         0 => {
             let _ = fleet_updated::Config::parse(path, text).map_err(|e| e.to_string());
         }
@@ -25,8 +25,11 @@ fuzz_target!(|data: &[u8]| {
         2 => {
             let _ = fleet_retentiond::config::parse(text).map_err(|e| format!("{e:?}"));
         }
-        _ => {
+        3 => {
             let _ = fleet_bootctl::Config::parse(text, path).map_err(|e| e.to_string());
+        }
+        _ => {
+            let _ = fleet_uploaderd::config::parse(text).map_err(|e| format!("{e:?}"));
         }
     }
 });

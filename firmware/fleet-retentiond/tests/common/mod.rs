@@ -136,6 +136,15 @@ impl Station {
     }
 
     pub fn write_config(&mut self, extra: &str) {
+        // These stations have an uploader (the plan's classes follow the uploaded flag), unless
+        // a test says otherwise: `uploader` defaults to "auto", which finds none here.
+        let extra = if extra.contains("uploader") {
+            extra.to_owned()
+        } else if extra.contains("[policy]\n") {
+            extra.replacen("[policy]\n", "[policy]\nuploader = true\n", 1)
+        } else {
+            format!("{extra}\n[policy]\nuploader = true\n")
+        };
         let text = format!(
             "recordings-dir = {:?}\nmount-point = {:?}\nstate-dir = {:?}\nmetrics-path = {:?}\n\
              trust-time = \"never\"\n{extra}\n",

@@ -1,0 +1,278 @@
+//! The uploader's figures: FLAC size and CPU against the reference encoder (`flac -5`) at 48 and
+//! 384 kHz, upload throughput against a reference S3 client (boto3) over loopback to s3s-fs, and
+//! the daemon's peak RSS. Prints a table; asserts nothing about speed.
+//!
+//! `cargo bench -p fleet-uploaderd --bench uploader` (needs sox, flac, s3s-fs and boto3:
+//! tests/setup.d/80-uploader.sh and `pip install boto3`). `FLEET_BENCH_SECONDS` scales the audio;
+//! `FLEET_BENCH_PART=flac|upload` runs one half.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fleet_retentiond::index::{Index, NewRecording};
+use fleet_uploaderd::flac::{self, PcmLayout};
+use nix::sys::resource::{UsageWho, getrusage};
+
+const ACCESS: &str = "bench-access";
+const SECRET: &str = "bench-secret-0123456789";
+
+fn cpu(who: UsageWho) -> f64 {
+    let u = getrusage(who).unwrap();
+    let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 + tv.tv_usec() as f64 / 1e6;
+    t(u.user_time()) + t(u.system_time())
+}
+
+fn max_rss_kib(who: UsageWho) -> i64 {
+    getrusage(who).unwrap().max_rss()
+}
+
+/// Field-like audio: pink noise with a chirping tone, as sox makes it.
+fn audio(path: &Path, rate: u32, seconds: u32) {
+    let st = Command::new("sox")
+        .args(["-n", "-r", &rate.to_string(), "-c", "1", "-b", "16"])
+        .arg(path)
+        .args(["synth", &seconds.to_string(), "pinknoise", "vol", "0.05"])
+        .status()
+        .expect("sox");
+    assert!(st.success());
+}
+
+fn flac_section(dir: &Path, seconds: u32) {
+    println!("FLAC: fleet-uploaderd (flacenc, block 4096) vs flac -5, pink noise, mono 16-bit");
+    println!(
+        "| rate | audio | WAV MiB | ratio ours | ratio flac -5 | ours/flac size | CPU s per audio hour: encode / decode check / flac -5 | CPU ours/flac |"
+    );
+    for (rate, secs) in [(48_000u32, seconds), (384_000, seconds / 4)] {
+        let wav = dir.join(format!("a{rate}.wav"));
+        audio(&wav, rate, secs);
+        let info = fleet_retentiond::wav::read(&wav).unwrap();
+        let layout = PcmLayout::of(&info).unwrap();
+        let wav_len = std::fs::metadata(&wav).unwrap().len() as f64;
+        let ours = dir.join(format!("a{rate}.flac"));
+        let c0 = cpu(UsageWho::RUSAGE_SELF);
+        flac::encode(&wav, &layout, "GUANO|Version: 1.0", &ours, &mut || true).unwrap();
+        let c1 = cpu(UsageWho::RUSAGE_SELF);
+        flac::verify(&wav, &layout, &ours, &mut || true).unwrap();
+        let c2 = cpu(UsageWho::RUSAGE_SELF);
+        let reference = dir.join(format!("a{rate}.ref.flac"));
+        let k0 = cpu(UsageWho::RUSAGE_CHILDREN);
+        let st = Command::new("flac")
+            .args(["-5", "-f", "-s", "-o"])
+            .arg(&reference)
+            .arg(&wav)
+            .status()
+            .expect("flac");
+        assert!(st.success());
+        let k1 = cpu(UsageWho::RUSAGE_CHILDREN);
+        let ours_len = std::fs::metadata(&ours).unwrap().len() as f64;
+        let ref_len = std::fs::metadata(&reference).unwrap().len() as f64;
+        let per_hour = 3600.0 / f64::from(secs);
+        println!(
+            "| {} kHz | {secs} s | {:.1} | {:.4} | {:.4} | {:.4} | {:.2} / {:.2} / {:.2} | {:.2} |",
+            rate / 1000,
+            wav_len / f64::from(1 << 20),
+            ours_len / wav_len,
+            ref_len / wav_len,
+            ours_len / ref_len,
+            (c1 - c0) * per_hour,
+            (c2 - c1) * per_hour,
+            (k1 - k0) * per_hour,
+            (c1 - c0) / (k1 - k0).max(1e-6),
+        );
+    }
+}
+
+struct Server(std::process::Child);
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn s3s_fs(root: &Path) -> (Server, u16) {
+    std::fs::create_dir_all(root.join("recordings")).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bin = std::env::var("FLEET_S3S_FS")
+        .unwrap_or_else(|_| "/opt/fleet-test/s3s-fs/bin/s3s-fs".into());
+    let child = Command::new(bin)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--access-key", ACCESS, "--secret-key", SECRET])
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("s3s-fs");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (Server(child), port)
+}
+
+/// A station directory with one indexed recording and a config for the binary.
+fn station(dir: &Path, wav: &Path, port: u16, format: &str) -> PathBuf {
+    let rec = dir.join("rec");
+    let state = dir.join("state");
+    std::fs::create_dir_all(&rec).unwrap();
+    std::fs::create_dir_all(&state).unwrap();
+    let name = "20261206T000000.000Z_st-1_mic-0_00000001.wav";
+    std::fs::copy(wav, rec.join(name)).unwrap();
+    let index_path = dir.join("index.sqlite");
+    let size = std::fs::metadata(wav).unwrap().len();
+    Index::open(&index_path)
+        .unwrap()
+        .insert(&[NewRecording {
+            path: name.into(),
+            station: "st-1".into(),
+            device: "mic-0".into(),
+            sequence: 1,
+            start_unix_ms: Some(1_796_515_200_000),
+            start_trusted: true,
+            duration_ms: None,
+            sample_rate: None,
+            size_bytes: size,
+            data_bytes: None,
+            repaired: false,
+        }])
+        .unwrap();
+    std::fs::write(
+        state.join("credentials.toml"),
+        format!("access-key-id = \"{ACCESS}\"\nsecret-access-key = \"{SECRET}\"\n"),
+    )
+    .unwrap();
+    let cfg = dir.join("uploaderd.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "recordings-dir = \"{}\"\nindex-path = \"{}\"\nstate-dir = \"{}\"\nformat = \"{format}\"\n\
+             trust-time = \"always\"\n[destination]\nkind = \"s3\"\n\
+             endpoint = \"http://127.0.0.1:{port}\"\nbucket = \"recordings\"\n",
+            rec.display(),
+            index_path.display(),
+            state.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn run_once(cfg: &Path) -> (Duration, i64) {
+    let t = Instant::now();
+    let st = Command::new(env!("CARGO_BIN_EXE_fleet-uploaderd"))
+        .arg("--config")
+        .arg(cfg)
+        .arg("--once")
+        .env("RUST_LOG", "warn")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    (t.elapsed(), max_rss_kib(UsageWho::RUSAGE_CHILDREN))
+}
+
+fn upload_section(dir: &Path, mib: u64) {
+    let wav = dir.join("big.wav");
+    // Incompressible enough: the throughput of the link, not of the encoder.
+    let secs = u32::try_from(mib * (1 << 20) / 96_000).unwrap();
+    audio(&wav, 48_000, secs);
+    let size = std::fs::metadata(&wav).unwrap().len() as f64;
+    let (_server, port) = s3s_fs(&dir.join("s3"));
+    let cfg = station(&dir.join("wav"), &wav, port, "wav");
+    let (ours, rss_wav) = run_once(&cfg);
+    // Peak RSS of the daemon encoding, verifying and uploading a 384 kHz recording as FLAC.
+    let bat = dir.join("bat.wav");
+    audio(&bat, 384_000, 60);
+    let cfg = station(&dir.join("flac"), &bat, port, "flac");
+    // Before the Python client runs: the children's peak RSS is the uploader's alone.
+    let (t, rss_flac) = run_once(&cfg);
+    let script = [
+        "import boto3, time, sys",
+        "from boto3.s3.transfer import TransferConfig",
+        "port, key, secret, path = sys.argv[1:5]",
+        "s3 = boto3.client('s3', endpoint_url='http://127.0.0.1:' + port, aws_access_key_id=key,",
+        "                  aws_secret_access_key=secret, region_name='us-east-1')",
+        "for threads in (False, True):",
+        "    c = TransferConfig(multipart_threshold=16 << 20, multipart_chunksize=8 << 20,",
+        "                       use_threads=threads)",
+        "    t = time.monotonic()",
+        "    s3.upload_file(path, 'recordings', 'ref-%s.wav' % threads, Config=c)",
+        "    print(time.monotonic() - t)",
+    ]
+    .join("\n");
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args([&port.to_string(), ACCESS, SECRET])
+        .arg(&wav)
+        .output()
+        .expect("python3 with boto3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let times: Vec<f64> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+    let mbs = |s: f64| size / s / 1e6;
+    println!();
+    println!(
+        "Upload over loopback to s3s-fs, {:.0} MiB WAV, multipart 8 MiB parts (format = wav)",
+        size / f64::from(1 << 20)
+    );
+    println!("| client | seconds | MB/s | throughput ours / client |");
+    println!(
+        "| fleet-uploaderd --once (process, incl. index and HEADs) | {:.2} | {:.1} | |",
+        ours.as_secs_f64(),
+        mbs(ours.as_secs_f64())
+    );
+    for (name, t) in [
+        "boto3 upload_file, one thread",
+        "boto3 upload_file, threads",
+    ]
+    .iter()
+    .zip(&times)
+    {
+        println!(
+            "| {name} | {t:.2} | {:.1} | {:.2} |",
+            mbs(*t),
+            t / ours.as_secs_f64()
+        );
+    }
+    if times.is_empty() {
+        println!(
+            "(boto3 missing: {})",
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .last()
+                .unwrap_or("")
+        );
+    }
+    println!();
+    println!(
+        "Peak RSS (children, max over runs): {} KiB after the WAV upload; {} KiB after a 60 s 384 kHz FLAC upload ({:.2} s)",
+        rss_wav,
+        rss_flac,
+        t.as_secs_f64()
+    );
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let seconds: u32 = std::env::var("FLEET_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let dir = tempfile::tempdir().unwrap();
+    let part = std::env::var("FLEET_BENCH_PART").unwrap_or_default();
+    if part != "upload" {
+        flac_section(dir.path(), seconds);
+    }
+    if part != "flac" {
+        upload_section(dir.path(), 64);
+    }
+}

@@ -1,0 +1,765 @@
+//! Configuration: `/etc/fleet/uploaderd.toml` (the image's defaults), overlaid by the station's
+//! `station-config` (provisioned or pushed under `/data`): each top-level key or table the station
+//! file holds replaces the image's. Kebab-case keys, unknown keys refused; parsed into raw types,
+//! then validated into [`Config`], reporting every invalid key with its path.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fleet_core::upload::{Order, RetryPolicy, UntrustedClock, Window};
+use serde::Deserialize;
+
+/// Bounds the daemon holds itself to. Defaults are documented in `docs/reference/uploaderd.md`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest configuration or credentials file read.
+    pub max_config_bytes: u64,
+    /// Recordings read from the index per look at the queue.
+    pub queue_batch: usize,
+    /// Recordings whose retry state is remembered (the oldest entries go first past this).
+    pub max_tracked: usize,
+    /// Largest S3 response body read (XML of a multipart listing).
+    pub max_response_bytes: u64,
+    /// Parts of one multipart upload (S3 allows 10,000).
+    pub max_parts: u64,
+    /// Bytes sent between two watchdog pings and shutdown checks.
+    pub chunk_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_config_bytes: 64 << 10,
+            queue_batch: 512,
+            max_tracked: 4096,
+            max_response_bytes: 4 << 20,
+            max_parts: 10_000,
+            chunk_bytes: 256 << 10,
+        }
+    }
+}
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("unable to read config {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unable to read config {path}: it is larger than {max} bytes")]
+    TooLarge { path: PathBuf, max: u64 },
+    #[error("unable to parse config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("unable to accept config {path}: {}", .problems.join("; "))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    recordings_dir: PathBuf,
+    index_path: PathBuf,
+    state_dir: PathBuf,
+    #[serde(default)]
+    status_path: Option<PathBuf>,
+    /// Read from the table by [`load`] before the overlay; kept here so the key is known.
+    #[serde(default)]
+    #[allow(dead_code)]
+    station_config: Option<PathBuf>,
+    #[serde(default)]
+    credentials_file: Option<PathBuf>,
+    #[serde(default)]
+    boot_id_path: Option<PathBuf>,
+    #[serde(default)]
+    trust_time: Option<String>,
+    #[serde(default)]
+    time_synced_flag: Option<PathBuf>,
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    order: Option<String>,
+    #[serde(default)]
+    poll_seconds: Option<f64>,
+    #[serde(default)]
+    destination: Option<RawDestination>,
+    #[serde(default)]
+    schedule: RawSchedule,
+    #[serde(default)]
+    retry: RawRetry,
+    #[serde(default)]
+    bandwidth: RawBandwidth,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawDestination {
+    kind: String,
+    endpoint: String,
+    bucket: String,
+    #[serde(default)]
+    region: Option<String>,
+    #[serde(default)]
+    url_style: Option<String>,
+    #[serde(default)]
+    prefix: Option<String>,
+    #[serde(default)]
+    multipart_threshold_mib: Option<u64>,
+    #[serde(default)]
+    part_size_mib: Option<u64>,
+    #[serde(default)]
+    timeout_seconds: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawSchedule {
+    #[serde(default)]
+    windows: Vec<String>,
+    #[serde(default)]
+    utc_offset: Option<String>,
+    #[serde(default)]
+    when_clock_untrusted: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawRetry {
+    base_seconds: Option<f64>,
+    max_seconds: Option<f64>,
+    dead_letter_after: Option<u32>,
+    dead_letter_retry_seconds: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawBandwidth {
+    max_bytes_per_second: Option<u64>,
+    burst_bytes: Option<u64>,
+}
+
+/// What leaves the station.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Lossless FLAC, verified by decoding; GUANO in a Vorbis comment. 32-bit recordings (beyond
+    /// the encoder's 24 bits) go as WAV.
+    Flac,
+    /// The WAV file unchanged.
+    Wav,
+}
+
+/// Whether the wall clock is trusted (as `fleet-retentiond`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TrustTime {
+    /// Trusted while `time-synced-flag` exists (systemd-timesyncd creates it once synced).
+    Auto,
+    Always,
+    Never,
+}
+
+/// How the S3 bucket is addressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UrlStyle {
+    /// `https://endpoint/bucket/key` (MinIO, most self-hosted servers).
+    Path,
+    /// `https://bucket.endpoint/key` (AWS).
+    VirtualHost,
+}
+
+/// An S3-compatible destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Destination {
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+    pub url_style: UrlStyle,
+    /// Prepended to every key (`fleet/`); empty by default.
+    pub prefix: String,
+    /// Objects above this go as a multipart upload.
+    pub multipart_threshold_bytes: u64,
+    pub part_size_bytes: u64,
+    /// Connect timeout and the longest wait for one read or write (default 10 s, below half the
+    /// unit's watchdog period).
+    pub timeout: Duration,
+}
+
+/// Where recordings go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    S3(S3Destination),
+}
+
+/// When the link may be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub windows: Vec<Window>,
+    pub utc_offset_minutes: i32,
+    pub when_clock_untrusted: UntrustedClock,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the recorder promotes finished segments (retentiond's `recordings-dir`).
+    pub recordings_dir: PathBuf,
+    /// retentiond's index (`<retentiond state-dir>/index.sqlite`).
+    pub index_path: PathBuf,
+    /// The uploader's state: `queue.json`, `spool/`.
+    pub state_dir: PathBuf,
+    pub status_path: PathBuf,
+    /// The station's overlay, when one was read.
+    pub station_config: Option<PathBuf>,
+    pub credentials_file: PathBuf,
+    pub boot_id_path: PathBuf,
+    pub trust_time: TrustTime,
+    pub time_synced_flag: PathBuf,
+    pub format: Format,
+    pub order: Order,
+    pub poll: Duration,
+    /// `None`: no destination configured; the daemon idles and says so.
+    pub destination: Option<Destination>,
+    pub schedule: Schedule,
+    pub retry: RetryPolicy,
+    pub max_bytes_per_second: u64,
+    pub burst_bytes: u64,
+    pub limits: Limits,
+}
+
+impl Config {
+    #[must_use]
+    pub fn spool_dir(&self) -> PathBuf {
+        self.state_dir.join("spool")
+    }
+    #[must_use]
+    pub fn queue_path(&self) -> PathBuf {
+        self.state_dir.join("queue.json")
+    }
+}
+
+fn read_limited(path: &Path, max: u64) -> Result<String, ConfigError> {
+    let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if meta.len() > max {
+        return Err(ConfigError::TooLarge {
+            path: path.to_owned(),
+            max,
+        });
+    }
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads the image's config, overlays the station's (when `station-config` names a file that
+/// exists), and validates the result.
+///
+/// # Errors
+/// A file cannot be read or parsed, or values are invalid (all reported).
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let max = Limits::default().max_config_bytes;
+    let text = read_limited(path, max)?;
+    let syntax = |p: &Path, e: toml::de::Error| ConfigError::Parse {
+        path: p.to_owned(),
+        message: e.message().to_owned(),
+    };
+    let mut table: toml::Table = toml::from_str(&text).map_err(|e| syntax(path, e))?;
+    let station = table
+        .get("station-config")
+        .and_then(toml::Value::as_str)
+        .map(PathBuf::from);
+    let mut overlaid = None;
+    if let Some(station) = station.filter(|p| p.exists()) {
+        let text = read_limited(&station, max)?;
+        let over: toml::Table = toml::from_str(&text).map_err(|e| syntax(&station, e))?;
+        if over.contains_key("station-config") {
+            return Err(ConfigError::Invalid {
+                path: station,
+                problems: vec!["station-config: a station file cannot name another".into()],
+            });
+        }
+        for (k, v) in over {
+            table.insert(k, v);
+        }
+        overlaid = Some(station);
+    }
+    let shown = overlaid.clone().unwrap_or_else(|| path.to_owned());
+    let mut config = parse_table(table).map_err(|e| match e {
+        ParseError::Syntax(message) => ConfigError::Parse {
+            path: shown.clone(),
+            message,
+        },
+        ParseError::Invalid(problems) => ConfigError::Invalid {
+            path: shown.clone(),
+            problems,
+        },
+    })?;
+    config.station_config = overlaid;
+    Ok(config)
+}
+
+/// Why a config text was refused.
+#[derive(Debug)]
+pub enum ParseError {
+    Syntax(String),
+    Invalid(Vec<String>),
+}
+
+/// Parses and validates one config text (no overlay).
+///
+/// # Errors
+/// Syntax errors, or every invalid value.
+pub fn parse(text: &str) -> Result<Config, ParseError> {
+    let table: toml::Table =
+        toml::from_str(text).map_err(|e| ParseError::Syntax(e.message().to_owned()))?;
+    parse_table(table)
+}
+
+fn seconds(
+    key: &str,
+    value: Option<f64>,
+    default: f64,
+    range: std::ops::RangeInclusive<f64>,
+    problems: &mut Vec<String>,
+) -> Duration {
+    let v = value.unwrap_or(default);
+    if !range.contains(&v) {
+        problems.push(format!(
+            "{key}: {v} is not between {} and {} seconds",
+            range.start(),
+            range.end()
+        ));
+        return Duration::from_secs_f64(default);
+    }
+    Duration::from_secs_f64(v)
+}
+
+/// `+HH:MM` / `-HH:MM` / `Z` to minutes.
+fn utc_offset(text: &str) -> Option<i32> {
+    if text == "Z" {
+        return Some(0);
+    }
+    let (sign, rest) = match text.as_bytes().first()? {
+        b'+' => (1, &text[1..]),
+        b'-' => (-1, &text[1..]),
+        _ => return None,
+    };
+    let (h, m) = rest.split_once(':')?;
+    if h.len() != 2 || m.len() != 2 {
+        return None;
+    }
+    let h: i32 = h.parse().ok()?;
+    let m: i32 = m.parse().ok()?;
+    (h <= 14 && m < 60).then_some(sign * (h * 60 + m))
+}
+
+fn destination(d: RawDestination, problems: &mut Vec<String>) -> Option<Destination> {
+    if d.kind != "s3" {
+        problems.push(format!(
+            "destination.kind: {:?} is not a known kind (s3)",
+            d.kind
+        ));
+        return None;
+    }
+    if !(d.endpoint.starts_with("https://") || d.endpoint.starts_with("http://")) {
+        problems.push(format!(
+            "destination.endpoint: {:?} is not an http:// or https:// URL",
+            d.endpoint
+        ));
+    }
+    if d.bucket.is_empty() {
+        problems.push("destination.bucket: is empty".into());
+    }
+    let url_style = match d.url_style.as_deref() {
+        None | Some("path") => UrlStyle::Path,
+        Some("virtual-host") => UrlStyle::VirtualHost,
+        Some(other) => {
+            problems.push(format!(
+                "destination.url-style: {other:?} is not one of path, virtual-host"
+            ));
+            UrlStyle::Path
+        }
+    };
+    let prefix = d.prefix.unwrap_or_default();
+    if prefix.starts_with('/') || prefix.contains("..") {
+        problems.push(format!(
+            "destination.prefix: {prefix:?} must not start with / or contain .."
+        ));
+    }
+    let threshold = d.multipart_threshold_mib.unwrap_or(16);
+    let part = d.part_size_mib.unwrap_or(8);
+    // S3: parts are at least 5 MiB (but the last) and at most 5 GiB.
+    if !(5..=5120).contains(&part) {
+        problems.push(format!(
+            "destination.part-size-mib: {part} is not between 5 and 5120 (S3's part limits)"
+        ));
+    }
+    if threshold < part {
+        problems.push(format!(
+            "destination.multipart-threshold-mib: {threshold} is below part-size-mib ({part})"
+        ));
+    }
+    // Below half the unit's watchdog period (30 s): a request waits at most this long between
+    // two watchdog pings.
+    let timeout = seconds(
+        "destination.timeout-seconds",
+        d.timeout_seconds,
+        10.0,
+        1.0..=3600.0,
+        problems,
+    );
+    Some(Destination::S3(S3Destination {
+        endpoint: d.endpoint,
+        bucket: d.bucket,
+        region: d.region.unwrap_or_else(|| "us-east-1".into()),
+        url_style,
+        prefix,
+        multipart_threshold_bytes: threshold << 20,
+        part_size_bytes: part << 20,
+        timeout,
+    }))
+}
+
+fn parse_table(table: toml::Table) -> Result<Config, ParseError> {
+    let raw: RawConfig = table
+        .try_into()
+        .map_err(|e: toml::de::Error| ParseError::Syntax(e.message().to_owned()))?;
+    let mut problems = Vec::new();
+    for (key, path) in [
+        ("recordings-dir", &raw.recordings_dir),
+        ("index-path", &raw.index_path),
+        ("state-dir", &raw.state_dir),
+    ] {
+        if !path.is_absolute() {
+            problems.push(format!("{key}: {} is not an absolute path", path.display()));
+        }
+    }
+    let trust_time = match raw.trust_time.as_deref() {
+        None | Some("auto") => TrustTime::Auto,
+        Some("always") => TrustTime::Always,
+        Some("never") => TrustTime::Never,
+        Some(other) => {
+            problems.push(format!(
+                "trust-time: {other:?} is not one of auto, always, never"
+            ));
+            TrustTime::Never
+        }
+    };
+    let format = match raw.format.as_deref() {
+        None | Some("flac") => Format::Flac,
+        Some("wav") => Format::Wav,
+        Some(other) => {
+            problems.push(format!("format: {other:?} is not one of flac, wav"));
+            Format::Flac
+        }
+    };
+    let order = match raw.order.as_deref() {
+        None | Some("oldest-first") => Order::OldestFirst,
+        Some("newest-first") => Order::NewestFirst,
+        Some(other) => {
+            problems.push(format!(
+                "order: {other:?} is not one of oldest-first, newest-first"
+            ));
+            Order::OldestFirst
+        }
+    };
+    let poll = seconds(
+        "poll-seconds",
+        raw.poll_seconds,
+        30.0,
+        0.05..=3600.0,
+        &mut problems,
+    );
+    let destination = raw.destination.and_then(|d| destination(d, &mut problems));
+    let mut windows = Vec::new();
+    for (i, w) in raw.schedule.windows.iter().enumerate() {
+        match Window::parse(w) {
+            Ok(w) => windows.push(w),
+            Err(e) => problems.push(format!("schedule.windows[{i}]: {e}")),
+        }
+    }
+    let utc_offset_minutes = match raw.schedule.utc_offset.as_deref() {
+        None => 0,
+        Some(t) => utc_offset(t).unwrap_or_else(|| {
+            problems.push(format!(
+                "schedule.utc-offset: {t:?} is not +HH:MM, -HH:MM or Z"
+            ));
+            0
+        }),
+    };
+    let when_clock_untrusted = match raw.schedule.when_clock_untrusted.as_deref() {
+        None | Some("upload") => UntrustedClock::Upload,
+        Some("wait") => UntrustedClock::Wait,
+        Some(other) => {
+            problems.push(format!(
+                "schedule.when-clock-untrusted: {other:?} is not one of upload, wait"
+            ));
+            UntrustedClock::Upload
+        }
+    };
+    let r = &raw.retry;
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let base = seconds(
+        "retry.base-seconds",
+        r.base_seconds,
+        30.0,
+        0.01..=86_400.0,
+        &mut problems,
+    );
+    let max = seconds(
+        "retry.max-seconds",
+        r.max_seconds,
+        3600.0,
+        0.01..=604_800.0,
+        &mut problems,
+    );
+    let dl_retry = seconds(
+        "retry.dead-letter-retry-seconds",
+        r.dead_letter_retry_seconds,
+        86_400.0,
+        0.0..=2_592_000.0,
+        &mut problems,
+    );
+    let retry = match RetryPolicy::new(
+        ms(base),
+        ms(max),
+        r.dead_letter_after.unwrap_or(5),
+        ms(dl_retry),
+    ) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            problems.push(format!("retry: {e}"));
+            None
+        }
+    };
+    let config = retry.map(|retry| Config {
+        recordings_dir: raw.recordings_dir,
+        index_path: raw.index_path,
+        status_path: raw
+            .status_path
+            .unwrap_or_else(|| raw.state_dir.join("status.json")),
+        station_config: None,
+        credentials_file: raw
+            .credentials_file
+            .unwrap_or_else(|| raw.state_dir.join("credentials.toml")),
+        state_dir: raw.state_dir,
+        boot_id_path: raw
+            .boot_id_path
+            .unwrap_or_else(|| PathBuf::from("/proc/sys/kernel/random/boot_id")),
+        trust_time,
+        time_synced_flag: raw
+            .time_synced_flag
+            .unwrap_or_else(|| PathBuf::from("/run/systemd/timesync/synchronized")),
+        format,
+        order,
+        poll,
+        destination,
+        schedule: Schedule {
+            windows,
+            utc_offset_minutes,
+            when_clock_untrusted,
+        },
+        retry,
+        max_bytes_per_second: raw.bandwidth.max_bytes_per_second.unwrap_or(0),
+        burst_bytes: raw.bandwidth.burst_bytes.unwrap_or(0),
+        limits: Limits::default(),
+    });
+    match config {
+        Some(c) if problems.is_empty() => Ok(c),
+        _ => Err(ParseError::Invalid(problems)),
+    }
+}
+
+/// The destination's credentials, re-read at every connect.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Credentials {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    #[serde(default)]
+    pub session_token: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads the credentials file.
+///
+/// # Errors
+/// The file is missing, too large, or not the documented TOML.
+pub fn load_credentials(path: &Path) -> Result<Credentials, ConfigError> {
+    let text = read_limited(path, Limits::default().max_config_bytes)?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.message().to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const MINIMAL: &str = "recordings-dir = \"/data/recorder/data\"\n\
+        index-path = \"/data/fleet/retention/index.sqlite\"\n\
+        state-dir = \"/data/fleet/uploader\"\n";
+
+    #[test]
+    fn a_minimal_config_takes_the_documented_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.format, Format::Flac);
+        assert_eq!(c.order, Order::OldestFirst);
+        assert_eq!(c.destination, None);
+        assert_eq!(
+            c.status_path,
+            PathBuf::from("/data/fleet/uploader/status.json")
+        );
+        assert_eq!(
+            c.credentials_file,
+            PathBuf::from("/data/fleet/uploader/credentials.toml")
+        );
+        assert_eq!(c.retry.dead_letter_after(), 5);
+        assert_eq!(c.poll, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_in_every_table() {
+        for extra in [
+            "colour = 1\n",
+            "[retry]\nbase = 1\n",
+            "[schedule]\nwindow = []\n",
+        ] {
+            let e = parse(&format!("{MINIMAL}{extra}")).unwrap_err();
+            assert!(matches!(e, ParseError::Syntax(_)), "{extra}: {e:?}");
+        }
+    }
+
+    #[test]
+    fn every_invalid_value_is_reported_with_its_key() {
+        let text = "recordings-dir = \"rel\"\nindex-path = \"/i\"\nstate-dir = \"/s\"\n\
+            format = \"mp3\"\norder = \"random\"\n\
+            [destination]\nkind = \"s3\"\nendpoint = \"ftp://x\"\nbucket = \"\"\npart-size-mib = 1\n\
+            [schedule]\nwindows = [\"6-18\"]\nutc-offset = \"+25:00\"\n\
+            [retry]\ndead-letter-after = 0\n";
+        let ParseError::Invalid(problems) = parse(text).unwrap_err() else {
+            panic!("expected invalid values");
+        };
+        for key in [
+            "recordings-dir",
+            "format",
+            "order",
+            "destination.endpoint",
+            "destination.bucket",
+            "destination.part-size-mib",
+            "schedule.windows[0]",
+            "schedule.utc-offset",
+            "retry",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "{key} missing from {problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_station_file_replaces_the_tables_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let station = dir.path().join("station.toml");
+        let image = dir.path().join("image.toml");
+        std::fs::write(
+            &image,
+            format!(
+                "{MINIMAL}station-config = \"{}\"\n[retry]\nbase-seconds = 5\n",
+                station.display()
+            ),
+        )
+        .unwrap();
+        let c = load(&image).unwrap();
+        assert_eq!(c.destination, None);
+        assert_eq!(c.station_config, None);
+        std::fs::write(
+            &station,
+            "order = \"newest-first\"\n[destination]\nkind = \"s3\"\n\
+             endpoint = \"https://s3.example.org\"\nbucket = \"rec\"\n",
+        )
+        .unwrap();
+        let c = load(&image).unwrap();
+        assert_eq!(c.order, Order::NewestFirst);
+        assert_eq!(c.retry.base_ms(), 5000);
+        assert_eq!(c.station_config.as_deref(), Some(station.as_path()));
+        let Some(Destination::S3(d)) = c.destination else {
+            panic!("expected an S3 destination");
+        };
+        assert_eq!(d.part_size_bytes, 8 << 20);
+        assert_eq!(d.url_style, UrlStyle::Path);
+    }
+
+    fn doc_blocks(lang: &str) -> Vec<String> {
+        let doc = include_str!("../../../docs/reference/uploaderd.md");
+        let fence = format!("```{lang}\n");
+        doc.split(fence.as_str())
+            .skip(1)
+            .map(|b| b.split("```").next().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_reference_samples_parse_as_documented() {
+        let toml_blocks = doc_blocks("toml");
+        assert_eq!(
+            toml_blocks.len(),
+            3,
+            "image, station and credentials samples"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let station = dir.path().join("station.toml");
+        std::fs::write(&station, &toml_blocks[1]).unwrap();
+        let image = dir.path().join("image.toml");
+        let text = toml_blocks[0].replace(
+            "/data/fleet/identity/uploaderd.toml",
+            &station.display().to_string(),
+        );
+        std::fs::write(&image, text).unwrap();
+        let c = load(&image).unwrap();
+        let Some(Destination::S3(d)) = &c.destination else {
+            panic!("the station sample holds a destination");
+        };
+        assert_eq!(d.bucket, "field-recordings");
+        assert_eq!(c.schedule.windows.len(), 1);
+        assert_eq!(c.schedule.utc_offset_minutes, 60);
+        assert_eq!(c.max_bytes_per_second, 250_000);
+        assert_eq!(c.retry.dead_letter_after(), 5);
+        let creds = dir.path().join("credentials.toml");
+        std::fs::write(&creds, &toml_blocks[2]).unwrap();
+        assert_eq!(
+            load_credentials(&creds).unwrap().access_key_id,
+            "AKIAFLEETSTATION0042"
+        );
+        // The status sample is what the daemon writes.
+        let json = doc_blocks("json");
+        let status: crate::status::Status = serde_json::from_str(&json[0]).unwrap();
+        assert_eq!(status.state, crate::status::State::Waiting);
+    }
+
+    #[test]
+    fn credentials_never_show_the_secret() {
+        let c = Credentials {
+            access_key_id: "AKID".into(),
+            secret_access_key: "very-secret".into(),
+            session_token: None,
+        };
+        assert!(!format!("{c:?}").contains("very-secret"));
+    }
+}

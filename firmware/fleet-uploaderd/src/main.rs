@@ -1,0 +1,61 @@
+//! fleet-uploaderd: the daemon and its configuration check.
+//!
+//! Exit codes: 0 ok, 1 failure, 2 invalid configuration.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use fleet_uploaderd::{config, run};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fleet-uploaderd",
+    version,
+    about = "Uploads recordings and marks them uploaded once the server confirms them"
+)]
+struct Cli {
+    /// The image's configuration file (the station's overlay is named inside it).
+    #[arg(
+        long,
+        short,
+        env = "FLEET_UPLOADERD_CONFIG",
+        default_value = "/etc/fleet/uploaderd.toml"
+    )]
+    config: PathBuf,
+    /// Validate the configuration and exit (0 valid, 2 invalid).
+    #[arg(long)]
+    check_config: bool,
+    /// Upload until the queue is empty or must wait, then exit.
+    #[arg(long)]
+    once: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = match config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fleet-uploaderd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cli.check_config {
+        println!("{}: ok", cli.config.display());
+        return ExitCode::SUCCESS;
+    }
+    match run::run(cfg, cli.once) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fleet-uploaderd: {:#}", anyhow::Error::from(e));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,313 @@
+//! One recording, from the index row to the mark: encode (or take the WAV), checksum, send,
+//! confirm with a fresh `HEAD`, and mark uploaded only when `may_mark_uploaded` says so.
+
+use std::path::{Path, PathBuf};
+
+use fleet_core::upload::{
+    Failure, FailureScope, LocalObject, MarkDecision, RemoteConfirmation, may_mark_uploaded,
+};
+use fleet_retentiond::index::{Index, UploadRow};
+
+use crate::config::{Config, Destination, Format, S3Destination, load_credentials};
+use crate::flac::{self, FlacError, PcmLayout};
+use crate::object::{self, Kind};
+use crate::pace::Pacer;
+use crate::s3::{InFlight, S3, S3Error};
+
+/// How one try ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// On the server intact and marked uploaded.
+    Marked {
+        key: String,
+        /// Bytes of the object on the server (FLAC or WAV).
+        object_bytes: u64,
+        /// Bytes of the recording on the station.
+        recording_bytes: u64,
+    },
+    /// Retention deleted the recording while it was queued: skipped, not an error.
+    SkippedDeleted,
+    /// Failed; nothing was marked.
+    Failed { failure: Failure, message: String },
+}
+
+fn failed(scope: FailureScope, reason: &str, message: String) -> Outcome {
+    Outcome::Failed {
+        failure: Failure {
+            scope,
+            reason: reason.to_owned(),
+        },
+        message,
+    }
+}
+
+fn from_s3(e: &S3Error) -> Outcome {
+    failed(e.scope(), &e.reason(), e.to_string())
+}
+
+/// The object prepared for sending.
+struct Prepared {
+    path: PathBuf,
+    kind: Kind,
+    verified_by_decode: bool,
+    /// A spool file to remove once done.
+    spool: Option<PathBuf>,
+}
+
+fn prepare(
+    cfg: &Config,
+    row: &UploadRow,
+    wav: &Path,
+    in_flight: Option<&InFlight>,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<Prepared, Outcome> {
+    let info = fleet_retentiond::wav::read(wav).map_err(|e| {
+        failed(
+            FailureScope::Recording,
+            "local-read",
+            format!("unable to read {}: {e}", wav.display()),
+        )
+    })?;
+    let flac_ok = cfg.format == Format::Flac && PcmLayout::of(&info).is_ok();
+    if !flac_ok {
+        return Ok(Prepared {
+            path: wav.to_owned(),
+            kind: Kind::Wav,
+            verified_by_decode: true,
+            spool: None,
+        });
+    }
+    let stem = Path::new(&row.path)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("{}", row.id.0));
+    let spool = cfg.spool_dir().join(format!("{stem}.flac"));
+    // A multipart upload in flight for this recording: its spool file (same size and SHA-256,
+    // checked by the multipart resume) is sent again as it is, after a fresh decode check.
+    let reuse =
+        in_flight.is_some_and(|f| f.recording == row.path && f.object == spool) && spool.exists();
+    let mut stop = || keep_going();
+    let result = if reuse {
+        PcmLayout::of(&info)
+            .map_err(|reason| FlacError::Unsupported {
+                path: wav.to_owned(),
+                reason,
+            })
+            .and_then(|layout| flac::verify(wav, &layout, &spool, &mut stop))
+    } else {
+        flac::encode_verified(wav, &info, &spool, &mut stop).map(drop)
+    };
+    match result {
+        Ok(()) => Ok(Prepared {
+            path: spool.clone(),
+            kind: Kind::Flac,
+            verified_by_decode: true,
+            spool: Some(spool),
+        }),
+        Err(FlacError::Interrupted { .. }) => Err(failed(
+            FailureScope::Link,
+            "shutdown",
+            "stopped by shutdown".into(),
+        )),
+        Err(e) => {
+            let _ = std::fs::remove_file(&spool);
+            let reason = match e {
+                FlacError::Verify { .. } => "flac-verify",
+                FlacError::Write { .. } => "spool-write",
+                _ => "flac-encode",
+            };
+            Err(failed(FailureScope::Recording, reason, e.to_string()))
+        }
+    }
+}
+
+/// The durable side effects an upload needs from the daemon.
+pub trait Persist {
+    /// Records (or clears) the multipart upload in flight, durably.
+    ///
+    /// # Errors
+    /// The state file cannot be written.
+    fn in_flight(&mut self, record: Option<&InFlight>) -> std::io::Result<()>;
+    /// The multipart upload in flight, as last recorded.
+    fn current(&self) -> Option<&InFlight>;
+}
+
+/// Uploads `row` and marks it when the server confirms it. Never marks on any other path.
+pub fn upload_one(
+    cfg: &Config,
+    index: &mut Index,
+    row: &UploadRow,
+    in_flight: Option<InFlight>,
+    persist: &mut dyn Persist,
+    pacer: &mut Pacer<'_>,
+) -> Outcome {
+    // Retention may have deleted it since the queue was read.
+    match index.is_present(&row.path) {
+        Ok(Some(true)) => {}
+        Ok(_) => return Outcome::SkippedDeleted,
+        Err(e) => return failed(FailureScope::Link, "index", e.to_string()),
+    }
+    let Some(Destination::S3(dest)) = &cfg.destination else {
+        return failed(
+            FailureScope::Link,
+            "unconfigured",
+            "no destination configured".into(),
+        );
+    };
+    let wav = cfg.recordings_dir.join(&row.path);
+    if !wav.exists() {
+        // Deleted between the look-up and now, or vanished: retention's reconciliation says
+        // which. Not uploaded, not marked.
+        return match index.is_present(&row.path) {
+            Ok(Some(true)) => failed(
+                FailureScope::Recording,
+                "missing-file",
+                format!("{} is indexed but not on disk", wav.display()),
+            ),
+            _ => Outcome::SkippedDeleted,
+        };
+    }
+    let prepared = match prepare(cfg, row, &wav, in_flight.as_ref(), &mut || {
+        pacer.keep_going()
+    }) {
+        Ok(p) => p,
+        Err(o) => return o,
+    };
+    let outcome = send_and_confirm(cfg, dest, index, row, &prepared, in_flight, persist, pacer);
+    // The spool file goes once the recording is marked or gone; on failure it stays only while a
+    // multipart upload of it is in flight (a resume sends the same bytes).
+    if let Some(spool) = &prepared.spool {
+        let keep = matches!(outcome, Outcome::Failed { .. })
+            && persist.current().is_some_and(|f| f.object == *spool);
+        if !keep {
+            let _ = std::fs::remove_file(spool);
+        }
+    }
+    outcome
+}
+
+#[allow(clippy::too_many_arguments)]
+fn send_and_confirm(
+    cfg: &Config,
+    dest: &S3Destination,
+    index: &mut Index,
+    row: &UploadRow,
+    prepared: &Prepared,
+    in_flight: Option<InFlight>,
+    persist: &mut dyn Persist,
+    pacer: &mut Pacer<'_>,
+) -> Outcome {
+    let local_err = |e: std::io::Error| {
+        failed(
+            FailureScope::Recording,
+            "local-read",
+            format!("unable to read {}: {e}", prepared.path.display()),
+        )
+    };
+    let digests =
+        match object::digests(&prepared.path, part_size(dest, &prepared.path), &mut || {
+            pacer.keep_going()
+        }) {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+                return failed(FailureScope::Link, "shutdown", "stopped by shutdown".into());
+            }
+            Err(e) => return local_err(e),
+        };
+    let multipart = digests.size > dest.multipart_threshold_bytes;
+    let local = LocalObject {
+        size_bytes: digests.size,
+        checksum: digests.s3_etag(multipart),
+        verified_by_decode: prepared.verified_by_decode,
+    };
+    let key = object::key(
+        &dest.prefix,
+        &row.station,
+        &row.device,
+        row.start_unix_ms,
+        row.start_trusted,
+        Path::new(&row.path)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .as_deref()
+            .unwrap_or(&row.path),
+        prepared.kind,
+    );
+    // Credentials are read at every connect: a rotation or a push needs no restart.
+    let creds = match load_credentials(&cfg.credentials_file) {
+        Ok(c) => c,
+        Err(e) => return failed(FailureScope::Link, "credentials", e.to_string()),
+    };
+    let s3 = match S3::new(dest, &creds, cfg.limits.max_response_bytes) {
+        Ok(s) => s,
+        Err(e) => return from_s3(&e),
+    };
+    // Already there intact (a power cut after the upload, before the mark): mark without sending.
+    let before = match s3.head(&key) {
+        Ok(h) => h,
+        Err(e) => return from_s3(&e),
+    };
+    if may_mark_uploaded(true, &local, before.as_ref()) != MarkDecision::Mark {
+        let sent = if multipart {
+            let mut p = |r: Option<&InFlight>| persist.in_flight(r);
+            s3.multipart(
+                &row.path,
+                &key,
+                &prepared.path,
+                &digests,
+                prepared.kind,
+                in_flight,
+                &mut p,
+                pacer,
+            )
+        } else {
+            s3.put(&key, &prepared.path, &digests, prepared.kind, pacer)
+        };
+        if let Err(e) = sent {
+            return from_s3(&e);
+        }
+    }
+    // The confirmation comes from a fresh request, never from what was sent.
+    let remote: Option<RemoteConfirmation> = match s3.head(&key) {
+        Ok(h) => h,
+        Err(e) => return from_s3(&e),
+    };
+    let present = match index.is_present(&row.path) {
+        Ok(p) => p == Some(true),
+        Err(e) => return failed(FailureScope::Link, "index", e.to_string()),
+    };
+    match may_mark_uploaded(present, &local, remote.as_ref()) {
+        MarkDecision::Mark => {
+            match index.set_flags(std::slice::from_ref(&row.path), Some(true), None) {
+                Ok(_) => Outcome::Marked {
+                    key,
+                    object_bytes: digests.size,
+                    recording_bytes: row.size_bytes,
+                },
+                Err(e) => failed(FailureScope::Link, "index", e.to_string()),
+            }
+        }
+        MarkDecision::SkipDeleted => Outcome::SkippedDeleted,
+        MarkDecision::RefuseUnverified => failed(
+            FailureScope::Recording,
+            "flac-verify",
+            "the encoded object did not decode back".into(),
+        ),
+        MarkDecision::RefuseSizeMismatch { local, remote } => failed(
+            FailureScope::Recording,
+            "size",
+            format!("the server holds {remote:?} bytes under {key}, the station sent {local}"),
+        ),
+        MarkDecision::RefuseChecksumMismatch => failed(
+            FailureScope::Recording,
+            "checksum",
+            format!("the server's checksum of {key} is not the station's"),
+        ),
+    }
+}
+
+/// The part size: the configured one, raised so no object needs more than 10,000 parts.
+fn part_size(dest: &S3Destination, path: &Path) -> u64 {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    dest.part_size_bytes.max(size.div_ceil(10_000))
+}
