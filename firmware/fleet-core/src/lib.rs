@@ -11,6 +11,8 @@
 #![forbid(unsafe_code)]
 
 pub mod boot;
+pub mod clock;
+pub mod health;
 pub mod ids;
 pub mod ports;
 pub mod retention;
