@@ -43,6 +43,8 @@ pub enum Kind {
     Control,
     /// A change of the trusted key set ([`Rotation`](fleet_core::trust::Rotation)).
     KeyRotation,
+    /// A request for a station's journal ([`LogRequest`](crate::logs::LogRequest)).
+    LogRequest,
 }
 
 impl Kind {
@@ -54,6 +56,7 @@ impl Kind {
             Kind::Rollout => "rollout",
             Kind::Control => "control",
             Kind::KeyRotation => "key-rotation",
+            Kind::LogRequest => "log-request",
         }
     }
 }

@@ -22,7 +22,9 @@
 
 pub mod chunk;
 pub mod envelope;
+pub mod health;
 pub mod limits;
+pub mod logs;
 pub mod payload;
 pub mod rollout;
 pub mod topic;

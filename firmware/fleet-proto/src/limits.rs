@@ -55,7 +55,8 @@ impl Limits {
             // Rollout records and controls are offer-sized documents.
             crate::envelope::Kind::Rollout
             | crate::envelope::Kind::Control
-            | crate::envelope::Kind::KeyRotation => self.max_offer_bytes,
+            | crate::envelope::Kind::KeyRotation
+            | crate::envelope::Kind::LogRequest => self.max_offer_bytes,
         }
     }
 }
