@@ -36,6 +36,7 @@ use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Pa
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+pub mod config;
 mod tls;
 pub use tls::{ClientAuth, CredentialError, Credentials, ServerVerify, TlsConfig, Transport};
 
