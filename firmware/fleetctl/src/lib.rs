@@ -7,7 +7,10 @@
 pub mod connection;
 pub mod demo;
 pub mod embedded;
+pub mod exporter;
+pub mod health;
 pub mod keys;
+pub mod logs;
 pub mod publish;
 pub mod rollout;
 pub mod rollout_watch;
