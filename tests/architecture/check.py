@@ -31,6 +31,7 @@ ALLOWED = {
     "fleet-durable": set(),
     "fleet-config": set(),
     "fleet-proto": {"fleet-core"},
+    "fleet-facts": {"fleet-core", "fleet-proto"},
     "fleet-mqtt": set(),
     "fleet-bootctl": {"fleet-core", "fleet-durable"},
     "fleet-rauc": {"fleet-core"},
@@ -41,6 +42,10 @@ ALLOWED = {
     },
     "fleet-recorderd": {"fleet-core", "fleet-config", "fleet-durable", "fleet-bootctl"},
     "fleet-retentiond": {"fleet-core", "fleet-config", "fleet-durable", "fleet-bootctl"},
+    "fleet-reporterd": {
+        "fleet-core", "fleet-config", "fleet-durable", "fleet-proto", "fleet-mqtt",
+        "fleet-bootctl", "fleet-facts",
+    },
     "fleet-uploaderd": {
         "fleet-core", "fleet-config", "fleet-durable", "fleet-bootctl", "fleet-retentiond",
     },

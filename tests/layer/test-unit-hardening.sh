@@ -17,14 +17,16 @@ ko() { echo "FAIL: $1${2:+ ($2)}"; fail=$((fail + 1)); }
 # unit, exposure ceiling, the paths it may write (besides what systemd gives every unit).
 declare -A ceiling=(
   [fleet-updated]=1.6 [fleet-recorderd]=0.9 [fleet-retentiond]=0.7 [fleet-boot-check]=1.3 [fleet-reboot]=1.1
-  [fleet-uploaderd]=1.6)
+  [fleet-uploaderd]=1.6
+  [fleet-reporterd]=1.3)
 declare -A writable=(
   [fleet-updated]="/data/fleet/updated /data/fleet/downloads /data/fleet/boot /data/fleet/update /run/fleet /boot/firmware"
   [fleet-recorderd]="/data/fleet/recordings"
   [fleet-retentiond]="/data/fleet/recordings /data/fleet/retention"
   [fleet-boot-check]="/data/fleet/boot /run/fleet /boot/firmware"
   [fleet-reboot]="/run/fleet /run/systemd"
-  [fleet-uploaderd]="/data/fleet/uploader /data/fleet/retention")
+  [fleet-uploaderd]="/data/fleet/uploader /data/fleet/retention"
+  [fleet-reporterd]="")
 
 if ! command -v systemd-analyze >/dev/null; then
   ko systemd_analyze_is_installed "run tests/setup.d/55-hardening.sh"; echo "$pass passed, $fail failed"; exit 1
@@ -33,7 +35,7 @@ echo "systemd-analyze: $(systemd-analyze --version | head -1)"
 scratch=$(mktemp -d /tmp/fleet-units.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$scratch/bin" "$scratch/libexec/fleet" "$scratch/run"
-for b in fleet-updated fleet-recorderd fleet-retentiond fleet-bootctl fleet-uploaderd; do
+for b in fleet-updated fleet-recorderd fleet-retentiond fleet-bootctl fleet-uploaderd fleet-reporterd; do
   printf '#!/bin/sh\nexit 0\n' > "$scratch/bin/$b"; chmod 0755 "$scratch/bin/$b"
 done
 cp "$files/fleet-reboot" "$files/fleet-request-reboot" "$scratch/libexec/fleet/"
@@ -43,7 +45,7 @@ install_unit() { # unit file -> $scratch/<unit file>
     -e 's,@WATCHDOG_SEC@,30s,g' "$files/$1" > "$scratch/$1"
 }
 
-for unit in fleet-updated fleet-recorderd fleet-retentiond fleet-boot-check fleet-reboot fleet-uploaderd; do
+for unit in fleet-updated fleet-recorderd fleet-retentiond fleet-boot-check fleet-reboot fleet-uploaderd fleet-reporterd; do
   install_unit "$unit.service"
   score=$(systemd-analyze security --offline=yes --no-pager "$scratch/$unit.service" 2>&1 \
     | sed -n 's/.*Overall exposure level for .*: \([0-9.]*\) .*/\1/p')

@@ -84,6 +84,8 @@ seen() { grep -qF "$1" "$tmp/seen"; }
 pub stn-0001 -t fleet/v1/devices/stn-0001/state -m own-state && ok || bad "station could not publish over TLS"
 pub stn-0001 -t fleet/v1/devices/stn-0001/events -m own-event
 pub stn-0001 -t fleet/v1/devices/stn-0001/presence -m online
+pub stn-0001 -t fleet/v1/devices/stn-0001/health -r -m own-health
+pub stn-0001 -t fleet/v1/devices/stn-0001/logs/reply -m own-log-reply
 # --- ... and nothing else -------------------------------------------------------------------
 pub stn-0001 -t fleet/v1/devices/stn-0002/state -m forged-state
 pub stn-0001 -t fleet/v1/devices/stn-0002/events -m forged-event
@@ -95,20 +97,26 @@ pub stn-0001 -t fleet/v1/bundles/0000/manifest -m station-manifest
 pub stn-0001 -t fleet/v1/bundles/0000/chunks/0 -m station-chunk
 pub stn-0001 -t fleet/v1/control -m station-control
 pub stn-0001 -t fleet/v1/keys/rotation -m station-rotation
+pub stn-0001 -t fleet/v1/devices/stn-0002/health -m forged-health
+pub stn-0001 -t fleet/v1/devices/stn-0002/logs/reply -m forged-log-reply
+pub stn-0001 -t fleet/v1/devices/stn-0001/logs/request -m station-log-request-self
+pub stn-0001 -t fleet/v1/devices/stn-0002/logs/request -m station-log-request-other
 # --- the operator publishes offers, bundles, controls and rotations ------------------------
 pub operator -t fleet/v1/devices/stn-0002/offer -r -m operator-offer
 pub operator -t fleet/v1/groups/canary/offer -m operator-group-offer
 pub operator -t fleet/v1/bundles/0000/chunks/0 -m operator-chunk
 pub operator -t fleet/v1/control -m operator-control
 pub operator -t fleet/v1/keys/rotation -m operator-rotation
+pub operator -t fleet/v1/devices/stn-0002/logs/request -m operator-log-request
 marker end-1 && ok || bad "the watcher never saw the marker: $(cat "$tmp/sub.err")"
 
-for m in own-state own-event online operator-offer operator-group-offer operator-chunk \
-  operator-control operator-rotation; do
+for m in own-state own-event online own-health own-log-reply operator-offer \
+  operator-group-offer operator-chunk operator-control operator-rotation operator-log-request; do
   seen "$m" && ok || bad "allowed publish '$m' never arrived"
 done
 for m in forged-state forged-event forged-presence station-offer-self station-offer-other \
-  station-offer-group station-manifest station-chunk station-control station-rotation; do
+  station-offer-group station-manifest station-chunk station-control station-rotation \
+  forged-health forged-log-reply station-log-request-self station-log-request-other; do
   seen "$m" && bad "refused publish '$m' reached a subscriber" || ok
 done
 
@@ -119,6 +127,24 @@ got=$(as stn-0001 mosquitto_sub -i r1 -t fleet/v1/devices/stn-0002/offer -C 1 -W
 [ -z "$got" ] && ok || bad "stn-0001 read stn-0002's offer"
 got=$(as stn-0001 mosquitto_sub -i r1b -t 'fleet/v1/devices/+/state' -C 1 -W 3 2>/dev/null)
 [ -z "$got" ] && ok || bad "stn-0001 read other stations' state ('$got')"
+
+# --- health and log requests: a station reads its own, never another's ---------------------
+got=$(as stn-0001 mosquitto_sub -i r1h -t fleet/v1/devices/stn-0001/health -C 1 -W 5 2>/dev/null)
+[ "$got" = own-health ] && ok || bad "stn-0001 did not read back its own retained health (got '$got')"
+got=$(as stn-0002 mosquitto_sub -i r2h -t 'fleet/v1/devices/+/health' -C 1 -W 3 2>/dev/null)
+[ -z "$got" ] && ok || bad "stn-0002 read another station's health ('$got')"
+as stn-0002 exec mosquitto_sub -i r2l -t fleet/v1/devices/stn-0002/logs/request -C 1 -W 8 \
+  >"$tmp/own-request" 2>/dev/null &
+own_pid=$!
+as stn-0001 exec mosquitto_sub -i r1l -t fleet/v1/devices/stn-0002/logs/request -C 1 -W 4 \
+  >"$tmp/other-request" 2>/dev/null &
+other_pid=$!
+sleep 1
+pub operator -t fleet/v1/devices/stn-0002/logs/request -m second-log-request
+wait "$own_pid" "$other_pid" 2>/dev/null
+[ "$(cat "$tmp/own-request")" = second-log-request ] && ok \
+  || bad "stn-0002 did not receive its own log request (got '$(cat "$tmp/own-request")')"
+[ -s "$tmp/other-request" ] && bad "stn-0001 received stn-0002's log request" || ok
 
 # --- who may connect ---------------------------------------------------------------------------
 if as rogue-operator mosquitto_pub -i rogue -t fleet/v1/devices/stn-0001/offer -m rogue-offer \

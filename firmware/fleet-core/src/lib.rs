@@ -12,7 +12,9 @@
 #![forbid(unsafe_code)]
 
 pub mod boot;
+pub mod clock;
 pub mod config_push;
+pub mod health;
 pub mod ids;
 pub mod ports;
 pub mod retention;

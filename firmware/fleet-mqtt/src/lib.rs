@@ -46,6 +46,7 @@ use rumqttc::{
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub mod config;
 mod oneshot;
 mod tls;
 pub use oneshot::{Acks, ConnectError};

@@ -46,6 +46,8 @@ pub enum Kind {
     /// A change of one daemon's station settings
     /// ([`ConfigPush`](fleet_core::config_push::ConfigPush)).
     Config,
+    /// A request for a station's journal ([`LogRequest`](crate::logs::LogRequest)).
+    LogRequest,
 }
 
 impl Kind {
@@ -58,6 +60,7 @@ impl Kind {
             Kind::Control => "control",
             Kind::KeyRotation => "key-rotation",
             Kind::Config => "config",
+            Kind::LogRequest => "log-request",
         }
     }
 }
@@ -76,7 +79,7 @@ impl Limits {
             Kind::Offer => self.max_offer_bytes,
             Kind::Manifest => self.max_manifest_bytes,
             // Rollout records and controls are offer-sized documents.
-            Kind::Rollout | Kind::Control | Kind::KeyRotation | Kind::Config => {
+            Kind::Rollout | Kind::Control | Kind::KeyRotation | Kind::Config | Kind::LogRequest => {
                 self.max_offer_bytes
             }
         }

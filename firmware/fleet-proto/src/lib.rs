@@ -23,8 +23,10 @@
 pub mod chunk;
 pub mod config_push;
 pub mod envelope;
+pub mod health;
 pub mod json;
 pub mod limits;
+pub mod logs;
 pub mod payload;
 pub mod rollout;
 pub mod topic;

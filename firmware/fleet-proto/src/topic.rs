@@ -11,6 +11,9 @@
 //! | `fleet/v1/devices/{device-id}/state` | `StationState` JSON | yes | 1 |
 //! | `fleet/v1/devices/{device-id}/events` | `StationEvent` JSON | no | 1 |
 //! | `fleet/v1/devices/{device-id}/presence` | `online` / `offline` | yes | 1 |
+//! | `fleet/v1/devices/{device-id}/health` | [`Health`](crate::health::Health) JSON | yes | 1 |
+//! | `fleet/v1/devices/{device-id}/logs/request` | signed envelope, kind `log-request` | no | 1 |
+//! | `fleet/v1/devices/{device-id}/logs/reply` | [`LogReply`](crate::logs::LogReply) JSON | no | 1 |
 use std::fmt;
 
 use fleet_core::ids::{DeviceId, GroupId};
@@ -43,6 +46,12 @@ pub enum Topic {
     DeviceEvents(DeviceId),
     /// A station's presence (`offline` is its MQTT last will).
     DevicePresence(DeviceId),
+    /// A station's retained health report.
+    DeviceHealth(DeviceId),
+    /// Signed journal requests to a station.
+    DeviceLogRequest(DeviceId),
+    /// A station's journal replies.
+    DeviceLogReply(DeviceId),
 }
 
 /// A topic that is not a fleet topic.
@@ -58,7 +67,10 @@ impl Topic {
     /// Whether messages on this topic are published retained.
     #[must_use]
     pub fn is_retained(&self) -> bool {
-        !matches!(self, Topic::DeviceEvents(_))
+        !matches!(
+            self,
+            Topic::DeviceEvents(_) | Topic::DeviceLogRequest(_) | Topic::DeviceLogReply(_)
+        )
     }
 
     /// Parses a topic string. Refuses anything not built by [`Topic`]'s `Display`: other
@@ -83,6 +95,9 @@ impl Topic {
             ["devices", id, "state"] => Ok(Topic::DeviceState(device(id)?)),
             ["devices", id, "events"] => Ok(Topic::DeviceEvents(device(id)?)),
             ["devices", id, "presence"] => Ok(Topic::DevicePresence(device(id)?)),
+            ["devices", id, "health"] => Ok(Topic::DeviceHealth(device(id)?)),
+            ["devices", id, "logs", "request"] => Ok(Topic::DeviceLogRequest(device(id)?)),
+            ["devices", id, "logs", "reply"] => Ok(Topic::DeviceLogReply(device(id)?)),
             ["groups", id, "offer"] => Ok(Topic::GroupOffer(
                 GroupId::new(*id).map_err(|_| err("invalid group id"))?,
             )),
@@ -120,6 +135,9 @@ impl fmt::Display for Topic {
             Topic::DeviceState(d) => write!(f, "{PREFIX}/devices/{d}/state"),
             Topic::DeviceEvents(d) => write!(f, "{PREFIX}/devices/{d}/events"),
             Topic::DevicePresence(d) => write!(f, "{PREFIX}/devices/{d}/presence"),
+            Topic::DeviceHealth(d) => write!(f, "{PREFIX}/devices/{d}/health"),
+            Topic::DeviceLogRequest(d) => write!(f, "{PREFIX}/devices/{d}/logs/request"),
+            Topic::DeviceLogReply(d) => write!(f, "{PREFIX}/devices/{d}/logs/reply"),
         }
     }
 }
@@ -170,6 +188,24 @@ pub fn device_presence(id: &DeviceId) -> String {
     Topic::DevicePresence(id.clone()).to_string()
 }
 
+/// `fleet/v1/devices/{id}/health`.
+#[must_use]
+pub fn device_health(id: &DeviceId) -> String {
+    Topic::DeviceHealth(id.clone()).to_string()
+}
+
+/// `fleet/v1/devices/{id}/logs/request`.
+#[must_use]
+pub fn device_log_request(id: &DeviceId) -> String {
+    Topic::DeviceLogRequest(id.clone()).to_string()
+}
+
+/// `fleet/v1/devices/{id}/logs/reply`.
+#[must_use]
+pub fn device_log_reply(id: &DeviceId) -> String {
+    Topic::DeviceLogReply(id.clone()).to_string()
+}
+
 /// Subscription filters (with MQTT wildcards) for the operator side.
 pub mod filter {
     use super::PREFIX;
@@ -181,6 +217,8 @@ pub mod filter {
     pub const ALL_EVENTS: &str = "fleet/v1/devices/+/events";
     /// Every station's presence: `fleet/v1/devices/+/presence`.
     pub const ALL_PRESENCE: &str = "fleet/v1/devices/+/presence";
+    /// Every station's retained health: `fleet/v1/devices/+/health`.
+    pub const ALL_HEALTH: &str = "fleet/v1/devices/+/health";
     /// Everything under every bundle (for `fleetctl clear`): `fleet/v1/bundles/#`.
     pub const ALL_BUNDLES: &str = "fleet/v1/bundles/#";
 
@@ -217,7 +255,10 @@ mod tests {
             },
             Topic::DeviceState(d.clone()),
             Topic::DeviceEvents(d.clone()),
-            Topic::DevicePresence(d),
+            Topic::DevicePresence(d.clone()),
+            Topic::DeviceHealth(d.clone()),
+            Topic::DeviceLogRequest(d.clone()),
+            Topic::DeviceLogReply(d),
         ] {
             let s = t.to_string();
             assert!(s.starts_with("fleet/v1/"));

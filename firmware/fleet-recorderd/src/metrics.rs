@@ -5,6 +5,7 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
+use fleet_core::health::AudioFigures;
 use serde::Serialize;
 
 /// Where a device's recording stands.
@@ -77,6 +78,10 @@ pub struct DeviceMetrics {
     pub last_segment_wall_unix_ms: AtomicU64,
     pub last_segment: Mutex<Option<String>>,
     pub pcm: Mutex<Option<String>>,
+    /// `{rate}/{channels}/{bits}` of the stream, once a segment was opened.
+    pub format: Mutex<Option<String>>,
+    /// The last closed segment's audio figures.
+    pub last_audio: Mutex<Option<AudioFigures>>,
 }
 
 impl DeviceMetrics {
@@ -115,12 +120,14 @@ impl DeviceMetrics {
             last_segment: text(&self.last_segment),
             last_segment_unix_ms: (last_wall > 0).then_some(last_wall),
             last_progress_monotonic_ms: get(&self.last_progress_monotonic_ms),
+            format: text(&self.format),
+            last_audio: self.last_audio.lock().ok().and_then(|g| *g),
         }
     }
 }
 
 /// One device in the status file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct DeviceStatus {
     pub id: String,
@@ -140,6 +147,10 @@ pub struct DeviceStatus {
     pub last_segment: Option<String>,
     pub last_segment_unix_ms: Option<u64>,
     pub last_progress_monotonic_ms: u64,
+    /// `{rate}/{channels}/{bits}`, once a segment was opened.
+    pub format: Option<String>,
+    /// The last closed segment's audio figures (`fleet-reporterd` publishes them).
+    pub last_audio: Option<AudioFigures>,
 }
 
 /// The status file (`<data-dir>/status.json`).

@@ -15,6 +15,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
+use crate::audio::AudioMeter;
 use crate::capture::{
     CaptureError, CaptureSource, ReadOutcome, Reopen, StreamSpec, clocks_now, decide_reopen,
 };
@@ -491,6 +492,8 @@ struct Writer<'a> {
     metrics: &'a DeviceMetrics,
     /// A block starting later than this after the previous one ended is a discontinuity.
     jump_ns: u64,
+    /// The current segment's audio figures, so far.
+    meter: AudioMeter,
 }
 
 impl Writer<'_> {
@@ -518,6 +521,15 @@ impl Writer<'_> {
         self.seq += 1;
         self.in_segment = 0;
         self.since_sync = 0;
+        self.meter.reset();
+        if let Ok(mut g) = self.metrics.format.lock()
+            && g.is_none()
+        {
+            *g = Some(format!(
+                "{}/{}/{}",
+                self.format.rate, self.format.channels, self.format.bits
+            ));
+        }
         Ok(())
     }
 
@@ -525,7 +537,11 @@ impl Writer<'_> {
         if let Some(seg) = self.current.take() {
             let bytes = seg.data_bytes();
             let name = seg.name().to_string();
-            let path = seg.finish(&self.setup.data_dir, why)?;
+            let figures = self.meter.figures();
+            let path = seg.finish(&self.setup.data_dir, why, figures.as_ref())?;
+            if let Ok(mut g) = self.metrics.last_audio.lock() {
+                *g = figures;
+            }
             DeviceMetrics::add(&self.metrics.segments_written, 1);
             DeviceMetrics::add(&self.metrics.bytes_written, bytes);
             if let Ok(mut g) = self.metrics.last_segment.lock() {
@@ -579,6 +595,7 @@ impl Writer<'_> {
             let b = (off + split.take) as usize * self.frame_bytes;
             if let Some(seg) = self.current.as_mut() {
                 seg.append(&block.data[a..b])?;
+                self.meter.add(&block.data[a..b]);
             }
             self.in_segment += split.take;
             self.since_sync += split.take;
@@ -626,6 +643,7 @@ fn write_loop(
         promoted: Vec::new(),
         metrics,
         jump_ns: discontinuity_ns(&setup.spec),
+        meter: AudioMeter::new(setup.spec.format),
     };
     while let Ok(msg) = full.recv() {
         match msg {

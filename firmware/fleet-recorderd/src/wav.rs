@@ -167,8 +167,9 @@ impl SegmentFile {
         let path = buffer_dir.join(&meta.file_name);
         let opening_text = guano::opening_text(meta);
         // Leave room for the closing lines.
-        let worst =
-            opening_text.len() + guano::closing_lines(u64::MAX, 1, ClosedBy::Recovery).len();
+        let worst = opening_text.len()
+            + guano::closing_lines(u64::MAX, 1, ClosedBy::Recovery).len()
+            + crate::audio::MAX_GUANO_LINES_LEN;
         let head = match header(format, &opening_text, 0) {
             Some(h) if worst <= MAX_GUANO_LEN => h,
             _ => {
@@ -234,11 +235,17 @@ impl SegmentFile {
 
     /// Writes the final header, fsyncs, renames into `data_dir` and fsyncs both directories.
     /// Returns the promoted path.
-    pub fn finish(self, data_dir: &Path, closed_by: ClosedBy) -> Result<PathBuf, WavError> {
+    pub fn finish(
+        self,
+        data_dir: &Path,
+        closed_by: ClosedBy,
+        audio: Option<&fleet_core::health::AudioFigures>,
+    ) -> Result<PathBuf, WavError> {
         let text = format!(
-            "{}{}",
+            "{}{}{}",
             self.opening_text,
-            guano::closing_lines(self.frames(), self.format.rate, closed_by)
+            guano::closing_lines(self.frames(), self.format.rate, closed_by),
+            audio.map(crate::audio::guano_lines).unwrap_or_default()
         );
         finalize(&self.file, &self.path, self.format, &text, self.data_bytes)?;
         drop(self.file);

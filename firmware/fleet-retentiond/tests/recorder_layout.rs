@@ -47,7 +47,7 @@ fn segments_the_recorder_promotes_and_repairs_are_indexed_with_its_metadata() {
     let m = meta(41, 1_795_373_580_123, true);
     let mut seg = SegmentFile::create(&buffer, fmt, &m).unwrap();
     seg.append(&samples).unwrap();
-    seg.finish(&data, ClosedBy::Length).unwrap();
+    seg.finish(&data, ClosedBy::Length, None).unwrap();
 
     // A segment left open by a crash, then repaired and promoted by the recorder's recovery.
     let m2 = meta(42, 1_795_373_581_123, false);

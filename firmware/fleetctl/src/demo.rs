@@ -457,7 +457,41 @@ async fn drive(
     if summary.interrupted {
         return Err(DemoError::Interrupted);
     }
-    // What an operator's `fleetctl status` shows now, from the stations' retained states.
+    // Each station's health report, as fleet-reporterd publishes it: the first station's
+    // microphone records digital silence (a dead or unplugged microphone).
+    let rows = crate::status::read(addr, Duration::from_secs(600), &Limits::DEFAULT).await?;
+    let silent = ids.first().expect("at least two stations");
+    {
+        let mut conn = crate::connection::Connection::open(
+            addr,
+            "fleetctl-demo-health",
+            Duration::from_secs(10),
+        )
+        .await?;
+        for r in &rows {
+            let Some(state) = &r.state else { continue };
+            let h = crate::health::simulated(
+                &r.device_id,
+                1,
+                &state.version,
+                &r.device_id == silent,
+                crate::rollout::unix_now(),
+            );
+            if let Ok(bytes) = fleet_proto::health::encode(&h) {
+                conn.publish(
+                    &fleet_proto::topic::device_health(&r.device_id),
+                    bytes,
+                    true,
+                )
+                .await?;
+            }
+        }
+        conn.close(Duration::from_secs(10)).await?;
+    }
+    ui.println(&format!(
+        "demo: every station reports its health; {silent}'s microphone records silence"
+    ));
+    // What an operator's `fleetctl status` shows now, from the stations' retained messages.
     let rows = crate::status::read(addr, Duration::from_secs(600), &Limits::DEFAULT).await?;
     ui.println(&format!(
         "demo: fleetctl status\n{}",

@@ -1,7 +1,7 @@
 //! `fleetctl`: the operator's command line. Parses arguments, calls the library, prints.
 //!
 //! Exit codes: 0 success, 1 failure (broker, I/O, an unexpected outcome), 2 invalid input
-//! (arguments, bundle, key).
+//! (arguments, bundle, key), 3 `status --problems` found a station with a problem.
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -102,6 +102,59 @@ enum Command {
         /// Mark a station STALE when its state is older than this (e.g. 10m, 1h).
         #[arg(long, default_value = "10m")]
         stale_after: humantime::Duration,
+        /// Show only stations with a problem, and exit 3 while any has one (for cron and
+        /// monitoring).
+        #[arg(long)]
+        problems: bool,
+    },
+    /// Serve the fleet's health as Prometheus metrics on http://ADDR/metrics (read from the
+    /// broker's retained messages at every scrape).
+    Exporter {
+        #[command(flatten)]
+        broker: BrokerArg,
+        /// Where to listen, e.g. 127.0.0.1:9464.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Mark a station down when its state is older than this.
+        #[arg(long, default_value = "10m")]
+        stale_after: humantime::Duration,
+    },
+    /// Ask one station for its journal: a signed request, answered by its fleet-reporterd.
+    Logs {
+        #[command(flatten)]
+        broker: BrokerArg,
+        /// The station.
+        #[arg(value_parser = parse_device_id)]
+        station: DeviceId,
+        /// Only this systemd unit (e.g. fleet-updated.service).
+        #[arg(long)]
+        unit: Option<String>,
+        /// The newest this many lines (1..=2000).
+        #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..=2000))]
+        lines: u32,
+        /// Only lines from this long ago on (e.g. 2h, 30m).
+        #[arg(long)]
+        since: Option<humantime::Duration>,
+        /// The private key (PKCS#8 PEM) of an offer-signing key the station trusts.
+        #[arg(long, env = "FLEET_SIGNING_KEY")]
+        key: PathBuf,
+        /// How long to wait for the answer (and how long the request stays valid).
+        #[arg(long, default_value = "60s")]
+        wait: humantime::Duration,
+        /// Print the lines as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one station's whole health message (recorder, microphone, disk, system, clock).
+    Health {
+        #[command(flatten)]
+        broker: BrokerArg,
+        /// The station.
+        #[arg(value_parser = parse_device_id)]
+        station: DeviceId,
+        /// Print the message as JSON, with its problems.
+        #[arg(long)]
+        json: bool,
     },
     /// Follow an update live on every station until each one ended (or Ctrl-C).
     Watch {
@@ -392,14 +445,132 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Sim(args) => return rollout_cmd::sim(args, interrupted()).await,
         Command::Clear(args) => clear(args).await?,
+        Command::Exporter {
+            broker,
+            listen,
+            stale_after,
+        } => {
+            let listener = fleetctl::exporter::bind(listen)
+                .await
+                .with_context(|| format!("unable to listen on {listen}"))?;
+            eprintln!(
+                "serving fleet metrics on http://{listen}/metrics from {}",
+                broker.broker
+            );
+            tokio::select! {
+                r = fleetctl::exporter::serve(listener, broker.broker.clone(), stale_after.into()) => {
+                    r.context("the metrics listener failed")?;
+                }
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Command::Logs {
+            broker,
+            station,
+            unit,
+            lines,
+            since,
+            key,
+            wait,
+            json,
+        } => {
+            if let Some(u) = &unit
+                && !fleet_proto::logs::is_unit_name(u)
+            {
+                return Err(InvalidInput(anyhow::anyhow!(
+                    "--unit {u:?} is not a systemd unit name"
+                ))
+                .into());
+            }
+            let key = fleetctl::keys::load_signing_key(&key)
+                .map_err(|e| InvalidInput(e.into()))
+                .context("unable to load the signing key")?;
+            let since_unix_s = since.map(|d| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |n| n.as_secs());
+                now.saturating_sub(std::time::Duration::from(d).as_secs()) as i64
+            });
+            let ask = fleetctl::logs::Ask {
+                station,
+                unit,
+                lines,
+                since_unix_s,
+                wait: wait.into(),
+            };
+            let entries = fleetctl::logs::fetch(&broker.broker, &key, &ask).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&entries)?);
+            } else {
+                for e in &entries {
+                    println!("{}", fleetctl::logs::render(e));
+                }
+            }
+        }
+        Command::Health {
+            broker,
+            station,
+            json,
+        } => {
+            let found = fleetctl::health::read_one(&broker.broker, &station)
+                .await
+                .context("unable to read the station's health")?;
+            let h = match found {
+                None => anyhow::bail!(
+                    "station {station} has published no health message on {} (is fleet-reporterd running?)",
+                    broker.broker
+                ),
+                Some(Err(e)) => {
+                    anyhow::bail!("station {station}'s health message is unreadable: {e}")
+                }
+                Some(Ok(h)) => h,
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            let silent =
+                h.at.wall_unix_s
+                    .map(|t| now.saturating_sub(t).max(0) as u64);
+            let problems = fleet_core::health::decide_problems(
+                &h.signals(silent.or(Some(0))),
+                &fleet_core::health::ProblemPolicy::default(),
+            );
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "health": h, "problems": problems
+                    }))?
+                );
+            } else {
+                print!("{}", fleetctl::health::render(&h, &problems));
+            }
+        }
         Command::Status {
             broker,
             json,
             stale_after,
+            problems,
         } => {
-            let rows = fleetctl::status::read(&broker.broker, stale_after.into(), &Limits::DEFAULT)
-                .await
-                .context("unable to read station states")?;
+            let mut rows =
+                fleetctl::status::read(&broker.broker, stale_after.into(), &Limits::DEFAULT)
+                    .await
+                    .context("unable to read station states")?;
+            if problems {
+                rows.retain(|r| !r.problems.is_empty());
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&rows)?);
+                } else if rows.is_empty() {
+                    println!("no station has a problem");
+                } else {
+                    println!("{}", fleetctl::status::render_table(&rows));
+                }
+                return Ok(if rows.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(3)
+                });
+            }
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if rows.is_empty() {

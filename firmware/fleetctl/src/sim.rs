@@ -72,6 +72,8 @@ pub struct StationSpec {
     pub chunk_delay: Duration,
     /// Its link drops every this long (then it reconnects after a short backoff).
     pub link_drop_every: Option<Duration>,
+    /// Its health message reports a microphone that records digital silence.
+    pub silent_microphone: bool,
 }
 
 /// What every station shares.
@@ -201,6 +203,7 @@ struct SimStation {
     slow_chunks: VecDeque<(u32, Vec<u8>)>,
     state_seq: u64,
     event_seq: u64,
+    health_seq: u64,
     started: Instant,
     summary: StationSummary,
 }
@@ -264,6 +267,7 @@ impl SimStation {
             slow_chunks: VecDeque::new(),
             state_seq: 0,
             event_seq: 0,
+            health_seq: 0,
             started: Instant::now(),
             summary: StationSummary::default(),
         };
@@ -374,6 +378,7 @@ impl SimStation {
             .await
             .is_ok();
         ok &= self.publish_state(&client).await;
+        ok &= self.publish_health(&client).await;
         let drop_at = self
             .spec
             .link_drop_every
@@ -787,6 +792,31 @@ impl SimStation {
             .is_ok()
     }
 
+    /// The station's retained health message, as `fleet-reporterd` would publish it.
+    async fn publish_health(&mut self, client: &AsyncClient) -> bool {
+        self.health_seq += 1;
+        let wall = crate::clock::unix_now();
+        let h = crate::health::simulated(
+            &self.spec.device_id,
+            self.health_seq,
+            &self.station.engine().committed_version,
+            self.spec.silent_microphone,
+            wall,
+        );
+        match fleet_proto::health::encode(&h) {
+            Ok(bytes) => client
+                .publish(
+                    topic::device_health(&self.spec.device_id),
+                    QoS::AtLeastOnce,
+                    true,
+                    bytes,
+                )
+                .await
+                .is_ok(),
+            Err(_) => false,
+        }
+    }
+
     async fn publish_event(
         &mut self,
         client: &AsyncClient,
@@ -869,6 +899,9 @@ pub fn specs(
                     Duration::ZERO
                 },
                 link_drop_every: flaky.then_some(flaky_every),
+                // One station in a hundred has a dead microphone (not drawn from `rng`, so
+                // the other traits stay what they were for a seed).
+                silent_microphone: i % 100 == 99,
             })
         })
         .collect()

@@ -325,6 +325,10 @@ mod tests {
             age_s: None,
             state: Some(state),
             state_error: None,
+            health: None,
+            health_error: None,
+            health_age_s: None,
+            problems: Vec::new(),
         }
     }
 

@@ -1,10 +1,14 @@
 //! `status`: one row per station from its retained state and presence topics.
+pub use crate::words::ago;
+pub(crate) use crate::words::name_of;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use comfy_table::{ContentArrangement, Table, presets};
+use fleet_core::health::{Problem, ProblemPolicy};
 use fleet_core::ids::DeviceId;
 use fleet_core::update::{FallbackCause, Outcome};
+use fleet_proto::health::Health;
 use fleet_proto::payload::decode_state;
 use fleet_proto::topic::{self, Topic};
 use fleet_proto::{Limits, Presence, StationState};
@@ -60,6 +64,17 @@ pub struct StationRow {
     /// Why the retained state could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_error: Option<String>,
+    /// The station's retained health message (`fleet-reporterd`), unchanged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    /// Why the retained health message could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_error: Option<String>,
+    /// Seconds since the health message was taken, when both clocks allow judging it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_age_s: Option<i64>,
+    /// `fleet_core::health::decide_problems` over the health message.
+    pub problems: Vec<Problem>,
 }
 
 /// Reads every station's retained state and presence.
@@ -71,6 +86,7 @@ pub async fn read(
     let filters = [
         topic::filter::ALL_STATES.to_owned(),
         topic::filter::ALL_PRESENCE.to_owned(),
+        topic::filter::ALL_HEALTH.to_owned(),
     ];
     let msgs = collect_retained(addr, &filters, RETAINED_QUIET, MAX_STATIONS).await?;
     Ok(rows(&msgs, stale_after, unix_now(), limits))
@@ -88,6 +104,7 @@ pub fn rows(
     struct Seen {
         presence: Option<Presence>,
         state: Option<Result<StationState, String>>,
+        health: Option<Result<Health, String>>,
     }
     let mut seen: BTreeMap<DeviceId, Seen> = BTreeMap::new();
     for m in msgs {
@@ -106,6 +123,18 @@ pub fn rows(
             }
             Ok(Topic::DevicePresence(id)) => {
                 seen.entry(id).or_default().presence = Presence::parse(&m.payload);
+            }
+            Ok(Topic::DeviceHealth(id)) if !m.payload.is_empty() => {
+                let parsed = fleet_proto::health::decode(&m.payload)
+                    .map_err(|e| e.to_string())
+                    .and_then(|h| {
+                        if h.device_id == id {
+                            Ok(h)
+                        } else {
+                            Err(format!("health names device {}", h.device_id))
+                        }
+                    });
+                seen.entry(id).or_default().health = Some(parsed);
             }
             _ => {}
         }
@@ -128,6 +157,30 @@ pub fn rows(
                 (_, Some(_), Some(age)) if age > stale_s => Heard::Stale,
                 _ => Heard::Recently,
             };
+            let (health, health_error) = match s.health {
+                Some(Ok(h)) => (Some(h), None),
+                Some(Err(e)) => (None, Some(e)),
+                None => (None, None),
+            };
+            let health_age_s = health
+                .as_ref()
+                .and_then(|h| h.at.wall_unix_s)
+                .map(|t| now_unix_s.saturating_sub(t).max(0));
+            // Time since the station was last heard: the health message's age by its clock;
+            // with an untrusted station clock, "now" while its connection is up.
+            let silent_for_s = match (&health, health_age_s, s.presence) {
+                (None, _, _) => None,
+                (Some(_), Some(age), _) => Some(age as u64),
+                (Some(_), None, Some(Presence::Online)) => Some(0),
+                (Some(_), None, _) => None,
+            };
+            let problems = match &health {
+                Some(h) => fleet_core::health::decide_problems(
+                    &h.signals(silent_for_s),
+                    &ProblemPolicy::default(),
+                ),
+                None => vec![Problem::NotHeardFrom],
+            };
             StationRow {
                 device_id,
                 heard,
@@ -138,6 +191,10 @@ pub fn rows(
                 age_s,
                 state,
                 state_error,
+                health,
+                health_error,
+                health_age_s,
+                problems,
             }
         })
         .collect()
@@ -185,79 +242,80 @@ pub fn describe_cause(c: &FallbackCause) -> String {
     }
 }
 
-/// The kebab-case name of a serde enum value (phase names, slots).
-pub(crate) fn name_of<T: Serialize>(v: &T) -> String {
-    serde_json::to_value(v)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "?".into())
-}
-
-/// The station table.
+/// The station table: update columns, then health columns (`fleetctl health STATION` shows
+/// the whole message). Fits 100 columns for station ids up to 12 characters; the problems of
+/// each station follow the table.
 #[must_use]
 pub fn render_table(rows: &[StationRow]) -> String {
     let mut t = Table::new();
-    t.load_preset(presets::UTF8_BORDERS_ONLY)
+    t.load_preset(presets::NOTHING)
         // Not wrapped to the terminal: a table in a log or a narrow pty stays readable.
         .set_content_arrangement(ContentArrangement::Disabled)
         .set_header([
-            "station",
-            "heard",
-            "version",
-            "booted",
-            "phase",
-            "progress",
-            "update",
-            "last result",
+            "station", "heard", "version", "update", "rec", "mic", "disk", "temp", "clock",
+            "last seg", "!",
         ]);
     for r in rows {
         let heard = match r.age_s {
-            Some(a) if r.heard != Heard::Recently => format!("{} ({a}s ago)", r.heard.as_str()),
+            Some(a) if r.heard != Heard::Recently => format!("{} {}", r.heard.as_str(), ago(a)),
             _ => r.heard.as_str().to_owned(),
         };
-        match &r.state {
+        let (version, update) = match &r.state {
             Some(s) => {
                 let progress = match (&s.progress, s.attempt) {
                     (Some(p), _) if p.total_bytes > 0 => {
-                        format!("{}%", p.done_bytes.saturating_mul(100) / p.total_bytes)
+                        format!(" {}%", p.done_bytes.saturating_mul(100) / p.total_bytes)
                     }
-                    (_, Some(a)) => format!("attempt {a}"),
+                    (_, Some(a)) => format!(" #{a}"),
                     _ => String::new(),
                 };
-                let update = match (&s.update_id, &s.target_version) {
-                    (Some(u), Some(v)) => format!("{u} -> {v}"),
-                    (Some(u), None) => u.to_string(),
-                    _ => String::new(),
-                };
-                t.add_row([
-                    r.device_id.to_string(),
-                    heard,
+                (
                     s.version.to_string(),
-                    name_of(&s.booted),
-                    name_of(&s.phase),
-                    progress,
-                    update,
-                    s.last_outcome
-                        .as_ref()
-                        .map(describe_outcome)
-                        .unwrap_or_default(),
-                ]);
+                    format!("{}{progress}", name_of(&s.phase)),
+                )
             }
-            None => {
-                t.add_row([
-                    r.device_id.to_string(),
-                    heard,
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    r.state_error.clone().unwrap_or_default(),
-                ]);
-            }
-        }
+            None => (
+                String::new(),
+                r.state_error
+                    .clone()
+                    .map(|_| "unreadable".into())
+                    .unwrap_or_default(),
+            ),
+        };
+        let h =
+            crate::health::Columns::of(r.health.as_ref(), r.health_error.is_some(), r.health_age_s);
+        let count = if r.problems.is_empty() {
+            String::new()
+        } else {
+            r.problems.len().to_string()
+        };
+        t.add_row([
+            r.device_id.to_string(),
+            heard,
+            version,
+            update,
+            h.rec,
+            h.mic,
+            h.disk,
+            h.temp,
+            h.clock,
+            h.last_seg,
+            count,
+        ]);
     }
-    t.to_string()
+    let mut out = t.to_string();
+    for r in rows.iter().filter(|r| !r.problems.is_empty()) {
+        out.push_str(&format!(
+            "\n{}: {}",
+            r.device_id,
+            r.problems
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -348,5 +406,7 @@ mod tests {
             table.contains("STALE") && table.contains("OFFLINE"),
             "{table}"
         );
+        // No health message anywhere: every station is flagged as not heard from.
+        assert!(rows.iter().all(|r| r.problems == [Problem::NotHeardFrom]));
     }
 }

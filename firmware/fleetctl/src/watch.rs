@@ -37,6 +37,29 @@ pub enum StationEnd {
     Superseded { by: UpdateId },
 }
 
+/// The line `watch` prints when a station's health problems change (the first message of a
+/// station prints only when it has problems).
+#[must_use]
+pub fn health_change(
+    id: &DeviceId,
+    before: Option<&Vec<fleet_core::health::Problem>>,
+    now: &[fleet_core::health::Problem],
+) -> Option<String> {
+    let list = |p: &[fleet_core::health::Problem]| {
+        if p.is_empty() {
+            "healthy".to_string()
+        } else {
+            p.iter().map(|p| p.as_str()).collect::<Vec<_>>().join(", ")
+        }
+    };
+    match before {
+        Some(b) if b.as_slice() == now => None,
+        None if now.is_empty() => None,
+        Some(b) => Some(format!("{id}  health: {} (was {})", list(now), list(b))),
+        None => Some(format!("{id}  health: {}", list(now))),
+    }
+}
+
 /// What to watch.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
@@ -431,6 +454,7 @@ impl Watcher {
             &[
                 topic::filter::ALL_STATES.to_owned(),
                 topic::filter::ALL_EVENTS.to_owned(),
+                topic::filter::ALL_HEALTH.to_owned(),
             ],
         )
         .await
@@ -550,6 +574,7 @@ async fn follow(
         }
     }
     let mut last_seq: BTreeMap<DeviceId, u64> = BTreeMap::new();
+    let mut last_problems: BTreeMap<DeviceId, Vec<fleet_core::health::Problem>> = BTreeMap::new();
     let mut last_new_participant = Instant::now();
     let mut ended_at: Option<Instant> = None;
     tokio::pin!(stop);
@@ -675,6 +700,23 @@ async fn follow(
                     summary.ends.insert(id, end);
                 }
             }
+            Ok(Topic::DeviceHealth(id)) if !msg.payload.is_empty() => {
+                let Ok(h) = fleet_proto::health::decode(&msg.payload) else {
+                    continue;
+                };
+                if h.device_id != id || !participants.contains(&id) {
+                    continue;
+                }
+                // A message that just arrived: the station is heard from now.
+                let problems = fleet_core::health::decide_problems(
+                    &h.signals(Some(0)),
+                    &fleet_core::health::ProblemPolicy::default(),
+                );
+                if let Some(line) = health_change(&id, last_problems.get(&id), &problems) {
+                    ui.println(&line);
+                }
+                last_problems.insert(id, problems);
+            }
             _ => {}
         }
     }
@@ -689,6 +731,26 @@ async fn follow(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_lines_appear_only_when_a_stations_problems_change() {
+        use fleet_core::health::Problem;
+        let id = DeviceId::new("stn-1").expect("id");
+        assert_eq!(health_change(&id, None, &[]), None);
+        assert_eq!(
+            health_change(&id, None, &[Problem::SilentMicrophone]).as_deref(),
+            Some("stn-1  health: silent-microphone")
+        );
+        let before = vec![Problem::SilentMicrophone];
+        assert_eq!(
+            health_change(&id, Some(&before), &[Problem::SilentMicrophone]),
+            None
+        );
+        assert_eq!(
+            health_change(&id, Some(&before), &[]).as_deref(),
+            Some("stn-1  health: healthy (was silent-microphone)")
+        );
+    }
 
     #[test]
     fn a_refused_offer_ends_a_station_unless_it_was_only_busy() {

@@ -31,6 +31,25 @@ fn the_demo_updates_three_stations_rolls_one_back_and_cleans_up() {
         "{stdout}"
     );
     assert!(stdout.contains("stn-01  committed slot B"), "{stdout}");
+    // The fleet's health next to the update: stn-01's microphone is flagged silent.
+    assert!(stdout.contains("stn-01: silent-microphone"), "{stdout}");
+    let table: Vec<&str> = stdout
+        .lines()
+        .skip_while(|l| !l.contains("demo: fleetctl status"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("demo: "))
+        .collect();
+    assert!(
+        table
+            .iter()
+            .any(|l| l.trim_start().starts_with("stn-01 ") && l.contains("SILENT")),
+        "no status row for stn-01 with SILENT in:\n{stdout}"
+    );
+    assert!(
+        table.iter().all(|l| l.chars().count() <= 100),
+        "the status table fits 100 columns:\n{}",
+        table.join("\n")
+    );
     // The temp directory is gone.
     let dir = stdout
         .lines()

@@ -130,3 +130,26 @@ do_install:append() {
     sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' ${UNPACKDIR}/uploaderd.toml > ${D}${sysconfdir}/fleet/uploaderd.toml
     chmod 0644 ${D}${sysconfdir}/fleet/uploaderd.toml
 }
+
+# --- fleet-reporterd: station health over MQTT (ADR 0006) ------------------------------------
+SRC_URI += "file://fleet-reporterd.service file://reporterd.toml"
+FLEET_DEVICE_CRATES += "fleet-reporterd"
+PACKAGE_BEFORE_PN += "fleet-reporterd"
+RDEPENDS:${PN} += "fleet-reporterd"
+FILES:fleet-reporterd = "${bindir}/fleet-reporterd ${systemd_system_unitdir}/fleet-reporterd.service \
+                         ${sysconfdir}/fleet/reporterd.toml"
+SYSTEMD_PACKAGES += "fleet-reporterd"
+SYSTEMD_SERVICE:fleet-reporterd = "fleet-reporterd.service"
+USERADD_PACKAGES += "fleet-reporterd"
+# The journal group comes from systemd; fleet-data from fleet-updated's GROUPADD_PARAM.
+USERADD_PARAM:fleet-reporterd = "--system --no-create-home --home-dir /nonexistent --shell /sbin/nologin \
+                                 --user-group --groups fleet-data,systemd-journal fleet-reporterd"
+do_install:append() {
+    sed -e 's,@BINDIR@,${bindir},g' -e 's,@DATADIR@,${FLEET_DATA_DIR},g' \
+        -e 's,@WATCHDOG_SEC@,${FLEET_WATCHDOG_SEC},g' \
+        ${UNPACKDIR}/fleet-reporterd.service > ${D}${systemd_system_unitdir}/fleet-reporterd.service
+    chmod 0644 ${D}${systemd_system_unitdir}/fleet-reporterd.service
+    sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' ${UNPACKDIR}/reporterd.toml > ${D}${sysconfdir}/fleet/reporterd.toml
+    chmod 0644 ${D}${sysconfdir}/fleet/reporterd.toml
+}
+# --- end fleet-reporterd ----------------------------------------------------------------------

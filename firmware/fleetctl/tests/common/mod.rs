@@ -133,6 +133,7 @@ impl Fixture {
                 install_time: self.install_time,
                 chunk_delay: self.chunk_delay,
                 link_drop_every: None,
+                silent_microphone: false,
             })
             .collect();
         let fleet = SimFleet::start(opts, specs).await;
