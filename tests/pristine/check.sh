@@ -13,8 +13,9 @@
 #                          `cargo install` (cargo-target/), passes (pass-<key>)
 #   FLEET_PRISTINE_KEEP=1  keep the root after the run (printed), for a look inside
 #
-# The pass is keyed on a hash of tests/setup.d/*, tests/setup.sh and tests/pristine/*: an unchanged
-# setup costs a second. Needs root (mount namespaces, chroot) and mmdebstrap (60-qemu.sh installs it);
+# The pass is keyed on a hash of tests/setup.d/*, tests/setup.sh, tests/pristine/* and the two files
+# that say how the suites call the tools checked here (tests/qemu/harness.py, tests/layer/bbparse.py):
+# an unchanged setup costs a second. Needs root (mount namespaces, chroot) and mmdebstrap (60-qemu.sh installs it);
 # the Rust toolchain is a stated precondition (README), so the host's rustup toolchain is mounted
 # read-only into the root, with a fresh ~/.cargo of the root's own for `cargo install`.
 # Prints "pristine: ..." progress lines, the steps' own output, verify.sh's PASS/FAIL lines, and
@@ -85,13 +86,19 @@ base_key=$( (echo "$suite minbase v1"; mmdebstrap --version; cat "$sources" "$ne
 base=$cache/base-$base_key.tar
 pass_key=$( (echo "$base_key"
   cd "$setup_dir" && for f in *; do [ -f "$f" ] && echo "$f $(sha256sum <"$f")"; done
-  cd "$root/tests" && sha256sum setup.sh pristine/*) | sha256sum | cut -c1-16)
+  cd "$root/tests" && sha256sum setup.sh pristine/* qemu/harness.py layer/bbparse.py) | sha256sum | cut -c1-16)
 record=$cache/pass-$pass_key
 [ "$setup_dir" = "$root/tests/setup.d" ] || record=
 if [ -n "$record" ] && [ -f "$record" ] && [ "$force" != 1 ]; then
   echo "pristine: passed (cached $pass_key: $(cat "$record")); FLEET_PRISTINE=1 runs it again"
   exit 0
 fi
+
+# The root grows to about 3 GB; dpkg failing half-way for want of space says less than this.
+need_kib=$((4 * 1024 * 1024))
+free_kib=$(df -Pk "$cache" | awk 'NR == 2 { print $4 }')
+[ "$free_kib" -ge "$need_kib" ] ||
+  fail "needs 4 GB free in $cache for the root, has $((free_kib / 1024)) MB"
 
 # ---- 1. the pristine root (bootstrapped once per mirror and mmdebstrap) -----------------------
 if [ ! -f "$base" ]; then
