@@ -51,10 +51,10 @@ cleanup() {
 }
 trap cleanup EXIT
 # The verdict is the last line: the root is cleaned up first.
-finish() { # status line
+finish() { # status line (@TOOK@ in the line: the seconds since the start, clean-up included)
   cleanup
   work=
-  echo "$2"
+  echo "${2//@TOOK@/$(($(date +%s) - started))}"
   exit "$1"
 }
 fail() { finish 1 "pristine: FAILED: $*"; }
@@ -158,4 +158,4 @@ if [ "$rc" != 0 ]; then
 fi
 steps=$(sed -n 's/^    \([^ ]*\): ok in \([0-9]*\) s$/\1 \2s/p' "$log" | paste -sd, -)
 [ -z "$record" ] || echo "$(date -u +%FT%TZ), $took s; steps: $steps" >"$record"
-finish 0 "pristine: passed in $took s (steps: $steps)"
+finish 0 "pristine: passed in @TOOK@ s (steps: $steps)"

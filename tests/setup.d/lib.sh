@@ -19,7 +19,6 @@ setup_lock_wait=${FLEET_APT_LOCK_WAIT:-300}
 if [ -z "${FLEET_SETUP_REPORT:-}" ]; then
   FLEET_SETUP_REPORT=$(mktemp)
   export FLEET_SETUP_REPORT
-  # shellcheck disable=SC2154 # the variable is read when the trap fires
   trap 'rc=$?; [ -s "$FLEET_SETUP_REPORT" ] && cat "$FLEET_SETUP_REPORT" >&2; rm -f "$FLEET_SETUP_REPORT"; exit $rc' EXIT
 fi
 
@@ -40,7 +39,9 @@ trap 'setup_fail "$BASH_COMMAND" "exit status $?"' ERR
 setup_fail_log() { # description log exit-status
   tail -n 20 "$2" | sed 's/^/  | /' >&2
   local cause
-  cause=$(grep -E '^(E: |ERROR: |error: |error\[)' "$2" | head -n1 || true)
+  # A full disk shows up in dpkg's lines before apt's own "E: Sub-process ... returned an error".
+  cause=$( (grep -m1 -o '[^:]*: No space left on device' "$2" ||
+    grep -E '^(E: |ERROR: |error: |error\[)' "$2") | head -n1 | sed 's/^ *//' || true)
   rm -f "$2"
   setup_fail "$1" "${cause:-exit status $3}"
 }
