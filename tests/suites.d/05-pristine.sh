@@ -48,7 +48,7 @@ expect_failure() { # description command...: the command must fail with the line
 # On this machine (a second): tests/setup.sh ends with the step's failure line.
 expect_failure "a broken step ends tests/setup.sh with a line naming the step" \
   bash "$root/tests/setup.sh" "$broken"
-# In a pristine root (half a minute; only when the check itself ran): the check fails the same way.
+# In a pristine root (10 s to a minute; only when the check itself ran): the check fails the same way.
 if [ "$ran" = 1 ]; then
   expect_failure "a broken step fails the pristine check with a line naming the step" \
     bash "$root/tests/pristine/check.sh" --setup-dir "$broken"
