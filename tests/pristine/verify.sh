@@ -33,6 +33,10 @@ done
 pkg-config --exists alsa && ok "alsa-lib's pkg-config file (alsa-sys)" || bad "alsa-lib's pkg-config file (alsa-sys)" "pkg-config --exists alsa"
 check "python3 imports guano (the recorder tests' reference reader)" python3 -c 'import guano'
 check "rauc --version" rauc --version
+check "flac and metaflac (the uploader tests' reference tools)" sh -c 'flac --version && metaflac --version'
+check "OpenSSH's sftp-server" test -x /usr/lib/openssh/sftp-server
+check "s3s-fs (the uploader tests' S3 server)" "${FLEET_S3S_ROOT:-/opt/fleet-test/s3s-fs}/bin/s3s-fs" --version
+check "systemd-journal-remote (the reporter's log tests)" test -x /lib/systemd/systemd-journal-remote
 
 # ---- mosquitto starts and accepts a publish -----------------------------------------------------
 port=$(free_port)
