@@ -2,8 +2,10 @@
 # What the install steps put on a machine, used the way the suites use it (run by check.sh inside
 # the pristine root after tests/setup.sh; runs on any machine the steps have run on, too).
 # Prints PASS/FAIL lines and a last line "N passed, N failed"; exit 1 when any failed.
+#   verify.sh [SETUP_DIR]   the steps that ran (default tests/setup.d), for the rebuild check
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
+setup_dir=${1:-$root/tests/setup.d}
 tmp=$(mktemp -d)
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$tmp"' EXIT
@@ -31,6 +33,10 @@ done
 pkg-config --exists alsa && ok "alsa-lib's pkg-config file (alsa-sys)" || bad "alsa-lib's pkg-config file (alsa-sys)" "pkg-config --exists alsa"
 check "python3 imports guano (the recorder tests' reference reader)" python3 -c 'import guano'
 check "rauc --version" rauc --version
+check "flac and metaflac (the uploader tests' reference tools)" sh -c 'flac --version && metaflac --version'
+check "OpenSSH's sftp-server" test -x /usr/lib/openssh/sftp-server
+check "s3s-fs (the uploader tests' S3 server)" "${FLEET_S3S_ROOT:-/opt/fleet-test/s3s-fs}/bin/s3s-fs" --version
+check "systemd-journal-remote (the reporter's log tests)" test -x /lib/systemd/systemd-journal-remote
 
 # ---- mosquitto starts and accepts a publish -----------------------------------------------------
 port=$(free_port)
@@ -62,6 +68,12 @@ printf 'SUMMARY = "hello"\nLICENSE = "MIT"\ninherit allarch\npython do_hello() {
 check "the layer venv's BitBake parser parses a layer (bbparse.py)" "$venv/bin/python" "$root/tests/layer/bbparse.py" "$layer"
 check "the layer venv's oelint-adv, kas and jsonschema import" "$venv/bin/python" -c 'import oelint_adv, kas, jsonschema, yaml'
 check "oelint-adv runs" "$venv/bin/oelint-adv" --version
+
+# A venv left half made (an interrupted `python3 -m venv`: a python without pip) is rebuilt.
+half=$tmp/half-venv
+python3 -m venv --without-pip "$half"
+check "50-layer.sh rebuilds a venv left half made (python without pip)" sh -c \
+  "FLEET_LAYER_VENV='$half' bash '$setup_dir/50-layer.sh' && '$half/bin/python' -m pip --version && '$half/bin/python' -c 'import bb, kas'"
 
 # ---- qemu-system-aarch64 with the harness's own command line reaches U-Boot --------------------
 check "qemu-system-aarch64 -M virt with the harness's devices reaches U-Boot's banner" \

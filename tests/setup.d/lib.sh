@@ -19,7 +19,6 @@ setup_lock_wait=${FLEET_APT_LOCK_WAIT:-300}
 if [ -z "${FLEET_SETUP_REPORT:-}" ]; then
   FLEET_SETUP_REPORT=$(mktemp)
   export FLEET_SETUP_REPORT
-  # shellcheck disable=SC2154 # the variable is read when the trap fires
   trap 'rc=$?; [ -s "$FLEET_SETUP_REPORT" ] && cat "$FLEET_SETUP_REPORT" >&2; rm -f "$FLEET_SETUP_REPORT"; exit $rc' EXIT
 fi
 
@@ -35,20 +34,25 @@ setup_fail() { # command cause
 # Any other command that ends the step under `set -e` still names itself.
 trap 'setup_fail "$BASH_COMMAND" "exit status $?"' ERR
 
-# Runs a command with its output in a log; on failure shows the log's tail and fails the step
-# with the log's last error line as the cause.
+# Fails the step for a command whose output is in a log: shows the log's tail, and takes the log's
+# first error line as the cause.
+setup_fail_log() { # description log exit-status
+  tail -n 20 "$2" | sed 's/^/  | /' >&2
+  local cause
+  # A full disk shows up in dpkg's lines before apt's own "E: Sub-process ... returned an error".
+  cause=$( (grep -m1 -o '[^:]*: No space left on device' "$2" ||
+    grep -E '^(E: |ERROR: |error: |error\[)' "$2") | head -n1 | sed 's/^ *//' || true)
+  rm -f "$2"
+  setup_fail "$1" "${cause:-exit status $3}"
+}
+
+# Runs a command with its output in a log; on failure fails the step (setup_fail_log).
 setup_run() { # description command...
   local what=$1 log rc=0
   shift
   log=$(mktemp)
   "$@" >"$log" 2>&1 || rc=$?
-  if [ "$rc" != 0 ]; then
-    tail -n 20 "$log" | sed 's/^/  | /' >&2
-    local cause
-    cause=$(grep -E '^(E: |ERROR: |error: |error\[)' "$log" | head -n1 || true)
-    rm -f "$log"
-    setup_fail "$what" "${cause:-exit status $rc}"
-  fi
+  [ "$rc" = 0 ] || setup_fail_log "$what" "$log" "$rc"
   rm -f "$log"
 }
 
@@ -111,17 +115,22 @@ setup_apt_install() { # [-t release] package...
   local missing=() p
   for p in "$@"; do setup_installed "$p" || missing+=("$p"); done
   [ ${#missing[@]} -gt 0 ] || return 0
-  local started
+  local started log rc=0
   started=$(date +%s)
   echo "$setup_step: installing (apt${release[*]:+ ${release[*]}}): ${missing[*]}"
   setup_apt_update
   local args=(install -y --no-install-recommends "${release[@]}" "${missing[@]}")
-  # Lists older than the mirror's packages (404): fetch fresh lists once and try again.
-  if ! setup_apt "${args[@]}" >/dev/null 2>&1; then
+  log=$(mktemp)
+  setup_apt "${args[@]}" >"$log" 2>&1 || rc=$?
+  # Lists older than the mirror (a package replaced since): fresh lists, and once more.
+  if [ "$rc" != 0 ] && grep -qE 'Unable to fetch|404 +Not Found|Hash Sum mismatch|File has unexpected size' "$log"; then
     setup_apt_update force
+    rc=0
+    setup_apt "${args[@]}" >"$log" 2>&1 || rc=$?
   fi
-  setup_run "apt-get ${args[*]}" setup_apt "${args[@]}"
-  echo "$setup_step: installed ${missing[*]} in $(($(date +%s) - started)) s"
+  [ "$rc" = 0 ] || setup_fail_log "apt-get ${args[*]}" "$log" "$rc"
+  rm -f "$log"
+  echo "$setup_step: installed in $(($(date +%s) - started)) s"
 }
 
 # The Debian mirror this machine's apt uses (deb822 .sources or one-line .list), for steps that

@@ -238,14 +238,15 @@ fn documented_topics(doc: &str) -> Vec<String> {
 }
 
 #[test]
-fn topic_parse_accepts_the_seven_update_path_topics_and_no_other_documented_one() {
+fn topic_parse_accepts_the_update_path_health_and_log_topics_and_no_other_documented_one() {
     let topics = documented_topics(&doc());
-    assert_eq!(topics.len(), 15, "{topics:?}");
+    assert_eq!(topics.len(), 18, "{topics:?}");
     let parsed: Vec<&String> = topics
         .iter()
         .filter(|t| fleet_proto::Topic::parse(t).is_ok())
         .collect();
-    assert_eq!(parsed.len(), 7, "{parsed:?}");
+    // Seven of the update path, health and the two remote-log topics.
+    assert_eq!(parsed.len(), 10, "{parsed:?}");
     for t in parsed {
         assert!(
             !t.contains("control")
