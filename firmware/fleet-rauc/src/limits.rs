@@ -32,14 +32,12 @@ impl Default for Limits {
 /// Cuts `text` to at most `max` bytes without splitting a character.
 #[must_use]
 pub fn clip(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
+    let cut = fleet_core::update::offer::truncate(text, max);
+    if cut.len() < text.len() {
+        format!("{cut}…")
+    } else {
+        cut
     }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 #[cfg(test)]

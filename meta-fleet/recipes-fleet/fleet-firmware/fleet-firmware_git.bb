@@ -41,7 +41,8 @@ DEPENDS += "alsa-lib sqlite3"
 do_install:append() {
     install -d ${D}${systemd_system_unitdir}
     for unit in fleet-updated.service fleet-recorderd.service fleet-retentiond.service \
-                fleet-boot-check.service fleet-reboot.service fleet-reboot.path; do
+                fleet-boot-check.service fleet-reboot.service fleet-reboot.path \
+                fleet-uploaderd.service fleet-reporterd.service; do
         sed -e 's,@BINDIR@,${bindir},g' -e 's,@DATADIR@,${FLEET_DATA_DIR},g' \
             -e 's,@LIBEXECDIR@,${libexecdir},g' -e 's,@WATCHDOG_SEC@,${FLEET_WATCHDOG_SEC},g' \
             ${UNPACKDIR}/$unit > ${D}${systemd_system_unitdir}/$unit
@@ -55,7 +56,7 @@ do_install:append() {
     sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' -e 's,@ATTEMPTS@,${FLEET_BOOT_ATTEMPTS},g' \
         -e 's,@LIBEXECDIR@,${libexecdir},g' ${UNPACKDIR}/bootctl-${FLEET_BOOT_FLOW}.toml > ${D}${sysconfdir}/fleet/bootctl.toml
     # Image defaults of every daemon (ADR 0008); station settings come from provisioning.
-    for conf in retentiond.toml recorderd.toml updated.toml; do
+    for conf in retentiond.toml recorderd.toml updated.toml uploaderd.toml reporterd.toml; do
         sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' -e 's,@COMPATIBLE@,${FLEET_COMPATIBLE},g' \
             -e 's,@BOOT_FLOW@,${FLEET_BOOT_FLOW},g' -e 's,@LIBEXECDIR@,${libexecdir},g' \
             ${UNPACKDIR}/$conf > ${D}${sysconfdir}/fleet/$conf
@@ -122,14 +123,6 @@ USERADD_PACKAGES += "fleet-uploaderd"
 USERADD_PARAM:fleet-uploaderd = "--system --no-create-home --home-dir /nonexistent --shell /sbin/nologin \
                                  --user-group --groups fleet-data fleet-uploader"
 RDEPENDS:fleet-uploaderd = "fleet-retentiond"
-do_install:append() {
-    sed -e 's,@BINDIR@,${bindir},g' -e 's,@DATADIR@,${FLEET_DATA_DIR},g' \
-        -e 's,@WATCHDOG_SEC@,${FLEET_WATCHDOG_SEC},g' \
-        ${UNPACKDIR}/fleet-uploaderd.service > ${D}${systemd_system_unitdir}/fleet-uploaderd.service
-    chmod 0644 ${D}${systemd_system_unitdir}/fleet-uploaderd.service
-    sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' ${UNPACKDIR}/uploaderd.toml > ${D}${sysconfdir}/fleet/uploaderd.toml
-    chmod 0644 ${D}${sysconfdir}/fleet/uploaderd.toml
-}
 
 # --- fleet-reporterd: station health over MQTT (ADR 0006) ------------------------------------
 SRC_URI += "file://fleet-reporterd.service file://reporterd.toml"
@@ -144,12 +137,5 @@ USERADD_PACKAGES += "fleet-reporterd"
 # The journal group comes from systemd; fleet-data from fleet-updated's GROUPADD_PARAM.
 USERADD_PARAM:fleet-reporterd = "--system --no-create-home --home-dir /nonexistent --shell /sbin/nologin \
                                  --user-group --groups fleet-data,systemd-journal fleet-reporterd"
-do_install:append() {
-    sed -e 's,@BINDIR@,${bindir},g' -e 's,@DATADIR@,${FLEET_DATA_DIR},g' \
-        -e 's,@WATCHDOG_SEC@,${FLEET_WATCHDOG_SEC},g' \
-        ${UNPACKDIR}/fleet-reporterd.service > ${D}${systemd_system_unitdir}/fleet-reporterd.service
-    chmod 0644 ${D}${systemd_system_unitdir}/fleet-reporterd.service
-    sed -e 's,@DATADIR@,${FLEET_DATA_DIR},g' ${UNPACKDIR}/reporterd.toml > ${D}${sysconfdir}/fleet/reporterd.toml
-    chmod 0644 ${D}${sysconfdir}/fleet/reporterd.toml
-}
 # --- end fleet-reporterd ----------------------------------------------------------------------
+

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::ports::{HealthCheck, HealthFailure};
+use fleet_core::update::offer::truncate as clip;
 
 pub mod verdict;
 
@@ -336,17 +337,6 @@ impl HealthCheck for StationHealth {
     fn mqtt_connected(&self, connected: bool) {
         self.set_mqtt_connected(connected);
     }
-}
-
-fn clip(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_owned();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text[..end].to_owned()
 }
 
 /// Asks `check` until it passes, cannot run, or `deadline` comes.
