@@ -31,7 +31,7 @@ ALLOWED = {
     "fleet-durable": set(),
     "fleet-config": set(),
     "fleet-proto": {"fleet-core"},
-    "fleet-facts": {"fleet-core", "fleet-proto"},
+    "fleet-facts": {"fleet-core", "fleet-proto", "fleet-durable"},
     "fleet-mqtt": set(),
     "fleet-bootctl": {"fleet-core", "fleet-durable"},
     "fleet-rauc": {"fleet-core"},
@@ -51,7 +51,7 @@ ALLOWED = {
     },
     "fleet": {
         "fleet-core", "fleet-config", "fleet-durable", "fleet-proto", "fleet-bootctl",
-        "fleet-rauc", "fleet-updated",
+        "fleet-rauc", "fleet-updated", "fleet-facts",
     },
     "fleetctl": {
         "fleet-core", "fleet-config", "fleet-durable", "fleet-proto", "fleet-mqtt", "fleet-sim",

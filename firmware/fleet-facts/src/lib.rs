@@ -1,5 +1,5 @@
 //! A station's facts as the kernel and systemd expose them: the clock ([`clock`]), the machine
-//! ([`system`]) and storage wear ([`storage`]). Every reader takes its roots ([`Roots`]) as
+//! ([`system`]), storage wear ([`storage`]) and the NVMe SMART log's decoder and file ([`nvme`]). Every reader takes its roots ([`Roots`]) as
 //! parameters, so tests run it against a fake `/sys`, `/proc`, `/run` and `/var/lib` tree; no
 //! reader chooses anything (the decisions are in `fleet_core::clock` and `fleet_core::health`).
 //!
@@ -11,6 +11,7 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
 pub mod clock;
+pub mod nvme;
 pub mod storage;
 pub mod system;
 

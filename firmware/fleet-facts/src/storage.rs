@@ -6,9 +6,10 @@
 //!   used), `0x03` urgent. Many SD cards report neither: then nothing is known.
 //! - NVMe: the SMART log's "percentage used" and "critical warning" are only reachable through
 //!   an admin-command ioctl that needs `CAP_SYS_ADMIN`; the kernel exports neither in sysfs. A
-//!   root one-shot (`fleet-nvme-smart.service`, `nvme smart-log -o json`) writes the log to
-//!   `<run>/fleet/nvme-smart/<nvmeN>.json` and the unprivileged reporter reads that file (ADR
-//!   0006), taking `percent_used` (or `percentage_used`) and `critical_warning`.
+//!   root one-shot (`fleet-nvme-smart.service` running `fleet nvme-smart --write`) writes the
+//!   log to `<run>/fleet-nvme-smart/<nvmeN>.json` ([`crate::nvme`]) and the unprivileged
+//!   reporter reads that file (ADR 0006), taking `percent_used` (or nvme-cli's older
+//!   `percentage_used`) and `critical_warning`.
 use std::path::Path;
 
 use fleet_proto::health::StorageHealth;
@@ -23,7 +24,7 @@ const MAX_PER_KIND: usize = 2;
 #[must_use]
 pub fn read(roots: &Roots) -> Vec<StorageHealth> {
     let mut out = mmc(&roots.sys);
-    out.extend(nvme(&roots.run.join("fleet/nvme-smart")));
+    out.extend(nvme(&roots.run.join(crate::nvme::RUN_SUBDIR)));
     out
 }
 
@@ -77,10 +78,7 @@ fn nvme(dir: &Path) -> Vec<StorageHealth> {
         .filter_map(|e| {
             let n = e.file_name().to_string_lossy().into_owned();
             let dev = n.strip_suffix(".json")?.to_string();
-            let ok = dev
-                .strip_prefix("nvme")
-                .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()));
-            ok.then(|| (dev, e.path()))
+            crate::nvme::is_controller_name(&dev).then(|| (dev, e.path()))
         })
         .collect();
     files.sort();
@@ -120,15 +118,15 @@ mod tests {
         std::fs::create_dir_all(root.join("sys/block/mmcblk0p1")).expect("mkdir");
         put(
             root,
-            "run/fleet/nvme-smart/nvme0.json",
+            "run/fleet-nvme-smart/nvme0.json",
             r#"{"critical_warning":0,"temperature":310,"percent_used":3}"#,
         );
         put(
             root,
-            "run/fleet/nvme-smart/nvme1.json",
+            "run/fleet-nvme-smart/nvme1.json",
             r#"{"critical_warning":4,"percentage_used":101}"#,
         );
-        put(root, "run/fleet/nvme-smart/nvme2.json", "not json");
+        put(root, "run/fleet-nvme-smart/nvme2.json", "not json");
         let got = read(&Roots::under(root));
         let want = vec![
             StorageHealth {

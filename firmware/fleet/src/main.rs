@@ -17,6 +17,10 @@ use fleet::pending::{self, Pending};
 use fleet::system::{self, DaemonStates, SlotContent};
 use fleet::text::{self, row};
 use fleet::{EXIT_FAILED, EXIT_REFUSED, EXIT_USAGE, reset};
+
+// The NVMe admin-command ioctl: the only unsafe code, confined to this module.
+#[allow(unsafe_code)]
+mod nvme_ioctl;
 use fleet_core::ports::{BootControl, BootStatus, InstallProgress, InstallRequest};
 use fleet_core::slot::{Slot, SlotHealth};
 use fleet_rauc::{ManifestHashCheck, MarkState, RaucClient, RaucError, RaucOptions, RaucStatus};
@@ -79,6 +83,24 @@ enum Cmd {
         /// Lines to show.
         #[arg(short = 'n', long)]
         lines: Option<u32>,
+    },
+    /// NVMe drives' wear from their SMART logs (needs root).
+    NvmeSmart {
+        /// Also write <DIR>/<nvmeN>.json for the health reporter (fleet-nvme-smart.service)
+        /// and remove the files of drives that are gone.
+        #[arg(long, value_name = "DIR")]
+        write: Option<PathBuf>,
+        /// Where the controllers are listed (sysfs).
+        #[arg(
+            long,
+            value_name = "DIR",
+            default_value = "/sys/class/nvme",
+            hide = true
+        )]
+        sys_class: PathBuf,
+        /// Where their character devices are.
+        #[arg(long, value_name = "DIR", default_value = "/dev", hide = true)]
+        dev: PathBuf,
     },
     /// Erase the station's data (keeps its identity unless --all).
     FactoryReset {
@@ -764,6 +786,58 @@ fn factory_reset(cfg: &Config, all: bool, confirm: Option<String>) -> Outcome {
     Ok(())
 }
 
+/// Reads every NVMe controller's SMART log, prints one line each and, with `write`, leaves the
+/// reporter's files. Fails when any controller could not be read (the others are still written).
+fn nvme_smart(write: Option<&Path>, sys_class: &Path, dev: &Path) -> Outcome {
+    let controllers = fleet_facts::nvme::controllers(sys_class);
+    if let Some(dir) = write {
+        for gone in fleet_facts::nvme::remove_stale(dir, &controllers) {
+            say("removed", &gone.display().to_string());
+        }
+    }
+    if controllers.is_empty() {
+        say(
+            "nvme",
+            &format!("no NVMe controller in {}", sys_class.display()),
+        );
+        return Ok(());
+    }
+    let mut failed = Vec::new();
+    for name in &controllers {
+        let page = match nvme_ioctl::smart_log(&dev.join(name)) {
+            Ok(p) => p,
+            Err(e) => {
+                say(name, &format!("unreadable: {:#}", anyhow::Error::from(e)));
+                failed.push(name.clone());
+                continue;
+            }
+        };
+        let log = match fleet_facts::nvme::parse(&page) {
+            Ok(l) => l,
+            Err(e) => {
+                say(name, &format!("unreadable: {e}"));
+                failed.push(name.clone());
+                continue;
+            }
+        };
+        say(name, &log.describe());
+        if let Some(dir) = write
+            && let Err(e) = fleet_facts::nvme::write(dir, name, &log)
+        {
+            say(name, &format!("not written: {:#}", anyhow::Error::from(e)));
+            failed.push(name.clone());
+        }
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Failed(anyhow!(
+            "the SMART log of {} could not be read or written",
+            failed.join(", ")
+        )))
+    }
+}
+
 fn run(cfg: &Config, command: Cmd) -> Outcome {
     match command {
         Cmd::Status => status(cfg),
@@ -773,6 +847,11 @@ fn run(cfg: &Config, command: Cmd) -> Outcome {
         Cmd::MarkBad { slot, yes } => mark_bad(cfg, slot, yes),
         Cmd::Logs { lines } => logs(cfg, lines),
         Cmd::FactoryReset { all, confirm } => factory_reset(cfg, all, confirm),
+        Cmd::NvmeSmart {
+            write,
+            sys_class,
+            dev,
+        } => nvme_smart(write.as_deref(), &sys_class, &dev),
     }
 }
 
@@ -785,6 +864,15 @@ fn print_error(prefix: &str, message: &str) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Needs no configuration: fleet-nvme-smart.service runs it before anything is provisioned.
+    if let Some(Cmd::NvmeSmart {
+        write,
+        sys_class,
+        dev,
+    }) = &cli.command
+    {
+        return exit_code(nvme_smart(write.as_deref(), sys_class, dev));
+    }
     let overrides = Overrides {
         data_root: cli.data_root.clone(),
         bootctl_config: cli.bootctl_config.clone(),
@@ -814,7 +902,11 @@ fn main() -> ExitCode {
         print_error("fleet", "no command given (see fleet --help)");
         return ExitCode::from(EXIT_USAGE);
     };
-    match run(&cfg, command) {
+    exit_code(run(&cfg, command))
+}
+
+fn exit_code(outcome: Outcome) -> ExitCode {
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Failed(e)) => {
             print_error("fleet", &format!("{e:#}"));
