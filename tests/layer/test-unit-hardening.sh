@@ -18,7 +18,7 @@ ko() { echo "FAIL: $1${2:+ ($2)}"; fail=$((fail + 1)); }
 declare -A ceiling=(
   [fleet-updated]=1.6 [fleet-recorderd]=0.9 [fleet-retentiond]=0.7 [fleet-boot-check]=1.3 [fleet-reboot]=1.1
   [fleet-uploaderd]=1.6
-  [fleet-reporterd]=1.3)
+  [fleet-reporterd]=1.3 [fleet-nvme-smart]=1.4)
 declare -A writable=(
   [fleet-updated]="/data/fleet/updated /data/fleet/downloads /data/fleet/boot /data/fleet/update /run/fleet /boot/firmware"
   [fleet-recorderd]="/data/fleet/recordings"
@@ -26,7 +26,8 @@ declare -A writable=(
   [fleet-boot-check]="/data/fleet/boot /run/fleet /boot/firmware"
   [fleet-reboot]="/run/fleet /run/systemd"
   [fleet-uploaderd]="/data/fleet/uploader /data/fleet/retention"
-  [fleet-reporterd]="")
+  [fleet-reporterd]=""
+  [fleet-nvme-smart]="")
 
 if ! command -v systemd-analyze >/dev/null; then
   ko systemd_analyze_is_installed "run tests/setup.d/55-hardening.sh"; echo "$pass passed, $fail failed"; exit 1
@@ -35,7 +36,7 @@ echo "systemd-analyze: $(systemd-analyze --version | head -1)"
 scratch=$(mktemp -d /tmp/fleet-units.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 mkdir -p "$scratch/bin" "$scratch/libexec/fleet" "$scratch/run"
-for b in fleet-updated fleet-recorderd fleet-retentiond fleet-bootctl fleet-uploaderd fleet-reporterd; do
+for b in fleet-updated fleet-recorderd fleet-retentiond fleet-bootctl fleet-uploaderd fleet-reporterd fleet; do
   printf '#!/bin/sh\nexit 0\n' > "$scratch/bin/$b"; chmod 0755 "$scratch/bin/$b"
 done
 cp "$files/fleet-reboot" "$files/fleet-request-reboot" "$scratch/libexec/fleet/"
@@ -45,7 +46,8 @@ install_unit() { # unit file -> $scratch/<unit file>
     -e 's,@WATCHDOG_SEC@,30s,g' "$files/$1" > "$scratch/$1"
 }
 
-for unit in fleet-updated fleet-recorderd fleet-retentiond fleet-boot-check fleet-reboot fleet-uploaderd fleet-reporterd; do
+for unit in fleet-updated fleet-recorderd fleet-retentiond fleet-boot-check fleet-reboot fleet-uploaderd fleet-reporterd \
+            fleet-nvme-smart; do
   install_unit "$unit.service"
   score=$(systemd-analyze security --offline=yes --no-pager "$scratch/$unit.service" 2>&1 \
     | sed -n 's/.*Overall exposure level for .*: \([0-9.]*\) .*/\1/p')
@@ -66,9 +68,20 @@ for unit in fleet-updated fleet-recorderd fleet-retentiond fleet-boot-check flee
   [ -z "$extra" ] && ok "${unit//-/_}_writes_only_its_own_paths" || ko "${unit//-/_}_writes_only_its_own_paths" "also:$extra"
 done
 
-install_unit fleet-reboot.path
-out=$(cd "$scratch" && systemd-analyze verify ./fleet-reboot.path 2>&1)
-if [ -z "$out" ]; then ok fleet_reboot_path_passes_systemd_analyze_verify; else ko fleet_reboot_path_passes_systemd_analyze_verify "$out"; fi
+for other in fleet-reboot.path fleet-nvme-smart.timer; do
+  install_unit "$other"
+  out=$(cd "$scratch" && systemd-analyze verify "./$other" 2>&1)
+  t=${other//[-.]/_}
+  if [ -z "$out" ]; then ok "${t}_passes_systemd_analyze_verify"; else ko "${t}_passes_systemd_analyze_verify" "$out"; fi
+done
+# The NVMe one-shot keeps root for one capability only, and its files stay readable by the
+# unprivileged reporter.
+grep -qx 'CapabilityBoundingSet=CAP_SYS_ADMIN' "$scratch/fleet-nvme-smart.service" \
+  && grep -qx 'RuntimeDirectoryMode=0755' "$scratch/fleet-nvme-smart.service" \
+  && grep -q '^ExecStart=.*/fleet nvme-smart --write /run/fleet-nvme-smart$' "$scratch/fleet-nvme-smart.service" \
+  && grep -q '^DeviceAllow=char-nvme r$' "$scratch/fleet-nvme-smart.service" \
+  && ok the_nvme_smart_reader_holds_one_capability_and_writes_where_the_reporter_reads \
+  || ko the_nvme_smart_reader_holds_one_capability_and_writes_where_the_reporter_reads
 grep -q '^ExecStart=' "$scratch/fleet-updated.service" && ! grep -q '^AmbientCapabilities=' "$scratch/fleet-updated.service" \
   && grep -qx 'CapabilityBoundingSet=' "$scratch/fleet-updated.service" \
   && ok the_updater_runs_without_any_capability || ko the_updater_runs_without_any_capability

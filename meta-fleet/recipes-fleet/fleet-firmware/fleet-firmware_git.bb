@@ -42,7 +42,8 @@ do_install:append() {
     install -d ${D}${systemd_system_unitdir}
     for unit in fleet-updated.service fleet-recorderd.service fleet-retentiond.service \
                 fleet-boot-check.service fleet-reboot.service fleet-reboot.path \
-                fleet-uploaderd.service fleet-reporterd.service; do
+                fleet-uploaderd.service fleet-reporterd.service \
+                fleet-nvme-smart.service fleet-nvme-smart.timer; do
         sed -e 's,@BINDIR@,${bindir},g' -e 's,@DATADIR@,${FLEET_DATA_DIR},g' \
             -e 's,@LIBEXECDIR@,${libexecdir},g' -e 's,@WATCHDOG_SEC@,${FLEET_WATCHDOG_SEC},g' \
             ${UNPACKDIR}/$unit > ${D}${systemd_system_unitdir}/$unit
@@ -137,5 +138,11 @@ USERADD_PACKAGES += "fleet-reporterd"
 # The journal group comes from systemd; fleet-data from fleet-updated's GROUPADD_PARAM.
 USERADD_PARAM:fleet-reporterd = "--system --no-create-home --home-dir /nonexistent --shell /sbin/nologin \
                                  --user-group --groups fleet-data,systemd-journal fleet-reporterd"
+# NVMe wear for the reporter: `fleet nvme-smart` as root (CAP_SYS_ADMIN only), every 15 min.
+SRC_URI += "file://fleet-nvme-smart.service file://fleet-nvme-smart.timer"
+FILES:fleet-reporterd += "${systemd_system_unitdir}/fleet-nvme-smart.service \
+                          ${systemd_system_unitdir}/fleet-nvme-smart.timer"
+SYSTEMD_SERVICE:fleet-reporterd += "fleet-nvme-smart.timer"
+RDEPENDS:fleet-reporterd += "fleet"
 # --- end fleet-reporterd ----------------------------------------------------------------------
 
