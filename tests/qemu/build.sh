@@ -81,7 +81,7 @@ ird=$w/initrd
 mkdir -p "$ird"/{bin,dev,proc,sys,etc,lib/modules,newroot}
 cp "$userland/bin/busybox" "$ird/bin/"
 : >"$ird/etc/modules.order"
-modules="virtio_pci virtio_blk virtio_net ext4 vfat nls_cp437 nls_iso8859-1 nls_ascii loop squashfs dm_verity i6300esb"
+modules="virtio_pci virtio_blk virtio_net ext4 vfat nls_cp437 nls_iso8859-1 nls_ascii loop squashfs dm_verity i6300esb nvme"
 for m in $(modprobe -d "$userland" -S "$kver" --show-depends -a $modules |
   awk '$1 == "insmod" { print $2 }' | awk '!seen[$0]++'); do
   cp "$m" "$ird/lib/modules/"

@@ -227,7 +227,7 @@ class Boot:
 class Station:
     """A disk image and the power switch of one emulated station."""
 
-    def __init__(self, image, workdir, broker=None, watchdog=False, disk_from=None):
+    def __init__(self, image, workdir, broker=None, watchdog=False, disk_from=None, nvme=False):
         self.image = image
         self.dir = workdir
         os.makedirs(workdir, exist_ok=True)
@@ -241,6 +241,14 @@ class Station:
         self.broker = broker
         self.device = None
         self.watchdog = watchdog
+        # An emulated NVMe drive (QEMU's nvme controller: a real SMART log over the real kernel
+        # driver) and a QMP socket to change what the drive reports.
+        self.nvme = nvme
+        self.qmp_path = os.path.join(workdir, "qmp.sock")
+        if nvme:
+            self.nvme_disk = os.path.join(workdir, "nvme.img")
+            with open(self.nvme_disk, "wb") as f:
+                f.truncate(64 * 1024 * 1024)
         self.boots = []
         self.envs = []
 
@@ -260,7 +268,33 @@ class Station:
                     "-device", "virtio-net-pci,netdev=net0"]
         if self.watchdog:
             cmd += ["-device", "i6300esb", "-action", "watchdog=reset"]
+        if self.nvme:
+            cmd += ["-drive", f"if=none,id=nvm0,format=raw,file={self.nvme_disk}",
+                    "-device", "nvme,id=nvme0,serial=fleet-nvme0,drive=nvm0",
+                    "-qmp", f"unix:{self.qmp_path},server=on,wait=off"]
         return cmd
+
+    def qmp(self, command, arguments=None):
+        """One QMP command on the running QEMU; returns its "return" value (events skipped)."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(self.qmp_path)
+            stream = sock.makefile("rw")
+
+            def reply():
+                while True:
+                    msg = json.loads(stream.readline())
+                    if "return" in msg or "error" in msg:
+                        return msg
+
+            json.loads(stream.readline())  # the greeting
+            for cmd in ({"execute": "qmp_capabilities"},
+                        {"execute": command, "arguments": arguments or {}}):
+                stream.write(json.dumps(cmd) + "\n")
+                stream.flush()
+                msg = reply()
+                check("error" not in msg, f"QMP {cmd['execute']}: {msg.get('error')}")
+            return msg["return"]
 
     def power_on(self, timeout=120):
         boot = Boot(self, len(self.boots) + 1, timeout)
@@ -746,6 +780,17 @@ def scenario_power_cuts(ctx):
     return st, None
 
 
+def console_run(boot, command, tag, answer="", timeout=30):
+    """Types `command` at the station's console (then `answer`, for a prompt); returns its exit
+    status (None when it never ended) and what the console printed meanwhile."""
+    mark = len(boot.lines)
+    boot.send(f"{command}; echo \"FLEET-QEMU console {tag} rc=$?\"\n{answer}")
+    m = boot.expect(rf"^console {tag} rc=(\d+)", timeout=timeout)
+    said = "\n".join(boot.output_since(mark))
+    say("  console> " + said.replace("\n", "\n  console> "))
+    return (int(m.group(1)) if m else None), said
+
+
 def scenario_console_recovery(ctx):
     src = ctx.final_disks.get("good-update")
     check(src, "needs the committed station of good-update (run it first)")
@@ -766,19 +811,11 @@ def scenario_console_recovery(ctx):
         status_cmd, rollback_cmd = "fleet-bootctl status", "fleet-bootctl set-primary A"
         shows = (r"booted:\s+B", r"slot A: good")
         answer = ""
-    mark = len(boot.lines)
-    boot.send(f"{status_cmd}; echo \"FLEET-QEMU console status rc=$?\"\n")
-    m = boot.expect(r"^console status rc=(\d+)", timeout=30)
-    status = "\n".join(boot.output_since(mark))
-    say("  console> " + status.replace("\n", "\n  console> "))
-    check(m and m.group(1) == "0", f"{status_cmd} works on the console: {status}")
+    rc, status = console_run(boot, status_cmd, "status")
+    check(rc == 0, f"{status_cmd} works on the console: {status}")
     check(all(re.search(rx, status) for rx in shows), f"status shows B running and A good: {status}")
-    mark = len(boot.lines)
-    boot.send(f"{rollback_cmd}; echo \"FLEET-QEMU console rollback rc=$?\"\n{answer}")
-    m = boot.expect(r"^console rollback rc=(\d+)", timeout=30)
-    said = "\n".join(boot.output_since(mark))
-    say("  console> " + said.replace("\n", "\n  console> "))
-    check(m and m.group(1) == "0", f"{rollback_cmd} works: {said}")
+    rc, said = console_run(boot, rollback_cmd, "rollback", answer=answer)
+    check(rc == 0, f"{rollback_cmd} works: {said}")
     boot.send("station-reboot\n")
     boot.wait()
     st.settle(boot, note=f" ({rollback_cmd})")
@@ -794,6 +831,42 @@ def scenario_console_recovery(ctx):
     return st, ["B", "A", "A"]
 
 
+def scenario_nvme_wear(ctx):
+    """An NVMe drive's SMART log read through the real kernel driver by `fleet nvme-smart` (what
+    fleet-nvme-smart.service runs as root) and left where fleet-reporterd reads it; QEMU's
+    controller is told over QMP to raise a critical warning, and the next read shows it."""
+    st = ctx.station("nvme-wear", nvme=True)
+    boot = st.power_on(timeout=120)
+    check(boot.expect(r"^ready "), "the station with an NVMe drive comes up with a console")
+
+    def read(tag):
+        rc, said = console_run(boot, "fleet nvme-smart --write /run/fleet-nvme-smart", f"nvme-{tag}")
+        check(rc == 0, f"fleet nvme-smart reads the drive ({tag}): {said}")
+        boot.send("echo \"FLEET-QEMU nvme-json $(cat /run/fleet-nvme-smart/nvme0.json)\"\n")
+        j = boot.expect(r"^nvme-json (\{.*)$", timeout=10)
+        check(j, f"the reporter's file exists ({tag}): {said}")
+        try:
+            return json.loads(j.group(1)), said
+        except ValueError:
+            check(False, f"the reporter's file is JSON ({tag}): {j.group(1)}")
+
+    log, said = read("healthy")
+    # QEMU's controller: 323 K composite temperature, nothing used up, no warning.
+    check(log.get("critical_warning") == 0 and log.get("percent_used") == 0
+          and log.get("temperature") == 323,
+          f"the SMART log decodes at the specification's offsets: {log}")
+    check(re.search(r"nvme0\s+0 % of rated life used, critical warning none", said),
+          f"the console line says the drive is healthy: {said}")
+    st.qmp("qom-set", {"path": "/machine/peripheral/nvme0", "property": "smart_critical_warning",
+                       "value": 4})
+    log, said = read("degraded")
+    check(log.get("critical_warning") == 4, f"the raised warning reaches the file: {log}")
+    check("reliability degraded" in said, f"the console names the warning: {said}")
+    power_off(boot)
+    st.settle(boot, note=" (fleet nvme-smart)")
+    return st, [boot.slot]
+
+
 SCENARIOS = [
     ("good-update", scenario_good_update),
     ("fallback-reboot", lambda c: scenario_fallback(c, "reboot")),
@@ -802,14 +875,15 @@ SCENARIOS = [
     ("unhealthy", scenario_unhealthy),
     ("power-cuts", scenario_power_cuts),
     ("console-recovery", scenario_console_recovery),
+    ("nvme-wear", scenario_nvme_wear),
 ]
 
 
 # Longest first, so that the lanes end together (seconds, measured on 2 busy cores).
 LANE_ORDER = ["power-cuts", "fallback-panic", "fallback-hang", "good-update", "fallback-reboot",
-              "unhealthy", "console-recovery"]
+              "unhealthy", "console-recovery", "nvme-wear"]
 COST = {"power-cuts": 420, "good-update": 45, "fallback-panic": 120, "fallback-hang": 120,
-        "fallback-reboot": 75, "unhealthy": 120, "console-recovery": 45}
+        "fallback-reboot": 75, "unhealthy": 120, "console-recovery": 45, "nvme-wear": 40}
 
 _print_lock = threading.Lock()
 

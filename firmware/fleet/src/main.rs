@@ -791,6 +791,9 @@ fn factory_reset(cfg: &Config, all: bool, confirm: Option<String>) -> Outcome {
 fn nvme_smart(write: Option<&Path>, sys_class: &Path, dev: &Path) -> Outcome {
     let controllers = fleet_facts::nvme::controllers(sys_class);
     if let Some(dir) = write {
+        // systemd makes it (RuntimeDirectory=); a person at the console may name a new one.
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("unable to create {}", dir.display()))?;
         for gone in fleet_facts::nvme::remove_stale(dir, &controllers) {
             say("removed", &gone.display().to_string());
         }
