@@ -66,6 +66,8 @@ pub struct Signals {
     pub storage_wear_percent: Option<u8>,
     /// The storage reports a pre-end-of-life or critical warning.
     pub storage_warning: bool,
+    /// The uploader set recordings aside after repeated failures.
+    pub uploads_parked: bool,
     /// Seconds since the station's last health message arrived (`None`: never).
     pub silent_for_s: Option<u64>,
 }
@@ -109,6 +111,8 @@ pub enum Problem {
     UnderVoltage,
     /// The storage is near the end of its rated life.
     StorageWearing,
+    /// Recordings could not be uploaded after repeated tries and wait aside.
+    UploadsParked,
 }
 
 impl Problem {
@@ -124,11 +128,12 @@ impl Problem {
             Self::ClockUnsynchronized => "clock-unsynchronized",
             Self::UnderVoltage => "under-voltage",
             Self::StorageWearing => "storage-wearing",
+            Self::UploadsParked => "uploads-parked",
         }
     }
 
     /// Every problem, in display order.
-    pub const ALL: [Problem; 8] = [
+    pub const ALL: [Problem; 9] = [
         Problem::NotHeardFrom,
         Problem::NotRecording,
         Problem::SilentMicrophone,
@@ -137,6 +142,7 @@ impl Problem {
         Problem::ClockUnsynchronized,
         Problem::UnderVoltage,
         Problem::StorageWearing,
+        Problem::UploadsParked,
     ];
 }
 
@@ -173,6 +179,9 @@ pub fn decide_problems(s: &Signals, p: &ProblemPolicy) -> Vec<Problem> {
     }
     if s.storage_warning || s.storage_wear_percent.is_some_and(|w| w >= p.wear_percent) {
         out.push(Problem::StorageWearing);
+    }
+    if s.uploads_parked {
+        out.push(Problem::UploadsParked);
     }
     out
 }
@@ -236,6 +245,7 @@ mod tests {
             under_voltage: false,
             storage_wear_percent: Some(10),
             storage_warning: false,
+            uploads_parked: false,
             silent_for_s: Some(60),
         }
     }

@@ -16,7 +16,9 @@ use fleet_core::ids::{DeviceId, Version};
 use fleet_core::slot::Slot;
 
 /// The health message format version this crate writes and reads.
-pub const HEALTH_VERSION: u8 = 1;
+pub const HEALTH_VERSION: u8 = 2;
+/// The oldest version still read (version 1 had no `uploader` part).
+pub const OLDEST_HEALTH_VERSION: u8 = 1;
 /// Largest health message, in bytes.
 pub const MAX_HEALTH_BYTES: usize = 8 * 1024;
 /// Most recorder devices in one message.
@@ -25,6 +27,8 @@ pub const MAX_DEVICES: usize = 8;
 pub const MAX_STORAGE: usize = 4;
 /// Longest free-text value (reasons, PCM names, device ids), in bytes.
 pub const MAX_TEXT: usize = 128;
+/// Most upload failure reasons in one message.
+pub const MAX_FAILURE_REASONS: usize = 8;
 
 /// One station's health at one instant.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -41,6 +45,34 @@ pub struct Health {
     pub retention: Option<RetentionHealth>,
     pub system: SystemHealth,
     pub clock: ClockHealth,
+    /// Absent when the station runs no uploader (or it is stopped). Since version 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uploader: Option<UploaderHealth>,
+}
+
+/// The uploader (`fleet-uploaderd`'s status file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct UploaderHealth {
+    /// `unconfigured`, `index-missing`, `idle`, `uploading` or `waiting`.
+    pub state: String,
+    /// Why it waits: `outside-window`, `update-download`, `link-backoff`, `recording-backoff`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_reason: Option<String>,
+    /// Recordings waiting to leave the station, and their bytes.
+    pub queue_recordings: u64,
+    pub queue_bytes: u64,
+    /// Recordings set aside after repeated failures (retried later, at a slower pace).
+    pub parked: u64,
+    /// Last confirmed upload (Unix seconds; absent while the clock was untrusted or never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success_unix_s: Option<i64>,
+    /// The reason word of the last failure (`connection`, `auth`, `http-503`, `checksum`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure_reason: Option<String>,
+    /// Failures since the uploader started, by reason (at most [`MAX_FAILURE_REASONS`]).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub failures_by_reason: std::collections::BTreeMap<String, u64>,
 }
 
 /// The recorder.
@@ -194,8 +226,23 @@ impl Health {
     /// Checks version, bounds and ranges.
     pub fn validate(&self) -> Result<(), HealthError> {
         let e = |s: String| Err(HealthError(s));
-        if self.v != HEALTH_VERSION {
-            return e(format!("version {} is not {HEALTH_VERSION}", self.v));
+        if !(OLDEST_HEALTH_VERSION..=HEALTH_VERSION).contains(&self.v) {
+            return e(format!(
+                "version {} is not one of {OLDEST_HEALTH_VERSION} to {HEALTH_VERSION}",
+                self.v
+            ));
+        }
+        if self.v < 2 && self.uploader.is_some() {
+            return e("an uploader part needs version 2".into());
+        }
+        if self
+            .uploader
+            .as_ref()
+            .is_some_and(|u| u.failures_by_reason.len() > MAX_FAILURE_REASONS)
+        {
+            return e(format!(
+                "more than {MAX_FAILURE_REASONS} upload failure reasons"
+            ));
         }
         if self.recorder.devices.len() > MAX_DEVICES {
             return e(format!("more than {MAX_DEVICES} recorder devices"));
@@ -218,7 +265,17 @@ impl Health {
                 .flatten()
             }))
             .chain(self.system.storage.iter().map(|s| &s.device))
-            .chain(std::iter::once(&self.system.boot_id));
+            .chain(std::iter::once(&self.system.boot_id))
+            .chain(self.uploader.iter().flat_map(|u| {
+                [
+                    Some(&u.state),
+                    u.wait_reason.as_ref(),
+                    u.last_failure_reason.as_ref(),
+                ]
+                .into_iter()
+                .flatten()
+                .chain(u.failures_by_reason.keys())
+            }));
         for t in texts {
             if t.len() > MAX_TEXT || t.chars().any(char::is_control) {
                 return e(format!(
@@ -287,6 +344,7 @@ impl Health {
                 .filter_map(|s| s.wear_percent)
                 .max(),
             storage_warning: self.system.storage.iter().any(|s| s.warning),
+            uploads_parked: self.uploader.as_ref().is_some_and(|u| u.parked > 0),
             silent_for_s,
         }
     }
@@ -329,7 +387,7 @@ mod tests {
 
     pub(crate) fn sample() -> Health {
         Health {
-            v: 1,
+            v: HEALTH_VERSION,
             device_id: DeviceId::new("stn-1").expect("valid"),
             seq: 1,
             at: fleet_core::time::Now::trusted(1000, 1_790_000_000).into(),
@@ -377,6 +435,16 @@ mod tests {
                 untrusted_because: Some(UntrustedBecause::NeverSynchronized),
                 max_offset_ms: None,
             },
+            uploader: Some(UploaderHealth {
+                state: "waiting".into(),
+                wait_reason: Some("link-backoff".into()),
+                queue_recordings: 12,
+                queue_bytes: 345_678,
+                parked: 1,
+                last_success_unix_s: Some(1_789_990_000),
+                last_failure_reason: Some("connection".into()),
+                failures_by_reason: [("connection".to_owned(), 3)].into_iter().collect(),
+            }),
         }
     }
 
@@ -387,13 +455,25 @@ mod tests {
         assert_eq!(back, h);
         let s = h.signals(Some(5));
         assert_eq!(s.microphone, Microphone::Silent);
-        assert!(s.under_voltage && s.clock_untrusted);
+        assert!(s.under_voltage && s.clock_untrusted && s.uploads_parked);
     }
 
     #[test]
     fn oversized_unknown_versioned_and_out_of_range_messages_are_refused() {
         let mut h = sample();
-        h.v = 2;
+        h.v = HEALTH_VERSION + 1;
+        assert!(encode(&h).is_err());
+        let mut h = sample();
+        h.v = 1;
+        assert!(encode(&h).is_err(), "version 1 had no uploader part");
+        h.uploader = None;
+        assert!(encode(&h).is_ok(), "a version 1 message is still read");
+        let mut h = sample();
+        if let Some(u) = h.uploader.as_mut() {
+            u.failures_by_reason = (0..=MAX_FAILURE_REASONS)
+                .map(|i| (format!("r{i}"), 1))
+                .collect();
+        }
         assert!(encode(&h).is_err());
         let mut h = sample();
         h.recorder.reason = Some("x".repeat(MAX_TEXT + 1));
