@@ -9,6 +9,7 @@
 //! min-interval-secs = 30          # a change goes out no sooner than this after the last message
 //! recorder-status = "/data/fleet/recordings/status.json"
 //! retention-metrics = "/data/fleet/retention/metrics.json"   # optional
+//! uploader-status = "/run/fleet-uploaderd/status.json"       # optional
 //! version-file = "/etc/fleet-version"
 //! root = "/"                      # sys, proc, run and var/lib are read under it
 //! clock-floor-unix-s = 1735689600 # no clock before this is right (default: 2025-01-01)
@@ -36,6 +37,7 @@ struct RawConfig {
     min_interval_secs: u64,
     recorder_status: PathBuf,
     retention_metrics: Option<PathBuf>,
+    uploader_status: Option<PathBuf>,
     #[serde(default = "default_version_file")]
     version_file: PathBuf,
     #[serde(default = "default_root")]
@@ -90,6 +92,7 @@ pub struct Config {
     pub min_interval: Duration,
     pub recorder_status: PathBuf,
     pub retention_metrics: Option<PathBuf>,
+    pub uploader_status: Option<PathBuf>,
     pub version_file: PathBuf,
     pub roots: fleet_facts::Roots,
     pub clock: ClockPolicy,
@@ -151,6 +154,7 @@ impl Config {
         for (key, p) in [
             ("recorder-status", Some(&raw.recorder_status)),
             ("retention-metrics", raw.retention_metrics.as_ref()),
+            ("uploader-status", raw.uploader_status.as_ref()),
             ("version-file", Some(&raw.version_file)),
             ("root", Some(&raw.root)),
         ] {
@@ -225,6 +229,7 @@ impl Config {
                 min_interval: Duration::from_secs(raw.min_interval_secs),
                 recorder_status: raw.recorder_status,
                 retention_metrics: raw.retention_metrics,
+                uploader_status: raw.uploader_status,
                 version_file: raw.version_file,
                 roots: fleet_facts::Roots::under(&raw.root),
                 clock,

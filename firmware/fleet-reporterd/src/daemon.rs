@@ -13,6 +13,7 @@ use crate::logs::Responder;
 use crate::recorder::{self, RecorderWindows};
 use crate::report::{self, Cadence, ChangeKey, Readings};
 use crate::retention;
+use crate::uploader;
 use crate::window::Window;
 
 /// How often the systemd watchdog is fed (the unit's WatchdogSec is 30 s).
@@ -73,6 +74,7 @@ impl Reporter {
                 .retention_metrics
                 .as_deref()
                 .and_then(|p: &Path| retention::read(p, now_ms, &mut self.deletions)),
+            uploader: cfg.uploader_status.as_deref().and_then(uploader::read),
             system: fleet_facts::system::read(&cfg.roots, &cfg.version_file),
             storage: fleet_facts::storage::read(&cfg.roots),
             clock,

@@ -8,7 +8,7 @@ use fleet_core::time::Now;
 use fleet_facts::system::System;
 use fleet_proto::health::{
     self, ClockHealth, HEALTH_VERSION, Health, HealthError, RecorderHealth, RetentionHealth,
-    StorageHealth, SystemHealth, Throttling,
+    StorageHealth, SystemHealth, Throttling, UploaderHealth,
 };
 
 /// Everything read in one sampling round.
@@ -16,6 +16,7 @@ use fleet_proto::health::{
 pub struct Readings {
     pub recorder: RecorderHealth,
     pub retention: Option<RetentionHealth>,
+    pub uploader: Option<UploaderHealth>,
     pub system: System,
     pub storage: Vec<StorageHealth>,
     pub clock: ClockFacts,
@@ -70,6 +71,7 @@ pub fn assemble(device_id: &DeviceId, seq: u64, monotonic_ms: u64, r: &Readings)
             untrusted_because,
             max_offset_ms,
         },
+        uploader: r.uploader.clone(),
     }
 }
 
@@ -87,6 +89,8 @@ pub struct ChangeKey {
     slot: Option<Slot>,
     version: Option<Version>,
     boot_id: String,
+    /// The uploader's state and whether it parked recordings (not its queue, which moves).
+    uploader: Option<(String, bool)>,
 }
 
 impl ChangeKey {
@@ -120,6 +124,7 @@ impl ChangeKey {
             slot: h.system.slot,
             version: h.system.version.clone(),
             boot_id: h.system.boot_id.clone(),
+            uploader: h.uploader.as_ref().map(|u| (u.state.clone(), u.parked > 0)),
         }
     }
 }
@@ -183,6 +188,7 @@ mod tests {
                 devices: vec![],
             },
             retention: None,
+            uploader: None,
             system: System {
                 uptime_s: 1,
                 boot_id: "a".repeat(32),

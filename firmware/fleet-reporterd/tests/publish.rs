@@ -81,6 +81,62 @@ async fn the_reporter_publishes_retained_health_over_tls_and_a_recorder_change_a
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uploaders_backlog_and_parked_recordings_reach_the_health_message() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let run = tempfile::tempdir().expect("tempdir");
+    let status_path = run.path().join("status.json");
+    let mut st = Station::new(
+        &[],
+        &format!("uploader-status = \"{}\"\n", status_path.display()),
+    );
+    st.start();
+    let (session, mut events) = st.operator("op-upload");
+    session
+        .subscribe(fleet_proto::topic::filter::ALL_HEALTH)
+        .await
+        .expect("subscribe");
+    let first = next_health(&mut events).await;
+    assert_eq!(first.uploader, None, "no uploader running: no part");
+
+    // What fleet-uploaderd writes when recordings wait and two were parked.
+    let status = fleet_uploaderd::status::Status {
+        state: fleet_uploaderd::status::State::Waiting,
+        wait_reason: Some("link-backoff".into()),
+        queue_recordings: 7,
+        queue_bytes: 7_000_000,
+        parked: 2,
+        failures_by_reason: [("http-503".to_owned(), 4)].into_iter().collect(),
+        last_failure: Some(fleet_uploaderd::status::LastFailure {
+            reason: "http-503".into(),
+            message: "Service Unavailable".into(),
+            at_unix_s: None,
+        }),
+        ..fleet_uploaderd::status::Status::default()
+    };
+    fleet_uploaderd::status::write(&status_path, &status).expect("write status");
+    let mode = std::fs::metadata(&status_path)
+        .expect("stat")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o644, "readable by the reporter's user");
+    let changed = loop {
+        let h = next_health(&mut events).await;
+        if h.uploader.is_some() {
+            break h;
+        }
+    };
+    let u = changed.uploader.as_ref().expect("uploader part");
+    assert_eq!(
+        (u.state.as_str(), u.queue_recordings, u.parked),
+        ("waiting", 7, 2)
+    );
+    assert_eq!(u.last_failure_reason.as_deref(), Some("http-503"));
+    assert_eq!(changed.v, health::HEALTH_VERSION);
+    let problems = decide_problems(&changed.signals(Some(0)), &ProblemPolicy::default());
+    assert!(problems.contains(&Problem::UploadsParked), "{problems:?}");
+}
+
 #[test]
 fn an_invalid_configuration_exits_2_naming_the_key() {
     let st = Station::new(&[], "");

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use fleet_bootctl::atomic::{Replace, write_atomic};
 use serde::{Deserialize, Serialize};
 
 /// What the uploader is doing.
@@ -86,11 +85,15 @@ impl Default for Status {
     }
 }
 
-/// Writes the status file.
+/// Writes the status file, mode 0644 whatever the umask: the health reporter (another user)
+/// reads it. It holds no secret.
 ///
 /// # Errors
 /// The write fails.
 pub fn write(path: &Path, status: &Status) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
-    write_atomic(path, &bytes, Replace::Rename)
+    fleet_durable::WriteOptions::new()
+        .mode(0o644)
+        .write(path, &bytes)
+        .map_err(fleet_durable::Error::into_source)
 }

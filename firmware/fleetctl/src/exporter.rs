@@ -217,7 +217,7 @@ pub fn render(rows: &[StationRow]) -> String {
         }
     }
     type StFig = fn(&fleet_proto::health::Health) -> Option<f64>;
-    let per_station: [(&str, &str, StFig); 14] = [
+    let per_station: [(&str, &str, StFig); 18] = [
         ("fleet_disk_used_ratio", "Data disk used, 0..1.", |h| {
             h.retention
                 .as_ref()
@@ -245,6 +245,31 @@ pub fn render(rows: &[StationRow]) -> String {
             "fleet_recordings_deleted_24h",
             "Recordings deleted by retention in the last 24 h.",
             |h| h.retention.as_ref().map(|r| r.deleted_24h as f64),
+        ),
+        (
+            "fleet_upload_queue_recordings",
+            "Recordings waiting for the uploader.",
+            |h| h.uploader.as_ref().map(|u| u.queue_recordings as f64),
+        ),
+        (
+            "fleet_upload_queue_bytes",
+            "Bytes of recordings waiting for the uploader.",
+            |h| h.uploader.as_ref().map(|u| u.queue_bytes as f64),
+        ),
+        (
+            "fleet_upload_parked",
+            "Recordings the uploader set aside after repeated failures.",
+            |h| h.uploader.as_ref().map(|u| u.parked as f64),
+        ),
+        (
+            "fleet_upload_last_success_timestamp_seconds",
+            "When the last upload was confirmed (Unix time).",
+            |h| {
+                h.uploader
+                    .as_ref()
+                    .and_then(|u| u.last_success_unix_s)
+                    .map(|t| t as f64)
+            },
         ),
         ("fleet_uptime_seconds", "Time since boot.", |h| {
             Some(h.system.uptime_s as f64)

@@ -21,6 +21,8 @@ pub struct Columns {
     pub temp: String,
     pub clock: String,
     pub last_seg: String,
+    /// The upload backlog: recordings queued, `P<n>` parked, `off` without a destination.
+    pub upload: String,
 }
 
 impl Columns {
@@ -82,6 +84,15 @@ impl Columns {
                 Some(ago(at.saturating_sub(t) + age_s.unwrap_or(0)))
             })
             .unwrap_or_default();
+        let upload = h
+            .uploader
+            .as_ref()
+            .map(|u| match (u.state.as_str(), u.parked) {
+                ("unconfigured", _) => "off".to_string(),
+                (_, 0) => u.queue_recordings.to_string(),
+                (_, p) => format!("{} P{p}", u.queue_recordings),
+            })
+            .unwrap_or_default();
         Self {
             rec,
             mic,
@@ -89,6 +100,7 @@ impl Columns {
             temp,
             clock,
             last_seg,
+            upload,
         }
     }
 }
@@ -209,6 +221,39 @@ pub fn render(h: &Health, problems: &[fleet_core::health::Problem]) -> String {
         }
         None => {
             let _ = writeln!(s, "\nretention: no metrics");
+        }
+    }
+    match &h.uploader {
+        Some(u) => {
+            let _ = writeln!(
+                s,
+                "\nuploader: {}{}\n  queued {} recordings ({} bytes), {} parked; last success {}",
+                u.state,
+                u.wait_reason
+                    .as_ref()
+                    .map(|w| format!(" ({w})"))
+                    .unwrap_or_default(),
+                u.queue_recordings,
+                u.queue_bytes,
+                u.parked,
+                u.last_success_unix_s
+                    .map_or("never".into(), |t| format!("unix {t}"))
+            );
+            if let Some(r) = &u.last_failure_reason {
+                let by: Vec<String> = u
+                    .failures_by_reason
+                    .iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "  last failure: {r}; failures since start: {}",
+                    by.join(", ")
+                );
+            }
+        }
+        None => {
+            let _ = writeln!(s, "\nuploader: none running");
         }
     }
     let y = &h.system;
@@ -363,6 +408,16 @@ pub fn simulated(
             untrusted_because: None,
             max_offset_ms: Some(30),
         },
+        uploader: Some(fleet_proto::health::UploaderHealth {
+            state: "idle".into(),
+            wait_reason: None,
+            queue_recordings: 12,
+            queue_bytes: 55_296_000,
+            parked: 0,
+            last_success_unix_s: Some(wall_unix_s - 300),
+            last_failure_reason: None,
+            failures_by_reason: std::collections::BTreeMap::new(),
+        }),
     }
 }
 
@@ -395,8 +450,10 @@ mod tests {
             ("rec", "SILENT", "42%", "ntp")
         );
         assert_eq!(cols.last_seg, "60s");
+        assert_eq!(cols.upload, "12");
         let text = render(&silent, &[Problem::SilentMicrophone]);
         assert!(text.contains("problems: silent-microphone"), "{text}");
         assert!(text.contains("FLAT"), "{text}");
+        assert!(text.contains("uploader: idle"), "{text}");
     }
 }

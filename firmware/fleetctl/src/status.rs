@@ -253,7 +253,7 @@ pub fn render_table(rows: &[StationRow]) -> String {
         .set_content_arrangement(ContentArrangement::Disabled)
         .set_header([
             "station", "heard", "version", "update", "rec", "mic", "disk", "temp", "clock",
-            "last seg", "!",
+            "last seg", "upl", "!",
         ]);
     for r in rows {
         let heard = match r.age_s {
@@ -300,6 +300,7 @@ pub fn render_table(rows: &[StationRow]) -> String {
             h.temp,
             h.clock,
             h.last_seg,
+            h.upload,
             count,
         ]);
     }
