@@ -7,7 +7,8 @@
 //! compatible = "fleet-rpi5"
 //! data-dir = "/data"
 //! trusted-keys = ["<64 hex digits: ed25519 public key>"]
-//! wall-clock = "untrusted"        # "trusted" once NTP/RTC sync is guaranteed
+//! wall-clock = "system"           # the clock rule (ADR 0004); or "untrusted"; "trusted": tests
+//! clock-root = "/"                # run/, var/lib/ and sys/ of the clock facts: tests only
 //!
 //! [mqtt]                           # fleet_mqtt::config: the one parser every daemon uses
 //! host = "broker.example"
@@ -89,6 +90,7 @@ struct RawConfig {
     trusted_keys: Vec<String>,
     #[serde(default)]
     wall_clock: WallClock,
+    clock_root: Option<PathBuf>,
     mqtt: RawMqtt,
     #[serde(default)]
     update: RawUpdate,
@@ -143,15 +145,29 @@ fn default_factory() -> String {
     "1.0.0".into()
 }
 
-/// Whether the wall clock may be used for decisions (offer expiry).
+/// Where the answer to "is the wall clock trusted" (offer expiry) comes from (ADR 0004).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WallClock {
-    /// Never judge by wall-clock time (a station without a synced clock).
+    /// The station's clock rule, asked at every decision: `fleet_facts::clock::now` reads
+    /// systemd-timesyncd's files and the RTC under `clock-root` and applies
+    /// `fleet_core::clock::decide_trust`, as every other daemon does.
     #[default]
+    System,
+    /// Never judge by wall-clock time, whatever the clock rule says (a safe override).
     Untrusted,
-    /// The system clock is synced (NTP/RTC): offers expire.
+    /// Always trust the system clock, without asking the rule: only for simulated stations and
+    /// tests. `--check-config` and every start warn when a station with real ports says it.
     Trusted,
+}
+
+impl WallClock {
+    /// True when a station with real ports (not `[sim]`) says `trusted`: it would judge offer
+    /// expiry by a clock that may read 1970 after a power loss.
+    #[must_use]
+    pub fn is_overridden_on_a_real_station(self, sim: bool) -> bool {
+        self == Self::Trusted && !sim
+    }
 }
 
 /// How downloads behave.
@@ -187,6 +203,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub trusted_keys: TrustedKeys,
     pub wall_clock: WallClock,
+    /// Where the clock facts are read (`<root>/run`, `<root>/var/lib`, `<root>/sys`).
+    pub clock_roots: fleet_facts::Roots,
     pub mqtt: MqttConfig,
     pub update: UpdateConfig,
     pub sim: Option<SimConfig>,
@@ -276,6 +294,10 @@ impl Config {
             problems.push("trusted-keys: at least one key is needed".into());
         }
         let mqtt = raw.mqtt.validate(&raw.data_dir, &mut problems);
+        let clock_root = raw.clock_root.clone().unwrap_or_else(|| PathBuf::from("/"));
+        if !clock_root.is_absolute() {
+            problems.push("clock-root: must be an absolute path".into());
+        }
         let u = &raw.update;
         if u.download_space_bytes == 0 {
             problems.push("update.download-space-bytes: must not be 0".into());
@@ -388,6 +410,7 @@ impl Config {
             data_dir: raw.data_dir,
             trusted_keys,
             wall_clock: raw.wall_clock,
+            clock_roots: fleet_facts::Roots::under(&clock_root),
             mqtt,
             update: UpdateConfig {
                 download_space_bytes: u.download_space_bytes,
@@ -431,7 +454,8 @@ mod tests {
         assert_eq!(c.device_id.as_str(), "stn-1");
         assert_eq!(c.mqtt.port, 1883);
         assert_eq!(c.update.chunk_window, 8);
-        assert_eq!(c.wall_clock, WallClock::Untrusted);
+        assert_eq!(c.wall_clock, WallClock::System);
+        assert_eq!(c.clock_roots, fleet_facts::Roots::system());
         assert_eq!(c.trusted_keys.len(), 1);
         assert_eq!(c.installer, InstallerKind::Rauc);
         assert_eq!(
@@ -551,6 +575,32 @@ mod tests {
         let plain = with_mqtt("[mqtt]\nhost = \"10.0.2.100\"\ntransport = \"plain\"\n")
             .expect("explicit plain is allowed");
         assert!(plain.mqtt.is_plain_over_a_network());
+    }
+
+    #[test]
+    fn the_wall_clock_follows_the_clock_rule_unless_a_word_overrides_it() {
+        let with = |line: &str| Config::parse(Path::new("t.toml"), &format!("{line}\n{}", good()));
+        let c = with("wall-clock = \"system\"\nclock-root = \"/tmp/fake\"").expect("valid");
+        assert_eq!(c.wall_clock, WallClock::System);
+        assert_eq!(
+            c.clock_roots.run,
+            Path::new("/tmp/fake/run"),
+            "the facts are read under clock-root"
+        );
+        let c = with("wall-clock = \"untrusted\"").expect("valid");
+        assert_eq!(c.wall_clock, WallClock::Untrusted);
+        let c = with("wall-clock = \"trusted\"").expect("valid");
+        assert!(c.wall_clock.is_overridden_on_a_real_station(false));
+        assert!(!c.wall_clock.is_overridden_on_a_real_station(true));
+        assert!(matches!(
+            with("wall-clock = \"ntp\""),
+            Err(ConfigError::Parse { .. })
+        ));
+        let all = problems(with("clock-root = \"fake\""));
+        assert!(
+            all.contains("clock-root: must be an absolute path"),
+            "{all}"
+        );
     }
 
     #[test]

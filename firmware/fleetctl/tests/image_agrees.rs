@@ -275,3 +275,25 @@ fn every_sample_configuration_in_the_docs_parses_with_its_daemons_checker() {
     fleet_retentiond::config::parse_at(&samples[0], Path::new("docs/reference/retentiond.md"))
         .unwrap_or_else(|e| panic!("retentiond.md's sample: {e}"));
 }
+
+#[test]
+fn the_images_updater_follows_the_clock_rule_and_its_sandbox_can_read_the_facts() {
+    let files = "meta-fleet/recipes-fleet/fleet-firmware/files";
+    let updated = read(&format!("{files}/updated.toml"));
+    assert!(updated.contains("\nwall-clock = \"system\"\n"));
+    let unit = read(&format!("{files}/fleet-updated.service"));
+    assert!(unit.contains("\nProtectSystem=strict\n"));
+    // The clock facts fleet_facts::clock reads stay visible (read-only) in the sandbox.
+    for line in unit.lines().filter(|l| !l.starts_with('#')) {
+        for hiding in ["InaccessiblePaths=", "TemporaryFileSystem="] {
+            if line.starts_with(hiding) {
+                for fact in ["/run", "/var/lib", "/sys"] {
+                    assert!(
+                        !line.contains(fact),
+                        "fleet-updated.service hides {fact}: {line}"
+                    );
+                }
+            }
+        }
+    }
+}
