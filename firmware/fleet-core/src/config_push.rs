@@ -75,7 +75,10 @@ pub fn allowed(daemon: Daemon) -> &'static [(&'static str, ValueKind)] {
     match daemon {
         Daemon::Recorderd => &[
             ("utc-offset", ValueKind::UtcOffset),
-            ("clock-trust", ValueKind::Word(&["file", "always", "never"])),
+            (
+                "clock-trust",
+                ValueKind::Word(&["system", "file", "always", "never"]),
+            ),
             ("position.lat", ValueKind::Float),
             ("position.lon", ValueKind::Float),
             ("position.elevation-m", ValueKind::Float),
