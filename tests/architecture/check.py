@@ -38,16 +38,17 @@ ALLOWED = {
     "fleet-sim": {"fleet-core", "fleet-bootctl", "fleet-durable"},
     "fleet-updated": {
         "fleet-core", "fleet-config", "fleet-durable", "fleet-proto", "fleet-mqtt",
-        "fleet-bootctl", "fleet-rauc", "fleet-sim",
+        "fleet-bootctl", "fleet-rauc", "fleet-sim", "fleet-facts",
     },
-    "fleet-recorderd": {"fleet-core", "fleet-config", "fleet-durable", "fleet-bootctl"},
-    "fleet-retentiond": {"fleet-core", "fleet-config", "fleet-durable", "fleet-bootctl"},
+    "fleet-recorderd": {"fleet-core", "fleet-config", "fleet-durable", "fleet-bootctl", "fleet-facts"},
+    "fleet-retentiond": {"fleet-core", "fleet-config", "fleet-durable", "fleet-bootctl", "fleet-facts"},
     "fleet-reporterd": {
         "fleet-core", "fleet-config", "fleet-durable", "fleet-proto", "fleet-mqtt",
         "fleet-bootctl", "fleet-facts",
     },
     "fleet-uploaderd": {
         "fleet-core", "fleet-config", "fleet-durable", "fleet-bootctl", "fleet-retentiond",
+        "fleet-facts",
     },
     "fleet": {
         "fleet-core", "fleet-config", "fleet-durable", "fleet-proto", "fleet-bootctl",

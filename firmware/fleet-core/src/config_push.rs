@@ -75,7 +75,10 @@ pub fn allowed(daemon: Daemon) -> &'static [(&'static str, ValueKind)] {
     match daemon {
         Daemon::Recorderd => &[
             ("utc-offset", ValueKind::UtcOffset),
-            ("clock-trust", ValueKind::Word(&["file", "always", "never"])),
+            (
+                "clock-trust",
+                ValueKind::Word(&["system", "file", "always", "never"]),
+            ),
             ("position.lat", ValueKind::Float),
             ("position.lon", ValueKind::Float),
             ("position.elevation-m", ValueKind::Float),
@@ -95,7 +98,8 @@ pub fn allowed(daemon: Daemon) -> &'static [(&'static str, ValueKind)] {
         ],
         Daemon::Updated => &[
             ("groups", ValueKind::IdList),
-            ("wall-clock", ValueKind::Word(&["trusted", "untrusted"])),
+            // `trusted` (skip the clock rule) is for simulations and tests: never pushed.
+            ("wall-clock", ValueKind::Word(&["system", "untrusted"])),
             ("mqtt.keep-alive-secs", ValueKind::Integer),
             ("update.chunk-window", ValueKind::Integer),
             ("update.stall-timeout-secs", ValueKind::Integer),
@@ -440,6 +444,21 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_push_can_return_the_updater_to_the_clock_rule_but_never_switch_it_off() {
+        let kind = kind_of(Daemon::Updated, "wall-clock").expect("pushable");
+        for word in ["system", "untrusted"] {
+            assert_eq!(
+                check_value("wall-clock", kind, &Value::Text(word.into())),
+                Ok(())
+            );
+        }
+        assert!(matches!(
+            check_value("wall-clock", kind, &Value::Text("trusted".into())),
+            Err(PushRefused::BadValue { .. })
+        ));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! key-file = "/data/fleet/identity/station.key"   # must be under data-dir
 //! server-verify = "enforce"         # the only mode: chain to ca-file and name = host
 //! ```
-//! (The same rules as `fleet-updated`'s `[mqtt]`, which can switch to this module.)
+//! `fleet-updated`, `fleet-reporterd` and `fleet-uploaderd` all read `[mqtt]` with this module.
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 

@@ -89,7 +89,7 @@ struct RawConfig {
     status_file: Option<PathBuf>,
     utc_offset: Option<String>,
     clock_trust: Option<String>,
-    clock_trusted_file: Option<PathBuf>,
+    clock_root: Option<PathBuf>,
     sys_root: Option<PathBuf>,
     position: Option<RawPosition>,
     #[serde(default)]
@@ -325,17 +325,25 @@ fn validate(raw: RawConfig, limits: &Limits) -> Result<Config, Vec<String>> {
             0
         }),
     };
-    let clock = match (raw.clock_trust.as_deref(), raw.clock_trusted_file) {
-        (Some("always"), None) => ClockTrust::Always,
-        (Some("never"), None) => ClockTrust::Never,
-        (None | Some("file"), Some(f)) => ClockTrust::WhenFileExists(f),
-        (None | Some("file"), None) => {
-            ClockTrust::WhenFileExists("/run/systemd/timesync/synchronized".into())
+    let clock_root = raw.clock_root.unwrap_or_else(|| PathBuf::from("/"));
+    if !clock_root.is_absolute() {
+        p.push(format!(
+            "clock-root: {} is not an absolute path",
+            clock_root.display()
+        ));
+    }
+    // "file" is the older word for the rule (it once meant timesyncd's flag file alone); pushed
+    // layers may still say it.
+    let clock = match raw.clock_trust.as_deref() {
+        None | Some("system" | "file") => {
+            ClockTrust::System(fleet_facts::Roots::under(&clock_root))
         }
-        (Some(other), _) => {
+        Some("always") => ClockTrust::Always,
+        Some("never") => ClockTrust::Never,
+        Some(other) => {
             p.push(format!(
-                "clock-trust: {other:?} must be \"always\", \"never\" or \"file\" (the only one \
-                 that takes clock-trusted-file)"
+                "clock-trust: {other:?} must be \"system\" (the station's clock rule), \
+                 \"always\" or \"never\""
             ));
             ClockTrust::Never
         }
@@ -700,6 +708,39 @@ profile = "nope"
         ] {
             assert!(all.contains(key), "{key} missing from:\n{all}");
         }
+    }
+
+    #[test]
+    fn segments_follow_the_stations_clock_rule_unless_a_word_overrides_it() {
+        let with = |lines: &str| {
+            let text = GOOD.replace("clock-trust = \"always\"\n", lines);
+            Config::parse(&text, Path::new("t.toml"), &Limits::default())
+        };
+        let rule = ClockTrust::System(fleet_facts::Roots::system());
+        assert_eq!(with("").expect("valid").clock, rule);
+        // "file", the older word, means the rule too (pushed layers may still say it).
+        assert_eq!(with("clock-trust = \"file\"\n").expect("valid").clock, rule);
+        let c = with("clock-trust = \"system\"\nclock-root = \"/tmp/fake\"\n").expect("valid");
+        assert_eq!(
+            c.clock,
+            ClockTrust::System(fleet_facts::Roots::under(Path::new("/tmp/fake")))
+        );
+        // A fake tree where timesyncd never synchronized: not trusted.
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("run/systemd/timesync")).expect("mkdir");
+        assert!(!ClockTrust::System(fleet_facts::Roots::under(dir.path())).trusted());
+        std::fs::write(dir.path().join("run/systemd/timesync/synchronized"), b"").expect("flag");
+        assert!(ClockTrust::System(fleet_facts::Roots::under(dir.path())).trusted());
+        let Err(ConfigError::Invalid { problems, .. }) =
+            with("clock-trust = \"maybe\"\nclock-root = \"rel\"\n")
+        else {
+            panic!("must be invalid");
+        };
+        let all = problems.join("\n");
+        assert!(
+            all.contains("clock-trust:") && all.contains("clock-root:"),
+            "{all}"
+        );
     }
 
     #[test]

@@ -29,8 +29,10 @@ use crate::wav::{SegmentFile, WavError, WavFormat};
 pub enum ClockTrust {
     Always,
     Never,
-    /// Trusted while this file exists (systemd-timesyncd: `/run/systemd/timesync/synchronized`).
-    WhenFileExists(PathBuf),
+    /// The station's clock rule (ADR 0004), asked at each segment start:
+    /// `fleet_facts::clock` reads systemd-timesyncd's files and the RTC under these roots and
+    /// `fleet_core::clock::decide_trust` judges, as in every fleet daemon.
+    System(fleet_facts::Roots),
 }
 
 impl ClockTrust {
@@ -39,7 +41,11 @@ impl ClockTrust {
         match self {
             Self::Always => true,
             Self::Never => false,
-            Self::WhenFileExists(p) => p.exists(),
+            Self::System(roots) => {
+                let (_, trust) =
+                    fleet_facts::clock::trust(roots, &fleet_core::clock::ClockPolicy::default());
+                trust.is_trusted()
+            }
         }
     }
 }

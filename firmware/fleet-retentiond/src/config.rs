@@ -43,7 +43,7 @@ struct RawConfig {
     #[serde(default)]
     trust_time: Option<String>,
     #[serde(default)]
-    time_synced_flag: Option<PathBuf>,
+    clock_root: Option<PathBuf>,
     #[serde(default)]
     boot_id_path: Option<PathBuf>,
     #[serde(default)]
@@ -114,7 +114,9 @@ pub const DEFAULT_UPLOADER_CONFIG: &str = "/data/fleet/identity/uploaderd.toml";
 /// Whether the wall clock is trusted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrustTime {
-    /// Trusted while `time-synced-flag` exists (systemd-timesyncd creates it once synced).
+    /// The station's clock rule (ADR 0004), asked at every decision:
+    /// `fleet_facts::clock::now` reads systemd-timesyncd's files and the RTC under
+    /// `clock-root` and applies `fleet_core::clock::decide_trust`, as every fleet daemon does.
     Auto,
     Always,
     Never,
@@ -131,7 +133,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     pub metrics_path: Option<PathBuf>,
     pub trust_time: TrustTime,
-    pub time_synced_flag: PathBuf,
+    /// Where the clock facts are read (`<clock-root>/run`, `/var/lib`, `/sys`).
+    pub clock_roots: fleet_facts::Roots,
     pub boot_id_path: PathBuf,
     /// The plan's policy; its `uploader_configured` is refreshed from `uploader` before each
     /// plan ([`Config::policy_now`]).
@@ -318,6 +321,13 @@ pub fn parse(text: &str) -> Result<Config, ParseError> {
             TrustTime::Never
         }
     };
+    let clock_root = raw.clock_root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    if !clock_root.is_absolute() {
+        problems.push(format!(
+            "clock-root: {} is not an absolute path",
+            clock_root.display()
+        ));
+    }
     for (key, path) in [
         ("recordings-dir", &raw.recordings_dir),
         ("state-dir", &raw.state_dir),
@@ -344,9 +354,7 @@ pub fn parse(text: &str) -> Result<Config, ParseError> {
         state_dir: raw.state_dir,
         metrics_path: raw.metrics_path,
         trust_time,
-        time_synced_flag: raw
-            .time_synced_flag
-            .unwrap_or_else(|| PathBuf::from("/run/systemd/timesync/synchronized")),
+        clock_roots: fleet_facts::Roots::under(&clock_root),
         boot_id_path: raw
             .boot_id_path
             .unwrap_or_else(|| PathBuf::from("/proc/sys/kernel/random/boot_id")),
@@ -389,6 +397,28 @@ mod tests {
         assert_eq!(
             c.index_path(),
             PathBuf::from("/data/fleet/retention/index.sqlite")
+        );
+        assert_eq!(c.trust_time, TrustTime::Auto, "the clock rule decides");
+        assert_eq!(c.clock_roots, fleet_facts::Roots::system());
+    }
+
+    #[test]
+    fn the_clock_rule_reads_its_facts_under_clock_root() {
+        let c = parse("recordings-dir = \"/a\"\nstate-dir = \"/b\"\nclock-root = \"/tmp/fake\"\n")
+            .unwrap();
+        assert_eq!(
+            c.clock_roots,
+            fleet_facts::Roots::under(Path::new("/tmp/fake"))
+        );
+        let ParseError::Invalid(problems) =
+            parse("recordings-dir = \"/a\"\nstate-dir = \"/b\"\nclock-root = \"fake\"\n")
+                .unwrap_err()
+        else {
+            panic!("not a validation error")
+        };
+        assert!(
+            problems.iter().any(|p| p.starts_with("clock-root:")),
+            "{problems:?}"
         );
     }
 

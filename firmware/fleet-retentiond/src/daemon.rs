@@ -280,20 +280,18 @@ impl Daemon {
         result
     }
 
+    /// The time every plan is made at: wall-clock time only while the station's clock rule
+    /// trusts the clock (ADR 0004), unless `trust-time` overrides it.
     fn now(&self) -> Now {
         let mono = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let trusted = match self.cfg.trust_time {
-            TrustTime::Always => true,
-            TrustTime::Never => false,
-            TrustTime::Auto => self.cfg.time_synced_flag.exists(),
-        };
-        let wall = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .ok()
-            .and_then(|d| i64::try_from(d.as_secs()).ok());
-        Now {
-            monotonic_ms: mono,
-            wall_unix_s: wall.filter(|_| trusted),
+        match self.cfg.trust_time {
+            TrustTime::Auto => fleet_facts::clock::now(
+                &self.cfg.clock_roots,
+                &fleet_core::clock::ClockPolicy::default(),
+                mono,
+            ),
+            TrustTime::Always => Now::trusted(mono, fleet_facts::clock::wall_unix_s()),
+            TrustTime::Never => Now::untrusted(mono),
         }
     }
 

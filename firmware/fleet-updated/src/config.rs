@@ -7,23 +7,11 @@
 //! compatible = "fleet-rpi5"
 //! data-dir = "/data"
 //! trusted-keys = ["<64 hex digits: ed25519 public key>"]
-//! wall-clock = "untrusted"        # "trusted" once NTP/RTC sync is guaranteed
+//! wall-clock = "system"           # the clock rule (ADR 0004); or "untrusted"; "trusted": tests
+//! clock-root = "/"                # run/, var/lib/ and sys/ of the clock facts: tests only
 //!
-//! [mqtt]
-//! host = "broker.example"           # the name the broker's certificate must carry
-//! transport = "tls"                 # default; "plain" only for a loopback broker in tests
-//! port = 8883                       # default 8883 with tls, 1883 plain
-//! keep-alive-secs = 30
-//! backoff-initial-ms = 500
-//! backoff-max-ms = 60000
-//! # username = "stn-0042"           # only for brokers that want a password
-//! # password-file = "/data/fleet/identity/mqtt-password"
-//!
-//! [mqtt.tls]                        # files read at every connect (a renewal needs no restart)
-//! ca-file = "/etc/fleet/broker-ca.crt"            # public: may be in the image or on /data
-//! cert-file = "/data/fleet/identity/station.crt"  # must be under data-dir
-//! key-file = "/data/fleet/identity/station.key"   # must be under data-dir
-//! server-verify = "enforce"         # the only mode: chain to ca-file and name = host
+//! [mqtt]                           # fleet_mqtt::config: the one parser every daemon uses
+//! host = "broker.example"
 //!
 //! [update]
 //! download-space-bytes = 2147483648  # bundles larger than this are refused
@@ -49,12 +37,14 @@
 //! fail-health-file = "/var/lib/fleet-sim/stn-0042/fail-health"
 //! health-delay-ms = 0                # how long the simulated health check takes
 //! ```
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use fleet_core::ids::{DeviceId, GroupId};
 use fleet_proto::envelope::TrustedKeys;
 use serde::Deserialize;
+
+use fleet_mqtt::config::{MqttConfig, RawMqtt};
 
 use crate::adapters::{BootFlowKind, InstallerKind, RaucConfig, RawRauc};
 use crate::health::{HealthConfig, RawHealth};
@@ -100,6 +90,7 @@ struct RawConfig {
     trusted_keys: Vec<String>,
     #[serde(default)]
     wall_clock: WallClock,
+    clock_root: Option<PathBuf>,
     mqtt: RawMqtt,
     #[serde(default)]
     update: RawUpdate,
@@ -113,82 +104,6 @@ struct RawConfig {
     #[serde(default)]
     rauc: RawRauc,
     health: Option<RawHealth>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawMqtt {
-    host: String,
-    transport: Option<TransportKind>,
-    port: Option<u16>,
-    tls: Option<RawTls>,
-    username: Option<String>,
-    password_file: Option<PathBuf>,
-    #[serde(default = "default_keep_alive")]
-    keep_alive_secs: u64,
-    #[serde(default = "default_backoff_initial")]
-    backoff_initial_ms: u64,
-    #[serde(default = "default_backoff_max")]
-    backoff_max_ms: u64,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct RawTls {
-    ca_file: PathBuf,
-    cert_file: Option<PathBuf>,
-    key_file: Option<PathBuf>,
-    #[serde(default)]
-    server_verify: ServerVerifyKind,
-}
-
-/// `[mqtt] transport`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum TransportKind {
-    /// Plain TCP: only for a broker on the same machine (tests).
-    Plain,
-    /// TLS with the server verified; the default unless the host is a loopback address.
-    Tls,
-}
-
-/// `[mqtt.tls] server-verify`: there is deliberately no value that turns verification off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-enum ServerVerifyKind {
-    #[default]
-    Enforce,
-}
-
-const PLAIN_PORT: u16 = 1883;
-const TLS_PORT: u16 = 8883;
-
-/// `localhost` or a loopback address: plain TCP to it never leaves the machine.
-fn is_loopback(host: &str) -> bool {
-    host == "localhost"
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-/// True when `path` is absolute, has no `..` and lies inside `dir` (checked on the words,
-/// not on the file system: the files may not exist yet when the image is built).
-fn is_inside(dir: &Path, path: &Path) -> bool {
-    path.is_absolute()
-        && !path.components().any(|c| c == Component::ParentDir)
-        && path.starts_with(dir)
-        && path != dir
-}
-fn default_keep_alive() -> u64 {
-    30
-}
-fn default_backoff_initial() -> u64 {
-    500
-}
-fn default_backoff_max() -> u64 {
-    60_000
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,150 +145,29 @@ fn default_factory() -> String {
     "1.0.0".into()
 }
 
-/// Whether the wall clock may be used for decisions (offer expiry).
+/// Where the answer to "is the wall clock trusted" (offer expiry) comes from (ADR 0004).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WallClock {
-    /// Never judge by wall-clock time (a station without a synced clock).
+    /// The station's clock rule, asked at every decision: `fleet_facts::clock::now` reads
+    /// systemd-timesyncd's files and the RTC under `clock-root` and applies
+    /// `fleet_core::clock::decide_trust`, as every other daemon does.
     #[default]
+    System,
+    /// Never judge by wall-clock time, whatever the clock rule says (a safe override).
     Untrusted,
-    /// The system clock is synced (NTP/RTC): offers expire.
+    /// Always trust the system clock, without asking the rule: only for simulated stations and
+    /// tests. `--check-config` and every start warn when a station with real ports says it.
     Trusted,
 }
 
-/// The MQTT connection.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MqttConfig {
-    pub host: String,
-    pub port: u16,
-    /// Plain (loopback only, by default) or TLS with the credential files under data-dir.
-    pub transport: fleet_mqtt::Transport,
-    pub credentials: Option<fleet_mqtt::Credentials>,
-    pub keep_alive: Duration,
-    pub backoff: fleet_mqtt::Backoff,
-}
-
-impl MqttConfig {
-    /// True when messages go in clear text to another machine (`transport = "plain"` with a
-    /// host that is not a loopback address): allowed, but worth a warning at every start.
+impl WallClock {
+    /// True when a station with real ports (not `[sim]`) says `trusted`: it would judge offer
+    /// expiry by a clock that may read 1970 after a power loss.
     #[must_use]
-    pub fn is_plain_over_a_network(&self) -> bool {
-        self.transport == fleet_mqtt::Transport::Plain && !is_loopback(&self.host)
+    pub fn is_overridden_on_a_real_station(self, sim: bool) -> bool {
+        self == Self::Trusted && !sim
     }
-
-    /// The session settings for this connection (the caller adds its will and limits).
-    #[must_use]
-    pub fn session_config(&self, client_id: String) -> fleet_mqtt::SessionConfig {
-        let mut c = fleet_mqtt::SessionConfig::new(client_id, self.host.clone(), self.port);
-        c.transport = self.transport.clone();
-        c.credentials = self.credentials.clone();
-        c.keep_alive = self.keep_alive;
-        c.backoff = self.backoff;
-        c
-    }
-}
-
-/// Validates `[mqtt]`'s transport and credentials; problems are added to `problems`.
-fn validate_transport(
-    raw: &RawMqtt,
-    data_dir: &Path,
-    problems: &mut Vec<String>,
-) -> (
-    TransportKind,
-    fleet_mqtt::Transport,
-    Option<fleet_mqtt::Credentials>,
-) {
-    let kind = raw.transport.unwrap_or(if is_loopback(&raw.host) {
-        TransportKind::Plain
-    } else {
-        TransportKind::Tls
-    });
-    let under_data = |problems: &mut Vec<String>, key: &str, p: &Path| {
-        if !is_inside(data_dir, p) {
-            problems.push(format!(
-                "{key}: must be an absolute path under data-dir {} (credentials live on the \
-                 station's data partition, never in the image)",
-                data_dir.display()
-            ));
-        }
-    };
-    let credentials = match (&raw.username, &raw.password_file) {
-        (None, None) => None,
-        (None, Some(_)) => {
-            problems.push("mqtt.password-file: needs mqtt.username".into());
-            None
-        }
-        (Some(user), file) => {
-            if user.is_empty() {
-                problems.push("mqtt.username: must not be empty".into());
-            }
-            if let Some(f) = file {
-                under_data(problems, "mqtt.password-file", f);
-            }
-            Some(fleet_mqtt::Credentials {
-                username: user.clone(),
-                password_file: file.clone(),
-            })
-        }
-    };
-    let transport = match (kind, &raw.tls) {
-        (TransportKind::Plain, None) => {
-            if raw.password_file.is_some() {
-                problems.push(
-                    "mqtt.password-file: a password is never sent over transport \"plain\"".into(),
-                );
-            }
-            fleet_mqtt::Transport::Plain
-        }
-        (TransportKind::Plain, Some(_)) => {
-            problems.push("mqtt.tls: given, but mqtt.transport is \"plain\"".into());
-            fleet_mqtt::Transport::Plain
-        }
-        (TransportKind::Tls, None) => {
-            problems.push(
-                "mqtt.tls: needed (ca-file, cert-file, key-file): the transport is \"tls\" \
-                 unless mqtt.host is a loopback address or mqtt.transport = \"plain\""
-                    .into(),
-            );
-            fleet_mqtt::Transport::Plain
-        }
-        (TransportKind::Tls, Some(t)) => {
-            if !t.ca_file.is_absolute() {
-                problems.push("mqtt.tls.ca-file: must be an absolute path".into());
-            }
-            let client_auth = match (&t.cert_file, &t.key_file) {
-                (Some(cert), Some(key)) => {
-                    under_data(problems, "mqtt.tls.cert-file", cert);
-                    under_data(problems, "mqtt.tls.key-file", key);
-                    Some(fleet_mqtt::ClientAuth {
-                        cert: cert.clone(),
-                        key: key.clone(),
-                    })
-                }
-                (None, None) => {
-                    if credentials.is_none() {
-                        problems.push(
-                            "mqtt.tls.cert-file: a station needs an identity: give cert-file \
-                             and key-file, or mqtt.username"
-                                .into(),
-                        );
-                    }
-                    None
-                }
-                _ => {
-                    problems.push("mqtt.tls: give both cert-file and key-file, or neither".into());
-                    None
-                }
-            };
-            let ServerVerifyKind::Enforce = t.server_verify;
-            fleet_mqtt::Transport::Tls(fleet_mqtt::TlsConfig {
-                ca: t.ca_file.clone(),
-                client_auth,
-                server_verify: fleet_mqtt::ServerVerify::Enforce,
-            })
-        }
-    };
-    (kind, transport, credentials)
 }
 
 /// How downloads behave.
@@ -409,6 +203,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub trusted_keys: TrustedKeys,
     pub wall_clock: WallClock,
+    /// Where the clock facts are read (`<root>/run`, `<root>/var/lib`, `<root>/sys`).
+    pub clock_roots: fleet_facts::Roots,
     pub mqtt: MqttConfig,
     pub update: UpdateConfig,
     pub sim: Option<SimConfig>,
@@ -497,24 +293,10 @@ impl Config {
         if raw.trusted_keys.is_empty() {
             problems.push("trusted-keys: at least one key is needed".into());
         }
-        if raw.mqtt.host.is_empty() {
-            problems.push("mqtt.host: must not be empty".into());
-        }
-        let (transport_kind, transport, credentials) =
-            validate_transport(&raw.mqtt, &raw.data_dir, &mut problems);
-        let port = raw.mqtt.port.unwrap_or(match transport_kind {
-            TransportKind::Plain => PLAIN_PORT,
-            TransportKind::Tls => TLS_PORT,
-        });
-        if port == 0 {
-            problems.push("mqtt.port: must not be 0".into());
-        }
-        if raw.mqtt.keep_alive_secs < 5 || raw.mqtt.keep_alive_secs > 3600 {
-            problems.push("mqtt.keep-alive-secs: must be 5..=3600".into());
-        }
-        if raw.mqtt.backoff_initial_ms == 0 || raw.mqtt.backoff_initial_ms > raw.mqtt.backoff_max_ms
-        {
-            problems.push("mqtt.backoff-initial-ms: must be 1..=backoff-max-ms".into());
+        let mqtt = raw.mqtt.validate(&raw.data_dir, &mut problems);
+        let clock_root = raw.clock_root.clone().unwrap_or_else(|| PathBuf::from("/"));
+        if !clock_root.is_absolute() {
+            problems.push("clock-root: must be an absolute path".into());
         }
         let u = &raw.update;
         if u.download_space_bytes == 0 {
@@ -628,17 +410,8 @@ impl Config {
             data_dir: raw.data_dir,
             trusted_keys,
             wall_clock: raw.wall_clock,
-            mqtt: MqttConfig {
-                host: raw.mqtt.host,
-                port,
-                transport,
-                credentials,
-                keep_alive: Duration::from_secs(raw.mqtt.keep_alive_secs),
-                backoff: fleet_mqtt::Backoff {
-                    initial: Duration::from_millis(raw.mqtt.backoff_initial_ms),
-                    max: Duration::from_millis(raw.mqtt.backoff_max_ms),
-                },
-            },
+            clock_roots: fleet_facts::Roots::under(&clock_root),
+            mqtt,
             update: UpdateConfig {
                 download_space_bytes: u.download_space_bytes,
                 chunk_window: u.chunk_window,
@@ -681,7 +454,8 @@ mod tests {
         assert_eq!(c.device_id.as_str(), "stn-1");
         assert_eq!(c.mqtt.port, 1883);
         assert_eq!(c.update.chunk_window, 8);
-        assert_eq!(c.wall_clock, WallClock::Untrusted);
+        assert_eq!(c.wall_clock, WallClock::System);
+        assert_eq!(c.clock_roots, fleet_facts::Roots::system());
         assert_eq!(c.trusted_keys.len(), 1);
         assert_eq!(c.installer, InstallerKind::Rauc);
         assert_eq!(
@@ -801,6 +575,32 @@ mod tests {
         let plain = with_mqtt("[mqtt]\nhost = \"10.0.2.100\"\ntransport = \"plain\"\n")
             .expect("explicit plain is allowed");
         assert!(plain.mqtt.is_plain_over_a_network());
+    }
+
+    #[test]
+    fn the_wall_clock_follows_the_clock_rule_unless_a_word_overrides_it() {
+        let with = |line: &str| Config::parse(Path::new("t.toml"), &format!("{line}\n{}", good()));
+        let c = with("wall-clock = \"system\"\nclock-root = \"/tmp/fake\"").expect("valid");
+        assert_eq!(c.wall_clock, WallClock::System);
+        assert_eq!(
+            c.clock_roots.run,
+            Path::new("/tmp/fake/run"),
+            "the facts are read under clock-root"
+        );
+        let c = with("wall-clock = \"untrusted\"").expect("valid");
+        assert_eq!(c.wall_clock, WallClock::Untrusted);
+        let c = with("wall-clock = \"trusted\"").expect("valid");
+        assert!(c.wall_clock.is_overridden_on_a_real_station(false));
+        assert!(!c.wall_clock.is_overridden_on_a_real_station(true));
+        assert!(matches!(
+            with("wall-clock = \"ntp\""),
+            Err(ConfigError::Parse { .. })
+        ));
+        let all = problems(with("clock-root = \"fake\""));
+        assert!(
+            all.contains("clock-root: must be an absolute path"),
+            "{all}"
+        );
     }
 
     #[test]

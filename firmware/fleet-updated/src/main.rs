@@ -28,6 +28,11 @@ struct Args {
     sim: bool,
 }
 
+/// What `--check-config` and every start say about `wall-clock = "trusted"` on a real station.
+const TRUSTED_CLOCK_WARNING: &str = "wall-clock = \"trusted\" skips the clock rule (meant for \
+     simulations and tests): offers are judged expired by a clock that may not be synchronized; \
+     remove the key to follow the rule (\"system\")";
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -58,13 +63,25 @@ fn main() -> ExitCode {
         eprintln!("{}: {e}", args.config.display());
         return exit_code(EXIT_INVALID_CONFIG);
     }
+    // `trusted` skips the clock rule: meant for simulations and tests, allowed (the operator
+    // may know better) but never silent on a station with real ports.
+    let clock_overridden = config.wall_clock.is_overridden_on_a_real_station(simulated);
     if args.check_config {
+        if clock_overridden {
+            eprintln!(
+                "{}: warning: {TRUSTED_CLOCK_WARNING}",
+                args.config.display()
+            );
+        }
         if let Err(e) = check_credentials(&config) {
             eprintln!("{}: {e}", args.config.display());
             return exit_code(EXIT_INVALID_CONFIG);
         }
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
+    }
+    if clock_overridden {
+        tracing::warn!(wall_clock = "trusted", "{TRUSTED_CLOCK_WARNING}");
     }
     if config.mqtt.is_plain_over_a_network() {
         tracing::warn!(host = %config.mqtt.host, "mqtt transport is plain to a host that is not loopback: anyone on the path can read and forge messages");

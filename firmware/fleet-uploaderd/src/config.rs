@@ -78,7 +78,7 @@ struct RawConfig {
     #[serde(default)]
     trust_time: Option<String>,
     #[serde(default)]
-    time_synced_flag: Option<PathBuf>,
+    clock_root: Option<PathBuf>,
     #[serde(default)]
     format: Option<String>,
     #[serde(default)]
@@ -155,7 +155,9 @@ pub enum Format {
 /// Whether the wall clock is trusted (as `fleet-retentiond`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TrustTime {
-    /// Trusted while `time-synced-flag` exists (systemd-timesyncd creates it once synced).
+    /// The station's clock rule (ADR 0004), asked at every decision:
+    /// `fleet_facts::clock::now` reads systemd-timesyncd's files and the RTC under
+    /// `clock-root` and applies `fleet_core::clock::decide_trust`, as every fleet daemon does.
     Auto,
     Always,
     Never,
@@ -216,7 +218,8 @@ pub struct Config {
     pub credentials_file: PathBuf,
     pub boot_id_path: PathBuf,
     pub trust_time: TrustTime,
-    pub time_synced_flag: PathBuf,
+    /// Where the clock facts are read (`<clock-root>/run`, `/var/lib`, `/sys`).
+    pub clock_roots: fleet_facts::Roots,
     pub format: Format,
     pub order: Order,
     pub poll: Duration,
@@ -451,6 +454,13 @@ fn parse_table(table: toml::Table) -> Result<Config, ParseError> {
             TrustTime::Never
         }
     };
+    let clock_root = raw.clock_root.clone().unwrap_or_else(|| PathBuf::from("/"));
+    if !clock_root.is_absolute() {
+        problems.push(format!(
+            "clock-root: {} is not an absolute path",
+            clock_root.display()
+        ));
+    }
     let format = match raw.format.as_deref() {
         None | Some("flac") => Format::Flac,
         Some("wav") => Format::Wav,
@@ -553,9 +563,7 @@ fn parse_table(table: toml::Table) -> Result<Config, ParseError> {
             .boot_id_path
             .unwrap_or_else(|| PathBuf::from("/proc/sys/kernel/random/boot_id")),
         trust_time,
-        time_synced_flag: raw
-            .time_synced_flag
-            .unwrap_or_else(|| PathBuf::from("/run/systemd/timesync/synchronized")),
+        clock_roots: fleet_facts::Roots::under(&clock_root),
         format,
         order,
         poll,
@@ -631,6 +639,26 @@ mod tests {
         );
         assert_eq!(c.retry.dead_letter_after(), 5);
         assert_eq!(c.poll, Duration::from_secs(30));
+        assert_eq!(c.trust_time, TrustTime::Auto, "the clock rule decides");
+        assert_eq!(c.clock_roots, fleet_facts::Roots::system());
+    }
+
+    #[test]
+    fn the_clock_rule_reads_its_facts_under_clock_root() {
+        let c = parse(&format!("{MINIMAL}clock-root = \"/tmp/fake\"\n")).unwrap();
+        assert_eq!(
+            c.clock_roots,
+            fleet_facts::Roots::under(std::path::Path::new("/tmp/fake"))
+        );
+        let ParseError::Invalid(problems) =
+            parse(&format!("{MINIMAL}clock-root = \"fake\"\n")).unwrap_err()
+        else {
+            panic!("expected invalid values");
+        };
+        assert!(
+            problems.iter().any(|p| p.starts_with("clock-root:")),
+            "{problems:?}"
+        );
     }
 
     #[test]

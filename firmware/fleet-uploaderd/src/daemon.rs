@@ -167,16 +167,17 @@ impl Uploader {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// The time every decision is taken at: wall-clock time only while the station's clock
+    /// rule trusts the clock (ADR 0004), unless `trust-time` overrides it.
     fn now(&self) -> Now {
-        let trusted = match self.cfg.trust_time {
-            TrustTime::Always => true,
-            TrustTime::Never => false,
-            TrustTime::Auto => self.cfg.time_synced_flag.exists(),
-        };
-        if trusted {
-            Now::trusted(self.now_ms(), unix_now())
-        } else {
-            Now::untrusted(self.now_ms())
+        match self.cfg.trust_time {
+            TrustTime::Auto => fleet_facts::clock::now(
+                &self.cfg.clock_roots,
+                &fleet_core::clock::ClockPolicy::default(),
+                self.now_ms(),
+            ),
+            TrustTime::Always => Now::trusted(self.now_ms(), unix_now()),
+            TrustTime::Never => Now::untrusted(self.now_ms()),
         }
     }
 

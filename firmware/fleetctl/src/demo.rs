@@ -255,6 +255,7 @@ groups = [{groups}]
 compatible = "{COMPATIBLE}"
 data-dir = "{data}"
 trusted-keys = ["{key_hex}"]
+# A simulated station has no timesyncd to ask: the documented override for simulations.
 wall-clock = "trusted"
 
 [mqtt]

@@ -275,3 +275,38 @@ fn every_sample_configuration_in_the_docs_parses_with_its_daemons_checker() {
     fleet_retentiond::config::parse_at(&samples[0], Path::new("docs/reference/retentiond.md"))
         .unwrap_or_else(|e| panic!("retentiond.md's sample: {e}"));
 }
+
+#[test]
+fn the_images_daemons_follow_the_clock_rule_and_the_updaters_sandbox_can_read_the_facts() {
+    let files = "meta-fleet/recipes-fleet/fleet-firmware/files";
+    let updated = read(&format!("{files}/updated.toml"));
+    assert!(updated.contains("\nwall-clock = \"system\"\n"));
+    // The other daemons ask the same rule (ADR 0004), never a file check of their own.
+    for (conf, word) in [
+        ("recorderd.toml", "clock-trust = \"system\""),
+        ("retentiond.toml", "trust-time = \"auto\""),
+        ("uploaderd.toml", "trust-time = \"auto\""),
+    ] {
+        let text = read(&format!("{files}/{conf}"));
+        assert!(text.contains(&format!("\n{word}\n")), "{conf}: {word}");
+        assert!(
+            !text.contains("timesync"),
+            "{conf} names a clock file of its own"
+        );
+    }
+    let unit = read(&format!("{files}/fleet-updated.service"));
+    assert!(unit.contains("\nProtectSystem=strict\n"));
+    // The clock facts fleet_facts::clock reads stay visible (read-only) in the sandbox.
+    for line in unit.lines().filter(|l| !l.starts_with('#')) {
+        for hiding in ["InaccessiblePaths=", "TemporaryFileSystem="] {
+            if line.starts_with(hiding) {
+                for fact in ["/run", "/var/lib", "/sys"] {
+                    assert!(
+                        !line.contains(fact),
+                        "fleet-updated.service hides {fact}: {line}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -13,8 +13,9 @@
 //! - [`publish`]: the retained state, events, presence and the goodbye.
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use fleet_core::clock::ClockPolicy;
 use fleet_core::ports::{BootControl, BootStatus, Installer};
 use fleet_core::rollout::Scope;
 use fleet_core::slot::Slot;
@@ -304,17 +305,17 @@ where
     I: Installer + 'static,
     H: HealthCheck,
 {
+    /// The time every decision is taken at. Its wall-clock part is there only while the clock
+    /// is trusted: by default the station's clock rule decides, read afresh for each decision
+    /// (ADR 0004), as in every other daemon.
     fn now(&self) -> Now {
         let mono = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         match self.cfg.wall_clock {
-            WallClock::Untrusted => Now::untrusted(mono),
-            WallClock::Trusted => {
-                let wall = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-                    .unwrap_or(0);
-                Now::trusted(mono, wall)
+            WallClock::System => {
+                fleet_facts::clock::now(&self.cfg.clock_roots, &ClockPolicy::default(), mono)
             }
+            WallClock::Untrusted => Now::untrusted(mono),
+            WallClock::Trusted => Now::trusted(mono, fleet_facts::clock::wall_unix_s()),
         }
     }
 }

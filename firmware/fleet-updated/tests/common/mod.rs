@@ -22,7 +22,11 @@ pub struct StationOptions {
     pub download_space_bytes: u64,
     pub chunk_window: usize,
     pub stall_timeout_secs: u64,
-    pub wall_clock_trusted: bool,
+    /// `wall-clock`: `trusted` by default (the simulated stations' override); `system` asks the
+    /// clock rule, reading the facts under `clock_root`.
+    pub wall_clock: &'static str,
+    /// `clock-root`: a fake tree of timesyncd's files and the RTC (`fleet_facts::Roots::under`).
+    pub clock_root: Option<PathBuf>,
     pub health_delay_ms: u64,
 }
 
@@ -34,7 +38,8 @@ impl Default for StationOptions {
             download_space_bytes: 64 * 1024 * 1024,
             chunk_window: 4,
             stall_timeout_secs: 60,
-            wall_clock_trusted: true,
+            wall_clock: "trusted",
+            clock_root: None,
             health_delay_ms: 0,
         }
     }
@@ -111,6 +116,7 @@ compatible = "{COMPATIBLE}"
 data-dir = "{data}"
 trusted-keys = ["{key_hex}"]
 wall-clock = "{clock}"
+{clock_root}
 
 [mqtt]
 host = "127.0.0.1"
@@ -133,11 +139,12 @@ fail-health-file = "{fail}"
 health-delay-ms = {delay}
 "#,
         data = dir.join("data").display(),
-        clock = if o.wall_clock_trusted {
-            "trusted"
-        } else {
-            "untrusted"
-        },
+        clock = o.wall_clock,
+        clock_root = o
+            .clock_root
+            .as_ref()
+            .map(|r| format!("clock-root = \"{}\"", r.display()))
+            .unwrap_or_default(),
         port = broker.port(),
         space = o.download_space_bytes,
         window = o.chunk_window,
