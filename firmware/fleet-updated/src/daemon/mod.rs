@@ -257,6 +257,9 @@ where
                     tracing::warn!(reason, retry_in_ms = retry_in.as_millis() as u64, "broker connection down");
                 }
                 Some(SessionEvent::Message(m)) => shell.on_message(m).await?,
+                Some(SessionEvent::TopicSkipped { topic, size, strikes, retry_in }) => {
+                    shell.on_skipped(&topic, size, strikes, retry_in).await?;
+                }
                 None => {
                     tracing::error!("mqtt session ended");
                     return Ok((Exit::Shutdown, shell.stats));

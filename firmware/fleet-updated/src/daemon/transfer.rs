@@ -110,6 +110,26 @@ where
             .await
     }
 
+    /// The manifest of `id` came above the transport ceiling (the session skipped its topic):
+    /// the download fails as it does for a readable manifest over its limit.
+    pub(super) async fn on_manifest_unreadable(
+        &mut self,
+        id: BundleId,
+        size: u64,
+    ) -> Result<(), RunError> {
+        let Some(t) = &self.transfer else {
+            return Ok(());
+        };
+        if t.bundle_id != id || t.manifest.is_some() {
+            return Ok(());
+        }
+        let limit = self.limits.max_envelope_bytes(Kind::Manifest) as u64;
+        self.fail_download(DownloadFailure::BadManifest {
+            reason: RejectReason::TooLarge { size, limit },
+        })
+        .await
+    }
+
     pub(super) async fn on_manifest(&mut self, id: BundleId, bytes: &[u8]) -> Result<(), RunError> {
         let Some(t) = &self.transfer else {
             return Ok(());
