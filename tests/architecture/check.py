@@ -38,7 +38,7 @@ ALLOWED = {
     "fleet-sim": {"fleet-core", "fleet-bootctl", "fleet-durable"},
     "fleet-updated": {
         "fleet-core", "fleet-config", "fleet-durable", "fleet-proto", "fleet-mqtt",
-        "fleet-bootctl", "fleet-rauc", "fleet-sim",
+        "fleet-bootctl", "fleet-rauc", "fleet-sim", "fleet-retentiond",
     },
     "fleet-recorderd": {"fleet-core", "fleet-config", "fleet-durable", "fleet-bootctl"},
     "fleet-retentiond": {"fleet-core", "fleet-config", "fleet-durable", "fleet-bootctl"},

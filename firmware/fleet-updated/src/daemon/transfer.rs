@@ -63,6 +63,7 @@ where
         }
         let manifest_topic = topic::bundle_manifest(&bundle_id);
         tracing::info!(bundle = %bundle_id, size, resume, "download starts");
+        self.space.hold(size);
         self.transfer = Some(Transfer {
             bundle_id,
             size,
@@ -89,6 +90,7 @@ where
         let Some(t) = self.transfer.take() else {
             return;
         };
+        self.space.release();
         self.stats.resent_chunk_bytes += t.resent_bytes;
         let _ = self.session.unsubscribe(&t.manifest_topic).await;
         for i in &t.window {
@@ -386,6 +388,7 @@ where
 
     /// Gives the download up when nothing arrived for the stall timeout while connected.
     pub(super) async fn on_tick(&mut self) -> Result<(), RunError> {
+        self.space.renew();
         let stall = self.cfg.update.stall_timeout;
         let connected = self.session.is_connected();
         let Some(t) = &mut self.transfer else {
