@@ -38,7 +38,7 @@ ALLOWED = {
     "fleet-sim": {"fleet-core", "fleet-bootctl", "fleet-durable"},
     "fleet-updated": {
         "fleet-core", "fleet-config", "fleet-durable", "fleet-proto", "fleet-mqtt",
-        "fleet-bootctl", "fleet-rauc", "fleet-sim", "fleet-facts",
+        "fleet-bootctl", "fleet-rauc", "fleet-sim", "fleet-facts", "fleet-retentiond",
     },
     "fleet-recorderd": {"fleet-core", "fleet-config", "fleet-durable", "fleet-bootctl", "fleet-facts"},
     "fleet-retentiond": {"fleet-core", "fleet-config", "fleet-durable", "fleet-bootctl", "fleet-facts"},

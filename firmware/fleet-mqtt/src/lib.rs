@@ -13,7 +13,9 @@
 //! on the wire (rumqttc drops the connection), so the driver subscribes one topic per
 //! SUBSCRIBE after each connect and marks the end with an UNSUBSCRIBE: the topic acknowledged
 //! last before such a drop brought it, and is skipped for a while ([`Session::skipped`],
-//! [`Limits::oversize_skip`]) instead of dropping every connection. A connection that drops
+//! [`Limits::oversize_skip`]) instead of dropping every connection. The owner is told with a
+//! [`SessionEvent::TopicSkipped`] (before the [`SessionEvent::Disconnected`] of that drop), so
+//! it can report the message it will never read. A connection that drops
 //! within [`Backoff::STABLE_AFTER`] counts as another failure, so the backoff keeps growing.
 //!
 //! The transport is plain TCP or TLS with a client certificate ([`Transport`], [`TlsConfig`]);
@@ -235,6 +237,16 @@ pub enum SessionEvent {
         retry_in: Duration,
     },
     Message(Message),
+    /// Right after `topic` was subscribed, the broker sent a packet of `size` bytes above the
+    /// transport ceiling (a retained message nobody can read): the connection dropped and the
+    /// topic is left out for `retry_in`, `strikes` times in a row now (see [`SkippedTopic`]).
+    /// Comes before the [`SessionEvent::Disconnected`] of the drop it caused.
+    TopicSkipped {
+        topic: String,
+        size: usize,
+        strikes: u32,
+        retry_in: Duration,
+    },
 }
 
 /// A failed session operation.
@@ -741,6 +753,15 @@ impl Driver {
             retry_in_ms = delay.as_millis() as u64,
             "a retained message above the transport ceiling: topic skipped; clear it on the broker"
         );
+        let event = SessionEvent::TopicSkipped {
+            topic: topic.clone(),
+            size: *size,
+            strikes,
+            retry_in: delay,
+        };
+        if self.tx.send(event).await.is_err() {
+            return false;
+        }
         let client = self.client.clone();
         let subs = self.subs.clone();
         tokio::spawn(async move {

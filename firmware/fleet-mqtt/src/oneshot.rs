@@ -73,6 +73,13 @@ impl Session {
                 session.abort();
                 Err(refused(reason))
             }
+            // Cannot come first (topics are subscribed after the connect); a drop follows it.
+            Ok(Some(SessionEvent::TopicSkipped { topic, size, .. })) => {
+                session.abort();
+                Err(refused(format!(
+                    "{topic} brought a packet of {size} bytes, above the transport ceiling"
+                )))
+            }
             Ok(None) => Err(refused("the session ended".into())),
             Err(_) => {
                 session.abort();

@@ -207,13 +207,37 @@ async fn a_topic_whose_retained_message_is_above_the_ceiling_is_skipped_and_trie
     s.subscribe_many(&["t/a".to_owned(), "t/big".to_owned(), "t/c".to_owned()])
         .await
         .expect("subscribe");
-    // The other topics' messages arrive (again after the one drop) and the session settles.
+    // The other topics' messages arrive (again after the one drop) and the session settles;
+    // the owner is told which topic is skipped, before the drop's `Disconnected`.
     let mut got = std::collections::BTreeSet::new();
-    while got.len() < 2 {
-        let m = next_message(&mut rx).await;
-        assert_ne!(m.topic, "t/big");
-        got.insert(m.topic);
+    let mut told = Vec::new();
+    let mut disconnected_after_told = false;
+    while got.len() < 2 || !disconnected_after_told {
+        match timeout(Duration::from_secs(10), rx.recv()).await {
+            Ok(Some(SessionEvent::Message(m))) => {
+                assert_ne!(m.topic, "t/big");
+                got.insert(m.topic);
+            }
+            Ok(Some(SessionEvent::TopicSkipped {
+                topic,
+                size,
+                strikes,
+                retry_in,
+            })) => told.push((topic, size, strikes, retry_in)),
+            Ok(Some(SessionEvent::Disconnected { .. })) => {
+                assert_eq!(told.len(), 1, "the skip is told before the drop");
+                disconnected_after_told = true;
+            }
+            Ok(Some(SessionEvent::Connected)) => {}
+            other => panic!("session ended or stalled: {other:?}"),
+        }
     }
+    assert_eq!(told.len(), 1, "{told:?}");
+    let (topic, size, strikes, retry_in) = &told[0];
+    assert_eq!(topic, "t/big");
+    assert!(*size > 8 * 1024);
+    assert_eq!(*strikes, 1);
+    assert_eq!(*retry_in, Duration::from_millis(500));
     let skipped = s.skipped();
     assert_eq!(skipped.len(), 1, "{skipped:?}");
     assert_eq!(skipped[0].topic, "t/big");

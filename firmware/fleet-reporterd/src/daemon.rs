@@ -169,6 +169,11 @@ pub async fn run(cfg: Config, mut shutdown: watch::Receiver<bool>) -> anyhow::Re
                     tracing::warn!(reason = %reason, retry_in_ms = retry_in.as_millis() as u64, "broker connection lost");
                     false
                 }
+                // The drop it caused follows as `Disconnected`.
+                Some(SessionEvent::TopicSkipped { topic, size, strikes, retry_in }) => {
+                    tracing::warn!(topic = %topic, size, strikes, retry_in_ms = retry_in.as_millis() as u64, "message above the transport ceiling skipped");
+                    false
+                }
                 Some(SessionEvent::Message(m)) => {
                     // Requests are never retained (the ACL lets only operators publish them);
                     // an empty payload is a cleared topic.

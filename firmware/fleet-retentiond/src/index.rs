@@ -52,6 +52,10 @@ pub fn latest_version() -> i64 {
     i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
 }
 
+/// The holder name of the updater's reservation while it downloads a bundle (fleet-updated
+/// takes it; fleet-uploaderd pauses while it is live).
+pub const UPDATE_HOLDER: &str = "update";
+
 /// Why the index failed.
 #[derive(Debug, thiserror::Error)]
 pub enum IndexError {

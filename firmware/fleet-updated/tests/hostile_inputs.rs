@@ -319,3 +319,78 @@ async fn a_retained_control_above_the_transport_ceiling_is_skipped_and_the_stati
     );
     stn.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_offers_and_controls_above_the_transport_ceiling_are_reported_as_too_large() {
+    // The broker sets no message_size_limit: the station cannot read these at all, yet tells
+    // the operator what it refused, and stays online.
+    let broker = Mosquitto::start().expect("broker");
+    let op = Operator::connect(&broker, "operator", test_key(24))
+        .await
+        .expect("operator");
+    let mut watch = Watcher::connect(&broker, "watcher").await.expect("watcher");
+    let id = "stn-unreadable";
+    let device = DeviceId::new(id).expect("id");
+    let huge = fleet_mqtt::TRANSPORT_CEILING + 4096;
+    let mut big = SessionConfig::new("big-publisher", broker.host(), broker.port());
+    big.limits.max_packet_bytes = huge + 1024;
+    let (publisher, mut events) = Session::start(big);
+    while let Some(ev) = events.recv().await {
+        if ev == SessionEvent::Connected {
+            break;
+        }
+    }
+    publisher
+        .publish(&control_topic(&Scope::Fleet), vec![b' '; huge], true)
+        .await
+        .expect("huge control");
+    publisher
+        .publish(&topic::device_offer(&device), vec![b' '; huge], true)
+        .await
+        .expect("huge offer");
+
+    let mut presence = presence_log(&broker, id).await;
+    let stn = spawn(id, &broker, &op.public_hex(), StationOptions::default());
+    let huge = huge as u64;
+    watch
+        .wait_event(id, WAIT, |e| {
+            matches!(
+                &e.event,
+                Report::ControlRefused {
+                    scope: Some(Scope::Fleet),
+                    sequence: None,
+                    reason: RejectReason::TooLarge { size, limit: 65_536 },
+                } if *size > huge
+            )
+        })
+        .await
+        .expect("the unreadable control is refused as too-large");
+    watch
+        .wait_event(id, WAIT, |e| {
+            matches!(
+                &e.event,
+                Report::OfferRejected {
+                    update_id: None,
+                    reason: RejectReason::TooLarge { size, limit: 65_536 },
+                    ..
+                } if *size > huge
+            )
+        })
+        .await
+        .expect("the unreadable offer is refused as too-large");
+    watch
+        .wait_presence(id, "online", WAIT)
+        .await
+        .expect("online");
+    // Two drops at most (one per unreadable topic, each skipped from then on), then the
+    // session stays up.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut seen = presence_seen(&mut presence);
+    seen.dedup();
+    assert!(
+        seen.iter().filter(|p| *p == "offline").count() <= 2,
+        "presence flapped: {seen:?}"
+    );
+    assert_eq!(seen.last().map(String::as_str), Some("online"), "{seen:?}");
+    stn.stop().await;
+}

@@ -236,6 +236,10 @@ impl Connection {
                         return;
                     }
                     SessionEvent::Connected => {}
+                    // The drop it caused follows as `Disconnected`.
+                    SessionEvent::TopicSkipped { topic, size, .. } => {
+                        tracing::warn!(topic, size, "message above the transport ceiling skipped");
+                    }
                 }
             }
             state_tx.send_modify(|s| s.closed = true);

@@ -424,6 +424,11 @@ async fn run<S: RolloutSink>(
                     retry_in.as_secs_f64()
                 )),
                 Some(SessionEvent::Connected) => sink.note("watch: reconnected to the broker"),
+                Some(SessionEvent::TopicSkipped { topic, size, retry_in, .. }) => sink.note(&format!(
+                    "watch: {topic} holds a message of {size} bytes, above the transport ceiling; \
+                     skipped for {:.1} s (clear it on the broker)",
+                    retry_in.as_secs_f64()
+                )),
                 Some(SessionEvent::Message(m)) => {
                     let m = message(m);
                     if parse_rollout_topic(&m.topic).is_some() {

@@ -624,6 +624,19 @@ async fn follow(
                 ui.println("watch: reconnected to the broker");
                 continue;
             }
+            Ok(Some(fleet_mqtt::SessionEvent::TopicSkipped {
+                topic,
+                size,
+                retry_in,
+                ..
+            })) => {
+                ui.println(&format!(
+                    "watch: {topic} holds a message of {size} bytes, above the transport \
+                     ceiling; skipped for {:.1} s (clear it on the broker)",
+                    retry_in.as_secs_f64()
+                ));
+                continue;
+            }
             Ok(Some(fleet_mqtt::SessionEvent::Message(m))) => m,
         };
         match Topic::parse(&msg.topic) {

@@ -154,9 +154,44 @@ pub enum Input {
         digest: MessageDigest,
         reason: RotationReject,
     },
+    /// A retained message of `size` bytes on `on` that the station cannot read at all: it is
+    /// above the MQTT session's transport ceiling, so the session skipped the topic for a
+    /// while. Refused as `too-large` like a readable message over `limit` (its topic's limit);
+    /// see [`Unreadable`].
+    Unreadable {
+        on: Unreadable,
+        size: u64,
+        limit: u64,
+    },
     /// The result of an action (download, verification, install, boot control, health).
     /// `Started` and offers enter as their own inputs; sent here they are ignored.
     Event(Event),
+}
+
+/// The topic an unreadable message came on ([`Input::Unreadable`]), as the shell recognised
+/// it. Each is refused the way a readable message over its limit is: an offer topic with
+/// `offer-rejected` (`too-large`), a control topic with `control-refused` (`too-large`), the
+/// rotation topic with `rotation-refused` (`too-large`). The same unreadable message again
+/// (same size, when the session tries the topic again) is a duplicate on offer and rotation
+/// topics, as a readable one is; on a control topic it is reported at every try, as an
+/// unusable control is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unreadable {
+    /// A device or group offer topic.
+    Offer { topic: String },
+    /// The control topic of `topic_scope`.
+    Control { topic_scope: Scope },
+    /// The key-rotation topic.
+    Rotation,
+}
+
+/// What duplicate handling compares for a message that was never read: its size stands in for
+/// its bytes (a SHA-256 ending in 24 bytes of 0xff is not expected to occur).
+#[must_use]
+pub fn unreadable_digest(size: u64) -> MessageDigest {
+    let mut d = [0xff; 32];
+    d[..8].copy_from_slice(&size.to_be_bytes());
+    d
 }
 
 /// A part of the station the shell writes durably.
@@ -331,6 +366,7 @@ pub fn step(station: &Station, input: Input, now: Now) -> Transition {
             signer,
         } => run.on_rotation(digest, Ok((rotation, signer))),
         Input::RotationUnusable { digest, reason } => run.on_rotation(digest, Err(reason)),
+        Input::Unreadable { on, size, limit } => run.on_unreadable(on, size, limit),
         Input::Event(Event::BundleVerified { bundle_id }) => run.verified(bundle_id),
         Input::Event(
             event @ (Event::Started(_)

@@ -1,11 +1,33 @@
 //! Operator signals at the station level: control messages and key rotations.
 use crate::rollout::{Control, ControlRefused, Scope, accept_control};
-use crate::station::{Action, MAX_REFUSAL_DETAIL, MessageDigest, Run, Store};
+use crate::station::{
+    Action, MAX_REFUSAL_DETAIL, MessageDigest, Run, Store, Unreadable, unreadable_digest,
+};
 use crate::trust::{Rotation, RotationReject, decide_rotation};
 use crate::update::offer::truncate;
 use crate::update::{KeyId, PublicKey, RejectReason, Report};
 
 impl Run {
+    /// A message the station cannot read at all: refused as `too-large` on its topic.
+    pub(super) fn on_unreadable(&mut self, on: Unreadable, size: u64, limit: u64) {
+        let digest = unreadable_digest(size);
+        match on {
+            Unreadable::Offer { topic } => {
+                self.on_offer(topic, digest, Err(RejectReason::TooLarge { size, limit }));
+            }
+            Unreadable::Control { topic_scope } => {
+                self.refuse_control(
+                    Some(topic_scope),
+                    None,
+                    RejectReason::TooLarge { size, limit },
+                );
+            }
+            Unreadable::Rotation => {
+                self.on_rotation(digest, Err(RotationReject::TooLarge { size, limit }));
+            }
+        }
+    }
+
     /// Reports a refused control message; nothing changes.
     pub(super) fn refuse_control(
         &mut self,

@@ -338,3 +338,112 @@ fn a_newer_offer_on_a_topic_replaces_the_one_waiting_there_as_busy() {
         Some("rel-4".into())
     );
 }
+
+#[test]
+fn an_unreadable_message_is_refused_as_too_large_on_its_topic() {
+    use crate::station::Unreadable;
+    use crate::trust::RotationReject;
+    let too_large = RejectReason::TooLarge {
+        size: 3_000_000,
+        limit: 65_536,
+    };
+    let device = Scope::Device(DeviceId::new("stn-0001").expect("id"));
+    let cases: Vec<(Unreadable, Report)> = vec![
+        (
+            Unreadable::Offer {
+                topic: TOPIC.into(),
+            },
+            Report::OfferRejected {
+                update_id: None,
+                sequence: None,
+                reason: too_large.clone(),
+            },
+        ),
+        (
+            Unreadable::Control {
+                topic_scope: device.clone(),
+            },
+            Report::ControlRefused {
+                scope: Some(device),
+                sequence: None,
+                reason: too_large.clone(),
+            },
+        ),
+        (
+            Unreadable::Rotation,
+            Report::RotationRefused {
+                sequence: None,
+                reason: RotationReject::TooLarge {
+                    size: 3_000_000,
+                    limit: 65_536,
+                },
+            },
+        ),
+    ];
+    for (on, expected) in cases {
+        let input = Input::Unreadable {
+            on: on.clone(),
+            size: 3_000_000,
+            limit: 65_536,
+        };
+        let (s, actions) = run(station(), vec![input]);
+        assert_eq!(reports(&actions), vec![&expected], "{on:?}");
+        assert_eq!(
+            s.engine(),
+            station().engine(),
+            "{on:?}: nothing else changes"
+        );
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::Save(_))),
+            "{on:?}: nothing is saved"
+        );
+    }
+}
+
+#[test]
+fn the_same_unreadable_offer_or_rotation_is_reported_once_and_a_control_at_every_try() {
+    use crate::station::Unreadable;
+    let again = |on: Unreadable, size: u64| Input::Unreadable {
+        on,
+        size,
+        limit: 65_536,
+    };
+    let offer = || Unreadable::Offer {
+        topic: TOPIC.into(),
+    };
+    let control = || Unreadable::Control {
+        topic_scope: Scope::Fleet,
+    };
+    let (_, a) = run(station(), vec![again(offer(), 3), again(offer(), 3)]);
+    assert_eq!(reports(&a).len(), 1, "offer: {a:?}");
+    let (_, a) = run(station(), vec![again(offer(), 3), again(offer(), 4)]);
+    assert_eq!(
+        reports(&a).len(),
+        2,
+        "another size is another message: {a:?}"
+    );
+    let (_, a) = run(
+        station(),
+        vec![
+            again(Unreadable::Rotation, 3),
+            again(Unreadable::Rotation, 3),
+        ],
+    );
+    assert_eq!(reports(&a).len(), 1, "rotation: {a:?}");
+    let (_, a) = run(station(), vec![again(control(), 3), again(control(), 3)]);
+    assert_eq!(reports(&a).len(), 2, "control: {a:?}");
+}
+
+#[test]
+fn an_offer_that_replaces_an_unreadable_one_is_judged() {
+    use crate::station::Unreadable;
+    let unreadable = Input::Unreadable {
+        on: Unreadable::Offer {
+            topic: TOPIC.into(),
+        },
+        size: 3_000_000,
+        limit: 65_536,
+    };
+    let (s, _) = run(station(), vec![unreadable, offer(5, "rel-2", "2.0.0")]);
+    assert_eq!(s.engine().phase.name(), PhaseName::Downloading);
+}

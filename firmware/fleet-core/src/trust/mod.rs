@@ -171,6 +171,9 @@ pub enum RotationReject {
     NoKeys,
     /// The rotation contradicts itself or breaks a limit.
     InvalidRotation { detail: String },
+    /// The message is larger than the limit for its topic (checked before anything is read;
+    /// also one above the transport ceiling, which the station never reads at all).
+    TooLarge { size: u64, limit: u64 },
     /// The signer revokes itself; a revocation must be signed by another trusted key.
     SelfRevocation { key_id: KeyId },
     /// A key in `keys` was revoked on this station before.

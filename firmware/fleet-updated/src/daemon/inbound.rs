@@ -2,7 +2,9 @@
 //! signature against the trusted keys), everything else is the station's call.
 use fleet_core::ports::{BootControl, Installer};
 use fleet_core::rollout::{Control, Scope};
-use fleet_core::station::{Input, MAX_REFUSAL_DETAIL, MessageDigest, SignedOffer};
+use std::time::Duration;
+
+use fleet_core::station::{Input, MAX_REFUSAL_DETAIL, MessageDigest, SignedOffer, Unreadable};
 use fleet_core::trust::RotationReject;
 use fleet_core::update::RejectReason;
 use fleet_mqtt::Message;
@@ -52,6 +54,47 @@ where
             }
             _ => Ok(()),
         }
+    }
+
+    /// The session skipped `topic`: its retained message (`size` bytes) is above the transport
+    /// ceiling and was never read. The station refuses it on its topic as `too-large`.
+    pub(super) async fn on_skipped(
+        &mut self,
+        topic: &str,
+        size: usize,
+        strikes: u32,
+        retry_in: Duration,
+    ) -> Result<(), RunError> {
+        let size = size as u64;
+        tracing::warn!(
+            topic,
+            size,
+            strikes,
+            retry_in_ms = retry_in.as_millis() as u64,
+            "message above the transport ceiling refused as too-large"
+        );
+        let on = if topic == KEY_ROTATION_TOPIC {
+            (Unreadable::Rotation, Kind::KeyRotation)
+        } else if let Some(topic_scope) = parse_control_topic(topic) {
+            (Unreadable::Control { topic_scope }, Kind::Control)
+        } else {
+            match Topic::parse(topic) {
+                Ok(Topic::DeviceOffer(_) | Topic::GroupOffer(_)) => (
+                    Unreadable::Offer {
+                        topic: topic.to_owned(),
+                    },
+                    Kind::Offer,
+                ),
+                Ok(Topic::BundleManifest(id)) => {
+                    return self.on_manifest_unreadable(id, size).await;
+                }
+                // A chunk is fetched again, then the transfer stalls (`stalled`).
+                _ => return Ok(()),
+            }
+        };
+        let (on, kind) = on;
+        let limit = self.limits.max_envelope_bytes(kind) as u64;
+        self.feed(Input::Unreadable { on, size, limit }).await
     }
 
     fn offer_input(&self, m: &Message) -> Input {
@@ -130,6 +173,9 @@ where
                         }
                         RejectReason::RevokedKey { key_id } => {
                             RotationReject::RevokedKey { key_id }
+                        }
+                        RejectReason::TooLarge { size, limit } => {
+                            RotationReject::TooLarge { size, limit }
                         }
                         _ => RotationReject::InvalidRotation {
                             detail: fleet_core::update::offer::truncate(

@@ -9,6 +9,7 @@
 //!   version floor;
 //! - [`inbound`]: MQTT messages to inputs (envelopes opened here, with `fleet-proto`);
 //! - [`transfer`]: the chunk transfer of one bundle (manifest, chunk window, stall timer);
+//! - [`space`]: the download's space reservation in retentiond's index;
 //! - [`execute`]: feeding the station and carrying out its actions;
 //! - [`publish`]: the retained state, events, presence and the goodbye.
 use std::collections::BTreeMap;
@@ -40,10 +41,12 @@ pub use crate::ports::{Deps, HealthCheck, HealthFailure};
 mod execute;
 mod inbound;
 mod publish;
+mod space;
 mod store;
 mod transfer;
 
 use execute::BootCallError;
+use space::Space;
 use store::{Counters, Files};
 use transfer::Transfer;
 
@@ -110,6 +113,8 @@ struct Shell<B, I, H> {
     internal_tx: mpsc::Sender<Internal>,
     started: Instant,
     transfer: Option<Transfer>,
+    /// The download's space reservation: held while `transfer` is.
+    space: Space,
     exit: Option<Exit>,
     stats: RunStats,
     /// The version floor last written (or found at or above this).
@@ -207,6 +212,7 @@ where
     }
 
     let (internal_tx, mut internal_rx) = mpsc::channel(INTERNAL_CAPACITY);
+    let shell_data_dir = cfg.data_dir.clone();
     let mut shell = Shell {
         cfg,
         deps,
@@ -219,6 +225,8 @@ where
         internal_tx,
         started: Instant::now(),
         transfer: None,
+        // Drops whatever an earlier run left behind, before a resumed download takes it again.
+        space: Space::start(crate::reservation::Reservations::under(&shell_data_dir)),
         exit: None,
         stats: RunStats::default(),
         floor: None,
@@ -258,6 +266,9 @@ where
                     tracing::warn!(reason, retry_in_ms = retry_in.as_millis() as u64, "broker connection down");
                 }
                 Some(SessionEvent::Message(m)) => shell.on_message(m).await?,
+                Some(SessionEvent::TopicSkipped { topic, size, strikes, retry_in }) => {
+                    shell.on_skipped(&topic, size, strikes, retry_in).await?;
+                }
                 None => {
                     tracing::error!("mqtt session ended");
                     return Ok((Exit::Shutdown, shell.stats));

@@ -134,6 +134,8 @@ where
         if matches!(exit, Exit::Reboot { .. }) && self.session.is_connected() {
             self.confirm_state(events).await;
         }
+        // The download stops with the daemon (a restart resumes it and reserves again).
+        self.space.close().await;
         let _ = self.session.disconnect().await;
         if tokio::time::timeout(FLUSH_TIMEOUT, self.session.join())
             .await

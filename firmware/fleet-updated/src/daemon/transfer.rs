@@ -63,6 +63,7 @@ where
         }
         let manifest_topic = topic::bundle_manifest(&bundle_id);
         tracing::info!(bundle = %bundle_id, size, resume, "download starts");
+        self.space.hold(size);
         self.transfer = Some(Transfer {
             bundle_id,
             size,
@@ -89,6 +90,7 @@ where
         let Some(t) = self.transfer.take() else {
             return;
         };
+        self.space.release();
         self.stats.resent_chunk_bytes += t.resent_bytes;
         let _ = self.session.unsubscribe(&t.manifest_topic).await;
         for i in &t.window {
@@ -108,6 +110,26 @@ where
         self.stop_download(None).await;
         self.feed(Input::Event(Event::DownloadFailed { bundle_id, failure }))
             .await
+    }
+
+    /// The manifest of `id` came above the transport ceiling (the session skipped its topic):
+    /// the download fails as it does for a readable manifest over its limit.
+    pub(super) async fn on_manifest_unreadable(
+        &mut self,
+        id: BundleId,
+        size: u64,
+    ) -> Result<(), RunError> {
+        let Some(t) = &self.transfer else {
+            return Ok(());
+        };
+        if t.bundle_id != id || t.manifest.is_some() {
+            return Ok(());
+        }
+        let limit = self.limits.max_envelope_bytes(Kind::Manifest) as u64;
+        self.fail_download(DownloadFailure::BadManifest {
+            reason: RejectReason::TooLarge { size, limit },
+        })
+        .await
     }
 
     pub(super) async fn on_manifest(&mut self, id: BundleId, bytes: &[u8]) -> Result<(), RunError> {
@@ -366,6 +388,7 @@ where
 
     /// Gives the download up when nothing arrived for the stall timeout while connected.
     pub(super) async fn on_tick(&mut self) -> Result<(), RunError> {
+        self.space.renew();
         let stall = self.cfg.update.stall_timeout;
         let connected = self.session.is_connected();
         let Some(t) = &mut self.transfer else {
