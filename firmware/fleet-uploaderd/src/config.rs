@@ -934,8 +934,8 @@ mod tests {
         let toml_blocks = doc_blocks("toml");
         assert_eq!(
             toml_blocks.len(),
-            3,
-            "image, station and credentials samples"
+            4,
+            "image, station (S3), station (SFTP) and credentials samples"
         );
         let dir = tempfile::tempdir().unwrap();
         let station = dir.path().join("station.toml");
@@ -955,8 +955,17 @@ mod tests {
         assert_eq!(c.schedule.utc_offset_minutes, 60);
         assert_eq!(c.max_bytes_per_second, 250_000);
         assert_eq!(c.retry.dead_letter_after(), 5);
+        // The SFTP station sample, over the same image file.
+        std::fs::write(&station, &toml_blocks[2]).unwrap();
+        let c = load(&image).unwrap();
+        let Some(Destination::Sftp(d)) = &c.destination else {
+            panic!("the SFTP sample holds an SFTP destination");
+        };
+        assert_eq!(d.user, "fleet-st-0042");
+        assert_eq!(d.remote_dir, "/srv/recordings/fleet");
+        assert!(d.known_hosts_file.starts_with(&c.data_dir));
         let creds = dir.path().join("credentials.toml");
-        std::fs::write(&creds, &toml_blocks[2]).unwrap();
+        std::fs::write(&creds, &toml_blocks[3]).unwrap();
         assert_eq!(
             load_credentials(&creds).unwrap().access_key_id,
             "AKIAFLEETSTATION0042"
