@@ -12,6 +12,7 @@ use fleet_core::upload::{Budget, Grant};
 /// The budget and the stop check shared by every request of one daemon.
 pub struct Pacer<'a> {
     budget: Budget,
+    rate: u64,
     origin: Instant,
     keep_going: &'a mut dyn FnMut() -> bool,
     /// Bytes sent since the pacer was made.
@@ -45,6 +46,7 @@ impl<'a> Pacer<'a> {
     ) -> Self {
         Self {
             budget: Budget::new(rate_bytes_per_s, burst_bytes, 0),
+            rate: rate_bytes_per_s,
             origin: Instant::now(),
             keep_going,
             sent: 0,
@@ -55,6 +57,12 @@ impl<'a> Pacer<'a> {
 
     fn now_ms(&self) -> u64 {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a bandwidth cap applies.
+    #[must_use]
+    pub fn is_capped(&self) -> bool {
+        self.rate > 0
     }
 
     /// Asks whether to go on (the daemon's shutdown flag and watchdog ping).

@@ -27,6 +27,9 @@ const FX_PERMISSION_DENIED: i32 = 3;
 const FX_FAILURE: i32 = 4;
 const FX_OP_UNSUPPORTED: i32 = 8;
 
+/// Read size of an uncapped read-back (libssh2 requests up to 4x of it ahead, at most 8 MiB).
+const READ_AHEAD_BYTES: usize = 2 << 20;
+
 /// Why an SFTP operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SftpError {
@@ -362,6 +365,15 @@ impl Sftp {
             .sftp
             .open(Path::new(path))
             .map_err(remote_err("open", path))?;
+        let started = std::time::Instant::now();
+        // libssh2 keeps up to four times the read size requested ahead: large reads keep the
+        // link full. Under a cap, reads stay at the pacer's chunk so bursts stay small.
+        let read_size = if pacer.is_capped() {
+            self.buf_bytes
+        } else {
+            READ_AHEAD_BYTES
+        };
+        let file = io::BufReader::with_capacity(read_size, file);
         let mut reader = pacer.reader_in(file.take(len));
         let mut sha = Sha256::new();
         let mut buf = vec![0u8; self.buf_bytes];
@@ -374,6 +386,12 @@ impl Sftp {
             sha.update(&buf[..n]);
             got += n as u64;
         }
+        tracing::debug!(
+            path,
+            bytes = got,
+            ms = started.elapsed().as_millis(),
+            "read back"
+        );
         if got != len {
             return Err(SftpError::Remote {
                 op: "read back",
@@ -476,6 +494,7 @@ impl Sftp {
         remote
             .seek(SeekFrom::Start(offset))
             .map_err(io_err("write", &temp))?;
+        let started = std::time::Instant::now();
         let mut reader = pacer.reader(f.take(size - offset));
         let mut buf = vec![0u8; self.buf_bytes];
         let mut sent = 0u64;
@@ -493,6 +512,7 @@ impl Sftp {
                 .map_err(io_err("write", &temp))?;
             sent += n as u64;
         }
+        tracing::debug!(path = %temp, bytes = sent, ms = started.elapsed().as_millis(), "written");
         match remote.fsync() {
             Ok(()) => {}
             Err(e) if is_sftp(&e, FX_OP_UNSUPPORTED) => {

@@ -214,13 +214,18 @@ fn send_and_confirm(
             format!("unable to read {}: {e}", prepared.path.display()),
         )
     };
-    // Part MD5s matter to S3's multipart only.
-    let part = match dest {
-        Destination::S3(d) => part_size(d, &prepared.path),
-        Destination::Sftp(_) => u64::MAX,
+    let sums = match dest {
+        Destination::S3(d) => object::Sums::S3 {
+            part_size: part_size(d, &prepared.path),
+        },
+        Destination::Sftp(_) => object::Sums::Sha256,
     };
-    let digests = match object::digests(&prepared.path, part, &mut || pacer.keep_going()) {
-        Ok(d) => d,
+    let started = std::time::Instant::now();
+    let digests = match object::digests(&prepared.path, sums, &mut || pacer.keep_going()) {
+        Ok(d) => {
+            tracing::debug!(path = %prepared.path.display(), bytes = d.size, ms = started.elapsed().as_millis(), "checksummed");
+            d
+        }
         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
             return failed(FailureScope::Link, "shutdown", "stopped by shutdown".into());
         }
