@@ -24,6 +24,8 @@ pub struct Limits {
     pub max_parts: u64,
     /// Bytes sent between two watchdog pings and shutdown checks.
     pub chunk_bytes: usize,
+    /// Size of one read of an uncapped SFTP read-back (libssh2 keeps up to four in flight).
+    pub sftp_read_bytes: usize,
 }
 
 impl Default for Limits {
@@ -35,6 +37,7 @@ impl Default for Limits {
             max_response_bytes: 4 << 20,
             max_parts: 10_000,
             chunk_bytes: 256 << 10,
+            sftp_read_bytes: 2 << 20,
         }
     }
 }

@@ -18,7 +18,7 @@ use fleet_core::upload::{Checksum, FailureScope, RemoteConfirmation};
 use sha2::{Digest as _, Sha256};
 use ssh2::{CheckResult, ErrorCode, KnownHostFileKind, MethodType, OpenFlags, OpenType, Session};
 
-use crate::config::SftpDestination;
+use crate::config::{Limits, SftpDestination};
 use crate::pace::{Pacer, STOPPED};
 
 // SFTP status codes (draft-ietf-secsh-filexfer-02, the version OpenSSH speaks).
@@ -26,9 +26,6 @@ const FX_NO_SUCH_FILE: i32 = 2;
 const FX_PERMISSION_DENIED: i32 = 3;
 const FX_FAILURE: i32 = 4;
 const FX_OP_UNSUPPORTED: i32 = 8;
-
-/// Read size of an uncapped read-back (libssh2 requests up to 4x of it ahead, at most 8 MiB).
-const READ_AHEAD_BYTES: usize = 2 << 20;
 
 /// Why an SFTP operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +228,7 @@ pub struct Sftp {
     session: Session,
     dest: SftpDestination,
     buf_bytes: usize,
+    read_bytes: usize,
 }
 
 impl std::fmt::Debug for Sftp {
@@ -245,18 +243,15 @@ impl std::fmt::Debug for Sftp {
 impl Sftp {
     /// Connects, verifies the host key against `known-hosts-file`, logs in with
     /// `private-key-file` and opens the SFTP channel. Both files are read now (at every connect),
-    /// each at most `max_file_bytes`.
+    /// each at most `limits.max_config_bytes`.
     ///
     /// # Errors
     /// A file is unreadable or has a line libssh2 cannot read, the server cannot be reached, its
     /// host key is not listed or differs, or the login fails.
-    pub fn connect(
-        dest: &SftpDestination,
-        max_file_bytes: u64,
-        buf_bytes: usize,
-    ) -> Result<Self, SftpError> {
-        let known_hosts = read_credential(&dest.known_hosts_file, max_file_bytes)?;
-        let private_key = read_credential(&dest.private_key_file, max_file_bytes)?;
+    pub fn connect(dest: &SftpDestination, limits: &Limits) -> Result<Self, SftpError> {
+        let max = limits.max_config_bytes;
+        let known_hosts = read_credential(&dest.known_hosts_file, max)?;
+        let private_key = read_credential(&dest.private_key_file, max)?;
         let addr = format!("{}:{}", dest.host, dest.port);
         let connect_err = |source| SftpError::Connect {
             addr: addr.clone(),
@@ -315,7 +310,8 @@ impl Sftp {
             sftp,
             session,
             dest: dest.clone(),
-            buf_bytes: buf_bytes.max(1 << 12),
+            buf_bytes: limits.chunk_bytes.max(1 << 12),
+            read_bytes: limits.sftp_read_bytes.max(1 << 12),
         })
     }
 
@@ -371,7 +367,7 @@ impl Sftp {
         let read_size = if pacer.is_capped() {
             self.buf_bytes
         } else {
-            READ_AHEAD_BYTES
+            self.read_bytes
         };
         let file = io::BufReader::with_capacity(read_size, file);
         let mut reader = pacer.reader_in(file.take(len));

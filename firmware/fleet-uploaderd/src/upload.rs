@@ -358,8 +358,7 @@ fn send_sftp(
         verified_by_decode: prepared.verified_by_decode,
     };
     // The key files are read at every connect, like S3's credentials.
-    let sftp = Sftp::connect(dest, cfg.limits.max_config_bytes, cfg.limits.chunk_bytes)
-        .map_err(|e| from_sftp(&e))?;
+    let sftp = Sftp::connect(dest, &cfg.limits).map_err(|e| from_sftp(&e))?;
     let path = sftp.path_of(key);
     let before = sftp
         .confirm(key, digests.size, pacer)
