@@ -327,3 +327,31 @@ fn a_connection_killed_mid_upload_resumes_after_the_restart_and_ends_intact() {
         "continued from the temp file: sent {sent} of {size} ({partial} were there)"
     );
 }
+
+#[test]
+fn the_bandwidth_cap_paces_the_upload_and_the_read_back_alike() {
+    let st = Station::new();
+    let server = SshServer::start(&st.dir.path().join("sshd"), Mode::ReadWrite);
+    let wav = st.record(9, big(1));
+    let size = std::fs::metadata(&wav).unwrap().len() as f64;
+    // 1 MB/s with a burst of 0.2 MB: up and back down, about 2 MB must take about 2 s.
+    let cfg = st.sftp_config(
+        &server,
+        "format = \"wav\"\n[bandwidth]\nmax-bytes-per-second = 1000000\nburst-bytes = 200000",
+        "",
+    );
+    let mut up = Uploader::new(cfg).unwrap();
+    let t = Instant::now();
+    assert!(
+        matches!(turn(&mut up), Outcome::Marked { .. }),
+        "{:?}",
+        up.status()
+    );
+    let floor = (2.0 * size - 200_000.0) / 1e6;
+    assert!(
+        t.elapsed().as_secs_f64() >= floor * 0.95,
+        "{:?} for {size} bytes each way",
+        t.elapsed()
+    );
+    assert!(st.uploaded(&wav));
+}
