@@ -5,7 +5,8 @@
 //!
 //! `cargo bench -p fleet-uploaderd --bench uploader` (needs sox, flac, s3s-fs, boto3 and OpenSSH:
 //! tests/setup.d/80-uploader.sh and `pip install boto3`). `FLEET_BENCH_SECONDS` scales the audio;
-//! `FLEET_BENCH_PART=flac|upload|sftp` runs one part.
+//! `FLEET_BENCH_PART=flac|upload|sftp` runs one part; `FLEET_BENCH_RUNNER` runs another build of
+//! the daemon (a cross-built one under qemu-user).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss)]
 
 use std::net::{TcpListener, TcpStream};
@@ -178,7 +179,19 @@ fn s3_destination(port: u16) -> String {
 
 fn run_once(cfg: &Path) -> (Duration, i64) {
     let t = Instant::now();
-    let st = Command::new(env!("CARGO_BIN_EXE_fleet-uploaderd"))
+    // FLEET_BENCH_RUNNER runs another build, e.g. the aarch64 one under
+    // "qemu-aarch64-static -L /usr/aarch64-linux-gnu <binary>".
+    let runner = std::env::var("FLEET_BENCH_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_fleet-uploaderd")),
+    };
+    let st = cmd
         .arg("--config")
         .arg(cfg)
         .arg("--once")
