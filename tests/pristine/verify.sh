@@ -34,7 +34,10 @@ pkg-config --exists alsa && ok "alsa-lib's pkg-config file (alsa-sys)" || bad "a
 check "python3 imports guano (the recorder tests' reference reader)" python3 -c 'import guano'
 check "rauc --version" rauc --version
 check "flac and metaflac (the uploader tests' reference tools)" sh -c 'flac --version && metaflac --version'
-check "OpenSSH's sftp-server" test -x /usr/lib/openssh/sftp-server
+check "OpenSSH's sshd, sftp-server, ssh-keygen and sftp (the uploader's SFTP tests and bench)" \
+  sh -c 'test -x /usr/lib/openssh/sftp-server && test -x /usr/sbin/sshd && command -v ssh-keygen && command -v sftp'
+pkg-config --exists openssl && ok "OpenSSL's pkg-config file (libssh2-sys, openssl-sys)" ||
+  bad "OpenSSL's pkg-config file (libssh2-sys, openssl-sys)" "pkg-config --exists openssl"
 check "s3s-fs (the uploader tests' S3 server)" "${FLEET_S3S_ROOT:-/opt/fleet-test/s3s-fs}/bin/s3s-fs" --version
 check "systemd-journal-remote (the reporter's log tests)" test -x /lib/systemd/systemd-journal-remote
 

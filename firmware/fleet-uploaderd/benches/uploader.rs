@@ -1,10 +1,12 @@
 //! The uploader's figures: FLAC size and CPU against the reference encoder (`flac -5`) at 48 and
 //! 384 kHz, upload throughput against a reference S3 client (boto3) over loopback to s3s-fs, and
-//! the daemon's peak RSS. Prints a table; asserts nothing about speed.
+//! the daemon's peak RSS, and SFTP throughput against OpenSSH's `sftp` over loopback to a private
+//! sshd (root only). Prints a table; asserts nothing about speed.
 //!
-//! `cargo bench -p fleet-uploaderd --bench uploader` (needs sox, flac, s3s-fs and boto3:
+//! `cargo bench -p fleet-uploaderd --bench uploader` (needs sox, flac, s3s-fs, boto3 and OpenSSH:
 //! tests/setup.d/80-uploader.sh and `pip install boto3`). `FLEET_BENCH_SECONDS` scales the audio;
-//! `FLEET_BENCH_PART=flac|upload` runs one half.
+//! `FLEET_BENCH_PART=flac|upload|sftp` runs one part; `FLEET_BENCH_RUNNER` runs another build of
+//! the daemon (a cross-built one under qemu-user).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss)]
 
 use std::net::{TcpListener, TcpStream};
@@ -15,6 +17,10 @@ use std::time::{Duration, Instant};
 use fleet_retentiond::index::{Index, NewRecording};
 use fleet_uploaderd::flac::{self, PcmLayout};
 use nix::sys::resource::{UsageWho, getrusage};
+
+// The tests' sshd harness (it allows its own unused items).
+#[path = "../tests/common/sftp.rs"]
+mod sshd;
 
 const ACCESS: &str = "bench-access";
 const SECRET: &str = "bench-secret-0123456789";
@@ -119,7 +125,7 @@ fn s3s_fs(root: &Path) -> (Server, u16) {
 }
 
 /// A station directory with one indexed recording and a config for the binary.
-fn station(dir: &Path, wav: &Path, port: u16, format: &str) -> PathBuf {
+fn station(dir: &Path, wav: &Path, destination: &str, format: &str) -> PathBuf {
     let rec = dir.join("rec");
     let state = dir.join("state");
     std::fs::create_dir_all(&rec).unwrap();
@@ -154,24 +160,45 @@ fn station(dir: &Path, wav: &Path, port: u16, format: &str) -> PathBuf {
         &cfg,
         format!(
             "recordings-dir = \"{}\"\nindex-path = \"{}\"\nstate-dir = \"{}\"\nformat = \"{format}\"\n\
-             trust-time = \"always\"\n[destination]\nkind = \"s3\"\n\
-             endpoint = \"http://127.0.0.1:{port}\"\nbucket = \"recordings\"\n",
+             data-dir = \"{}\"\ntrust-time = \"always\"\n{destination}\n",
             rec.display(),
             index_path.display(),
-            state.display()
+            state.display(),
+            dir.display()
         ),
     )
     .unwrap();
     cfg
 }
 
+fn s3_destination(port: u16) -> String {
+    format!(
+        "[destination]\nkind = \"s3\"\nendpoint = \"http://127.0.0.1:{port}\"\nbucket = \"recordings\""
+    )
+}
+
 fn run_once(cfg: &Path) -> (Duration, i64) {
     let t = Instant::now();
-    let st = Command::new(env!("CARGO_BIN_EXE_fleet-uploaderd"))
+    // FLEET_BENCH_RUNNER runs another build, e.g. the aarch64 one under
+    // "qemu-aarch64-static -L /usr/aarch64-linux-gnu <binary>".
+    let runner = std::env::var("FLEET_BENCH_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut cmd = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words);
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_fleet-uploaderd")),
+    };
+    let st = cmd
         .arg("--config")
         .arg(cfg)
         .arg("--once")
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("FLEET_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .status()
         .unwrap();
     assert!(st.success());
@@ -185,12 +212,12 @@ fn upload_section(dir: &Path, mib: u64) {
     audio(&wav, 48_000, secs);
     let size = std::fs::metadata(&wav).unwrap().len() as f64;
     let (_server, port) = s3s_fs(&dir.join("s3"));
-    let cfg = station(&dir.join("wav"), &wav, port, "wav");
+    let cfg = station(&dir.join("wav"), &wav, &s3_destination(port), "wav");
     let (ours, rss_wav) = run_once(&cfg);
     // Peak RSS of the daemon encoding, verifying and uploading a 384 kHz recording as FLAC.
     let bat = dir.join("bat.wav");
     audio(&bat, 384_000, 60);
-    let cfg = station(&dir.join("flac"), &bat, port, "flac");
+    let cfg = station(&dir.join("flac"), &bat, &s3_destination(port), "flac");
     // Before the Python client runs: the children's peak RSS is the uploader's alone.
     let (t, rss_flac) = run_once(&cfg);
     let script = [
@@ -259,6 +286,96 @@ fn upload_section(dir: &Path, mib: u64) {
     );
 }
 
+/// Our SFTP upload (connect, read-back check, send, read-back confirmation, mark) against
+/// OpenSSH's `sftp` putting the same file, and putting then getting it (the same bytes moved).
+fn sftp_section(dir: &Path, mib: u64) {
+    let wav = dir.join("big.wav");
+    if !wav.exists() {
+        let secs = u32::try_from(mib * (1 << 20) / 96_000).unwrap();
+        audio(&wav, 48_000, secs);
+    }
+    let size = std::fs::metadata(&wav).unwrap().len() as f64;
+    let server = sshd::SshServer::start(&dir.join("sshd"), sshd::Mode::ReadWrite);
+    let mbs = |s: f64| size / s / 1e6;
+    let mut ours = Vec::new();
+    let mut put = Vec::new();
+    let mut put_get = Vec::new();
+    for run in 0..3 {
+        let st = dir.join(format!("sftp-station-{run}"));
+        let keys = st.join("keys");
+        std::fs::create_dir_all(&keys).unwrap();
+        std::fs::copy(&server.user_key, keys.join("id_ed25519")).unwrap();
+        std::fs::write(keys.join("known_hosts"), server.known_hosts_line()).unwrap();
+        let remote = server.root.join(format!("run-{run}"));
+        std::fs::create_dir_all(&remote).unwrap();
+        let dest = format!(
+            "[destination]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\n\
+             remote-dir = \"{}\"\nprivate-key-file = \"{}\"\nknown-hosts-file = \"{}\"",
+            server.port,
+            server.user,
+            remote.display(),
+            keys.join("id_ed25519").display(),
+            keys.join("known_hosts").display()
+        );
+        let cfg = station(&st, &wav, &dest, "wav");
+        ours.push(run_once(&cfg).0.as_secs_f64());
+        let sftp = |batch: &str| {
+            let b = st.join("batch");
+            std::fs::write(&b, batch).unwrap();
+            let t = Instant::now();
+            let ok = Command::new("sftp")
+                .args(["-q", "-b"])
+                .arg(&b)
+                .arg("-i")
+                .arg(&server.user_key)
+                .arg("-o")
+                .arg(format!(
+                    "UserKnownHostsFile={}",
+                    keys.join("known_hosts").display()
+                ))
+                .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+                .args(["-P", &server.port.to_string()])
+                .arg(format!("{}@127.0.0.1", server.user))
+                .stdout(Stdio::null())
+                .status()
+                .expect("run sftp (openssh-client)")
+                .success();
+            assert!(ok, "sftp failed");
+            t.elapsed().as_secs_f64()
+        };
+        let r = remote.join("ref.wav");
+        put.push(sftp(&format!("put {} {}\n", wav.display(), r.display())));
+        put_get.push(sftp(&format!(
+            "put {} {}\nget {} {}\n",
+            wav.display(),
+            r.display(),
+            r.display(),
+            st.join("back.wav").display()
+        )));
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (o, p, pg) = (median(&mut ours), median(&mut put), median(&mut put_get));
+    println!();
+    println!(
+        "SFTP over loopback to sshd + sftp-server, {:.0} MiB WAV (format = wav), median of 3",
+        size / f64::from(1 << 20)
+    );
+    println!("| client | seconds | MB/s of the object | throughput ours / client |");
+    println!(
+        "| fleet-uploaderd --once (process: index, checksums, upload, read-back SHA-256, mark) | {o:.2} | {:.1} | |",
+        mbs(o)
+    );
+    println!("| sftp put | {p:.2} | {:.1} | {:.2} |", mbs(p), p / o);
+    println!(
+        "| sftp put + get (the same bytes moved) | {pg:.2} | {:.1} | {:.2} |",
+        mbs(pg),
+        pg / o
+    );
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
@@ -269,10 +386,13 @@ fn main() {
         .unwrap_or(600);
     let dir = tempfile::tempdir().unwrap();
     let part = std::env::var("FLEET_BENCH_PART").unwrap_or_default();
-    if part != "upload" {
+    if part.is_empty() || part == "flac" {
         flac_section(dir.path(), seconds);
     }
-    if part != "flac" {
+    if part.is_empty() || part == "upload" {
         upload_section(dir.path(), 64);
+    }
+    if part.is_empty() || part == "sftp" {
+        sftp_section(dir.path(), 64);
     }
 }

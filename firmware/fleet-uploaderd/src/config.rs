@@ -3,7 +3,7 @@
 //! file holds replaces the image's. Kebab-case keys, unknown keys refused; parsed into raw types,
 //! then validated into [`Config`], reporting every invalid key with its path.
 
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
 use fleet_core::upload::{Order, RetryPolicy, UntrustedClock, Window};
@@ -24,6 +24,8 @@ pub struct Limits {
     pub max_parts: u64,
     /// Bytes sent between two watchdog pings and shutdown checks.
     pub chunk_bytes: usize,
+    /// Size of one read of an uncapped SFTP read-back (libssh2 keeps up to four in flight).
+    pub sftp_read_bytes: usize,
 }
 
 impl Default for Limits {
@@ -35,6 +37,7 @@ impl Default for Limits {
             max_response_bytes: 4 << 20,
             max_parts: 10_000,
             chunk_bytes: 256 << 10,
+            sftp_read_bytes: 2 << 20,
         }
     }
 }
@@ -74,6 +77,8 @@ struct RawConfig {
     #[serde(default)]
     credentials_file: Option<PathBuf>,
     #[serde(default)]
+    data_dir: Option<PathBuf>,
+    #[serde(default)]
     boot_id_path: Option<PathBuf>,
     #[serde(default)]
     trust_time: Option<String>,
@@ -99,8 +104,11 @@ struct RawConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct RawDestination {
     kind: String,
-    endpoint: String,
-    bucket: String,
+    // kind = "s3"
+    #[serde(default)]
+    endpoint: Option<String>,
+    #[serde(default)]
+    bucket: Option<String>,
     #[serde(default)]
     region: Option<String>,
     #[serde(default)]
@@ -113,6 +121,19 @@ struct RawDestination {
     part_size_mib: Option<u64>,
     #[serde(default)]
     timeout_seconds: Option<f64>,
+    // kind = "sftp"
+    #[serde(default)]
+    host: Option<String>,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    remote_dir: Option<String>,
+    #[serde(default)]
+    private_key_file: Option<PathBuf>,
+    #[serde(default)]
+    known_hosts_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,10 +210,40 @@ pub struct S3Destination {
     pub timeout: Duration,
 }
 
+/// An SFTP destination: a directory on an OpenSSH server (a research group's machine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SftpDestination {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    /// The object keys go below it; relative to the login directory unless absolute.
+    pub remote_dir: String,
+    /// The station's private key (OpenSSH or PEM format, no passphrase), under `data-dir`;
+    /// re-read at every connect.
+    pub private_key_file: PathBuf,
+    /// The server's host keys (OpenSSH `known_hosts` format), under `data-dir`; re-read at every
+    /// connect. A host key not listed there is refused: there is no switch to skip the check.
+    pub known_hosts_file: PathBuf,
+    /// Connect timeout and the longest wait for one SSH operation.
+    pub timeout: Duration,
+}
+
 /// Where recordings go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
     S3(S3Destination),
+    Sftp(SftpDestination),
+}
+
+impl Destination {
+    /// How the status file names the destination (`s3://bucket`, `sftp://user@host:port/dir`).
+    #[must_use]
+    pub fn display(&self) -> String {
+        match self {
+            Self::S3(d) => format!("s3://{}", d.bucket),
+            Self::Sftp(d) => format!("sftp://{}@{}:{}/{}", d.user, d.host, d.port, d.remote_dir),
+        }
+    }
 }
 
 /// When the link may be used.
@@ -216,6 +267,8 @@ pub struct Config {
     /// The station's overlay, when one was read.
     pub station_config: Option<PathBuf>,
     pub credentials_file: PathBuf,
+    /// The station's data partition: the SFTP key files must lie under it.
+    pub data_dir: PathBuf,
     pub boot_id_path: PathBuf,
     pub trust_time: TrustTime,
     /// Where the clock facts are read (`<clock-root>/run`, `/var/lib`, `/sys`).
@@ -362,21 +415,137 @@ fn utc_offset(text: &str) -> Option<i32> {
     (h <= 14 && m < 60).then_some(sign * (h * 60 + m))
 }
 
-fn destination(d: RawDestination, problems: &mut Vec<String>) -> Option<Destination> {
-    if d.kind != "s3" {
-        problems.push(format!(
-            "destination.kind: {:?} is not a known kind (s3)",
-            d.kind
-        ));
-        return None;
+fn is_inside(dir: &Path, path: &Path) -> bool {
+    path.is_absolute()
+        && !path.components().any(|c| c == Component::ParentDir)
+        && path.starts_with(dir)
+        && path != dir
+}
+
+/// Keys of one kind set on a destination of another.
+fn foreign_keys(kind: &str, keys: &[(&str, bool)], problems: &mut Vec<String>) {
+    for (key, set) in keys {
+        if *set {
+            problems.push(format!("destination.{key}: is not a key of kind {kind:?}"));
+        }
     }
-    if !(d.endpoint.starts_with("https://") || d.endpoint.starts_with("http://")) {
+}
+
+fn destination(
+    d: RawDestination,
+    data_dir: &Path,
+    problems: &mut Vec<String>,
+) -> Option<Destination> {
+    match d.kind.as_str() {
+        "s3" => s3_destination(d, problems),
+        "sftp" => sftp_destination(d, data_dir, problems),
+        other => {
+            problems.push(format!(
+                "destination.kind: {other:?} is not a known kind (s3, sftp)"
+            ));
+            None
+        }
+    }
+}
+
+fn sftp_destination(
+    d: RawDestination,
+    data_dir: &Path,
+    problems: &mut Vec<String>,
+) -> Option<Destination> {
+    foreign_keys(
+        "sftp",
+        &[
+            ("endpoint", d.endpoint.is_some()),
+            ("bucket", d.bucket.is_some()),
+            ("region", d.region.is_some()),
+            ("url-style", d.url_style.is_some()),
+            ("prefix", d.prefix.is_some()),
+            (
+                "multipart-threshold-mib",
+                d.multipart_threshold_mib.is_some(),
+            ),
+            ("part-size-mib", d.part_size_mib.is_some()),
+        ],
+        problems,
+    );
+    let mut required = |key: &str, v: Option<String>| {
+        let v = v.unwrap_or_default();
+        if v.is_empty() {
+            problems.push(format!("destination.{key}: is required for kind \"sftp\""));
+        }
+        v
+    };
+    let host = required("host", d.host);
+    let user = required("user", d.user);
+    let remote_dir = required("remote-dir", d.remote_dir);
+    if remote_dir.split('/').any(|c| c == "..") || remote_dir.contains('\0') {
         problems.push(format!(
-            "destination.endpoint: {:?} is not an http:// or https:// URL",
-            d.endpoint
+            "destination.remote-dir: {remote_dir:?} must not contain .. or NUL"
         ));
     }
-    if d.bucket.is_empty() {
+    let port = d.port.unwrap_or(22);
+    if port == 0 {
+        problems.push("destination.port: 0 is not a port".into());
+    }
+    let mut file = |key: &str, p: Option<PathBuf>| match p {
+        None => {
+            problems.push(format!("destination.{key}: is required for kind \"sftp\""));
+            PathBuf::new()
+        }
+        Some(p) => {
+            if !is_inside(data_dir, &p) {
+                problems.push(format!(
+                    "destination.{key}: {} must be an absolute path under data-dir {} \
+                     (credentials live on the station's data partition, never in the image)",
+                    p.display(),
+                    data_dir.display()
+                ));
+            }
+            p
+        }
+    };
+    let private_key_file = file("private-key-file", d.private_key_file);
+    let known_hosts_file = file("known-hosts-file", d.known_hosts_file);
+    let timeout = seconds(
+        "destination.timeout-seconds",
+        d.timeout_seconds,
+        10.0,
+        1.0..=3600.0,
+        problems,
+    );
+    Some(Destination::Sftp(SftpDestination {
+        host,
+        port,
+        user,
+        remote_dir: remote_dir.trim_end_matches('/').to_owned(),
+        private_key_file,
+        known_hosts_file,
+        timeout,
+    }))
+}
+
+fn s3_destination(d: RawDestination, problems: &mut Vec<String>) -> Option<Destination> {
+    foreign_keys(
+        "s3",
+        &[
+            ("host", d.host.is_some()),
+            ("port", d.port.is_some()),
+            ("user", d.user.is_some()),
+            ("remote-dir", d.remote_dir.is_some()),
+            ("private-key-file", d.private_key_file.is_some()),
+            ("known-hosts-file", d.known_hosts_file.is_some()),
+        ],
+        problems,
+    );
+    let endpoint = d.endpoint.unwrap_or_default();
+    let bucket = d.bucket.unwrap_or_default();
+    if !(endpoint.starts_with("https://") || endpoint.starts_with("http://")) {
+        problems.push(format!(
+            "destination.endpoint: {endpoint:?} is not an http:// or https:// URL"
+        ));
+    }
+    if bucket.is_empty() {
         problems.push("destination.bucket: is empty".into());
     }
     let url_style = match d.url_style.as_deref() {
@@ -418,8 +587,8 @@ fn destination(d: RawDestination, problems: &mut Vec<String>) -> Option<Destinat
         problems,
     );
     Some(Destination::S3(S3Destination {
-        endpoint: d.endpoint,
-        bucket: d.bucket,
+        endpoint,
+        bucket,
         region: d.region.unwrap_or_else(|| "us-east-1".into()),
         url_style,
         prefix,
@@ -486,7 +655,19 @@ fn parse_table(table: toml::Table) -> Result<Config, ParseError> {
         0.05..=3600.0,
         &mut problems,
     );
-    let destination = raw.destination.and_then(|d| destination(d, &mut problems));
+    let data_dir = raw
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/data"));
+    if !data_dir.is_absolute() {
+        problems.push(format!(
+            "data-dir: {} is not an absolute path",
+            data_dir.display()
+        ));
+    }
+    let destination = raw
+        .destination
+        .and_then(|d| destination(d, &data_dir, &mut problems));
     let mut windows = Vec::new();
     for (i, w) in raw.schedule.windows.iter().enumerate() {
         match Window::parse(w) {
@@ -559,6 +740,7 @@ fn parse_table(table: toml::Table) -> Result<Config, ParseError> {
             .credentials_file
             .unwrap_or_else(|| raw.state_dir.join("credentials.toml")),
         state_dir: raw.state_dir,
+        data_dir,
         boot_id_path: raw
             .boot_id_path
             .unwrap_or_else(|| PathBuf::from("/proc/sys/kernel/random/boot_id")),
@@ -734,6 +916,41 @@ mod tests {
         assert_eq!(d.url_style, UrlStyle::Path);
     }
 
+    #[test]
+    fn an_sftp_destination_needs_its_keys_and_key_files_under_the_data_dir() {
+        let ok = format!(
+            "{MINIMAL}[destination]\nkind = \"sftp\"\nhost = \"sftp.example.org\"\n\
+             user = \"st-1\"\nremote-dir = \"incoming/\"\n\
+             private-key-file = \"/data/fleet/uploader/sftp/id_ed25519\"\n\
+             known-hosts-file = \"/data/fleet/uploader/sftp/known_hosts\"\n"
+        );
+        let Some(Destination::Sftp(d)) = parse(&ok).unwrap().destination else {
+            panic!("expected an SFTP destination");
+        };
+        assert_eq!((d.port, d.remote_dir.as_str()), (22, "incoming"));
+        assert_eq!(d.timeout, Duration::from_secs(10));
+        let bad = format!(
+            "{MINIMAL}[destination]\nkind = \"sftp\"\nhost = \"h\"\nremote-dir = \"a/../b\"\n\
+             bucket = \"x\"\nprivate-key-file = \"/etc/fleet/id_ed25519\"\n\
+             known-hosts-file = \"known_hosts\"\n"
+        );
+        let ParseError::Invalid(problems) = parse(&bad).unwrap_err() else {
+            panic!("expected invalid values");
+        };
+        for key in [
+            "destination.user",
+            "destination.remote-dir",
+            "destination.bucket",
+            "destination.private-key-file",
+            "destination.known-hosts-file",
+        ] {
+            assert!(
+                problems.iter().any(|p| p.starts_with(key)),
+                "{key} missing from {problems:?}"
+            );
+        }
+    }
+
     fn doc_blocks(lang: &str) -> Vec<String> {
         let doc = include_str!("../../../docs/reference/uploaderd.md");
         let fence = format!("```{lang}\n");
@@ -748,8 +965,8 @@ mod tests {
         let toml_blocks = doc_blocks("toml");
         assert_eq!(
             toml_blocks.len(),
-            3,
-            "image, station and credentials samples"
+            4,
+            "image, station (S3), station (SFTP) and credentials samples"
         );
         let dir = tempfile::tempdir().unwrap();
         let station = dir.path().join("station.toml");
@@ -769,8 +986,17 @@ mod tests {
         assert_eq!(c.schedule.utc_offset_minutes, 60);
         assert_eq!(c.max_bytes_per_second, 250_000);
         assert_eq!(c.retry.dead_letter_after(), 5);
+        // The SFTP station sample, over the same image file.
+        std::fs::write(&station, &toml_blocks[2]).unwrap();
+        let c = load(&image).unwrap();
+        let Some(Destination::Sftp(d)) = &c.destination else {
+            panic!("the SFTP sample holds an SFTP destination");
+        };
+        assert_eq!(d.user, "fleet-st-0042");
+        assert_eq!(d.remote_dir, "/srv/recordings/fleet");
+        assert!(d.known_hosts_file.starts_with(&c.data_dir));
         let creds = dir.path().join("credentials.toml");
-        std::fs::write(&creds, &toml_blocks[2]).unwrap();
+        std::fs::write(&creds, &toml_blocks[3]).unwrap();
         assert_eq!(
             load_credentials(&creds).unwrap().access_key_id,
             "AKIAFLEETSTATION0042"

@@ -132,10 +132,7 @@ impl Uploader {
             }
         }
         let status = Status {
-            destination: cfg
-                .destination
-                .as_ref()
-                .map(|Destination::S3(d)| format!("s3://{}", d.bucket)),
+            destination: cfg.destination.as_ref().map(Destination::display),
             ..Status::default()
         };
         Ok(Self {

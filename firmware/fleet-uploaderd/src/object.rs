@@ -99,14 +99,26 @@ pub fn key(
     )
 }
 
+/// Which checksums a destination needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sums {
+    /// S3: MD5, SHA-256 and the MD5 of every `part_size` slice.
+    S3 { part_size: u64 },
+    /// SFTP: SHA-256 only (the read-back is compared with it).
+    Sha256,
+}
+
 /// The checksums of a file, for one part size.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Digests {
     pub size: u64,
+    /// Zero with [`Sums::Sha256`].
     pub md5: [u8; 16],
     pub sha256: [u8; 32],
-    /// MD5 of each `part_size` slice (one entry when the file fits one part).
+    /// MD5 of each `part_size` slice (one entry when the file fits one part); empty with
+    /// [`Sums::Sha256`].
     pub part_md5s: Vec<[u8; 16]>,
+    /// Zero with [`Sums::Sha256`].
     pub part_size: u64,
 }
 
@@ -133,16 +145,19 @@ impl Digests {
     }
 }
 
-/// Reads `path` once and computes its MD5, SHA-256 and per-part MD5s. `keep_going` is asked
-/// every 64 KiB (shutdown, watchdog).
+/// Reads `path` once and computes its SHA-256 and, for S3, its MD5 and per-part MD5s.
+/// `keep_going` is asked every 64 KiB (shutdown, watchdog).
 ///
 /// # Errors
 /// The file cannot be read, or `keep_going` said stop (`Interrupted`).
 pub fn digests(
     path: &Path,
-    part_size: u64,
+    sums: Sums,
     keep_going: &mut dyn FnMut() -> bool,
 ) -> io::Result<Digests> {
+    let Sums::S3 { part_size } = sums else {
+        return sha256_only(path, keep_going);
+    };
     let part_size = part_size.max(1);
     let mut f = File::open(path)?;
     let mut md5 = Md5::new();
@@ -188,6 +203,34 @@ pub fn digests(
         sha256: sha.finalize().into(),
         part_md5s: parts,
         part_size,
+    })
+}
+
+fn sha256_only(path: &Path, keep_going: &mut dyn FnMut() -> bool) -> io::Result<Digests> {
+    let mut f = File::open(path)?;
+    let mut sha = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        if !keep_going() {
+            return Err(io::Error::new(
+                io::ErrorKind::Interrupted,
+                "stopped by shutdown",
+            ));
+        }
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        sha.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(Digests {
+        size,
+        md5: [0; 16],
+        sha256: sha.finalize().into(),
+        part_md5s: Vec::new(),
+        part_size: 0,
     })
 }
 
@@ -263,12 +306,14 @@ mod tests {
         let p = dir.path().join("f");
         let data: Vec<u8> = (0..250_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&p, &data).unwrap();
-        let d = digests(&p, 100_000, &mut || true).unwrap();
+        let d = digests(&p, Sums::S3 { part_size: 100_000 }, &mut || true).unwrap();
         assert_eq!(d.size, 250_000);
         assert_eq!(d.part_md5s.len(), 3);
         let want: [u8; 16] = Md5::digest(&data[200_000..]).into();
         assert_eq!(d.part_md5s[2], want);
         let whole: [u8; 16] = Md5::digest(&data).into();
         assert_eq!(d.md5, whole);
+        let only = digests(&p, Sums::Sha256, &mut || true).unwrap();
+        assert_eq!((only.size, only.sha256), (d.size, d.sha256));
     }
 }

@@ -12,10 +12,13 @@ use fleet_core::upload::{Budget, Grant};
 /// The budget and the stop check shared by every request of one daemon.
 pub struct Pacer<'a> {
     budget: Budget,
+    rate: u64,
     origin: Instant,
     keep_going: &'a mut dyn FnMut() -> bool,
     /// Bytes sent since the pacer was made.
     pub sent: u64,
+    /// Bytes read back from the server (an SFTP confirmation) since the pacer was made.
+    pub received: u64,
     /// Largest read handed to the HTTP client.
     chunk: usize,
 }
@@ -43,9 +46,11 @@ impl<'a> Pacer<'a> {
     ) -> Self {
         Self {
             budget: Budget::new(rate_bytes_per_s, burst_bytes, 0),
+            rate: rate_bytes_per_s,
             origin: Instant::now(),
             keep_going,
             sent: 0,
+            received: 0,
             chunk: chunk.max(1),
         }
     }
@@ -54,14 +59,34 @@ impl<'a> Pacer<'a> {
         u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Whether a bandwidth cap applies.
+    #[must_use]
+    pub fn is_capped(&self) -> bool {
+        self.rate > 0
+    }
+
     /// Asks whether to go on (the daemon's shutdown flag and watchdog ping).
     pub fn keep_going(&mut self) -> bool {
         (self.keep_going)()
     }
 
-    /// Wraps `inner` so reads follow the budget.
+    /// Wraps `inner` (what is sent) so reads follow the budget.
     pub fn reader<R: Read>(&mut self, inner: R) -> PacedReader<'_, 'a, R> {
-        PacedReader { inner, pacer: self }
+        PacedReader {
+            inner,
+            pacer: self,
+            inbound: false,
+        }
+    }
+
+    /// Wraps `inner` (what is read back from the server) so reads follow the same budget: the
+    /// cap is the link's, whichever way the bytes go.
+    pub fn reader_in<R: Read>(&mut self, inner: R) -> PacedReader<'_, 'a, R> {
+        PacedReader {
+            inner,
+            pacer: self,
+            inbound: true,
+        }
     }
 }
 
@@ -69,6 +94,7 @@ impl<'a> Pacer<'a> {
 pub struct PacedReader<'p, 'a, R> {
     inner: R,
     pacer: &'p mut Pacer<'a>,
+    inbound: bool,
 }
 
 impl<R> std::fmt::Debug for PacedReader<'_, '_, R> {
@@ -92,7 +118,11 @@ impl<R: Read> Read for PacedReader<'_, '_, R> {
                 Grant::Send(n) => {
                     let n = usize::try_from(n).unwrap_or(buf.len()).min(buf.len());
                     let got = self.inner.read(&mut buf[..n])?;
-                    self.pacer.sent += got as u64;
+                    if self.inbound {
+                        self.pacer.received += got as u64;
+                    } else {
+                        self.pacer.sent += got as u64;
+                    }
                     return Ok(got);
                 }
                 // Sleep in slices, so shutdown is noticed within a quarter second.

@@ -1,18 +1,24 @@
 //! One recording, from the index row to the mark: encode (or take the WAV), checksum, send,
-//! confirm with a fresh `HEAD`, and mark uploaded only when `may_mark_uploaded` says so.
+//! confirm with a fresh look at the server (S3: `HEAD`; SFTP: `stat` and a read-back), and mark
+//! uploaded only when `may_mark_uploaded` says so.
 
 use std::path::{Path, PathBuf};
 
 use fleet_core::upload::{
-    Failure, FailureScope, LocalObject, MarkDecision, RemoteConfirmation, may_mark_uploaded,
+    Checksum, Failure, FailureScope, LocalObject, MarkDecision, RemoteConfirmation,
+    may_mark_uploaded,
 };
 use fleet_retentiond::index::{Index, UploadRow};
 
-use crate::config::{Config, Destination, Format, S3Destination, load_credentials};
+use crate::config::{
+    Config, Destination, Format, S3Destination, SftpDestination, load_credentials,
+};
 use crate::flac::{self, FlacError, PcmLayout};
+use crate::object::Digests;
 use crate::object::{self, Kind};
 use crate::pace::Pacer;
 use crate::s3::{InFlight, S3, S3Error};
+use crate::sftp::{Sftp, SftpError};
 
 /// How one try ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +48,10 @@ fn failed(scope: FailureScope, reason: &str, message: String) -> Outcome {
 }
 
 fn from_s3(e: &S3Error) -> Outcome {
+    failed(e.scope(), &e.reason(), e.to_string())
+}
+
+fn from_sftp(e: &SftpError) -> Outcome {
     failed(e.scope(), &e.reason(), e.to_string())
 }
 
@@ -147,7 +157,7 @@ pub fn upload_one(
         Ok(_) => return Outcome::SkippedDeleted,
         Err(e) => return failed(FailureScope::Link, "index", e.to_string()),
     }
-    let Some(Destination::S3(dest)) = &cfg.destination else {
+    let Some(dest) = &cfg.destination else {
         return failed(
             FailureScope::Link,
             "unconfigured",
@@ -189,7 +199,7 @@ pub fn upload_one(
 #[allow(clippy::too_many_arguments)]
 fn send_and_confirm(
     cfg: &Config,
-    dest: &S3Destination,
+    dest: &Destination,
     index: &mut Index,
     row: &UploadRow,
     prepared: &Prepared,
@@ -204,73 +214,49 @@ fn send_and_confirm(
             format!("unable to read {}: {e}", prepared.path.display()),
         )
     };
-    let digests =
-        match object::digests(&prepared.path, part_size(dest, &prepared.path), &mut || {
-            pacer.keep_going()
-        }) {
-            Ok(d) => d,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-                return failed(FailureScope::Link, "shutdown", "stopped by shutdown".into());
-            }
-            Err(e) => return local_err(e),
-        };
-    let multipart = digests.size > dest.multipart_threshold_bytes;
-    let local = LocalObject {
-        size_bytes: digests.size,
-        checksum: digests.s3_etag(multipart),
-        verified_by_decode: prepared.verified_by_decode,
+    let sums = match dest {
+        Destination::S3(d) => object::Sums::S3 {
+            part_size: part_size(d, &prepared.path),
+        },
+        Destination::Sftp(_) => object::Sums::Sha256,
     };
-    let key = object::key(
-        &dest.prefix,
-        &row.station,
-        &row.device,
-        row.start_unix_ms,
-        row.start_trusted,
-        Path::new(&row.path)
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .as_deref()
-            .unwrap_or(&row.path),
-        prepared.kind,
-    );
-    // Credentials are read at every connect: a rotation or a push needs no restart.
-    let creds = match load_credentials(&cfg.credentials_file) {
-        Ok(c) => c,
-        Err(e) => return failed(FailureScope::Link, "credentials", e.to_string()),
-    };
-    let s3 = match S3::new(dest, &creds, cfg.limits.max_response_bytes) {
-        Ok(s) => s,
-        Err(e) => return from_s3(&e),
-    };
-    // Already there intact (a power cut after the upload, before the mark): mark without sending.
-    let before = match s3.head(&key) {
-        Ok(h) => h,
-        Err(e) => return from_s3(&e),
-    };
-    if may_mark_uploaded(true, &local, before.as_ref()) != MarkDecision::Mark {
-        let sent = if multipart {
-            let mut p = |r: Option<&InFlight>| persist.in_flight(r);
-            s3.multipart(
-                &row.path,
-                &key,
-                &prepared.path,
-                &digests,
-                prepared.kind,
-                in_flight,
-                &mut p,
-                pacer,
-            )
-        } else {
-            s3.put(&key, &prepared.path, &digests, prepared.kind, pacer)
-        };
-        if let Err(e) = sent {
-            return from_s3(&e);
+    let started = std::time::Instant::now();
+    let digests = match object::digests(&prepared.path, sums, &mut || pacer.keep_going()) {
+        Ok(d) => {
+            tracing::debug!(path = %prepared.path.display(), bytes = d.size, ms = started.elapsed().as_millis(), "checksummed");
+            d
         }
-    }
-    // The confirmation comes from a fresh request, never from what was sent.
-    let remote: Option<RemoteConfirmation> = match s3.head(&key) {
-        Ok(h) => h,
-        Err(e) => return from_s3(&e),
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
+            return failed(FailureScope::Link, "shutdown", "stopped by shutdown".into());
+        }
+        Err(e) => return local_err(e),
+    };
+    let file_name = Path::new(&row.path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+    let key_with = |prefix: &str| {
+        object::key(
+            prefix,
+            &row.station,
+            &row.device,
+            row.start_unix_ms,
+            row.start_trusted,
+            file_name.as_deref().unwrap_or(&row.path),
+            prepared.kind,
+        )
+    };
+    let sent = match dest {
+        Destination::S3(d) => {
+            let key = key_with(&d.prefix);
+            send_s3(
+                cfg, d, row, prepared, &digests, key, in_flight, persist, pacer,
+            )
+        }
+        Destination::Sftp(d) => send_sftp(cfg, d, prepared, &digests, &key_with(""), pacer),
+    };
+    let (local, key, remote) = match sent {
+        Ok(s) => s,
+        Err(o) => return o,
     };
     let present = match index.is_present(&row.path) {
         Ok(p) => p == Some(true),
@@ -304,6 +290,89 @@ fn send_and_confirm(
             format!("the server's checksum of {key} is not the station's"),
         ),
     }
+}
+
+/// What the station sent, under which key, and what the server reported in a fresh look.
+type Sent = (LocalObject, String, Option<RemoteConfirmation>);
+
+#[allow(clippy::too_many_arguments)]
+fn send_s3(
+    cfg: &Config,
+    dest: &S3Destination,
+    row: &UploadRow,
+    prepared: &Prepared,
+    digests: &Digests,
+    key: String,
+    in_flight: Option<InFlight>,
+    persist: &mut dyn Persist,
+    pacer: &mut Pacer<'_>,
+) -> Result<Sent, Outcome> {
+    let multipart = digests.size > dest.multipart_threshold_bytes;
+    let local = LocalObject {
+        size_bytes: digests.size,
+        checksum: digests.s3_etag(multipart),
+        verified_by_decode: prepared.verified_by_decode,
+    };
+    // Credentials are read at every connect: a rotation or a push needs no restart.
+    let creds = load_credentials(&cfg.credentials_file)
+        .map_err(|e| failed(FailureScope::Link, "credentials", e.to_string()))?;
+    let s3 = S3::new(dest, &creds, cfg.limits.max_response_bytes).map_err(|e| from_s3(&e))?;
+    // Already there intact (a power cut after the upload, before the mark): mark without sending.
+    let before = s3.head(&key).map_err(|e| from_s3(&e))?;
+    if may_mark_uploaded(true, &local, before.as_ref()) != MarkDecision::Mark {
+        let sent = if multipart {
+            let mut p = |r: Option<&InFlight>| persist.in_flight(r);
+            s3.multipart(
+                &row.path,
+                &key,
+                &prepared.path,
+                digests,
+                prepared.kind,
+                in_flight,
+                &mut p,
+                pacer,
+            )
+        } else {
+            s3.put(&key, &prepared.path, digests, prepared.kind, pacer)
+        };
+        sent.map_err(|e| from_s3(&e))?;
+    }
+    // The confirmation comes from a fresh request, never from what was sent.
+    let remote = s3.head(&key).map_err(|e| from_s3(&e))?;
+    Ok((local, key, remote))
+}
+
+/// SFTP: the server has no checksum of its own, so both looks read the object back (SHA-256).
+/// An object already there intact is confirmed by that first read and not sent again.
+fn send_sftp(
+    cfg: &Config,
+    dest: &SftpDestination,
+    prepared: &Prepared,
+    digests: &Digests,
+    key: &str,
+    pacer: &mut Pacer<'_>,
+) -> Result<Sent, Outcome> {
+    let local = LocalObject {
+        size_bytes: digests.size,
+        checksum: Checksum::Sha256(digests.sha256),
+        verified_by_decode: prepared.verified_by_decode,
+    };
+    // The key files are read at every connect, like S3's credentials.
+    let sftp = Sftp::connect(dest, &cfg.limits).map_err(|e| from_sftp(&e))?;
+    let path = sftp.path_of(key);
+    let before = sftp
+        .confirm(key, digests.size, pacer)
+        .map_err(|e| from_sftp(&e))?;
+    let remote = if may_mark_uploaded(true, &local, before.as_ref()) == MarkDecision::Mark {
+        before
+    } else {
+        sftp.send(key, &prepared.path, digests.size, pacer)
+            .map_err(|e| from_sftp(&e))?;
+        sftp.confirm(key, digests.size, pacer)
+            .map_err(|e| from_sftp(&e))?
+    };
+    sftp.close();
+    Ok((local, path, remote))
 }
 
 /// The part size: the configured one, raised so no object needs more than 10,000 parts.

@@ -9,6 +9,7 @@ use fleet_recorderd::segment::segment_name;
 use fleet_recorderd::wav::{self, WavFormat};
 
 pub mod s3;
+pub mod sftp;
 pub mod station;
 
 /// A reproducible test signal: a sine per channel plus noise from a small LCG, like a quiet field

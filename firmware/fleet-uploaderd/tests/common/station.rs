@@ -100,6 +100,47 @@ impl Station {
         .unwrap();
     }
 
+    /// The SFTP key files under the station's data directory.
+    pub fn sftp_key(&self) -> PathBuf {
+        self.state.join("sftp/id_ed25519")
+    }
+    pub fn known_hosts(&self) -> PathBuf {
+        self.state.join("sftp/known_hosts")
+    }
+
+    /// Copies the server's authorized key and host key into the station's files and returns
+    /// the configuration for it; `destination` lines are appended to `[destination]`.
+    pub fn sftp_config(
+        &self,
+        server: &super::sftp::SshServer,
+        extra: &str,
+        destination: &str,
+    ) -> Config {
+        std::fs::create_dir_all(self.state.join("sftp")).unwrap();
+        std::fs::copy(&server.user_key, self.sftp_key()).unwrap();
+        std::fs::write(self.known_hosts(), server.known_hosts_line()).unwrap();
+        let text = format!(
+            "recordings-dir = \"{}\"\nindex-path = \"{}\"\nstate-dir = \"{}\"\n\
+             data-dir = \"{}\"\ntrust-time = \"always\"\npoll-seconds = 0.05\n\
+             {extra}\n\
+             [destination]\nkind = \"sftp\"\nhost = \"127.0.0.1\"\nport = {}\nuser = \"{}\"\n\
+             remote-dir = \"{}\"\nprivate-key-file = \"{}\"\nknown-hosts-file = \"{}\"\n\
+             timeout-seconds = 5\n{destination}\n",
+            self.recordings.display(),
+            self.index_path.display(),
+            self.state.display(),
+            self.dir.path().display(),
+            server.port,
+            server.user,
+            server.root.display(),
+            self.sftp_key().display(),
+            self.known_hosts().display(),
+        );
+        let path = self.dir.path().join("uploaderd.toml");
+        std::fs::write(&path, text).unwrap();
+        config::load(&path).unwrap()
+    }
+
     pub fn config(&self, endpoint: &str, extra: &str) -> Config {
         self.config_with(endpoint, extra, "")
     }

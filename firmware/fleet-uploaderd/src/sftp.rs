@@ -1,0 +1,628 @@
+//! The SFTP destination: a directory on an OpenSSH server, through libssh2 (`ssh2`).
+//!
+//! The host key must be listed in `known-hosts-file` (no switch skips the check); the station
+//! logs in with the key in `private-key-file`; both are read at every connect. An object goes to
+//! a hidden temp name beside its final name (`.<name>.part`), is fsynced (`fsync@openssh.com`,
+//! where the server has it) and renamed into place. SFTP has no checksum the server vouches for,
+//! so the confirmation reads the object back and hashes it (SHA-256): an upload costs its size
+//! once more in download. A temp file left by a cut link or a power cut is continued from its
+//! length once its content matches the local object's prefix (read back and hashed), and
+//! started over otherwise.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+
+use fleet_core::upload::{Checksum, FailureScope, RemoteConfirmation};
+use sha2::{Digest as _, Sha256};
+use ssh2::{CheckResult, ErrorCode, KnownHostFileKind, MethodType, OpenFlags, OpenType, Session};
+
+use crate::config::{Limits, SftpDestination};
+use crate::pace::{Pacer, STOPPED};
+
+// SFTP status codes (draft-ietf-secsh-filexfer-02, the version OpenSSH speaks).
+const FX_NO_SUCH_FILE: i32 = 2;
+const FX_PERMISSION_DENIED: i32 = 3;
+const FX_FAILURE: i32 = 4;
+const FX_OP_UNSUPPORTED: i32 = 8;
+
+/// Why an SFTP operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SftpError {
+    #[error("unable to read {path}: {message}")]
+    Credentials { path: PathBuf, message: String },
+    #[error("unable to connect to {addr}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("unable to verify the host key of {host}:{port}: no entry for it in {path}")]
+    HostKeyUnknown {
+        host: String,
+        port: u16,
+        path: PathBuf,
+    },
+    #[error(
+        "unable to verify the host key of {host}:{port}: it is not the key {path} lists \
+         (a changed server, or someone in between)"
+    )]
+    HostKeyMismatch {
+        host: String,
+        port: u16,
+        path: PathBuf,
+    },
+    #[error("unable to log in as {user} with the key in {path}: {message}")]
+    Auth {
+        user: String,
+        path: PathBuf,
+        message: String,
+    },
+    #[error("unable to {op} {path}: {message}")]
+    Remote {
+        op: &'static str,
+        path: String,
+        code: ErrorCode,
+        message: String,
+    },
+    #[error("unable to {op}: {message}")]
+    Session {
+        op: &'static str,
+        code: ErrorCode,
+        message: String,
+    },
+    #[error("unable to read {path}")]
+    Local {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("upload interrupted by shutdown")]
+    Stopped,
+}
+
+impl SftpError {
+    /// A short stable reason the status file counts.
+    #[must_use]
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Credentials { .. } => "credentials".into(),
+            Self::Connect { .. } | Self::Session { .. } => "connection".into(),
+            Self::HostKeyUnknown { .. } | Self::HostKeyMismatch { .. } => "host-key".into(),
+            Self::Auth { .. } => "auth".into(),
+            Self::Remote { code, .. } => match code {
+                ErrorCode::SFTP(FX_PERMISSION_DENIED) => "permission".into(),
+                ErrorCode::SFTP(FX_NO_SUCH_FILE) => "no-such-dir".into(),
+                ErrorCode::SFTP(FX_FAILURE) => "remote-failure".into(),
+                ErrorCode::SFTP(n) => format!("sftp-{n}"),
+                ErrorCode::Session(_) => "connection".into(),
+            },
+            Self::Local { .. } => "local-read".into(),
+            Self::Stopped => "shutdown".into(),
+        }
+    }
+
+    /// Whether the link (and every recording) waits, or only this recording counts a failure.
+    /// Everything the server refuses (permissions, a full disk, a missing directory) holds for
+    /// every recording, so it is the link's.
+    #[must_use]
+    pub fn scope(&self) -> FailureScope {
+        match self {
+            Self::Local { .. } => FailureScope::Recording,
+            _ => FailureScope::Link,
+        }
+    }
+}
+
+fn remote_err<'a>(op: &'static str, path: &'a str) -> impl FnOnce(ssh2::Error) -> SftpError + 'a {
+    move |e| SftpError::Remote {
+        op,
+        path: path.to_owned(),
+        code: e.code(),
+        message: e.message().to_owned(),
+    }
+}
+
+fn session_err(op: &'static str) -> impl FnOnce(ssh2::Error) -> SftpError {
+    move |e| SftpError::Session {
+        op,
+        code: e.code(),
+        message: e.message().to_owned(),
+    }
+}
+
+/// Errors from `Read`/`Write` on a remote file: the pacer's stop, or the session's. The binding
+/// turns an SFTP status into an `io::Error` carrying only its message; the statuses the daemon
+/// tells apart are recovered from it (the binding's fixed texts).
+fn io_err<'a>(op: &'static str, path: &'a str) -> impl FnOnce(io::Error) -> SftpError + 'a {
+    move |e| {
+        let message = e.to_string();
+        if message.contains(STOPPED) {
+            return SftpError::Stopped;
+        }
+        let code = match message.as_str() {
+            "no such file" => ErrorCode::SFTP(FX_NO_SUCH_FILE),
+            "permission denied" => ErrorCode::SFTP(FX_PERMISSION_DENIED),
+            "failure" => ErrorCode::SFTP(FX_FAILURE),
+            _ => ErrorCode::Session(0),
+        };
+        SftpError::Remote {
+            op,
+            path: path.to_owned(),
+            code,
+            message,
+        }
+    }
+}
+
+fn is_sftp(e: &ssh2::Error, code: i32) -> bool {
+    e.code() == ErrorCode::SFTP(code)
+}
+
+/// Host key algorithms to offer, from the key types the known-hosts file lists (so the server
+/// presents a key the file can vouch for), most preferred first.
+fn host_key_prefs(known_hosts: &str) -> String {
+    let listed: Vec<&str> = known_hosts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    let order: &[(&str, &[&str])] = &[
+        ("ssh-ed25519", &["ssh-ed25519"]),
+        ("ecdsa-sha2-nistp521", &["ecdsa-sha2-nistp521"]),
+        ("ecdsa-sha2-nistp384", &["ecdsa-sha2-nistp384"]),
+        ("ecdsa-sha2-nistp256", &["ecdsa-sha2-nistp256"]),
+        ("ssh-rsa", &["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]),
+    ];
+    order
+        .iter()
+        .filter(|(t, _)| listed.contains(t))
+        .flat_map(|(_, algs)| algs.iter().copied())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn read_credential(path: &Path, max: u64) -> Result<String, SftpError> {
+    let fail = |message: String| SftpError::Credentials {
+        path: path.to_owned(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| fail(e.to_string()))?;
+    if meta.len() > max {
+        return Err(fail(format!("it is larger than {max} bytes")));
+    }
+    std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))
+}
+
+/// Joins SFTP path segments with `/`.
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{}/{name}", dir.trim_end_matches('/'))
+    }
+}
+
+/// What to do with a temp file found beside the target: continue after `offset` bytes (already
+/// on the server and equal to the local prefix), or start over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    Continue { offset: u64 },
+    StartOver,
+}
+
+/// Decides how to use a temp file of `remote_len` bytes for an object of `local_len` bytes,
+/// given whether its content equals the local prefix of that length (`None`: not compared).
+#[must_use]
+pub fn plan_resume(remote_len: Option<u64>, local_len: u64, prefix_matches: bool) -> Resume {
+    match remote_len {
+        Some(n) if n > 0 && n <= local_len && prefix_matches => Resume::Continue { offset: n },
+        _ => Resume::StartOver,
+    }
+}
+
+/// One SFTP session, with the credentials of this connect.
+pub struct Sftp {
+    // Field order: the SFTP channel closes before the session.
+    sftp: ssh2::Sftp,
+    session: Session,
+    dest: SftpDestination,
+    buf_bytes: usize,
+    read_bytes: usize,
+}
+
+impl std::fmt::Debug for Sftp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sftp")
+            .field("host", &self.dest.host)
+            .field("user", &self.dest.user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sftp {
+    /// Connects, verifies the host key against `known-hosts-file`, logs in with
+    /// `private-key-file` and opens the SFTP channel. Both files are read now (at every connect),
+    /// each at most `limits.max_config_bytes`.
+    ///
+    /// # Errors
+    /// A file is unreadable or has a line libssh2 cannot read, the server cannot be reached, its
+    /// host key is not listed or differs, or the login fails.
+    pub fn connect(dest: &SftpDestination, limits: &Limits) -> Result<Self, SftpError> {
+        let max = limits.max_config_bytes;
+        let known_hosts = read_credential(&dest.known_hosts_file, max)?;
+        let private_key = read_credential(&dest.private_key_file, max)?;
+        let addr = format!("{}:{}", dest.host, dest.port);
+        let connect_err = |source| SftpError::Connect {
+            addr: addr.clone(),
+            source,
+        };
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "the name resolves to nothing");
+        let mut tcp = None;
+        for a in (dest.host.as_str(), dest.port)
+            .to_socket_addrs()
+            .map_err(connect_err)?
+        {
+            match TcpStream::connect_timeout(&a, dest.timeout) {
+                Ok(s) => {
+                    tcp = Some(s);
+                    break;
+                }
+                Err(e) => last = e,
+            }
+        }
+        let tcp = tcp.ok_or_else(|| connect_err(last))?;
+        let mut session = Session::new().map_err(session_err("start an SSH session"))?;
+        session.set_tcp_stream(tcp);
+        session.set_timeout(u32::try_from(dest.timeout.as_millis()).unwrap_or(u32::MAX));
+        let prefs = host_key_prefs(&known_hosts);
+        if prefs.is_empty() {
+            return Err(SftpError::Credentials {
+                path: dest.known_hosts_file.clone(),
+                message: "it lists no host key of a supported type".into(),
+            });
+        }
+        session
+            .method_pref(MethodType::HostKey, &prefs)
+            .map_err(session_err("set the host key algorithms"))?;
+        session
+            .handshake()
+            .map_err(session_err("complete the SSH handshake"))?;
+        verify_host_key(&session, dest, &known_hosts)?;
+        session
+            .userauth_pubkey_memory(&dest.user, None, &private_key, None)
+            .map_err(|e| SftpError::Auth {
+                user: dest.user.clone(),
+                path: dest.private_key_file.clone(),
+                message: e.message().to_owned(),
+            })?;
+        if !session.authenticated() {
+            return Err(SftpError::Auth {
+                user: dest.user.clone(),
+                path: dest.private_key_file.clone(),
+                message: "the server did not accept the key".into(),
+            });
+        }
+        let sftp = session
+            .sftp()
+            .map_err(session_err("open the SFTP channel"))?;
+        Ok(Self {
+            sftp,
+            session,
+            dest: dest.clone(),
+            buf_bytes: limits.chunk_bytes.max(1 << 12),
+            read_bytes: limits.sftp_read_bytes.max(1 << 12),
+        })
+    }
+
+    /// The remote path of an object key.
+    #[must_use]
+    pub fn path_of(&self, key: &str) -> String {
+        join(&self.dest.remote_dir, key)
+    }
+
+    /// The object's size, and its SHA-256 read back from the server when the size is
+    /// `expect_size` (a read of the whole object, paced like an upload); `None` when there is no
+    /// such object.
+    ///
+    /// # Errors
+    /// Any SFTP failure other than "no such file", or shutdown.
+    pub fn confirm(
+        &self,
+        key: &str,
+        expect_size: u64,
+        pacer: &mut Pacer<'_>,
+    ) -> Result<Option<RemoteConfirmation>, SftpError> {
+        let path = self.path_of(key);
+        let size = match self.sftp.stat(Path::new(&path)) {
+            Ok(st) => st.size.unwrap_or(0),
+            Err(e) if is_sftp(&e, FX_NO_SUCH_FILE) => return Ok(None),
+            Err(e) => return Err(remote_err("look at", &path)(e)),
+        };
+        let checksum = if size == expect_size {
+            Some(Checksum::Sha256(self.hash_prefix(&path, size, pacer)?))
+        } else {
+            None
+        };
+        Ok(Some(RemoteConfirmation {
+            size_bytes: size,
+            checksum,
+        }))
+    }
+
+    /// SHA-256 of the first `len` bytes of the remote file, read through the pacer.
+    fn hash_prefix(
+        &self,
+        path: &str,
+        len: u64,
+        pacer: &mut Pacer<'_>,
+    ) -> Result<[u8; 32], SftpError> {
+        let file = self
+            .sftp
+            .open(Path::new(path))
+            .map_err(remote_err("open", path))?;
+        let started = std::time::Instant::now();
+        // libssh2 keeps up to four times the read size requested ahead: large reads keep the
+        // link full. Under a cap, reads stay at the pacer's chunk so bursts stay small.
+        let read_size = if pacer.is_capped() {
+            self.buf_bytes
+        } else {
+            self.read_bytes
+        };
+        let file = io::BufReader::with_capacity(read_size, file);
+        let mut reader = pacer.reader_in(file.take(len));
+        let mut sha = Sha256::new();
+        let mut buf = vec![0u8; self.buf_bytes];
+        let mut got = 0u64;
+        loop {
+            let n = reader.read(&mut buf).map_err(io_err("read back", path))?;
+            if n == 0 {
+                break;
+            }
+            sha.update(&buf[..n]);
+            got += n as u64;
+        }
+        tracing::debug!(
+            path,
+            bytes = got,
+            ms = started.elapsed().as_millis(),
+            "read back"
+        );
+        if got != len {
+            return Err(SftpError::Remote {
+                op: "read back",
+                path: path.to_owned(),
+                code: ErrorCode::SFTP(FX_FAILURE),
+                message: format!("the server gave {got} of {len} bytes"),
+            });
+        }
+        Ok(sha.finalize().into())
+    }
+
+    /// Creates the directories of `key` below `remote-dir` (which must exist).
+    fn make_dirs(&self, key: &str) -> Result<(), SftpError> {
+        let Some((dirs, _)) = key.rsplit_once('/') else {
+            return Ok(());
+        };
+        let full = self.path_of(dirs);
+        if self.sftp.stat(Path::new(&full)).is_ok() {
+            return Ok(());
+        }
+        // remote-dir itself: a clear error when it is missing.
+        let base = &self.dest.remote_dir;
+        self.sftp
+            .stat(Path::new(base))
+            .map_err(remote_err("find remote-dir", base))?;
+        let mut at = base.clone();
+        for part in dirs.split('/') {
+            at = join(&at, part);
+            let p = Path::new(&at);
+            if self.sftp.stat(p).is_ok() {
+                continue;
+            }
+            if let Err(e) = self.sftp.mkdir(p, 0o755) {
+                // Another client may have made it meanwhile.
+                if self.sftp.stat(p).is_err() {
+                    return Err(remote_err("create the directory", &at)(e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `local` (of `size` bytes, SHA-256 `sha256`) to `key`: into `.<name>.part`,
+    /// continuing a temp file whose content is the local prefix, then fsync and rename into
+    /// place (replacing an object of another content). Returns the bytes sent.
+    ///
+    /// # Errors
+    /// Any SFTP failure, a local read failure, or shutdown.
+    pub fn send(
+        &self,
+        key: &str,
+        local: &Path,
+        size: u64,
+        pacer: &mut Pacer<'_>,
+    ) -> Result<u64, SftpError> {
+        let target = self.path_of(key);
+        let (dir, name) = target.rsplit_once('/').unwrap_or(("", target.as_str()));
+        let temp = join(dir, &format!(".{name}.part"));
+        self.make_dirs(key)?;
+        let local_err = |source| SftpError::Local {
+            path: local.to_owned(),
+            source,
+        };
+        let remote_len = match self.sftp.stat(Path::new(&temp)) {
+            Ok(st) => st.size,
+            Err(e) if is_sftp(&e, FX_NO_SUCH_FILE) => None,
+            Err(e) => return Err(remote_err("look at", &temp)(e)),
+        };
+        let prefix_matches = match remote_len {
+            Some(n) if n > 0 && n <= size => {
+                let mut f = File::open(local).map_err(local_err)?;
+                let mut sha = Sha256::new();
+                io::copy(&mut (&mut f).take(n), &mut sha).map_err(local_err)?;
+                let local_prefix: [u8; 32] = sha.finalize().into();
+                self.hash_prefix(&temp, n, pacer)? == local_prefix
+            }
+            _ => false,
+        };
+        let resume = plan_resume(remote_len, size, prefix_matches);
+        tracing::debug!(path = %temp, ?remote_len, ?resume, "sending");
+        let mut remote = match resume {
+            Resume::Continue { .. } => {
+                self.sftp
+                    .open_mode(Path::new(&temp), OpenFlags::WRITE, 0o644, OpenType::File)
+            }
+            Resume::StartOver => self.sftp.open_mode(
+                Path::new(&temp),
+                OpenFlags::WRITE | OpenFlags::CREATE | OpenFlags::TRUNCATE,
+                0o644,
+                OpenType::File,
+            ),
+        }
+        .map_err(remote_err("open for writing", &temp))?;
+        let offset = match resume {
+            Resume::Continue { offset } => offset,
+            Resume::StartOver => 0,
+        };
+        let mut f = File::open(local).map_err(local_err)?;
+        f.seek(SeekFrom::Start(offset)).map_err(local_err)?;
+        remote
+            .seek(SeekFrom::Start(offset))
+            .map_err(io_err("write", &temp))?;
+        let started = std::time::Instant::now();
+        let mut reader = pacer.reader(f.take(size - offset));
+        let mut buf = vec![0u8; self.buf_bytes];
+        let mut sent = 0u64;
+        loop {
+            let n = match reader.read(&mut buf) {
+                Ok(n) => n,
+                Err(e) if e.to_string().contains(STOPPED) => return Err(SftpError::Stopped),
+                Err(e) => return Err(local_err(e)),
+            };
+            if n == 0 {
+                break;
+            }
+            remote
+                .write_all(&buf[..n])
+                .map_err(io_err("write", &temp))?;
+            sent += n as u64;
+        }
+        tracing::debug!(path = %temp, bytes = sent, ms = started.elapsed().as_millis(), "written");
+        match remote.fsync() {
+            Ok(()) => {}
+            Err(e) if is_sftp(&e, FX_OP_UNSUPPORTED) => {
+                tracing::debug!(path = %temp, "the server has no fsync@openssh.com");
+            }
+            Err(e) => return Err(remote_err("fsync", &temp)(e)),
+        }
+        remote.close().map_err(remote_err("close", &temp))?;
+        drop(remote);
+        // OpenSSH's rename never replaces (link, then unlink), and the binding has no
+        // posix-rename@openssh.com: an object of another content under the name goes first.
+        if self.sftp.stat(Path::new(&target)).is_ok() {
+            self.sftp
+                .unlink(Path::new(&target))
+                .map_err(remote_err("replace", &target))?;
+        }
+        self.sftp
+            .rename(Path::new(&temp), Path::new(&target), None)
+            .map_err(remote_err("rename into place", &target))?;
+        Ok(sent)
+    }
+
+    /// Ends the session politely (best effort).
+    pub fn close(self) {
+        let _ = self.session.disconnect(None, "done", None);
+    }
+}
+
+fn verify_host_key(
+    session: &Session,
+    dest: &SftpDestination,
+    known_hosts: &str,
+) -> Result<(), SftpError> {
+    let path = &dest.known_hosts_file;
+    let mut kh = session
+        .known_hosts()
+        .map_err(session_err("read the known hosts"))?;
+    for (i, line) in known_hosts.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        // @revoked and @cert-authority are not understood by libssh2: refuse rather than
+        // silently ignore a revocation.
+        if line.starts_with('@') {
+            return Err(SftpError::Credentials {
+                path: path.clone(),
+                message: format!(
+                    "line {}: markers (@revoked, @cert-authority) are not supported",
+                    i + 1
+                ),
+            });
+        }
+        kh.read_str(line, KnownHostFileKind::OpenSSH)
+            .map_err(|e| SftpError::Credentials {
+                path: path.clone(),
+                message: format!("line {}: {}", i + 1, e.message()),
+            })?;
+    }
+    let (key, _) = session.host_key().ok_or_else(|| SftpError::Session {
+        op: "read the server's host key",
+        code: ErrorCode::Session(-1),
+        message: "none presented".into(),
+    })?;
+    match kh.check_port(&dest.host, dest.port, key) {
+        CheckResult::Match => Ok(()),
+        CheckResult::Mismatch => Err(SftpError::HostKeyMismatch {
+            host: dest.host.clone(),
+            port: dest.port,
+            path: path.clone(),
+        }),
+        CheckResult::NotFound | CheckResult::Failure => Err(SftpError::HostKeyUnknown {
+            host: dest.host.clone(),
+            port: dest.port,
+            path: path.clone(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_temp_file_continues_only_when_it_is_the_local_prefix() {
+        for (remote, matches, want) in [
+            (None, false, Resume::StartOver),
+            (Some(0), true, Resume::StartOver),
+            (Some(40), true, Resume::Continue { offset: 40 }),
+            (Some(100), true, Resume::Continue { offset: 100 }),
+            (Some(40), false, Resume::StartOver),
+            (Some(101), true, Resume::StartOver),
+        ] {
+            assert_eq!(
+                plan_resume(remote, 100, matches),
+                want,
+                "{remote:?} {matches}"
+            );
+        }
+    }
+
+    #[test]
+    fn host_key_algorithms_follow_the_listed_key_types() {
+        let kh = "[st.example.org]:2222 ssh-rsa AAAA\n# c\nst.example.org ssh-ed25519 AAAA x\n";
+        assert_eq!(
+            host_key_prefs(kh),
+            "ssh-ed25519,rsa-sha2-512,rsa-sha2-256,ssh-rsa"
+        );
+        assert_eq!(host_key_prefs("# nothing\n"), "");
+    }
+
+    #[test]
+    fn remote_paths_join_with_one_slash() {
+        assert_eq!(join("/srv/rec/", "a/b.flac"), "/srv/rec/a/b.flac");
+        assert_eq!(join("rec", "a.flac"), "rec/a.flac");
+    }
+}

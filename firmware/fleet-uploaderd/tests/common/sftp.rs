@@ -1,0 +1,214 @@
+//! A real OpenSSH server on a loopback port: a private `sshd -D` (root only: it needs the
+//! privilege-separation directory and to log the test user in) with a generated host key, one
+//! authorized key, and OpenSSH's own `sftp-server` as the SFTP subsystem. The station logs in as
+//! the user running the tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+
+fn sshd() -> PathBuf {
+    for p in ["/usr/sbin/sshd", "/usr/bin/sshd"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    panic!("sshd is not installed: run tests/setup.d/80-uploader.sh (openssh-server)");
+}
+
+/// Makes an ed25519 key pair at `path` (and `path.pub`) with `ssh-keygen`.
+pub fn keygen(path: &Path) {
+    let ok = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "fleet-test", "-f"])
+        .arg(path)
+        .stdout(Stdio::null())
+        .status()
+        .expect("run ssh-keygen (openssh-client)")
+        .success();
+    assert!(ok, "ssh-keygen failed for {}", path.display());
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// How the server's SFTP subsystem runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    ReadWrite,
+    /// `sftp-server -R`: every write is refused with "permission denied".
+    ReadOnly,
+}
+
+/// A running sshd; killed (with every session process it started) on drop.
+pub struct SshServer {
+    child: Option<Child>,
+    pub port: u16,
+    /// Where the server's keys, config and log live.
+    pub dir: PathBuf,
+    /// The directory the station uploads into (`remote-dir`, absolute).
+    pub root: PathBuf,
+    /// The station's key pair, authorized on the server.
+    pub user_key: PathBuf,
+    pub user: String,
+    mode: Mode,
+}
+
+impl SshServer {
+    pub fn start(dir: &Path, mode: Mode) -> Self {
+        let root = dir.join("remote");
+        std::fs::create_dir_all(&root).unwrap();
+        let server = Self {
+            child: None,
+            port: free_port(),
+            dir: dir.to_owned(),
+            root,
+            user_key: dir.join("station_ed25519"),
+            user: nix::unistd::User::from_uid(nix::unistd::getuid())
+                .unwrap()
+                .expect("the test user has a passwd entry")
+                .name,
+            mode,
+        };
+        keygen(&dir.join("host_ed25519"));
+        keygen(&server.user_key);
+        std::fs::copy(
+            server.user_key.with_extension("pub"),
+            dir.join("authorized_keys"),
+        )
+        .unwrap();
+        server.restart()
+    }
+
+    fn restart(mut self) -> Self {
+        self.spawn();
+        self
+    }
+
+    fn spawn(&mut self) {
+        // sshd refuses to start without its privilege-separation directory (systemd's
+        // RuntimeDirectory on a real system).
+        std::fs::create_dir_all("/run/sshd").expect("create /run/sshd (run the tests as root)");
+        let d = &self.dir;
+        let subsystem = match self.mode {
+            Mode::ReadWrite => SFTP_SERVER.to_owned(),
+            Mode::ReadOnly => format!("{SFTP_SERVER} -R"),
+        };
+        let config = format!(
+            "ListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
+             AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
+             AllowTcpForwarding no\nX11Forwarding no\nLogLevel VERBOSE\n\
+             Subsystem sftp {subsystem}\n",
+            d = d.display()
+        );
+        std::fs::write(d.join("sshd_config"), config).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("sshd.log"))
+            .unwrap();
+        let child = Command::new(sshd())
+            .args(["-D", "-e", "-p", &self.port.to_string(), "-f"])
+            .arg(d.join("sshd_config"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start sshd");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "sshd did not listen on {}: {}",
+                self.port,
+                std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills sshd and every process it started (the session processes and their
+    /// `sftp-server`s), as a crash or a power cut of the server would.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id();
+            let mut all = vec![pid];
+            let mut i = 0;
+            while i < all.len() {
+                all.extend(children(all[i]));
+                i += 1;
+            }
+            for p in all.iter().rev() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(i32::try_from(*p).unwrap()),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts sshd again on the same port with the same keys.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none());
+        self.spawn();
+    }
+
+    /// The `known_hosts` line for this server's host key.
+    pub fn known_hosts_line(&self) -> String {
+        let pubkey = std::fs::read_to_string(self.dir.join("host_ed25519.pub")).unwrap();
+        let mut f = pubkey.split_whitespace();
+        let (t, k) = (f.next().unwrap(), f.next().unwrap());
+        format!("[127.0.0.1]:{} {t} {k}\n", self.port)
+    }
+
+    /// The files under `root` (relative paths), hidden temp files included.
+    pub fn files(&self) -> Vec<String> {
+        fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(base, &p, out);
+                } else {
+                    out.push(p.strip_prefix(base).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.root, &self.root, &mut out);
+        out.sort();
+        out
+    }
+}
+
+/// The direct children of `pid` (every thread's list).
+fn children(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(t.path().join("children")) {
+                out.extend(
+                    text.split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    out
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
