@@ -21,8 +21,9 @@ use crate::state::{self, Stored, StoredAttempts};
 use crate::status::{self, LastFailure, State, Status};
 use crate::upload::{self, Outcome, Persist};
 
-/// The reservation holder whose live reservation means an update download runs.
-pub const UPDATE_HOLDER: &str = "update";
+/// The reservation holder whose live reservation means an update download runs (fleet-updated
+/// takes it; one name in retentiond's index module).
+pub use fleet_retentiond::index::UPDATE_HOLDER;
 
 /// Why the daemon could not go on.
 #[derive(Debug, thiserror::Error)]
