@@ -159,29 +159,14 @@ pub fn digests(
         return sha256_only(path, keep_going);
     };
     let part_size = part_size.max(1);
-    let mut f = File::open(path)?;
     let mut md5 = Md5::new();
     let mut sha = Sha256::new();
     let mut part = Md5::new();
     let mut in_part = 0u64;
     let mut parts = Vec::new();
-    let mut size = 0u64;
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        if !keep_going() {
-            return Err(io::Error::new(
-                io::ErrorKind::Interrupted,
-                "stopped by shutdown",
-            ));
-        }
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        let mut chunk = &buf[..n];
+    let size = each_chunk(path, keep_going, |mut chunk| {
         md5.update(chunk);
         sha.update(chunk);
-        size += n as u64;
         while !chunk.is_empty() {
             let room = usize::try_from(part_size - in_part).unwrap_or(usize::MAX);
             let take = room.min(chunk.len());
@@ -193,7 +178,7 @@ pub fn digests(
                 in_part = 0;
             }
         }
-    }
+    })?;
     if in_part > 0 || parts.is_empty() {
         parts.push(part.finalize().into());
     }
@@ -207,8 +192,25 @@ pub fn digests(
 }
 
 fn sha256_only(path: &Path, keep_going: &mut dyn FnMut() -> bool) -> io::Result<Digests> {
-    let mut f = File::open(path)?;
     let mut sha = Sha256::new();
+    let size = each_chunk(path, keep_going, |chunk| sha.update(chunk))?;
+    Ok(Digests {
+        size,
+        md5: [0; 16],
+        sha256: sha.finalize().into(),
+        part_md5s: Vec::new(),
+        part_size: 0,
+    })
+}
+
+/// Reads `path` in 64 KiB chunks, handing each to `each`, asking `keep_going` before every one;
+/// returns the bytes read.
+fn each_chunk(
+    path: &Path,
+    keep_going: &mut dyn FnMut() -> bool,
+    mut each: impl FnMut(&[u8]),
+) -> io::Result<u64> {
+    let mut f = File::open(path)?;
     let mut size = 0u64;
     let mut buf = vec![0u8; 1 << 16];
     loop {
@@ -220,18 +222,11 @@ fn sha256_only(path: &Path, keep_going: &mut dyn FnMut() -> bool) -> io::Result<
         }
         let n = f.read(&mut buf)?;
         if n == 0 {
-            break;
+            return Ok(size);
         }
-        sha.update(&buf[..n]);
+        each(&buf[..n]);
         size += n as u64;
     }
-    Ok(Digests {
-        size,
-        md5: [0; 16],
-        sha256: sha.finalize().into(),
-        part_md5s: Vec::new(),
-        part_size: 0,
-    })
 }
 
 /// Parses an S3 ETag (`"<32 hex>"` or `"<32 hex>-<parts>"`, quotes optional).

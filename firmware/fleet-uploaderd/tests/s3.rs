@@ -4,50 +4,13 @@
 
 mod common;
 
-use common::Pcm;
 use common::s3::{Fault, Proxy, S3Server};
 use common::station::Station;
+use common::{SMALL, big, failure, turn};
 use fleet_core::upload::FailureScope;
 use fleet_uploaderd::daemon::{Turn, Uploader};
 use fleet_uploaderd::flac::{self, PcmLayout};
 use fleet_uploaderd::upload::Outcome;
-
-const SMALL: Pcm = Pcm {
-    rate: 48_000,
-    channels: 1,
-    bits: 16,
-    frames: 48_000 * 2,
-};
-
-/// A WAV of about `mib` MiB (noise: incompressible enough for the multipart tests).
-fn big(mib: usize) -> Pcm {
-    Pcm {
-        rate: 48_000,
-        channels: 2,
-        bits: 16,
-        frames: mib * (1 << 20) / 4,
-    }
-}
-
-fn turn(up: &mut Uploader) -> Outcome {
-    match up.turn(&mut || true) {
-        Turn::Tried(o) => o,
-        Turn::Sleep(d) => panic!(
-            "expected an upload, the uploader sleeps {d:?}: {:?}",
-            up.status()
-        ),
-    }
-}
-
-fn failure(o: &Outcome) -> (FailureScope, String) {
-    match o {
-        Outcome::Failed { failure, message } => {
-            eprintln!("failure: {} ({message})", failure.reason);
-            (failure.scope, failure.reason.clone())
-        }
-        other => panic!("expected a failure, got {other:?}"),
-    }
-}
 
 /// The server's copy decodes to exactly the recording's samples.
 fn assert_intact_flac(server: &S3Server, key: &str, wav: &std::path::Path) {

@@ -9,49 +9,13 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::Pcm;
 use common::sftp::{Mode, SshServer, keygen};
 use common::station::Station;
+use common::{SMALL, big, failure, turn};
 use fleet_core::upload::FailureScope;
-use fleet_uploaderd::daemon::{Turn, Uploader};
+use fleet_uploaderd::daemon::Uploader;
 use fleet_uploaderd::flac::{self, PcmLayout};
 use fleet_uploaderd::upload::Outcome;
-
-const SMALL: Pcm = Pcm {
-    rate: 48_000,
-    channels: 1,
-    bits: 16,
-    frames: 48_000 * 2,
-};
-
-fn big(mib: usize) -> Pcm {
-    Pcm {
-        rate: 48_000,
-        channels: 2,
-        bits: 16,
-        frames: mib * (1 << 20) / 4,
-    }
-}
-
-fn turn(up: &mut Uploader) -> Outcome {
-    match up.turn(&mut || true) {
-        Turn::Tried(o) => o,
-        Turn::Sleep(d) => panic!(
-            "expected an upload, the uploader sleeps {d:?}: {:?}",
-            up.status()
-        ),
-    }
-}
-
-fn failure(o: &Outcome) -> (FailureScope, String) {
-    match o {
-        Outcome::Failed { failure, message } => {
-            eprintln!("failure: {} ({message})", failure.reason);
-            (failure.scope, failure.reason.clone())
-        }
-        other => panic!("expected a failure, got {other:?}"),
-    }
-}
 
 fn message(o: &Outcome) -> String {
     match o {

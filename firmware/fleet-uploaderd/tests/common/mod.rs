@@ -46,6 +46,46 @@ pub struct Pcm {
     pub frames: usize,
 }
 
+/// Two seconds of 48 kHz mono: a small recording.
+pub const SMALL: Pcm = Pcm {
+    rate: 48_000,
+    channels: 1,
+    bits: 16,
+    frames: 48_000 * 2,
+};
+
+/// A WAV of about `mib` MiB (noise: incompressible enough for multipart and resume tests).
+pub fn big(mib: usize) -> Pcm {
+    Pcm {
+        rate: 48_000,
+        channels: 2,
+        bits: 16,
+        frames: mib * (1 << 20) / 4,
+    }
+}
+
+/// One turn of the uploader that must try an upload; panics when it sleeps instead.
+pub fn turn(up: &mut fleet_uploaderd::daemon::Uploader) -> fleet_uploaderd::upload::Outcome {
+    match up.turn(&mut || true) {
+        fleet_uploaderd::daemon::Turn::Tried(o) => o,
+        fleet_uploaderd::daemon::Turn::Sleep(d) => panic!(
+            "expected an upload, the uploader sleeps {d:?}: {:?}",
+            up.status()
+        ),
+    }
+}
+
+/// The scope and reason of a failed upload; panics on any other outcome.
+pub fn failure(o: &fleet_uploaderd::upload::Outcome) -> (fleet_core::upload::FailureScope, String) {
+    match o {
+        fleet_uploaderd::upload::Outcome::Failed { failure, message } => {
+            eprintln!("failure: {} ({message})", failure.reason);
+            (failure.scope, failure.reason.clone())
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}
+
 pub fn recording(dir: &Path, station: &str, device: &str, seq: u64, pcm: Pcm) -> PathBuf {
     let Pcm {
         rate,
