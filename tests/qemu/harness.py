@@ -867,6 +867,62 @@ def scenario_nvme_wear(ctx):
     return st, [boot.slot]
 
 
+def scenario_tryboot_fat(ctx):
+    """fleet-bootctl's tryboot flow (the Pi 5's) writing autoboot.txt on a real FAT file system:
+    the guest's /boot/firmware, mounted by its kernel's vfat driver with the image's options.
+    The console plays the Pi firmware's part (the booted partition and the tryboot flag in
+    device-tree files, as tests/tryboot_firmware.rs does); the harness then reads autoboot.txt
+    from the disk image itself with mtools and checks the partition with fsck.vfat."""
+    st = ctx.station("tryboot-fat")
+    boot = st.power_on(timeout=120)
+    check(boot.expect(r"^ready "), "the station comes up with a console")
+    committed_a = r"[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n"
+    committed_b = "[all]\ntryboot_a_b=1\nboot_partition=3\n[tryboot]\nboot_partition=2\n"
+    toml = (r'flow = \"tryboot\"\nattempts = 3\nlock-file = \"/tmp/tp/lock\"\n[tryboot]\n'
+            r'config-root = \"/boot/firmware/tp\"\ndata-root = \"/tmp/tp/data\"\n'
+            r'bootloader-dir = \"/tmp/tp/dt\"\nreboot-command = [\"touch\", \"/tmp/tp/flag\"]\n')
+
+    def firmware(partition, tryboot):
+        return (rf"printf '\000\000\000\00{partition}' > /tmp/tp/dt/partition && "
+                rf"printf '\000\000\000\00{tryboot}' > /tmp/tp/dt/tryboot")
+
+    steps = [
+        ("mkdir -p /boot/firmware/tp /tmp/tp/data /tmp/tp/dt", "tp-dirs"),
+        (f"printf '{committed_a}' > /boot/firmware/tp/autoboot.txt", "tp-autoboot"),
+        (f'printf "{toml}" > /tmp/tp/bootctl.toml', "tp-config"),
+        ("export FLEET_BOOTCTL_CONFIG=/tmp/tp/bootctl.toml", "tp-env"),
+        (firmware(2, 0), "tp-fw-a"),
+        ("fleet-bootctl boot-check", "tp-check-a"),
+        ("fleet-bootctl set-state B bad && fleet-bootctl set-primary B", "tp-arm"),
+        ("fleet-bootctl reboot-trial && test -e /tmp/tp/flag", "tp-trial"),
+        ("rm /tmp/tp/flag && " + firmware(3, 1), "tp-fw-b"),
+        ("fleet-bootctl boot-check && fleet-bootctl get-current", "tp-check-b"),
+        ("fleet-bootctl set-state B good && fleet-bootctl get-primary", "tp-commit"),
+        ("cat /boot/firmware/tp/autoboot.txt && sync", "tp-show"),
+    ]
+    said = {}
+    for cmd, tag in steps:
+        rc, out = console_run(boot, cmd, tag)
+        check(rc == 0, f"{cmd}: {out}")
+        said[tag] = out
+    check(re.search(r"^B$", said["tp-check-b"], re.M), f"booted B on trial: {said['tp-check-b']}")
+    check(re.search(r"^B$", said["tp-commit"], re.M), f"B is primary once good: {said['tp-commit']}")
+    power_off(boot)
+    st.settle(boot, note=" (tryboot flow on FAT)")
+    off = st.layout["boot"]["start"]
+    out = subprocess.run(["mtype", "-i", f"{st.disk}@@{off}", "::tp/autoboot.txt"],
+                         capture_output=True, text=True)
+    check(out.returncode == 0, f"mtype reads autoboot.txt from the image: {out.stderr}")
+    check(out.stdout == committed_b,
+          f"the FAT on the disk holds the committed B autoboot.txt: {out.stdout!r}")
+    part = os.path.join(st.dir, "bootfs.img")
+    subprocess.run(["dd", f"if={st.disk}", f"of={part}", "bs=1M", f"skip={off // (1 << 20)}",
+                    f"count={st.layout['boot']['size'] // (1 << 20)}", "status=none"], check=True)
+    fsck = subprocess.run(["fsck.vfat", "-n", part], capture_output=True, text=True)
+    check(fsck.returncode == 0, f"fsck.vfat finds the boot partition clean: {fsck.stdout}{fsck.stderr}")
+    return st, [boot.slot]
+
+
 SCENARIOS = [
     ("good-update", scenario_good_update),
     ("fallback-reboot", lambda c: scenario_fallback(c, "reboot")),
@@ -876,14 +932,15 @@ SCENARIOS = [
     ("power-cuts", scenario_power_cuts),
     ("console-recovery", scenario_console_recovery),
     ("nvme-wear", scenario_nvme_wear),
+    ("tryboot-fat", scenario_tryboot_fat),
 ]
 
 
 # Longest first, so that the lanes end together (seconds, measured on 2 busy cores).
 LANE_ORDER = ["power-cuts", "fallback-panic", "fallback-hang", "good-update", "fallback-reboot",
-              "unhealthy", "console-recovery", "nvme-wear"]
+              "unhealthy", "console-recovery", "nvme-wear", "tryboot-fat"]
 COST = {"power-cuts": 420, "good-update": 45, "fallback-panic": 120, "fallback-hang": 120,
-        "fallback-reboot": 75, "unhealthy": 120, "console-recovery": 45, "nvme-wear": 40}
+        "fallback-reboot": 75, "unhealthy": 120, "console-recovery": 45, "nvme-wear": 40, "tryboot-fat": 40}
 
 _print_lock = threading.Lock()
 
