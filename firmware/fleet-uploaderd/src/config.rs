@@ -665,6 +665,19 @@ fn parse_table(table: toml::Table) -> Result<Config, ParseError> {
             data_dir.display()
         ));
     }
+    // The S3 credentials, like the SFTP key files, live on the data partition only.
+    let credentials_file = raw
+        .credentials_file
+        .clone()
+        .unwrap_or_else(|| raw.state_dir.join("credentials.toml"));
+    if !is_inside(&data_dir, &credentials_file) {
+        problems.push(format!(
+            "credentials-file: {} must be an absolute path under data-dir {} (credentials live \
+             on the station's data partition, never in the image)",
+            credentials_file.display(),
+            data_dir.display()
+        ));
+    }
     let destination = raw
         .destination
         .and_then(|d| destination(d, &data_dir, &mut problems));
@@ -736,9 +749,7 @@ fn parse_table(table: toml::Table) -> Result<Config, ParseError> {
             .status_path
             .unwrap_or_else(|| raw.state_dir.join("status.json")),
         station_config: None,
-        credentials_file: raw
-            .credentials_file
-            .unwrap_or_else(|| raw.state_dir.join("credentials.toml")),
+        credentials_file,
         state_dir: raw.state_dir,
         data_dir,
         boot_id_path: raw
@@ -949,6 +960,34 @@ mod tests {
                 "{key} missing from {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn s3_credentials_outside_the_data_dir_are_refused() {
+        for bad in [
+            "credentials-file = \"/etc/fleet/credentials.toml\"\n",
+            "credentials-file = \"credentials.toml\"\n",
+            "credentials-file = \"/data/../etc/credentials.toml\"\n",
+        ] {
+            let ParseError::Invalid(problems) = parse(&format!("{MINIMAL}{bad}")).unwrap_err()
+            else {
+                panic!("expected invalid values for {bad}");
+            };
+            assert!(
+                problems
+                    .iter()
+                    .any(|p| p.starts_with("credentials-file:")
+                        && p.contains("under data-dir /data")),
+                "{problems:?}"
+            );
+        }
+        let moved = "data-dir = \"/srv/station\"\nstate-dir = \"/srv/station/uploader\"\n";
+        let text = MINIMAL.replace("state-dir = \"/data/fleet/uploader\"\n", moved);
+        assert_eq!(
+            parse(&text).unwrap().credentials_file,
+            PathBuf::from("/srv/station/uploader/credentials.toml"),
+            "the default follows state-dir and is accepted under a moved data-dir"
+        );
     }
 
     fn doc_blocks(lang: &str) -> Vec<String> {

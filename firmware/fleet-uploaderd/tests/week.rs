@@ -106,12 +106,14 @@ fn a_compressed_week_with_a_flaky_link_loses_no_recording_and_never_fills_the_di
         &ucfg_path,
         format!(
             "recordings-dir = \"{}\"\nindex-path = \"{}\"\nstate-dir = \"{}\"\ntrust-time = \"never\"\n\
+             data-dir = \"{}\"\n\
              [retry]\nbase-seconds = 0.01\nmax-seconds = 0.02\ndead-letter-after = 3\n\
              dead-letter-retry-seconds = 0.05\n\
              [destination]\nkind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{}\"\ntimeout-seconds = 5\n",
             recordings.display(),
             retention.join("index.sqlite").display(),
             uploader.display(),
+            mnt.display(),
             proxy.endpoint(),
             common::s3::BUCKET
         ),

@@ -82,13 +82,14 @@ impl Station {
         self.credentials(ACCESS_KEY, SECRET_KEY);
         format!(
             "recordings-dir = \"{}\"\nindex-path = \"{}\"\nstate-dir = \"{}\"\n\
-             trust-time = \"always\"\npoll-seconds = 0.05\n\
+             data-dir = \"{}\"\ntrust-time = \"always\"\npoll-seconds = 0.05\n\
              {extra}\n\
              [destination]\nkind = \"s3\"\nendpoint = \"{endpoint}\"\nbucket = \"{BUCKET}\"\n\
              prefix = \"fleet/\"\ntimeout-seconds = 5\n",
             self.recordings.display(),
             self.index_path.display(),
             self.state.display(),
+            self.dir.path().display(),
         )
     }
 
