@@ -287,6 +287,40 @@ mod tests {
         assert_eq!(cfg.roots.sys, PathBuf::from("/sys"));
     }
 
+    /// The sample in docs/reference/reporterd.md and the image's reporterd.toml load with the
+    /// station file they name replaced by a test one.
+    #[test]
+    fn the_documented_sample_and_the_image_configuration_load() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let s = station(d.path());
+        let doc = include_str!("../../../docs/reference/reporterd.md");
+        let sample = doc
+            .split("```toml reporterd\n")
+            .nth(1)
+            .and_then(|b| b.split("```").next())
+            .expect("a `toml reporterd` block");
+        let image =
+            include_str!("../../../meta-fleet/recipes-fleet/fleet-firmware/files/reporterd.toml")
+                .replace("@DATADIR@", "/data");
+        for (name, text) in [("doc.toml", sample.to_owned()), ("image.toml", image)] {
+            let text = text.replace(
+                "\"/data/fleet/identity/updated.toml\"",
+                &format!("\"{}\"", s.display()),
+            );
+            assert!(
+                text.contains(&s.display().to_string()),
+                "{name} names the station file"
+            );
+            let cfg = Config::load(&write(d.path(), name, &text))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                cfg.uploader_status,
+                Some(PathBuf::from("/run/fleet-uploaderd/status.json")),
+                "{name}"
+            );
+        }
+    }
+
     #[test]
     fn every_invalid_key_is_reported_by_its_path() {
         let d = tempfile::tempdir().expect("tempdir");
