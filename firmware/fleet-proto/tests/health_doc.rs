@@ -1,36 +1,11 @@
 //! The health (and log) examples in docs/reference/mqtt-protocol.md parse into the real types
 //! and pass their validation, so the document cannot drift from the code.
-use std::path::PathBuf;
+mod common;
+
+use common::{blocks, doc};
 
 use fleet_core::health::{Microphone, ProblemPolicy, decide_problems};
 use fleet_proto::health;
-
-fn doc() -> String {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../docs/reference/mqtt-protocol.md");
-    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
-}
-
-/// The bodies of the fenced blocks whose info string is `json <tag>`.
-fn blocks(doc: &str, tag: &str) -> Vec<String> {
-    let open = format!("```json {tag}");
-    let mut out = Vec::new();
-    let mut cur: Option<String> = None;
-    for line in doc.lines() {
-        match &mut cur {
-            None if line.trim() == open => cur = Some(String::new()),
-            Some(body) if line.trim() == "```" => {
-                out.push(std::mem::take(body));
-                cur = None;
-            }
-            Some(body) => {
-                body.push_str(line);
-                body.push('\n');
-            }
-            None => {}
-        }
-    }
-    out
-}
 
 #[test]
 fn the_documented_health_message_parses_validates_and_shows_its_one_problem() {

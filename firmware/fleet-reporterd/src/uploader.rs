@@ -6,11 +6,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use fleet_proto::health::{MAX_FAILURE_REASONS, MAX_TEXT, UploaderHealth};
+use fleet_proto::health::{MAX_FAILURE_REASONS, UploaderHealth};
 use serde::Deserialize;
 
 /// Largest status file read, in bytes.
 pub const MAX_STATUS_BYTES: u64 = 64 * 1024;
+/// Longest state or reason word kept (the uploader's words are short kebab-case).
+const MAX_WORD: usize = 32;
 
 #[derive(Debug, Deserialize)]
 struct StatusFile {
@@ -35,7 +37,7 @@ struct LastFailure {
 
 /// A word from the file: kept when short and printable, else `unknown`.
 fn word(s: String) -> String {
-    if s.len() <= MAX_TEXT.min(32) && !s.is_empty() && !s.chars().any(char::is_control) {
+    if s.len() <= MAX_WORD && !s.is_empty() && !s.chars().any(char::is_control) {
         s
     } else {
         "unknown".into()
