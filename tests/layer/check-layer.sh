@@ -7,7 +7,8 @@
 #   RAUC system.conf vs fleet-rootfs partition numbers; layer hygiene as yocto-check-layer wants it.
 # Deeper tier (only with FLEET_UPSTREAM=<dir> holding bitbake/, openembedded-core/,
 #   meta-raspberrypi/ and meta-rauc/ checkouts; SKIP otherwise; never fetches anything):
-#   bitbake -p, -e, -g and -S none for fleet-image and fleet-bundle, per machine.
+#   bitbake -p, -e, -g and -S none for fleet-image and fleet-bundle, per machine (also
+#   meta-openembedded/ since fleet-network needs meta-oe's ModemManager).
 #
 #   LAYER=<dir>        layer to check (default: meta-fleet of this repository)
 #   FLEET_LAYER_VENV   python venv with the tools (default /opt/fleet/layer-venv)
@@ -76,12 +77,13 @@ done
 up=${FLEET_UPSTREAM:-}
 if [ -z "$up" ]; then
   skp "deeper tier (bitbake): FLEET_UPSTREAM not set"
-elif [ ! -d "$up/bitbake" ] || [ ! -d "$up/openembedded-core" ] || [ ! -d "$up/meta-rauc" ]; then
-  skp "deeper tier (bitbake): $up lacks bitbake/, openembedded-core/ or meta-rauc/"
+elif [ ! -d "$up/bitbake" ] || [ ! -d "$up/openembedded-core" ] || [ ! -d "$up/meta-rauc" ] \
+     || [ ! -d "$up/meta-openembedded/meta-oe" ]; then
+  skp "deeper tier (bitbake): $up lacks bitbake/, openembedded-core/, meta-rauc/ or meta-openembedded/"
 else
   work=${FLEET_LAYER_WORK:-/tmp/fleet-layer-check}
   mkdir -p "$work"
-  for d in bitbake openembedded-core meta-raspberrypi meta-rauc; do
+  for d in bitbake openembedded-core meta-raspberrypi meta-rauc meta-openembedded; do
     [ -d "$up/$d/.git" ] && echo "upstream $d $(git -C "$up/$d" rev-parse HEAD)"
   done
   runas=(bash -c)
@@ -98,8 +100,8 @@ else
   for machine in ${FLEET_MACHINES:-qemuarm64 raspberrypi5}; do
     b=$work/build-$machine
     mkdir -p "$b/conf"
-    layers="$up/openembedded-core/meta $up/meta-rauc $layer"
-    [ "$machine" = raspberrypi5 ] && layers="$up/openembedded-core/meta $up/meta-raspberrypi $up/meta-rauc $layer"
+    layers="$up/openembedded-core/meta $up/meta-openembedded/meta-oe $up/meta-rauc $layer"
+    [ "$machine" = raspberrypi5 ] && layers="$up/openembedded-core/meta $up/meta-openembedded/meta-oe $up/meta-raspberrypi $up/meta-rauc $layer"
     printf 'BBPATH = "${TOPDIR}"\nBBFILES ?= ""\nBBLAYERS = "%s"\n' "$layers" > "$b/conf/bblayers.conf"
     cat > "$b/conf/local.conf" <<CONF
 MACHINE = "$machine"
