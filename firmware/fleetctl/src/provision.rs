@@ -4,7 +4,8 @@
 //!
 //! The folder holds the station's id, each daemon's station settings (laid over the image
 //! defaults in `/etc/fleet/`), a client key and certificate issued by the fleet CA (Common Name =
-//! the device id) with the broker's CA, and Wi-Fi settings. Every daemon's own checker validates
+//! the device id) with the broker's CA, the uploader's credentials (`uploader`), and Wi-Fi and
+//! cellular settings (`cellular`). Every daemon's own checker validates
 //! its merged settings (image defaults + station settings) before anything is written; the folder
 //! is then written beside its final place and renamed into it, so it is complete or absent.
 use std::collections::BTreeMap;
@@ -17,6 +18,12 @@ use toml::{Table, Value};
 
 use crate::pki::{FleetCa, OPERATOR_CN};
 
+pub mod cellular;
+pub mod uploader;
+
+pub use cellular::Cellular;
+pub use uploader::UploaderCredentials;
+
 /// The image defaults as meta-fleet ships them (`/etc/fleet/<daemon>.toml`, before the recipe
 /// fills in the placeholders).
 const IMAGE_UPDATED: &str =
@@ -25,9 +32,15 @@ const IMAGE_RECORDERD: &str =
     include_str!("../../../meta-fleet/recipes-fleet/fleet-firmware/files/recorderd.toml");
 const IMAGE_RETENTIOND: &str =
     include_str!("../../../meta-fleet/recipes-fleet/fleet-firmware/files/retentiond.toml");
+const IMAGE_UPLOADERD: &str =
+    include_str!("../../../meta-fleet/recipes-fleet/fleet-firmware/files/uploaderd.toml");
 
-/// The daemons with station settings, by file name in the folder.
+/// The daemons with station settings read through fleet-config, by file name in the folder.
+/// fleet-uploaderd's (`uploaderd.toml`) are the `uploader` module's.
 pub const DAEMONS: [&str; 3] = ["updated", "recorderd", "retentiond"];
+
+/// The `[defaults.<daemon>]` tables a fleet definition may hold.
+const DEFAULTS: [&str; 4] = ["updated", "recorderd", "retentiond", "uploaderd"];
 
 /// Where the folder's files land on the station (fleet-provision), under `data-dir`.
 const IDENTITY: &str = "fleet/identity";
@@ -137,6 +150,10 @@ pub struct Station {
     /// The recorder profile of the microphone (`audible` or `ultrasonic` in the image).
     pub profile: String,
     pub wifi: Option<Wifi>,
+    /// The cellular modem's bearer settings.
+    pub cellular: Option<Cellular>,
+    /// The uploader's credentials for the fleet's destination (`[defaults.uploaderd]`).
+    pub uploader: UploaderCredentials,
 }
 
 /// Where the microphone is.
@@ -269,9 +286,9 @@ impl Fleet {
             .unwrap_or_else(|| PathBuf::from("."));
         let mut problems = Vec::new();
         for key in raw.defaults.keys() {
-            if !DAEMONS.contains(&key.as_str()) {
+            if !DEFAULTS.contains(&key.as_str()) {
                 problems.push(format!(
-                    "defaults.{key}: no such daemon (updated, recorderd, retentiond)"
+                    "defaults.{key}: no such daemon (updated, recorderd, retentiond, uploaderd)"
                 ));
             }
         }
@@ -338,6 +355,7 @@ fn image_defaults(
     let template = match daemon {
         "updated" => IMAGE_UPDATED,
         "recorderd" => IMAGE_RECORDERD,
+        "uploaderd" => IMAGE_UPLOADERD,
         _ => IMAGE_RETENTIOND,
     };
     Ok(template
@@ -434,6 +452,9 @@ pub fn build(fleet: &Fleet, station: &Station) -> Result<Folder, ProvisionError>
     }
     if let Some(w) = &station.wifi {
         w.validate()?;
+    }
+    if let Some(c) = &station.cellular {
+        c.validate().map_err(invalid)?;
     }
     let data = fleet.data_dir();
     let identity = format!("{}/{IDENTITY}", data.trim_end_matches('/'));
@@ -557,6 +578,16 @@ pub fn build(fleet: &Fleet, station: &Station) -> Result<Folder, ProvisionError>
     if !retention.is_empty() {
         put_toml("retentiond", &retention)?;
     }
+    // fleet-uploaderd: only with a destination, and then with its credentials.
+    for (rel, bytes, mode) in uploader::build(
+        defaults("uploaderd"),
+        &station.uploader,
+        &identity,
+        &fleet.image_defaults("uploaderd")?,
+        &header("uploaderd", &id),
+    )? {
+        folder.insert(rel, (bytes, mode));
+    }
 
     // Every daemon's checker, over the image defaults, before anything is written.
     for daemon in DAEMONS {
@@ -570,6 +601,16 @@ pub fn build(fleet: &Fleet, station: &Station) -> Result<Folder, ProvisionError>
             )?;
         }
     }
+
+    // retentiond counts an uploader exactly while uploaderd.toml exists.
+    let retention_text = folder
+        .get("retentiond.toml")
+        .map(|(t, _)| String::from_utf8_lossy(t).into_owned());
+    retention_follows_uploader(
+        &fleet.image_defaults("retentiond")?,
+        retention_text.as_deref(),
+        &identity,
+    )?;
 
     let ca = FleetCa::load(
         &fleet.path(&fleet.raw.station_ca.cert_file),
@@ -593,7 +634,72 @@ pub fn build(fleet: &Fleet, station: &Station) -> Result<Folder, ProvisionError>
             (w.wpa_supplicant_conf().into_bytes(), 0o600),
         );
     }
+    if let Some(c) = &station.cellular {
+        folder.insert(
+            cellular::FILE.into(),
+            (c.to_file().map_err(invalid)?.into_bytes(), 0o600),
+        );
+    }
     Ok(folder)
+}
+
+/// Refuses retentiond settings whose `policy.uploader` would not follow the uploader: it must be
+/// `"auto"` (the default) looking at `<identity>/uploaderd.toml`, which the folder holds exactly
+/// when an uploader destination is provisioned.
+fn retention_follows_uploader(
+    image: &str,
+    station: Option<&str>,
+    identity: &str,
+) -> Result<(), ProvisionError> {
+    let dir = tempfile::tempdir().map_err(|source| ProvisionError::Write {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let image_path = dir.path().join("image-retentiond.toml");
+    let station_path = dir.path().join("retentiond.toml");
+    let werr = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ProvisionError::Write { path, source }
+    };
+    std::fs::write(&image_path, image).map_err(werr(&image_path))?;
+    if let Some(text) = station {
+        std::fs::write(&station_path, text).map_err(werr(&station_path))?;
+    }
+    let layers = Layers {
+        image: image_path,
+        station: station.map(|_| station_path),
+    };
+    let out = fleet_config::load_once(&layers, &[], &fleet_config::Limits::default(), |m| {
+        fleet_retentiond::config::parse_at(&m.text, &m.origin).map(|c| c.uploader)
+    });
+    let want = PathBuf::from(format!("{identity}/{}", uploader::STATION_FILE));
+    match out {
+        fleet_config::Outcome::Ready(fleet_retentiond::config::UploaderSwitch::Auto(p))
+            if p == want =>
+        {
+            Ok(())
+        }
+        fleet_config::Outcome::Ready(other) => Err(invalid(format!(
+            "retentiond's policy.uploader is {}: it must follow the uploader (\"auto\" \
+             looking at {}, which the folder holds exactly when an uploader destination is \
+             provisioned); remove policy.uploader and policy.uploader-config from \
+             [defaults.retentiond]",
+            match other {
+                fleet_retentiond::config::UploaderSwitch::Fixed(v) => v.to_string(),
+                fleet_retentiond::config::UploaderSwitch::Auto(p) =>
+                    format!("\"auto\" looking at {}", p.display()),
+            },
+            want.display()
+        ))),
+        fleet_config::Outcome::Invalid(message) => Err(ProvisionError::Refused {
+            daemon: "fleet-retentiond".into(),
+            message,
+        }),
+        fleet_config::Outcome::Incomplete(gaps) => Err(ProvisionError::Refused {
+            daemon: "fleet-retentiond".into(),
+            message: gaps.join("; "),
+        }),
+    }
 }
 
 /// Writes `folder` as `<out>/fleet-provision/`: into a temporary directory beside it, then one
@@ -662,15 +768,19 @@ pub fn check(dir: &Path, fleet: Option<&Fleet>) -> Result<CheckReport, Provision
                 | "updated.toml"
                 | "recorderd.toml"
                 | "retentiond.toml"
+                | "uploaderd.toml"
                 | "mqtt"
                 | "network"
+                | "uploader"
                 | "mqtt/ca.crt"
                 | "mqtt/client.crt"
                 | "mqtt/client.key"
-        ) || (rel.starts_with("network/wpa_supplicant-") && rel.ends_with(".conf"))
+                | cellular::FILE
+        ) || uploader::FILES.contains(&rel)
+            || (rel.starts_with("network/wpa_supplicant-") && rel.ends_with(".conf"))
     };
     let mut lines = Vec::new();
-    for sub in ["", "mqtt", "network"] {
+    for sub in ["", "mqtt", "network", "uploader"] {
         let d = dir.join(sub);
         let Ok(entries) = std::fs::read_dir(&d) else {
             continue;
@@ -701,6 +811,12 @@ pub fn check(dir: &Path, fleet: Option<&Fleet>) -> Result<CheckReport, Provision
         Some(f) => f.image_defaults(daemon),
         None => image_defaults(daemon, None, "fleet-raspberrypi5", "tryboot", "/data"),
     };
+    let identity = format!(
+        "{}/{IDENTITY}",
+        fleet
+            .map_or("/data", |f| f.data_dir())
+            .trim_end_matches('/')
+    );
     for daemon in DAEMONS {
         let path = dir.join(format!("{daemon}.toml"));
         if !path.exists() {
@@ -734,6 +850,26 @@ pub fn check(dir: &Path, fleet: Option<&Fleet>) -> Result<CheckReport, Provision
         }
         check_daemon(daemon, &image(daemon)?, &text, daemon == "updated")?;
         lines.push(format!("{daemon}.toml: accepted by fleet-{daemon}"));
+    }
+    match uploader::check_folder(&dir, &identity, &image("uploaderd")?)? {
+        Some(line) => lines.push(line),
+        None => lines.push("uploaderd.toml: none (no uploader; retentiond counts none)".into()),
+    }
+    let retention = dir.join("retentiond.toml");
+    let retention = if retention.exists() {
+        Some(read(&retention)?)
+    } else {
+        None
+    };
+    retention_follows_uploader(&image("retentiond")?, retention.as_deref(), &identity)?;
+    lines.push(format!(
+        "retentiond: policy.uploader follows {identity}/uploaderd.toml"
+    ));
+    let cellular_file = dir.join(cellular::FILE);
+    if cellular_file.exists() {
+        let c = Cellular::parse_file(&read(&cellular_file)?)
+            .map_err(|e| invalid(format!("{}: {e}", cellular::FILE)))?;
+        lines.push(format!("{}: APN {}", cellular::FILE, c.apn));
     }
     let cert = dir.join("mqtt/client.crt");
     let key = dir.join("mqtt/client.key");

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use fleet_core::ids::{DeviceId, GroupId};
-use fleetctl::provision::{self, Fleet, Microphone, ProvisionError, Station, Wifi};
+use fleetctl::provision::{
+    self, Cellular, Fleet, Microphone, ProvisionError, Station, UploaderCredentials, Wifi,
+};
 
 use crate::{BrokerArg, InvalidInput};
 
@@ -42,6 +44,31 @@ pub(crate) struct ProvisionArgs {
     /// A file holding the Wi-Fi passphrase (first line), so it is not in your shell history.
     #[arg(long, requires = "wifi_ssid")]
     wifi_passphrase_file: Option<PathBuf>,
+    /// The cellular modem's APN (docs/adr/0009-network.md); the modem connects with it at boot.
+    #[arg(long)]
+    cellular_apn: Option<String>,
+    /// The user name the APN needs, if any.
+    #[arg(long, requires = "cellular_apn")]
+    cellular_user: Option<String>,
+    /// A file holding the APN's password (first line).
+    #[arg(long, requires = "cellular_user")]
+    cellular_password_file: Option<PathBuf>,
+    /// A file holding the SIM's PIN (first line), if the SIM is locked.
+    #[arg(long, requires = "cellular_apn")]
+    cellular_pin_file: Option<PathBuf>,
+    /// S3 destination of the fleet (`[defaults.uploaderd.destination]`): this station's
+    /// credentials file (access-key-id, secret-access-key; docs/reference/uploaderd.md).
+    #[arg(long, value_name = "FILE")]
+    uploader_s3_credentials: Option<PathBuf>,
+    /// SFTP destination: the station's private key (OpenSSH or PEM, no passphrase).
+    #[arg(long, value_name = "FILE")]
+    uploader_sftp_key: Option<PathBuf>,
+    /// SFTP destination: the server's host key(s), known_hosts format (`ssh-keyscan`).
+    #[arg(long, value_name = "FILE")]
+    uploader_sftp_known_hosts: Option<PathBuf>,
+    /// SFTP destination: the station's login, instead of the fleet definition's user.
+    #[arg(long, value_name = "USER")]
+    uploader_sftp_user: Option<String>,
     /// Where to write fleet-provision/ (e.g. the mounted boot partition of the card).
     #[arg(long, default_value = ".")]
     out: PathBuf,
@@ -134,6 +161,32 @@ pub(crate) fn provision(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
         }
         _ => None,
     };
+    let first_line = |file: &PathBuf| -> anyhow::Result<String> {
+        let text = std::fs::read_to_string(file).map_err(|source| {
+            input(ProvisionError::Read {
+                path: file.clone(),
+                source,
+            })
+        })?;
+        Ok(text.lines().next().unwrap_or_default().trim().to_owned())
+    };
+    let cellular = match &args.cellular_apn {
+        Some(apn) => Some(Cellular {
+            apn: apn.clone(),
+            user: args.cellular_user.clone(),
+            password: args
+                .cellular_password_file
+                .as_ref()
+                .map(first_line)
+                .transpose()?,
+            pin: args
+                .cellular_pin_file
+                .as_ref()
+                .map(first_line)
+                .transpose()?,
+        }),
+        None => None,
+    };
     let station = Station {
         id: args.station.clone(),
         groups: args.groups.clone(),
@@ -141,6 +194,13 @@ pub(crate) fn provision(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
         microphone: args.microphone.clone(),
         profile: args.profile.clone(),
         wifi,
+        cellular,
+        uploader: UploaderCredentials {
+            s3_credentials: args.uploader_s3_credentials.clone(),
+            sftp_key: args.uploader_sftp_key.clone(),
+            sftp_known_hosts: args.uploader_sftp_known_hosts.clone(),
+            sftp_user: args.uploader_sftp_user.clone(),
+        },
     };
     let folder = provision::build(&fleet, &station).map_err(input)?;
     let dest = provision::write(&args.out, &folder).map_err(input)?;
@@ -148,7 +208,7 @@ pub(crate) fn provision(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
         println!("  {rel}");
     }
     println!(
-        "{}: provisioning folder of {} written; checked by fleet-updated{}{}",
+        "{}: provisioning folder of {} written; checked by fleet-updated{}{}{}",
         dest.display(),
         station
             .id
@@ -162,6 +222,11 @@ pub(crate) fn provision(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
         },
         if folder.contains_key("retentiond.toml") {
             ", fleet-retentiond"
+        } else {
+            ""
+        },
+        if folder.contains_key(provision::uploader::STATION_FILE) {
+            ", fleet-uploaderd"
         } else {
             ""
         },
