@@ -58,8 +58,9 @@ expect "the_generator_writes_nothing_for_a_root_it_cannot_parse" "[ -z \"\$(ls '
 repo=$(cd "$here/../.." && pwd)
 bins=${FLEET_BIN_DIR:-${CARGO_TARGET_DIR:-$repo/target}/debug}
 if [ ! -x "$bins/fleet-updated" ] || [ ! -x "$bins/fleet-recorderd" ] || [ ! -x "$bins/fleet-retentiond" ] \
-   || [ ! -x "$bins/fleetctl" ]; then
-  (cd "$repo" && cargo build -q -p fleet-updated -p fleet-recorderd -p fleet-retentiond -p fleetctl) \
+   || [ ! -x "$bins/fleetctl" ] || [ ! -x "$bins/fleet-uploaderd" ]; then
+  (cd "$repo" && cargo build -q -p fleet-updated -p fleet-recorderd -p fleet-retentiond -p fleetctl \
+     -p fleet-uploaderd) \
     || expect the_daemons_and_fleetctl_build false
 fi
 fw=$repo/meta-fleet/recipes-fleet/fleet-firmware/files
@@ -134,6 +135,32 @@ folder stn-2; rm -r "$boot/fleet-provision/mqtt" "$boot/fleet-provision/network"
 provision >/dev/null
 expect "reprovisioning_replaces_the_whole_identity" \
   "grep -qx stn-2 '$data/fleet/identity/device-id' && [ -z \"\$(ls '$data/fleet/identity/mqtt')\" ] && [ ! -e '$data/fleet/identity/recorderd.toml' ] && [ ! -e '$data/fleet/.identity.old' ] && [ ! -e '$data/fleet/.identity.new' ]"
+
+# fleet-uploaderd's settings and credentials (an SFTP destination for the fleet, the station's key
+# and the server's host key) and a cellular APN, written by `fleetctl provision`, checked by the
+# real uploader, put under the identity directory for the uploader's user only.
+subst "$fw/uploaderd.toml" > "$conf/uploaderd.toml"
+ssh-keygen -q -t ed25519 -N '' -C '' -f "$fl/sftp-key"
+printf 'sftp.example %s\n' "$(cut -d' ' -f1,2 "$fl/sftp-key.pub")" > "$fl/known_hosts"
+printf '[defaults.uploaderd.destination]\nkind = "sftp"\nhost = "sftp.example"\nuser = "fleet"\nremote-dir = "recordings"\n' \
+  >> "$fl/fleet.toml"
+uploader_folder() {
+  rm -rf "$boot/fleet-provision"
+  "$bins/fleetctl" provision --fleet "$fl/fleet.toml" --station stn-4 --uploader-sftp-key "$fl/sftp-key" \
+    --uploader-sftp-known-hosts "$fl/known_hosts" --cellular-apn iot.example --out "$boot" >/dev/null
+}
+uploader_folder; rm "$boot/fleet-provision/uploader/sftp-key"
+out=$(provision 2>&1); st=$?
+expect "an_uploader_folder_missing_its_key_is_refused_and_changes_nothing" \
+  "[ $st -ne 0 ] && grep -qx stn-2 '$data/fleet/identity/device-id' && grep -q 'uploader/sftp-key is missing' <<<\"\$out\""
+uploader_folder
+provision >/dev/null
+expect "provisioning_gives_the_uploader_its_key_and_host_key_0400_in_a_0750_directory" \
+  "[ \"\$(mode uploaderd.toml)\" = 640 ] && [ \"\$(mode uploader)\" = 750 ] && [ \"\$(mode uploader/sftp-key)\" = 400 ] && [ \"\$(mode uploader/known_hosts)\" = 400 ] && cmp -s '$fl/sftp-key' '$data/fleet/identity/uploader/sftp-key' && [ \"\$(mode network/cellular.conf)\" = 600 ]"
+"$bins/fleet-uploaderd" --config "$conf/uploaderd.toml" --check-config >"$scratch/check-uploaderd" 2>&1; st=$?
+[ $st = 0 ] || cat "$scratch/check-uploaderd"
+expect "the_provisioned_uploader_passes_its_own_check_with_its_station_file" \
+  "[ $st = 0 ] && grep -q 'sftp-key' '$data/fleet/identity/uploaderd.toml'"
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

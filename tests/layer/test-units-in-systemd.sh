@@ -5,8 +5,9 @@
 # installs them (WatchdogSec=3s so the watchdog is proved within seconds), with the real
 # fleet-updated, fleet-retentiond, fleet-bootctl and `rauc service` (file-backed slots, fleet-bootctl
 # as its backend) on the container's own system bus.
-#   - fleet-provision.service moves the station's provisioning folder (device id, updated.toml)
-#     from /boot/firmware to /data/fleet/identity after fleet-updated checked it;
+#   - fleet-provision.service moves the station's provisioning folder (device id, updated.toml,
+#     an S3 uploader's uploaderd.toml and credentials) from /boot/firmware to /data/fleet/identity
+#     after fleet-updated and fleet-uploaderd checked it, the credentials 0400 fleet-uploader;
 #   - fleet-recorderd.service with the image's recorderd.toml and no station settings (no
 #     microphone provisioned) starts, says what it waits for in its status and is not restarted;
 #     so does fleet-updated with only the image's updated.toml (a transient unit);
@@ -30,8 +31,9 @@ finish() { echo "$pass passed, $fail failed"; [ "$fail" = 0 ]; exit; }
 command -v systemd-nspawn >/dev/null || { ko systemd_nspawn_is_installed "run tests/setup.d/55-hardening.sh"; finish; }
 bins=${FLEET_BIN_DIR:-${CARGO_TARGET_DIR:-$repo/target}/debug}
 if [ ! -x "$bins/fleet-retentiond" ] || [ ! -x "$bins/fleet-bootctl" ] || [ ! -x "$bins/fleet-updated" ] \
-   || [ ! -x "$bins/fleet-recorderd" ]; then
-  (cd "$repo" && cargo build -q -p fleet-retentiond -p fleet-bootctl -p fleet-updated -p fleet-recorderd) \
+   || [ ! -x "$bins/fleet-recorderd" ] || [ ! -x "$bins/fleet-uploaderd" ]; then
+  (cd "$repo" && cargo build -q -p fleet-retentiond -p fleet-bootctl -p fleet-updated -p fleet-recorderd \
+     -p fleet-uploaderd) \
     || { ko the_daemons_build; finish; }
 fi
 
@@ -50,7 +52,7 @@ mount -t tmpfs tmpfs "$scratch/upper" && mkdir -p "$scratch/upper/u" "$scratch/u
 # The station's side of the image, into the overlay (this machine's files stay untouched).
 rm -f "$root/etc/machine-id"
 for g in fleet-data audio; do groupadd --root "$root" -f --system "$g"; done
-for u in fleet-updated fleet-retentiond fleet-recorderd; do
+for u in fleet-updated fleet-retentiond fleet-recorderd fleet-uploader; do
   if grep -q "^$u:" "$root/etc/passwd"; then
     usermod --root "$root" -a -G fleet-data "$u"
   else
@@ -59,7 +61,7 @@ for u in fleet-updated fleet-retentiond fleet-recorderd; do
   fi
 done
 install -m 0755 "$bins/fleet-retentiond" "$bins/fleet-bootctl" "$bins/fleet-updated" "$bins/fleet-recorderd" \
-  "$root/usr/bin/"
+  "$bins/fleet-uploaderd" "$root/usr/bin/"
 install -d "$root/usr/libexec/fleet" "$root/etc/fleet" "$root/boot/firmware" "$root/data"
 install -m 0755 "$files/fleet-reboot" "$files/fleet-request-reboot" "$root/usr/libexec/fleet/"
 subst() { sed -e 's,@BINDIR@,/usr/bin,g' -e 's,@LIBEXECDIR@,/usr/libexec,g' -e 's,@DATADIR@,/data,g' \
@@ -130,8 +132,21 @@ port = 1883
 dbus-address = "unix:path=/run/dbus/system_bus_socket"
 manifest-hash = "where-supported"
 CONF
+# An S3 uploader's settings and credentials, as `fleetctl provision --uploader-s3-credentials`
+# writes them (fleetctl's tests/provision.rs checks that side).
+install -d "$root/boot/firmware/fleet-provision/uploader"
+cat > "$root/boot/firmware/fleet-provision/uploaderd.toml" <<'CONF'
+credentials-file = "/data/fleet/identity/uploader/credentials.toml"
+
+[destination]
+kind = "s3"
+endpoint = "https://s3.example.org"
+bucket = "field-recordings"
+CONF
+printf 'access-key-id = "AKIAPROOF"\nsecret-access-key = "proof"\n' \
+  > "$root/boot/firmware/fleet-provision/uploader/credentials.toml"
 # The image defaults meta-fleet ships (ADR 0008).
-for c in updated.toml recorderd.toml; do subst "$files/$c" > "$root/etc/fleet/$c"; done
+for c in updated.toml recorderd.toml uploaderd.toml; do subst "$files/$c" > "$root/etc/fleet/$c"; done
 subst "$files/fleet-firmware.tmpfiles" > "$root/usr/lib/tmpfiles.d/fleet-firmware.conf"
 subst "$files/retentiond.toml" > "$root/etc/fleet/retentiond.toml"
 # The U-Boot flow; the booted slot comes from this file instead of the host's /proc/cmdline.
@@ -185,7 +200,15 @@ sleep 8
 systemctl show -p ActiveState,SubState,NRestarts,StatusText fleet-updated-unprovisioned.service \
   > /out/unprovisioned 2>&1
 stat -c '%n %a %U:%G' /run/fleet /run/fleet/bootctl.lock /data/fleet/retention \
-  /boot/firmware/uboot.env /data/fleet/identity/updated.toml /data/fleet/identity/device-id > /out/stat 2>&1
+  /boot/firmware/uboot.env /data/fleet/identity/updated.toml /data/fleet/identity/device-id \
+  /data/fleet/identity/uploaderd.toml /data/fleet/identity/uploader \
+  /data/fleet/identity/uploader/credentials.toml > /out/stat 2>&1
+setpriv --reuid=fleet-uploader --regid=fleet-uploader --init-groups \
+  fleet-uploaderd --config /etc/fleet/uploaderd.toml --check-config > /out/uploader-check 2>&1
+echo "rc=$?" >> /out/uploader-check
+setpriv --reuid=fleet-retentiond --regid=fleet-retentiond --init-groups \
+  cat /data/fleet/identity/uploader/credentials.toml > /out/uploader-other 2>&1
+echo "rc=$?" >> /out/uploader-other
 ls /data/fleet/retention > /out/retention 2>&1
 ls /boot/firmware > /out/boot-firmware 2>&1
 IFS='
@@ -257,6 +280,13 @@ grep -q "^/data/fleet/identity/updated.toml 640 root:fleet-updated" "$scratch/ou
   && ! grep -q fleet-provision "$scratch/out/boot-firmware" \
   && ok provisioning_moves_the_identity_from_the_boot_partition_to_data \
   || ko provisioning_moves_the_identity_from_the_boot_partition_to_data "$(cat "$scratch/out/stat" "$scratch/out/boot-firmware" 2>/dev/null)"
+grep -q "^/data/fleet/identity/uploaderd.toml 640 root:fleet-uploader" "$scratch/out/stat" 2>/dev/null \
+  && grep -q "^/data/fleet/identity/uploader 750 root:fleet-uploader" "$scratch/out/stat" \
+  && grep -q "^/data/fleet/identity/uploader/credentials.toml 400 fleet-uploader:fleet-uploader" "$scratch/out/stat" \
+  && grep -q "^rc=0" "$scratch/out/uploader-check" && grep -q "^rc=1" "$scratch/out/uploader-other" \
+  && ok provisioning_gives_the_uploader_its_credentials_readable_by_its_user_only \
+  || ko provisioning_gives_the_uploader_its_credentials_readable_by_its_user_only \
+       "$(cat "$scratch/out/stat" "$scratch/out/uploader-check" "$scratch/out/uploader-other" 2>/dev/null)"
 has fleet-recorderd.service ActiveState=active && has fleet-recorderd.service NRestarts=0 \
   && grep -q "waiting for station settings" "$scratch/out/recorder-status" 2>/dev/null \
   && ok an_unprovisioned_recorder_waits_with_its_status_instead_of_crash_looping \
