@@ -150,3 +150,19 @@ SYSTEMD_SERVICE:fleet-reporterd += "fleet-nvme-smart.timer"
 RDEPENDS:fleet-reporterd += "fleet"
 # --- end fleet-reporterd ----------------------------------------------------------------------
 
+# --- signed configuration pushes (ADR 0011): fleet-updated's applier asks this root helper to
+# restart the daemon whose pushed layer it wrote (as reboots go through fleet-reboot.path).
+SRC_URI += "file://fleet-config-restart.path file://fleet-config-restart.service file://fleet-config-restart"
+do_install:append() {
+    for unit in fleet-config-restart.path fleet-config-restart.service; do
+        sed -e 's,@BINDIR@,${bindir},g' -e 's,@DATADIR@,${FLEET_DATA_DIR},g' \
+            -e 's,@LIBEXECDIR@,${libexecdir},g' ${UNPACKDIR}/$unit > ${D}${systemd_system_unitdir}/$unit
+        chmod 0644 ${D}${systemd_system_unitdir}/$unit
+    done
+    install -m 0755 ${UNPACKDIR}/fleet-config-restart ${D}${libexecdir}/fleet/
+}
+FILES:fleet-updated += "${systemd_system_unitdir}/fleet-config-restart.path \
+                        ${systemd_system_unitdir}/fleet-config-restart.service"
+SYSTEMD_SERVICE:fleet-updated += "fleet-config-restart.path"
+# --- end configuration pushes ------------------------------------------------------------------
+
