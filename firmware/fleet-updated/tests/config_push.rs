@@ -300,23 +300,31 @@ async fn forged_replayed_foreign_and_disallowed_pushes_are_refused_and_change_no
         "no candidate left behind"
     );
 
-    // The retained copies come again at a reconnect: judged once, never reported again.
+    // After a power cut the daemon reads every retained push again: each was judged once and
+    // is never judged or reported again.
     let seen = watch.config_events.get(ID).map_or(0, Vec::len);
-    broker_restart_and_wait(&mut watch, &broker).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let _ = watch
-        .wait_config_event(ID, Duration::from_millis(500), |_| false)
-        .await;
-    assert_eq!(watch.config_events.get(ID).map_or(0, Vec::len), seen);
-    station.stop().await;
-}
-
-async fn broker_restart_and_wait(watch: &mut Watcher, _broker: &Mosquitto) {
-    // The station's session reconnects by itself; here it only has to stay online.
+    let last_seq = watch
+        .config_events
+        .get(ID)
+        .and_then(|v| v.iter().map(|e| e.seq).max())
+        .unwrap_or(0);
+    let (dir, config) = station.power_cut();
+    watch
+        .wait_presence(ID, "offline", WAIT)
+        .await
+        .expect("offline");
+    let station = start(ID, dir, config);
     watch
         .wait_presence(ID, "online", WAIT)
         .await
-        .expect("online");
+        .expect("online again");
+    let quiet = watch
+        .wait_config_event(ID, Duration::from_secs(3), |e| e.seq > last_seq)
+        .await;
+    assert!(quiet.is_err(), "reported again: {quiet:?}");
+    assert_eq!(watch.config_events.get(ID).map_or(0, Vec::len), seen);
+    assert_eq!(rig.checker_log().lines().count(), checks_before + 1);
+    station.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
