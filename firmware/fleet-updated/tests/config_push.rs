@@ -397,3 +397,56 @@ async fn a_push_that_leaves_the_daemon_unhealthy_is_restored_within_its_deadline
     assert_eq!(rig.record()["last"]["recorderd"], 2);
     station.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_watched_when_the_power_went_is_judged_again_at_the_next_start_and_restored() {
+    let broker = Mosquitto::start().expect("mosquitto");
+    let op = Operator::connect(&broker, "op", test_key(1))
+        .await
+        .expect("op");
+    let mut watch = Watcher::connect(&broker, "watch").await.expect("watch");
+    let (station, rig) = spawn_station(&broker, &op.public_hex());
+    watch
+        .wait_presence(ID, "online", WAIT)
+        .await
+        .expect("online");
+    let breaking = push(
+        device(ID),
+        1,
+        &[("profiles.main.gain-db", Value::Integer(66))],
+        10,
+    );
+    publish(&op, &breaking, None).await;
+    // The layer is written and the daemon restarted: the power goes while it is watched.
+    let deadline = Instant::now() + WAIT;
+    while !std::fs::read_to_string(rig.layer()).is_ok_and(|l| l.contains("gain-db = 66")) {
+        assert!(Instant::now() < deadline, "the layer was never written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (dir, config) = station.power_cut();
+    assert!(
+        !watch.config_events.contains_key(ID),
+        "judged before the cut"
+    );
+    assert!(rig.record()["pending"]["sequence"] == 1, "{}", rig.record());
+    let started = Instant::now();
+    let station = start(ID, dir, config);
+    let e = watch
+        .wait_config_event(ID, WAIT, |e| {
+            matches!(e.outcome, ConfigOutcome::ConfigRestored { sequence: 1, .. })
+        })
+        .await
+        .expect("restored after the restart");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(e.outcome, ConfigOutcome::ConfigRestored { .. }));
+    assert!(
+        !rig.layer().exists(),
+        "no layer before the push, none after"
+    );
+    assert!(rig.record().get("pending").is_none(), "{}", rig.record());
+    station.stop().await;
+}

@@ -20,6 +20,12 @@
 //! Every refusal is `config-refused` with the rule's code and changes no file but the record of
 //! messages seen (so the broker's retained copy is not reported again at every reconnect).
 //!
+//! Power loss: the record notes the watch to come (`pending`) with the sequence, before the
+//! layer changes; a daemon that starts with a pending watch (after a power cut or its own
+//! restart) watches that daemon again and restores `<daemon>.toml.previous` when it is not
+//! healthy within the deadline. A stop before the new layer took its name is reported as
+//! `config-refused` / `interrupted` (the sequence stays taken: push again).
+//!
 //! `fleet-updated` itself is never restarted by its own applier: a push for `updated` is
 //! refused with `self-restart-unsupported` (see ADR 0011 for why and what would be needed).
 use std::path::{Path, PathBuf};
@@ -253,6 +259,42 @@ fn refused(daemon: Daemon, sequence: u64, code: &str, reason: &str) -> ConfigOut
 
 impl Task {
     async fn run(mut self, mut rx: mpsc::Receiver<Inbound>, out: mpsc::Sender<ConfigOutcome>) {
+        // A push that was being watched when this daemon stopped (power cut, restart): watch
+        // its daemon again before anything new is taken.
+        if let Some(p) = self.record.as_ref().ok().and_then(|r| r.pending.clone()) {
+            tracing::warn!(
+                daemon = p.daemon.as_str(),
+                sequence = p.sequence,
+                "a config push was not judged before the last stop: watching its daemon again"
+            );
+            let current = self.layer_path(p.daemon, "toml");
+            let previous = layer::read_bytes(&self.layer_path(p.daemon, "toml.previous"));
+            let outcome = match (previous, layer::read_bytes(&current)) {
+                // The stop came before the new layer took its name: nothing changed, but the
+                // sequence is taken; the operator pushes again with a new one.
+                (Ok(previous), Ok(now)) if previous == now => {
+                    self.clear_pending();
+                    refused(
+                        p.daemon,
+                        p.sequence,
+                        "interrupted",
+                        "the station stopped before the layer was written: push again",
+                    )
+                }
+                (Ok(previous), Ok(_)) => {
+                    let deadline = Duration::from_secs(u64::from(p.health_deadline_secs));
+                    let verdict = self.watch(p.daemon, deadline, false).await;
+                    self.conclude(p.daemon, p.sequence, &current, previous.as_deref(), verdict)
+                }
+                (Err(e), _) | (_, Err(e)) => {
+                    self.clear_pending();
+                    refused(p.daemon, p.sequence, "layer-unusable", &e.to_string())
+                }
+            };
+            if out.send(outcome).await.is_err() {
+                return;
+            }
+        }
         while let Some(m) = rx.recv().await {
             if let Some(outcome) = self.handle(m).await {
                 tracing::info!(?outcome, "config push");
@@ -347,10 +389,25 @@ impl Task {
                 reason: why,
             });
         }
-        // The sequence is taken before anything changes: a replay is refused from here on,
-        // whatever happens to the layer.
+        // The layer as it is now, kept for the restore (a copy: nothing changed yet).
+        let kept = match &previous {
+            Some(bytes) => layer::write(&previous_file, bytes),
+            None => layer::remove(&previous_file),
+        };
+        if let Err(e) = kept {
+            let _ = layer::remove(&candidate);
+            return Err(Refusal::layer(e));
+        }
+        // The sequence is taken, and the watch to come noted, before anything changes: a replay
+        // is refused from here on whatever happens to the layer, and a daemon that stops
+        // before the verdict judges again at its next start.
         if let Ok(record) = &mut self.record {
             record.last.insert(name.to_owned(), push.sequence);
+            record.pending = Some(store::Pending {
+                daemon: d,
+                sequence: push.sequence,
+                health_deadline_secs: push.health_deadline_secs,
+            });
             if let Err(e) = store::save(&self.cfg.record_file, record) {
                 let _ = layer::remove(&candidate);
                 return Err(Refusal {
@@ -359,27 +416,40 @@ impl Task {
                 });
             }
         }
-        match &previous {
-            Some(bytes) => layer::write(&previous_file, bytes).map_err(Refusal::layer)?,
-            None => layer::remove(&previous_file).map_err(Refusal::layer)?,
-        }
         fleet_durable::rename(&candidate, &current).map_err(|e| Refusal {
             code: "layer-unwritable",
             reason: e.to_string(),
         })?;
         tracing::info!(daemon = name, sequence = push.sequence, layer = %current.display(), "pushed layer written; restarting the daemon");
         let deadline = Duration::from_secs(u64::from(push.health_deadline_secs));
-        let verdict = self.restart_and_watch(d, deadline).await;
-        Ok(match verdict {
+        let verdict = self.watch(d, deadline, true).await;
+        Ok(self.conclude(d, push.sequence, &current, previous.as_deref(), verdict))
+    }
+
+    fn layer_path(&self, d: Daemon, suffix: &str) -> PathBuf {
+        self.cfg.layer_dir.join(format!("{}.{suffix}", d.as_str()))
+    }
+
+    /// The outcome of a watched push: accepted, or the previous layer (none: no file) back, the
+    /// daemon restarted on it, and restored. Clears the pending watch.
+    fn conclude(
+        &mut self,
+        d: Daemon,
+        sequence: u64,
+        current: &Path,
+        previous: Option<&[u8]>,
+        verdict: Result<(), String>,
+    ) -> ConfigOutcome {
+        let outcome = match verdict {
             Ok(()) => ConfigOutcome::ConfigAccepted {
                 daemon: d,
-                sequence: push.sequence,
+                sequence,
             },
             Err(reason) => {
-                tracing::warn!(daemon = name, sequence = push.sequence, %reason, "daemon not healthy: restoring the previous layer");
-                let restored = match &previous {
-                    Some(bytes) => layer::write(&current, bytes),
-                    None => layer::remove(&current),
+                tracing::warn!(daemon = d.as_str(), sequence, %reason, "daemon not healthy: restoring the previous layer");
+                let restored = match previous {
+                    Some(bytes) => layer::write(current, bytes),
+                    None => layer::remove(current),
                 };
                 let reason = match restored {
                     Ok(()) => {
@@ -395,18 +465,32 @@ impl Task {
                 };
                 ConfigOutcome::ConfigRestored {
                     daemon: d,
-                    sequence: push.sequence,
+                    sequence,
                     reason: clip(&reason),
                 }
             }
-        })
+        };
+        self.clear_pending();
+        outcome
     }
 
-    /// Asks for the restart and watches until the core's judgement: `Err(reason)` to restore.
-    async fn restart_and_watch(&self, d: Daemon, deadline: Duration) -> Result<(), String> {
+    fn clear_pending(&mut self) {
+        if let Ok(record) = &mut self.record {
+            record.pending = None;
+            if let Err(e) = store::save(&self.cfg.record_file, record) {
+                tracing::warn!(error = %e, "unable to clear the pending config push");
+            }
+        }
+    }
+
+    /// Asks for the restart (unless resuming a watch) and watches until the core's judgement:
+    /// `Err(reason)` to restore.
+    async fn watch(&self, d: Daemon, deadline: Duration, restart: bool) -> Result<(), String> {
         let asked_ms = restart::monotonic_ms();
         let started = tokio::time::Instant::now();
-        restart::request(&self.cfg, d)?;
+        if restart {
+            restart::request(&self.cfg, d)?;
+        }
         let watch = Watch {
             deadline_ms: u64::try_from(deadline.as_millis()).unwrap_or(u64::MAX),
             settle_ms: u64::try_from(self.cfg.settle.as_millis()).unwrap_or(u64::MAX),

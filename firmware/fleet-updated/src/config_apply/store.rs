@@ -17,6 +17,21 @@ pub struct Record {
     /// sha256 (hex) of the last message judged, by topic.
     #[serde(default)]
     pub seen: BTreeMap<String, String>,
+    /// A push whose layer may be written but whose daemon was not judged yet: written with
+    /// the sequence, before the layer, and cleared with the outcome. A daemon that starts with
+    /// one (after a power cut or its own restart) watches that daemon again, restoring
+    /// `<daemon>.toml.previous` when it is not healthy within the deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+}
+
+/// See [`Record::pending`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Pending {
+    pub daemon: fleet_core::config_push::Daemon,
+    pub sequence: u64,
+    pub health_deadline_secs: u32,
 }
 
 /// Most topics remembered in `seen` (3 scopes x a few groups x 4 daemons fit many times over).
