@@ -18,13 +18,14 @@ ko() { echo "FAIL: $1${2:+ ($2)}"; fail=$((fail + 1)); }
 declare -A ceiling=(
   [fleet-updated]=1.6 [fleet-recorderd]=0.9 [fleet-retentiond]=0.7 [fleet-boot-check]=1.3 [fleet-reboot]=1.1
   [fleet-uploaderd]=1.6
-  [fleet-reporterd]=1.3 [fleet-nvme-smart]=1.4)
+  [fleet-reporterd]=1.3 [fleet-nvme-smart]=1.4 [fleet-config-restart]=1.0)
 declare -A writable=(
-  [fleet-updated]="/data/fleet/updated /data/fleet/downloads /data/fleet/boot /data/fleet/update /data/fleet/retention /run/fleet /boot/firmware"
+  [fleet-updated]="/data/fleet/updated /data/fleet/downloads /data/fleet/boot /data/fleet/update /data/fleet/config /data/fleet/retention /run/fleet /boot/firmware"
   [fleet-recorderd]="/data/fleet/recordings"
   [fleet-retentiond]="/data/fleet/recordings /data/fleet/retention"
   [fleet-boot-check]="/data/fleet/boot /run/fleet /boot/firmware"
   [fleet-reboot]="/run/fleet /run/systemd"
+  [fleet-config-restart]="/run/fleet"
   [fleet-uploaderd]="/data/fleet/uploader /data/fleet/retention"
   [fleet-reporterd]=""
   [fleet-nvme-smart]="")
@@ -39,14 +40,14 @@ mkdir -p "$scratch/bin" "$scratch/libexec/fleet" "$scratch/run"
 for b in fleet-updated fleet-recorderd fleet-retentiond fleet-bootctl fleet-uploaderd fleet-reporterd fleet; do
   printf '#!/bin/sh\nexit 0\n' > "$scratch/bin/$b"; chmod 0755 "$scratch/bin/$b"
 done
-cp "$files/fleet-reboot" "$files/fleet-request-reboot" "$scratch/libexec/fleet/"
+cp "$files/fleet-reboot" "$files/fleet-request-reboot" "$files/fleet-config-restart" "$scratch/libexec/fleet/"
 # As fleet-firmware_git.bb installs them; the binaries are stand-ins so verify finds them.
 install_unit() { # unit file -> $scratch/<unit file>
   sed -e "s,@BINDIR@,$scratch/bin,g" -e "s,@LIBEXECDIR@,$scratch/libexec,g" -e 's,@DATADIR@,/data,g' \
     -e 's,@WATCHDOG_SEC@,30s,g' "$files/$1" > "$scratch/$1"
 }
 
-for unit in fleet-updated fleet-recorderd fleet-retentiond fleet-boot-check fleet-reboot fleet-uploaderd fleet-reporterd \
+for unit in fleet-updated fleet-recorderd fleet-retentiond fleet-boot-check fleet-reboot fleet-config-restart fleet-uploaderd fleet-reporterd \
             fleet-nvme-smart; do
   install_unit "$unit.service"
   score=$(systemd-analyze security --offline=yes --no-pager "$scratch/$unit.service" 2>&1 \
@@ -68,7 +69,7 @@ for unit in fleet-updated fleet-recorderd fleet-retentiond fleet-boot-check flee
   [ -z "$extra" ] && ok "${unit//-/_}_writes_only_its_own_paths" || ko "${unit//-/_}_writes_only_its_own_paths" "also:$extra"
 done
 
-for other in fleet-reboot.path fleet-nvme-smart.timer; do
+for other in fleet-reboot.path fleet-config-restart.path fleet-nvme-smart.timer; do
   install_unit "$other"
   out=$(cd "$scratch" && systemd-analyze verify "./$other" 2>&1)
   t=${other//[-.]/_}
@@ -119,6 +120,24 @@ echo secret > "$scratch/secret"; ln -s "$scratch/secret" "$req"; out=$(reboot_wi
 [ -z "$(called)" ] && [ ! -e "$req" ] && ! grep -q secret <<<"$out" && [ -f "$scratch/secret" ] \
   && ok a_symlinked_request_is_refused_without_reading_its_target \
   || ko a_symlinked_request_is_refused_without_reading_its_target "$out"
+
+# Restarts after a configuration push (ADR 0011): fleet-updated leaves the unit's name in
+# /run/fleet/config-restart; fleet-config-restart.path starts fleet-config-restart (root), which
+# restarts only the daemons a push may configure.
+crdir=$scratch/run/config-restart; mkdir -p "$crdir"
+restart_with() { rm -f "$scratch/systemctl.called"; FLEET_CONFIG_RESTART_DIR=$crdir sh "$scratch/libexec/fleet/fleet-config-restart" 2>/dev/null; }
+echo restart > "$crdir/fleet-recorderd.service"; restart_with
+[ "$(called)" = "--no-block|restart|fleet-recorderd.service|" ] && [ -z "$(ls -A "$crdir")" ] \
+  && ok a_config_restart_request_restarts_the_named_daemon_and_is_removed \
+  || ko a_config_restart_request_restarts_the_named_daemon_and_is_removed "$(called)"
+echo restart > "$crdir/sshd.service"; restart_with
+[ -z "$(called)" ] && [ -z "$(ls -A "$crdir")" ] \
+  && ok a_config_restart_request_for_any_other_unit_is_refused_and_removed \
+  || ko a_config_restart_request_for_any_other_unit_is_refused_and_removed "$(called)"
+ln -s "$scratch/secret" "$crdir/fleet-retentiond.service"; restart_with
+[ -z "$(called)" ] && [ -z "$(ls -A "$crdir")" ] && [ -f "$scratch/secret" ] \
+  && ok a_symlinked_config_restart_request_is_refused \
+  || ko a_symlinked_config_restart_request_is_refused "$(called)"
 
 # fleet-updated exits 10 once the journal holds a reboot intent: its ExecStopPost requests a
 # reboot then, and only then, and keeps a pending trial request.

@@ -18,5 +18,6 @@ bash tests/layer/test-runtime.sh | tee "$log"; tally "$log"
 bash tests/layer/test-unit-hardening.sh | tee "$log"; tally "$log"
 bash tests/layer/test-dbus-policy.sh | tee "$log"; tally "$log"
 bash tests/layer/test-units-in-systemd.sh | tee "$log"; tally "$log"
+bash tests/layer/test-config-push-in-systemd.sh | tee "$log"; tally "$log"
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

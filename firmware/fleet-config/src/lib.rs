@@ -1,14 +1,17 @@
 //! Layered configuration of the station daemons (ADR 0008).
 //!
-//! Every daemon reads two layers of the same TOML shape:
+//! Every daemon reads up to three layers of the same TOML shape:
 //!
 //! 1. **image defaults**, `/etc/fleet/<daemon>.toml`: shipped read-only in the image, the same on
 //!    every station (`--config`);
-//! 2. **station settings**, `/data/fleet/identity/<daemon>.toml`: written by first-boot provisioning
-//!    (or a signed configuration push), this station's own (`--station-config`). Optional: a
-//!    station that is not provisioned yet has none.
+//! 2. **station settings**, `/data/fleet/identity/<daemon>.toml`: written by first-boot
+//!    provisioning, this station's own (`--station-config`). Optional: a station that is not
+//!    provisioned yet has none.
+//! 3. **pushed settings**, `/data/fleet/config/<daemon>.toml`: what signed configuration pushes
+//!    set (ADR 0011), written only by fleet-updated's applier (`--pushed-config`). Optional.
 //!
-//! The station layer wins: tables are merged key by key (recursively), every other value (a
+//! [`Layers`] names the first two, [`Stack`] all three; both are a [`Source`], and every loader
+//! here takes any source. A later layer wins: tables are merged key by key (recursively), every other value (a
 //! string, a number, an array, an array of tables such as `[[devices]]`) replaces the image's
 //! value as a whole. The daemon's own parser then validates the merged document, so
 //! `--check-config` checks exactly what the daemon would run with.
@@ -70,6 +73,91 @@ pub struct Layers {
     pub image: PathBuf,
     /// Station settings: may be absent (an unprovisioned station).
     pub station: Option<PathBuf>,
+}
+
+/// A daemon's three layers (ADR 0011): image < station < pushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stack {
+    /// Image defaults and station settings.
+    pub layers: Layers,
+    /// Pushed settings: may be absent (nothing was ever pushed).
+    pub pushed: Option<PathBuf>,
+}
+
+/// Where a daemon's layers come from: [`Layers`] (two) or [`Stack`] (three).
+pub trait Source {
+    /// Reads every layer present and merges them, the later over the earlier.
+    fn read(&self, limits: &Limits) -> Result<Merged, LayerError>;
+    /// The layer files, for messages: `/etc/fleet/x.toml + /data/fleet/identity/x.toml`.
+    fn names(&self) -> String;
+}
+
+impl Source for Layers {
+    fn read(&self, limits: &Limits) -> Result<Merged, LayerError> {
+        Layers::read(self, limits)
+    }
+
+    fn names(&self) -> String {
+        format!(
+            "{}{}",
+            self.image.display(),
+            self.station
+                .as_ref()
+                .map(|s| format!(" + {}", s.display()))
+                .unwrap_or_default()
+        )
+    }
+}
+
+impl Stack {
+    /// The three layers at their paths.
+    #[must_use]
+    pub fn new(
+        image: impl Into<PathBuf>,
+        station: Option<PathBuf>,
+        pushed: Option<PathBuf>,
+    ) -> Self {
+        Self {
+            layers: Layers {
+                image: image.into(),
+                station,
+            },
+            pushed,
+        }
+    }
+}
+
+impl Source for Stack {
+    /// Reads the two lower layers, then lays the pushed layer over them when it exists.
+    fn read(&self, limits: &Limits) -> Result<Merged, LayerError> {
+        let mut merged = self.layers.read(limits)?;
+        if let Some(pushed) = &self.pushed
+            && let Some(over) = read_table(pushed, limits)?
+        {
+            merge(&mut merged.table, over);
+            merged.origin = PathBuf::from(format!(
+                "{} + {}",
+                merged.origin.display(),
+                pushed.display()
+            ));
+            merged.text = toml::to_string(&merged.table).map_err(|e| LayerError::Parse {
+                path: merged.origin.clone(),
+                detail: e.to_string(),
+            })?;
+        }
+        Ok(merged)
+    }
+
+    fn names(&self) -> String {
+        format!(
+            "{}{}",
+            self.layers.names(),
+            self.pushed
+                .as_ref()
+                .map(|s| format!(" + {}", s.display()))
+                .unwrap_or_default()
+        )
+    }
 }
 
 /// The merged configuration, ready for a daemon's parser.
@@ -259,8 +347,8 @@ pub enum Outcome<T> {
 }
 
 /// Reads the layers once: `Ready` when complete and valid.
-pub fn load_once<T, E: fmt::Display>(
-    layers: &Layers,
+pub fn load_once<S: Source + ?Sized, T, E: fmt::Display>(
+    layers: &S,
     needs: &[Need],
     limits: &Limits,
     parse: impl Fn(&Merged) -> Result<T, E>,
@@ -309,8 +397,8 @@ pub fn load_once<T, E: fmt::Display>(
 /// step; it reads the layers again every `limits.recheck`. `step` is how long each sleep is (half
 /// the watchdog interval, at most `limits.recheck`). Returns `Ready` or `Invalid`, never
 /// `Incomplete`.
-pub fn wait_until_complete<T, E: fmt::Display>(
-    layers: &Layers,
+pub fn wait_until_complete<S: Source + ?Sized, T, E: fmt::Display>(
+    layers: &S,
     needs: &[Need],
     limits: &Limits,
     step: Duration,
@@ -345,8 +433,8 @@ pub fn wait_until_complete<T, E: fmt::Display>(
 /// The daemon side of [`wait_until_complete`] under systemd: `READY=1` with a `STATUS=` line,
 /// watchdog pings at half the unit's `WatchdogSec`, real sleeps. With `check_only` nothing waits:
 /// an incomplete configuration is reported and returned as [`Outcome::Incomplete`].
-pub fn load_for_daemon<T, E: fmt::Display>(
-    layers: &Layers,
+pub fn load_for_daemon<S: Source + ?Sized, T, E: fmt::Display>(
+    layers: &S,
     needs: &[Need],
     check_only: bool,
     parse: impl Fn(&Merged) -> Result<T, E>,
@@ -370,7 +458,7 @@ pub fn load_for_daemon<T, E: fmt::Display>(
         std::thread::sleep,
         |n| match n {
             Notice::Waiting(status) => {
-                tracing::warn!(status = %status, config = %layers.image.display(), "configuration incomplete: waiting");
+                tracing::warn!(status = %status, config = %layers.names(), "configuration incomplete: waiting");
                 let _ = sd_notify::notify(
                     false,
                     &[
@@ -392,20 +480,15 @@ pub fn load_for_daemon<T, E: fmt::Display>(
 
 impl<T> Outcome<T> {
     /// The configuration, or the exit code and message for `main` (`origin` names the layers).
-    pub fn finish(self, origin: &Layers) -> Result<T, (u8, String)> {
+    pub fn finish<S: Source + ?Sized>(self, origin: &S) -> Result<T, (u8, String)> {
         match self {
             Outcome::Ready(c) => Ok(c),
             Outcome::Invalid(msg) => Err((EXIT_INVALID, msg)),
             Outcome::Incomplete(gaps) => Err((
                 EXIT_INCOMPLETE,
                 format!(
-                    "{}{}: incomplete, the daemon would wait for station settings:\n  {}",
-                    origin.image.display(),
-                    origin
-                        .station
-                        .as_ref()
-                        .map(|s| format!(" + {}", s.display()))
-                        .unwrap_or_default(),
+                    "{}: incomplete, the daemon would wait for station settings:\n  {}",
+                    origin.names(),
                     gaps.join("\n  ")
                 ),
             )),
@@ -453,6 +536,59 @@ mod tests {
             missing_image.read(&Limits::default()),
             Err(LayerError::Read { .. })
         ));
+    }
+
+    #[test]
+    fn the_pushed_layer_wins_over_the_station_layer_which_wins_over_the_image() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = dir.path().join("image.toml");
+        let station = dir.path().join("station.toml");
+        let pushed = dir.path().join("pushed.toml");
+        std::fs::write(&image, "a = 1\nb = 1\nc = 1\n[t]\nx = 1\ny = 1\n").expect("write");
+        std::fs::write(&station, "b = 2\nc = 2\n[t]\nx = 2\n").expect("write");
+        std::fs::write(&pushed, "c = 3\n[t]\ny = 3\n").expect("write");
+        let stack = Stack::new(&image, Some(station.clone()), Some(pushed.clone()));
+        let m = Source::read(&stack, &Limits::default()).expect("reads");
+        assert_eq!(m.table, table("a = 1\nb = 2\nc = 3\n[t]\nx = 2\ny = 3\n"));
+        assert_eq!(toml::from_str::<Table>(&m.text).expect("text"), m.table);
+        assert!(
+            m.origin.display().to_string().ends_with("pushed.toml"),
+            "{}",
+            m.origin.display()
+        );
+        // Nothing pushed yet: the two lower layers, unchanged.
+        std::fs::remove_file(&pushed).expect("rm");
+        let m = Source::read(&stack, &Limits::default()).expect("reads");
+        assert_eq!(m.table, table("a = 1\nb = 2\nc = 2\n[t]\nx = 2\ny = 1\n"));
+        assert_eq!(
+            stack.names(),
+            format!(
+                "{} + {} + {}",
+                image.display(),
+                station.display(),
+                pushed.display()
+            )
+        );
+    }
+
+    #[test]
+    fn a_broken_pushed_layer_is_invalid_and_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = dir.path().join("image.toml");
+        let pushed = dir.path().join("pushed.toml");
+        std::fs::write(&image, "a = 1\n").expect("write");
+        std::fs::write(&pushed, "a = \n").expect("write");
+        let stack = Stack::new(&image, None, Some(pushed.clone()));
+        let out = load_once(
+            &stack,
+            &[],
+            &Limits::default(),
+            |_m: &Merged| -> Result<(), String> { Ok(()) },
+        );
+        assert!(
+            matches!(out, Outcome::Invalid(ref m) if m.contains("pushed.toml")),
+            "{out:?}"
+        );
     }
 
     #[test]

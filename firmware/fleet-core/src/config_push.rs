@@ -29,16 +29,32 @@ pub enum Daemon {
     Recorderd,
     Retentiond,
     Updated,
+    Uploaderd,
 }
 
 impl Daemon {
+    /// Every daemon a push may address.
+    pub const ALL: [Daemon; 4] = [
+        Daemon::Recorderd,
+        Daemon::Retentiond,
+        Daemon::Updated,
+        Daemon::Uploaderd,
+    ];
+
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Daemon::Recorderd => "recorderd",
             Daemon::Retentiond => "retentiond",
             Daemon::Updated => "updated",
+            Daemon::Uploaderd => "uploaderd",
         }
+    }
+
+    /// The daemon named `name` (`recorderd`, ...).
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Daemon> {
+        Daemon::ALL.into_iter().find(|d| d.as_str() == name)
     }
 }
 
@@ -66,6 +82,8 @@ pub enum ValueKind {
     IdList,
     /// `+HH:MM` / `-HH:MM`.
     UtcOffset,
+    /// A list of daily windows `HH:MM-HH:MM` (local time; over midnight allowed).
+    TimeWindows,
 }
 
 /// The documented keys a push may set, per daemon (dotted paths; `*` is one profile name).
@@ -103,6 +121,25 @@ pub fn allowed(daemon: Daemon) -> &'static [(&'static str, ValueKind)] {
             ("mqtt.keep-alive-secs", ValueKind::Integer),
             ("update.chunk-window", ValueKind::Integer),
             ("update.stall-timeout-secs", ValueKind::Integer),
+        ],
+        // What leaves when, how fast and how persistently: never the destination (endpoint,
+        // bucket, host, user, remote directory), its credentials or key files, or any path.
+        Daemon::Uploaderd => &[
+            ("format", ValueKind::Word(&["flac", "wav"])),
+            ("order", ValueKind::Word(&["oldest-first", "newest-first"])),
+            ("poll-seconds", ValueKind::Float),
+            ("schedule.windows", ValueKind::TimeWindows),
+            ("schedule.utc-offset", ValueKind::UtcOffset),
+            (
+                "schedule.when-clock-untrusted",
+                ValueKind::Word(&["upload", "wait"]),
+            ),
+            ("retry.base-seconds", ValueKind::Float),
+            ("retry.max-seconds", ValueKind::Float),
+            ("retry.dead-letter-after", ValueKind::Integer),
+            ("retry.dead-letter-retry-seconds", ValueKind::Float),
+            ("bandwidth.max-bytes-per-second", ValueKind::Integer),
+            ("bandwidth.burst-bytes", ValueKind::Integer),
         ],
     }
 }
@@ -185,6 +222,20 @@ pub fn kind_of(daemon: Daemon, key: &str) -> Option<ValueKind> {
     })
 }
 
+fn is_hh_mm(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 5
+        && b[2] == b':'
+        && b[..2].iter().chain(&b[3..]).all(u8::is_ascii_digit)
+        && s[..2] < *"24"
+        && s[3..] < *"60"
+}
+
+fn is_window(s: &str) -> bool {
+    s.split_once('-')
+        .is_some_and(|(from, to)| is_hh_mm(from) && is_hh_mm(to))
+}
+
 fn check_value(key: &str, kind: ValueKind, value: &Value) -> Result<(), PushRefused> {
     let bad = |why: &str| {
         Err(PushRefused::BadValue {
@@ -203,6 +254,11 @@ fn check_value(key: &str, kind: ValueKind, value: &Value) -> Result<(), PushRefu
         {
             Ok(())
         }
+        (ValueKind::TimeWindows, Value::TextList(l))
+            if l.len() <= MAX_KEYS && l.iter().all(|w| is_window(w)) =>
+        {
+            Ok(())
+        }
         (ValueKind::UtcOffset, Value::Text(t))
             if t.len() == 6
                 && matches!(t.as_bytes()[0], b'+' | b'-')
@@ -218,6 +274,7 @@ fn check_value(key: &str, kind: ValueKind, value: &Value) -> Result<(), PushRefu
         (ValueKind::Float, _) => bad("must be a finite number"),
         (ValueKind::IdList, _) => bad("must be a list of ids (a-z, 0-9, '-', '_')"),
         (ValueKind::UtcOffset, _) => bad("must be +HH:MM or -HH:MM"),
+        (ValueKind::TimeWindows, _) => bad("must be a list of HH:MM-HH:MM windows"),
     }
 }
 
@@ -288,6 +345,60 @@ pub fn apply_push(layer: &BTreeMap<String, Value>, push: &ConfigPush) -> BTreeMa
         next.insert(k.clone(), v.clone());
     }
     next
+}
+
+/// How a restarted daemon is judged after a push, in milliseconds since its restart was
+/// asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watch {
+    /// The push's `health-deadline-secs`, in ms.
+    pub deadline_ms: u64,
+    /// How long the daemon must look healthy without a break before it counts as healthy
+    /// (a daemon that dies a second after its start must not pass).
+    pub settle_ms: u64,
+}
+
+/// What the applier does next with a restarted daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterRestart {
+    /// Healthy for the settle time within the deadline: report `config-accepted`.
+    Accept,
+    /// Look again.
+    Wait,
+    /// The deadline passed first: put the previous layer back, restart, report
+    /// `config-restored` with this reason.
+    Restore { reason: String },
+}
+
+/// Judges a restarted daemon at `now_ms`: `healthy_since_ms` is when its checks (unit active
+/// and, for the recorder, a fresh healthy status written after the restart) last turned good,
+/// `None` while they fail; `last_failure` says why they fail. Accepts only after `settle_ms` of
+/// unbroken health, and never waits past the deadline.
+#[must_use]
+pub fn judge_restart(
+    watch: Watch,
+    healthy_since_ms: Option<u64>,
+    now_ms: u64,
+    last_failure: &str,
+) -> AfterRestart {
+    let settle = watch.settle_ms.min(watch.deadline_ms);
+    if let Some(since) = healthy_since_ms
+        && since <= now_ms
+        && now_ms - since >= settle
+    {
+        return AfterRestart::Accept;
+    }
+    if now_ms >= watch.deadline_ms {
+        let why = match healthy_since_ms {
+            Some(_) => "healthy too briefly before the deadline".to_owned(),
+            None if last_failure.is_empty() => "not healthy".to_owned(),
+            None => last_failure.chars().take(MAX_TEXT).collect(),
+        };
+        return AfterRestart::Restore {
+            reason: format!("{why} within {} s", watch.deadline_ms / 1000),
+        };
+    }
+    AfterRestart::Wait
 }
 
 #[cfg(test)]
@@ -417,7 +528,7 @@ mod tests {
 
     #[test]
     fn no_pushable_key_names_a_path_a_command_or_an_identity() {
-        for d in [Daemon::Recorderd, Daemon::Retentiond, Daemon::Updated] {
+        for d in Daemon::ALL {
             for (key, _) in allowed(d) {
                 for word in key.split(['.', '-']) {
                     assert!(
@@ -436,6 +547,15 @@ mod tests {
                             "devices",
                             "username",
                             "password",
+                            "endpoint",
+                            "bucket",
+                            "region",
+                            "user",
+                            "prefix",
+                            "credentials",
+                            "destination",
+                            "kind",
+                            "port",
                         ]
                         .contains(&word),
                         "{}: {key} has {word:?}",
@@ -481,6 +601,80 @@ mod tests {
         assert!(decide_config_push(&station(), Some(6), &p).is_ok());
     }
 
+    #[test]
+    fn a_restarted_daemon_is_accepted_only_after_settling_and_restored_at_the_deadline() {
+        let w = Watch {
+            deadline_ms: 10_000,
+            settle_ms: 3_000,
+        };
+        let table: Vec<(Option<u64>, u64, &str)> = vec![
+            (None, 0, "wait"),
+            (None, 9_999, "wait"),
+            (None, 10_000, "restore"),
+            (Some(1_000), 3_999, "wait"),
+            (Some(1_000), 4_000, "accept"),
+            (Some(9_000), 10_000, "restore"),
+            (Some(9_000), 12_000, "accept"),
+            (Some(5_000), 4_000, "wait"),
+        ];
+        for (since, now, want) in table {
+            let got = match judge_restart(w, since, now, "fleet-recorderd.service is failed") {
+                AfterRestart::Accept => "accept",
+                AfterRestart::Wait => "wait",
+                AfterRestart::Restore { reason } => {
+                    assert!(reason.ends_with("within 10 s"), "{reason}");
+                    "restore"
+                }
+            };
+            assert_eq!(got, want, "since {since:?} now {now}");
+        }
+        assert_eq!(
+            judge_restart(w, None, 10_000, "fleet-recorderd.service is failed"),
+            AfterRestart::Restore {
+                reason: "fleet-recorderd.service is failed within 10 s".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_uploader_takes_pacing_and_windows_but_never_its_destination() {
+        let mut p = push(Scope::Fleet, 1, &[]);
+        p.daemon = Daemon::Uploaderd;
+        for (key, value, ok) in [
+            (
+                "bandwidth.max-bytes-per-second",
+                Value::Integer(500_000),
+                true,
+            ),
+            (
+                "schedule.windows",
+                Value::TextList(vec!["22:00-06:00".into()]),
+                true,
+            ),
+            (
+                "schedule.windows",
+                Value::TextList(vec!["25:00-06:00".into()]),
+                false,
+            ),
+            ("order", Value::Text("newest-first".into()), true),
+            (
+                "destination.endpoint",
+                Value::Text("https://evil".into()),
+                false,
+            ),
+            ("destination.host", Value::Text("evil".into()), false),
+            ("credentials-file", Value::Text("/tmp/x".into()), false),
+            ("state-dir", Value::Text("/tmp".into()), false),
+        ] {
+            p.set = [(key.to_owned(), value)].into();
+            assert_eq!(
+                decide_config_push(&station(), None, &p).is_ok(),
+                ok,
+                "{key}"
+            );
+        }
+    }
+
     fn any_key() -> impl Strategy<Value = String> {
         prop_oneof![
             "[a-z.*-]{1,30}",
@@ -489,6 +683,9 @@ mod tests {
             Just("groups".to_owned()),
             Just("data-dir".to_owned()),
             Just("health.command".to_owned()),
+            Just("schedule.windows".to_owned()),
+            Just("destination.endpoint".to_owned()),
+            Just("bandwidth.max-bytes-per-second".to_owned()),
         ]
     }
 
@@ -499,15 +696,37 @@ mod tests {
             any::<f64>().prop_map(Value::Float),
             "[ -~]{0,12}".prop_map(Value::Text),
             proptest::collection::vec("[a-z]{1,5}", 0..3).prop_map(Value::TextList),
+            proptest::collection::vec("[0-9]{2}:[0-9]{2}-[0-9]{2}:[0-9]{2}", 0..3)
+                .prop_map(Value::TextList),
         ]
     }
 
     proptest! {
+        /// Whatever the checks show and whenever it is looked at, a daemon is accepted only after
+        /// settling healthy, and a judgement is never put off past the deadline.
+        #[test]
+        fn judging_never_accepts_an_unhealthy_daemon_and_never_waits_past_the_deadline(
+            deadline_ms in 0u64..100_000,
+            settle_ms in 0u64..20_000,
+            since in proptest::option::of(0u64..120_000),
+            now in 0u64..120_000,
+        ) {
+            let w = Watch { deadline_ms, settle_ms };
+            match judge_restart(w, since, now, "down") {
+                AfterRestart::Accept => {
+                    let s = since.expect("accepted while unhealthy");
+                    prop_assert!(s <= now && now - s >= settle_ms.min(deadline_ms));
+                }
+                AfterRestart::Wait => prop_assert!(now < deadline_ms),
+                AfterRestart::Restore { .. } => prop_assert!(now >= deadline_ms),
+            }
+        }
+
         /// Whatever arrives, an accepted push is for this station, newer than the last one, and
         /// sets only documented keys with values of their kind.
         #[test]
         fn an_accepted_push_is_ours_newer_and_only_touches_documented_keys(
-            daemon in prop_oneof![Just(Daemon::Recorderd), Just(Daemon::Retentiond), Just(Daemon::Updated)],
+            daemon in proptest::sample::select(Daemon::ALL.to_vec()),
             scope in prop_oneof![
                 Just(Scope::Fleet),
                 Just(Scope::Group(GroupId::new("canary").expect("id"))),

@@ -17,7 +17,7 @@ use crate::envelope::{self, EnvelopeError, Kind, Opened, TrustedKeys};
 use crate::limits::Limits;
 use crate::topic::PREFIX;
 
-const DAEMONS: [Daemon; 3] = [Daemon::Recorderd, Daemon::Retentiond, Daemon::Updated];
+const DAEMONS: [Daemon; 4] = Daemon::ALL;
 
 /// The topic of a push for `daemon` to `scope`.
 #[must_use]
@@ -106,6 +106,33 @@ pub enum ConfigOutcome {
     },
 }
 
+/// A station's report about a push, on `fleet/v1/devices/{device-id}/events` (not retained):
+/// the event envelope of [`StationEvent`](crate::payload::StationEvent) (`device-id`, `seq`
+/// from the same counter, `at`) with the outcome's fields beside them, so `event` is a word
+/// (`config-accepted`, ...) where an update event has an object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct ConfigEvent {
+    pub device_id: DeviceId,
+    pub seq: u64,
+    pub at: crate::payload::Timestamp,
+    #[serde(flatten)]
+    pub outcome: ConfigOutcome,
+}
+
+/// Reads a configuration event (bounded by `limits.max_event_bytes`); an update event is an
+/// error here, and a configuration event is one for `payload::decode_event`.
+pub fn decode_config_event(bytes: &[u8], limits: &Limits) -> Result<ConfigEvent, String> {
+    if bytes.len() > limits.max_event_bytes {
+        return Err(format!(
+            "event of {} bytes is above the limit of {}",
+            bytes.len(),
+            limits.max_event_bytes
+        ));
+    }
+    crate::json::parse(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,6 +201,29 @@ mod tests {
         let forged =
             envelope::seal_json(Kind::Config, &p, &SigningKey::from_bytes(&[8; 32])).expect("seal");
         assert!(open_config_push(&own, &forged, &trusted, &Limits::DEFAULT).is_err());
+    }
+
+    #[test]
+    fn a_config_event_reads_back_and_is_no_update_event() {
+        let e = ConfigEvent {
+            device_id: DeviceId::new("stn-1").expect("id"),
+            seq: 9,
+            at: crate::payload::Timestamp {
+                monotonic_ms: 5,
+                wall_unix_s: None,
+            },
+            outcome: ConfigOutcome::ConfigRefused {
+                daemon: Daemon::Uploaderd,
+                sequence: 3,
+                code: "replayed".into(),
+                reason: "sequence 3 is not above 3".into(),
+            },
+        };
+        let bytes = crate::payload::encode(&e);
+        let text = String::from_utf8(bytes.clone()).expect("utf-8");
+        assert!(text.contains("\"event\":\"config-refused\""), "{text}");
+        assert_eq!(decode_config_event(&bytes, &Limits::DEFAULT), Ok(e));
+        assert!(crate::payload::decode_event(&bytes, &Limits::DEFAULT).is_err());
     }
 
     #[test]

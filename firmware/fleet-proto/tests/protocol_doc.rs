@@ -251,3 +251,32 @@ fn the_documented_config_push_is_one_a_station_of_its_group_takes() {
     assert!(d.contains("`fleet/v1/groups/{group-id}/config/{daemon}`"));
     assert_eq!(topic, "fleet/v1/groups/canary/config/recorderd");
 }
+
+#[test]
+fn the_documented_config_events_parse_and_are_no_update_events() {
+    use fleet_proto::config_push::{ConfigOutcome, decode_config_event};
+    let d = doc();
+    let events = blocks(&d, "config-event");
+    assert_eq!(events.len(), 2);
+    let parsed: Vec<_> = events
+        .iter()
+        .map(|e| decode_config_event(e.as_bytes(), &Limits::DEFAULT).expect("config event parses"))
+        .collect();
+    assert!(matches!(
+        parsed[0].outcome,
+        ConfigOutcome::ConfigRestored { .. }
+    ));
+    assert!(
+        matches!(&parsed[1].outcome, ConfigOutcome::ConfigRefused { code, .. } if code == "replayed")
+    );
+    for e in &events {
+        assert!(payload::decode_event(e.as_bytes(), &Limits::DEFAULT).is_err());
+    }
+    // Every outcome the station reports is documented.
+    for name in variants::<ConfigOutcome>("event") {
+        assert!(
+            d.contains(&format!("`{name}`")),
+            "{name} is not in the protocol document"
+        );
+    }
+}

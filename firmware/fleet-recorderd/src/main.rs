@@ -36,6 +36,10 @@ struct Args {
     /// on a station that is not provisioned yet.
     #[arg(long, env = "FLEET_RECORDERD_STATION_CONFIG")]
     station_config: Option<PathBuf>,
+    /// Pushed settings, laid over both (ADR 0011: written only by fleet-updated's applier of
+    /// signed configuration pushes); may be absent.
+    #[arg(long, env = "FLEET_RECORDERD_PUSHED_CONFIG")]
+    pushed_config: Option<PathBuf>,
     /// Validate the merged configuration and exit (0 valid, 2 invalid, 3 incomplete: the
     /// daemon would wait for station settings).
     #[arg(long)]
@@ -66,10 +70,11 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let limits = Limits::default();
-    let layers = fleet_config::Layers {
-        image: args.config.clone(),
-        station: args.station_config.clone(),
-    };
+    let layers = fleet_config::Stack::new(
+        args.config.clone(),
+        args.station_config.clone(),
+        args.pushed_config.clone(),
+    );
     // No station id or no microphone yet: start, say so in the status and wait (ADR 0008).
     let out = fleet_config::load_for_daemon(
         &layers,

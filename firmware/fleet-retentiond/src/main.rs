@@ -34,6 +34,10 @@ struct Cli {
     /// Station settings, laid over the image defaults of --config (ADR 0008); may be absent.
     #[arg(long, env = "FLEET_RETENTIOND_STATION_CONFIG")]
     station_config: Option<PathBuf>,
+    /// Pushed settings, laid over both (ADR 0011: written only by fleet-updated's applier of
+    /// signed configuration pushes); may be absent.
+    #[arg(long, env = "FLEET_RETENTIOND_PUSHED_CONFIG")]
+    pushed_config: Option<PathBuf>,
     /// Validate the merged configuration and exit (0 valid, 2 invalid).
     #[arg(long)]
     check_config: bool,
@@ -96,10 +100,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let layers = fleet_config::Layers {
-        image: cli.config.clone(),
-        station: cli.station_config.clone(),
-    };
+    let layers = fleet_config::Stack::new(
+        cli.config.clone(),
+        cli.station_config.clone(),
+        cli.pushed_config.clone(),
+    );
     // Everything retentiond needs is in the image: it never waits for station settings.
     let out =
         fleet_config::load_for_daemon(&layers, &[], true, |m| config::parse_at(&m.text, &m.origin));

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use fleet_mqtt::{Backoff, Session, SessionConfig, SessionEvent};
+use fleet_proto::config_push::{ConfigEvent, decode_config_event};
 use fleet_proto::payload::{StationEvent, StationState, decode_event, decode_state};
 use fleet_proto::{Limits, Topic};
 use tokio::sync::mpsc::Receiver;
@@ -17,6 +18,8 @@ pub struct Watcher {
     rx: Receiver<SessionEvent>,
     pub states: HashMap<String, StationState>,
     pub events: HashMap<String, Vec<StationEvent>>,
+    /// Configuration push reports (`config-accepted`, ...), by station.
+    pub config_events: HashMap<String, Vec<ConfigEvent>>,
     pub presence: HashMap<String, String>,
 }
 
@@ -40,6 +43,7 @@ impl Watcher {
             rx,
             states: HashMap::new(),
             events: HashMap::new(),
+            config_events: HashMap::new(),
             presence: HashMap::new(),
         })
     }
@@ -70,11 +74,15 @@ impl Watcher {
                     self.states.insert(d.to_string(), s);
                 }
             }
-            Ok(Topic::DeviceEvents(d)) => {
-                let e = decode_event(&m.payload, &Limits::DEFAULT)
-                    .with_context(|| format!("bad event from {d}"))?;
-                self.events.entry(d.to_string()).or_default().push(e);
-            }
+            Ok(Topic::DeviceEvents(d)) => match decode_event(&m.payload, &Limits::DEFAULT) {
+                Ok(e) => self.events.entry(d.to_string()).or_default().push(e),
+                Err(update_error) => {
+                    let e = decode_config_event(&m.payload, &Limits::DEFAULT)
+                        .map_err(|config_error| anyhow::anyhow!("{config_error}"))
+                        .with_context(|| format!("bad event from {d}: {update_error}"))?;
+                    self.config_events.entry(d.to_string()).or_default().push(e);
+                }
+            },
             Ok(Topic::DevicePresence(d)) => {
                 self.presence.insert(
                     d.to_string(),
@@ -139,6 +147,32 @@ impl Watcher {
         }
     }
 
+    /// Waits for a configuration push report of `device` satisfying `pred` (reports already seen
+    /// count).
+    pub async fn wait_config_event(
+        &mut self,
+        device: &str,
+        timeout: Duration,
+        pred: impl Fn(&ConfigEvent) -> bool,
+    ) -> anyhow::Result<ConfigEvent> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(e) = self
+                .config_events
+                .get(device)
+                .and_then(|v| v.iter().find(|e| pred(e)))
+            {
+                return Ok(e.clone());
+            }
+            if !self.pump(deadline).await? {
+                bail!(
+                    "no matching config event from {device} within {timeout:?}; seen: {:#?}",
+                    self.config_events.get(device)
+                );
+            }
+        }
+    }
+
     /// Waits until `device`'s retained presence is `expected` (`online`/`offline`).
     pub async fn wait_presence(
         &mut self,
@@ -163,5 +197,6 @@ impl Watcher {
     /// Forgets the events seen so far (so the next wait only sees new ones).
     pub fn clear_events(&mut self) {
         self.events.clear();
+        self.config_events.clear();
     }
 }

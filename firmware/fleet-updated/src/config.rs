@@ -30,6 +30,7 @@
 //!
 //! [rauc]                             # see `adapters`
 //! [health]                           # see `health`; docs/reference/updated.md
+//! [config-push]                      # see `config_apply`; absent: config topics are ignored
 //!
 //! [sim]                              # only on simulated stations
 //! root = "/var/lib/fleet-sim/stn-0042"
@@ -104,6 +105,7 @@ struct RawConfig {
     #[serde(default)]
     rauc: RawRauc,
     health: Option<RawHealth>,
+    config_push: Option<crate::config_apply::RawApplier>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,6 +225,9 @@ pub struct Config {
     pub reboot_command: Vec<String>,
     pub rauc: RaucConfig,
     pub health: HealthConfig,
+    /// The applier of signed configuration pushes (ADR 0011); `None`: config topics are not
+    /// even subscribed.
+    pub config_push: Option<crate::config_apply::ApplierConfig>,
 }
 
 impl Config {
@@ -389,6 +394,10 @@ impl Config {
             .as_ref()
             .map(|h| h.validate(&mut problems))
             .unwrap_or_default();
+        let config_push = raw
+            .config_push
+            .as_ref()
+            .map(|c| c.validate(&raw.data_dir, &mut problems));
         if !problems.is_empty() {
             return Err(ConfigError::Invalid {
                 path: path.to_owned(),
@@ -429,6 +438,7 @@ impl Config {
             reboot_command,
             rauc,
             health,
+            config_push,
         })
     }
 }

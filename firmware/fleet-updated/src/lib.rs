@@ -63,6 +63,7 @@
 
 pub mod adapters;
 pub mod config;
+pub mod config_apply;
 pub mod daemon;
 pub mod download;
 pub mod durable;

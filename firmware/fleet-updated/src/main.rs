@@ -17,6 +17,10 @@ struct Args {
     /// Station settings laid over --config (ADR 0008); absent on an unprovisioned station.
     #[arg(long)]
     station_config: Option<PathBuf>,
+    /// Pushed settings laid over both (ADR 0011: written only by this daemon's applier of
+    /// signed configuration pushes); may be absent.
+    #[arg(long)]
+    pushed_config: Option<PathBuf>,
     /// Validate the merged configuration and exit (2 invalid, 3 incomplete).
     #[arg(long)]
     check_config: bool,
@@ -42,10 +46,11 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let layers = fleet_config::Layers {
-        image: args.config.clone(),
-        station: args.station_config.clone(),
-    };
+    let layers = fleet_config::Stack::new(
+        args.config.clone(),
+        args.station_config.clone(),
+        args.pushed_config.clone(),
+    );
     // Not provisioned yet: start, report what is missing and wait (ADR 0008).
     let needs = fleet_updated::config::STATION_NEEDS;
     let out = fleet_config::load_for_daemon(&layers, needs, args.check_config, |m| {

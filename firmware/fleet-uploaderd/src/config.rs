@@ -319,6 +319,17 @@ fn read_limited(path: &Path, max: u64) -> Result<String, ConfigError> {
 /// # Errors
 /// A file cannot be read or parsed, or values are invalid (all reported).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_layers(path, None)
+}
+
+/// [`load`], then the pushed layer (ADR 0011: written only by fleet-updated's applier of signed
+/// configuration pushes, `/data/fleet/config/uploaderd.toml`) laid over the result key by key
+/// (`fleet_config::merge`: a pushed `bandwidth.burst-bytes` keeps the station's
+/// `bandwidth.max-bytes-per-second`). An absent pushed layer is nothing pushed yet.
+///
+/// # Errors
+/// A file cannot be read or parsed, or values are invalid (all reported).
+pub fn load_layers(path: &Path, pushed: Option<&Path>) -> Result<Config, ConfigError> {
     let max = Limits::default().max_config_bytes;
     let text = read_limited(path, max)?;
     let syntax = |p: &Path, e: toml::de::Error| ConfigError::Parse {
@@ -345,7 +356,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         }
         overlaid = Some(station);
     }
-    let shown = overlaid.clone().unwrap_or_else(|| path.to_owned());
+    let mut shown = overlaid.clone().unwrap_or_else(|| path.to_owned());
+    if let Some(pushed) = pushed.filter(|p| p.exists()) {
+        let text = read_limited(pushed, max)?;
+        let over: toml::Table = toml::from_str(&text).map_err(|e| syntax(pushed, e))?;
+        fleet_config::merge(&mut table, over);
+        shown = pushed.to_owned();
+    }
     let mut config = parse_table(table).map_err(|e| match e {
         ParseError::Syntax(message) => ConfigError::Parse {
             path: shown.clone(),
@@ -892,6 +909,43 @@ mod tests {
                 "{key} missing from {problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_pushed_layer_changes_single_keys_over_the_station_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let station = dir.path().join("station.toml");
+        let pushed = dir.path().join("pushed.toml");
+        let image = dir.path().join("uploaderd.toml");
+        std::fs::write(
+            &image,
+            format!(
+                "recordings-dir = \"/data/r\"\nindex-path = \"/data/i.sqlite\"\nstate-dir = \"/data/u\"\n\
+                 station-config = \"{}\"\n",
+                station.display()
+            ),
+        )
+        .expect("write");
+        std::fs::write(
+            &station,
+            "[bandwidth]\nmax-bytes-per-second = 1000\nburst-bytes = 4000\n",
+        )
+        .expect("write");
+        std::fs::write(
+            &pushed,
+            "order = \"newest-first\"\n[bandwidth]\nburst-bytes = 9000\n",
+        )
+        .expect("write");
+        let c = load_layers(&image, Some(&pushed)).expect("valid");
+        assert_eq!(c.order, Order::NewestFirst);
+        assert_eq!(c.max_bytes_per_second, 1000);
+        assert_eq!(c.burst_bytes, 9000);
+        std::fs::write(&pushed, "order = \"sideways\"\n").expect("write");
+        let e = load_layers(&image, Some(&pushed)).expect_err("invalid");
+        assert!(e.to_string().contains("pushed.toml"), "{e}");
+        // Nothing pushed yet.
+        let c = load_layers(&image, Some(&dir.path().join("absent.toml"))).expect("valid");
+        assert_eq!(c.order, Order::OldestFirst);
     }
 
     #[test]

@@ -23,6 +23,10 @@ struct Cli {
         default_value = "/etc/fleet/uploaderd.toml"
     )]
     config: PathBuf,
+    /// Pushed settings laid over the image's and the station's (ADR 0011: written only by
+    /// fleet-updated's applier of signed configuration pushes); may be absent.
+    #[arg(long, env = "FLEET_UPLOADERD_PUSHED_CONFIG")]
+    pushed_config: Option<PathBuf>,
     /// Validate the configuration and exit (0 valid, 2 invalid).
     #[arg(long)]
     check_config: bool,
@@ -40,7 +44,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cfg = match config::load(&cli.config) {
+    let cfg = match config::load_layers(&cli.config, cli.pushed_config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("fleet-uploaderd: {e}");

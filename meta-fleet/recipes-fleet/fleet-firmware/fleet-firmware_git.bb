@@ -43,14 +43,16 @@ do_install:append() {
     for unit in fleet-updated.service fleet-recorderd.service fleet-retentiond.service \
                 fleet-boot-check.service fleet-reboot.service fleet-reboot.path \
                 fleet-uploaderd.service fleet-reporterd.service \
-                fleet-nvme-smart.service fleet-nvme-smart.timer; do
+                fleet-nvme-smart.service fleet-nvme-smart.timer \
+                fleet-config-restart.path fleet-config-restart.service; do
         sed -e 's,@BINDIR@,${bindir},g' -e 's,@DATADIR@,${FLEET_DATA_DIR},g' \
             -e 's,@LIBEXECDIR@,${libexecdir},g' -e 's,@WATCHDOG_SEC@,${FLEET_WATCHDOG_SEC},g' \
             ${UNPACKDIR}/$unit > ${D}${systemd_system_unitdir}/$unit
         chmod 0644 ${D}${systemd_system_unitdir}/$unit
     done
     install -d ${D}${libexecdir}/fleet
-    install -m 0755 ${UNPACKDIR}/fleet-reboot ${UNPACKDIR}/fleet-request-reboot ${D}${libexecdir}/fleet/
+    install -m 0755 ${UNPACKDIR}/fleet-reboot ${UNPACKDIR}/fleet-request-reboot \
+        ${UNPACKDIR}/fleet-config-restart ${D}${libexecdir}/fleet/
     install -D -m 0644 ${UNPACKDIR}/fleet-firmware.tmpfiles ${D}${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf
     sed -i -e 's,@DATADIR@,${FLEET_DATA_DIR},g' ${D}${nonarch_libdir}/tmpfiles.d/fleet-firmware.conf
     install -d ${D}${sysconfdir}/fleet
@@ -149,4 +151,14 @@ FILES:fleet-reporterd += "${systemd_system_unitdir}/fleet-nvme-smart.service \
 SYSTEMD_SERVICE:fleet-reporterd += "fleet-nvme-smart.timer"
 RDEPENDS:fleet-reporterd += "fleet"
 # --- end fleet-reporterd ----------------------------------------------------------------------
+
+# --- signed configuration pushes (ADR 0011): fleet-updated's applier asks this root helper to
+# restart the daemon whose pushed layer it wrote (as reboots go through fleet-reboot.path).
+SRC_URI += "file://fleet-config-restart.path file://fleet-config-restart.service file://fleet-config-restart"
+# (installed by the do_install:append above; the script lands in fleet-bootctl's libexec dir,
+# beside fleet-reboot)
+FILES:fleet-updated += "${systemd_system_unitdir}/fleet-config-restart.path \
+                        ${systemd_system_unitdir}/fleet-config-restart.service"
+SYSTEMD_SERVICE:fleet-updated += "fleet-config-restart.path"
+# --- end configuration pushes ------------------------------------------------------------------
 

@@ -27,6 +27,12 @@ where
     H: HealthCheck,
 {
     pub(super) async fn on_message(&mut self, m: Message) -> Result<(), RunError> {
+        if let Some(applier) = &self.config_push
+            && fleet_proto::config_push::parse_config_topic(&m.topic).is_some()
+        {
+            applier.offer(&m.topic, m.payload.to_vec(), self.trusted.clone());
+            return Ok(());
+        }
         if m.topic == KEY_ROTATION_TOPIC {
             return match self.rotation_input(&m) {
                 Some(input) => self.feed(input).await,

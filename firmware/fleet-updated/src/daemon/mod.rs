@@ -33,8 +33,10 @@ use fleet_proto::{Limits, topic};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, WallClock};
+use crate::config_apply::Applier;
 use crate::journal::JournalError;
 use crate::trust_store::TrustStoreError;
+use fleet_proto::config_push::ConfigOutcome;
 
 pub use crate::ports::{Deps, HealthCheck, HealthFailure};
 
@@ -125,6 +127,8 @@ struct Shell<B, I, H> {
     /// The installer's last progress, and the last one put into the retained state.
     install_percent: Option<u8>,
     install_percent_published: Option<u8>,
+    /// The applier of signed configuration pushes (`[config-push]`), fed from `on_message`.
+    config_push: Option<Applier>,
 }
 
 /// Runs the station daemon until `shutdown` resolves or the engine asks for a reboot.
@@ -206,6 +210,22 @@ where
     // message somewhat over its limit reaches `on_message` and is refused as `too-large`.
     let limits = Limits::DEFAULT;
     let (session, mut events) = Session::start(mqtt);
+    // The applier runs beside the loop: a push waits for the daemon it restarted.
+    let (config_push, mut config_outcomes) = match &cfg.config_push {
+        Some(c) => {
+            let (a, rx) = Applier::start(
+                c.clone(),
+                fleet_core::update::Station {
+                    device_id: cfg.device_id.clone(),
+                    groups: cfg.groups.clone(),
+                    compatible: cfg.compatible.clone(),
+                },
+                limits,
+            );
+            (Some(a), Some(rx))
+        }
+        None => (None, None),
+    };
     // Not connected yet: the session subscribes these at every connect.
     if let Err(e) = session.subscribe_many(&station_topics(&cfg)).await {
         tracing::error!(error = %e, "unable to subscribe offer and control topics");
@@ -233,6 +253,7 @@ where
         trusted,
         install_percent: None,
         install_percent_published: None,
+        config_push,
     };
     shell.persist_journal().await?;
     shell.raise_floor().await;
@@ -275,6 +296,9 @@ where
                 }
             },
             Some(msg) = internal_rx.recv() => shell.on_internal(msg).await?,
+            Some(outcome) = next_outcome(&mut config_outcomes) => {
+                shell.publish_config_event(outcome).await;
+            }
             _ = tick.tick() => {
                 let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
                 shell.on_tick().await?;
@@ -295,7 +319,18 @@ fn station_topics(cfg: &Config) -> Vec<String> {
     topics.push(control_topic(&Scope::Device(cfg.device_id.clone())));
     topics.push(topic::device_offer(&cfg.device_id));
     topics.extend(cfg.groups.iter().map(topic::group_offer));
+    if cfg.config_push.is_some() {
+        topics.extend(crate::config_apply::topics(&cfg.device_id, &cfg.groups));
+    }
     topics
+}
+
+/// The applier's next outcome; never, without an applier.
+async fn next_outcome(rx: &mut Option<mpsc::Receiver<ConfigOutcome>>) -> Option<ConfigOutcome> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// U-Boot boots an armed slot `BOOT_x_LEFT` times and falls back by itself: its fallback is

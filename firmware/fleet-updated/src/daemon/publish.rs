@@ -87,6 +87,28 @@ where
         }
     }
 
+    /// A configuration push's outcome, on the events topic (same counter as update events).
+    pub(super) async fn publish_config_event(
+        &mut self,
+        outcome: fleet_proto::config_push::ConfigOutcome,
+    ) {
+        self.counters.event_seq += 1;
+        let event = fleet_proto::config_push::ConfigEvent {
+            device_id: self.cfg.device_id.clone(),
+            seq: self.counters.event_seq,
+            at: self.now().into(),
+            outcome,
+        };
+        let topic = topic::device_events(&self.cfg.device_id);
+        if let Err(e) = self
+            .session
+            .publish(&topic, payload::encode(&event), false)
+            .await
+        {
+            tracing::warn!(error = %e, "unable to publish a config push event");
+        }
+    }
+
     /// The installer's progress: into the retained state once per whole step (bounded
     /// chatter).
     pub(super) async fn install_progress(&mut self, percent: u8) {
