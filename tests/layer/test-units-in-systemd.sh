@@ -206,6 +206,10 @@ stat -c '%n %a %U:%G' /run/fleet /run/fleet/bootctl.lock /data/fleet/retention \
 setpriv --reuid=fleet-uploader --regid=fleet-uploader --init-groups \
   fleet-uploaderd --config /etc/fleet/uploaderd.toml --check-config > /out/uploader-check 2>&1
 echo "rc=$?" >> /out/uploader-check
+# fleet-updated's applier of configuration pushes runs the same checker on the station file.
+setpriv --reuid=fleet-updated --regid=fleet-updated --init-groups \
+  fleet-uploaderd --config /etc/fleet/uploaderd.toml --check-config > /out/uploader-check-applier 2>&1
+echo "rc=$?" >> /out/uploader-check-applier
 setpriv --reuid=fleet-retentiond --regid=fleet-retentiond --init-groups \
   cat /data/fleet/identity/uploader/credentials.toml > /out/uploader-other 2>&1
 echo "rc=$?" >> /out/uploader-other
@@ -280,13 +284,14 @@ grep -q "^/data/fleet/identity/updated.toml 640 root:fleet-updated" "$scratch/ou
   && ! grep -q fleet-provision "$scratch/out/boot-firmware" \
   && ok provisioning_moves_the_identity_from_the_boot_partition_to_data \
   || ko provisioning_moves_the_identity_from_the_boot_partition_to_data "$(cat "$scratch/out/stat" "$scratch/out/boot-firmware" 2>/dev/null)"
-grep -q "^/data/fleet/identity/uploaderd.toml 640 root:fleet-uploader" "$scratch/out/stat" 2>/dev/null \
+grep -q "^/data/fleet/identity/uploaderd.toml 640 root:fleet-data" "$scratch/out/stat" 2>/dev/null \
   && grep -q "^/data/fleet/identity/uploader 750 root:fleet-uploader" "$scratch/out/stat" \
   && grep -q "^/data/fleet/identity/uploader/credentials.toml 400 fleet-uploader:fleet-uploader" "$scratch/out/stat" \
   && grep -q "^rc=0" "$scratch/out/uploader-check" && grep -q "^rc=1" "$scratch/out/uploader-other" \
+  && grep -q "^rc=0" "$scratch/out/uploader-check-applier" \
   && ok provisioning_gives_the_uploader_its_credentials_readable_by_its_user_only \
   || ko provisioning_gives_the_uploader_its_credentials_readable_by_its_user_only \
-       "$(cat "$scratch/out/stat" "$scratch/out/uploader-check" "$scratch/out/uploader-other" 2>/dev/null)"
+       "$(cat "$scratch/out/stat" "$scratch/out/uploader-check" "$scratch/out/uploader-other" "$scratch/out/uploader-check-applier" 2>/dev/null)"
 has fleet-recorderd.service ActiveState=active && has fleet-recorderd.service NRestarts=0 \
   && grep -q "waiting for station settings" "$scratch/out/recorder-status" 2>/dev/null \
   && ok an_unprovisioned_recorder_waits_with_its_status_instead_of_crash_looping \

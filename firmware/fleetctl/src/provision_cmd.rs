@@ -274,7 +274,7 @@ pub(crate) struct ConfigPushArgs {
     /// `fleet`, `group:<name>` or `device:<id>`.
     #[arg(long, value_parser = crate::rollout_cmd::parse_scope)]
     to: fleet_core::rollout::Scope,
-    /// recorderd, retentiond or updated.
+    /// recorderd, retentiond, uploaderd or updated.
     #[arg(long, value_parser = parse_daemon)]
     daemon: fleet_core::config_push::Daemon,
     /// key=value to set (repeat); only the documented keys (docs/reference/mqtt-protocol.md).
@@ -297,10 +297,10 @@ pub(crate) struct ConfigPushArgs {
 
 fn parse_daemon(s: &str) -> Result<fleet_core::config_push::Daemon, String> {
     use fleet_core::config_push::Daemon;
-    [Daemon::Recorderd, Daemon::Retentiond, Daemon::Updated]
-        .into_iter()
-        .find(|d| d.as_str() == s)
-        .ok_or_else(|| "expected recorderd, retentiond or updated".to_owned())
+    Daemon::from_name(s).ok_or_else(|| {
+        let names: Vec<&str> = Daemon::ALL.into_iter().map(Daemon::as_str).collect();
+        format!("expected one of {}", names.join(", "))
+    })
 }
 
 pub(crate) async fn config(command: ConfigCommand) -> anyhow::Result<ExitCode> {

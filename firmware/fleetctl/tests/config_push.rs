@@ -107,3 +107,64 @@ async fn a_pushed_setting_is_retained_signed_and_taken_by_a_station_in_its_scope
     // Taken once: the same push again is a replay.
     assert!(decide_config_push(&station, last, &sorted[1]).is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uploaders_pacing_can_be_pushed_but_not_its_destination() {
+    let broker = Mosquitto::start().expect("mosquitto");
+    let url = format!("mqtt://127.0.0.1:{}", broker.port());
+    let d = tempfile::tempdir().expect("tempdir");
+    let out = fleetctl(&["keys", "gen", "--name", "k"], d.path());
+    assert!(out.status.success(), "{out:?}");
+    let push = |set: &str| {
+        fleetctl(
+            &[
+                "config",
+                "push",
+                "--broker",
+                &url,
+                "--key",
+                "k.key.pem",
+                "--daemon",
+                "uploaderd",
+                "--to",
+                "fleet",
+                "--set",
+                set,
+            ],
+            d.path(),
+        )
+    };
+    let out = push("bandwidth.max-bytes-per-second=65536");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = push("destination.bucket=elsewhere");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no pushable key"));
+
+    let addr = BrokerAddr {
+        host: "127.0.0.1".into(),
+        port: broker.port(),
+    };
+    let msgs = collect_retained(
+        &addr,
+        &["fleet/v1/#".to_owned()],
+        Duration::from_millis(300),
+        100,
+    )
+    .await
+    .expect("read");
+    let topics: Vec<&str> = msgs.iter().map(|m| m.topic.as_str()).collect();
+    assert_eq!(topics, ["fleet/v1/config/uploaderd"]);
+    let key = fleetctl::keys::load_signing_key(&d.path().join("k.key.pem")).expect("key");
+    let trusted: TrustedKeys = [key.verifying_key()].into_iter().collect();
+    let push = open_config_push(&msgs[0].topic, &msgs[0].payload, &trusted, &Limits::DEFAULT)
+        .expect("signed, on its own topic")
+        .value;
+    assert_eq!(
+        push.set.get("bandwidth.max-bytes-per-second"),
+        Some(&Value::Integer(65536))
+    );
+}
