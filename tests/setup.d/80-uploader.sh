@@ -3,12 +3,14 @@
 # /opt/fleet-test/s3s-fs), the reference FLAC tools (`flac -t` checks what the uploader encodes,
 # `metaflac` reads the GUANO comment back, `flac -5` is the benchmark's reference), OpenSSH (a
 # private sshd with its sftp-server is the SFTP tests' server; `sftp` is the benchmark's reference)
-# and OpenSSL's headers (libssh2-sys builds its libssh2 against them; for arm64 too when 60-qemu.sh
-# set up the cross build). The reference GUANO reader comes from 30-recorder.sh. Idempotent.
+# OpenSSL's headers (libssh2-sys builds its libssh2 against them) and libFLAC's (the uploader's
+# encoder links the system libFLAC, as the image links oe-core's `flac`), for arm64 too when
+# 60-qemu.sh set up the cross build. The reference GUANO reader comes from 30-recorder.sh.
+# Idempotent.
 . "$(dirname "$0")/lib.sh"
-setup_apt_install flac openssh-server openssh-client ca-certificates libssl-dev pkg-config
+setup_apt_install flac libflac-dev openssh-server openssh-client ca-certificates libssl-dev pkg-config
 if dpkg --print-foreign-architectures | grep -qx arm64; then
-  setup_apt_install libssl-dev:arm64
+  setup_apt_install libssl-dev:arm64 libflac-dev:arm64
 fi
 command -v cargo >/dev/null ||
   setup_fail "command -v cargo" "cargo is not on PATH: install the Rust toolchain with rustup (README)"

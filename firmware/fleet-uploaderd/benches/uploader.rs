@@ -5,7 +5,8 @@
 //!
 //! `cargo bench -p fleet-uploaderd --bench uploader` (needs sox, flac, s3s-fs, boto3 and OpenSSH:
 //! tests/setup.d/80-uploader.sh and `pip install boto3`). `FLEET_BENCH_SECONDS` scales the audio;
-//! `FLEET_BENCH_PART=flac|upload|sftp` runs one part; `FLEET_BENCH_RUNNER` runs another build of
+//! `FLEET_BENCH_PART=flac|upload|sftp` runs one part; `FLEET_BENCH_REPEAT` (default 3) sets the
+//! interleaved runs per measurement (the table shows medians); `FLEET_BENCH_RUNNER` runs another build of
 //! the daemon (a cross-built one under qemu-user).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss)]
 
@@ -46,8 +47,16 @@ fn audio(path: &Path, rate: u32, seconds: u32) {
     assert!(st.success());
 }
 
-fn flac_section(dir: &Path, seconds: u32) {
-    println!("FLAC: fleet-uploaderd (flacenc, block 4096) vs flac -5, pink noise, mono 16-bit");
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Ours and `flac -5` take turns, `repeat` times each per rate; the table shows the medians.
+fn flac_section(dir: &Path, seconds: u32, repeat: usize) {
+    println!(
+        "FLAC: fleet-uploaderd (libFLAC level 5, block 4096, GUANO comment) vs flac -5, pink noise, mono 16-bit, median of {repeat} interleaved runs"
+    );
     println!(
         "| rate | audio | WAV MiB | ratio ours | ratio flac -5 | ours/flac size | CPU s per audio hour: encode / decode check / flac -5 | CPU ours/flac |"
     );
@@ -58,21 +67,28 @@ fn flac_section(dir: &Path, seconds: u32) {
         let layout = PcmLayout::of(&info).unwrap();
         let wav_len = std::fs::metadata(&wav).unwrap().len() as f64;
         let ours = dir.join(format!("a{rate}.flac"));
-        let c0 = cpu(UsageWho::RUSAGE_SELF);
-        flac::encode(&wav, &layout, "GUANO|Version: 1.0", &ours, &mut || true).unwrap();
-        let c1 = cpu(UsageWho::RUSAGE_SELF);
-        flac::verify(&wav, &layout, &ours, &mut || true).unwrap();
-        let c2 = cpu(UsageWho::RUSAGE_SELF);
         let reference = dir.join(format!("a{rate}.ref.flac"));
-        let k0 = cpu(UsageWho::RUSAGE_CHILDREN);
-        let st = Command::new("flac")
-            .args(["-5", "-f", "-s", "-o"])
-            .arg(&reference)
-            .arg(&wav)
-            .status()
-            .expect("flac");
-        assert!(st.success());
-        let k1 = cpu(UsageWho::RUSAGE_CHILDREN);
+        let (mut enc, mut dec, mut refc) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..repeat.max(1) {
+            let c0 = cpu(UsageWho::RUSAGE_SELF);
+            flac::encode(&wav, &layout, "GUANO|Version: 1.0", &ours, &mut || true).unwrap();
+            let c1 = cpu(UsageWho::RUSAGE_SELF);
+            flac::verify(&wav, &layout, &ours, &mut || true).unwrap();
+            let c2 = cpu(UsageWho::RUSAGE_SELF);
+            let k0 = cpu(UsageWho::RUSAGE_CHILDREN);
+            let st = Command::new("flac")
+                .args(["-5", "-f", "-s", "-o"])
+                .arg(&reference)
+                .arg(&wav)
+                .status()
+                .expect("flac");
+            assert!(st.success());
+            let k1 = cpu(UsageWho::RUSAGE_CHILDREN);
+            enc.push(c1 - c0);
+            dec.push(c2 - c1);
+            refc.push(k1 - k0);
+        }
+        let (e, d, k) = (median(&mut enc), median(&mut dec), median(&mut refc));
         let ours_len = std::fs::metadata(&ours).unwrap().len() as f64;
         let ref_len = std::fs::metadata(&reference).unwrap().len() as f64;
         let per_hour = 3600.0 / f64::from(secs);
@@ -83,10 +99,10 @@ fn flac_section(dir: &Path, seconds: u32) {
             ours_len / wav_len,
             ref_len / wav_len,
             ours_len / ref_len,
-            (c1 - c0) * per_hour,
-            (c2 - c1) * per_hour,
-            (k1 - k0) * per_hour,
-            (c1 - c0) / (k1 - k0).max(1e-6),
+            e * per_hour,
+            d * per_hour,
+            k * per_hour,
+            e / k.max(1e-6),
         );
     }
 }
@@ -288,7 +304,7 @@ fn upload_section(dir: &Path, mib: u64) {
 
 /// Our SFTP upload (connect, read-back check, send, read-back confirmation, mark) against
 /// OpenSSH's `sftp` putting the same file, and putting then getting it (the same bytes moved).
-fn sftp_section(dir: &Path, mib: u64) {
+fn sftp_section(dir: &Path, mib: u64, repeat: usize) {
     let wav = dir.join("big.wav");
     if !wav.exists() {
         let secs = u32::try_from(mib * (1 << 20) / 96_000).unwrap();
@@ -300,7 +316,8 @@ fn sftp_section(dir: &Path, mib: u64) {
     let mut ours = Vec::new();
     let mut put = Vec::new();
     let mut put_get = Vec::new();
-    for run in 0..3 {
+    let mut session = Vec::new();
+    for run in 0..repeat.max(1) {
         let st = dir.join(format!("sftp-station-{run}"));
         let keys = st.join("keys");
         std::fs::create_dir_all(&keys).unwrap();
@@ -345,6 +362,9 @@ fn sftp_section(dir: &Path, mib: u64) {
         };
         let r = remote.join("ref.wav");
         put.push(sftp(&format!("put {} {}\n", wav.display(), r.display())));
+        // What every client pays before the first byte: ssh, the handshake, the login and
+        // sshd starting sftp-server.
+        session.push(sftp("pwd\n"));
         put_get.push(sftp(&format!(
             "put {} {}\nget {} {}\n",
             wav.display(),
@@ -353,15 +373,13 @@ fn sftp_section(dir: &Path, mib: u64) {
             st.join("back.wav").display()
         )));
     }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     let (o, p, pg) = (median(&mut ours), median(&mut put), median(&mut put_get));
+    let sess = median(&mut session);
     println!();
     println!(
-        "SFTP over loopback to sshd + sftp-server, {:.0} MiB WAV (format = wav), median of 3",
-        size / f64::from(1 << 20)
+        "SFTP over loopback to sshd + sftp-server, {:.0} MiB WAV (format = wav), median of {} interleaved runs",
+        size / f64::from(1 << 20),
+        ours.len()
     );
     println!("| client | seconds | MB/s of the object | throughput ours / client |");
     println!(
@@ -374,6 +392,7 @@ fn sftp_section(dir: &Path, mib: u64) {
         mbs(pg),
         pg / o
     );
+    println!("| sftp session alone (connect, login, sftp-server, no transfer) | {sess:.2} | | |");
 }
 
 fn main() {
@@ -386,13 +405,17 @@ fn main() {
         .unwrap_or(600);
     let dir = tempfile::tempdir().unwrap();
     let part = std::env::var("FLEET_BENCH_PART").unwrap_or_default();
+    let repeat: usize = std::env::var("FLEET_BENCH_REPEAT")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
     if part.is_empty() || part == "flac" {
-        flac_section(dir.path(), seconds);
+        flac_section(dir.path(), seconds, repeat);
     }
     if part.is_empty() || part == "upload" {
         upload_section(dir.path(), 64);
     }
     if part.is_empty() || part == "sftp" {
-        sftp_section(dir.path(), 64);
+        sftp_section(dir.path(), 64, repeat);
     }
 }

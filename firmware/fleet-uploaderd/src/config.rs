@@ -26,6 +26,10 @@ pub struct Limits {
     pub chunk_bytes: usize,
     /// Size of one read of an uncapped SFTP read-back (libssh2 keeps up to four in flight).
     pub sftp_read_bytes: usize,
+    /// Bytes an uncapped SFTP upload hands libssh2 at once: between half of it and all of it is
+    /// in flight (written, not yet acknowledged), so the link never waits for an
+    /// acknowledgement. Under a bandwidth cap, `chunk_bytes`.
+    pub sftp_write_window_bytes: usize,
 }
 
 impl Default for Limits {
@@ -38,6 +42,7 @@ impl Default for Limits {
             max_parts: 10_000,
             chunk_bytes: 256 << 10,
             sftp_read_bytes: 2 << 20,
+            sftp_write_window_bytes: 2 << 20,
         }
     }
 }

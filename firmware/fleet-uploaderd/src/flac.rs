@@ -1,31 +1,35 @@
-//! WAV to FLAC, one frame at a time, and the proof that the FLAC decodes back to the WAV's samples.
+//! WAV to FLAC with the reference encoder, and the proof that the FLAC decodes back to the WAV's
+//! samples.
 //!
-//! The encoder is `flacenc` and the decoder `claxon`, two independent implementations; this module
-//! only moves samples between files and writes FLAC's metadata block headers. The GUANO text goes
-//! into a Vorbis comment named `GUANO` (ADR 0007).
+//! The encoder is libFLAC (the system's, through `flac-bound`'s safe API) at `flac -5`'s settings
+//! and the decoder `claxon`, two independent implementations; this module only moves samples
+//! between files and rewrites FLAC's metadata block headers. The GUANO text goes into a Vorbis
+//! comment named `GUANO` (ADR 0007).
 //!
-//! Layout written: `fLaC`, STREAMINFO (reserved, filled in last), VORBIS_COMMENT (the last
-//! metadata block), the frames. Memory stays at one block of samples and one encoded frame.
+//! libFLAC writes `<out>.frames` itself (it seeks back at the end to complete STREAMINFO: sample
+//! count, MD5 of the samples, frame sizes); the `flac-bound` binding cannot hand it metadata
+//! blocks, so the final file is then put together: `fLaC`, libFLAC's STREAMINFO, a VORBIS_COMMENT
+//! with the GUANO text (the last metadata block), and libFLAC's frames copied in the kernel
+//! (`copy_file_range`). Memory stays at one block of samples.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use flacenc::component::{BitRepr, StreamInfo};
-use flacenc::error::Verify;
-use flacenc::source::{Context, Fill, FrameBuf};
+use flac_bound::FlacEncoder;
 use fleet_retentiond::wav::WavInfo;
 
-/// Samples per FLAC frame (libFLAC's choice at `-5` and flacenc's default).
+/// Samples per FLAC frame (libFLAC's choice at `-5`).
 pub const BLOCK_SIZE: usize = 4096;
-/// Largest LPC order, as `flac -5`.
-pub const LPC_ORDER: usize = 8;
+/// libFLAC's compression level: `flac -5`, the reference encoder's default.
+pub const COMPRESSION_LEVEL: u32 = 5;
 /// The Vorbis comment that carries the GUANO text.
 pub const GUANO_TAG: &str = "GUANO";
-/// The vendor string of the Vorbis comment block.
-pub const VENDOR: &str = "fleet-uploaderd (flacenc)";
-/// Bytes of `fLaC` plus the STREAMINFO block with its header.
-const STREAMINFO_END: u64 = 4 + 4 + 34;
+/// The vendor string of the Vorbis comment block when libFLAC's own cannot be read.
+pub const VENDOR: &str = "fleet-uploaderd (libFLAC)";
+/// Largest metadata block libFLAC writes before its frames that is read back (its Vorbis comment:
+/// a vendor string and no entries).
+const MAX_LIBFLAC_BLOCK: usize = 1 << 16;
 
 /// Why a recording could not be encoded or verified.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +67,8 @@ pub struct PcmLayout {
 }
 
 impl PcmLayout {
-    /// The layout of an integer-PCM WAV FLAC can hold (16 or 24 bits; flacenc stops at 24), or why
+    /// The layout of an integer-PCM WAV FLAC can hold (16 or 24 bits, the widths the decode check
+    /// compares), or why
     /// not.
     ///
     /// # Errors
@@ -124,15 +129,15 @@ pub struct Encoded {
     pub frames: u64,
 }
 
-/// The Vorbis comment block body: vendor, then `GUANO=<text>`.
+/// The Vorbis comment block body: `vendor`, then `GUANO=<text>`.
 #[must_use]
-pub fn vorbis_comment(guano: &str) -> Vec<u8> {
+pub fn vorbis_comment(vendor: &str, guano: &str) -> Vec<u8> {
     let entry = format!("{GUANO_TAG}={guano}");
-    let mut b = Vec::with_capacity(16 + VENDOR.len() + entry.len());
+    let mut b = Vec::with_capacity(16 + vendor.len() + entry.len());
     // Lengths are little-endian u32 (Vorbis), bounded by the GUANO chunk limit.
     let len32 = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
-    b.extend_from_slice(&len32(VENDOR.len()));
-    b.extend_from_slice(VENDOR.as_bytes());
+    b.extend_from_slice(&len32(vendor.len()));
+    b.extend_from_slice(vendor.as_bytes());
     b.extend_from_slice(&1u32.to_le_bytes());
     b.extend_from_slice(&len32(entry.len()));
     b.extend_from_slice(entry.as_bytes());
@@ -143,6 +148,63 @@ fn block_header(last: bool, kind: u8, len: usize) -> [u8; 4] {
     let len = u32::try_from(len).unwrap_or(0xFF_FFFF).min(0xFF_FFFF);
     let l = len.to_be_bytes();
     [if last { 0x80 | kind } else { kind }, l[1], l[2], l[3]]
+}
+
+/// What libFLAC wrote before its frames: the STREAMINFO body, its vendor string, and where the
+/// frames start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LibflacHeader {
+    stream_info: [u8; 34],
+    vendor: Option<String>,
+    frames_at: u64,
+}
+
+/// Reads the metadata blocks libFLAC wrote (`fLaC`, STREAMINFO, its Vorbis comment, and whatever
+/// else a version may add) up to the first frame.
+fn read_libflac_header(r: &mut impl Read) -> Result<LibflacHeader, String> {
+    let mut magic = [0u8; 4];
+    r.read_exact(&mut magic).map_err(|e| e.to_string())?;
+    if &magic != b"fLaC" {
+        return Err("libFLAC's output does not start with fLaC".into());
+    }
+    let mut at = 4u64;
+    let mut stream_info = None;
+    let mut vendor = None;
+    loop {
+        let mut h = [0u8; 4];
+        r.read_exact(&mut h).map_err(|e| e.to_string())?;
+        let len = usize::from(h[1]) << 16 | usize::from(h[2]) << 8 | usize::from(h[3]);
+        if len > MAX_LIBFLAC_BLOCK {
+            return Err(format!("libFLAC wrote a metadata block of {len} bytes"));
+        }
+        let mut body = vec![0u8; len];
+        r.read_exact(&mut body).map_err(|e| e.to_string())?;
+        at += 4 + len as u64;
+        match h[0] & 0x7F {
+            0 => {
+                stream_info = Some(
+                    <[u8; 34]>::try_from(body.as_slice())
+                        .map_err(|_| format!("libFLAC's STREAMINFO is {len} bytes, not 34"))?,
+                );
+            }
+            4 => vendor = vendor_of(&body),
+            _ => {}
+        }
+        if h[0] & 0x80 != 0 {
+            break;
+        }
+    }
+    Ok(LibflacHeader {
+        stream_info: stream_info.ok_or_else(|| "libFLAC wrote no STREAMINFO".to_owned())?,
+        vendor,
+        frames_at: at,
+    })
+}
+
+fn vendor_of(comment: &[u8]) -> Option<String> {
+    let len = u32::from_le_bytes(comment.get(..4)?.try_into().ok()?);
+    let text = comment.get(4..4 + usize::try_from(len).ok()?)?;
+    String::from_utf8(text.to_vec()).ok()
 }
 
 /// Encodes the WAV at `wav` (described by `info`) into `out`, fsyncs it, then decodes it again
@@ -192,31 +254,48 @@ pub fn encode(
     out: &Path,
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<(), FlacError> {
+    let mut frames_path = out.as_os_str().to_owned();
+    frames_path.push(".frames");
+    let frames_path = PathBuf::from(frames_path);
+    let result = encode_frames(wav, layout, &frames_path, keep_going)
+        .and_then(|()| assemble(&frames_path, guano, out));
+    let _ = std::fs::remove_file(&frames_path);
+    result
+}
+
+/// libFLAC encodes the WAV's samples into `frames_path` (a complete FLAC file without GUANO).
+fn encode_frames(
+    wav: &Path,
+    layout: &PcmLayout,
+    frames_path: &Path,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<(), FlacError> {
     let rerr = |source| FlacError::Read {
         path: wav.to_owned(),
-        source,
-    };
-    let werr = |source| FlacError::Write {
-        path: out.to_owned(),
         source,
     };
     let eerr = |message: String| FlacError::Encode {
         path: wav.to_owned(),
         message,
     };
-    let mut config = flacenc::config::Encoder::default();
-    config.block_size = BLOCK_SIZE;
-    config.multithread = false;
-    // flac -5's maximum LPC order (flacenc's default is 10: a little smaller, more CPU).
-    config.subframe_coding.qlpc.lpc_order = LPC_ORDER;
-    let config = config
-        .into_verified()
-        .map_err(|(_, e)| eerr(format!("{e:?}")))?;
-    let channels = usize::from(layout.channels);
-    let bits = usize::from(layout.bits);
-    let bytes_per_sample = bits / 8;
-    let rate = usize::try_from(layout.rate).unwrap_or(usize::MAX);
-    let mut stream_info = stream_info(rate, channels, bits).map_err(eerr)?;
+    // The binding opens the file by a UTF-8 name (and would panic on another).
+    let Some(frames_name) = frames_path.to_str() else {
+        return Err(FlacError::Write {
+            path: frames_path.to_owned(),
+            source: io::Error::new(io::ErrorKind::InvalidInput, "the path is not UTF-8"),
+        });
+    };
+    let encoder = FlacEncoder::new()
+        .ok_or_else(|| eerr("libFLAC could not allocate an encoder".into()))?
+        .channels(u32::from(layout.channels))
+        .bits_per_sample(u32::from(layout.bits))
+        .sample_rate(layout.rate)
+        .compression_level(COMPRESSION_LEVEL)
+        .blocksize(u32::try_from(BLOCK_SIZE).unwrap_or(4096))
+        .total_samples_estimate(layout.frames());
+    let mut encoder = encoder
+        .init_file(&frames_name)
+        .map_err(|e| eerr(format!("libFLAC refused to start: {e:?}")))?;
 
     let mut src = File::open(wav).map_err(rerr)?;
     src.seek(SeekFrom::Start(layout.data_offset))
@@ -225,28 +304,11 @@ pub fn encode(
         1 << 16,
         src.take(layout.frames() * layout.frame_bytes() as u64),
     );
-
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(out)
-        .map_err(werr)?;
-    let mut w = BufWriter::with_capacity(1 << 16, file);
-    w.write_all(b"fLaC").map_err(werr)?;
-    w.write_all(&block_header(false, 0, 34)).map_err(werr)?;
-    w.write_all(&[0u8; 34]).map_err(werr)?;
-    let comment = vorbis_comment(guano);
-    w.write_all(&block_header(true, 4, comment.len()))
-        .map_err(werr)?;
-    w.write_all(&comment).map_err(werr)?;
-
-    let mut fb = FrameBuf::with_size(channels, BLOCK_SIZE).map_err(|e| eerr(format!("{e:?}")))?;
-    let mut ctx = Context::new(bits, channels);
+    let channels = usize::from(layout.channels);
+    let bytes_per_sample = usize::from(layout.bits / 8);
     let mut raw = vec![0u8; BLOCK_SIZE * layout.frame_bytes()];
-    let mut sink = flacenc::bitsink::ByteSink::new();
-    let (mut min_frame, mut max_frame) = (usize::MAX, 0usize);
-    let mut frame_number = 0usize;
+    let mut samples = vec![0i32; BLOCK_SIZE * channels];
+    let mut blocks = 0usize;
     loop {
         if !keep_going() {
             return Err(FlacError::Interrupted {
@@ -258,69 +320,81 @@ pub fn encode(
         if n == 0 {
             break;
         }
-        fb.fill_le_bytes(&raw[..n], bytes_per_sample)
-            .map_err(|e| eerr(format!("{e:?}")))?;
-        ctx.fill_le_bytes(&raw[..n], bytes_per_sample)
-            .map_err(|e| eerr(format!("{e:?}")))?;
-        let frame = flacenc::encode_fixed_size_frame(&config, &fb, frame_number, &stream_info)
-            .map_err(|e| eerr(format!("{e:?}")))?;
-        sink.clear();
-        frame.write(&mut sink).map_err(|e| eerr(format!("{e:?}")))?;
-        let bytes = sink.as_slice();
-        w.write_all(bytes).map_err(werr)?;
-        min_frame = min_frame.min(bytes.len());
-        max_frame = max_frame.max(bytes.len());
-        frame_number += 1;
+        let count = n / bytes_per_sample;
+        match bytes_per_sample {
+            2 => {
+                for (s, b) in samples.iter_mut().zip(raw[..n].chunks_exact(2)) {
+                    *s = i32::from(i16::from_le_bytes([b[0], b[1]]));
+                }
+            }
+            _ => {
+                for (s, b) in samples.iter_mut().zip(raw[..n].chunks_exact(3)) {
+                    *s = i32::from_le_bytes([0, b[0], b[1], b[2]]) >> 8;
+                }
+            }
+        }
+        let per_channel = u32::try_from(count / channels).unwrap_or(u32::MAX);
+        if encoder
+            .process_interleaved(&samples[..count], per_channel)
+            .is_err()
+        {
+            return Err(eerr(format!("libFLAC stopped: {:?}", encoder.state())));
+        }
+        blocks += 1;
     }
-    if frame_number == 0 {
+    if blocks == 0 {
         return Err(FlacError::Unsupported {
             path: wav.to_owned(),
             reason: "the recording holds no samples".into(),
         });
     }
-    stream_info
-        // Fixed block size: the last, shorter block does not count (as libFLAC writes it).
-        .set_block_sizes(BLOCK_SIZE, BLOCK_SIZE)
-        .map_err(|e| eerr(format!("{e:?}")))?;
-    stream_info
-        .set_frame_sizes(min_frame, max_frame)
-        .map_err(|e| eerr(format!("{e:?}")))?;
-    stream_info.set_total_samples(ctx.total_samples());
-    stream_info.set_md5_digest(&ctx.md5_digest());
-    sink.clear();
-    stream_info
-        .write(&mut sink)
-        .map_err(|e| eerr(format!("{e:?}")))?;
-    if sink.as_slice().len() != 34 {
-        return Err(eerr(format!(
-            "STREAMINFO is {} bytes, not 34",
-            sink.as_slice().len()
-        )));
-    }
-    let mut file = w.into_inner().map_err(|e| werr(e.into_error()))?;
-    file.seek(SeekFrom::Start(STREAMINFO_END - 34))
-        .map_err(werr)?;
-    file.write_all(sink.as_slice()).map_err(werr)?;
-    file.sync_all().map_err(werr)?;
+    // libFLAC writes the last frame, seeks back to complete STREAMINFO and closes the file.
+    encoder
+        .finish()
+        .map_err(|e| eerr(format!("libFLAC could not finish: {:?}", e.state())))?;
     Ok(())
 }
 
-/// flacenc 0.5's `StreamInfo::new` refuses rates above 96 kHz, which the FLAC format does not
-/// (STREAMINFO holds 20 bits; frame headers carry 384 kHz as tens of Hz). Above 96 kHz the
-/// STREAMINFO is built at 96 kHz and its rate replaced through flacenc's own serde
-/// representation; the frames then carry the real rate, and the decode check (and `flac -t` in
-/// the tests) proves the result.
-fn stream_info(rate: usize, channels: usize, bits: usize) -> Result<StreamInfo, String> {
-    if rate <= 96_000 {
-        return StreamInfo::new(rate, channels, bits).map_err(|e| format!("{e:?}"));
-    }
-    let base = StreamInfo::new(96_000, channels, bits).map_err(|e| format!("{e:?}"))?;
-    let mut v = serde_json::to_value(&base).map_err(|e| e.to_string())?;
-    let field = v
-        .get_mut("sample_rate")
-        .ok_or_else(|| "flacenc's StreamInfo has no sample_rate field".to_owned())?;
-    *field = serde_json::Value::from(rate);
-    serde_json::from_value(v).map_err(|e| e.to_string())
+/// Writes `out`: `fLaC`, the STREAMINFO of `frames_path`, the Vorbis comment with the GUANO text,
+/// then the frames of `frames_path`; fsynced.
+fn assemble(frames_path: &Path, guano: &str, out: &Path) -> Result<(), FlacError> {
+    let werr = |source| FlacError::Write {
+        path: out.to_owned(),
+        source,
+    };
+    let ferr = |source| FlacError::Read {
+        path: frames_path.to_owned(),
+        source,
+    };
+    let mut frames = File::open(frames_path).map_err(ferr)?;
+    let header = read_libflac_header(&mut BufReader::with_capacity(1 << 12, &mut frames)).map_err(
+        |message| FlacError::Encode {
+            path: frames_path.to_owned(),
+            message,
+        },
+    )?;
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(out)
+        .map_err(werr)?;
+    let mut w = BufWriter::with_capacity(1 << 12, file);
+    w.write_all(b"fLaC").map_err(werr)?;
+    w.write_all(&block_header(false, 0, 34)).map_err(werr)?;
+    w.write_all(&header.stream_info).map_err(werr)?;
+    let comment = vorbis_comment(header.vendor.as_deref().unwrap_or(VENDOR), guano);
+    w.write_all(&block_header(true, 4, comment.len()))
+        .map_err(werr)?;
+    w.write_all(&comment).map_err(werr)?;
+    let mut file = w.into_inner().map_err(|e| werr(e.into_error()))?;
+    frames
+        .seek(SeekFrom::Start(header.frames_at))
+        .map_err(ferr)?;
+    // File to file: the kernel copies (copy_file_range), no bytes pass through here.
+    io::copy(&mut frames, &mut file).map_err(werr)?;
+    file.sync_all().map_err(werr)?;
+    Ok(())
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {

@@ -182,6 +182,21 @@ fn host_key_prefs(known_hosts: &str) -> String {
         .join(",")
 }
 
+/// Ciphers to offer, most preferred first: AES-GCM ahead of the rest of `supported` (libssh2's
+/// list, in its order). With OpenSSL, AES-GCM runs on the CPU's AES instructions (x86 AES-NI, the
+/// Pi 5's ARMv8 crypto extensions) on both ends, several times faster per byte than the
+/// ChaCha20-Poly1305 libssh2 otherwise picks first (its own portable C). Both are OpenSSH
+/// defaults; nothing weaker is added.
+fn cipher_prefs(supported: &[&str]) -> String {
+    let gcm = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com"];
+    gcm.iter()
+        .filter(|c| supported.contains(c))
+        .chain(supported.iter().filter(|c| !gcm.contains(c)))
+        .copied()
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn read_credential(path: &Path, max: u64) -> Result<String, SftpError> {
     let fail = |message: String| SftpError::Credentials {
         path: path.to_owned(),
@@ -229,6 +244,7 @@ pub struct Sftp {
     dest: SftpDestination,
     buf_bytes: usize,
     read_bytes: usize,
+    write_window: usize,
 }
 
 impl std::fmt::Debug for Sftp {
@@ -272,6 +288,10 @@ impl Sftp {
             }
         }
         let tcp = tcp.ok_or_else(|| connect_err(last))?;
+        // libssh2 writes whole packets; without this, every small request that follows a
+        // write (stat, open, mkdir, rename) waits out the peer's delayed ACK (about 40 ms each
+        // on Linux, over 0.4 s per upload).
+        tcp.set_nodelay(true).map_err(connect_err)?;
         let mut session = Session::new().map_err(session_err("start an SSH session"))?;
         session.set_tcp_stream(tcp);
         session.set_timeout(u32::try_from(dest.timeout.as_millis()).unwrap_or(u32::MAX));
@@ -285,6 +305,14 @@ impl Sftp {
         session
             .method_pref(MethodType::HostKey, &prefs)
             .map_err(session_err("set the host key algorithms"))?;
+        for kind in [MethodType::CryptCs, MethodType::CryptSc] {
+            let supported = session
+                .supported_algs(kind)
+                .map_err(session_err("list the ciphers"))?;
+            session
+                .method_pref(kind, &cipher_prefs(&supported))
+                .map_err(session_err("set the ciphers"))?;
+        }
         session
             .handshake()
             .map_err(session_err("complete the SSH handshake"))?;
@@ -303,6 +331,12 @@ impl Sftp {
                 message: "the server did not accept the key".into(),
             });
         }
+        tracing::debug!(
+            host = %dest.host,
+            cipher = session.methods(MethodType::CryptCs).unwrap_or("?"),
+            mac = session.methods(MethodType::MacCs).unwrap_or("?"),
+            "logged in"
+        );
         let sftp = session
             .sftp()
             .map_err(session_err("open the SFTP channel"))?;
@@ -312,6 +346,7 @@ impl Sftp {
             dest: dest.clone(),
             buf_bytes: limits.chunk_bytes.max(1 << 12),
             read_bytes: limits.sftp_read_bytes.max(1 << 12),
+            write_window: limits.sftp_write_window_bytes.max(1 << 12),
         })
     }
 
@@ -491,21 +526,54 @@ impl Sftp {
             .seek(SeekFrom::Start(offset))
             .map_err(io_err("write", &temp))?;
         let started = std::time::Instant::now();
+        // libssh2 turns what it is handed into 30,000-byte write requests, sends them all and
+        // returns once the first is acknowledged; the bytes not yet acknowledged must be handed
+        // again, followed by new ones. Handing it a window that slides (topped up when half of it
+        // is acknowledged) keeps requests in flight all the time; writing chunk by chunk would
+        // drain the pipeline at the end of every chunk. Under a cap the window is the pacer's
+        // chunk, so bursts stay small.
+        let window = if pacer.is_capped() {
+            self.buf_bytes
+        } else {
+            self.write_window.max(self.buf_bytes)
+        };
         let mut reader = pacer.reader(f.take(size - offset));
-        let mut buf = vec![0u8; self.buf_bytes];
+        let mut buf = vec![0u8; window];
+        // buf[start..end]: read from the file, not yet acknowledged by the server.
+        let (mut start, mut end) = (0usize, 0usize);
+        let mut eof = false;
         let mut sent = 0u64;
         loop {
-            let n = match reader.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.to_string().contains(STOPPED) => return Err(SftpError::Stopped),
-                Err(e) => return Err(local_err(e)),
-            };
-            if n == 0 {
+            if !eof && start >= window / 2 || end == 0 {
+                buf.copy_within(start..end, 0);
+                end -= start;
+                start = 0;
+                while !eof && end < window {
+                    match reader.read(&mut buf[end..]) {
+                        Ok(0) => eof = true,
+                        Ok(n) => end += n,
+                        Err(e) if e.to_string().contains(STOPPED) => {
+                            return Err(SftpError::Stopped);
+                        }
+                        Err(e) => return Err(local_err(e)),
+                    }
+                }
+            }
+            if start == end {
                 break;
             }
-            remote
-                .write_all(&buf[..n])
+            let n = remote
+                .write(&buf[start..end])
                 .map_err(io_err("write", &temp))?;
+            if n == 0 {
+                return Err(SftpError::Remote {
+                    op: "write",
+                    path: temp.clone(),
+                    code: ErrorCode::SFTP(FX_FAILURE),
+                    message: "the server acknowledged nothing".into(),
+                });
+            }
+            start += n;
             sent += n as u64;
         }
         tracing::debug!(path = %temp, bytes = sent, ms = started.elapsed().as_millis(), "written");
@@ -618,6 +686,27 @@ mod tests {
             "ssh-ed25519,rsa-sha2-512,rsa-sha2-256,ssh-rsa"
         );
         assert_eq!(host_key_prefs("# nothing\n"), "");
+    }
+
+    #[test]
+    fn aes_gcm_goes_first_and_every_supported_cipher_stays_offered() {
+        let libssh2 = [
+            "chacha20-poly1305@openssh.com",
+            "aes256-gcm@openssh.com",
+            "aes128-gcm@openssh.com",
+            "aes256-ctr",
+            "aes128-ctr",
+        ];
+        assert_eq!(
+            cipher_prefs(&libssh2),
+            "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,\
+             aes256-ctr,aes128-ctr"
+        );
+        // A libssh2 without AES-GCM keeps its own order.
+        assert_eq!(
+            cipher_prefs(&["aes256-ctr", "aes128-ctr"]),
+            "aes256-ctr,aes128-ctr"
+        );
     }
 
     #[test]

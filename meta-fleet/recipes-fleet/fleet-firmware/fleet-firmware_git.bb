@@ -128,7 +128,7 @@ USERADD_PARAM:fleet-uploaderd = "--system --no-create-home --home-dir /nonexiste
 RDEPENDS:fleet-uploaderd = "fleet-retentiond"
 # The SFTP destination (ssh2 -> libssh2-sys) links oe-core's libssh2, CVE-patched there, instead
 # of the copy bundled in the crate; libssh2 and openssl-sys use OpenSSL (in the image for RAUC).
-DEPENDS += "libssh2 openssl zlib"
+DEPENDS += "libssh2 openssl zlib flac"
 export LIBSSH2_SYS_USE_PKG_CONFIG = "1"
 
 # --- fleet-reporterd: station health over MQTT (ADR 0006) ------------------------------------
