@@ -48,6 +48,9 @@ pub enum Kind {
     Config,
     /// A request for a station's journal ([`LogRequest`](crate::logs::LogRequest)).
     LogRequest,
+    /// A patch from a base bundle to an offered bundle
+    /// ([`DeltaDescription`](crate::delta::DeltaDescription)).
+    Delta,
 }
 
 impl Kind {
@@ -61,6 +64,7 @@ impl Kind {
             Kind::KeyRotation => "key-rotation",
             Kind::Config => "config",
             Kind::LogRequest => "log-request",
+            Kind::Delta => "delta",
         }
     }
 }
@@ -79,9 +83,12 @@ impl Limits {
             Kind::Offer => self.max_offer_bytes,
             Kind::Manifest => self.max_manifest_bytes,
             // Rollout records and controls are offer-sized documents.
-            Kind::Rollout | Kind::Control | Kind::KeyRotation | Kind::Config | Kind::LogRequest => {
-                self.max_offer_bytes
-            }
+            Kind::Rollout
+            | Kind::Control
+            | Kind::KeyRotation
+            | Kind::Config
+            | Kind::LogRequest
+            | Kind::Delta => self.max_offer_bytes,
         }
     }
 }

@@ -22,6 +22,7 @@
 
 pub mod chunk;
 pub mod config_push;
+pub mod delta;
 pub mod envelope;
 pub mod health;
 pub mod json;

@@ -215,7 +215,7 @@ fn documented_topics(doc: &str) -> Vec<String> {
 #[test]
 fn topic_parse_accepts_the_update_path_health_and_log_topics_and_no_other_documented_one() {
     let topics = documented_topics(&doc());
-    assert_eq!(topics.len(), 18, "{topics:?}");
+    assert_eq!(topics.len(), 19, "{topics:?}");
     let parsed: Vec<&String> = topics
         .iter()
         .filter(|t| fleet_proto::Topic::parse(t).is_ok())
@@ -279,4 +279,34 @@ fn the_documented_config_events_parse_and_are_no_update_events() {
             "{name} is not in the protocol document"
         );
     }
+}
+
+#[test]
+fn the_documented_delta_rebuilds_the_documented_offer_and_its_reasons_are_listed() {
+    use fleet_core::update::delta::FullReason;
+    use fleet_proto::delta::{DeltaDescription, delta_topic, parse_delta_topic};
+    let d = doc();
+    let deltas = blocks(&d, "delta");
+    assert_eq!(deltas.len(), 1);
+    let delta: DeltaDescription =
+        fleet_proto::json::parse_signed(deltas[0].as_bytes()).expect("documented delta parses");
+    delta
+        .validate(&Limits::DEFAULT)
+        .expect("documented delta is valid");
+    let o: Offer = serde_json::from_str(&blocks(&d, "offer")[0]).expect("documented offer parses");
+    assert_eq!(
+        (delta.bundle_id, delta.bundle_size),
+        (o.bundle_id, o.bundle_size)
+    );
+    let topic = delta_topic(&delta.bundle_id, &delta.base_id);
+    assert_eq!(
+        parse_delta_topic(&topic),
+        Some((delta.bundle_id, delta.base_id))
+    );
+    assert!(fleet_proto::Topic::parse(&topic).is_err());
+    same_codes(
+        &d,
+        "#### Full-transfer reasons",
+        variants::<FullReason>("code"),
+    );
 }

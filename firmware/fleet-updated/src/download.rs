@@ -7,10 +7,17 @@
 //! (a torn or never-written region simply does not match) and asks only for the rest.
 //! When all chunks are held, the file is fsynced, hashed as a whole against the bundle id and
 //! renamed to `<bundle-id>.bundle`: only such a file is ever handed to the installer.
+//!
+//! Written chunks are flushed to disk every [`SYNC_EVERY`] bytes by a background thread
+//! ([`Syncer`]), so the receiving loop never waits for the disk: a power cut loses at most the
+//! chunks written since the flush before last (they are fetched again), and the final
+//! [`Download::sync`] waits for everything.
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
@@ -170,12 +177,82 @@ pub struct Download {
     file: File,
     held: Vec<bool>,
     held_count: usize,
-    /// Bytes written since the last fsync.
+    held_bytes: u64,
+    /// Bytes written since the last flush was asked for.
     unsynced: u64,
+    syncer: Syncer,
 }
 
-/// fsync the part file after this many written bytes, bounding what a power cut loses.
-const SYNC_EVERY: u64 = 4 * 1024 * 1024;
+/// Flush the part file after this many written bytes, bounding what a power cut loses.
+pub const SYNC_EVERY: u64 = 4 * 1024 * 1024;
+
+/// Flushes the part file (`fdatasync`) on a thread of its own, so writing the next chunks does
+/// not wait for the disk. At most one flush runs and one more waits: a request while both are
+/// taken is dropped (the waiting flush covers it). A failed flush is reported by the next
+/// [`Download::accept`].
+#[derive(Debug)]
+struct Syncer {
+    /// Capacity 1: the flush waiting behind the running one.
+    requests: Option<SyncSender<()>>,
+    failed: Arc<Mutex<Option<std::io::Error>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(file: &File) -> std::io::Result<Self> {
+        let file = file.try_clone()?;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let failed = Arc::new(Mutex::new(None));
+        let report = failed.clone();
+        let thread = std::thread::Builder::new()
+            .name("download-sync".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    if let Err(e) = file.sync_data() {
+                        *report
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(e);
+                    }
+                }
+            })?;
+        Ok(Self {
+            requests: Some(tx),
+            failed,
+            thread: Some(thread),
+        })
+    }
+
+    fn request(&self) {
+        if let Some(tx) = &self.requests {
+            // Full: a flush already waits and covers this one. Disconnected: the thread ended
+            // (it only does when stopped).
+            let _ = tx.try_send(());
+        }
+    }
+
+    fn take_failure(&self) -> Option<std::io::Error> {
+        self.failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+
+    /// Stops the thread after the flushes asked for so far.
+    fn stop(&mut self) {
+        self.requests = None;
+        if let Some(t) = self.thread.take() {
+            // A panicked flush thread has nothing left to report.
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Syncer {
+    /// Never waits: a flush under way finishes on its own thread, which then ends.
+    fn drop(&mut self) {
+        self.requests = None;
+    }
+}
 
 /// `<data>/fleet/downloads`.
 #[must_use]
@@ -210,27 +287,38 @@ impl Download {
             .truncate(false)
             .open(&part)
             .map_err(open_err)?;
+        // A file that was empty holds nothing: no need to read it back.
+        let fresh = file.metadata().map_err(open_err)?.len() == 0;
         file.set_len(plan.size).map_err(open_err)?;
         durable::sync_dir(&dir).map_err(open_err)?;
         let mut held = vec![false; plan.chunks.len()];
-        let mut buf = vec![0u8; plan.chunk_size as usize];
-        for (i, h) in held.iter_mut().enumerate() {
-            let len = plan.chunk_len(i) as usize;
-            file.read_exact_at(&mut buf[..len], i as u64 * plan.chunk_size)
-                .map_err(|source| DownloadError::Read {
-                    path: part.clone(),
-                    source,
-                })?;
-            *h = Sha256::digest(&buf[..len]).as_slice() == plan.chunks[i];
+        if !fresh {
+            let mut buf = vec![0u8; plan.chunk_size as usize];
+            for (i, h) in held.iter_mut().enumerate() {
+                let len = plan.chunk_len(i) as usize;
+                file.read_exact_at(&mut buf[..len], i as u64 * plan.chunk_size)
+                    .map_err(|source| DownloadError::Read {
+                        path: part.clone(),
+                        source,
+                    })?;
+                *h = Sha256::digest(&buf[..len]).as_slice() == plan.chunks[i];
+            }
         }
         let held_count = held.iter().filter(|h| **h).count();
+        let held_bytes = (0..held.len())
+            .filter(|i| held[*i])
+            .map(|i| plan.chunk_len(i))
+            .sum();
+        let syncer = Syncer::start(&file).map_err(open_err)?;
         Ok(Self {
             plan,
             part,
             file,
             held,
             held_count,
+            held_bytes,
             unsynced: 0,
+            syncer,
         })
     }
 
@@ -248,10 +336,7 @@ impl Download {
     /// Bytes held so far.
     #[must_use]
     pub fn held_bytes(&self) -> u64 {
-        (0..self.held.len())
-            .filter(|i| self.held[*i])
-            .map(|i| self.plan.chunk_len(i))
-            .sum()
+        self.held_bytes
     }
 
     #[must_use]
@@ -300,43 +385,48 @@ impl Download {
             index,
             source,
         };
+        if let Some(e) = self.syncer.take_failure() {
+            return Err(write_err(e));
+        }
         self.file
             .write_all_at(bytes, index as u64 * self.plan.chunk_size)
             .map_err(write_err)?;
         self.unsynced += bytes.len() as u64;
         if self.unsynced >= SYNC_EVERY {
-            self.file
-                .sync_data()
-                .map_err(|source| DownloadError::WriteChunk {
-                    path: self.part.clone(),
-                    index,
-                    source,
-                })?;
+            self.syncer.request();
             self.unsynced = 0;
         }
         self.held[index] = true;
         self.held_count += 1;
+        self.held_bytes += expected;
         Ok(ChunkOutcome::Stored)
     }
 
-    /// fsyncs the part file (before the engine hears the download is complete).
-    pub fn sync(&self) -> Result<(), DownloadError> {
-        self.file
-            .sync_all()
-            .map_err(|source| DownloadError::Finish {
-                path: self.part.clone(),
-                source,
-            })
-    }
-
-    /// fsyncs the file, hashes it whole against the bundle id and, when it matches, renames
-    /// it to `<bundle-id>.bundle`. On mismatch the part file is deleted (its chunks lied).
-    pub fn finish(self, data_dir: &Path) -> Result<Result<PathBuf, BundleMismatch>, DownloadError> {
+    /// fsyncs the part file (before the engine hears the download is complete), after the
+    /// background flushes asked for so far.
+    pub fn sync(&mut self) -> Result<(), DownloadError> {
         let fin = |source| DownloadError::Finish {
             path: self.part.clone(),
             source,
         };
-        self.file.sync_all().map_err(fin)?;
+        self.syncer.stop();
+        if let Some(e) = self.syncer.take_failure() {
+            return Err(fin(e));
+        }
+        self.file.sync_all().map_err(fin)
+    }
+
+    /// fsyncs the file, hashes it whole against the bundle id and, when it matches, renames
+    /// it to `<bundle-id>.bundle`. On mismatch the part file is deleted (its chunks lied).
+    pub fn finish(
+        mut self,
+        data_dir: &Path,
+    ) -> Result<Result<PathBuf, BundleMismatch>, DownloadError> {
+        self.sync()?;
+        let fin = |source| DownloadError::Finish {
+            path: self.part.clone(),
+            source,
+        };
         let actual = hash_file(&self.part).map_err(|source| DownloadError::Read {
             path: self.part.clone(),
             source,

@@ -71,6 +71,7 @@ pub mod floor;
 pub mod health;
 pub mod journal;
 pub mod ports;
+pub mod rebuild;
 pub mod reservation;
 pub mod sim;
 pub mod trust_store;

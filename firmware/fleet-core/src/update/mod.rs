@@ -1,6 +1,7 @@
 //! The station update engine (pure): [`step`]`(state, event, now)` returns the next state and
 //! the actions the shell carries out. Offer admission is [`decide_offer`]; wave membership is
 //! in [`wave`]. See [`engine`] for the shell's contract and the invariants.
+pub mod delta;
 pub mod digest;
 pub mod engine;
 pub mod journal;

@@ -3,7 +3,7 @@
 //! retry refused chunks, and give up on a stall. Progress, completion and failure go to the
 //! station as inputs.
 use std::collections::{BTreeSet, HashMap};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fleet_core::ports::{BootControl, Installer};
 use fleet_core::station::Input;
@@ -20,6 +20,11 @@ use crate::download::{self, ChunkOutcome, ChunkPlan, Download};
 /// percent (bounded chatter and journal writes).
 const PROGRESS_STEP_PERCENT: u64 = 1;
 
+/// ... and at most once per this long: each step writes the journal (a durable write, tens of
+/// milliseconds on an SD card), which would otherwise pace a fast transfer. A step held back
+/// goes out at the next tick.
+const PROGRESS_MIN_INTERVAL: Duration = Duration::from_millis(500);
+
 /// One download in flight, owned by the loop.
 pub(super) struct Transfer {
     pub(super) bundle_id: BundleId,
@@ -33,6 +38,9 @@ pub(super) struct Transfer {
     failures: HashMap<u32, u32>,
     pub(super) last_activity: Instant,
     last_percent: u64,
+    /// When progress last went to the station, and whether a step is held back since.
+    last_progress: Instant,
+    progress_pending: bool,
     /// Payload bytes of chunks received that were already held (re-sent).
     pub(super) resent_bytes: u64,
 }
@@ -75,6 +83,8 @@ where
             failures: HashMap::new(),
             last_activity: Instant::now(),
             last_percent: 0,
+            last_progress: Instant::now(),
+            progress_pending: false,
             resent_bytes: 0,
         });
         if let Err(e) = self.session.subscribe(&manifest_topic).await {
@@ -355,7 +365,7 @@ where
         let complete = store.is_complete();
         let bundle_id = t.bundle_id;
         if complete {
-            if let Some(store) = t.store.take() {
+            if let Some(mut store) = t.store.take() {
                 let r = tokio::task::spawn_blocking(move || store.sync()).await?;
                 if let Err(e) = r {
                     return self
@@ -377,6 +387,12 @@ where
         }
         if percent >= t.last_percent + PROGRESS_STEP_PERCENT {
             t.last_percent = percent;
+            if t.last_progress.elapsed() < PROGRESS_MIN_INTERVAL {
+                t.progress_pending = true;
+                return Ok(());
+            }
+            t.progress_pending = false;
+            t.last_progress = Instant::now();
             self.feed(Input::Event(Event::DownloadProgress {
                 bundle_id,
                 held_bytes: held,
@@ -386,9 +402,29 @@ where
         Ok(())
     }
 
+    /// Sends a progress step that was held back ([`PROGRESS_MIN_INTERVAL`]).
+    async fn flush_progress(&mut self) -> Result<(), RunError> {
+        let Some(t) = &mut self.transfer else {
+            return Ok(());
+        };
+        let Some(store) = &t.store else { return Ok(()) };
+        if !t.progress_pending {
+            return Ok(());
+        }
+        t.progress_pending = false;
+        t.last_progress = Instant::now();
+        let (bundle_id, held_bytes) = (t.bundle_id, store.held_bytes());
+        self.feed(Input::Event(Event::DownloadProgress {
+            bundle_id,
+            held_bytes,
+        }))
+        .await
+    }
+
     /// Gives the download up when nothing arrived for the stall timeout while connected.
     pub(super) async fn on_tick(&mut self) -> Result<(), RunError> {
         self.space.renew();
+        self.flush_progress().await?;
         let stall = self.cfg.update.stall_timeout;
         let connected = self.session.is_connected();
         let Some(t) = &mut self.transfer else {

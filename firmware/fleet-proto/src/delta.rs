@@ -1,0 +1,214 @@
+//! Delta updates on the wire (ADR 0012): a signed description (envelope kind `delta`) of a
+//! patch from a base bundle to the offered bundle, retained on
+//! `fleet/v1/bundles/{bundle-id}/deltas/{base-id}`.
+//!
+//! The patch itself travels in the ordinary chunk transport: it has its own signed manifest
+//! on `fleet/v1/bundles/{patch-id}/manifest` (its `bundle-id` is the patch file's SHA-256, its
+//! `version` and `compatible` are the offered bundle's) and its chunks on
+//! `fleet/v1/bundles/{patch-id}/chunks/{index}`, each checked against that manifest. The
+//! rebuilt file is then checked against the offer's `bundle-id` like a full download.
+use serde::{Deserialize, Serialize};
+
+use fleet_core::update::BundleId;
+use fleet_core::update::delta::DeltaFacts;
+
+use crate::limits::Limits;
+use crate::payload::BundleManifest;
+use crate::topic::PREFIX;
+
+/// The patch formats a station can apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeltaFormat {
+    /// A zstd frame compressed with the base bundle as its reference prefix
+    /// (`zstd --patch-from=<base>`), decoded with a window of `2^window-log` bytes.
+    ZstdPatchFrom,
+}
+
+/// Smallest and largest `window-log` a description may declare (zstd's own bounds on 64-bit).
+pub const MIN_WINDOW_LOG: u8 = 10;
+pub const MAX_WINDOW_LOG: u8 = 31;
+
+/// The signed description of one delta (envelope kind `delta`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DeltaDescription {
+    /// The bundle the patch rebuilds: the offer's `bundle-id`.
+    pub bundle_id: BundleId,
+    /// Its size: the offer's `bundle-size`.
+    pub bundle_size: u64,
+    /// SHA-256 of the base bundle the patch applies to.
+    pub base_id: BundleId,
+    pub base_size: u64,
+    /// SHA-256 of the patch file: its manifest and chunks are published under this id.
+    pub patch_id: BundleId,
+    pub patch_size: u64,
+    pub format: DeltaFormat,
+    /// log2 of the decoder window the patch needs (the station's memory for it).
+    pub window_log: u8,
+}
+
+/// A description that breaks a rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unable to accept delta: {0}")]
+pub struct DeltaError(pub String);
+
+impl DeltaDescription {
+    /// Checks the description against itself and `limits`.
+    pub fn validate(&self, limits: &Limits) -> Result<(), DeltaError> {
+        let e = |s: &str| Err(DeltaError(s.to_owned()));
+        for (what, size) in [
+            ("bundle-size", self.bundle_size),
+            ("base-size", self.base_size),
+            ("patch-size", self.patch_size),
+        ] {
+            if size == 0 || size > limits.max_bundle_bytes {
+                return Err(DeltaError(format!(
+                    "{what} {size} is outside 1..={}",
+                    limits.max_bundle_bytes
+                )));
+            }
+        }
+        if self.base_id == self.bundle_id {
+            return e("base-id is the bundle-id");
+        }
+        if self.patch_id == self.bundle_id || self.patch_id == self.base_id {
+            return e("patch-id is the bundle-id or the base-id");
+        }
+        if !(MIN_WINDOW_LOG..=MAX_WINDOW_LOG).contains(&self.window_log) {
+            return Err(DeltaError(format!(
+                "window-log {} is outside {MIN_WINDOW_LOG}..={MAX_WINDOW_LOG}",
+                self.window_log
+            )));
+        }
+        Ok(())
+    }
+
+    /// What the station's transport decision reads.
+    #[must_use]
+    pub fn facts(&self) -> DeltaFacts {
+        DeltaFacts {
+            bundle_id: self.bundle_id,
+            bundle_size: self.bundle_size,
+            base_id: self.base_id,
+            base_size: self.base_size,
+            patch_id: self.patch_id,
+            patch_size: self.patch_size,
+            window_log: self.window_log,
+        }
+    }
+
+    /// Checks the patch's manifest against this description: the patch's id and size, and the
+    /// offered bundle's version and compatible (the station compares those with the offer).
+    pub fn matches_patch_manifest(&self, m: &BundleManifest) -> Result<(), DeltaError> {
+        if m.bundle_id != self.patch_id {
+            return Err(DeltaError(
+                "the patch manifest's bundle-id is not the patch-id".into(),
+            ));
+        }
+        if m.size != self.patch_size {
+            return Err(DeltaError(format!(
+                "the patch manifest's size {} is not the patch-size {}",
+                m.size, self.patch_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `fleet/v1/bundles/{bundle-id}/deltas/{base-id}`: the delta from `base` to `bundle`.
+#[must_use]
+pub fn delta_topic(bundle: &BundleId, base: &BundleId) -> String {
+    format!("{PREFIX}/bundles/{bundle}/deltas/{base}")
+}
+
+/// The bundle and base a delta topic names, `None` for any other topic.
+#[must_use]
+pub fn parse_delta_topic(topic: &str) -> Option<(BundleId, BundleId)> {
+    let rest = topic.strip_prefix(PREFIX)?.strip_prefix("/bundles/")?;
+    let (bundle, rest) = rest.split_once('/')?;
+    let base = rest.strip_prefix("deltas/")?;
+    let bundle: BundleId = bundle.parse().ok()?;
+    let base: BundleId = base.parse().ok()?;
+    (delta_topic(&bundle, &base) == topic).then_some((bundle, base))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(b: u8) -> BundleId {
+        BundleId::from_bytes([b; 32])
+    }
+
+    fn good() -> DeltaDescription {
+        DeltaDescription {
+            bundle_id: id(2),
+            bundle_size: 1000,
+            base_id: id(1),
+            base_size: 900,
+            patch_id: id(3),
+            patch_size: 50,
+            format: DeltaFormat::ZstdPatchFrom,
+            window_log: 27,
+        }
+    }
+
+    #[test]
+    fn a_description_that_contradicts_itself_is_refused() {
+        let l = Limits::DEFAULT;
+        assert_eq!(good().validate(&l), Ok(()));
+        let bad = [
+            DeltaDescription {
+                base_id: id(2),
+                ..good()
+            },
+            DeltaDescription {
+                patch_id: id(1),
+                ..good()
+            },
+            DeltaDescription {
+                patch_size: 0,
+                ..good()
+            },
+            DeltaDescription {
+                bundle_size: l.max_bundle_bytes + 1,
+                ..good()
+            },
+            DeltaDescription {
+                window_log: 32,
+                ..good()
+            },
+            DeltaDescription {
+                window_log: 9,
+                ..good()
+            },
+        ];
+        for d in bad {
+            assert!(d.validate(&l).is_err(), "{d:?}");
+        }
+    }
+
+    #[test]
+    fn delta_topics_round_trip_and_nothing_else_parses() {
+        let t = delta_topic(&id(2), &id(1));
+        assert_eq!(parse_delta_topic(&t), Some((id(2), id(1))));
+        for other in [
+            format!("fleet/v1/bundles/{}/manifest", id(2)),
+            format!("fleet/v1/bundles/{}/deltas/{}/x", id(2), id(1)),
+            format!("fleet/v1/bundles/{}/deltas/+", id(2)),
+            format!("fleet/v2/bundles/{}/deltas/{}", id(2), id(1)),
+            t.to_uppercase(),
+        ] {
+            assert_eq!(parse_delta_topic(&other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn descriptions_refuse_unknown_keys() {
+        let mut v = serde_json::to_value(good()).expect("serialize");
+        assert_eq!(v["format"], "zstd-patch-from");
+        v["colour"] = serde_json::json!(1);
+        assert!(serde_json::from_value::<DeltaDescription>(v).is_err());
+    }
+}
