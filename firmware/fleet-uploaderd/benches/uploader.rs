@@ -302,8 +302,9 @@ fn upload_section(dir: &Path, mib: u64) {
     );
 }
 
-/// Our SFTP upload (connect, read-back check, send, read-back confirmation, mark) against
-/// OpenSSH's `sftp` putting the same file, and putting then getting it (the same bytes moved).
+/// Our SFTP upload (connect, look, send, confirmation, mark) with the default `verify = "auto"`
+/// (the server's `sha256sum`) and with `verify = "read-back"`, against OpenSSH's `sftp` putting
+/// the same file, and putting then getting it (the bytes a read-back moves).
 fn sftp_section(dir: &Path, mib: u64, repeat: usize) {
     let wav = dir.join("big.wav");
     if !wav.exists() {
@@ -314,6 +315,7 @@ fn sftp_section(dir: &Path, mib: u64, repeat: usize) {
     let server = sshd::SshServer::start(&dir.join("sshd"), sshd::Mode::ReadWrite);
     let mbs = |s: f64| size / s / 1e6;
     let mut ours = Vec::new();
+    let mut ours_read_back = Vec::new();
     let mut put = Vec::new();
     let mut put_get = Vec::new();
     let mut session = Vec::new();
@@ -336,6 +338,23 @@ fn sftp_section(dir: &Path, mib: u64, repeat: usize) {
         );
         let cfg = station(&st, &wav, &dest, "wav");
         ours.push(run_once(&cfg).0.as_secs_f64());
+        let st_rb = dir.join(format!("sftp-station-{run}-read-back"));
+        let keys_rb = st_rb.join("keys");
+        std::fs::create_dir_all(&keys_rb).unwrap();
+        for f in ["id_ed25519", "known_hosts"] {
+            std::fs::copy(keys.join(f), keys_rb.join(f)).unwrap();
+        }
+        let remote_rb = server.root.join(format!("run-{run}-read-back"));
+        std::fs::create_dir_all(&remote_rb).unwrap();
+        let dest_rb = dest
+            .replace(
+                &remote.display().to_string(),
+                &remote_rb.display().to_string(),
+            )
+            .replace(&keys.display().to_string(), &keys_rb.display().to_string())
+            + "\nverify = \"read-back\"";
+        let cfg_rb = station(&st_rb, &wav, &dest_rb, "wav");
+        ours_read_back.push(run_once(&cfg_rb).0.as_secs_f64());
         let sftp = |batch: &str| {
             let b = st.join("batch");
             std::fs::write(&b, batch).unwrap();
@@ -374,6 +393,7 @@ fn sftp_section(dir: &Path, mib: u64, repeat: usize) {
         )));
     }
     let (o, p, pg) = (median(&mut ours), median(&mut put), median(&mut put_get));
+    let orb = median(&mut ours_read_back);
     let sess = median(&mut session);
     println!();
     println!(
@@ -383,14 +403,24 @@ fn sftp_section(dir: &Path, mib: u64, repeat: usize) {
     );
     println!("| client | seconds | MB/s of the object | throughput ours / client |");
     println!(
-        "| fleet-uploaderd --once (process: index, checksums, upload, read-back SHA-256, mark) | {o:.2} | {:.1} | |",
+        "| fleet-uploaderd --once, verify = auto (process: index, checksums, upload, server's sha256sum, mark) | {o:.2} | {:.1} | |",
         mbs(o)
     );
-    println!("| sftp put | {p:.2} | {:.1} | {:.2} |", mbs(p), p / o);
     println!(
-        "| sftp put + get (the same bytes moved) | {pg:.2} | {:.1} | {:.2} |",
+        "| fleet-uploaderd --once, verify = read-back (upload, read-back SHA-256) | {orb:.2} | {:.1} | |",
+        mbs(orb)
+    );
+    println!(
+        "| sftp put | {p:.2} | {:.1} | {:.2} (read-back: {:.2}) |",
+        mbs(p),
+        p / o,
+        p / orb
+    );
+    println!(
+        "| sftp put + get (the bytes a read-back moves) | {pg:.2} | {:.1} | {:.2} (read-back: {:.2}) |",
         mbs(pg),
-        pg / o
+        pg / o,
+        pg / orb
     );
     println!("| sftp session alone (connect, login, sftp-server, no transfer) | {sess:.2} | | |");
 }

@@ -30,6 +30,12 @@ pub struct Limits {
     /// in flight (written, not yet acknowledged), so the link never waits for an
     /// acknowledgement. Under a bandwidth cap, `chunk_bytes`.
     pub sftp_write_window_bytes: usize,
+    /// Largest output read from the server's `sha256sum` (one line is about 100 bytes plus the
+    /// path); more is not a hash line.
+    pub sftp_hash_output_bytes: usize,
+    /// The slowest hashing a server is granted: the remote `sha256sum` of an object of `n` bytes
+    /// may take `timeout-seconds + n / this` before it counts as refused.
+    pub sftp_hash_min_bytes_per_second: u64,
 }
 
 impl Default for Limits {
@@ -43,6 +49,8 @@ impl Default for Limits {
             chunk_bytes: 256 << 10,
             sftp_read_bytes: 2 << 20,
             sftp_write_window_bytes: 2 << 20,
+            sftp_hash_output_bytes: 4 << 10,
+            sftp_hash_min_bytes_per_second: 10_000_000,
         }
     }
 }
@@ -139,6 +147,8 @@ struct RawDestination {
     private_key_file: Option<PathBuf>,
     #[serde(default)]
     known_hosts_file: Option<PathBuf>,
+    #[serde(default)]
+    verify: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,6 +241,23 @@ pub struct SftpDestination {
     pub known_hosts_file: PathBuf,
     /// Connect timeout and the longest wait for one SSH operation.
     pub timeout: Duration,
+    /// How an object on the server is confirmed.
+    pub verify: SftpVerify,
+}
+
+/// How the station confirms an object on an SFTP server (`verify`). Whichever it is, a checksum
+/// that differs from the station's fails the upload: nothing falls back after a mismatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SftpVerify {
+    /// The server's `sha256sum` (an exec channel on the same session), tried once per
+    /// connection; a server that refuses it (no exec, `ForceCommand internal-sftp`, no
+    /// `sha256sum`, a non-zero exit, output that is not one hash line) is confirmed by reading
+    /// the object back for the rest of that connection.
+    Auto,
+    /// The server's `sha256sum` only: a server that refuses it fails the upload.
+    RemoteHash,
+    /// Always read the object back and hash it on the station; never exec on the server.
+    ReadBack,
 }
 
 /// Where recordings go.
@@ -536,6 +563,17 @@ fn sftp_destination(
         1.0..=3600.0,
         problems,
     );
+    let verify = match d.verify.as_deref() {
+        None | Some("auto") => SftpVerify::Auto,
+        Some("remote-hash") => SftpVerify::RemoteHash,
+        Some("read-back") => SftpVerify::ReadBack,
+        Some(other) => {
+            problems.push(format!(
+                "destination.verify: {other:?} is not one of auto, remote-hash, read-back"
+            ));
+            SftpVerify::Auto
+        }
+    };
     Some(Destination::Sftp(SftpDestination {
         host,
         port,
@@ -544,6 +582,7 @@ fn sftp_destination(
         private_key_file,
         known_hosts_file,
         timeout,
+        verify,
     }))
 }
 
@@ -557,6 +596,7 @@ fn s3_destination(d: RawDestination, problems: &mut Vec<String>) -> Option<Desti
             ("remote-dir", d.remote_dir.is_some()),
             ("private-key-file", d.private_key_file.is_some()),
             ("known-hosts-file", d.known_hosts_file.is_some()),
+            ("verify", d.verify.is_some()),
         ],
         problems,
     );
@@ -999,6 +1039,34 @@ mod tests {
         };
         assert_eq!((d.port, d.remote_dir.as_str()), (22, "incoming"));
         assert_eq!(d.timeout, Duration::from_secs(10));
+        assert_eq!(
+            d.verify,
+            SftpVerify::Auto,
+            "the server's hash where it has one"
+        );
+        for (text, want) in [
+            ("remote-hash", SftpVerify::RemoteHash),
+            ("read-back", SftpVerify::ReadBack),
+        ] {
+            let Some(Destination::Sftp(d)) = parse(&format!("{ok}verify = \"{text}\"\n"))
+                .unwrap()
+                .destination
+            else {
+                panic!("expected an SFTP destination");
+            };
+            assert_eq!(d.verify, want);
+        }
+        let ParseError::Invalid(problems) =
+            parse(&format!("{ok}verify = \"trust-me\"\n")).unwrap_err()
+        else {
+            panic!("expected an invalid verify");
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.starts_with("destination.verify:")),
+            "{problems:?}"
+        );
         let bad = format!(
             "{MINIMAL}[destination]\nkind = \"sftp\"\nhost = \"h\"\nremote-dir = \"a/../b\"\n\
              bucket = \"x\"\nprivate-key-file = \"/etc/fleet/id_ed25519\"\n\
@@ -1093,6 +1161,7 @@ mod tests {
         assert_eq!(d.user, "fleet-st-0042");
         assert_eq!(d.remote_dir, "/srv/recordings/fleet");
         assert!(d.known_hosts_file.starts_with(&c.data_dir));
+        assert_eq!(d.verify, SftpVerify::Auto);
         let creds = dir.path().join("credentials.toml");
         std::fs::write(&creds, &toml_blocks[3]).unwrap();
         assert_eq!(

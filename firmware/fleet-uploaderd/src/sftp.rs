@@ -3,12 +3,15 @@
 //! The host key must be listed in `known-hosts-file` (no switch skips the check); the station
 //! logs in with the key in `private-key-file`; both are read at every connect. An object goes to
 //! a hidden temp name beside its final name (`.<name>.part`), is fsynced (`fsync@openssh.com`,
-//! where the server has it) and renamed into place. SFTP has no checksum the server vouches for,
-//! so the confirmation reads the object back and hashes it (SHA-256): an upload costs its size
-//! once more in download. A temp file left by a cut link or a power cut is continued from its
-//! length once its content matches the local object's prefix (read back and hashed), and
+//! where the server has it) and renamed into place. SFTP itself has no checksum the server
+//! vouches for, so the confirmation asks the server's `sha256sum` over an exec channel of the
+//! same session (`verify = "auto"` or `"remote-hash"`), or reads the object back and hashes it
+//! (`"read-back"`, and `"auto"` on a server that refuses the exec): then an upload costs its
+//! size once more in download. A temp file left by a cut link or a power cut is continued from
+//! its length once its content matches the local object's prefix (read back and hashed), and
 //! started over otherwise.
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -18,7 +21,7 @@ use fleet_core::upload::{Checksum, FailureScope, RemoteConfirmation};
 use sha2::{Digest as _, Sha256};
 use ssh2::{CheckResult, ErrorCode, KnownHostFileKind, MethodType, OpenFlags, OpenType, Session};
 
-use crate::config::{Limits, SftpDestination};
+use crate::config::{Limits, SftpDestination, SftpVerify};
 use crate::pace::{Pacer, STOPPED};
 
 // SFTP status codes (draft-ietf-secsh-filexfer-02, the version OpenSSH speaks).
@@ -78,6 +81,8 @@ pub enum SftpError {
         #[source]
         source: io::Error,
     },
+    #[error("unable to hash {path} on the server with sha256sum (verify = \"remote-hash\"): {why}")]
+    RemoteHash { path: String, why: String },
     #[error("upload interrupted by shutdown")]
     Stopped,
 }
@@ -99,6 +104,7 @@ impl SftpError {
                 ErrorCode::Session(_) => "connection".into(),
             },
             Self::Local { .. } => "local-read".into(),
+            Self::RemoteHash { .. } => "remote-hash".into(),
             Self::Stopped => "shutdown".into(),
         }
     }
@@ -236,6 +242,84 @@ pub fn plan_resume(remote_len: Option<u64>, local_len: u64, prefix_matches: bool
     }
 }
 
+/// Quotes `s` as one word for a POSIX shell (the login shell runs an exec request's command):
+/// inside single quotes nothing is special but the single quote itself, which is closed,
+/// escaped and reopened.
+#[must_use]
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// The exec request that hashes `path` on the server.
+#[must_use]
+pub fn sha256sum_command(path: &str) -> String {
+    format!("sha256sum -- {}", shell_quote(path))
+}
+
+/// Reads `sha256sum`'s output for `path`, strictly: exactly one line, 64 hex digits, the
+/// separator (two spaces, or a space and `*` for binary mode), then `path` itself. Anything else
+/// (a name sha256sum escaped, a banner, a second line, a missing newline) is not a hash line.
+///
+/// # Errors
+/// The output is not that line; the message says what is wrong.
+pub fn parse_sha256sum(output: &[u8], path: &str) -> Result<[u8; 32], String> {
+    let text = std::str::from_utf8(output).map_err(|_| "the output is not UTF-8".to_owned())?;
+    let Some(line) = text.strip_suffix('\n') else {
+        return Err(if text.is_empty() {
+            "no output".into()
+        } else {
+            "the output does not end in a newline".into()
+        });
+    };
+    if line.contains('\n') {
+        return Err("the output has more than one line".into());
+    }
+    let (hex, rest) = line.split_at_checked(64).ok_or("the line is too short")?;
+    let name = rest
+        .strip_prefix("  ")
+        .or_else(|| rest.strip_prefix(" *"))
+        .ok_or("64 characters are not followed by the separator")?;
+    if name != path {
+        return Err(format!("the line names {name:?}, not {path:?}"));
+    }
+    let mut digest = [0u8; 32];
+    for (i, pair) in hex.as_bytes().chunks(2).enumerate() {
+        let digit = |c: u8| char::from(c).to_digit(16);
+        match (digit(pair[0]), digit(pair[1])) {
+            (Some(h), Some(l)) => digest[i] = u8::try_from(h * 16 + l).unwrap_or(0),
+            _ => return Err("the digest is not 64 hex digits".into()),
+        }
+    }
+    Ok(digest)
+}
+
+/// Whether this connection's server hashes objects with `sha256sum` (only asked under
+/// `verify = "auto"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ServerHash {
+    Untried,
+    Works,
+    /// Refused once, for this reason: the connection reads objects back.
+    Refused(String),
+}
+
+/// Who computed the checksum in a confirmation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashedBy {
+    /// The server's `sha256sum`, over an exec channel.
+    Server,
+    /// The station, reading the object back.
+    ReadBack,
+}
+
+/// The object's size and checksum, as a fresh look at the server found them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Confirmed {
+    pub remote: RemoteConfirmation,
+    /// `None` when no checksum was taken (the size differs).
+    pub hashed_by: Option<HashedBy>,
+}
+
 /// One SFTP session, with the credentials of this connect.
 pub struct Sftp {
     // Field order: the SFTP channel closes before the session.
@@ -245,6 +329,9 @@ pub struct Sftp {
     buf_bytes: usize,
     read_bytes: usize,
     write_window: usize,
+    hash_output_bytes: usize,
+    hash_min_bytes_per_second: u64,
+    server_hash: RefCell<ServerHash>,
 }
 
 impl std::fmt::Debug for Sftp {
@@ -347,6 +434,9 @@ impl Sftp {
             buf_bytes: limits.chunk_bytes.max(1 << 12),
             read_bytes: limits.sftp_read_bytes.max(1 << 12),
             write_window: limits.sftp_write_window_bytes.max(1 << 12),
+            hash_output_bytes: limits.sftp_hash_output_bytes.max(256),
+            hash_min_bytes_per_second: limits.sftp_hash_min_bytes_per_second.max(1),
+            server_hash: RefCell::new(ServerHash::Untried),
         })
     }
 
@@ -356,33 +446,166 @@ impl Sftp {
         join(&self.dest.remote_dir, key)
     }
 
-    /// The object's size, and its SHA-256 read back from the server when the size is
-    /// `expect_size` (a read of the whole object, paced like an upload); `None` when there is no
-    /// such object.
+    /// The object's size, and, when the size is `expect_size`, its SHA-256 as `verify` asks: the
+    /// server's `sha256sum`, or a read of the whole object, paced like an upload. `None` when
+    /// there is no such object.
     ///
     /// # Errors
-    /// Any SFTP failure other than "no such file", or shutdown.
+    /// Any SFTP failure other than "no such file", a server that refuses the hash under
+    /// `verify = "remote-hash"`, or shutdown.
     pub fn confirm(
         &self,
         key: &str,
         expect_size: u64,
         pacer: &mut Pacer<'_>,
-    ) -> Result<Option<RemoteConfirmation>, SftpError> {
+    ) -> Result<Option<Confirmed>, SftpError> {
         let path = self.path_of(key);
         let size = match self.sftp.stat(Path::new(&path)) {
             Ok(st) => st.size.unwrap_or(0),
             Err(e) if is_sftp(&e, FX_NO_SUCH_FILE) => return Ok(None),
             Err(e) => return Err(remote_err("look at", &path)(e)),
         };
-        let checksum = if size == expect_size {
-            Some(Checksum::Sha256(self.hash_prefix(&path, size, pacer)?))
+        let (checksum, hashed_by) = if size == expect_size {
+            let (digest, by) = self.hash_object(&path, size, pacer)?;
+            (Some(Checksum::Sha256(digest)), Some(by))
         } else {
-            None
+            (None, None)
         };
-        Ok(Some(RemoteConfirmation {
-            size_bytes: size,
-            checksum,
+        Ok(Some(Confirmed {
+            remote: RemoteConfirmation {
+                size_bytes: size,
+                checksum,
+            },
+            hashed_by,
         }))
+    }
+
+    /// SHA-256 of the whole object at `path` (`size` bytes), by the server or read back.
+    fn hash_object(
+        &self,
+        path: &str,
+        size: u64,
+        pacer: &mut Pacer<'_>,
+    ) -> Result<([u8; 32], HashedBy), SftpError> {
+        let ask_server = match self.dest.verify {
+            SftpVerify::ReadBack => false,
+            SftpVerify::RemoteHash => true,
+            SftpVerify::Auto => !matches!(*self.server_hash.borrow(), ServerHash::Refused(_)),
+        };
+        if ask_server {
+            match self.server_sha256(path, size, pacer) {
+                Ok(digest) => {
+                    *self.server_hash.borrow_mut() = ServerHash::Works;
+                    return Ok((digest, HashedBy::Server));
+                }
+                Err(Refusal::Stopped) => return Err(SftpError::Stopped),
+                Err(Refusal::Why(why)) if self.dest.verify == SftpVerify::RemoteHash => {
+                    return Err(SftpError::RemoteHash {
+                        path: path.to_owned(),
+                        why,
+                    });
+                }
+                Err(Refusal::Why(why)) => {
+                    tracing::warn!(
+                        host = %self.dest.host,
+                        path,
+                        why = %why,
+                        "the server does not hash objects (sha256sum over exec): this \
+                         connection confirms by reading objects back"
+                    );
+                    *self.server_hash.borrow_mut() = ServerHash::Refused(why);
+                }
+            }
+        }
+        Ok((self.hash_prefix(path, size, pacer)?, HashedBy::ReadBack))
+    }
+
+    /// The server's `sha256sum` of `path`, over an exec channel of this session. Waits up to
+    /// `timeout-seconds` plus `size` at the slowest hashing granted, checking for shutdown at
+    /// every `timeout-seconds`.
+    fn server_sha256(
+        &self,
+        path: &str,
+        size: u64,
+        pacer: &mut Pacer<'_>,
+    ) -> Result<[u8; 32], Refusal> {
+        let started = std::time::Instant::now();
+        let why = |what: &str, e: &dyn std::fmt::Display| Refusal::Why(format!("{what}: {e}"));
+        let mut channel = self
+            .session
+            .channel_session()
+            .map_err(|e| why("the server opened no session channel", &e.message()))?;
+        let command = sha256sum_command(path);
+        channel
+            .exec(&command)
+            .map_err(|e| why("the server refused the exec request", &e.message()))?;
+        // Nothing goes to its standard input: a forced `internal-sftp` sees the end at once.
+        channel
+            .send_eof()
+            .map_err(|e| why("unable to close the command's input", &e.message()))?;
+        let budget = self.dest.timeout
+            + std::time::Duration::from_secs(size / self.hash_min_bytes_per_second);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 1024];
+        loop {
+            match channel.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    out.extend_from_slice(&buf[..n]);
+                    if out.len() > self.hash_output_bytes {
+                        return Err(Refusal::Why(format!(
+                            "more than {} bytes of output",
+                            self.hash_output_bytes
+                        )));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    if !pacer.keep_going() {
+                        return Err(Refusal::Stopped);
+                    }
+                    if started.elapsed() > budget {
+                        return Err(Refusal::Why(format!(
+                            "no answer within {} s",
+                            budget.as_secs()
+                        )));
+                    }
+                }
+                Err(e) => return Err(why("unable to read the output", &e)),
+            }
+        }
+        let mut err = Vec::new();
+        let _ = (&mut channel.stderr())
+            .take(self.hash_output_bytes as u64)
+            .read_to_end(&mut err);
+        channel
+            .wait_close()
+            .map_err(|e| why("the command did not end", &e.message()))?;
+        let status = channel
+            .exit_status()
+            .map_err(|e| why("no exit status", &e.message()))?;
+        if status != 0 {
+            // What it said (an SFTP-only account answers on its output: "This service allows
+            // sftp connections only."), first line, shortened.
+            let said = if err.is_empty() { &out } else { &err };
+            let said = String::from_utf8_lossy(said);
+            let first: String = said
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .chars()
+                .take(200)
+                .collect();
+            return Err(Refusal::Why(format!("exit status {status}: {first:?}")));
+        }
+        let digest = parse_sha256sum(&out, path)
+            .map_err(|e| Refusal::Why(format!("unreadable output: {e}")))?;
+        tracing::debug!(
+            path,
+            ms = started.elapsed().as_millis(),
+            "hashed on the server"
+        );
+        Ok(digest)
     }
 
     /// SHA-256 of the first `len` bytes of the remote file, read through the pacer.
@@ -605,6 +828,12 @@ impl Sftp {
     }
 }
 
+/// Why the server's hash was not had.
+enum Refusal {
+    Why(String),
+    Stopped,
+}
+
 fn verify_host_key(
     session: &Session,
     dest: &SftpDestination,
@@ -707,6 +936,59 @@ mod tests {
             cipher_prefs(&["aes256-ctr", "aes128-ctr"]),
             "aes256-ctr,aes128-ctr"
         );
+    }
+
+    #[test]
+    fn a_path_is_one_shell_word_whatever_it_holds() {
+        assert_eq!(shell_quote("/srv/rec/a.flac"), "'/srv/rec/a.flac'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(
+            sha256sum_command("-n; rm -rf $HOME `x`"),
+            "sha256sum -- '-n; rm -rf $HOME `x`'"
+        );
+        // What sh makes of it: one argument, unchanged.
+        for path in ["a b", "it's", "$(id)", "-x", "a\\b", "'"] {
+            let out = std::process::Command::new("sh")
+                .args(["-c", &format!("printf %s {}", shell_quote(path))])
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8(out.stdout).unwrap(), path);
+        }
+    }
+
+    #[test]
+    fn only_one_strict_sha256sum_line_is_a_hash() {
+        let hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        let want: [u8; 32] = Sha256::digest(b"").into();
+        let p = "/srv/rec/a.flac";
+        assert_eq!(
+            parse_sha256sum(format!("{hex}  {p}\n").as_bytes(), p),
+            Ok(want)
+        );
+        assert_eq!(
+            parse_sha256sum(format!("{hex} *{p}\n").as_bytes(), p),
+            Ok(want)
+        );
+        let upper = hex.to_uppercase();
+        assert_eq!(
+            parse_sha256sum(format!("{upper}  {p}\n").as_bytes(), p),
+            Ok(want)
+        );
+        for bad in [
+            String::new(),
+            format!("{hex}  {p}"),
+            format!("{hex}  /srv/rec/b.flac\n"),
+            format!("{hex}  {p}\n{hex}  {p}\n"),
+            format!("motd\n{hex}  {p}\n"),
+            format!("\\{hex}  {p}\n"),
+            format!("{}  {p}\n", &hex[..63]),
+            format!("{}g  {p}\n", &hex[..63]),
+            format!("{hex} {p}\n"),
+            format!("{hex}\t{p}\n"),
+            "sha256sum: /srv/rec/a.flac: No such file or directory\n".to_owned(),
+        ] {
+            assert!(parse_sha256sum(bad.as_bytes(), p).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

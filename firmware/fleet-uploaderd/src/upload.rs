@@ -1,5 +1,6 @@
 //! One recording, from the index row to the mark: encode (or take the WAV), checksum, send,
-//! confirm with a fresh look at the server (S3: `HEAD`; SFTP: `stat` and a read-back), and mark
+//! confirm with a fresh look at the server (S3: `HEAD`; SFTP: `stat` and the server's
+//! `sha256sum` or a read-back), and mark
 //! uploaded only when `may_mark_uploaded` says so.
 
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use crate::object::Digests;
 use crate::object::{self, Kind};
 use crate::pace::Pacer;
 use crate::s3::{InFlight, S3, S3Error};
-use crate::sftp::{Sftp, SftpError};
+use crate::sftp::{Confirmed, HashedBy, Sftp, SftpError};
 
 /// How one try ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -342,8 +343,10 @@ fn send_s3(
     Ok((local, key, remote))
 }
 
-/// SFTP: the server has no checksum of its own, so both looks read the object back (SHA-256).
-/// An object already there intact is confirmed by that first read and not sent again.
+/// SFTP: both looks take the object's SHA-256 as `verify` says (the server's `sha256sum`, or a
+/// read-back). An object already there intact is confirmed by the first look and not sent again.
+/// A checksum the server's `sha256sum` gave that differs from the station's fails the upload
+/// here, naming both: it is never retried by reading back.
 fn send_sftp(
     cfg: &Config,
     dest: &SftpDestination,
@@ -362,14 +365,38 @@ fn send_sftp(
     let path = sftp.path_of(key);
     let before = sftp
         .confirm(key, digests.size, pacer)
-        .map_err(|e| from_sftp(&e))?;
+        .map_err(|e| from_sftp(&e))?
+        .map(|c| c.remote);
     let remote = if may_mark_uploaded(true, &local, before.as_ref()) == MarkDecision::Mark {
         before
     } else {
         sftp.send(key, &prepared.path, digests.size, pacer)
             .map_err(|e| from_sftp(&e))?;
-        sftp.confirm(key, digests.size, pacer)
-            .map_err(|e| from_sftp(&e))?
+        let after = sftp
+            .confirm(key, digests.size, pacer)
+            .map_err(|e| from_sftp(&e))?;
+        if let Some(Confirmed {
+            remote:
+                RemoteConfirmation {
+                    checksum: Some(Checksum::Sha256(theirs)),
+                    ..
+                },
+            hashed_by: Some(HashedBy::Server),
+        }) = &after
+            && *theirs != digests.sha256
+        {
+            sftp.close();
+            return Err(failed(
+                FailureScope::Recording,
+                "checksum",
+                format!(
+                    "the server's sha256sum of {path} printed {}, the station's SHA-256 is {}",
+                    hex::encode(theirs),
+                    hex::encode(digests.sha256)
+                ),
+            ));
+        }
+        after.map(|c| c.remote)
     };
     sftp.close();
     Ok((local, path, remote))

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::sftp::{Mode, SshServer, keygen};
+use common::sftp::{LIE, Mode, SshServer, keygen};
 use common::station::Station;
 use common::{SMALL, big, failure, turn};
 use fleet_core::upload::FailureScope;
@@ -302,7 +302,7 @@ fn the_bandwidth_cap_paces_the_upload_and_the_read_back_alike() {
     let cfg = st.sftp_config(
         &server,
         "format = \"wav\"\n[bandwidth]\nmax-bytes-per-second = 1000000\nburst-bytes = 200000",
-        "",
+        "verify = \"read-back\"",
     );
     let mut up = Uploader::new(cfg).unwrap();
     let t = Instant::now();
@@ -318,4 +318,130 @@ fn the_bandwidth_cap_paces_the_upload_and_the_read_back_alike() {
         t.elapsed()
     );
     assert!(st.uploaded(&wav));
+}
+
+#[test]
+fn the_servers_sha256sum_confirms_the_upload_and_nothing_is_read_back() {
+    let st = Station::new();
+    let server = SshServer::start(&st.dir.path().join("sshd"), Mode::CountingSha256sum);
+    let wav = st.record(10, big(4));
+    let size = std::fs::metadata(&wav).unwrap().len() as f64;
+    // Under a 2 MB/s cap an upload plus a read-back of 4 MB would take 4 s; the server's hash
+    // moves no object bytes down, so it takes about 2 s (the default, verify = "auto").
+    let cfg = st.sftp_config(
+        &server,
+        "format = \"wav\"\n[bandwidth]\nmax-bytes-per-second = 2000000\nburst-bytes = 200000",
+        "",
+    );
+    let mut up = Uploader::new(cfg).unwrap();
+    let t = Instant::now();
+    let Outcome::Marked { key, .. } = turn(&mut up) else {
+        panic!("not marked: {:?}", up.status());
+    };
+    let took = t.elapsed().as_secs_f64();
+    assert!(st.uploaded(&wav));
+    assert_eq!(std::fs::read(&key).unwrap(), std::fs::read(&wav).unwrap());
+    // Asked once, for the confirmation (the look before sending found no object), with the
+    // path as one argument.
+    assert_eq!(server.sha256sum_calls(), vec![format!("-- {key}")]);
+    assert!(
+        took < (2.0 * size - 200_000.0) / 2e6 * 0.9,
+        "{took:.2} s: the object was read back"
+    );
+
+    // verify = "remote-hash" on the same server: the same, required.
+    let wav2 = st.record(11, SMALL);
+    let cfg = st.sftp_config(&server, "", "verify = \"remote-hash\"");
+    let mut up = Uploader::new(cfg).unwrap();
+    assert!(
+        matches!(turn(&mut up), Outcome::Marked { .. }),
+        "{:?}",
+        up.status()
+    );
+    assert!(st.uploaded(&wav2));
+    assert_eq!(server.sha256sum_calls().len(), 2);
+
+    // verify = "read-back" never execs.
+    let wav3 = st.record(12, SMALL);
+    let cfg = st.sftp_config(&server, "", "verify = \"read-back\"");
+    let mut up = Uploader::new(cfg).unwrap();
+    assert!(
+        matches!(turn(&mut up), Outcome::Marked { .. }),
+        "{:?}",
+        up.status()
+    );
+    assert!(st.uploaded(&wav3));
+    assert_eq!(server.sha256sum_calls().len(), 2);
+}
+
+#[test]
+fn an_sftp_only_server_is_confirmed_by_reading_back_unless_the_remote_hash_is_required() {
+    let st = Station::new();
+    let server = SshServer::start(&st.dir.path().join("sshd"), Mode::InternalSftpOnly);
+    // Required: the server's refusal fails the upload and holds the link; nothing is marked.
+    let wav = st.record(13, SMALL);
+    let cfg = st.sftp_config(
+        &server,
+        "[retry]\nbase-seconds = 0.01\nmax-seconds = 0.02",
+        "verify = \"remote-hash\"",
+    );
+    let mut up = Uploader::new(cfg).unwrap();
+    let o = turn(&mut up);
+    let (scope, reason) = failure(&o);
+    assert_eq!(
+        (scope, reason.as_str()),
+        (FailureScope::Link, "remote-hash")
+    );
+    let m = message(&o);
+    assert!(m.contains("sha256sum") && m.contains("verify"), "{m}");
+    assert!(!st.uploaded(&wav));
+    assert!(wav.exists());
+
+    // auto (the default): the exec gives no hash line, so this connection reads back, and the
+    // recording is marked.
+    let cfg = st.sftp_config(&server, "", "");
+    let mut up = Uploader::new(cfg).unwrap();
+    let Outcome::Marked { key, .. } = turn(&mut up) else {
+        panic!("not marked: {:?}", up.status());
+    };
+    assert!(st.uploaded(&wav));
+    let info = fleet_retentiond::wav::read(&wav).unwrap();
+    flac::verify(
+        &wav,
+        &PcmLayout::of(&info).unwrap(),
+        Path::new(&key),
+        &mut || true,
+    )
+    .expect("intact on the server");
+}
+
+#[test]
+fn a_sha256sum_that_lies_fails_the_upload_and_nothing_is_marked() {
+    let st = Station::new();
+    let server = SshServer::start(&st.dir.path().join("sshd"), Mode::LyingSha256sum);
+    let wav = st.record(14, SMALL);
+    for verify in ["auto", "remote-hash"] {
+        let cfg = st.sftp_config(
+            &server,
+            "[retry]\nbase-seconds = 0.01\nmax-seconds = 0.02",
+            &format!("verify = \"{verify}\""),
+        );
+        let mut up = Uploader::new(cfg).unwrap();
+        let o = turn(&mut up);
+        let (scope, reason) = failure(&o);
+        assert_eq!(
+            (scope, reason.as_str()),
+            (FailureScope::Recording, "checksum"),
+            "{verify}"
+        );
+        // The reason names both digests; no read-back rescued it.
+        let m = message(&o);
+        assert!(m.contains("sha256sum") && m.contains(LIE), "{m}");
+        assert!(!st.uploaded(&wav), "{verify}");
+        assert!(
+            up.status().failures_by_reason.contains_key("checksum"),
+            "{verify}"
+        );
+        assert!(wav.exists());
+    }
 }

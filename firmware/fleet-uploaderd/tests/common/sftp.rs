@@ -46,7 +46,19 @@ pub enum Mode {
     ReadWrite,
     /// `sftp-server -R`: every write is refused with "permission denied".
     ReadOnly,
+    /// `ForceCommand internal-sftp`: every exec request runs the SFTP server instead (no
+    /// `sha256sum` on the server, as on a chrooted SFTP-only account).
+    InternalSftpOnly,
+    /// The sessions' `PATH` (sshd `SetEnv`) finds a `sha256sum` that writes its arguments to
+    /// `<dir>/sha256sum.calls`, then runs the real one.
+    CountingSha256sum,
+    /// The sessions' `PATH` finds a `sha256sum` that prints a well-formed line with a wrong
+    /// digest.
+    LyingSha256sum,
 }
+
+/// The digest the lying `sha256sum` prints.
+pub const LIE: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// A running sshd; killed (with every session process it started) on drop.
 pub struct SshServer {
@@ -99,8 +111,33 @@ impl SshServer {
         std::fs::create_dir_all("/run/sshd").expect("create /run/sshd (run the tests as root)");
         let d = &self.dir;
         let subsystem = match self.mode {
-            Mode::ReadWrite => SFTP_SERVER.to_owned(),
             Mode::ReadOnly => format!("{SFTP_SERVER} -R"),
+            _ => SFTP_SERVER.to_owned(),
+        };
+        let bin = d.join("bin");
+        let fake = match self.mode {
+            Mode::CountingSha256sum => Some(format!(
+                "#!/bin/sh\necho \"$*\" >> '{}'\nexec /usr/bin/sha256sum \"$@\"\n",
+                d.join("sha256sum.calls").display()
+            )),
+            // `sha256sum -- <path>`: the path is the second argument.
+            Mode::LyingSha256sum => Some(format!("#!/bin/sh\nprintf '%s  %s\\n' {LIE} \"$2\"\n")),
+            _ => None,
+        };
+        let extra = match (self.mode, fake) {
+            (Mode::InternalSftpOnly, _) => "ForceCommand internal-sftp\n".to_owned(),
+            (_, Some(script)) => {
+                std::fs::create_dir_all(&bin).unwrap();
+                let path = bin.join("sha256sum");
+                std::fs::write(&path, script).unwrap();
+                std::fs::set_permissions(
+                    &path,
+                    <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
+                )
+                .unwrap();
+                format!("SetEnv PATH={}:/usr/bin:/bin\n", bin.display())
+            }
+            _ => String::new(),
         };
         let config = format!(
             "ListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
@@ -108,7 +145,7 @@ impl SshServer {
              PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              PubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
              AllowTcpForwarding no\nX11Forwarding no\nLogLevel VERBOSE\n\
-             Subsystem sftp {subsystem}\n",
+             Subsystem sftp {subsystem}\n{extra}",
             d = d.display()
         );
         std::fs::write(d.join("sshd_config"), config).unwrap();
@@ -170,6 +207,15 @@ impl SshServer {
         let mut f = pubkey.split_whitespace();
         let (t, k) = (f.next().unwrap(), f.next().unwrap());
         format!("[127.0.0.1]:{} {t} {k}\n", self.port)
+    }
+
+    /// How often the counting `sha256sum` ran, and with which arguments.
+    pub fn sha256sum_calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("sha256sum.calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     /// The files under `root` (relative paths), hidden temp files included.
