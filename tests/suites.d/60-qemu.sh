@@ -19,7 +19,7 @@ fail() { echo "qemu: $*"; echo "0 passed, 1 failed"; exit 1; }
 # The Pi 5 tryboot flow's systemd station (issue 15) runs when a pi5-* scenario is named.
 pi5_wanted=0
 [[ ,${FLEET_QEMU_ONLY:-}, == *,pi5-* ]] && pi5_wanted=1
-fw=$(FLEET_QEMU_ALL_DAEMONS=$pi5_wanted "$root/tests/qemu/build-firmware.sh") || fail "cross build of the firmware failed"
+fw=$(FLEET_QEMU_ALL_DAEMONS=${FLEET_QEMU_ALL_DAEMONS:-$pi5_wanted} "$root/tests/qemu/build-firmware.sh") || fail "cross build of the firmware failed"
 echo "qemu: firmware built ($(($(date +%s) - started)) s)"
 image=$("$root/tests/qemu/build.sh" --firmware-dir "$fw" | tail -n1) || fail "image build failed"
 [ -f "$image/.done" ] || fail "image build failed"
