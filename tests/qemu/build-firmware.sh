@@ -4,6 +4,7 @@
 # docs/reference/qemu-harness.md here). Cargo's own incremental build is the cache.
 #   FLEET_QEMU_TARGET_DIR   cargo target directory (default: target/qemu-arm64)
 #   FLEET_QEMU_SRC          workspace to build (default: this checkout)
+#   FLEET_QEMU_ALL_DAEMONS  1: also fleet-recorderd, -reporterd, -retentiond, -uploaderd
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 src=${FLEET_QEMU_SRC:-$root}
@@ -20,6 +21,10 @@ cd "$src"
 # --locked for this checkout; a snapshot elsewhere (FLEET_QEMU_SRC) may resolve its own lock.
 locked=--locked
 [ "$src" = "$root" ] || locked=
-cargo build --release $locked --target aarch64-unknown-linux-gnu \
-  -p fleet-bootctl -p fleet-updated -p fleet >&2
+# The U-Boot image runs these three; the Pi 5 systemd station (build-pi5.sh) every program the
+# image ships (fleet-firmware_git.bb): FLEET_QEMU_ALL_DAEMONS=1.
+crates=(-p fleet-bootctl -p fleet-updated -p fleet)
+[ "${FLEET_QEMU_ALL_DAEMONS:-0}" = 1 ] &&
+  crates+=(-p fleet-recorderd -p fleet-reporterd -p fleet-retentiond -p fleet-uploaderd)
+cargo build --release $locked --target aarch64-unknown-linux-gnu "${crates[@]}" >&2
 echo "$CARGO_TARGET_DIR/aarch64-unknown-linux-gnu/release"

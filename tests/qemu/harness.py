@@ -387,6 +387,7 @@ class Context:
         self.image = args.image
         self.work = args.work
         self.fleetctl = args.fleetctl
+        self.pi5_image = os.path.abspath(args.pi5_image) if args.pi5_image else None
         self.info = json.load(open(os.path.join(args.image, "info.json")))
         self.cuts = args.cuts
         self.rng = random.Random(args.seed)
@@ -934,13 +935,20 @@ SCENARIOS = [
     ("nvme-wear", scenario_nvme_wear),
     ("tryboot-fat", scenario_tryboot_fat),
 ]
+# The Pi 5 tryboot flow on the systemd station (tests/qemu/pi5/flow.py, issue 15): the harness
+# plays the firmware; needs --pi5-image (tests/qemu/build-pi5.sh).
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "pi5"))
+import flow as pi5_flow  # noqa: E402
+
+SCENARIOS += pi5_flow.register(sys.modules[__name__])
 
 
 # Longest first, so that the lanes end together (seconds, measured on 2 busy cores).
-LANE_ORDER = ["power-cuts", "fallback-panic", "fallback-hang", "good-update", "fallback-reboot",
+LANE_ORDER = ["power-cuts", "pi5-good-update", "fallback-panic", "fallback-hang", "good-update", "fallback-reboot",
               "unhealthy", "console-recovery", "nvme-wear", "tryboot-fat"]
 COST = {"power-cuts": 420, "good-update": 45, "fallback-panic": 120, "fallback-hang": 120,
-        "fallback-reboot": 75, "unhealthy": 120, "console-recovery": 45, "nvme-wear": 40, "tryboot-fat": 40}
+        "fallback-reboot": 75, "unhealthy": 120, "console-recovery": 45, "nvme-wear": 40, "tryboot-fat": 40,
+        "pi5-good-update": 300}
 
 _print_lock = threading.Lock()
 
@@ -953,6 +961,7 @@ def say(text):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--image", required=True, help="directory printed by tests/qemu/build.sh")
+    ap.add_argument("--pi5-image", default=None, help="directory printed by tests/qemu/build-pi5.sh")
     ap.add_argument("--fleetctl", required=True, help="the host's fleetctl binary (pushes the bundles)")
     ap.add_argument("--work", default=None, help="where disks and logs go (default: a temp dir)")
     ap.add_argument("--only", default="", help="comma-separated scenario names")
@@ -975,6 +984,8 @@ def main():
         return run_all(ctx, args)
     finally:
         ctx.broker.stop()
+        if hasattr(ctx, "pi5_fleet"):
+            ctx.pi5_fleet.broker.stop()
 
 
 def run_one(ctx, name, fn):
@@ -1006,7 +1017,9 @@ def run_one(ctx, name, fn):
 
 def run_all(ctx, args):
     only = [s for s in args.only.split(",") if s]
-    chosen = [(n, f) for n, f in SCENARIOS if not only or n in only]
+    # The Pi 5 scenarios run when their image is given (or when named).
+    chosen = [(n, f) for n, f in SCENARIOS
+              if n in only or (not only and (ctx.pi5_image or not n.startswith("pi5-")))]
     summary = {"seed": args.seed, "work": args.work, "jobs": args.jobs, "scenarios": {}}
     say(f"qemu harness: image {args.image}, work {args.work}, seed {args.seed}, {args.jobs} at a time")
     t0 = time.monotonic()

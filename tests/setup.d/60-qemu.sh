@@ -11,6 +11,9 @@
 #    aarch64 (linker, strip, readelf), qemu-user-static (also runs the image's fleet-updated
 #    --check-config)
 #  - mosquitto and mosquitto-clients: the broker the guest reaches, and the harness's recorder
+#  - the Pi 5 systemd station (tests/qemu/build-pi5.sh): alsa-lib and OpenSSL for aarch64
+#    (the cross build of fleet-recorderd and fleet-uploaderd), device-tree-compiler (fdtput: the firmware's /chosen/bootloader), systemd and
+#    passwd on the host (systemd-sysusers --root, systemctl --root enable, useradd --prefix)
 . "$(dirname "$0")/lib.sh"
 
 if ! grep -rqs 'bookworm-backports' /etc/apt/sources.list /etc/apt/sources.list.d/; then
@@ -33,6 +36,7 @@ setup_apt_install -t bookworm-backports qemu-system-arm qemu-utils
 pkgs=(ipxe-qemu u-boot-qemu u-boot-tools libubootenv-tool mtools dosfstools e2fsprogs fdisk cpio
   kmod gzip mmdebstrap rauc squashfs-tools openssl mosquitto mosquitto-clients python3
   rustc-web gcc-aarch64-linux-gnu binutils-aarch64-linux-gnu libc6-dev-arm64-cross
-  libstd-rust-web-dev:arm64 qemu-user-static binutils)
+  libstd-rust-web-dev:arm64 qemu-user-static binutils
+  libasound2-dev:arm64 libssl-dev:arm64 device-tree-compiler systemd passwd)
 setup_apt_install "${pkgs[@]}"
 echo "qemu for the system tests: $(qemu-system-aarch64 --version | head -n1)"

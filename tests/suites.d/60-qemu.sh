@@ -5,7 +5,8 @@
 # serial-console recovery. Builds (or takes from target/qemu-cache/) the firmware and the image,
 # builds the host's fleetctl (debug, as the cargo tests do: usually already built), then runs
 # every scenario.
-#   FLEET_QEMU_ONLY=a,b    run only these scenarios (tests/qemu/harness.py --only)
+#   FLEET_QEMU_ONLY=a,b    run only these scenarios (tests/qemu/harness.py --only); naming a pi5-*
+#                          one builds the Pi 5 systemd station (tests/qemu/build-pi5.sh) and runs it
 #   FLEET_QEMU_CUTS=N      power cuts (default 20)
 #   FLEET_QEMU_SEED=N      seed of the cut moments (default: random, printed)
 #   FLEET_QEMU_FLEETCTL=P  the host fleetctl to push with (default: cargo build -p fleetctl)
@@ -15,11 +16,21 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 started=$(date +%s)
 fail() { echo "qemu: $*"; echo "0 passed, 1 failed"; exit 1; }
 
-fw=$("$root/tests/qemu/build-firmware.sh") || fail "cross build of the firmware failed"
+# The Pi 5 tryboot flow's systemd station (issue 15) runs when a pi5-* scenario is named.
+pi5_wanted=0
+[[ ,${FLEET_QEMU_ONLY:-}, == *,pi5-* ]] && pi5_wanted=1
+fw=$(FLEET_QEMU_ALL_DAEMONS=${FLEET_QEMU_ALL_DAEMONS:-$pi5_wanted} "$root/tests/qemu/build-firmware.sh") || fail "cross build of the firmware failed"
 echo "qemu: firmware built ($(($(date +%s) - started)) s)"
 image=$("$root/tests/qemu/build.sh" --firmware-dir "$fw" | tail -n1) || fail "image build failed"
 [ -f "$image/.done" ] || fail "image build failed"
 echo "qemu: image $image ($(($(date +%s) - started)) s)"
+pi5=()
+if [ $pi5_wanted = 1 ]; then
+  pi5_image=$("$root/tests/qemu/build-pi5.sh" --firmware-dir "$fw" | tail -n1) || fail "Pi 5 image build failed"
+  [ -f "$pi5_image/.done" ] || fail "Pi 5 image build failed"
+  pi5=(--pi5-image "$pi5_image")
+  echo "qemu: Pi 5 image $pi5_image ($(($(date +%s) - started)) s)"
+fi
 fleetctl=${FLEET_QEMU_FLEETCTL:-}
 if [ -z "$fleetctl" ]; then
   (cd "${FLEET_QEMU_SRC:-$root}" && cargo build --locked -p fleetctl >&2) || fail "host build of fleetctl failed"
@@ -30,7 +41,7 @@ echo "qemu: fleetctl $fleetctl ($(($(date +%s) - started)) s)"
 work=$(mktemp -d "${TMPDIR:-/tmp}/fleet-qemu.XXXXXX")
 keep=${FLEET_QEMU_KEEP:-0}
 trap '[ "$keep" = 1 ] || rm -rf "$work"' EXIT
-args=(--image "$image" --fleetctl "$fleetctl" --work "$work" --cuts "${FLEET_QEMU_CUTS:-20}" --summary "$work/summary.json")
+args=(--image "$image" "${pi5[@]}" --fleetctl "$fleetctl" --work "$work" --cuts "${FLEET_QEMU_CUTS:-20}" --summary "$work/summary.json")
 [ -n "${FLEET_QEMU_ONLY:-}" ] && args+=(--only "$FLEET_QEMU_ONLY")
 [ -n "${FLEET_QEMU_SEED:-}" ] && args+=(--seed "$FLEET_QEMU_SEED")
 python3 "$root/tests/qemu/harness.py" "${args[@]}" | tee "$work/harness.out"

@@ -1,0 +1,434 @@
+"""The Raspberry Pi 5 tryboot flow on the systemd test station (issue 15), for tests/qemu/harness.py.
+
+The harness plays the Pi 5 firmware (docs/reference/qemu-harness.md, "The Pi 5 station", and
+../shared/notes/pi5-boot-facts.md in the project notes, which cite the Raspberry Pi documentation):
+
+- it reads `autoboot.txt` from partition 1 (FAT, `mtype`), honours `[all]`, `[tryboot]` and
+  `tryboot_a_b=1`, and keeps the one-shot tryboot flag: set when the guest's kernel logs
+  `reboot: Restarting system with command '0 tryboot'`, cleared before the OS starts (so a
+  reset, a panic, a watchdog reset or a power cut during the trial boots `[all]` again);
+- a boot partition counts only when it is FAT and holds `config.txt`; from it the firmware takes
+  the kernel (`kernel=`), the initramfs (`initramfs ... followkernel`) and `cmdline.txt`, and boots
+  them with QEMU's direct kernel boot;
+- it tells the OS what it booted in the device tree's `/chosen/bootloader` (`partition`,
+  `tryboot`), as the firmware does: QEMU's virt tree with that node added (`-dtb`).
+
+Stations are provisioned the documented way (docs/getting-started.md, section 5): the output of
+`fleetctl provision` is copied onto the card's first partition before the first boot. The broker is
+the documented TLS mosquitto (docs/mosquitto/), with certificates from `fleetctl pki init`.
+"""
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+h = None  # tests/qemu/harness.py, set by register()
+TlsBroker = None
+
+TRYBOOT_LINE = "reboot: Restarting system with command '0 tryboot'"
+DISKS = {"sd": "mmcblk0", "nvme": "nvme0n1"}
+
+
+def register(harness):
+    global h, TlsBroker
+    h = harness
+    TlsBroker = make_tls_broker_class()
+    return [("pi5-good-update", scenario_good_update)]
+
+
+# -- the fleet's broker, keys and provisioning -------------------------------------------------
+
+class Fleet:
+    """fleet/ of docs/getting-started.md: PKI, fleet.toml, the TLS broker on loopback."""
+
+    def __init__(self, ctx, image):
+        self.ctx = ctx
+        self.image = image
+        self.dir = os.path.join(ctx.work, "pi5-fleet")
+        os.makedirs(self.dir, exist_ok=True)
+        self.info = json.load(open(os.path.join(image, "info.json")))
+        pki = os.path.join(self.dir, "pki")
+        run([ctx.fleetctl, "pki", "init", "--out", pki, "--broker-host", h.BROKER_GUEST_ADDR,
+             "--broker-host", "127.0.0.1"])
+        self.pki = pki
+        offer_pub = os.path.join(image, "pki", "offer.pub.pem")
+        with open(os.path.join(self.dir, "fleet.toml"), "w") as f:
+            f.write(f'trusted-key-files = ["{offer_pub}"]\n\n[image]\ncompatible = "{self.info["compatible"]}"\n'
+                    f'boot-flow = "tryboot"\n\n[broker]\nhost = "{h.BROKER_GUEST_ADDR}"\n'
+                    f'port = {h.BROKER_GUEST_PORT}\nca-file = "pki/ca.crt"\n\n[station-ca]\n'
+                    f'cert-file = "pki/ca.crt"\nkey-file = "pki/ca.key"\nvalid-days = 825\n\n'
+                    f'[defaults.updated]\ngroups = ["all"]\n')
+        self.broker = TlsBroker(self.dir, pki)
+        self.tls_env = dict(os.environ, FLEETCTL_TLS_CA=os.path.join(pki, "ca.crt"),
+                            FLEETCTL_TLS_CERT=os.path.join(pki, "operator.crt"),
+                            FLEETCTL_TLS_KEY=os.path.join(pki, "operator.key"))
+
+    def provision(self, station):
+        """`fleetctl provision --out <card>`, `--check`, then onto the card's first partition."""
+        card = tempfile.mkdtemp(dir=self.dir)
+        fleet_toml = os.path.join(self.dir, "fleet.toml")
+        run([self.ctx.fleetctl, "provision", "--fleet", fleet_toml, "--station", station.device,
+             "--group", "canary", "--out", card])
+        run([self.ctx.fleetctl, "provision", "--check", card, "--fleet", fleet_toml])
+        off = station.layout["config"]["start"]
+        run(["mcopy", "-s", "-i", f"{station.disk}@@{off}", os.path.join(card, "fleet-provision"), "::/"])
+        shutil.rmtree(card)
+
+    def push(self, station, name):
+        bundle = os.path.join(self.image, "bundles", f"{name}.raucb")
+        cmd = [self.ctx.fleetctl, "push", bundle, "--to", f"device:{station.device}",
+               "--version", self.info["bundles"][name], "--compatible", self.info["compatible"],
+               "--broker", f"127.0.0.1:{self.broker.port}"]
+        env = dict(self.tls_env, FLEET_SIGNING_KEY=os.path.join(self.image, "pki", "offer.key.pem"))
+        t0 = time.monotonic()
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+        h.check(out.returncode == 0, f"fleetctl push {name}: {(out.stderr or out.stdout).strip()[-400:]}")
+        m = re.search(r"\(update (\S+), sequence (\d+)", out.stdout)
+        h.check(m, f"fleetctl push names the update: {out.stdout}")
+        h.say(f"  [{h.scope_name()}] fleetctl push {name}.raucb --to device:{station.device}: update "
+              f"{m.group(1)} ({time.monotonic() - t0:.1f} s)")
+        return m.group(1)
+
+
+def make_tls_broker_class():
+    class TlsBroker(h.Broker):
+        """docs/mosquitto/mosquitto.conf and acl as getting-started installs them, on loopback,
+        and an operator's recorder of the stations' state, events, presence and health."""
+
+        def __init__(self, workdir, pki):
+            self.port = h.free_loopback_port()
+            self.dir = workdir
+            repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+            conf_dir = os.path.join(workdir, "mosquitto")
+            data_dir = os.path.join(workdir, "mosquitto-data")
+            os.makedirs(conf_dir, exist_ok=True)
+            os.makedirs(data_dir, exist_ok=True)
+            for f in ("ca.crt", "server.crt", "server.key"):
+                shutil.copy(os.path.join(pki, f), conf_dir)
+            shutil.copy(os.path.join(repo, "docs", "mosquitto", "acl"), conf_dir)
+            text = open(os.path.join(repo, "docs", "mosquitto", "mosquitto.conf")).read()
+            text = (text.replace("@CONF_DIR@", conf_dir).replace("@DATA_DIR@", data_dir)
+                    .replace("@PORT@", str(self.port)).replace("@BIND@", "127.0.0.1"))
+            # The one line the harness adds: keep the harness's own user (the files live in its
+            # private work directory) instead of dropping to `mosquitto`.
+            import pwd
+            text += f"\nuser {pwd.getpwuid(os.getuid()).pw_name}\n"
+            conf = os.path.join(conf_dir, "mosquitto.conf")
+            with open(conf, "w") as f:
+                f.write(text)
+            self.proc = subprocess.Popen(["mosquitto", "-c", conf], stdout=subprocess.DEVNULL,
+                                         stderr=open(os.path.join(workdir, "mosquitto.log"), "w"))
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            self.record_path = os.path.join(workdir, "mqtt.log")
+            tls = ["--cafile", os.path.join(pki, "ca.crt"), "--cert", os.path.join(pki, "operator.crt"),
+                   "--key", os.path.join(pki, "operator.key")]
+            self.sub = subprocess.Popen(
+                ["stdbuf", "-oL", "mosquitto_sub", "-h", "127.0.0.1", "-p", str(self.port), "-v", "-q", "1",
+                 "-i", "operator-recorder"] + tls +
+                ["-t", "fleet/v1/devices/+/state", "-t", "fleet/v1/devices/+/events",
+                 "-t", "fleet/v1/devices/+/presence", "-t", "fleet/v1/devices/+/health"],
+                stdout=open(self.record_path, "w"), stderr=open(os.path.join(workdir, "mosquitto_sub.log"), "w"))
+    return TlsBroker
+
+
+def run(cmd, **kw):
+    out = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    h.check(out.returncode == 0, f"{' '.join(cmd[:3])}: {(out.stderr or out.stdout).strip()[-400:]}")
+    return out.stdout
+
+
+# -- the firmware --------------------------------------------------------------------------------
+
+def parse_autoboot(text):
+    """{section: {key: value}} of autoboot.txt; sections [all], [tryboot], [none]."""
+    sections, cur = {}, "all"
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = re.match(r"^\[(\w+)\]$", line)
+        if m:
+            cur = m.group(1)
+            continue
+        k, _, v = line.partition("=")
+        sections.setdefault(cur, {})[k.strip()] = v.strip()
+    return sections
+
+
+def fmt_autoboot(ab):
+    return (f"all={ab.get('all', {}).get('boot_partition', '-')} "
+            f"tryboot={ab.get('tryboot', {}).get('boot_partition', '-')}"
+            f"{'' if ab.get('all', {}).get('tryboot_a_b') == '1' else ' (no tryboot_a_b)'}")
+
+
+class Pi5Station:
+    """A card (or NVMe drive) and the power switch of one emulated Pi 5, with its firmware."""
+
+    def __init__(self, fleet, name, medium="sd"):
+        self.fleet = fleet
+        self.image = fleet.image
+        self.medium = medium
+        self.disk_name = DISKS[medium]
+        self.dir = os.path.join(fleet.ctx.work, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.layout = json.load(open(os.path.join(self.image, f"layout-{self.disk_name}.json")))
+        self.disk = os.path.join(self.dir, "disk.img")
+        subprocess.run(["cp", "--sparse=always", os.path.join(self.image, f"disk-{self.disk_name}.img"),
+                        self.disk], check=True)
+        self.broker = fleet.broker
+        self.device = name
+        self.tryboot_flag = False
+        self.boots = []
+        self.envs = []
+        self.fw = None  # what the firmware chose for the boot being prepared
+
+    # the disk from the host, without mounts
+    def fat_read(self, label, name):
+        off = self.layout[label]["start"]
+        out = subprocess.run(["mtype", "-i", f"{self.disk}@@{off}", f"::{name}"], capture_output=True)
+        return out.stdout.decode(errors="replace") if out.returncode == 0 else None
+
+    def fat_get(self, label, name, dest):
+        off = self.layout[label]["start"]
+        out = subprocess.run(["mcopy", "-n", "-i", f"{self.disk}@@{off}", f"::{name}", dest],
+                             capture_output=True)
+        return out.returncode == 0
+
+    def data_read(self, path):
+        out = subprocess.run(["debugfs", "-R", f"cat {path}", f"{self.disk}?offset={self.layout['data']['start']}"],
+                             capture_output=True, text=True, errors="replace")
+        return out.stdout if out.returncode == 0 and "File not found" not in out.stderr else None
+
+    def autoboot(self):
+        text = self.fat_read("config", "autoboot.txt")
+        return parse_autoboot(text) if text is not None else {}
+
+    def attempts(self):
+        text = self.data_read("/fleet/boot/attempts") or ""
+        return dict(line.split("=", 1) for line in text.split() if "=" in line)
+
+    def firmware(self):
+        """What the Pi 5 firmware does at power-on or reset: picks the boot partition from
+        autoboot.txt and the one-shot tryboot flag (clearing the flag), checks it is bootable,
+        loads config.txt, the kernel, the initramfs and cmdline.txt from it."""
+        ab = self.autoboot()
+        h.check(ab, "autoboot.txt on partition 1 is readable")
+        tryboot = self.tryboot_flag and ab.get("all", {}).get("tryboot_a_b") == "1"
+        self.tryboot_flag = False  # one-shot: cleared before the OS starts
+        section = "tryboot" if tryboot and "tryboot" in ab else "all"
+        part = int(ab.get(section, {}).get("boot_partition", "1"))
+        label = next((k for k, v in self.layout.items() if v["number"] == part), None)
+        h.check(label and self.layout[label]["fstype"] == "vfat",
+                f"boot_partition={part} ([{section}]) is a FAT partition")
+        fwdir = os.path.join(self.dir, "firmware")
+        shutil.rmtree(fwdir, ignore_errors=True)
+        os.makedirs(fwdir)
+        config = self.fat_read(label, "config.txt")
+        h.check(config is not None, f"partition {part} holds config.txt (bootable)")
+        kernel, initramfs = "kernel_2712.img", None
+        for line in config.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("kernel="):
+                kernel = line.split("=", 1)[1]
+            elif line.startswith("initramfs "):
+                initramfs = line.split()[1]
+        k = os.path.join(fwdir, "kernel")
+        h.check(self.fat_get(label, kernel, k), f"partition {part} holds {kernel}")
+        i = None
+        if initramfs:
+            i = os.path.join(fwdir, "initramfs")
+            h.check(self.fat_get(label, initramfs, i), f"partition {part} holds {initramfs}")
+        cmdline = (self.fat_read(label, "cmdline.txt") or "").strip()
+        h.check(cmdline, f"partition {part} holds cmdline.txt")
+        dtb = os.path.join(fwdir, "board.dtb")
+        shutil.copy(os.path.join(self.image, "virt.dtb"), dtb)
+        run(["fdtput", "-c", dtb, "/chosen/bootloader"])
+        run(["fdtput", "-t", "u", dtb, "/chosen/bootloader", "partition", str(part)])
+        run(["fdtput", "-t", "u", dtb, "/chosen/bootloader", "tryboot", "1" if tryboot else "0"])
+        self.fw = {"partition": part, "label": label, "tryboot": tryboot, "kernel": k, "initrd": i,
+                   "cmdline": cmdline, "dtb": dtb, "autoboot": ab}
+
+    def qemu_command(self):
+        fw = self.fw
+        cmd = ["qemu-system-aarch64", "-M", "virt", "-cpu", "cortex-a76", "-smp", "1", "-m", "1024",
+               "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio",
+               "-kernel", fw["kernel"], "-append", fw["cmdline"], "-dtb", fw["dtb"],
+               "-device", "virtio-rng-pci",
+               "-device", "i6300esb", "-action", "watchdog=reset"]
+        if fw["initrd"]:
+            cmd += ["-initrd", fw["initrd"]]
+        if self.medium == "sd":
+            cmd += ["-drive", f"if=none,id=sd0,format=raw,file={self.disk},cache=unsafe",
+                    "-device", "sdhci-pci,id=sdhci0", "-device", "sd-card,drive=sd0"]
+        else:
+            cmd += ["-drive", f"if=none,id=nvm0,format=raw,file={self.disk},cache=unsafe",
+                    "-device", "nvme,id=nvme0,serial=fleet-nvme0,drive=nvm0"]
+        fwd = f"guestfwd=tcp:{h.BROKER_GUEST_ADDR}:{h.BROKER_GUEST_PORT}-tcp:127.0.0.1:{self.broker.port}"
+        cmd += ["-netdev", f"user,id=net0,restrict=on,{fwd}", "-device", "virtio-net-pci,netdev=net0"]
+        return cmd
+
+    def power_on(self, timeout):
+        self.firmware()
+        boot = h.Boot(self, len(self.boots) + 1, timeout)
+        boot.fw = self.fw
+        self.boots.append(boot)
+        return boot
+
+    def settle(self, boot):
+        """After the machine reset or stopped: the tryboot flag as the reset left it, then what is
+        on the disk (autoboot.txt, the attempt record)."""
+        said_tryboot = any(TRYBOOT_LINE in line for _, line in boot.lines)
+        # Only a reboot with "0 tryboot" sets the flag; a cut, a watchdog reset or a panic's
+        # reset leave it cleared (the firmware cleared it when it started this boot).
+        self.tryboot_flag = boot.end == "exit" and said_tryboot
+        env = {"autoboot": self.autoboot(), "attempts": self.attempts(), "tryboot-set": self.tryboot_flag}
+        self.envs.append(env)
+        units = boot.first(r"^units (.*)")
+        h.say(f"  [{h.scope_name()}] boot {boot.number:2d}: firmware p{boot.fw['partition']}"
+              f"{' (tryboot)' if boot.fw['tryboot'] else ''} slot={boot.slot or '-'} version={boot.version or '-'} "
+              f"end={boot.end}{' +tryboot' if self.tryboot_flag else ''} wall={boot.elapsed():5.1f}s "
+              f"autoboot[{fmt_autoboot(env['autoboot'])}] attempts[{fmt_attempts(env['attempts'])}]")
+        if units:
+            h.say(f"  [{h.scope_name()}]   units: {units.group(1)}")
+        return env
+
+
+def fmt_attempts(rec):
+    return " ".join(f"{k}={v}" for k, v in rec.items()) or "none"
+
+
+def units_active(boot, names):
+    m = boot.first(r"^units (.*)")
+    h.check(m, f"boot {boot.number} reports its units on the console")
+    states = dict(kv.split("=", 1) for kv in m.group(1).split())
+    # "activating": being restarted by systemd (Restart=on-failure); fleet-retentiond's watchdog
+    # (30 s) has fired during RAUC's install under emulation. The update agent must be active.
+    ok = lambda n, v: v == "active" or (v == "activating" and n != "fleet-updated")  # noqa: E731
+    bad = {n: states.get(n) for n in names if not ok(n, states.get(n))}
+    h.check(not bad, f"boot {boot.number}: units not active under systemd: {bad}")
+    return states
+
+
+def console_dump(boot, units):
+    """Into the boot log (kept when a scenario fails): the journal of these units."""
+    if boot.proc.poll() is None:
+        us = " ".join(f"-u {u}" for u in units.split())
+        boot.send(f"\njournalctl -b --no-pager -o short-monotonic {us} | tail -n 80 | sed 's/^/FLEET-QEMU dump /'; "
+                  "systemctl --no-pager status rauc | sed 's/^/FLEET-QEMU dump /'; echo FLEET-QEMU dumped\n")
+        boot.expect(r"^dumped", timeout=60)
+
+
+def console_poweroff(boot):
+    if boot.proc.poll() is None:
+        boot.send("\nsystemctl poweroff\n")
+    boot.wait()
+
+
+# fleet-reporterd is left out: as shipped it cannot read the provisioned updated.toml (root:
+# fleet-updated 0640) nor the client key (fleet-updated 0400) it is told to connect with, and
+# exits 2 (reported with issue 15's faults). The scenario prints its state.
+DAEMONS = ["fleet-updated", "fleet-recorderd", "fleet-retentiond", "fleet-uploaderd",
+           "fleet-boot-check", "fleet-reboot"]
+
+
+def autoboot_is(env, all_part, try_part):
+    ab = env["autoboot"]
+    return (ab.get("all", {}).get("boot_partition") == str(all_part)
+            and ab.get("all", {}).get("tryboot_a_b") == "1"
+            and ab.get("tryboot", {}).get("boot_partition") == str(try_part))
+
+
+# -- scenarios ------------------------------------------------------------------------------------
+
+def fleet_of(ctx):
+    if not hasattr(ctx, "pi5_fleet"):
+        h.check(getattr(ctx, "pi5_image", None), "the Pi 5 image (--pi5-image, tests/qemu/build-pi5.sh)")
+        ctx.pi5_fleet = Fleet(ctx, ctx.pi5_image)
+    return ctx.pi5_fleet
+
+
+def scenario_good_update(ctx, medium="sd"):
+    """Slot A boots under systemd with the layer's units, provisioned from the card; a good
+    update pushed with fleetctl is installed, trial-booted with the tryboot flag and committed."""
+    fleet = fleet_of(ctx)
+    name = "pi5-good-update" if medium == "sd" else f"pi5-good-update-{medium}"
+    st = Pi5Station(fleet, name, medium)
+    fleet.provision(st)
+    uid = fleet.push(st, "good")
+    version = fleet.info["bundles"]["good"]
+    disk = st.disk_name
+
+    # boot 1: A, first boot (grow /data, provisioning), the update, the trial reboot "0 tryboot"
+    since = h.mark(st)
+    boot = st.power_on(timeout=900)
+    failed = h.wait_mqtt(st, boot, h.ended_without_commit(uid), 900, since)
+    if failed:
+        console_dump(boot, "rauc dbus fleet-updated")
+        console_poweroff(boot)
+    boot.wait()
+    env = st.settle(boot)
+    msgs = h.station_msgs(st, since)
+    seen = h.kinds(msgs)
+    h.check(boot.fw["partition"] == 2 and not boot.fw["tryboot"], "boot 1: the firmware boots p2 from [all]")
+    h.check(boot.slot == "A" and boot.version == "1.0.0", f"boot 1 on A 1.0.0, got {boot.slot} {boot.version}")
+    h.check(boot.first(rf"^booted .* root=/dev/{disk}p5$"), f"boot 1: root=/dev/{disk}p5 from cmdline.txt of p2")
+    units_active(boot, DAEMONS)
+    h.check(not failed, f"the update is not given up: {(failed or {}).get('last-outcome')}; events {seen}")
+    for kind in ("offer-accepted", "download-started", "downloaded", "verified", "install-started",
+                 "installed", "trial-armed", "rebooting"):
+        h.check(kind in seen, f"the station reports {kind}: got {seen}")
+    inst = h.find_event(msgs, "installed")
+    h.check(inst.get("slot") == "B" and inst.get("version") == version, f"installed into B {version}: {inst}")
+    h.check(boot.end == "exit" and st.tryboot_flag, f"boot 1 ends in a reboot with '0 tryboot' (end={boot.end})")
+    h.check(autoboot_is(env, 2, 3), f"after install: A still committed in autoboot.txt: {fmt_autoboot(env['autoboot'])}")
+    h.check(env["attempts"].get("slot") == "B" and env["attempts"].get("state") == "trial",
+            f"after install: the attempt record holds B's trial: {fmt_attempts(env['attempts'])}")
+    h.say(f"  [{h.scope_name()}] fleet-reporterd: {units_active(boot, [])['fleet-reporterd']}, health "
+          f"messages {sum(1 for k, _ in msgs if k == 'health')} (known fault: no access to its credentials)")
+
+    # boot 2: the flag is set, so [tryboot]: p3 (B); the health gate commits B
+    since = h.mark(st)
+    boot = st.power_on(timeout=420)
+    done = h.wait_mqtt(st, boot, h.outcome_is("committed", uid), 400, since)
+    if done:
+        boot.expect(r"^ready ", timeout=120)
+    console_poweroff(boot)
+    env = st.settle(boot)
+    msgs = h.station_msgs(st, since)
+    h.check(boot.fw["partition"] == 3 and boot.fw["tryboot"], "boot 2: the firmware boots p3 from [tryboot]")
+    h.check(boot.slot == "B" and boot.version == version, f"boot 2 on B {version}, got {boot.slot} {boot.version}")
+    h.check(boot.first(rf"^booted .* root=/dev/{disk}p6$"),
+            f"boot 2: root=/dev/{disk}p6 (bootfs-post-install rewrote B's cmdline.txt)")
+    h.check(done, f"the station reports committed for {uid}: events {h.kinds(msgs)}")
+    for kind in ("trial-booted", "health-passed", "committed"):
+        h.check(kind in h.kinds(msgs), f"the station reports {kind}: got {h.kinds(msgs)}")
+    units_active(boot, DAEMONS)
+    h.check(autoboot_is(env, 3, 2), f"committed: autoboot.txt [all]=3 [tryboot]=2, got {fmt_autoboot(env['autoboot'])}")
+    h.check(env["attempts"].get("slot") == "A" and env["attempts"].get("state") == "good",
+            f"committed: the record names A good (the rollback target): {fmt_attempts(env['attempts'])}")
+    h.check(not st.tryboot_flag, "a power-off leaves no tryboot flag")
+
+    # boot 3: a normal boot of B from [all]
+    since = h.mark(st)
+    boot = st.power_on(timeout=300)
+    idle = h.wait_mqtt(st, boot, lambda m: (lambda s: s if s and s.get("booted") == "B"
+                                            and s.get("phase") == "idle" else None)(h.last_state(m)), 240, since)
+    boot.expect(r"^ready ", timeout=120)
+    console_poweroff(boot)
+    env = st.settle(boot)
+    h.check(boot.fw["partition"] == 3 and not boot.fw["tryboot"], "boot 3: the firmware boots p3 from [all]")
+    h.check(boot.slot == "B" and idle, "boot 3 is a normal boot of B, idle on MQTT")
+    h.check(idle.get("version") == version and idle.get("committed") == "B",
+            f"the station reports B {version} committed: {idle.get('committed')} {idle.get('version')}")
+    h.check(autoboot_is(env, 3, 2), f"B stays committed: {fmt_autoboot(env['autoboot'])}")
+    return st, ["A", "B", "B"]
