@@ -47,7 +47,7 @@ mount -t tmpfs tmpfs "$scratch/upper" && mkdir -p "$scratch/upper/u" "$scratch/u
 
 # The station's side of the image, into the overlay (this machine's files stay untouched).
 rm -f "$root/etc/machine-id"
-for g in fleet-data audio; do groupadd --root "$root" -f --system "$g"; done
+for g in fleet-data fleet-mqtt audio; do groupadd --root "$root" -f --system "$g"; done
 # Every user the tmpfiles entries name (fleet-retentiond and fleet-uploader own directories that
 # fleet-updated's sandbox binds).
 for u in fleet-updated fleet-recorderd fleet-retentiond fleet-uploader; do
@@ -58,6 +58,7 @@ for u in fleet-updated fleet-recorderd fleet-retentiond fleet-uploader; do
       --user-group --groups fleet-data,audio "$u"
   fi
 done
+usermod --root "$root" -a -G fleet-mqtt fleet-updated
 install -m 0755 "$bins/fleet-updated" "$bins/fleet-recorderd" "$bins/fleetctl" "$root/usr/bin/"
 install -d "$root/usr/libexec/fleet" "$root/etc/fleet" "$root/boot/firmware" "$root/data" \
   "$root/var/lib/fleet-proof"

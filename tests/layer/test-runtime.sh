@@ -104,8 +104,8 @@ provision >/dev/null
 expect "provisioning_puts_every_file_of_the_folder_under_the_identity_directory" \
   "grep -qx stn-1 '$data/fleet/identity/device-id' && grep -q stn-1 '$data/fleet/identity/updated.toml' && grep -q ultrasonic '$data/fleet/identity/recorderd.toml' && [ -f '$data/fleet/identity/network/wpa_supplicant-wlan0.conf' ]"
 expect "provisioning_removes_the_folder_from_the_boot_partition" "[ ! -e '$boot/fleet-provision' ]"
-expect "the_station_key_is_0400_and_the_settings_0640" \
-  "[ \"\$(mode mqtt/client.key)\" = 400 ] && [ \"\$(mode updated.toml)\" = 640 ] && [ \"\$(mode recorderd.toml)\" = 640 ] && [ \"\$(mode mqtt/client.crt)\" = 640 ]"
+expect "the_station_key_is_0440_for_the_two_daemons_that_connect_and_the_settings_0640" \
+  "[ \"\$(mode mqtt/client.key)\" = 440 ] && [ \"\$(mode updated.toml)\" = 640 ] && [ \"\$(mode recorderd.toml)\" = 640 ] && [ \"\$(mode mqtt/client.crt)\" = 640 ]"
 expect "identity_directories_are_closed_to_others_and_wifi_secrets_to_all_but_root" \
   "[ \"\$(mode .)\" = 750 ] && [ \"\$(mode mqtt)\" = 750 ] && [ \"\$(mode network)\" = 700 ] && [ \"\$(mode network/wpa_supplicant-wlan0.conf)\" = 600 ]"
 all_check=1

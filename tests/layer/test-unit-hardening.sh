@@ -107,6 +107,14 @@ sh "$scratch/libexec/fleet/fleet-request-reboot" "0 tryboot"; reboot_with
 [ "$(called)" = "reboot|0 tryboot|" ] && [ ! -e "$req" ] \
   && ok a_trial_reboot_request_reaches_systemctl_with_the_tryboot_argument \
   || ko a_trial_reboot_request_reaches_systemctl_with_the_tryboot_argument "$(called)"
+# fleet-updated exits 10 after its trial request was taken: its ExecStopPost (--keep) must not
+# queue a plain reboot that would drop "0 tryboot", and a plain request meanwhile is dropped.
+sh "$scratch/libexec/fleet/fleet-request-reboot" --keep; [ ! -e "$req" ] && kept_quiet=1 || kept_quiet=0
+sh "$scratch/libexec/fleet/fleet-request-reboot"; reboot_with
+[ "$kept_quiet" = 1 ] && [ -z "$(called)" ] && [ ! -e "$req" ] \
+  && ok a_trial_reboot_on_its_way_is_not_replaced_by_a_plain_one \
+  || ko a_trial_reboot_on_its_way_is_not_replaced_by_a_plain_one "kept_quiet=$kept_quiet called=$(called)"
+rm -f "$scratch/run/reboot-taken" # the reboot clears /run
 sh "$scratch/libexec/fleet/fleet-request-reboot"; reboot_with
 [ "$(called)" = "reboot|" ] && ok a_plain_reboot_request_reaches_systemctl || ko a_plain_reboot_request_reaches_systemctl "$(called)"
 reboot_with
@@ -142,6 +150,7 @@ ln -s "$scratch/secret" "$crdir/fleet-retentiond.service"; restart_with
 # fleet-updated exits 10 once the journal holds a reboot intent: its ExecStopPost requests a
 # reboot then, and only then, and keeps a pending trial request.
 post=$(sed -n 's/^ExecStopPost=//p' "$scratch/fleet-updated.service" | sed -e 's/\$\$/$/g')
+rm -f "$scratch/run/reboot-taken" # a new boot: nothing on its way
 eval "EXIT_STATUS=1 $post"
 [ ! -e "$req" ] && ok the_updater_unit_does_not_reboot_after_a_plain_failure \
   || ko the_updater_unit_does_not_reboot_after_a_plain_failure

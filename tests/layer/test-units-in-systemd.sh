@@ -51,8 +51,8 @@ mount -t tmpfs tmpfs "$scratch/upper" && mkdir -p "$scratch/upper/u" "$scratch/u
 
 # The station's side of the image, into the overlay (this machine's files stay untouched).
 rm -f "$root/etc/machine-id"
-for g in fleet-data audio; do groupadd --root "$root" -f --system "$g"; done
-for u in fleet-updated fleet-retentiond fleet-recorderd fleet-uploader; do
+for g in fleet-data fleet-mqtt audio; do groupadd --root "$root" -f --system "$g"; done
+for u in fleet-updated fleet-retentiond fleet-recorderd fleet-uploader fleet-reporterd; do
   if grep -q "^$u:" "$root/etc/passwd"; then
     usermod --root "$root" -a -G fleet-data "$u"
   else
@@ -60,8 +60,10 @@ for u in fleet-updated fleet-retentiond fleet-recorderd fleet-uploader; do
       --user-group --groups fleet-data "$u"
   fi
 done
+# The two daemons that connect as the station (the recipe's USERADD_PARAM).
+for u in fleet-updated fleet-reporterd; do usermod --root "$root" -a -G fleet-mqtt "$u"; done
 install -m 0755 "$bins/fleet-retentiond" "$bins/fleet-bootctl" "$bins/fleet-updated" "$bins/fleet-recorderd" \
-  "$bins/fleet-uploaderd" "$root/usr/bin/"
+  "$bins/fleet-uploaderd" "$bins/fleet-reporterd" "$root/usr/bin/"
 install -d "$root/usr/libexec/fleet" "$root/etc/fleet" "$root/boot/firmware" "$root/data"
 install -m 0755 "$files/fleet-reboot" "$files/fleet-request-reboot" "$root/usr/libexec/fleet/"
 subst() { sed -e 's,@BINDIR@,/usr/bin,g' -e 's,@LIBEXECDIR@,/usr/libexec,g' -e 's,@DATADIR@,/data,g' \
@@ -71,6 +73,7 @@ for unit in fleet-updated.service fleet-retentiond.service fleet-recorderd.servi
             fleet-reboot.service fleet-reboot.path; do
   subst "$files/$unit" > "$root/etc/systemd/system/$unit"
 done
+subst "$files/reporterd.toml" > "$root/etc/fleet/reporterd.toml"
 rootfs=$repo/meta-fleet/recipes-core/fleet-rootfs/files
 subst "$rootfs/fleet-provision.service" > "$root/etc/systemd/system/fleet-provision.service"
 install -m 0755 "$rootfs/fleet-provision" "$root/usr/libexec/fleet-provision"
@@ -145,6 +148,10 @@ bucket = "field-recordings"
 CONF
 printf 'access-key-id = "AKIAPROOF"\nsecret-access-key = "proof"\n' \
   > "$root/boot/firmware/fleet-provision/uploader/credentials.toml"
+# The station's TLS client key (this proof's broker is plain: only its owner and mode matter here).
+install -d "$root/boot/firmware/fleet-provision/mqtt"
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 \
+  -out "$root/boot/firmware/fleet-provision/mqtt/client.key" 2>/dev/null
 # The image defaults meta-fleet ships (ADR 0008).
 for c in updated.toml recorderd.toml uploaderd.toml; do subst "$files/$c" > "$root/etc/fleet/$c"; done
 subst "$files/fleet-firmware.tmpfiles" > "$root/usr/lib/tmpfiles.d/fleet-firmware.conf"
@@ -201,11 +208,20 @@ systemctl show -p ActiveState,SubState,NRestarts,StatusText fleet-updated-unprov
   > /out/unprovisioned 2>&1
 stat -c '%n %a %U:%G' /run/fleet /run/fleet/bootctl.lock /data/fleet/retention \
   /boot/firmware/uboot.env /data/fleet/identity/updated.toml /data/fleet/identity/device-id \
-  /data/fleet/identity/uploaderd.toml /data/fleet/identity/uploader \
+  /data/fleet/identity/uploaderd.toml /data/fleet/identity/uploader /data/fleet/identity/mqtt/client.key \
   /data/fleet/identity/uploader/credentials.toml > /out/stat 2>&1
 setpriv --reuid=fleet-uploader --regid=fleet-uploader --init-groups \
   fleet-uploaderd --config /etc/fleet/uploaderd.toml --check-config > /out/uploader-check 2>&1
 echo "rc=$?" >> /out/uploader-check
+# fleet-reporterd connects as the station too (group fleet-mqtt): it reads updated.toml and the
+# client key; the recorder cannot read the key.
+setpriv --reuid=fleet-reporterd --regid=fleet-reporterd --init-groups \
+  sh -c 'fleet-reporterd --config /etc/fleet/reporterd.toml --check-config && cat /data/fleet/identity/mqtt/client.key > /dev/null' \
+  > /out/reporter-identity 2>&1
+echo "rc=$?" >> /out/reporter-identity
+setpriv --reuid=fleet-recorderd --regid=fleet-recorderd --init-groups \
+  cat /data/fleet/identity/mqtt/client.key > /out/recorder-key 2>&1
+echo "rc=$?" >> /out/recorder-key
 # fleet-updated's applier of configuration pushes runs the same checker on the station file.
 setpriv --reuid=fleet-updated --regid=fleet-updated --init-groups \
   fleet-uploaderd --config /etc/fleet/uploaderd.toml --check-config > /out/uploader-check-applier 2>&1
@@ -279,11 +295,16 @@ grep -q "^/run/fleet/bootctl.lock 660 root:fleet-updated" "$scratch/out/stat" 2>
   && ok tmpfiles_gives_the_updater_the_bootctl_lock \
   || ko tmpfiles_gives_the_updater_the_bootctl_lock "$(cat "$scratch/out/stat" 2>/dev/null)"
 grep -q "Installed: Provision\|^" /dev/null
-grep -q "^/data/fleet/identity/updated.toml 640 root:fleet-updated" "$scratch/out/stat" 2>/dev/null \
+grep -q "^/data/fleet/identity/updated.toml 640 root:fleet-mqtt" "$scratch/out/stat" 2>/dev/null \
   && grep -q "^/data/fleet/identity/device-id 640 root:fleet-data" "$scratch/out/stat" \
   && ! grep -q fleet-provision "$scratch/out/boot-firmware" \
   && ok provisioning_moves_the_identity_from_the_boot_partition_to_data \
   || ko provisioning_moves_the_identity_from_the_boot_partition_to_data "$(cat "$scratch/out/stat" "$scratch/out/boot-firmware" 2>/dev/null)"
+grep -q "^rc=0" "$scratch/out/reporter-identity" 2>/dev/null && grep -q "^rc=1" "$scratch/out/recorder-key" \
+  && grep -q "^/data/fleet/identity/mqtt/client.key 440 root:fleet-mqtt" "$scratch/out/stat" \
+  && ok the_reporter_reads_the_stations_mqtt_identity_and_the_recorder_does_not \
+  || ko the_reporter_reads_the_stations_mqtt_identity_and_the_recorder_does_not \
+       "$(cat "$scratch/out/reporter-identity" "$scratch/out/recorder-key" "$scratch/out/stat" 2>/dev/null)"
 grep -q "^/data/fleet/identity/uploaderd.toml 640 root:fleet-data" "$scratch/out/stat" 2>/dev/null \
   && grep -q "^/data/fleet/identity/uploader 750 root:fleet-uploader" "$scratch/out/stat" \
   && grep -q "^/data/fleet/identity/uploader/credentials.toml 400 fleet-uploader:fleet-uploader" "$scratch/out/stat" \

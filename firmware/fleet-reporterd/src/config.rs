@@ -4,6 +4,7 @@
 //!
 //! ```toml
 //! station-config = "/data/fleet/identity/updated.toml"  # device-id, data-dir and [mqtt] come from here
+//! updater-config = "/etc/fleet/updated.toml"  # optional: the image's layer under station-config
 //! heartbeat-secs = 900            # publish at least this often
 //! sample-secs = 30                # read everything this often
 //! min-interval-secs = 30          # a change goes out no sooner than this after the last message
@@ -29,6 +30,9 @@ use serde::Deserialize;
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 struct RawConfig {
     station_config: PathBuf,
+    /// fleet-updated's image defaults, laid under `station_config` as fleet-updated lays them
+    /// (ADR 0008): a provisioned station file holds only what differs from the image.
+    updater_config: Option<PathBuf>,
     #[serde(default = "default_heartbeat")]
     heartbeat_secs: u64,
     #[serde(default = "default_sample")]
@@ -135,7 +139,27 @@ impl Config {
             path: path.to_owned(),
             detail: e.message().to_string(),
         })?;
-        let station_text = read(&raw.station_config)?;
+        let station_text = match &raw.updater_config {
+            None => read(&raw.station_config)?,
+            Some(image) => {
+                // Not provisioned yet is an error here, as a missing station file always was.
+                std::fs::metadata(&raw.station_config).map_err(|source| ConfigError::Read {
+                    path: raw.station_config.clone(),
+                    source,
+                })?;
+                let layers = fleet_config::Layers {
+                    image: image.clone(),
+                    station: Some(raw.station_config.clone()),
+                };
+                layers
+                    .read(&fleet_config::Limits::default())
+                    .map_err(|e| ConfigError::Parse {
+                        path: raw.station_config.clone(),
+                        detail: e.to_string(),
+                    })?
+                    .text
+            }
+        };
         let station: RawStation =
             toml::from_str(&station_text).map_err(|e| ConfigError::Parse {
                 path: raw.station_config.clone(),
@@ -268,6 +292,46 @@ mod tests {
         )
     }
 
+    /// The image's updated.toml as the recipe installs it (paths of this test's station).
+    fn image_updated_toml() -> String {
+        include_str!("../../../meta-fleet/recipes-fleet/fleet-firmware/files/updated.toml")
+            .replace("@COMPATIBLE@", "fleet-raspberrypi5")
+            .replace("@DATADIR@", "/data")
+            .replace("@BOOT_FLOW@", "tryboot")
+            .replace("@LIBEXECDIR@", "/usr/libexec")
+    }
+
+    /// A station file as `fleetctl provision` writes it holds only what differs from the image
+    /// (no data-dir): the reporter reads it over fleet-updated's image layer, as fleet-updated does.
+    #[test]
+    fn a_provisioned_station_file_is_read_over_the_updaters_image_defaults() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let image = write(d.path(), "image-updated.toml", &image_updated_toml());
+        let s = write(
+            d.path(),
+            "updated.toml",
+            "device-id = \"stn-8\"\n[mqtt]\nhost = \"127.0.0.1\"\n",
+        );
+        let text = format!(
+            "station-config = \"{}\"\nrecorder-status = \"/data/fleet/recordings/status.json\"\n",
+            s.display()
+        );
+        let alone = write(d.path(), "alone.toml", &text);
+        let err = Config::load(&alone).expect_err("no data-dir without the image layer");
+        assert!(err.to_string().contains("data-dir"), "{err}");
+        let layered = write(
+            d.path(),
+            "layered.toml",
+            &format!("{text}updater-config = \"{}\"\n", image.display()),
+        );
+        let cfg = Config::load(&layered).expect("valid over the image layer");
+        assert_eq!(cfg.device_id.as_str(), "stn-8");
+        // Not provisioned: still an error naming the station file.
+        std::fs::remove_file(&s).expect("rm");
+        let err = Config::load(&layered).expect_err("no station file");
+        assert!(err.to_string().contains("updated.toml"), "{err}");
+    }
+
     #[test]
     fn the_reporter_borrows_device_id_and_broker_from_the_station_configuration() {
         let d = tempfile::tempdir().expect("tempdir");
@@ -302,10 +366,21 @@ mod tests {
         let image =
             include_str!("../../../meta-fleet/recipes-fleet/fleet-firmware/files/reporterd.toml")
                 .replace("@DATADIR@", "/data");
+        // Both name fleet-updated's image defaults, laid under the station file.
+        let updater_image = write(d.path(), "updater-image.toml", &image_updated_toml());
         for (name, text) in [("doc.toml", sample.to_owned()), ("image.toml", image)] {
-            let text = text.replace(
-                "\"/data/fleet/identity/updated.toml\"",
-                &format!("\"{}\"", s.display()),
+            let text = text
+                .replace(
+                    "\"/data/fleet/identity/updated.toml\"",
+                    &format!("\"{}\"", s.display()),
+                )
+                .replace(
+                    "\"/etc/fleet/updated.toml\"",
+                    &format!("\"{}\"", updater_image.display()),
+                );
+            assert!(
+                text.contains(&updater_image.display().to_string()),
+                "{name} names the updater's image layer"
             );
             assert!(
                 text.contains(&s.display().to_string()),

@@ -100,9 +100,10 @@ SYSTEMD_SERVICE:fleet-retentiond = "fleet-retentiond.service"
 
 # Dedicated system users, created at build time (the root filesystem is read-only).
 USERADD_PACKAGES = "fleet-updated fleet-recorderd fleet-retentiond"
-GROUPADD_PARAM:fleet-updated = "--system fleet-data"
+# fleet-mqtt: the daemons that connect with the station's MQTT identity (updated, reporterd).
+GROUPADD_PARAM:fleet-updated = "--system fleet-data; --system fleet-mqtt"
 USERADD_PARAM:fleet-updated = "--system --no-create-home --home-dir /nonexistent --shell /sbin/nologin \
-                               --user-group --groups fleet-data fleet-updated"
+                               --user-group --groups fleet-data,fleet-mqtt fleet-updated"
 USERADD_PARAM:fleet-recorderd = "--system --no-create-home --home-dir /nonexistent --shell /sbin/nologin \
                                  --user-group --groups fleet-data,audio fleet-recorderd"
 USERADD_PARAM:fleet-retentiond = "--system --no-create-home --home-dir /nonexistent --shell /sbin/nologin \
@@ -141,9 +142,10 @@ FILES:fleet-reporterd = "${bindir}/fleet-reporterd ${systemd_system_unitdir}/fle
 SYSTEMD_PACKAGES += "fleet-reporterd"
 SYSTEMD_SERVICE:fleet-reporterd = "fleet-reporterd.service"
 USERADD_PACKAGES += "fleet-reporterd"
-# The journal group comes from systemd; fleet-data from fleet-updated's GROUPADD_PARAM.
+# The journal group comes from systemd; fleet-data and fleet-mqtt from fleet-updated's
+# GROUPADD_PARAM.
 USERADD_PARAM:fleet-reporterd = "--system --no-create-home --home-dir /nonexistent --shell /sbin/nologin \
-                                 --user-group --groups fleet-data,systemd-journal fleet-reporterd"
+                                 --user-group --groups fleet-data,systemd-journal,fleet-mqtt fleet-reporterd"
 # NVMe wear for the reporter: `fleet nvme-smart` as root (CAP_SYS_ADMIN only), every 15 min.
 SRC_URI += "file://fleet-nvme-smart.service file://fleet-nvme-smart.timer"
 FILES:fleet-reporterd += "${systemd_system_unitdir}/fleet-nvme-smart.service \
