@@ -274,7 +274,7 @@ pub(crate) struct ConfigPushArgs {
     /// `fleet`, `group:<name>` or `device:<id>`.
     #[arg(long, value_parser = crate::rollout_cmd::parse_scope)]
     to: fleet_core::rollout::Scope,
-    /// recorderd, retentiond, uploaderd or updated.
+    /// recorderd, retentiond or uploaderd (stations do not apply pushes to updated yet).
     #[arg(long, value_parser = parse_daemon)]
     daemon: fleet_core::config_push::Daemon,
     /// key=value to set (repeat); only the documented keys (docs/reference/mqtt-protocol.md).
@@ -297,10 +297,25 @@ pub(crate) struct ConfigPushArgs {
 
 fn parse_daemon(s: &str) -> Result<fleet_core::config_push::Daemon, String> {
     use fleet_core::config_push::Daemon;
-    Daemon::from_name(s).ok_or_else(|| {
-        let names: Vec<&str> = Daemon::ALL.into_iter().map(Daemon::as_str).collect();
-        format!("expected one of {}", names.join(", "))
-    })
+    match Daemon::from_name(s) {
+        // Stations refuse these (`self-restart-unsupported`): the applier runs inside
+        // fleet-updated and cannot yet watch its own restart (ADR 0011 §6). Say so here rather
+        // than publish a push no station takes.
+        Some(Daemon::Updated) => Err(
+            "stations do not apply pushes to fleet-updated yet (ADR 0011 §6: it would restart \
+             itself); change its settings by provisioning"
+                .to_owned(),
+        ),
+        Some(d) => Ok(d),
+        None => {
+            let names: Vec<&str> = Daemon::ALL
+                .into_iter()
+                .filter(|d| *d != Daemon::Updated)
+                .map(Daemon::as_str)
+                .collect();
+            Err(format!("expected one of {}", names.join(", ")))
+        }
+    }
 }
 
 pub(crate) async fn config(command: ConfigCommand) -> anyhow::Result<ExitCode> {

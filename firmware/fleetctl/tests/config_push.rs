@@ -143,6 +143,30 @@ async fn the_uploaders_pacing_can_be_pushed_but_not_its_destination() {
     let out = push("destination.bucket=elsewhere");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no pushable key"));
+    // No station applies a push to fleet-updated yet: refused before the broker hears of it.
+    let out = fleetctl(
+        &[
+            "config",
+            "push",
+            "--broker",
+            &url,
+            "--key",
+            "k.key.pem",
+            "--daemon",
+            "updated",
+            "--to",
+            "fleet",
+            "--set",
+            "mqtt.keep-alive-secs=60",
+        ],
+        d.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("do not apply pushes to fleet-updated"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let addr = BrokerAddr {
         host: "127.0.0.1".into(),

@@ -241,14 +241,26 @@ fn every_bundle_carries_the_install_check_hook_and_every_keyring_wants_codesign(
 }
 
 #[test]
-fn the_station_key_is_0400_owned_by_fleet_updated_as_security_md_says() {
+fn the_station_key_is_0440_for_the_group_of_the_daemons_that_connect_as_security_md_says() {
     let security = read("docs/security.md");
     assert!(
-        security
-            .contains("`/data/fleet/identity/mqtt/client.key`, mode 0400, user `fleet-updated`")
+        security.contains("`/data/fleet/identity/mqtt/client.key`, mode 0440, `root:fleet-mqtt`")
     );
     let script = read("meta-fleet/recipes-core/fleet-rootfs/files/fleet-provision");
-    assert!(script.contains("put mqtt/client.key fleet-updated:fleet-updated 0400"));
+    assert!(script.contains("put mqtt/client.key root:fleet-mqtt 0440"));
+    // The group holds exactly the two daemons that connect as the station.
+    let recipe = read("meta-fleet/recipes-fleet/fleet-firmware/fleet-firmware_git.bb");
+    let members: Vec<&str> = recipe
+        .split("USERADD_PARAM:")
+        .skip(1)
+        .filter(|p| {
+            p.split('"')
+                .nth(1)
+                .is_some_and(|params| params.contains("fleet-mqtt"))
+        })
+        .filter_map(|p| p.split(' ').next())
+        .collect();
+    assert_eq!(members, ["fleet-updated", "fleet-reporterd"]);
 }
 
 #[test]
