@@ -57,7 +57,13 @@ setup_run() { # description command...
 }
 
 setup_installed() { # package[:arch]
-  dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"
+  # A bare name means this machine's architecture (or `all`): dpkg-query matches every installed
+  # architecture of it, and libssl-dev:arm64 alone must not pass for libssl-dev.
+  case $1 in
+    *:*) dpkg-query -W -f='${Status}\n' "$1" 2>/dev/null | grep -q "install ok installed" ;;
+    *) dpkg-query -W -f='${Architecture} ${Status}\n' "$1" 2>/dev/null |
+         grep -qE "^($(dpkg --print-architecture)|all) install ok installed" ;;
+  esac
 }
 
 # apt-get with the dpkg lock timeout, retried while the lists lock (apt-get update) is held.
