@@ -161,14 +161,15 @@ def cmd_users(layer_dir, machine):
     lay = Layer(layer_dir, machine)
     recipe = os.path.join(layer_dir, "recipes-fleet/fleet-firmware/fleet-firmware_git.bb")
     lay.read(recipe)
+    # The useradd class takes several groups or users in one value, separated by ";".
     for pkg in lay.get("USERADD_PACKAGES").split():
-        g = lay.get(f"GROUPADD_PARAM:{pkg}")
-        if g:
-            print("groupadd " + " ".join(g.split()))
+        for g in lay.get(f"GROUPADD_PARAM:{pkg}").split(";"):
+            if g.strip():
+                print("groupadd " + " ".join(g.split()))
     for pkg in lay.get("USERADD_PACKAGES").split():
-        u = lay.get(f"USERADD_PARAM:{pkg}")
-        if u:
-            print("useradd " + " ".join(u.split()))
+        for u in lay.get(f"USERADD_PARAM:{pkg}").split(";"):
+            if u.strip():
+                print("useradd " + " ".join(u.split()))
     return 0
 
 
