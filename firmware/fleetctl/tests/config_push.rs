@@ -11,7 +11,7 @@ use fleet_core::update::Station;
 use fleet_proto::config_push::open_config_push;
 use fleet_proto::{Limits, TrustedKeys};
 use fleet_testkit::Mosquitto;
-use fleetctl::connection::{BrokerAddr, collect_retained};
+use fleetctl::connection::{BrokerAddr, Message, collect_retained};
 
 fn fleetctl(args: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fleetctl"))
@@ -22,13 +22,37 @@ fn fleetctl(args: &[&str], cwd: &Path) -> Output {
         .expect("run fleetctl")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pushed_setting_is_retained_signed_and_taken_by_a_station_in_its_scope() {
+/// A broker, its URL, and a folder holding a fresh offer key `k.key.pem`.
+fn broker_and_key() -> (Mosquitto, String, tempfile::TempDir) {
     let broker = Mosquitto::start().expect("mosquitto");
     let url = format!("mqtt://127.0.0.1:{}", broker.port());
     let d = tempfile::tempdir().expect("tempdir");
     let out = fleetctl(&["keys", "gen", "--name", "k"], d.path());
     assert!(out.status.success(), "{out:?}");
+    (broker, url, d)
+}
+
+/// Every retained message under fleet/v1/, and the keys a station trusting `k` holds.
+async fn retained(broker: &Mosquitto, d: &Path) -> (Vec<Message>, TrustedKeys) {
+    let addr = BrokerAddr {
+        host: "127.0.0.1".into(),
+        port: broker.port(),
+    };
+    let msgs = collect_retained(
+        &addr,
+        &["fleet/v1/#".to_owned()],
+        Duration::from_millis(300),
+        100,
+    )
+    .await
+    .expect("read");
+    let key = fleetctl::keys::load_signing_key(&d.join("k.key.pem")).expect("key");
+    (msgs, [key.verifying_key()].into_iter().collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pushed_setting_is_retained_signed_and_taken_by_a_station_in_its_scope() {
+    let (broker, url, d) = broker_and_key();
     let push = |extra: &[&str]| {
         let mut args = vec![
             "config",
@@ -61,20 +85,7 @@ async fn a_pushed_setting_is_retained_signed_and_taken_by_a_station_in_its_scope
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no pushable key"));
 
-    let addr = BrokerAddr {
-        host: "127.0.0.1".into(),
-        port: broker.port(),
-    };
-    let msgs = collect_retained(
-        &addr,
-        &["fleet/v1/#".to_owned()],
-        Duration::from_millis(300),
-        100,
-    )
-    .await
-    .expect("read");
-    let key = fleetctl::keys::load_signing_key(&d.path().join("k.key.pem")).expect("key");
-    let trusted: TrustedKeys = [key.verifying_key()].into_iter().collect();
+    let (msgs, trusted) = retained(&broker, d.path()).await;
     let station = Station {
         device_id: DeviceId::new("stn-1").expect("id"),
         groups: vec![GroupId::new("canary").expect("id")],
@@ -110,11 +121,7 @@ async fn a_pushed_setting_is_retained_signed_and_taken_by_a_station_in_its_scope
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_uploaders_pacing_can_be_pushed_but_not_its_destination() {
-    let broker = Mosquitto::start().expect("mosquitto");
-    let url = format!("mqtt://127.0.0.1:{}", broker.port());
-    let d = tempfile::tempdir().expect("tempdir");
-    let out = fleetctl(&["keys", "gen", "--name", "k"], d.path());
-    assert!(out.status.success(), "{out:?}");
+    let (broker, url, d) = broker_and_key();
     let push = |set: &str| {
         fleetctl(
             &[
@@ -168,22 +175,9 @@ async fn the_uploaders_pacing_can_be_pushed_but_not_its_destination() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let addr = BrokerAddr {
-        host: "127.0.0.1".into(),
-        port: broker.port(),
-    };
-    let msgs = collect_retained(
-        &addr,
-        &["fleet/v1/#".to_owned()],
-        Duration::from_millis(300),
-        100,
-    )
-    .await
-    .expect("read");
+    let (msgs, trusted) = retained(&broker, d.path()).await;
     let topics: Vec<&str> = msgs.iter().map(|m| m.topic.as_str()).collect();
     assert_eq!(topics, ["fleet/v1/config/uploaderd"]);
-    let key = fleetctl::keys::load_signing_key(&d.path().join("k.key.pem")).expect("key");
-    let trusted: TrustedKeys = [key.verifying_key()].into_iter().collect();
     let push = open_config_push(&msgs[0].topic, &msgs[0].payload, &trusted, &Limits::DEFAULT)
         .expect("signed, on its own topic")
         .value;
