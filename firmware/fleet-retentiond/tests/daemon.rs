@@ -73,10 +73,13 @@ fn check_config_exits_2_on_an_invalid_file_and_0_on_a_valid_one() {
 #[test]
 fn promoted_segments_are_indexed_from_filesystem_events_and_systemd_is_notified() {
     let dir = tempfile::tempdir().unwrap();
-    // A catch-up far in the future: only inotify can index the new segments in time.
+    // A catch-up far in the future: only inotify can index the new segments in time. The tiers
+    // sit at the top and the floor is off: the host's own disk usage (the temporary directory
+    // is on it) must not let the policy delete the segments this test looks for.
     let cfg = config(
         dir.path(),
-        "[policy]\nupdate-reserve-mib = 0\n[daemon]\nballast-mib = 0\ncycle-seconds = 0.1\ncatch-up-seconds = 3600\n",
+        "[policy]\nupdate-reserve-mib = 0\nhousekeeping-at-percent = 99.7\ndefensive-at-percent = 99.8\n\
+         panic-at-percent = 99.9\nhysteresis-percent = 0.1\nfloor-seconds = 0\nfloor-target-seconds = 0\n[daemon]\nballast-mib = 0\ncycle-seconds = 0.1\ncatch-up-seconds = 3600\n",
     );
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
