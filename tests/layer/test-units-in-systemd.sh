@@ -10,7 +10,8 @@
 #     after fleet-updated and fleet-uploaderd checked it, the credentials 0400 fleet-uploader;
 #   - fleet-recorderd.service with the image's recorderd.toml and no station settings (no
 #     microphone provisioned) starts, says what it waits for in its status and is not restarted;
-#     so does fleet-updated with only the image's updated.toml (a transient unit);
+#     so do fleet-updated with only the image's updated.toml and fleet-reporterd with no
+#     provisioned identity (transient units);
 #   - fleet-boot-check.service runs fleet-bootctl boot-check (U-Boot flow) inside its sandbox;
 #   - fleet-retentiond.service and fleet-updated.service come up (Type=notify) and survive three
 #     watchdog periods; fleet-updated reads RAUC over D-Bus through the narrowed policy (no
@@ -31,9 +32,9 @@ finish() { echo "$pass passed, $fail failed"; [ "$fail" = 0 ]; exit; }
 command -v systemd-nspawn >/dev/null || { ko systemd_nspawn_is_installed "run tests/setup.d/55-hardening.sh"; finish; }
 bins=${FLEET_BIN_DIR:-${CARGO_TARGET_DIR:-$repo/target}/debug}
 if [ ! -x "$bins/fleet-retentiond" ] || [ ! -x "$bins/fleet-bootctl" ] || [ ! -x "$bins/fleet-updated" ] \
-   || [ ! -x "$bins/fleet-recorderd" ] || [ ! -x "$bins/fleet-uploaderd" ]; then
+   || [ ! -x "$bins/fleet-recorderd" ] || [ ! -x "$bins/fleet-uploaderd" ] || [ ! -x "$bins/fleet-reporterd" ]; then
   (cd "$repo" && cargo build -q -p fleet-retentiond -p fleet-bootctl -p fleet-updated -p fleet-recorderd \
-     -p fleet-uploaderd) \
+     -p fleet-uploaderd -p fleet-reporterd) \
     || { ko the_daemons_build; finish; }
 fi
 
@@ -203,9 +204,18 @@ systemctl show -p StatusText --value fleet-recorderd.service > /out/recorder-sta
 systemd-run --unit=fleet-updated-unprovisioned -p Type=notify -p NotifyAccess=main -p WatchdogSec=3s \
   -p User=fleet-updated /usr/bin/fleet-updated --config /etc/fleet/updated.toml \
   --station-config /data/fleet/nothing-here/updated.toml > /out/unprovisioned-start 2>&1
+# The reporter on the same station: its configuration names a station file that is not there.
+sed 's#/fleet/identity/updated.toml#/fleet/nothing-here/updated.toml#' /etc/fleet/reporterd.toml \
+  > /run/reporterd-unprovisioned.toml
+chmod 0644 /run/reporterd-unprovisioned.toml
+systemd-run --unit=fleet-reporterd-unprovisioned -p Type=notify -p NotifyAccess=main -p WatchdogSec=3s \
+  -p User=fleet-reporterd /usr/bin/fleet-reporterd --config /run/reporterd-unprovisioned.toml \
+  > /out/reporter-unprovisioned-start 2>&1
 sleep 8
 systemctl show -p ActiveState,SubState,NRestarts,StatusText fleet-updated-unprovisioned.service \
   > /out/unprovisioned 2>&1
+systemctl show -p ActiveState,SubState,NRestarts,StatusText fleet-reporterd-unprovisioned.service \
+  > /out/reporter-unprovisioned 2>&1
 stat -c '%n %a %U:%G' /run/fleet /run/fleet/bootctl.lock /data/fleet/retention \
   /boot/firmware/uboot.env /data/fleet/identity/updated.toml /data/fleet/identity/device-id \
   /data/fleet/identity/uploaderd.toml /data/fleet/identity/uploader /data/fleet/identity/mqtt/client.key \
@@ -323,6 +333,11 @@ grep -qx "ActiveState=active" "$scratch/out/unprovisioned" 2>/dev/null \
   && ok an_unprovisioned_updater_waits_through_its_watchdog_and_says_what_is_missing \
   || ko an_unprovisioned_updater_waits_through_its_watchdog_and_says_what_is_missing \
        "$(cat "$scratch/out/unprovisioned-start" "$scratch/out/unprovisioned" 2>/dev/null)"
+grep -qx "ActiveState=active" "$scratch/out/reporter-unprovisioned" 2>/dev/null \
+  && grep -q "^StatusText=waiting for station settings: device-id or device-id-file is not set; mqtt.host is not set" "$scratch/out/reporter-unprovisioned" \
+  && ok an_unprovisioned_reporter_waits_through_its_watchdog_and_says_what_is_missing \
+  || ko an_unprovisioned_reporter_waits_through_its_watchdog_and_says_what_is_missing \
+       "$(cat "$scratch/out/reporter-unprovisioned-start" "$scratch/out/reporter-unprovisioned" 2>/dev/null)"
 has fleet-updated.service ActiveState=active && has fleet-updated.service SubState=running \
   && has fleet-updated.service NRestarts=0 \
   && ok the_updater_runs_in_its_sandbox_through_three_watchdog_periods \

@@ -131,40 +131,56 @@ fn read(path: &Path) -> Result<String, ConfigError> {
     })
 }
 
-impl Config {
-    /// Reads and validates `path` and the station configuration it names.
-    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+/// What the reporter cannot run without, from the station's identity (ADR 0008): until a
+/// provisioned `updated.toml` names them it starts and waits, like fleet-updated. Each probe
+/// meets its need with a harmless value so the rest is checked.
+pub const STATION_NEEDS: &[fleet_config::Need] = &[
+    fleet_config::Need(&["device-id", "device-id-file"], "device-id = \"probe\""),
+    fleet_config::Need(&["mqtt.host"], "[mqtt]\nhost = \"localhost\""),
+];
+
+/// The reporter's own file, read and parsed; the station identity it names is read separately
+/// (it may not be there yet).
+#[derive(Debug)]
+pub struct Settings {
+    path: PathBuf,
+    raw: RawConfig,
+}
+
+impl Settings {
+    /// Reads and parses the reporter's own file (not the station file it names).
+    pub fn load(path: &Path) -> Result<Settings, ConfigError> {
         let text = read(path)?;
         let raw: RawConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             detail: e.message().to_string(),
         })?;
-        let station_text = match &raw.updater_config {
-            None => read(&raw.station_config)?,
-            Some(image) => {
-                // Not provisioned yet is an error here, as a missing station file always was.
-                std::fs::metadata(&raw.station_config).map_err(|source| ConfigError::Read {
-                    path: raw.station_config.clone(),
-                    source,
-                })?;
-                let layers = fleet_config::Layers {
-                    image: image.clone(),
-                    station: Some(raw.station_config.clone()),
-                };
-                layers
-                    .read(&fleet_config::Limits::default())
-                    .map_err(|e| ConfigError::Parse {
-                        path: raw.station_config.clone(),
-                        detail: e.to_string(),
-                    })?
-                    .text
-            }
-        };
-        let station: RawStation =
-            toml::from_str(&station_text).map_err(|e| ConfigError::Parse {
-                path: raw.station_config.clone(),
-                detail: e.message().to_string(),
-            })?;
+        Ok(Settings {
+            path: path.to_owned(),
+            raw,
+        })
+    }
+
+    /// Where the station identity comes from: the provisioned `updated.toml` over
+    /// fleet-updated's image defaults, or the station file alone when no image layer is named.
+    #[must_use]
+    pub fn station_layers(&self) -> fleet_config::Layers {
+        match &self.raw.updater_config {
+            Some(image) => fleet_config::Layers {
+                image: image.clone(),
+                station: Some(self.raw.station_config.clone()),
+            },
+            None => fleet_config::Layers::image_only(self.raw.station_config.clone()),
+        }
+    }
+
+    /// Validates these settings with the station identity read from [`Self::station_layers`].
+    pub fn with_station(&self, station_text: &str) -> Result<Config, ConfigError> {
+        let (path, raw) = (self.path.as_path(), &self.raw);
+        let station: RawStation = toml::from_str(station_text).map_err(|e| ConfigError::Parse {
+            path: raw.station_config.clone(),
+            detail: e.message().to_string(),
+        })?;
         let mut problems = Vec::new();
         if !(60..=86_400).contains(&raw.heartbeat_secs) {
             problems.push("heartbeat-secs: must be 60..=86400".into());
@@ -251,16 +267,16 @@ impl Config {
                 heartbeat: Duration::from_secs(raw.heartbeat_secs),
                 sample: Duration::from_secs(raw.sample_secs),
                 min_interval: Duration::from_secs(raw.min_interval_secs),
-                recorder_status: raw.recorder_status,
-                retention_metrics: raw.retention_metrics,
-                uploader_status: raw.uploader_status,
-                version_file: raw.version_file,
+                recorder_status: raw.recorder_status.clone(),
+                retention_metrics: raw.retention_metrics.clone(),
+                uploader_status: raw.uploader_status.clone(),
+                version_file: raw.version_file.clone(),
                 roots: fleet_facts::Roots::under(&raw.root),
                 clock,
                 trusted_keys,
-                state_dir: raw.state_dir,
+                state_dir: raw.state_dir.clone(),
                 journal: crate::logs::Journal {
-                    directory: raw.journal_directory,
+                    directory: raw.journal_directory.clone(),
                     ..crate::logs::Journal::default()
                 },
             }),
@@ -269,6 +285,27 @@ impl Config {
                 problems,
             }),
         }
+    }
+}
+
+impl Config {
+    /// Reads and validates `path` and the station configuration it names, once: a station that
+    /// was never provisioned is an error naming the station file (the daemon waits instead).
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let settings = Settings::load(path)?;
+        let station = &settings.raw.station_config;
+        std::fs::metadata(station).map_err(|source| ConfigError::Read {
+            path: station.clone(),
+            source,
+        })?;
+        let merged = settings
+            .station_layers()
+            .read(&fleet_config::Limits::default())
+            .map_err(|e| ConfigError::Parse {
+                path: station.clone(),
+                detail: e.to_string(),
+            })?;
+        settings.with_station(&merged.text)
     }
 }
 
@@ -330,6 +367,58 @@ mod tests {
         std::fs::remove_file(&s).expect("rm");
         let err = Config::load(&layered).expect_err("no station file");
         assert!(err.to_string().contains("updated.toml"), "{err}");
+    }
+
+    /// ADR 0008: an unprovisioned or half-provisioned station is incomplete (the daemon waits
+    /// and says what is missing), a present but wrong value is invalid.
+    #[test]
+    fn an_unprovisioned_identity_is_incomplete_and_names_what_is_missing() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let image = write(d.path(), "image-updated.toml", &image_updated_toml());
+        let s = d.path().join("updated.toml");
+        let c = write(
+            d.path(),
+            "reporterd.toml",
+            &format!(
+                "station-config = \"{}\"\nupdater-config = \"{}\"\n\
+                 recorder-status = \"/data/fleet/recordings/status.json\"\n",
+                s.display(),
+                image.display()
+            ),
+        );
+        let settings = Settings::load(&c).expect("the reporter's own file");
+        let once = |settings: &Settings| {
+            fleet_config::load_once(
+                &settings.station_layers(),
+                STATION_NEEDS,
+                &fleet_config::Limits::default(),
+                |m| settings.with_station(&m.text),
+            )
+        };
+        let fleet_config::Outcome::Incomplete(gaps) = once(&settings) else {
+            panic!("no station file must be incomplete");
+        };
+        assert_eq!(gaps.len(), 2, "{gaps:?}");
+        assert!(
+            gaps[0].contains("device-id") && gaps[1].contains("mqtt.host"),
+            "{gaps:?}"
+        );
+        std::fs::write(&s, "device-id = \"stn-9\"\n").expect("write");
+        let fleet_config::Outcome::Incomplete(gaps) = once(&settings) else {
+            panic!("no broker yet must be incomplete");
+        };
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!(gaps[0].contains("mqtt.host"), "{gaps:?}");
+        std::fs::write(&s, "device-id = \"bad id!\"\n").expect("write");
+        let fleet_config::Outcome::Invalid(msg) = once(&settings) else {
+            panic!("a wrong device id is invalid, not incomplete");
+        };
+        assert!(msg.contains("device-id"), "{msg}");
+        std::fs::write(&s, "device-id = \"stn-9\"\n[mqtt]\nhost = \"127.0.0.1\"\n").expect("write");
+        let fleet_config::Outcome::Ready(cfg) = once(&settings) else {
+            panic!("provisioned must be ready");
+        };
+        assert_eq!(cfg.device_id.as_str(), "stn-9");
     }
 
     #[test]

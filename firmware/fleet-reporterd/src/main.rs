@@ -4,11 +4,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use fleet_reporterd::config::Config;
+use fleet_reporterd::config::{Config, STATION_NEEDS, Settings};
 use fleet_reporterd::daemon::{self, Reporter};
 
 /// Invalid configuration: systemd must not restart the daemon (RestartPreventExitStatus=2).
-const EXIT_INVALID_CONFIG: u8 = 2;
+const EXIT_INVALID_CONFIG: u8 = fleet_config::EXIT_INVALID;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,18 +35,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
-    let config = match Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
-            return ExitCode::from(EXIT_INVALID_CONFIG);
-        }
-    };
-    if args.check_config {
-        println!("{}: ok", args.config.display());
-        return ExitCode::SUCCESS;
-    }
     if args.once {
+        // One sample, now: a station without its identity is an error, not a wait.
+        let config = match Config::load(&args.config) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(EXIT_INVALID_CONFIG);
+            }
+        };
         let h = Reporter::new(config).sample();
         return match fleet_reporterd::report::encode_fitting(h) {
             Ok(b) => {
@@ -58,6 +55,32 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    let settings = match Settings::load(&args.config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(EXIT_INVALID_CONFIG);
+        }
+    };
+    // An unprovisioned station: start, say what is missing and wait (ADR 0008); with
+    // --check-config an incomplete identity exits 3.
+    let layers = settings.station_layers();
+    let config =
+        match fleet_config::load_for_daemon(&layers, STATION_NEEDS, args.check_config, |merged| {
+            settings.with_station(&merged.text)
+        })
+        .finish(&layers)
+        {
+            Ok(c) => c,
+            Err((code, msg)) => {
+                eprintln!("{}: {msg}", args.config.display());
+                return ExitCode::from(code);
+            }
+        };
+    if args.check_config {
+        println!("{}: ok", args.config.display());
+        return ExitCode::SUCCESS;
     }
     if config.mqtt.is_plain_over_a_network() {
         tracing::warn!(host = %config.mqtt.host, "mqtt transport is plain to a host that is not loopback");
