@@ -5,8 +5,10 @@
 //!   offers with `fleet-proto`, and can publish anything else a broken tool or an attacker
 //!   would.
 //! - [`watch::Watcher`]: follows stations' retained state and events.
+//! - [`docs::fenced_blocks`]: the samples of a document, as a reader copies them.
 //! - [`rauc::Station`]: the real `rauc service` on a private D-Bus with file-backed slots and
 //!   `fleet-bootctl` (U-Boot flow) as its custom backend; simulated U-Boot power-ons.
+pub mod docs;
 pub mod mosquitto;
 pub mod operator;
 pub mod rauc;

@@ -2,6 +2,7 @@
 //! compatible string, the data paths, the version, the bundle's hook, the keyring purpose and the
 //! station key's mode are read from `meta-fleet/`, `bundles/`, `Cargo.toml` and `docs/` and
 //! compared; every sample configuration in `docs/` parses with its daemon's own checker.
+use fleet_testkit::docs::fenced_blocks;
 use std::path::{Path, PathBuf};
 
 fn repo() -> PathBuf {
@@ -53,28 +54,6 @@ fn docs() -> Vec<(PathBuf, String)> {
                 let text = std::fs::read_to_string(&p).expect("doc");
                 out.push((p, text));
             }
-        }
-    }
-    out
-}
-
-/// The bodies of the fenced blocks of `doc` whose info string is exactly `info`.
-fn blocks(doc: &str, info: &str) -> Vec<String> {
-    let open = format!("```{info}");
-    let mut out = Vec::new();
-    let mut cur: Option<String> = None;
-    for line in doc.lines() {
-        match &mut cur {
-            None if line.trim() == open => cur = Some(String::new()),
-            Some(body) if line.trim() == "```" => {
-                out.push(std::mem::take(body));
-                cur = None;
-            }
-            Some(body) => {
-                body.push_str(line);
-                body.push('\n');
-            }
-            None => {}
         }
     }
     out
@@ -266,13 +245,13 @@ fn the_station_key_is_0440_for_the_group_of_the_daemons_that_connect_as_security
 #[test]
 fn every_sample_configuration_in_the_docs_parses_with_its_daemons_checker() {
     let updated = read("docs/reference/updated.md");
-    let samples = blocks(&updated, "toml");
+    let samples = fenced_blocks(&updated, "toml");
     assert!(!samples.is_empty());
     fleet_updated::Config::parse(Path::new("docs/reference/updated.md"), &samples[0])
         .unwrap_or_else(|e| panic!("updated.md's sample: {e}"));
 
     let recorder = read("docs/reference/recorderd.md");
-    let samples = blocks(&recorder, "toml");
+    let samples = fenced_blocks(&recorder, "toml");
     assert_eq!(samples.len(), 1);
     fleet_recorderd::config::Config::parse(
         &samples[0],
@@ -282,7 +261,7 @@ fn every_sample_configuration_in_the_docs_parses_with_its_daemons_checker() {
     .unwrap_or_else(|e| panic!("recorderd.md's sample: {e}"));
 
     let retention = read("docs/reference/retentiond.md");
-    let samples = blocks(&retention, "toml");
+    let samples = fenced_blocks(&retention, "toml");
     assert_eq!(samples.len(), 1);
     fleet_retentiond::config::parse_at(&samples[0], Path::new("docs/reference/retentiond.md"))
         .unwrap_or_else(|e| panic!("retentiond.md's sample: {e}"));
