@@ -47,7 +47,7 @@ impl Default for Limits {
             max_response_bytes: 4 << 20,
             max_parts: 10_000,
             chunk_bytes: 256 << 10,
-            sftp_read_bytes: 2 << 20,
+            sftp_read_bytes: 512 << 10,
             sftp_write_window_bytes: 2 << 20,
             sftp_hash_output_bytes: 4 << 10,
             sftp_hash_min_bytes_per_second: 10_000_000,
@@ -528,9 +528,10 @@ fn sftp_destination(
     let host = required("host", d.host);
     let user = required("user", d.user);
     let remote_dir = required("remote-dir", d.remote_dir);
-    if remote_dir.split('/').any(|c| c == "..") || remote_dir.contains('\0') {
+    // A line break would split the path the server's hash command reads (one line).
+    if remote_dir.split('/').any(|c| c == "..") || remote_dir.contains(['\0', '\n']) {
         problems.push(format!(
-            "destination.remote-dir: {remote_dir:?} must not contain .. or NUL"
+            "destination.remote-dir: {remote_dir:?} must not contain .., NUL or a line break"
         ));
     }
     let port = d.port.unwrap_or(22);

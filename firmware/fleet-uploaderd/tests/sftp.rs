@@ -375,6 +375,36 @@ fn the_servers_sha256sum_confirms_the_upload_and_nothing_is_read_back() {
 }
 
 #[test]
+fn a_hash_channel_the_server_closed_during_the_upload_is_asked_again_on_a_new_one() {
+    let st = Station::new();
+    // The server closes exec channels idle for a second; the one opened ahead for the hash
+    // waits longer than that while the upload runs under a 2 MB/s cap.
+    let server = SshServer::start_with(
+        &st.dir.path().join("sshd"),
+        Mode::CountingSha256sum,
+        "LogLevel DEBUG1\nChannelTimeout session:command=1s\n",
+    );
+    let wav = st.record(14, big(4));
+    let cfg = st.sftp_config(
+        &server,
+        "format = \"wav\"\n[bandwidth]\nmax-bytes-per-second = 2000000\nburst-bytes = 200000",
+        "verify = \"remote-hash\"",
+    );
+    let mut up = Uploader::new(cfg).unwrap();
+    let Outcome::Marked { key, .. } = turn(&mut up) else {
+        panic!("not marked: {:?}", up.status());
+    };
+    assert!(
+        server.log().contains("seconds of inactivity"),
+        "the server did not close the idle channel"
+    );
+    assert!(st.uploaded(&wav));
+    assert_eq!(std::fs::read(&key).unwrap(), std::fs::read(&wav).unwrap());
+    // Hashed once, on the new channel, after the rename.
+    assert_eq!(server.sha256sum_calls(), vec![format!("-- {key}")]);
+}
+
+#[test]
 fn an_sftp_only_server_is_confirmed_by_reading_back_unless_the_remote_hash_is_required() {
     let st = Station::new();
     let server = SshServer::start(&st.dir.path().join("sshd"), Mode::InternalSftpOnly);

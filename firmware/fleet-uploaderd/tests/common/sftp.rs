@@ -72,10 +72,18 @@ pub struct SshServer {
     pub user_key: PathBuf,
     pub user: String,
     mode: Mode,
+    /// sshd_config lines put ahead of the harness's own (sshd takes the first value of a
+    /// keyword, so these win).
+    first: String,
 }
 
 impl SshServer {
     pub fn start(dir: &Path, mode: Mode) -> Self {
+        Self::start_with(dir, mode, "")
+    }
+
+    /// Like `start`, with `first` (sshd_config lines) ahead of the harness's configuration.
+    pub fn start_with(dir: &Path, mode: Mode, first: &str) -> Self {
         let root = dir.join("remote");
         std::fs::create_dir_all(&root).unwrap();
         let server = Self {
@@ -89,6 +97,7 @@ impl SshServer {
                 .expect("the test user has a passwd entry")
                 .name,
             mode,
+            first: first.to_owned(),
         };
         keygen(&dir.join("host_ed25519"));
         keygen(&server.user_key);
@@ -140,13 +149,14 @@ impl SshServer {
             _ => String::new(),
         };
         let config = format!(
-            "ListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
+            "{first}ListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              PubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
              AllowTcpForwarding no\nX11Forwarding no\nLogLevel VERBOSE\n\
              Subsystem sftp {subsystem}\n{extra}",
-            d = d.display()
+            d = d.display(),
+            first = self.first,
         );
         std::fs::write(d.join("sshd_config"), config).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -174,8 +184,11 @@ impl SshServer {
         }
     }
 
-    /// Kills sshd and every process it started (the session processes and their
-    /// `sftp-server`s), as a crash or a power cut of the server would.
+    /// Kills sshd and every process it started (the session processes, their `sftp-server`s
+    /// and login shells), as a crash or a power cut of the server would. SIGTERM first (none of
+    /// them closes anything gracefully on it, but a login shell still starting runs its exit
+    /// traps: root's rc files may hold a lock, such as pyenv's rehash, that a SIGKILL would
+    /// leave behind for every later login), then SIGKILL whatever is left.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = child.id();
@@ -185,11 +198,22 @@ impl SshServer {
                 all.extend(children(all[i]));
                 i += 1;
             }
-            for p in all.iter().rev() {
+            let signal = |p: u32, s| {
                 let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(i32::try_from(*p).unwrap()),
-                    nix::sys::signal::Signal::SIGKILL,
+                    nix::unistd::Pid::from_raw(i32::try_from(p).unwrap()),
+                    s,
                 );
+            };
+            for p in all.iter().rev() {
+                signal(*p, nix::sys::signal::Signal::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline && all.iter().any(|p| running(*p)) {
+                std::thread::sleep(Duration::from_millis(10));
+                let _ = child.try_wait();
+            }
+            for p in all.iter().rev() {
+                signal(*p, nix::sys::signal::Signal::SIGKILL);
             }
             let _ = child.wait();
         }
@@ -207,6 +231,11 @@ impl SshServer {
         let mut f = pubkey.split_whitespace();
         let (t, k) = (f.next().unwrap(), f.next().unwrap());
         format!("[127.0.0.1]:{} {t} {k}\n", self.port)
+    }
+
+    /// What sshd logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
     }
 
     /// How often the counting `sha256sum` ran, and with which arguments.
@@ -235,6 +264,14 @@ impl SshServer {
         out.sort();
         out
     }
+}
+
+/// Whether `pid` still runs (exists and is not a zombie).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X']))
+    })
 }
 
 /// The direct children of `pid` (every thread's list).
