@@ -303,7 +303,7 @@ fn upload_section(dir: &Path, mib: u64) {
 }
 
 /// Our SFTP upload (connect, look, send, confirmation, mark) with the default `verify = "auto"`
-/// (the server's `sha256sum`) and with `verify = "read-back"`, against OpenSSH's `sftp` putting
+/// (the server's hash: `openssl dgst -sha256`, else `sha256sum`) and with `verify = "read-back"`, against OpenSSH's `sftp` putting
 /// the same file, and putting then getting it (the bytes a read-back moves).
 fn sftp_section(dir: &Path, mib: u64, repeat: usize) {
     let wav = dir.join("big.wav");
@@ -448,7 +448,7 @@ fn sftp_section(dir: &Path, mib: u64, repeat: usize) {
     );
     println!("| client | seconds | MB/s of the object | throughput ours / client |");
     println!(
-        "| fleet-uploaderd --once, verify = auto (process: index, checksums, upload, server's sha256sum, mark) | {o:.2} | {:.1} | |",
+        "| fleet-uploaderd --once, verify = auto (process: index, connect, upload and SHA-256, server's hash, mark) | {o:.2} | {:.1} | |",
         mbs(o)
     );
     println!(

@@ -4,10 +4,10 @@
 //! logs in with the key in `private-key-file`; both are read at every connect. An object goes to
 //! a hidden temp name beside its final name (`.<name>.part`), is fsynced (`fsync@openssh.com`,
 //! where the server has it) and renamed into place. SFTP itself has no checksum the server
-//! vouches for, so the confirmation asks the server's `sha256sum` over an exec channel of the
-//! same session (`verify = "auto"` or `"remote-hash"`), or reads the object back and hashes it
-//! (`"read-back"`, and `"auto"` on a server that refuses the exec): then an upload costs its
-//! size once more in download. A temp file left by a cut link or a power cut is continued from
+//! vouches for, so the confirmation asks the server's SHA-256 (`openssl dgst -sha256`, else
+//! `sha256sum`) over an exec channel of the same session (`verify = "auto"` or
+//! `"remote-hash"`), or reads the object back and hashes it (`"read-back"`, and `"auto"` on a
+//! server that refuses the exec): then an upload costs its size once more in download. A temp file left by a cut link or a power cut is continued from
 //! its length once its content matches the local object's prefix (read back and hashed), and
 //! started over otherwise.
 
@@ -81,7 +81,10 @@ pub enum SftpError {
         #[source]
         source: io::Error,
     },
-    #[error("unable to hash {path} on the server with sha256sum (verify = \"remote-hash\"): {why}")]
+    #[error(
+        "unable to hash {path} on the server with openssl dgst or sha256sum \
+         (verify = \"remote-hash\"): {why}"
+    )]
     RemoteHash { path: String, why: String },
     #[error("upload interrupted by shutdown")]
     Stopped,
@@ -243,11 +246,13 @@ pub fn plan_resume(remote_len: Option<u64>, local_len: u64, prefix_matches: bool
 }
 
 /// The exec request that hashes an object on the server: the login shell reads one line from
-/// its input, the path, and runs `sha256sum -- <path>` on it (the path is data, never parsed by
-/// the shell: `IFS=` keeps its spaces, `-r` its backslashes, the quotes keep it one argument, `--`
-/// keeps it from reading as an option). The request goes out when the connection opens, so the
-/// server's shell starts while the object uploads; the path follows once the object is in place.
-pub const HASH_COMMAND: &str = r#"IFS= read -r p && exec sha256sum -- "$p""#;
+/// its input, the path, and hashes that file with `openssl dgst -sha256 -r` (OpenSSL uses the
+/// CPU's SHA instructions; `-r` prints `sha256sum`'s line format) or, where that fails or
+/// OpenSSL is missing, with `sha256sum`. The path is data, never parsed by the shell: `IFS=` keeps
+/// its spaces, `-r` its backslashes, the quotes keep it one argument, `--` keeps it from reading
+/// as an option. The request goes out when the connection opens, so the server's shell starts
+/// while the object uploads; the path follows once the object is in place.
+pub const HASH_COMMAND: &str = r#"IFS= read -r p && { openssl dgst -sha256 -r -- "$p" 2>/dev/null || exec sha256sum -- "$p"; }"#;
 
 /// Reads `sha256sum`'s output for `path`, strictly: exactly one line, 64 hex digits, the
 /// separator (two spaces, or a space and `*` for binary mode), then `path` itself. Anything else
@@ -1051,11 +1056,18 @@ mod tests {
             );
         }
         assert!(!dir.path().join("pwned").exists());
-        // sha256sum escapes a backslash in a name: not a hash line, so never a mark.
+        // A backslash in a name: `sha256sum` escapes it (not a hash line, so never a mark);
+        // whichever program hashes, the answer is the right digest or none.
         let path = dir.path().join("a\\b");
         std::fs::write(&path, "x").unwrap();
         let path = path.to_str().unwrap();
-        assert!(parse_sha256sum(&hash_with_sh(path), path).is_err());
+        let want: [u8; 32] = Sha256::digest(b"x").into();
+        assert!(
+            parse_sha256sum(&hash_with_sh(path), path).is_ok_and(|d| d == want)
+                || parse_sha256sum(&hash_with_sh(path), path).is_err()
+        );
+        let escaped = format!("\\{}  {}\n", hex::encode(want), path.replace('\\', "\\\\"));
+        assert!(parse_sha256sum(escaped.as_bytes(), path).is_err());
     }
 
     #[test]

@@ -409,7 +409,8 @@ fn send_sftp(
             FailureScope::Recording,
             "checksum",
             format!(
-                "the server's sha256sum of {path} printed {}, the station's SHA-256 is {}",
+                "the server's SHA-256 of {path} (openssl dgst or sha256sum) printed {}, the \
+                 station's is {}",
                 hex::encode(theirs),
                 hex::encode(written.sha256)
             ),

@@ -49,15 +49,18 @@ pub enum Mode {
     /// `ForceCommand internal-sftp`: every exec request runs the SFTP server instead (no
     /// `sha256sum` on the server, as on a chrooted SFTP-only account).
     InternalSftpOnly,
-    /// The sessions' `PATH` (sshd `SetEnv`) finds a `sha256sum` that writes its arguments to
-    /// `<dir>/sha256sum.calls`, then runs the real one.
-    CountingSha256sum,
-    /// The sessions' `PATH` finds a `sha256sum` that prints a well-formed line with a wrong
-    /// digest.
-    LyingSha256sum,
+    /// The sessions' `PATH` (sshd `SetEnv`) finds an `openssl` and a `sha256sum` that write
+    /// their name and arguments to `<dir>/hash.calls`, then run the real ones.
+    CountingHashes,
+    /// As `CountingHashes`, but the `openssl` on the `PATH` is not found (exit 127, nothing
+    /// written): the server hashes with `sha256sum`.
+    CountingWithoutOpenssl,
+    /// The sessions' `PATH` finds an `openssl` and a `sha256sum` that print a well-formed line
+    /// with a wrong digest.
+    LyingHashes,
 }
 
-/// The digest the lying `sha256sum` prints.
+/// The digest the lying `openssl` and `sha256sum` print.
 pub const LIE: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// A running sshd; killed (with every session process it started) on drop.
@@ -124,26 +127,51 @@ impl SshServer {
             _ => SFTP_SERVER.to_owned(),
         };
         let bin = d.join("bin");
-        let fake = match self.mode {
-            Mode::CountingSha256sum => Some(format!(
-                "#!/bin/sh\necho \"$*\" >> '{}'\nexec /usr/bin/sha256sum \"$@\"\n",
-                d.join("sha256sum.calls").display()
-            )),
-            // `sha256sum -- <path>`: the path is the second argument.
-            Mode::LyingSha256sum => Some(format!("#!/bin/sh\nprintf '%s  %s\\n' {LIE} \"$2\"\n")),
-            _ => None,
+        let calls = d.join("hash.calls");
+        let counting = |name: &str| {
+            format!(
+                "#!/bin/sh\necho \"{name} $*\" >> '{}'\nexec /usr/bin/{name} \"$@\"\n",
+                calls.display()
+            )
         };
-        let extra = match (self.mode, fake) {
-            (Mode::InternalSftpOnly, _) => "ForceCommand internal-sftp\n".to_owned(),
-            (_, Some(script)) => {
+        // `openssl dgst -sha256 -r -- <path>`: the path is the fifth argument;
+        // `sha256sum -- <path>`: the second.
+        let fakes: Vec<(&str, String)> = match self.mode {
+            Mode::CountingHashes => vec![
+                ("openssl", counting("openssl")),
+                ("sha256sum", counting("sha256sum")),
+            ],
+            Mode::CountingWithoutOpenssl => vec![
+                ("openssl", "#!/bin/sh\nexit 127\n".to_owned()),
+                ("sha256sum", counting("sha256sum")),
+            ],
+            Mode::LyingHashes => vec![
+                (
+                    "openssl",
+                    format!("#!/bin/sh\nprintf '%s *%s\\n' {LIE} \"$5\"\n"),
+                ),
+                (
+                    "sha256sum",
+                    format!("#!/bin/sh\nprintf '%s  %s\\n' {LIE} \"$2\"\n"),
+                ),
+            ],
+            _ => Vec::new(),
+        };
+        let extra = match self.mode {
+            Mode::InternalSftpOnly => "ForceCommand internal-sftp\n".to_owned(),
+            _ if !fakes.is_empty() => {
                 std::fs::create_dir_all(&bin).unwrap();
-                let path = bin.join("sha256sum");
-                std::fs::write(&path, script).unwrap();
-                std::fs::set_permissions(
-                    &path,
-                    <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
-                )
-                .unwrap();
+                for (name, script) in &fakes {
+                    let path = bin.join(name);
+                    std::fs::write(&path, script).unwrap();
+                    std::fs::set_permissions(
+                        &path,
+                        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(
+                            0o755,
+                        ),
+                    )
+                    .unwrap();
+                }
                 format!("SetEnv PATH={}:/usr/bin:/bin\n", bin.display())
             }
             _ => String::new(),
@@ -238,9 +266,10 @@ impl SshServer {
         std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
     }
 
-    /// How often the counting `sha256sum` ran, and with which arguments.
-    pub fn sha256sum_calls(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("sha256sum.calls"))
+    /// Which counting hash program ran, and with which arguments (`openssl dgst ...`,
+    /// `sha256sum -- ...`), in order.
+    pub fn hash_calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("hash.calls"))
             .unwrap_or_default()
             .lines()
             .map(str::to_owned)
