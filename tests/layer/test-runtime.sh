@@ -157,7 +157,8 @@ uploader_folder
 provision >/dev/null
 expect "provisioning_gives_the_uploader_its_key_and_host_key_0400_in_a_0750_directory" \
   "[ \"\$(mode uploaderd.toml)\" = 640 ] && [ \"\$(mode uploader)\" = 750 ] && [ \"\$(mode uploader/sftp-key)\" = 400 ] && [ \"\$(mode uploader/known_hosts)\" = 400 ] && cmp -s '$fl/sftp-key' '$data/fleet/identity/uploader/sftp-key' && [ \"\$(mode network/cellular.conf)\" = 600 ]"
-"$bins/fleet-uploaderd" --config "$conf/uploaderd.toml" --check-config >"$scratch/check-uploaderd" 2>&1; st=$?
+"$bins/fleet-uploaderd" --config "$conf/uploaderd.toml" --station-config "$data/fleet/identity/uploaderd.toml" \
+  --check-config >"$scratch/check-uploaderd" 2>&1; st=$?
 [ $st = 0 ] || cat "$scratch/check-uploaderd"
 expect "the_provisioned_uploader_passes_its_own_check_with_its_station_file" \
   "[ $st = 0 ] && grep -q 'sftp-key' '$data/fleet/identity/uploaderd.toml'"

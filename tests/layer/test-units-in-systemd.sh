@@ -221,7 +221,8 @@ stat -c '%n %a %U:%G' /run/fleet /run/fleet/bootctl.lock /data/fleet/retention \
   /data/fleet/identity/uploaderd.toml /data/fleet/identity/uploader /data/fleet/identity/mqtt/client.key \
   /data/fleet/identity/uploader/credentials.toml > /out/stat 2>&1
 setpriv --reuid=fleet-uploader --regid=fleet-uploader --init-groups \
-  fleet-uploaderd --config /etc/fleet/uploaderd.toml --check-config > /out/uploader-check 2>&1
+  fleet-uploaderd --config /etc/fleet/uploaderd.toml --station-config /data/fleet/identity/uploaderd.toml \
+  --check-config > /out/uploader-check 2>&1
 echo "rc=$?" >> /out/uploader-check
 # fleet-reporterd connects as the station too (group fleet-mqtt): it reads updated.toml and the
 # client key; the recorder cannot read the key.
@@ -234,7 +235,8 @@ setpriv --reuid=fleet-recorderd --regid=fleet-recorderd --init-groups \
 echo "rc=$?" >> /out/recorder-key
 # fleet-updated's applier of configuration pushes runs the same checker on the station file.
 setpriv --reuid=fleet-updated --regid=fleet-updated --init-groups \
-  fleet-uploaderd --config /etc/fleet/uploaderd.toml --check-config > /out/uploader-check-applier 2>&1
+  fleet-uploaderd --config /etc/fleet/uploaderd.toml --station-config /data/fleet/identity/uploaderd.toml \
+  --check-config > /out/uploader-check-applier 2>&1
 echo "rc=$?" >> /out/uploader-check-applier
 setpriv --reuid=fleet-retentiond --regid=fleet-retentiond --init-groups \
   cat /data/fleet/identity/uploader/credentials.toml > /out/uploader-other 2>&1

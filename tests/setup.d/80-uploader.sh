@@ -8,7 +8,7 @@
 # 60-qemu.sh set up the cross build. The reference GUANO reader comes from 30-recorder.sh.
 # Idempotent.
 . "$(dirname "$0")/lib.sh"
-setup_apt_install flac libflac-dev openssh-server openssh-client ca-certificates libssl-dev pkg-config
+setup_apt_install flac libflac-dev openssh-server openssh-client openssl ca-certificates libssl-dev pkg-config
 if dpkg --print-foreign-architectures | grep -qx arm64; then
   setup_apt_install libssl-dev:arm64 libflac-dev:arm64
 fi

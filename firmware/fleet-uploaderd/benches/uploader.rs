@@ -303,7 +303,7 @@ fn upload_section(dir: &Path, mib: u64) {
 }
 
 /// Our SFTP upload (connect, look, send, confirmation, mark) with the default `verify = "auto"`
-/// (the server's `sha256sum`) and with `verify = "read-back"`, against OpenSSH's `sftp` putting
+/// (the server's hash: `openssl dgst -sha256`, else `sha256sum`) and with `verify = "read-back"`, against OpenSSH's `sftp` putting
 /// the same file, and putting then getting it (the bytes a read-back moves).
 fn sftp_section(dir: &Path, mib: u64, repeat: usize) {
     let wav = dir.join("big.wav");
@@ -319,6 +319,10 @@ fn sftp_section(dir: &Path, mib: u64, repeat: usize) {
     let mut put = Vec::new();
     let mut put_get = Vec::new();
     let mut session = Vec::new();
+    let mut shell = Vec::new();
+    // Peak RSS of the children: after the first run of ours (auto), before any other client
+    // ran but sox; then over every run of ours.
+    let (mut rss_auto, mut rss) = (None, 0);
     for run in 0..repeat.max(1) {
         let st = dir.join(format!("sftp-station-{run}"));
         let keys = st.join("keys");
@@ -337,7 +341,10 @@ fn sftp_section(dir: &Path, mib: u64, repeat: usize) {
             keys.join("known_hosts").display()
         );
         let cfg = station(&st, &wav, &dest, "wav");
-        ours.push(run_once(&cfg).0.as_secs_f64());
+        let (t, peak) = run_once(&cfg);
+        ours.push(t.as_secs_f64());
+        rss_auto.get_or_insert(peak);
+        rss = rss.max(peak);
         let st_rb = dir.join(format!("sftp-station-{run}-read-back"));
         let keys_rb = st_rb.join("keys");
         std::fs::create_dir_all(&keys_rb).unwrap();
@@ -354,7 +361,9 @@ fn sftp_section(dir: &Path, mib: u64, repeat: usize) {
             .replace(&keys.display().to_string(), &keys_rb.display().to_string())
             + "\nverify = \"read-back\"";
         let cfg_rb = station(&st_rb, &wav, &dest_rb, "wav");
-        ours_read_back.push(run_once(&cfg_rb).0.as_secs_f64());
+        let (t, peak) = run_once(&cfg_rb);
+        ours_read_back.push(t.as_secs_f64());
+        rss = rss.max(peak);
         let sftp = |batch: &str| {
             let b = st.join("batch");
             std::fs::write(&b, batch).unwrap();
@@ -391,10 +400,46 @@ fn sftp_section(dir: &Path, mib: u64, repeat: usize) {
             r.display(),
             st.join("back.wav").display()
         )));
+        // A login shell starting on the server for one exec (what the hash's exec costs on top
+        // of the SFTP subsystem's own shell, unless it overlaps the upload).
+        let t = Instant::now();
+        let ok = Command::new("ssh")
+            .arg("-i")
+            .arg(&server.user_key)
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                keys.join("known_hosts").display()
+            ))
+            .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+            .args(["-p", &server.port.to_string()])
+            .arg(format!("{}@127.0.0.1", server.user))
+            .arg("true")
+            .stdout(Stdio::null())
+            .status()
+            .expect("run ssh (openssh-client)")
+            .success();
+        assert!(ok, "ssh true failed");
+        shell.push(t.elapsed().as_secs_f64());
+        let last = |v: &[f64]| v.last().copied().unwrap_or(f64::NAN);
+        println!(
+            "sftp run {run}: ours (auto) {:.2} s, ours (read-back) {:.2} s, sftp put {:.2} s, \
+             put+get {:.2} s => RATIO put/ours {:.2} (read-back {:.2})",
+            last(&ours),
+            last(&ours_read_back),
+            last(&put),
+            last(&put_get),
+            last(&put) / last(&ours),
+            last(&put) / last(&ours_read_back),
+        );
     }
+    let mut ratios: Vec<f64> = put.iter().zip(&ours).map(|(p, o)| p / o).collect();
+    let ratio = median(&mut ratios);
+    let (lo, hi) = (ratios[0], ratios[ratios.len() - 1]);
     let (o, p, pg) = (median(&mut ours), median(&mut put), median(&mut put_get));
     let orb = median(&mut ours_read_back);
     let sess = median(&mut session);
+    let sh = median(&mut shell);
     println!();
     println!(
         "SFTP over loopback to sshd + sftp-server, {:.0} MiB WAV (format = wav), median of {} interleaved runs",
@@ -403,7 +448,7 @@ fn sftp_section(dir: &Path, mib: u64, repeat: usize) {
     );
     println!("| client | seconds | MB/s of the object | throughput ours / client |");
     println!(
-        "| fleet-uploaderd --once, verify = auto (process: index, checksums, upload, server's sha256sum, mark) | {o:.2} | {:.1} | |",
+        "| fleet-uploaderd --once, verify = auto (process: index, connect, upload and SHA-256, server's hash, mark) | {o:.2} | {:.1} | |",
         mbs(o)
     );
     println!(
@@ -423,6 +468,15 @@ fn sftp_section(dir: &Path, mib: u64, repeat: usize) {
         pg / orb
     );
     println!("| sftp session alone (connect, login, sftp-server, no transfer) | {sess:.2} | | |");
+    println!("| ssh exec true (connect, login, the login shell) | {sh:.2} | | |");
+    println!();
+    println!(
+        "SFTP RATIO (throughput ours / sftp put, verify = auto): median {ratio:.2}, runs {lo:.2}..{hi:.2} (goal >= 0.80)"
+    );
+    println!(
+        "Peak RSS of fleet-uploaderd over SFTP (goal <= 16384 KiB): {} KiB with verify = auto; {rss} KiB with verify = read-back (the children's maximum: sox and the daemon only)",
+        rss_auto.unwrap_or(0)
+    );
 }
 
 fn main() {

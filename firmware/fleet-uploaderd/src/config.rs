@@ -1,7 +1,9 @@
-//! Configuration: `/etc/fleet/uploaderd.toml` (the image's defaults), overlaid by the station's
-//! `station-config` (provisioned or pushed under `/data`): each top-level key or table the station
-//! file holds replaces the image's. Kebab-case keys, unknown keys refused; parsed into raw types,
-//! then validated into [`Config`], reporting every invalid key with its path.
+//! Configuration: the three layers every daemon reads (ADR 0008, ADR 0011; `fleet_config::Stack`):
+//! the image's defaults (`--config`, `/etc/fleet/uploaderd.toml`), the station's settings
+//! (`--station-config`, provisioned to `/data/fleet/identity/uploaderd.toml`) and the pushed
+//! settings (`--pushed-config`), each laid over the one before key by key. Kebab-case keys,
+//! unknown keys refused; parsed into raw types, then validated into [`Config`], reporting every
+//! invalid key with its path.
 
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -47,7 +49,7 @@ impl Default for Limits {
             max_response_bytes: 4 << 20,
             max_parts: 10_000,
             chunk_bytes: 256 << 10,
-            sftp_read_bytes: 2 << 20,
+            sftp_read_bytes: 512 << 10,
             sftp_write_window_bytes: 2 << 20,
             sftp_hash_output_bytes: 4 << 10,
             sftp_hash_min_bytes_per_second: 10_000_000,
@@ -83,10 +85,6 @@ struct RawConfig {
     state_dir: PathBuf,
     #[serde(default)]
     status_path: Option<PathBuf>,
-    /// Read from the table by [`load`] before the overlay; kept here so the key is known.
-    #[serde(default)]
-    #[allow(dead_code)]
-    station_config: Option<PathBuf>,
     #[serde(default)]
     credentials_file: Option<PathBuf>,
     #[serde(default)]
@@ -345,67 +343,58 @@ fn read_limited(path: &Path, max: u64) -> Result<String, ConfigError> {
     })
 }
 
-/// Reads the image's config, overlays the station's (when `station-config` names a file that
-/// exists), and validates the result.
+/// Reads one complete configuration file (the image's alone: no station or pushed layer).
 ///
 /// # Errors
-/// A file cannot be read or parsed, or values are invalid (all reported).
+/// The file cannot be read or parsed, or values are invalid (all reported).
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
-    load_layers(path, None)
+    load_layers(path, None, None)
 }
 
-/// [`load`], then the pushed layer (ADR 0011: written only by fleet-updated's applier of signed
-/// configuration pushes, `/data/fleet/config/uploaderd.toml`) laid over the result key by key
-/// (`fleet_config::merge`: a pushed `bandwidth.burst-bytes` keeps the station's
-/// `bandwidth.max-bytes-per-second`). An absent pushed layer is nothing pushed yet.
+/// Reads the image's defaults, lays the station's settings and then the pushed settings over
+/// them key by key (`fleet_config::merge`: a pushed `bandwidth.burst-bytes` keeps the station's
+/// `bandwidth.max-bytes-per-second`), and validates the result. An absent station file is an
+/// unprovisioned station (no destination: the daemon idles); an absent pushed file is nothing
+/// pushed yet.
 ///
 /// # Errors
-/// A file cannot be read or parsed, or values are invalid (all reported).
-pub fn load_layers(path: &Path, pushed: Option<&Path>) -> Result<Config, ConfigError> {
-    let max = Limits::default().max_config_bytes;
-    let text = read_limited(path, max)?;
-    let syntax = |p: &Path, e: toml::de::Error| ConfigError::Parse {
-        path: p.to_owned(),
-        message: e.message().to_owned(),
+/// A file cannot be read or parsed, or values are invalid (all reported, naming the layers).
+pub fn load_layers(
+    image: &Path,
+    station: Option<&Path>,
+    pushed: Option<&Path>,
+) -> Result<Config, ConfigError> {
+    let stack = fleet_config::Stack::new(
+        image,
+        station.map(Path::to_owned),
+        pushed.map(Path::to_owned),
+    );
+    let limits = fleet_config::Limits {
+        max_layer_bytes: Limits::default().max_config_bytes,
+        ..fleet_config::Limits::default()
     };
-    let mut table: toml::Table = toml::from_str(&text).map_err(|e| syntax(path, e))?;
-    let station = table
-        .get("station-config")
-        .and_then(toml::Value::as_str)
-        .map(PathBuf::from);
-    let mut overlaid = None;
-    if let Some(station) = station.filter(|p| p.exists()) {
-        let text = read_limited(&station, max)?;
-        let over: toml::Table = toml::from_str(&text).map_err(|e| syntax(&station, e))?;
-        if over.contains_key("station-config") {
-            return Err(ConfigError::Invalid {
-                path: station,
-                problems: vec!["station-config: a station file cannot name another".into()],
-            });
-        }
-        for (k, v) in over {
-            table.insert(k, v);
-        }
-        overlaid = Some(station);
-    }
-    let mut shown = overlaid.clone().unwrap_or_else(|| path.to_owned());
-    if let Some(pushed) = pushed.filter(|p| p.exists()) {
-        let text = read_limited(pushed, max)?;
-        let over: toml::Table = toml::from_str(&text).map_err(|e| syntax(pushed, e))?;
-        fleet_config::merge(&mut table, over);
-        shown = pushed.to_owned();
-    }
-    let mut config = parse_table(table).map_err(|e| match e {
+    let merged = fleet_config::Source::read(&stack, &limits).map_err(|e| match e {
+        fleet_config::LayerError::Read { path, source } => ConfigError::Read { path, source },
+        fleet_config::LayerError::TooLarge { path, max, .. } => ConfigError::TooLarge { path, max },
+        fleet_config::LayerError::Parse { path, detail } => ConfigError::Parse {
+            path,
+            message: detail,
+        },
+    })?;
+    let origin = merged.origin;
+    let mut config = parse_table(merged.table).map_err(|e| match e {
         ParseError::Syntax(message) => ConfigError::Parse {
-            path: shown.clone(),
+            path: origin.clone(),
             message,
         },
         ParseError::Invalid(problems) => ConfigError::Invalid {
-            path: shown.clone(),
+            path: origin.clone(),
             problems,
         },
     })?;
-    config.station_config = overlaid;
+    config.station_config = station
+        .filter(|_| merged.station_present)
+        .map(Path::to_owned);
     Ok(config)
 }
 
@@ -528,9 +517,10 @@ fn sftp_destination(
     let host = required("host", d.host);
     let user = required("user", d.user);
     let remote_dir = required("remote-dir", d.remote_dir);
-    if remote_dir.split('/').any(|c| c == "..") || remote_dir.contains('\0') {
+    // A line break would split the path the server's hash command reads (one line).
+    if remote_dir.split('/').any(|c| c == "..") || remote_dir.contains(['\0', '\n']) {
         problems.push(format!(
-            "destination.remote-dir: {remote_dir:?} must not contain .. or NUL"
+            "destination.remote-dir: {remote_dir:?} must not contain .., NUL or a line break"
         ));
     }
     let port = d.port.unwrap_or(22);
@@ -964,11 +954,7 @@ mod tests {
         let image = dir.path().join("uploaderd.toml");
         std::fs::write(
             &image,
-            format!(
-                "recordings-dir = \"/data/r\"\nindex-path = \"/data/i.sqlite\"\nstate-dir = \"/data/u\"\n\
-                 station-config = \"{}\"\n",
-                station.display()
-            ),
+            "recordings-dir = \"/data/r\"\nindex-path = \"/data/i.sqlite\"\nstate-dir = \"/data/u\"\n",
         )
         .expect("write");
         std::fs::write(
@@ -981,49 +967,58 @@ mod tests {
             "order = \"newest-first\"\n[bandwidth]\nburst-bytes = 9000\n",
         )
         .expect("write");
-        let c = load_layers(&image, Some(&pushed)).expect("valid");
+        let c = load_layers(&image, Some(&station), Some(&pushed)).expect("valid");
         assert_eq!(c.order, Order::NewestFirst);
         assert_eq!(c.max_bytes_per_second, 1000);
         assert_eq!(c.burst_bytes, 9000);
         std::fs::write(&pushed, "order = \"sideways\"\n").expect("write");
-        let e = load_layers(&image, Some(&pushed)).expect_err("invalid");
+        let e = load_layers(&image, Some(&station), Some(&pushed)).expect_err("invalid");
         assert!(e.to_string().contains("pushed.toml"), "{e}");
         // Nothing pushed yet.
-        let c = load_layers(&image, Some(&dir.path().join("absent.toml"))).expect("valid");
+        let c = load_layers(
+            &image,
+            Some(&station),
+            Some(&dir.path().join("absent.toml")),
+        )
+        .expect("valid");
         assert_eq!(c.order, Order::OldestFirst);
     }
 
     #[test]
-    fn the_station_file_replaces_the_tables_it_holds() {
+    fn the_station_file_is_laid_over_the_image_key_by_key() {
         let dir = tempfile::tempdir().unwrap();
         let station = dir.path().join("station.toml");
         let image = dir.path().join("image.toml");
         std::fs::write(
             &image,
-            format!(
-                "{MINIMAL}station-config = \"{}\"\n[retry]\nbase-seconds = 5\n",
-                station.display()
-            ),
+            format!("{MINIMAL}[retry]\nbase-seconds = 5\nmax-seconds = 600\n"),
         )
         .unwrap();
-        let c = load(&image).unwrap();
+        // Not provisioned yet: no destination, the daemon idles.
+        let c = load_layers(&image, Some(&station), None).unwrap();
         assert_eq!(c.destination, None);
         assert_eq!(c.station_config, None);
         std::fs::write(
             &station,
-            "order = \"newest-first\"\n[destination]\nkind = \"s3\"\n\
+            "order = \"newest-first\"\n[retry]\nmax-seconds = 60\n[destination]\nkind = \"s3\"\n\
              endpoint = \"https://s3.example.org\"\nbucket = \"rec\"\n",
         )
         .unwrap();
-        let c = load(&image).unwrap();
+        let c = load_layers(&image, Some(&station), None).unwrap();
         assert_eq!(c.order, Order::NewestFirst);
+        // The station's retry table keeps the image's base-seconds.
         assert_eq!(c.retry.base_ms(), 5000);
+        assert_eq!(c.retry.max_ms(), 60_000);
         assert_eq!(c.station_config.as_deref(), Some(station.as_path()));
         let Some(Destination::S3(d)) = c.destination else {
             panic!("expected an S3 destination");
         };
         assert_eq!(d.part_size_bytes, 8 << 20);
         assert_eq!(d.url_style, UrlStyle::Path);
+        // The key that named the station file inside the image file is gone.
+        std::fs::write(&station, "station-config = \"/data/other.toml\"\n").unwrap();
+        let e = load_layers(&image, Some(&station), None).unwrap_err();
+        assert!(e.to_string().contains("station-config"), "{e}");
     }
 
     #[test]
@@ -1138,12 +1133,8 @@ mod tests {
         let station = dir.path().join("station.toml");
         std::fs::write(&station, &toml_blocks[1]).unwrap();
         let image = dir.path().join("image.toml");
-        let text = toml_blocks[0].replace(
-            "/data/fleet/identity/uploaderd.toml",
-            &station.display().to_string(),
-        );
-        std::fs::write(&image, text).unwrap();
-        let c = load(&image).unwrap();
+        std::fs::write(&image, &toml_blocks[0]).unwrap();
+        let c = load_layers(&image, Some(&station), None).unwrap();
         let Some(Destination::S3(d)) = &c.destination else {
             panic!("the station sample holds a destination");
         };
@@ -1154,7 +1145,7 @@ mod tests {
         assert_eq!(c.retry.dead_letter_after(), 5);
         // The SFTP station sample, over the same image file.
         std::fs::write(&station, &toml_blocks[2]).unwrap();
-        let c = load(&image).unwrap();
+        let c = load_layers(&image, Some(&station), None).unwrap();
         let Some(Destination::Sftp(d)) = &c.destination else {
             panic!("the SFTP sample holds an SFTP destination");
         };

@@ -15,7 +15,7 @@ use fleet_uploaderd::{config, run};
     about = "Uploads recordings and marks them uploaded once the server confirms them"
 )]
 struct Cli {
-    /// The image's configuration file (the station's overlay is named inside it).
+    /// The image's configuration file (defaults).
     #[arg(
         long,
         short,
@@ -23,6 +23,10 @@ struct Cli {
         default_value = "/etc/fleet/uploaderd.toml"
     )]
     config: PathBuf,
+    /// Station settings, laid over the image defaults of --config (ADR 0008: written by
+    /// provisioning; without a destination in them the uploader idles); may be absent.
+    #[arg(long, env = "FLEET_UPLOADERD_STATION_CONFIG")]
+    station_config: Option<PathBuf>,
     /// Pushed settings laid over the image's and the station's (ADR 0011: written only by
     /// fleet-updated's applier of signed configuration pushes); may be absent.
     #[arg(long, env = "FLEET_UPLOADERD_PUSHED_CONFIG")]
@@ -44,7 +48,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cfg = match config::load_layers(&cli.config, cli.pushed_config.as_deref()) {
+    let cfg = match config::load_layers(
+        &cli.config,
+        cli.station_config.as_deref(),
+        cli.pushed_config.as_deref(),
+    ) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("fleet-uploaderd: {e}");

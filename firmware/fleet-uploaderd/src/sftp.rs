@@ -4,10 +4,10 @@
 //! logs in with the key in `private-key-file`; both are read at every connect. An object goes to
 //! a hidden temp name beside its final name (`.<name>.part`), is fsynced (`fsync@openssh.com`,
 //! where the server has it) and renamed into place. SFTP itself has no checksum the server
-//! vouches for, so the confirmation asks the server's `sha256sum` over an exec channel of the
-//! same session (`verify = "auto"` or `"remote-hash"`), or reads the object back and hashes it
-//! (`"read-back"`, and `"auto"` on a server that refuses the exec): then an upload costs its
-//! size once more in download. A temp file left by a cut link or a power cut is continued from
+//! vouches for, so the confirmation asks the server's SHA-256 (`openssl dgst -sha256`, else
+//! `sha256sum`) over an exec channel of the same session (`verify = "auto"` or
+//! `"remote-hash"`), or reads the object back and hashes it (`"read-back"`, and `"auto"` on a
+//! server that refuses the exec): then an upload costs its size once more in download. A temp file left by a cut link or a power cut is continued from
 //! its length once its content matches the local object's prefix (read back and hashed), and
 //! started over otherwise.
 
@@ -81,7 +81,10 @@ pub enum SftpError {
         #[source]
         source: io::Error,
     },
-    #[error("unable to hash {path} on the server with sha256sum (verify = \"remote-hash\"): {why}")]
+    #[error(
+        "unable to hash {path} on the server with openssl dgst or sha256sum \
+         (verify = \"remote-hash\"): {why}"
+    )]
     RemoteHash { path: String, why: String },
     #[error("upload interrupted by shutdown")]
     Stopped,
@@ -242,19 +245,14 @@ pub fn plan_resume(remote_len: Option<u64>, local_len: u64, prefix_matches: bool
     }
 }
 
-/// Quotes `s` as one word for a POSIX shell (the login shell runs an exec request's command):
-/// inside single quotes nothing is special but the single quote itself, which is closed,
-/// escaped and reopened.
-#[must_use]
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
-
-/// The exec request that hashes `path` on the server.
-#[must_use]
-pub fn sha256sum_command(path: &str) -> String {
-    format!("sha256sum -- {}", shell_quote(path))
-}
+/// The exec request that hashes an object on the server: the login shell reads one line from
+/// its input, the path, and hashes that file with `openssl dgst -sha256 -r` (OpenSSL uses the
+/// CPU's SHA instructions; `-r` prints `sha256sum`'s line format) or, where that fails or
+/// OpenSSL is missing, with `sha256sum`. The path is data, never parsed by the shell: `IFS=` keeps
+/// its spaces, `-r` its backslashes, the quotes keep it one argument, `--` keeps it from reading
+/// as an option. The request goes out when the connection opens, so the server's shell starts
+/// while the object uploads; the path follows once the object is in place.
+pub const HASH_COMMAND: &str = r#"IFS= read -r p && { openssl dgst -sha256 -r -- "$p" 2>/dev/null || exec sha256sum -- "$p"; }"#;
 
 /// Reads `sha256sum`'s output for `path`, strictly: exactly one line, 64 hex digits, the
 /// separator (two spaces, or a space and `*` for binary mode), then `path` itself. Anything else
@@ -320,9 +318,22 @@ pub struct Confirmed {
     pub hashed_by: Option<HashedBy>,
 }
 
+/// What [`Sftp::send`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// Bytes sent in this try (less than the object after a resume).
+    pub bytes_sent: u64,
+    /// SHA-256 of the whole object, as read from the station's file for sending.
+    pub sha256: [u8; 32],
+}
+
 /// One SFTP session, with the credentials of this connect.
 pub struct Sftp {
-    // Field order: the SFTP channel closes before the session.
+    // Field order: the channels close before the session.
+    /// An exec channel running [`HASH_COMMAND`], opened at connect (`verify` other than
+    /// `"read-back"`): its shell waits for a path. `None` once taken, or when opening it failed
+    /// (the hash then opens a channel of its own, which reports the refusal).
+    primed: RefCell<Option<ssh2::Channel>>,
     sftp: ssh2::Sftp,
     session: Session,
     dest: SftpDestination,
@@ -427,7 +438,21 @@ impl Sftp {
         let sftp = session
             .sftp()
             .map_err(session_err("open the SFTP channel"))?;
+        // The hash's exec goes out now, once the SFTP server runs: its login shell starts while
+        // the object uploads (not beside the SFTP server's own shell, which the upload waits
+        // for) and then waits for the path.
+        let primed = match dest.verify {
+            SftpVerify::ReadBack => None,
+            SftpVerify::Auto | SftpVerify::RemoteHash => match start_hash(&session) {
+                Ok(channel) => Some(channel),
+                Err(why) => {
+                    tracing::debug!(why = %why, "no exec channel opened ahead");
+                    None
+                }
+            },
+        };
         Ok(Self {
+            primed: RefCell::new(primed),
             sftp,
             session,
             dest: dest.clone(),
@@ -520,26 +545,49 @@ impl Sftp {
         Ok((self.hash_prefix(path, size, pacer)?, HashedBy::ReadBack))
     }
 
-    /// The server's `sha256sum` of `path`, over an exec channel of this session. Waits up to
-    /// `timeout-seconds` plus `size` at the slowest hashing granted, checking for shutdown at
-    /// every `timeout-seconds`.
+    /// The server's `sha256sum` of `path`, over an exec channel of this session: the one opened
+    /// at connect, or, when there is none or it fails (a server that closes idle channels), a new
+    /// one. Waits up to `timeout-seconds` plus `size` at the slowest hashing granted, checking for
+    /// shutdown at every `timeout-seconds`.
     fn server_sha256(
         &self,
         path: &str,
         size: u64,
         pacer: &mut Pacer<'_>,
     ) -> Result<[u8; 32], Refusal> {
+        if path.contains('\n') {
+            return Err(Refusal::Why(
+                "the path holds a line break, which the server's shell would read as two lines"
+                    .into(),
+            ));
+        }
+        let primed = self.primed.borrow_mut().take();
+        if let Some(channel) = primed {
+            match self.hash_on(channel, path, size, pacer) {
+                Err(Refusal::Why(why)) => {
+                    tracing::debug!(why = %why, "the exec channel opened ahead gave no hash; asking on a new one");
+                }
+                done => return done,
+            }
+        }
+        let channel = start_hash(&self.session).map_err(Refusal::Why)?;
+        self.hash_on(channel, path, size, pacer)
+    }
+
+    /// Sends `path` to a channel running [`HASH_COMMAND`] and reads its answer.
+    fn hash_on(
+        &self,
+        mut channel: ssh2::Channel,
+        path: &str,
+        size: u64,
+        pacer: &mut Pacer<'_>,
+    ) -> Result<[u8; 32], Refusal> {
         let started = std::time::Instant::now();
         let why = |what: &str, e: &dyn std::fmt::Display| Refusal::Why(format!("{what}: {e}"));
-        let mut channel = self
-            .session
-            .channel_session()
-            .map_err(|e| why("the server opened no session channel", &e.message()))?;
-        let command = sha256sum_command(path);
         channel
-            .exec(&command)
-            .map_err(|e| why("the server refused the exec request", &e.message()))?;
-        // Nothing goes to its standard input: a forced `internal-sftp` sees the end at once.
+            .write_all(format!("{path}\n").as_bytes())
+            .map_err(|e| why("unable to send the path to the command", &e))?;
+        // Nothing more goes to its input: a forced `internal-sftp` sees the end and exits.
         channel
             .send_eof()
             .map_err(|e| why("unable to close the command's input", &e.message()))?;
@@ -688,19 +736,20 @@ impl Sftp {
         Ok(())
     }
 
-    /// Sends `local` (of `size` bytes, SHA-256 `sha256`) to `key`: into `.<name>.part`,
-    /// continuing a temp file whose content is the local prefix, then fsync and rename into
-    /// place (replacing an object of another content). Returns the bytes sent.
+    /// Sends `local` (of `size` bytes) to `key`: into `.<name>.part`, continuing a temp file
+    /// whose content is the local prefix, then fsync and rename into place (replacing an object
+    /// of another content). Returns the bytes sent and the SHA-256 of the `size` bytes, hashed
+    /// as they are read for sending (no separate pass over the file).
     ///
     /// # Errors
-    /// Any SFTP failure, a local read failure, or shutdown.
+    /// Any SFTP failure, a local read failure (the file is not `size` bytes long), or shutdown.
     pub fn send(
         &self,
         key: &str,
         local: &Path,
         size: u64,
         pacer: &mut Pacer<'_>,
-    ) -> Result<u64, SftpError> {
+    ) -> Result<Written, SftpError> {
         let target = self.path_of(key);
         let (dir, name) = target.rsplit_once('/').unwrap_or(("", target.as_str()));
         let temp = join(dir, &format!(".{name}.part"));
@@ -714,13 +763,18 @@ impl Sftp {
             Err(e) if is_sftp(&e, FX_NO_SUCH_FILE) => None,
             Err(e) => return Err(remote_err("look at", &temp)(e)),
         };
+        // The object's SHA-256, from its first byte: a resumed upload hashes the prefix here.
+        let mut sha = Sha256::new();
         let prefix_matches = match remote_len {
             Some(n) if n > 0 && n <= size => {
                 let mut f = File::open(local).map_err(local_err)?;
-                let mut sha = Sha256::new();
-                io::copy(&mut (&mut f).take(n), &mut sha).map_err(local_err)?;
-                let local_prefix: [u8; 32] = sha.finalize().into();
-                self.hash_prefix(&temp, n, pacer)? == local_prefix
+                let mut prefix = Sha256::new();
+                io::copy(&mut (&mut f).take(n), &mut prefix).map_err(local_err)?;
+                let matches = self.hash_prefix(&temp, n, pacer)? == prefix.clone().finalize()[..];
+                if matches {
+                    sha = prefix;
+                }
+                matches
             }
             _ => false,
         };
@@ -774,7 +828,10 @@ impl Sftp {
                 while !eof && end < window {
                     match reader.read(&mut buf[end..]) {
                         Ok(0) => eof = true,
-                        Ok(n) => end += n,
+                        Ok(n) => {
+                            sha.update(&buf[end..end + n]);
+                            end += n;
+                        }
                         Err(e) if e.to_string().contains(STOPPED) => {
                             return Err(SftpError::Stopped);
                         }
@@ -800,6 +857,12 @@ impl Sftp {
             sent += n as u64;
         }
         tracing::debug!(path = %temp, bytes = sent, ms = started.elapsed().as_millis(), "written");
+        if offset + sent != size {
+            return Err(local_err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("it ended after {} of {size} bytes", offset + sent),
+            )));
+        }
         match remote.fsync() {
             Ok(()) => {}
             Err(e) if is_sftp(&e, FX_OP_UNSUPPORTED) => {
@@ -819,13 +882,27 @@ impl Sftp {
         self.sftp
             .rename(Path::new(&temp), Path::new(&target), None)
             .map_err(remote_err("rename into place", &target))?;
-        Ok(sent)
+        Ok(Written {
+            bytes_sent: sent,
+            sha256: sha.finalize().into(),
+        })
     }
 
     /// Ends the session politely (best effort).
     pub fn close(self) {
         let _ = self.session.disconnect(None, "done", None);
     }
+}
+
+/// Opens an exec channel running [`HASH_COMMAND`]; the reason when the server refuses.
+fn start_hash(session: &Session) -> Result<ssh2::Channel, String> {
+    let mut channel = session
+        .channel_session()
+        .map_err(|e| format!("the server opened no session channel: {}", e.message()))?;
+    channel
+        .exec(HASH_COMMAND)
+        .map_err(|e| format!("the server refused the exec request: {}", e.message()))?;
+    Ok(channel)
 }
 
 /// Why the server's hash was not had.
@@ -938,22 +1015,59 @@ mod tests {
         );
     }
 
+    /// What the server's shell makes of the hash command and a path on its input.
+    fn hash_with_sh(path: &str) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", HASH_COMMAND])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(format!("{path}\n").as_bytes()).unwrap();
+        drop(stdin);
+        child.wait_with_output().unwrap().stdout
+    }
+
     #[test]
-    fn a_path_is_one_shell_word_whatever_it_holds() {
-        assert_eq!(shell_quote("/srv/rec/a.flac"), "'/srv/rec/a.flac'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(
-            sha256sum_command("-n; rm -rf $HOME `x`"),
-            "sha256sum -- '-n; rm -rf $HOME `x`'"
-        );
-        // What sh makes of it: one argument, unchanged.
-        for path in ["a b", "it's", "$(id)", "-x", "a\\b", "'"] {
-            let out = std::process::Command::new("sh")
-                .args(["-c", &format!("printf %s {}", shell_quote(path))])
-                .output()
-                .unwrap();
-            assert_eq!(String::from_utf8(out.stdout).unwrap(), path);
+    fn the_hash_command_reads_the_path_as_data_whatever_it_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "a.flac",
+            "a b",
+            " lead and trail ",
+            "it's",
+            "$(touch pwned)",
+            "`touch pwned`; x",
+            "-n",
+            "*",
+            "\"quoted\"",
+        ] {
+            let path = dir.path().join(name);
+            std::fs::write(&path, name).unwrap();
+            let path = path.to_str().unwrap();
+            let want: [u8; 32] = Sha256::digest(name.as_bytes()).into();
+            assert_eq!(
+                parse_sha256sum(&hash_with_sh(path), path),
+                Ok(want),
+                "{name:?}"
+            );
         }
+        assert!(!dir.path().join("pwned").exists());
+        // A backslash in a name: `sha256sum` escapes it (not a hash line, so never a mark);
+        // whichever program hashes, the answer is the right digest or none.
+        let path = dir.path().join("a\\b");
+        std::fs::write(&path, "x").unwrap();
+        let path = path.to_str().unwrap();
+        let want: [u8; 32] = Sha256::digest(b"x").into();
+        assert!(
+            parse_sha256sum(&hash_with_sh(path), path).is_ok_and(|d| d == want)
+                || parse_sha256sum(&hash_with_sh(path), path).is_err()
+        );
+        let escaped = format!("\\{}  {}\n", hex::encode(want), path.replace('\\', "\\\\"));
+        assert!(parse_sha256sum(escaped.as_bytes(), path).is_err());
     }
 
     #[test]

@@ -208,30 +208,6 @@ fn send_and_confirm(
     persist: &mut dyn Persist,
     pacer: &mut Pacer<'_>,
 ) -> Outcome {
-    let local_err = |e: std::io::Error| {
-        failed(
-            FailureScope::Recording,
-            "local-read",
-            format!("unable to read {}: {e}", prepared.path.display()),
-        )
-    };
-    let sums = match dest {
-        Destination::S3(d) => object::Sums::S3 {
-            part_size: part_size(d, &prepared.path),
-        },
-        Destination::Sftp(_) => object::Sums::Sha256,
-    };
-    let started = std::time::Instant::now();
-    let digests = match object::digests(&prepared.path, sums, &mut || pacer.keep_going()) {
-        Ok(d) => {
-            tracing::debug!(path = %prepared.path.display(), bytes = d.size, ms = started.elapsed().as_millis(), "checksummed");
-            d
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {
-            return failed(FailureScope::Link, "shutdown", "stopped by shutdown".into());
-        }
-        Err(e) => return local_err(e),
-    };
     let file_name = Path::new(&row.path)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned());
@@ -249,11 +225,9 @@ fn send_and_confirm(
     let sent = match dest {
         Destination::S3(d) => {
             let key = key_with(&d.prefix);
-            send_s3(
-                cfg, d, row, prepared, &digests, key, in_flight, persist, pacer,
-            )
+            send_s3(cfg, d, row, prepared, key, in_flight, persist, pacer)
         }
-        Destination::Sftp(d) => send_sftp(cfg, d, prepared, &digests, &key_with(""), pacer),
+        Destination::Sftp(d) => send_sftp(cfg, d, prepared, &key_with(""), pacer),
     };
     let (local, key, remote) = match sent {
         Ok(s) => s,
@@ -268,7 +242,7 @@ fn send_and_confirm(
             match index.set_flags(std::slice::from_ref(&row.path), Some(true), None) {
                 Ok(_) => Outcome::Marked {
                     key,
-                    object_bytes: digests.size,
+                    object_bytes: local.size_bytes,
                     recording_bytes: row.size_bytes,
                 },
                 Err(e) => failed(FailureScope::Link, "index", e.to_string()),
@@ -296,18 +270,50 @@ fn send_and_confirm(
 /// What the station sent, under which key, and what the server reported in a fresh look.
 type Sent = (LocalObject, String, Option<RemoteConfirmation>);
 
+/// The object's checksums, read from the file in one pass (`Interrupted`: shutdown).
+fn local_digests(
+    prepared: &Prepared,
+    sums: object::Sums,
+    pacer: &mut Pacer<'_>,
+) -> Result<Digests, Outcome> {
+    let started = std::time::Instant::now();
+    match object::digests(&prepared.path, sums, &mut || pacer.keep_going()) {
+        Ok(d) => {
+            tracing::debug!(path = %prepared.path.display(), bytes = d.size, ms = started.elapsed().as_millis(), "checksummed");
+            Ok(d)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(failed(
+            FailureScope::Link,
+            "shutdown",
+            "stopped by shutdown".into(),
+        )),
+        Err(e) => Err(local_read(prepared, &e)),
+    }
+}
+
+fn local_read(prepared: &Prepared, e: &dyn std::fmt::Display) -> Outcome {
+    failed(
+        FailureScope::Recording,
+        "local-read",
+        format!("unable to read {}: {e}", prepared.path.display()),
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 fn send_s3(
     cfg: &Config,
     dest: &S3Destination,
     row: &UploadRow,
     prepared: &Prepared,
-    digests: &Digests,
     key: String,
     in_flight: Option<InFlight>,
     persist: &mut dyn Persist,
     pacer: &mut Pacer<'_>,
 ) -> Result<Sent, Outcome> {
+    let sums = object::Sums::S3 {
+        part_size: part_size(dest, &prepared.path),
+    };
+    let digests = &local_digests(prepared, sums, pacer)?;
     let multipart = digests.size > dest.multipart_threshold_bytes;
     let local = LocalObject {
         size_bytes: digests.size,
@@ -344,62 +350,74 @@ fn send_s3(
 }
 
 /// SFTP: both looks take the object's SHA-256 as `verify` says (the server's `sha256sum`, or a
-/// read-back). An object already there intact is confirmed by the first look and not sent again.
-/// A checksum the server's `sha256sum` gave that differs from the station's fails the upload
-/// here, naming both: it is never retried by reading back.
+/// read-back). The station's SHA-256 is taken while the object is read for sending; only an
+/// object of the same size already on the server (a power cut after an upload, before its mark)
+/// costs a separate pass, and if it is intact it is marked without sending it again. A checksum
+/// the server's `sha256sum` gave that differs from the station's fails the upload here, naming
+/// both: it is never retried by reading back.
 fn send_sftp(
     cfg: &Config,
     dest: &SftpDestination,
     prepared: &Prepared,
-    digests: &Digests,
     key: &str,
     pacer: &mut Pacer<'_>,
 ) -> Result<Sent, Outcome> {
-    let local = LocalObject {
-        size_bytes: digests.size,
-        checksum: Checksum::Sha256(digests.sha256),
+    let size = std::fs::metadata(&prepared.path)
+        .map_err(|e| local_read(prepared, &e))?
+        .len();
+    let local_with = |sha256: [u8; 32]| LocalObject {
+        size_bytes: size,
+        checksum: Checksum::Sha256(sha256),
         verified_by_decode: prepared.verified_by_decode,
     };
     // The key files are read at every connect, like S3's credentials.
     let sftp = Sftp::connect(dest, &cfg.limits).map_err(|e| from_sftp(&e))?;
     let path = sftp.path_of(key);
     let before = sftp
-        .confirm(key, digests.size, pacer)
+        .confirm(key, size, pacer)
         .map_err(|e| from_sftp(&e))?
         .map(|c| c.remote);
-    let remote = if may_mark_uploaded(true, &local, before.as_ref()) == MarkDecision::Mark {
-        before
-    } else {
-        sftp.send(key, &prepared.path, digests.size, pacer)
-            .map_err(|e| from_sftp(&e))?;
-        let after = sftp
-            .confirm(key, digests.size, pacer)
-            .map_err(|e| from_sftp(&e))?;
-        if let Some(Confirmed {
-            remote:
-                RemoteConfirmation {
-                    checksum: Some(Checksum::Sha256(theirs)),
-                    ..
-                },
-            hashed_by: Some(HashedBy::Server),
-        }) = &after
-            && *theirs != digests.sha256
+    if let Some(remote) = &before
+        && remote.checksum.is_some()
+    {
+        let digests = local_digests(prepared, object::Sums::Sha256, pacer)?;
+        let local = local_with(digests.sha256);
+        if digests.size == size
+            && may_mark_uploaded(true, &local, Some(remote)) == MarkDecision::Mark
         {
             sftp.close();
-            return Err(failed(
-                FailureScope::Recording,
-                "checksum",
-                format!(
-                    "the server's sha256sum of {path} printed {}, the station's SHA-256 is {}",
-                    hex::encode(theirs),
-                    hex::encode(digests.sha256)
-                ),
-            ));
+            return Ok((local, path, before));
         }
-        after.map(|c| c.remote)
-    };
+    }
+    let written = sftp
+        .send(key, &prepared.path, size, pacer)
+        .map_err(|e| from_sftp(&e))?;
+    let local = local_with(written.sha256);
+    let after = sftp.confirm(key, size, pacer).map_err(|e| from_sftp(&e))?;
+    if let Some(Confirmed {
+        remote:
+            RemoteConfirmation {
+                checksum: Some(Checksum::Sha256(theirs)),
+                ..
+            },
+        hashed_by: Some(HashedBy::Server),
+    }) = &after
+        && *theirs != written.sha256
+    {
+        sftp.close();
+        return Err(failed(
+            FailureScope::Recording,
+            "checksum",
+            format!(
+                "the server's SHA-256 of {path} (openssl dgst or sha256sum) printed {}, the \
+                 station's is {}",
+                hex::encode(theirs),
+                hex::encode(written.sha256)
+            ),
+        ));
+    }
     sftp.close();
-    Ok((local, path, remote))
+    Ok((local, path, after.map(|c| c.remote)))
 }
 
 /// The part size: the configured one, raised so no object needs more than 10,000 parts.

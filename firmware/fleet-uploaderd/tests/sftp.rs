@@ -321,9 +321,9 @@ fn the_bandwidth_cap_paces_the_upload_and_the_read_back_alike() {
 }
 
 #[test]
-fn the_servers_sha256sum_confirms_the_upload_and_nothing_is_read_back() {
+fn the_servers_hash_confirms_the_upload_and_nothing_is_read_back() {
     let st = Station::new();
-    let server = SshServer::start(&st.dir.path().join("sshd"), Mode::CountingSha256sum);
+    let server = SshServer::start(&st.dir.path().join("sshd"), Mode::CountingHashes);
     let wav = st.record(10, big(4));
     let size = std::fs::metadata(&wav).unwrap().len() as f64;
     // Under a 2 MB/s cap an upload plus a read-back of 4 MB would take 4 s; the server's hash
@@ -342,8 +342,11 @@ fn the_servers_sha256sum_confirms_the_upload_and_nothing_is_read_back() {
     assert!(st.uploaded(&wav));
     assert_eq!(std::fs::read(&key).unwrap(), std::fs::read(&wav).unwrap());
     // Asked once, for the confirmation (the look before sending found no object), with the
-    // path as one argument.
-    assert_eq!(server.sha256sum_calls(), vec![format!("-- {key}")]);
+    // path as one argument; OpenSSL's hash, as the server has it.
+    assert_eq!(
+        server.hash_calls(),
+        vec![format!("openssl dgst -sha256 -r -- {key}")]
+    );
     assert!(
         took < (2.0 * size - 200_000.0) / 2e6 * 0.9,
         "{took:.2} s: the object was read back"
@@ -359,7 +362,7 @@ fn the_servers_sha256sum_confirms_the_upload_and_nothing_is_read_back() {
         up.status()
     );
     assert!(st.uploaded(&wav2));
-    assert_eq!(server.sha256sum_calls().len(), 2);
+    assert_eq!(server.hash_calls().len(), 2);
 
     // verify = "read-back" never execs.
     let wav3 = st.record(12, SMALL);
@@ -371,7 +374,56 @@ fn the_servers_sha256sum_confirms_the_upload_and_nothing_is_read_back() {
         up.status()
     );
     assert!(st.uploaded(&wav3));
-    assert_eq!(server.sha256sum_calls().len(), 2);
+    assert_eq!(server.hash_calls().len(), 2);
+}
+
+#[test]
+fn a_hash_channel_the_server_closed_during_the_upload_is_asked_again_on_a_new_one() {
+    let st = Station::new();
+    // The server closes exec channels idle for two seconds; the one opened ahead for the hash
+    // waits about four while the upload runs under a 2 MB/s cap. (The new channel has two
+    // seconds of quiet for the login shell to start and hash.)
+    let server = SshServer::start_with(
+        &st.dir.path().join("sshd"),
+        Mode::CountingHashes,
+        "LogLevel DEBUG1\nChannelTimeout session:command=2s\n",
+    );
+    let wav = st.record(14, big(8));
+    let cfg = st.sftp_config(
+        &server,
+        "format = \"wav\"\n[bandwidth]\nmax-bytes-per-second = 2000000\nburst-bytes = 200000",
+        "verify = \"remote-hash\"",
+    );
+    let mut up = Uploader::new(cfg).unwrap();
+    let Outcome::Marked { key, .. } = turn(&mut up) else {
+        panic!("not marked: {:?}", up.status());
+    };
+    assert!(
+        server.log().contains("seconds of inactivity"),
+        "the server did not close the idle channel"
+    );
+    assert!(st.uploaded(&wav));
+    assert_eq!(std::fs::read(&key).unwrap(), std::fs::read(&wav).unwrap());
+    // Hashed once, on the new channel, after the rename.
+    assert_eq!(
+        server.hash_calls(),
+        vec![format!("openssl dgst -sha256 -r -- {key}")]
+    );
+}
+
+#[test]
+fn a_server_without_openssl_hashes_with_sha256sum() {
+    let st = Station::new();
+    let server = SshServer::start(&st.dir.path().join("sshd"), Mode::CountingWithoutOpenssl);
+    let wav = st.record(15, SMALL);
+    let cfg = st.sftp_config(&server, "", "verify = \"remote-hash\"");
+    let mut up = Uploader::new(cfg).unwrap();
+    let Outcome::Marked { key, .. } = turn(&mut up) else {
+        panic!("not marked: {:?}", up.status());
+    };
+    assert!(st.uploaded(&wav));
+    assert_intact_flac(Path::new(&key), &wav);
+    assert_eq!(server.hash_calls(), vec![format!("sha256sum -- {key}")]);
 }
 
 #[test]
@@ -416,9 +468,9 @@ fn an_sftp_only_server_is_confirmed_by_reading_back_unless_the_remote_hash_is_re
 }
 
 #[test]
-fn a_sha256sum_that_lies_fails_the_upload_and_nothing_is_marked() {
+fn a_server_hash_that_lies_fails_the_upload_and_nothing_is_marked() {
     let st = Station::new();
-    let server = SshServer::start(&st.dir.path().join("sshd"), Mode::LyingSha256sum);
+    let server = SshServer::start(&st.dir.path().join("sshd"), Mode::LyingHashes);
     let wav = st.record(14, SMALL);
     for verify in ["auto", "remote-hash"] {
         let cfg = st.sftp_config(

@@ -132,7 +132,7 @@ fn data_paths_agree_between_the_distro_units_shipped_configs_provisioning_and_ho
     assert!(tmpfiles.contains("d @DATADIR@/fleet/recordings/data "));
     assert!(tmpfiles.contains("d @DATADIR@/fleet/identity "));
     // Each unit reads its image defaults, then the station settings provisioning writes.
-    for d in ["updated", "recorderd", "retentiond"] {
+    for d in ["updated", "recorderd", "retentiond", "uploaderd"] {
         let unit = read(&format!("{files}/fleet-{d}.service"));
         assert!(
             unit.contains(&format!(

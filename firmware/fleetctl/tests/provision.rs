@@ -379,19 +379,16 @@ fn ssh_key(dir: &Path, name: &str, passphrase: &str, host: &str) {
 }
 
 /// The uploader's own loader, as its --check-config runs it on the station: the image's
-/// uploaderd.toml naming the folder's station file.
+/// uploaderd.toml with the folder's station file as `--station-config`.
 fn uploader_config(station_file: &Path) -> fleet_uploaderd::config::Config {
     let image =
         include_str!("../../../meta-fleet/recipes-fleet/fleet-firmware/files/uploaderd.toml")
-            .replace("@DATADIR@", "/data")
-            .replace(
-                "/data/fleet/identity/uploaderd.toml",
-                &station_file.display().to_string(),
-            );
+            .replace("@DATADIR@", "/data");
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("uploaderd.toml");
     std::fs::write(&path, image).expect("write");
-    fleet_uploaderd::config::load(&path).expect("fleet-uploaderd accepts the folder")
+    fleet_uploaderd::config::load_layers(&path, Some(station_file), None)
+        .expect("fleet-uploaderd accepts the folder")
 }
 
 fn mode(path: &Path) -> u32 {

@@ -1,5 +1,5 @@
 //! The daemon's own checker, run on the merged layers with the candidate pushed layer:
-//! `<bin-dir>/fleet-<daemon> --config <image> [--station-config <station>] --pushed-config
+//! `<bin-dir>/fleet-<daemon> --config <image> --station-config <station> --pushed-config
 //! <candidate> --check-config`, bounded in time and output.
 use std::path::Path;
 use std::process::Stdio;
@@ -24,26 +24,21 @@ pub fn argv(
 ) -> (std::path::PathBuf, Vec<String>) {
     let d = daemon.as_str();
     let program = cfg.bin_dir.join(format!("fleet-{d}"));
-    let mut args = vec![
+    let args = vec![
         "--config".to_owned(),
         cfg.image_dir
             .join(format!("{d}.toml"))
             .display()
             .to_string(),
+        "--station-config".to_owned(),
+        cfg.station_dir
+            .join(format!("{d}.toml"))
+            .display()
+            .to_string(),
+        "--pushed-config".to_owned(),
+        candidate.display().to_string(),
+        "--check-config".to_owned(),
     ];
-    // fleet-uploaderd names its station file inside its image file.
-    if daemon != Daemon::Uploaderd {
-        args.push("--station-config".into());
-        args.push(
-            cfg.station_dir
-                .join(format!("{d}.toml"))
-                .display()
-                .to_string(),
-        );
-    }
-    args.push("--pushed-config".into());
-    args.push(candidate.display().to_string());
-    args.push("--check-config".into());
     (program, args)
 }
 

@@ -595,7 +595,7 @@ mod tests {
     }
 
     #[test]
-    fn the_checker_gets_all_three_layers_and_the_uploader_its_own_two() {
+    fn every_daemons_checker_gets_all_three_layers() {
         let mut problems = Vec::new();
         let raw: RawApplier = toml::from_str("").expect("defaults");
         let cfg = raw.validate(Path::new("/data"), &mut problems);
@@ -610,7 +610,8 @@ mod tests {
         let (_, args) = check::argv(&cfg, Daemon::Uploaderd, Path::new("/c"));
         assert_eq!(
             args.join(" "),
-            "--config /etc/fleet/uploaderd.toml --pushed-config /c --check-config"
+            "--config /etc/fleet/uploaderd.toml --station-config /data/fleet/identity/uploaderd.toml \
+             --pushed-config /c --check-config"
         );
     }
 }

@@ -49,15 +49,18 @@ pub enum Mode {
     /// `ForceCommand internal-sftp`: every exec request runs the SFTP server instead (no
     /// `sha256sum` on the server, as on a chrooted SFTP-only account).
     InternalSftpOnly,
-    /// The sessions' `PATH` (sshd `SetEnv`) finds a `sha256sum` that writes its arguments to
-    /// `<dir>/sha256sum.calls`, then runs the real one.
-    CountingSha256sum,
-    /// The sessions' `PATH` finds a `sha256sum` that prints a well-formed line with a wrong
-    /// digest.
-    LyingSha256sum,
+    /// The sessions' `PATH` (sshd `SetEnv`) finds an `openssl` and a `sha256sum` that write
+    /// their name and arguments to `<dir>/hash.calls`, then run the real ones.
+    CountingHashes,
+    /// As `CountingHashes`, but the `openssl` on the `PATH` is not found (exit 127, nothing
+    /// written): the server hashes with `sha256sum`.
+    CountingWithoutOpenssl,
+    /// The sessions' `PATH` finds an `openssl` and a `sha256sum` that print a well-formed line
+    /// with a wrong digest.
+    LyingHashes,
 }
 
-/// The digest the lying `sha256sum` prints.
+/// The digest the lying `openssl` and `sha256sum` print.
 pub const LIE: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// A running sshd; killed (with every session process it started) on drop.
@@ -72,10 +75,18 @@ pub struct SshServer {
     pub user_key: PathBuf,
     pub user: String,
     mode: Mode,
+    /// sshd_config lines put ahead of the harness's own (sshd takes the first value of a
+    /// keyword, so these win).
+    first: String,
 }
 
 impl SshServer {
     pub fn start(dir: &Path, mode: Mode) -> Self {
+        Self::start_with(dir, mode, "")
+    }
+
+    /// Like `start`, with `first` (sshd_config lines) ahead of the harness's configuration.
+    pub fn start_with(dir: &Path, mode: Mode, first: &str) -> Self {
         let root = dir.join("remote");
         std::fs::create_dir_all(&root).unwrap();
         let server = Self {
@@ -89,6 +100,7 @@ impl SshServer {
                 .expect("the test user has a passwd entry")
                 .name,
             mode,
+            first: first.to_owned(),
         };
         keygen(&dir.join("host_ed25519"));
         keygen(&server.user_key);
@@ -115,38 +127,64 @@ impl SshServer {
             _ => SFTP_SERVER.to_owned(),
         };
         let bin = d.join("bin");
-        let fake = match self.mode {
-            Mode::CountingSha256sum => Some(format!(
-                "#!/bin/sh\necho \"$*\" >> '{}'\nexec /usr/bin/sha256sum \"$@\"\n",
-                d.join("sha256sum.calls").display()
-            )),
-            // `sha256sum -- <path>`: the path is the second argument.
-            Mode::LyingSha256sum => Some(format!("#!/bin/sh\nprintf '%s  %s\\n' {LIE} \"$2\"\n")),
-            _ => None,
+        let calls = d.join("hash.calls");
+        let counting = |name: &str| {
+            format!(
+                "#!/bin/sh\necho \"{name} $*\" >> '{}'\nexec /usr/bin/{name} \"$@\"\n",
+                calls.display()
+            )
         };
-        let extra = match (self.mode, fake) {
-            (Mode::InternalSftpOnly, _) => "ForceCommand internal-sftp\n".to_owned(),
-            (_, Some(script)) => {
+        // `openssl dgst -sha256 -r -- <path>`: the path is the fifth argument;
+        // `sha256sum -- <path>`: the second.
+        let fakes: Vec<(&str, String)> = match self.mode {
+            Mode::CountingHashes => vec![
+                ("openssl", counting("openssl")),
+                ("sha256sum", counting("sha256sum")),
+            ],
+            Mode::CountingWithoutOpenssl => vec![
+                ("openssl", "#!/bin/sh\nexit 127\n".to_owned()),
+                ("sha256sum", counting("sha256sum")),
+            ],
+            Mode::LyingHashes => vec![
+                (
+                    "openssl",
+                    format!("#!/bin/sh\nprintf '%s *%s\\n' {LIE} \"$5\"\n"),
+                ),
+                (
+                    "sha256sum",
+                    format!("#!/bin/sh\nprintf '%s  %s\\n' {LIE} \"$2\"\n"),
+                ),
+            ],
+            _ => Vec::new(),
+        };
+        let extra = match self.mode {
+            Mode::InternalSftpOnly => "ForceCommand internal-sftp\n".to_owned(),
+            _ if !fakes.is_empty() => {
                 std::fs::create_dir_all(&bin).unwrap();
-                let path = bin.join("sha256sum");
-                std::fs::write(&path, script).unwrap();
-                std::fs::set_permissions(
-                    &path,
-                    <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o755),
-                )
-                .unwrap();
+                for (name, script) in &fakes {
+                    let path = bin.join(name);
+                    std::fs::write(&path, script).unwrap();
+                    std::fs::set_permissions(
+                        &path,
+                        <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(
+                            0o755,
+                        ),
+                    )
+                    .unwrap();
+                }
                 format!("SetEnv PATH={}:/usr/bin:/bin\n", bin.display())
             }
             _ => String::new(),
         };
         let config = format!(
-            "ListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
+            "{first}ListenAddress 127.0.0.1\nHostKey {d}/host_ed25519\nPidFile {d}/sshd.pid\n\
              AuthorizedKeysFile {d}/authorized_keys\nStrictModes no\nUsePAM no\n\
              PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
              PubkeyAuthentication yes\nPermitRootLogin prohibit-password\n\
              AllowTcpForwarding no\nX11Forwarding no\nLogLevel VERBOSE\n\
              Subsystem sftp {subsystem}\n{extra}",
-            d = d.display()
+            d = d.display(),
+            first = self.first,
         );
         std::fs::write(d.join("sshd_config"), config).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -174,8 +212,11 @@ impl SshServer {
         }
     }
 
-    /// Kills sshd and every process it started (the session processes and their
-    /// `sftp-server`s), as a crash or a power cut of the server would.
+    /// Kills sshd and every process it started (the session processes, their `sftp-server`s
+    /// and login shells), as a crash or a power cut of the server would. SIGTERM first (none of
+    /// them closes anything gracefully on it, but a login shell still starting runs its exit
+    /// traps: root's rc files may hold a lock, such as pyenv's rehash, that a SIGKILL would
+    /// leave behind for every later login), then SIGKILL whatever is left.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
             let pid = child.id();
@@ -185,11 +226,22 @@ impl SshServer {
                 all.extend(children(all[i]));
                 i += 1;
             }
-            for p in all.iter().rev() {
+            let signal = |p: u32, s| {
                 let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(i32::try_from(*p).unwrap()),
-                    nix::sys::signal::Signal::SIGKILL,
+                    nix::unistd::Pid::from_raw(i32::try_from(p).unwrap()),
+                    s,
                 );
+            };
+            for p in all.iter().rev() {
+                signal(*p, nix::sys::signal::Signal::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while Instant::now() < deadline && all.iter().any(|p| running(*p)) {
+                std::thread::sleep(Duration::from_millis(10));
+                let _ = child.try_wait();
+            }
+            for p in all.iter().rev() {
+                signal(*p, nix::sys::signal::Signal::SIGKILL);
             }
             let _ = child.wait();
         }
@@ -209,9 +261,15 @@ impl SshServer {
         format!("[127.0.0.1]:{} {t} {k}\n", self.port)
     }
 
-    /// How often the counting `sha256sum` ran, and with which arguments.
-    pub fn sha256sum_calls(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.join("sha256sum.calls"))
+    /// What sshd logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sshd.log")).unwrap_or_default()
+    }
+
+    /// Which counting hash program ran, and with which arguments (`openssl dgst ...`,
+    /// `sha256sum -- ...`), in order.
+    pub fn hash_calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.join("hash.calls"))
             .unwrap_or_default()
             .lines()
             .map(str::to_owned)
@@ -235,6 +293,14 @@ impl SshServer {
         out.sort();
         out
     }
+}
+
+/// Whether `pid` still runs (exists and is not a zombie).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with(['Z', 'X']))
+    })
 }
 
 /// The direct children of `pid` (every thread's list).

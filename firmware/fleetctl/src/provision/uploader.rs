@@ -3,10 +3,10 @@
 //! credentials themselves under `uploader/`, which fleet-provision puts under
 //! `<data>/fleet/identity/uploader/`, readable by the uploader's user only.
 //!
-//! The uploader's own parser (`fleet_uploaderd::config::load`, what its `--check-config` runs)
-//! checks the settings over the image defaults, and its own credentials reader checks the S3
-//! credentials; the SFTP key and known-hosts files are checked here, in the formats libssh2
-//! reads. The folder holds `uploaderd.toml` only with a destination: retentiond's
+//! The uploader's own loader (`fleet_uploaderd::config::load_layers`, what its
+//! `--check-config` runs) checks the settings over the image defaults, and its own credentials
+//! reader checks the S3 credentials; the SFTP key and known-hosts files are checked here, in
+//! the formats libssh2 reads. The folder holds `uploaderd.toml` only with a destination: retentiond's
 //! `policy.uploader = "auto"` counts an uploader exactly while that file exists.
 use std::path::{Path, PathBuf};
 
@@ -30,9 +30,8 @@ pub const FILES: [&str; 3] = [CREDENTIALS, SFTP_KEY, KNOWN_HOSTS];
 
 /// Keys the fleet definition may not set: provisioning derives them from the credentials it is
 /// given (they must name the files it writes).
-const DERIVED: [(&str, &str); 4] = [
+const DERIVED: [(&str, &str); 3] = [
     ("", "credentials-file"),
-    ("", "station-config"),
     ("destination", "private-key-file"),
     ("destination", "known-hosts-file"),
 ];
@@ -208,7 +207,8 @@ pub(super) fn build(
 }
 
 /// Checks `station` (uploaderd.toml) over the image's `uploaderd.toml` with fleet-uploaderd's
-/// own loader (the station file replaces the tables it holds), and that it names a destination.
+/// own loader (what `--config <image> --station-config <station> --check-config` runs), and
+/// that it names a destination.
 pub fn check(image: &str, station: &str) -> Result<Config, ProvisionError> {
     let refused = |message: String| ProvisionError::Refused {
         daemon: "fleet-uploaderd".into(),
@@ -220,21 +220,14 @@ pub fn check(image: &str, station: &str) -> Result<Config, ProvisionError> {
     })?;
     let station_path = dir.path().join(STATION_FILE);
     let image_path = dir.path().join("image-uploaderd.toml");
-    let mut table: Table = toml::from_str(image)
-        .map_err(|e| refused(format!("the image's uploaderd.toml: {}", e.message())))?;
-    // The image names the station file at its place on the station; here it is beside.
-    table.insert(
-        "station-config".into(),
-        Value::String(station_path.display().to_string()),
-    );
-    let image_text = toml::to_string(&table).map_err(|e| invalid(e.to_string()))?;
-    for (p, text) in [(&image_path, image_text.as_str()), (&station_path, station)] {
+    for (p, text) in [(&image_path, image), (&station_path, station)] {
         std::fs::write(p, text).map_err(|source| ProvisionError::Write {
             path: p.clone(),
             source,
         })?;
     }
-    let config = fleet_uploaderd::config::load(&image_path).map_err(|e| refused(e.to_string()))?;
+    let config = fleet_uploaderd::config::load_layers(&image_path, Some(&station_path), None)
+        .map_err(|e| refused(e.to_string()))?;
     if config.destination.is_none() {
         return Err(refused(
             "uploaderd.toml names no destination: the uploader would idle while retentiond \
