@@ -349,6 +349,7 @@ mod tests {
             install_percent: None,
             held: None,
             trust: None,
+            delivery: None,
         }
     }
 
