@@ -227,6 +227,10 @@ pub struct StationState {
     /// choice until the update ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery: Option<Delivery>,
+    /// The bundle the station keeps as the base of deltas (its last committed bundle): the
+    /// base an operator publishes deltas from (`fleetctl push --delta-dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_base: Option<BundleId>,
 }
 
 /// How the bundle of an update reaches the station (`delivery` in its state).
@@ -324,6 +328,7 @@ impl StationState {
             held: None,
             trust: None,
             delivery: None,
+            kept_base: None,
         }
     }
 }

@@ -138,6 +138,15 @@ where
         self.try_choose().await
     }
 
+    /// Reads which base the record names (for the state).
+    pub(super) async fn refresh_kept_base(&mut self) {
+        let store = BaseStore::under(&self.cfg.data_dir);
+        self.kept_base = match tokio::task::spawn_blocking(move || store.record()).await {
+            Ok(Ok(Some(Ok(r)))) => Some(r.bundle_id),
+            _ => None,
+        };
+    }
+
     /// The kept base's hash check finished.
     pub(super) async fn on_base_checked(
         &mut self,
@@ -269,6 +278,7 @@ where
                 Ok(()) => tracing::warn!("dropped the damaged kept base"),
                 Err(e) => tracing::warn!(error = %e, "unable to drop the damaged kept base"),
             }
+            self.refresh_kept_base().await;
         }
         match transport {
             Transport::Delta { .. } => {

@@ -158,6 +158,7 @@ where
                         tracing::warn!(error = %e, "unable to keep the committed bundle as the base")
                     }
                 }
+                self.refresh_kept_base().await;
             }
             update::Action::DiscardDownload { bundle_id } => {
                 self.stop_download(Some(bundle_id)).await;

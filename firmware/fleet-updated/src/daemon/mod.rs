@@ -137,6 +137,9 @@ struct Shell<B, I, H> {
     config_push: Option<Applier>,
     /// How the bundle of the update in progress travels (reported in the state).
     delivery: Option<fleet_proto::payload::Delivery>,
+    /// The kept base as its record names it (reported in the state; refreshed when kept or
+    /// dropped).
+    kept_base: Option<BundleId>,
 }
 
 /// Runs the station daemon until `shutdown` resolves or the engine asks for a reboot.
@@ -263,7 +266,9 @@ where
         install_percent_published: None,
         config_push,
         delivery: None,
+        kept_base: None,
     };
+    shell.refresh_kept_base().await;
     shell.persist_journal().await?;
     shell.raise_floor().await;
     shell.feed(Input::Started(boot_status)).await?;

@@ -43,6 +43,7 @@ where
                 d.received_bytes = store.held_bytes();
             }
         }
+        state.kept_base = self.kept_base;
         state.delivery = self.delivery.clone().filter(|d| {
             engine
                 .phase
