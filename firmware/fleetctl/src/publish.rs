@@ -73,6 +73,14 @@ pub enum PublishError {
     SequenceTooLow { requested: u64, highest: u64 },
     #[error("unable to pick a sequence: the highest seen is {0}, nothing is above it")]
     SequenceExhausted(u64),
+    #[error("unable to read the delta base {path}")]
+    ReadBase {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unable to make the delta from {path}: {reason}")]
+    MakePatch { path: PathBuf, reason: String },
     #[error("unable to compute the expiry: {0}")]
     Expiry(String),
     #[error("unable to clear bundle {bundle_id}: offers on {topics:?} still use it (add --force)")]
@@ -112,6 +120,11 @@ pub struct PushRequest {
     pub update_id: Option<UpdateId>,
     pub chunk_size: u32,
     pub limits: Limits,
+    /// Publish a delta from each of these bundle files (`--delta-from`).
+    pub delta_from: Vec<PathBuf>,
+    /// Publish a delta from every base the fleet's stations keep (their retained states'
+    /// `kept-base`) whose bundle file is in this directory (`--delta-dir`).
+    pub delta_dir: Option<PathBuf>,
 }
 
 impl PushRequest {
@@ -131,6 +144,8 @@ impl PushRequest {
             update_id: None,
             chunk_size: fleet_proto::DEFAULT_CHUNK_SIZE,
             limits: Limits::DEFAULT,
+            delta_from: Vec::new(),
+            delta_dir: None,
         }
     }
 }
@@ -146,6 +161,12 @@ pub enum PushProgress {
     },
     /// Bytes of chunks the broker acknowledged.
     Chunks { acked_bytes: u64, total_bytes: u64 },
+    /// A delta from `base_id` is on the broker (its patch's chunks included).
+    Delta {
+        base_id: BundleId,
+        patch_size: u64,
+        bundle_size: u64,
+    },
     /// The offer went out (or the identical current one was kept).
     Offer {
         topic: String,
@@ -166,6 +187,11 @@ pub struct PushReport {
     pub sequence: u64,
     /// True when the identical offer was already current and was left in place.
     pub offer_kept: bool,
+    /// The deltas published next to the bundle.
+    pub deltas: Vec<crate::delta::DeltaReport>,
+    /// Bases stations keep (from their retained states) with no file in `--delta-dir`: those
+    /// stations fetch the full bundle.
+    pub bases_without_file: Vec<BundleId>,
 }
 
 /// Reads an offer envelope's payload without verifying it (the operator side only reads its
@@ -222,6 +248,8 @@ pub struct OfferBook {
     pub envelopes: BTreeMap<String, Vec<u8>>,
     /// The highest sequence in any retained offer or any station's `last-sequence`.
     pub highest_sequence: Option<u64>,
+    /// Bundle id -> how many stations keep it as their delta base (`kept-base`).
+    pub kept_bases: BTreeMap<BundleId, usize>,
 }
 
 impl OfferBook {
@@ -243,6 +271,7 @@ impl OfferBook {
         };
         let mut offers = BTreeMap::new();
         let mut envelopes = BTreeMap::new();
+        let mut kept_bases: BTreeMap<BundleId, usize> = BTreeMap::new();
         for m in msgs {
             match Topic::parse(&m.topic) {
                 Ok(Topic::DeviceOffer(_) | Topic::GroupOffer(_)) => {
@@ -253,10 +282,13 @@ impl OfferBook {
                     }
                 }
                 Ok(Topic::DeviceState(_)) => {
-                    if let Ok(s) = fleet_proto::payload::decode_state(&m.payload, limits)
-                        && let Some(seq) = s.last_sequence
-                    {
-                        bump(seq);
+                    if let Ok(s) = fleet_proto::payload::decode_state(&m.payload, limits) {
+                        if let Some(seq) = s.last_sequence {
+                            bump(seq);
+                        }
+                        if let Some(base) = s.kept_base {
+                            *kept_bases.entry(base).or_default() += 1;
+                        }
                     }
                 }
                 _ => {}
@@ -264,6 +296,7 @@ impl OfferBook {
         }
         book.offers = offers;
         book.envelopes = envelopes;
+        book.kept_bases = kept_bases;
         book
     }
 
@@ -445,61 +478,12 @@ pub async fn push(
     conn.publish(&manifest_topic, sealed, true).await?;
     conn.flush(ACK_TIMEOUT).await?;
 
-    // Chunks: re-read the file, re-check each chunk against the manifest (the file must not
-    // change between hashing and publishing), keep a bounded window in flight.
-    let mut file = File::open(&req.bundle).map_err(|source| PublishError::ReadBundle {
-        path: req.bundle.clone(),
-        source,
-    })?;
-    let base = conn.acked();
-    let mut sizes: Vec<u64> = Vec::with_capacity(manifest.chunks.len());
-    for index in 0..manifest.chunk_count() {
-        let (_, len) = manifest
-            .chunk_range(index)
-            .expect("index below the chunk count");
-        let mut buf = vec![0u8; len as usize];
-        file.read_exact(&mut buf)
-            .map_err(|source| PublishError::ReadBundle {
-                path: req.bundle.clone(),
-                source,
-            })?;
-        if fleet_proto::chunk::verify_chunk(&manifest, index, &buf).is_err() {
-            return Err(PublishError::BundleChanged {
-                path: req.bundle.clone(),
-                index,
-            });
-        }
-        sizes.push(u64::from(len));
-        let in_flight_limit = (conn.published() - base).saturating_sub(PUBLISH_WINDOW);
-        conn.wait_acked(base + in_flight_limit, ACK_TIMEOUT).await?;
-        report_chunks(&conn, base, &sizes, manifest.size, progress);
-        conn.publish(&topic::bundle_chunk(&bundle_id, index), buf, true)
-            .await?;
-    }
-    let mut extra = [0u8; 1];
-    if file
-        .read(&mut extra)
-        .map_err(|source| PublishError::ReadBundle {
-            path: req.bundle.clone(),
-            source,
-        })?
-        != 0
-    {
-        return Err(PublishError::BundleChanged {
-            path: req.bundle.clone(),
-            index: manifest.chunk_count(),
-        });
-    }
-    // Wait for every chunk, reporting as acknowledgements arrive.
-    loop {
-        let target = conn.published();
-        let step = (conn.acked() + 4).min(target);
-        conn.wait_acked(step, ACK_TIMEOUT).await?;
-        report_chunks(&conn, base, &sizes, manifest.size, progress);
-        if step >= target {
-            break;
-        }
-    }
+    publish_chunks(&mut conn, &req.bundle, &manifest, progress).await?;
+
+    // Deltas from the bases asked for, each complete on the broker before the offer names
+    // the bundle (ADR 0012).
+    let deltas =
+        crate::delta::publish_deltas(&mut conn, key, req, &manifest, &book, progress).await?;
 
     let kept = keep.is_some();
     if !kept {
@@ -525,7 +509,78 @@ pub async fn push(
         update_id,
         sequence: offer.sequence,
         offer_kept: kept,
+        deltas: deltas.published,
+        bases_without_file: deltas.bases_without_file,
     })
+}
+
+/// Publishes the chunks of `path` (described by `manifest`, already on the broker), each
+/// checked against the manifest again, with a bounded window in flight; returns once the
+/// broker acknowledged every one.
+pub(crate) async fn publish_chunks(
+    conn: &mut Connection,
+    path: &Path,
+    manifest: &BundleManifest,
+    progress: &mut dyn FnMut(PushProgress),
+) -> Result<(), PublishError> {
+    let bundle_id = manifest.bundle_id;
+    // Chunks: re-read the file, re-check each chunk against the manifest (the file must not
+    // change between hashing and publishing), keep a bounded window in flight.
+    let mut file = File::open(path).map_err(|source| PublishError::ReadBundle {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = conn.acked();
+    let mut sizes: Vec<u64> = Vec::with_capacity(manifest.chunks.len());
+    for index in 0..manifest.chunk_count() {
+        let (_, len) = manifest
+            .chunk_range(index)
+            .expect("index below the chunk count");
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact(&mut buf)
+            .map_err(|source| PublishError::ReadBundle {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if fleet_proto::chunk::verify_chunk(manifest, index, &buf).is_err() {
+            return Err(PublishError::BundleChanged {
+                path: path.to_path_buf(),
+                index,
+            });
+        }
+        sizes.push(u64::from(len));
+        let in_flight_limit = (conn.published() - base).saturating_sub(PUBLISH_WINDOW);
+        conn.wait_acked(base + in_flight_limit, ACK_TIMEOUT).await?;
+        report_chunks(conn, base, &sizes, manifest.size, progress);
+        conn.publish(&topic::bundle_chunk(&bundle_id, index), buf, true)
+            .await?;
+    }
+    let mut extra = [0u8; 1];
+    if file
+        .read(&mut extra)
+        .map_err(|source| PublishError::ReadBundle {
+            path: path.to_path_buf(),
+            source,
+        })?
+        != 0
+    {
+        return Err(PublishError::BundleChanged {
+            path: path.to_path_buf(),
+            index: manifest.chunk_count(),
+        });
+    }
+    // Wait for every chunk, reporting as acknowledgements arrive.
+    loop {
+        let target = conn.published();
+        let step = (conn.acked() + 4).min(target);
+        conn.wait_acked(step, ACK_TIMEOUT).await?;
+        report_chunks(conn, base, &sizes, manifest.size, progress);
+        if step >= target {
+            break;
+        }
+    }
+
+    Ok(())
 }
 
 fn report_chunks(
@@ -622,6 +677,29 @@ pub async fn clear(addr: &BrokerAddr, req: &ClearRequest) -> Result<ClearReport,
             on_broker.insert(id, count);
         }
     }
+    // Deltas: bundle id -> its delta topics, and patch id -> the bundle it rebuilds.
+    let delta_msgs = collect_retained(
+        addr,
+        &["fleet/v1/bundles/+/deltas/+".to_owned()],
+        RETAINED_QUIET,
+        MAX_DISCOVERED,
+    )
+    .await?;
+    let mut deltas: BTreeMap<BundleId, Vec<String>> = BTreeMap::new();
+    let mut patch_of: BTreeMap<BundleId, BundleId> = BTreeMap::new();
+    for m in &delta_msgs {
+        if let Some((bundle, _)) = fleet_proto::delta::parse_delta_topic(&m.topic) {
+            deltas.entry(bundle).or_default().push(m.topic.clone());
+            if let Ok(d) = envelope::read_unverified_json::<fleet_proto::delta::DeltaDescription>(
+                &m.payload,
+                Kind::Delta,
+                limits,
+            ) && d.bundle_id == bundle
+            {
+                patch_of.insert(d.patch_id, bundle);
+            }
+        }
+    }
     let mut report = ClearReport {
         retracted,
         ..ClearReport::default()
@@ -642,7 +720,9 @@ pub async fn clear(addr: &BrokerAddr, req: &ClearRequest) -> Result<ClearReport,
         ClearScope::Unreferenced => {
             let mut out = Vec::new();
             for id in on_broker.keys() {
-                if referenced.contains_key(id) {
+                // A patch stays while the bundle it rebuilds is offered.
+                let offered_patch = patch_of.get(id).is_some_and(|b| referenced.contains_key(b));
+                if referenced.contains_key(id) || offered_patch {
                     report.kept.insert(*id);
                 } else {
                     out.push(*id);
@@ -661,13 +741,25 @@ pub async fn clear(addr: &BrokerAddr, req: &ClearRequest) -> Result<ClearReport,
             c.publish(t, Vec::new(), true).await?;
         }
     }
+    // A cleared bundle takes its deltas along: their descriptions and their patches.
+    let mut chosen = chosen;
+    let patches: Vec<BundleId> = patch_of
+        .iter()
+        .filter(|(p, b)| chosen.contains(b) && !chosen.contains(p))
+        .map(|(p, _)| *p)
+        .collect();
+    for p in patches {
+        on_broker.entry(p).or_insert(None);
+        chosen.push(p);
+    }
     for id in chosen {
         let count = match on_broker.get(&id).copied().flatten() {
             Some(n) => n,
             // No readable manifest: find the chunks by reading them.
             None => discover_chunk_count(addr, &id).await?,
         };
-        let mut topics = vec![topic::bundle_manifest(&id)];
+        let mut topics = deltas.remove(&id).unwrap_or_default();
+        topics.push(topic::bundle_manifest(&id));
         topics.extend((0..count).map(|i| topic::bundle_chunk(&id, i)));
         if let Some(c) = conn.as_mut() {
             for t in &topics {

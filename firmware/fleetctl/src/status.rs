@@ -350,6 +350,7 @@ mod tests {
             held: None,
             trust: None,
             delivery: None,
+            kept_base: None,
         }
     }
 
