@@ -3,7 +3,7 @@
 //! For each base (a bundle file named with `--delta-from`, or a bundle in `--delta-dir` that a
 //! station keeps as its base, by the `kept-base` of its retained state) a push makes a zstd
 //! patch with the base as its reference prefix (`zstd --patch-from`), and publishes, all
-//! retained: the patch's signed manifest and chunks under the patch's id (the ordinary chunk
+//! retained (`crate::publish::push` publishes them): the patch's signed manifest and chunks under the patch's id (the ordinary chunk
 //! transport), then the signed description on `fleet/v1/bundles/{bundle-id}/deltas/{base-id}`.
 //! All of it is on the broker before the offer names the bundle. A station whose base has no
 //! delta fetches the full bundle, which is always published.
@@ -11,18 +11,22 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::SigningKey;
 use fleet_core::update::BundleId;
-use fleet_proto::BundleManifest;
-use fleet_proto::delta::{
-    DeltaDescription, DeltaFormat, MAX_WINDOW_LOG, MIN_WINDOW_LOG, delta_topic, frame_window_log,
-};
-use fleet_proto::envelope::{self, Kind};
-use fleet_proto::topic;
+use fleet_proto::delta::{MAX_WINDOW_LOG, MIN_WINDOW_LOG, frame_window_log};
 use sha2::{Digest as _, Sha256};
 
-use crate::connection::Connection;
-use crate::publish::{OfferBook, PublishError, PushProgress, PushRequest, publish_chunks};
+/// Making a delta failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error("unable to read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unable to make the delta from {path}: {reason}")]
+    MakePatch { path: PathBuf, reason: String },
+}
 
 /// zstd level of the patches (ADR 0012's measurement: level 19 with long-distance matching).
 pub const PATCH_LEVEL: i32 = 19;
@@ -56,8 +60,8 @@ pub struct MadePatch {
     pub window_log: u8,
 }
 
-fn sha256_of(path: &Path) -> Result<(BundleId, u64), PublishError> {
-    let err = |source| PublishError::ReadBase {
+fn sha256_of(path: &Path) -> Result<(BundleId, u64), DeltaError> {
+    let err = |source| DeltaError::Read {
         path: path.to_owned(),
         source,
     };
@@ -82,17 +86,17 @@ pub fn window_log_for(base_len: u64, new_len: u64) -> u8 {
 ///
 /// # Errors
 /// A file cannot be read or written, or zstd refuses (a base above its 2 GiB window).
-pub fn make_patch(base: &Path, bundle: &Path, dir: &Path) -> Result<MadePatch, PublishError> {
-    let base_bytes = std::fs::read(base).map_err(|source| PublishError::ReadBase {
+pub fn make_patch(base: &Path, bundle: &Path, dir: &Path) -> Result<MadePatch, DeltaError> {
+    let base_bytes = std::fs::read(base).map_err(|source| DeltaError::Read {
         path: base.to_owned(),
         source,
     })?;
-    let new = std::fs::read(bundle).map_err(|source| PublishError::ReadBundle {
+    let new = std::fs::read(bundle).map_err(|source| DeltaError::Read {
         path: bundle.to_owned(),
         source,
     })?;
     let base_id = BundleId::from_bytes(Sha256::digest(&base_bytes).into());
-    let make = |reason: String| PublishError::MakePatch {
+    let make = |reason: String| DeltaError::MakePatch {
         path: base.to_owned(),
         reason,
     };
@@ -147,8 +151,8 @@ pub fn make_patch(base: &Path, bundle: &Path, dir: &Path) -> Result<MadePatch, P
 pub fn bases_in_dir(
     dir: &Path,
     wanted: &BTreeSet<BundleId>,
-) -> Result<BTreeMap<BundleId, PathBuf>, PublishError> {
-    let err = |source| PublishError::ReadBase {
+) -> Result<BTreeMap<BundleId, PathBuf>, DeltaError> {
+    let err = |source| DeltaError::Read {
         path: dir.to_owned(),
         source,
     };
@@ -167,108 +171,6 @@ pub fn bases_in_dir(
         }
     }
     Ok(found)
-}
-
-/// Makes and publishes the deltas `req` asks for (none when it asks for none).
-///
-/// # Errors
-/// A base cannot be read, a patch cannot be made, or the broker fails.
-pub async fn publish_deltas(
-    conn: &mut Connection,
-    key: &SigningKey,
-    req: &PushRequest,
-    bundle: &BundleManifest,
-    book: &OfferBook,
-    progress: &mut dyn FnMut(PushProgress),
-) -> Result<Published, PublishError> {
-    let mut out = Published::default();
-    let mut bases: BTreeMap<BundleId, PathBuf> = BTreeMap::new();
-    for path in &req.delta_from {
-        let (id, _) = sha256_of(path)?;
-        bases.insert(id, path.clone());
-    }
-    if let Some(dir) = &req.delta_dir {
-        let wanted: BTreeSet<BundleId> = book.kept_bases.keys().copied().collect();
-        let found = bases_in_dir(dir, &wanted)?;
-        out.bases_without_file = wanted
-            .iter()
-            .filter(|id| !found.contains_key(id) && **id != bundle.bundle_id)
-            .copied()
-            .collect();
-        bases.extend(found);
-    }
-    // A station that keeps the pushed bundle already needs nothing.
-    bases.remove(&bundle.bundle_id);
-    if bases.is_empty() {
-        return Ok(out);
-    }
-    let work = tempfile::tempdir().map_err(|source| PublishError::ReadBase {
-        path: std::env::temp_dir(),
-        source,
-    })?;
-    for (_, base) in bases {
-        let made = make_patch(&base, &req.bundle, work.path())?;
-        let patch_req = PushRequest {
-            bundle: made.path.clone(),
-            ..req.clone()
-        };
-        let manifest = crate::publish::describe_bundle(&patch_req)?;
-        if manifest.bundle_id != made.patch_id {
-            return Err(PublishError::BundleChanged {
-                path: made.path.clone(),
-                index: 0,
-            });
-        }
-        let description = DeltaDescription {
-            bundle_id: bundle.bundle_id,
-            bundle_size: bundle.size,
-            base_id: made.base_id,
-            base_size: made.base_size,
-            patch_id: made.patch_id,
-            patch_size: made.patch_size,
-            format: DeltaFormat::ZstdPatchFrom,
-            window_log: made.window_log,
-        };
-        description
-            .validate(&req.limits)
-            .map_err(|e| PublishError::MakePatch {
-                path: base.clone(),
-                reason: e.to_string(),
-            })?;
-        let sealed = seal(Kind::Manifest, &manifest, key, &made.path)?;
-        conn.publish(&topic::bundle_manifest(&made.patch_id), sealed, true)
-            .await?;
-        publish_chunks(conn, &made.path, &manifest, &mut |_| {}).await?;
-        let topic = delta_topic(&bundle.bundle_id, &made.base_id);
-        let sealed = seal(Kind::Delta, &description, key, &made.path)?;
-        conn.publish(&topic, sealed, true).await?;
-        conn.flush(std::time::Duration::from_secs(60)).await?;
-        progress(PushProgress::Delta {
-            base_id: made.base_id,
-            patch_size: made.patch_size,
-            bundle_size: bundle.size,
-        });
-        out.published.push(DeltaReport {
-            base_id: made.base_id,
-            patch_id: made.patch_id,
-            patch_size: made.patch_size,
-            bundle_size: bundle.size,
-            topic,
-        });
-    }
-    Ok(out)
-}
-
-fn seal<T: serde::Serialize>(
-    kind: Kind,
-    value: &T,
-    key: &SigningKey,
-    path: &Path,
-) -> Result<Vec<u8>, PublishError> {
-    envelope::seal_json(kind, value, key).map_err(|e| PublishError::Manifest {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })
 }
 
 #[cfg(test)]

@@ -25,7 +25,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::clock::unix_now;
 use crate::connection::{BrokerAddr, Connection, ConnectionError, Message, collect_retained};
+use crate::delta::{DeltaError, DeltaReport, Published, bases_in_dir, make_patch};
 use crate::target::Target;
+use fleet_proto::delta::{DeltaDescription, DeltaFormat, delta_topic};
 
 /// Chunks published but not yet acknowledged, at most (bounds memory to a few MiB).
 const PUBLISH_WINDOW: u64 = 16;
@@ -73,14 +75,9 @@ pub enum PublishError {
     SequenceTooLow { requested: u64, highest: u64 },
     #[error("unable to pick a sequence: the highest seen is {0}, nothing is above it")]
     SequenceExhausted(u64),
-    #[error("unable to read the delta base {path}")]
-    ReadBase {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("unable to make the delta from {path}: {reason}")]
-    MakePatch { path: PathBuf, reason: String },
+    /// A base could not be read or its patch made (`--delta-from`, `--delta-dir`).
+    #[error(transparent)]
+    Delta(#[from] DeltaError),
     #[error("unable to compute the expiry: {0}")]
     Expiry(String),
     #[error("unable to clear bundle {bundle_id}: offers on {topics:?} still use it (add --force)")]
@@ -188,7 +185,7 @@ pub struct PushReport {
     /// True when the identical offer was already current and was left in place.
     pub offer_kept: bool,
     /// The deltas published next to the bundle.
-    pub deltas: Vec<crate::delta::DeltaReport>,
+    pub deltas: Vec<DeltaReport>,
     /// Bases stations keep (from their retained states) with no file in `--delta-dir`: those
     /// stations fetch the full bundle.
     pub bases_without_file: Vec<BundleId>,
@@ -482,8 +479,7 @@ pub async fn push(
 
     // Deltas from the bases asked for, each complete on the broker before the offer names
     // the bundle (ADR 0012).
-    let deltas =
-        crate::delta::publish_deltas(&mut conn, key, req, &manifest, &book, progress).await?;
+    let deltas = publish_deltas(&mut conn, key, req, &manifest, &book, progress).await?;
 
     let kept = keep.is_some();
     if !kept {
@@ -512,6 +508,115 @@ pub async fn push(
         deltas: deltas.published,
         bases_without_file: deltas.bases_without_file,
     })
+}
+
+/// Makes (`crate::delta`) and publishes the deltas `req` asks for (none when it asks for none).
+///
+/// # Errors
+/// A base cannot be read, a patch cannot be made, or the broker fails.
+async fn publish_deltas(
+    conn: &mut Connection,
+    key: &SigningKey,
+    req: &PushRequest,
+    bundle: &BundleManifest,
+    book: &OfferBook,
+    progress: &mut dyn FnMut(PushProgress),
+) -> Result<Published, PublishError> {
+    let mut out = Published::default();
+    let mut bases: BTreeMap<BundleId, PathBuf> = BTreeMap::new();
+    for path in &req.delta_from {
+        let id = sha256_file(path)
+            .map_err(|source| DeltaError::Read {
+                path: path.clone(),
+                source,
+            })?
+            .parse::<BundleId>()
+            .map_err(|e| DeltaError::MakePatch {
+                path: path.clone(),
+                reason: format!("{e:?}"),
+            })?;
+        bases.insert(id, path.clone());
+    }
+    if let Some(dir) = &req.delta_dir {
+        let wanted: BTreeSet<BundleId> = book.kept_bases.keys().copied().collect();
+        let found = bases_in_dir(dir, &wanted)?;
+        out.bases_without_file = wanted
+            .iter()
+            .filter(|id| !found.contains_key(id) && **id != bundle.bundle_id)
+            .copied()
+            .collect();
+        bases.extend(found);
+    }
+    // A station that keeps the pushed bundle already needs nothing.
+    bases.remove(&bundle.bundle_id);
+    if bases.is_empty() {
+        return Ok(out);
+    }
+    let work = tempfile::tempdir().map_err(|source| DeltaError::Read {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    for (_, base) in bases {
+        let made = make_patch(&base, &req.bundle, work.path())?;
+        let patch_req = PushRequest {
+            bundle: made.path.clone(),
+            ..req.clone()
+        };
+        let manifest = describe_bundle(&patch_req)?;
+        if manifest.bundle_id != made.patch_id {
+            return Err(PublishError::BundleChanged {
+                path: made.path.clone(),
+                index: 0,
+            });
+        }
+        let description = DeltaDescription {
+            bundle_id: bundle.bundle_id,
+            bundle_size: bundle.size,
+            base_id: made.base_id,
+            base_size: made.base_size,
+            patch_id: made.patch_id,
+            patch_size: made.patch_size,
+            format: DeltaFormat::ZstdPatchFrom,
+            window_log: made.window_log,
+        };
+        description
+            .validate(&req.limits)
+            .map_err(|e| DeltaError::MakePatch {
+                path: base.clone(),
+                reason: e.to_string(),
+            })?;
+        let sealed = envelope::seal_json(Kind::Manifest, &manifest, key).map_err(|e| {
+            PublishError::Manifest {
+                path: made.path.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        conn.publish(&topic::bundle_manifest(&made.patch_id), sealed, true)
+            .await?;
+        publish_chunks(conn, &made.path, &manifest, &mut |_| {}).await?;
+        let topic = delta_topic(&bundle.bundle_id, &made.base_id);
+        let sealed = envelope::seal_json(Kind::Delta, &description, key).map_err(|e| {
+            PublishError::Manifest {
+                path: made.path.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        conn.publish(&topic, sealed, true).await?;
+        conn.flush(ACK_TIMEOUT).await?;
+        progress(PushProgress::Delta {
+            base_id: made.base_id,
+            patch_size: made.patch_size,
+            bundle_size: bundle.size,
+        });
+        out.published.push(DeltaReport {
+            base_id: made.base_id,
+            patch_id: made.patch_id,
+            patch_size: made.patch_size,
+            bundle_size: bundle.size,
+            topic,
+        });
+    }
+    Ok(out)
 }
 
 /// Publishes the chunks of `path` (described by `manifest`, already on the broker), each

@@ -285,8 +285,9 @@ pub enum Report {
         bundle_bytes: u64,
     },
     /// The bundle is on the station, received whole or rebuilt from a delta, before its
-    /// whole-file check. `received-bytes`: chunk bytes this transfer stored (chunks held from
-    /// before a restart are not counted again).
+    /// whole-file check. `received-bytes`: the bytes of the fetched file (patch or bundle) the
+    /// station holds, each verified chunk counted once (chunks held from before a restart
+    /// included, duplicates not).
     Delivered {
         bundle_id: BundleId,
         transport: DeliveryKind,

@@ -129,7 +129,7 @@ where
         {
             c.base = found;
         }
-        let manifest_topic = t_manifest_topic(self.transfer.as_ref());
+        let manifest_topic = self.transfer.as_ref().map(|t| t.manifest_topic.clone());
         if let Some(m) = manifest_topic
             && let Err(e) = self.session.subscribe(&m).await
         {
@@ -538,10 +538,6 @@ where
         self.feed(Input::Event(Event::DownloadComplete { bundle_id }))
             .await
     }
-}
-
-fn t_manifest_topic(t: Option<&super::transfer::Transfer>) -> Option<String> {
-    t.map(|t| t.manifest_topic.clone())
 }
 
 /// Checks the patch whole, rebuilds the bundle into its `.part` file and judges it; the patch
