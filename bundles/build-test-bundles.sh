@@ -20,6 +20,10 @@
 #   truncated                  good-2.0.0 cut in half
 #   downgrade                  version 0.9.0 (the tests set the version floor to 1.0.0)
 #   not-semver                 version "banana"
+#   delta-3.0.0, delta-3.1.0, delta-3.2.0
+#                              installable, built for deltas (ADR 0012): uncompressed squashfs,
+#                              an 8 MiB root file system sharing 2 MiB of filler, each with
+#                              128 KiB of its own; a patch between two is a few % of a bundle
 # Takes a few seconds; rebuilds everything each run.
 set -euo pipefail
 
@@ -72,6 +76,8 @@ openssl x509 -req -in "$untrusted/leaf.csr" -CA "$untrusted/ca.cert.pem" -CAkey 
   -CAcreateserial -out "$untrusted/leaf.cert.pem" -days 30 -extfile "$untrusted/leaf.ext" 2>/dev/null
 
 # make_bundle NAME VERSION COMPATIBLE CERT KEY KEYRING
+# Optional, for the delta bundles: SHARED_KIB (filler shared by every bundle that sets it),
+# OWN_KIB (filler of its own), ROOTFS_SIZE (default 4M), SQUASHFS_ARGS (passed to mksquashfs).
 make_bundle() {
   local name=$1 version=$2 compat=$3 cert=$4 key=$5 keyring=$6
   local dir=$work/$name
@@ -83,7 +89,13 @@ make_bundle() {
   head -c 65536 /dev/zero | openssl enc -aes-128-ctr -nosalt -pass "pass:$version" -pbkdf2 \
     > "$dir/root/usr/share/fleet/filler"
   mkdir -p "$dir/content"
-  mkfs.ext4 -q -F -L "fleet-$version" -E root_owner=0:0 -U clear -d "$dir/root" "$dir/content/rootfs.ext4" 4M
+  if [ -n "${SHARED_KIB:-}" ]; then
+    head -c $((SHARED_KIB * 1024)) /dev/zero | openssl enc -aes-128-ctr -nosalt -pass "pass:shared" -pbkdf2 \
+      > "$dir/root/usr/share/fleet/shared"
+    head -c $((OWN_KIB * 1024)) /dev/zero | openssl enc -aes-128-ctr -nosalt -pass "pass:own-$version" -pbkdf2 \
+      > "$dir/root/usr/share/fleet/own"
+  fi
+  mkfs.ext4 -q -F -L "fleet-$version" -E root_owner=0:0 -U clear -d "$dir/root" "$dir/content/rootfs.ext4" "${ROOTFS_SIZE:-4M}"
   cp "$here/hooks/install-check" "$dir/content/install-check"
   sed -e "s|@COMPATIBLE@|$compat|" -e "s|@VERSION@|$version|" -e "s|@BUILD@|test-$SOURCE_DATE_EPOCH|" \
     -e "s|^format=verity$|format=$format|" "$here/station/qemuarm64.raucm.in" > "$dir/content/manifest.raucm"
@@ -92,7 +104,9 @@ make_bundle() {
     conf=$dir/sign.conf
     sed -e "s|^path=.*|path=$keyring|" "$work/sign.conf" > "$conf"
   fi
-  rauc --conf="$conf" bundle --cert="$cert" --key="$key" --keyring="$keyring" \
+  local squashfs=()
+  if [ -n "${SQUASHFS_ARGS:-}" ]; then squashfs=("--mksquashfs-args=$SQUASHFS_ARGS"); fi
+  rauc --conf="$conf" bundle --cert="$cert" --key="$key" --keyring="$keyring" "${squashfs[@]}" \
     "$dir/content" "$out/$name.raucb" > "$dir/bundle.log" 2>&1 || { cat "$dir/bundle.log" >&2; exit 1; }
 }
 
@@ -111,6 +125,11 @@ make_bundle good-2.0.0 2.0.0 "$compatible" "$dev_cert" "$dev_key" "$ca"
 index good-2.0.0 "ok"
 make_bundle good-2.1.0 2.1.0 "$compatible" "$dev_cert" "$dev_key" "$ca"
 index good-2.1.0 "ok"
+for v in 3.0.0 3.1.0 3.2.0; do
+  SHARED_KIB=2048 OWN_KIB=128 ROOTFS_SIZE=8M SQUASHFS_ARGS="-noI -noD -noF -noX" \
+    make_bundle "delta-$v" "$v" "$compatible" "$dev_cert" "$dev_key" "$ca"
+  index "delta-$v" "ok"
+done
 make_bundle wrong-compatible 2.0.0 fleet-some-other-station "$dev_cert" "$dev_key" "$ca"
 index wrong-compatible "compatible mismatch"
 make_bundle downgrade 0.9.0 "$compatible" "$dev_cert" "$dev_key" "$ca"

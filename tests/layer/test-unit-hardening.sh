@@ -20,7 +20,7 @@ declare -A ceiling=(
   [fleet-uploaderd]=1.6
   [fleet-reporterd]=1.3 [fleet-nvme-smart]=1.4 [fleet-config-restart]=1.0)
 declare -A writable=(
-  [fleet-updated]="/data/fleet/updated /data/fleet/downloads /data/fleet/boot /data/fleet/update /data/fleet/config /data/fleet/retention /run/fleet /boot/firmware"
+  [fleet-updated]="/data/fleet/updated /data/fleet/downloads /data/fleet/base /data/fleet/boot /data/fleet/update /data/fleet/config /data/fleet/retention /run/fleet /boot/firmware"
   [fleet-recorderd]="/data/fleet/recordings"
   [fleet-retentiond]="/data/fleet/recordings /data/fleet/retention"
   [fleet-boot-check]="/data/fleet/boot /run/fleet /boot/firmware"

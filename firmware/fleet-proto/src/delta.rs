@@ -116,6 +116,38 @@ impl DeltaDescription {
     }
 }
 
+/// log2 of the window a zstd frame declares (`window-log` of a description is this of its
+/// patch; the station checks it again before decoding), `None` when `frame` does not start with a zstd
+/// frame header. A single-segment frame's window is its content size.
+#[must_use]
+pub fn frame_window_log(frame: &[u8]) -> Option<u32> {
+    const MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+    if frame.len() < 6 || frame[..4] != MAGIC {
+        return None;
+    }
+    let descriptor = frame[4];
+    let single_segment = descriptor & 0x20 != 0;
+    if !single_segment {
+        let w = frame[5];
+        let exponent = u32::from(w >> 3) + 10;
+        // The mantissa adds up to 7/8 of the base: the window is under the next power of two.
+        let log = if w & 7 == 0 { exponent } else { exponent + 1 };
+        return Some(log);
+    }
+    let dict_id_len = [0usize, 1, 2, 4][usize::from(descriptor & 3)];
+    let fcs_len = [1usize, 2, 4, 8][usize::from(descriptor >> 6)];
+    let at = 5 + dict_id_len;
+    let bytes = frame.get(at..at + fcs_len)?;
+    let mut size: u64 = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        size |= u64::from(*b) << (8 * i);
+    }
+    if fcs_len == 2 {
+        size += 256;
+    }
+    Some(64 - size.max(1).leading_zeros() - u32::from(size.is_power_of_two()))
+}
+
 /// `fleet/v1/bundles/{bundle-id}/deltas/{base-id}`: the delta from `base` to `bundle`.
 #[must_use]
 pub fn delta_topic(bundle: &BundleId, base: &BundleId) -> String {

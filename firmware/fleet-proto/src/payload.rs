@@ -13,6 +13,8 @@ use fleet_core::update::{
     BundleId, KeyId, Offer, Outcome, Phase, PhaseName, RejectReason, Report, Sha256Digest, State,
 };
 
+use fleet_core::update::delta::{DeliveryKind, FullReason};
+
 use crate::limits::Limits;
 
 /// The signed description of a bundle (envelope kind `manifest`), published retained on
@@ -221,6 +223,32 @@ pub struct StationState {
     /// The offer-signing keys the station trusts now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<TrustReport>,
+    /// How the bundle of the update in progress travels (ADR 0012): from the transport's
+    /// choice until the update ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<Delivery>,
+    /// The bundle the station keeps as the base of deltas (its last committed bundle): the
+    /// base an operator publishes deltas from (`fleetctl push --delta-dir`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept_base: Option<BundleId>,
+}
+
+/// How the bundle of an update reaches the station (`delivery` in its state).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Delivery {
+    pub bundle_id: BundleId,
+    /// `full` or `delta`.
+    pub transport: DeliveryKind,
+    /// Why the whole bundle travels (`full` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<FullReason>,
+    /// Bytes that cross the link: the patch's size for `delta`, the bundle's for `full`.
+    pub expected_bytes: u64,
+    /// Of those, the bytes the station holds now (chunks verified and written).
+    pub received_bytes: u64,
+    /// The offered bundle's size.
+    pub bundle_bytes: u64,
 }
 
 /// What a station holds back and why (`held` in its state).
@@ -299,6 +327,8 @@ impl StationState {
             install_percent: None,
             held: None,
             trust: None,
+            delivery: None,
+            kept_base: None,
         }
     }
 }

@@ -56,14 +56,30 @@ fn the_documented_state_and_events_parse() {
     let s: StationState =
         payload::decode_state(states[0].as_bytes(), &Limits::DEFAULT).expect("state parses");
     assert!(s.progress.is_some());
+    let delivery = s.delivery.expect("the sample shows a delivery");
+    assert_eq!(
+        delivery.transport,
+        fleet_core::update::delta::DeliveryKind::Delta
+    );
+    let p = s.progress.expect("progress");
+    assert_eq!(
+        (p.done_bytes, p.total_bytes),
+        (delivery.received_bytes, delivery.expected_bytes),
+        "with a delta, progress counts the patch"
+    );
+    assert!(s.kept_base.is_some());
     let events = blocks(&d, "event");
-    assert_eq!(events.len(), 2);
+    assert_eq!(events.len(), 3);
     let parsed: Vec<StationEvent> = events
         .iter()
         .map(|e| payload::decode_event(e.as_bytes(), &Limits::DEFAULT).expect("event parses"))
         .collect();
     assert!(matches!(parsed[0].event, Report::HealthFailed { .. }));
-    assert!(matches!(parsed[1].event, Report::OfferRejected { .. }));
+    assert!(matches!(
+        &parsed[1].event,
+        Report::TransportChosen { reason: Some(r), .. } if r.code() == "delta-failed"
+    ));
+    assert!(matches!(parsed[2].event, Report::OfferRejected { .. }));
 }
 
 /// Every variant name of a tagged enum `T`, as serde spells it: asking for a variant that

@@ -20,6 +20,7 @@
 //! chunk-retry-ms = 2000
 //! stall-timeout-secs = 600          # no chunk for this long: the download fails
 //! max-trial-attempts = 3
+//! delta-window-log-max = 30         # largest zstd window (2^n bytes) of a delta patch taken
 //!
 //! installer = "rauc"                # or "sim"; default "sim" when [sim] is given
 //! boot-flow = "uboot"                # or "tryboot", "sim"; default "sim" when [sim] is given
@@ -108,6 +109,9 @@ struct RawConfig {
     config_push: Option<crate::config_apply::RawApplier>,
 }
 
+/// Default `[update] delta-window-log-max`: patches of bundles up to 1 GiB.
+pub const DEFAULT_DELTA_WINDOW_LOG_MAX: u8 = 30;
+
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 struct RawUpdate {
@@ -117,6 +121,7 @@ struct RawUpdate {
     chunk_retry_ms: u64,
     stall_timeout_secs: u64,
     max_trial_attempts: u8,
+    delta_window_log_max: u8,
 }
 
 impl Default for RawUpdate {
@@ -128,6 +133,7 @@ impl Default for RawUpdate {
             chunk_retry_ms: 2000,
             stall_timeout_secs: 600,
             max_trial_attempts: 3,
+            delta_window_log_max: DEFAULT_DELTA_WINDOW_LOG_MAX,
         }
     }
 }
@@ -184,6 +190,11 @@ pub struct UpdateConfig {
     pub chunk_retry: Duration,
     pub stall_timeout: Duration,
     pub max_trial_attempts: u8,
+    /// The largest decoder window (log2 bytes) of a delta patch the station takes (ADR 0012):
+    /// a delta whose signed description or frame declares more is not used (full bundle,
+    /// `window-too-large`). The rebuild maps the base and the output, so the window costs no
+    /// heap; this bounds how far a patch reaches and the mapped size.
+    pub delta_window_log_max: u8,
 }
 
 /// A simulated station (see `fleet-sim`).
@@ -316,6 +327,15 @@ impl Config {
         if u.stall_timeout_secs == 0 {
             problems.push("update.stall-timeout-secs: must not be 0".into());
         }
+        if !(fleet_proto::delta::MIN_WINDOW_LOG..=fleet_proto::delta::MAX_WINDOW_LOG)
+            .contains(&u.delta_window_log_max)
+        {
+            problems.push(format!(
+                "update.delta-window-log-max: must be {}..={}",
+                fleet_proto::delta::MIN_WINDOW_LOG,
+                fleet_proto::delta::MAX_WINDOW_LOG
+            ));
+        }
         if !(1..=9).contains(&u.max_trial_attempts) {
             problems.push("update.max-trial-attempts: must be 1..=9".into());
         }
@@ -428,6 +448,7 @@ impl Config {
                 chunk_retry: Duration::from_millis(u.chunk_retry_ms),
                 stall_timeout: Duration::from_secs(u.stall_timeout_secs),
                 max_trial_attempts: u.max_trial_attempts,
+                delta_window_log_max: u.delta_window_log_max,
             },
             sim,
             installer,

@@ -461,8 +461,9 @@ pub fn hash_file(path: &Path) -> std::io::Result<String> {
     Ok(hex::encode(h.finalize()))
 }
 
-/// Removes every download and bundle except `keep` (a bundle id), returning the bytes freed.
-pub fn remove_all_except(data_dir: &Path, keep: Option<&str>) -> std::io::Result<u64> {
+/// Removes every download and bundle except those of `keep` (bundle or patch ids), returning
+/// the bytes freed.
+pub fn remove_all_except(data_dir: &Path, keep: &[&str]) -> std::io::Result<u64> {
     let dir = downloads_dir(data_dir);
     let mut freed = 0;
     let entries = match std::fs::read_dir(&dir) {
@@ -474,7 +475,7 @@ pub fn remove_all_except(data_dir: &Path, keep: Option<&str>) -> std::io::Result
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
-        if keep.is_some_and(|k| name.starts_with(k)) {
+        if keep.iter().any(|k| name.starts_with(k)) {
             continue;
         }
         freed += entry.metadata().map(|m| m.len()).unwrap_or(0);

@@ -58,10 +58,15 @@
 //!   ([`trust_store`]); absent until the first rotation.
 //! - `fleet/downloads/<bundle-id>.part`: a download in progress (chunks at their offsets; what
 //!   is held is found again by hashing, so nothing else needs to survive a power cut);
-//!   `<bundle-id>.bundle` once the whole file hashed to its id.
-#![forbid(unsafe_code)]
+//!   `<bundle-id>.bundle` once the whole file hashed to its id; a delta's patch downloads
+//!   there the same way under its patch id.
+//! - `fleet/base/kept.json` and `fleet/base/<bundle-id>.bundle`: the committed bundle kept as
+//!   the base of the next delta ([`base`]).
+// Denied everywhere but the two memory maps of `rebuild` (ADR 0012), each with its SAFETY.
+#![deny(unsafe_code)]
 
 pub mod adapters;
+pub mod base;
 pub mod config;
 pub mod config_apply;
 pub mod daemon;

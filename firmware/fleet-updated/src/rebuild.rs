@@ -1,9 +1,19 @@
-//! Rebuilding a bundle from the kept base and a verified zstd patch (ADR 0012), streaming into
-//! `<data>/fleet/downloads/<bundle-id>.part`, with the decoder's window capped and the output
-//! bounded by the offered size. The result is hashed while it is written; the caller judges
-//! it against the offer (`fleet_core::update::delta::judge_result`) and drops it otherwise.
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+//! Rebuilding a bundle from the kept base and a verified zstd patch (ADR 0012) into
+//! `<data>/fleet/downloads/<bundle-id>.part`, output bounded by the offered size.
+//!
+//! Memory: the base, the patch and the output are memory-mapped, and the patch is decoded in
+//! one pass straight into the mapped output. zstd then needs no window buffer of its own (the
+//! output is its window) and reads the base in place, so the heap stays at the decoder's few
+//! hundred KiB whatever the bundle's size; the mapped pages are file-backed and the kernel
+//! reclaims them under pressure (the recorder keeps running). The frame's declared window is
+//! still checked against the configured maximum (`[update] delta-window-log-max`).
+//!
+//! The mapped files are the updater's own (the kept base under `<data>/fleet/base/`, the
+//! patch and the output under `<data>/fleet/downloads/`, mode 0600 in directories only the
+//! updater writes); nothing else truncates them while they are mapped. The caller judges the
+//! result against the offer (`fleet_core::update::delta::judge_result`) and drops it
+//! otherwise.
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -25,7 +35,11 @@ pub enum RebuildError {
         source: std::io::Error,
     },
     #[error("unable to decode the patch: {0}")]
-    Decode(#[source] std::io::Error),
+    Decode(String),
+    #[error(
+        "unable to decode the patch: its window of 2^{window_log} bytes is above the allowed 2^{max}"
+    )]
+    Window { window_log: u32, max: u32 },
     #[error("unable to rebuild: the patch makes more than the offered {limit} bytes")]
     TooLong { limit: u64 },
     #[error("unable to rebuild: bytes follow the patch's frame")]
@@ -45,16 +59,36 @@ pub struct Rebuilt {
     pub size: u64,
 }
 
-/// Rebuilds `out` from the base bytes `base` and the zstd patch file `patch`, decoding with a
-/// window of at most `2^window_log_max` bytes and writing at most `limit` bytes (one more is a
-/// [`RebuildError::TooLong`]). `out` is fsynced before this returns.
+/// Maps `file` read-only. The updater's own files only (see the module documentation).
+#[allow(unsafe_code)]
+fn map(file: &File) -> std::io::Result<memmap2::Mmap> {
+    // SAFETY: the file is the updater's own, in a directory only the updater writes; no other
+    // process truncates or rewrites it while this map lives (a truncation would be SIGBUS,
+    // not a wrong byte, and the rebuilt file is hashed and judged before anything uses it).
+    unsafe { memmap2::Mmap::map(file) }
+}
+
+/// Maps `file` read-write (the output, sized beforehand).
+#[allow(unsafe_code)]
+fn map_mut(file: &File) -> std::io::Result<memmap2::MmapMut> {
+    // SAFETY: as for `map`: the output file was just created by this function's caller.
+    unsafe { memmap2::MmapMut::map_mut(file) }
+}
+
+/// Rebuilds `out` from the base bundle file `base` and the zstd patch file `patch`. The patch
+/// must be one frame whose window is at most `2^window_log_max` bytes; at most `limit` bytes
+/// are written (more is [`RebuildError::TooLong`]). `out` is fsynced before this returns.
 pub fn rebuild(
-    base: &[u8],
+    base: &Path,
     patch: &Path,
     out: &Path,
     window_log_max: u32,
     limit: u64,
 ) -> Result<Rebuilt, RebuildError> {
+    let base_err = |source| RebuildError::Base {
+        path: base.to_path_buf(),
+        source,
+    };
     let patch_err = |source| RebuildError::Patch {
         path: patch.to_path_buf(),
         source,
@@ -63,46 +97,80 @@ pub fn rebuild(
         path: out.to_path_buf(),
         source,
     };
-    let input = File::open(patch).map_err(patch_err)?;
-    let mut decoder = zstd::stream::read::Decoder::with_ref_prefix(BufReader::new(input), base)
-        .map_err(RebuildError::Decode)?;
-    decoder
-        .window_log_max(window_log_max)
-        .map_err(RebuildError::Decode)?;
-    // One frame only: anything after it is not part of the patch format.
-    let mut decoder = decoder.single_frame();
-    let mut file = File::create(out).map_err(write_err)?;
-    let mut hash = Sha256::new();
-    let mut size: u64 = 0;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = match decoder.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(RebuildError::Decode(e)),
-        };
-        size += n as u64;
-        if size > limit {
-            return Err(RebuildError::TooLong { limit });
-        }
-        hash.update(&buf[..n]);
-        file.write_all(&buf[..n]).map_err(write_err)?;
+    let patch_file = File::open(patch).map_err(patch_err)?;
+    let patch_map = map(&patch_file).map_err(patch_err)?;
+    let window_log = fleet_proto::delta::frame_window_log(&patch_map)
+        .ok_or_else(|| RebuildError::Decode("the patch is not a zstd frame".into()))?;
+    if window_log > window_log_max {
+        return Err(RebuildError::Window {
+            window_log,
+            max: window_log_max,
+        });
     }
-    let mut rest = decoder.finish();
-    if !rest.fill_buf().map_err(patch_err)?.is_empty() {
+    // One frame only: anything after it is not part of the patch format.
+    let frame_len = zstd::zstd_safe::find_frame_compressed_size(&patch_map)
+        .map_err(|c| RebuildError::Decode(zstd::zstd_safe::get_error_name(c).to_owned()))?;
+    if frame_len != patch_map.len() {
         return Err(RebuildError::Trailing);
     }
+    let base_file = File::open(base).map_err(base_err)?;
+    let base_map = map(&base_file).map_err(base_err)?;
+    let len = usize::try_from(limit).map_err(|_| RebuildError::TooLong { limit })?;
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(out)
+        .map_err(write_err)?;
+    file.set_len(limit).map_err(write_err)?;
+    let made = if len == 0 {
+        0
+    } else {
+        let mut output = map_mut(&file).map_err(write_err)?;
+        let mut dctx = zstd::zstd_safe::DCtx::create();
+        dctx.ref_prefix(&base_map[..])
+            .map_err(|c| RebuildError::Decode(zstd::zstd_safe::get_error_name(c).to_owned()))?;
+        let made = match dctx.decompress(&mut output[..], &patch_map) {
+            Ok(n) => n,
+            Err(c) => {
+                let name = zstd::zstd_safe::get_error_name(c);
+                // zstd's "Destination buffer is too small": the frame makes more than `limit`.
+                if name.contains("too small") {
+                    return Err(RebuildError::TooLong { limit });
+                }
+                return Err(RebuildError::Decode(name.to_owned()));
+            }
+        };
+        output.flush().map_err(write_err)?;
+        made
+    };
+    let made = made as u64;
+    if made < limit {
+        file.set_len(made).map_err(write_err)?;
+    }
     file.sync_all().map_err(write_err)?;
-    Ok(Rebuilt {
-        sha256: hash.finalize().into(),
-        size,
-    })
+    // Hash what is on disk (through the page cache), not what the decoder meant to write.
+    let reread = map(&file).map_err(write_err)?;
+    let sha256: [u8; 32] = if made == 0 {
+        Sha256::digest([]).into()
+    } else {
+        Sha256::digest(&reread[..]).into()
+    };
+    Ok(Rebuilt { sha256, size: made })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write as _;
+
+    /// `bytes` as a base file in `dir`.
+    fn on_disk(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).expect("write");
+        p
+    }
 
     fn patch(base: &[u8], new: &[u8], window_log: u32) -> Vec<u8> {
         let mut e =
@@ -147,8 +215,14 @@ mod tests {
         assert!(p.len() < new.len() / 50, "patch of {} bytes", p.len());
         std::fs::write(dir.path().join("patch"), &p).expect("write patch");
         let out = dir.path().join("out");
-        let r =
-            rebuild(&base, &dir.path().join("patch"), &out, 23, new.len() as u64).expect("rebuild");
+        let r = rebuild(
+            &on_disk(dir.path(), "base", &base),
+            &dir.path().join("patch"),
+            &out,
+            23,
+            new.len() as u64,
+        )
+        .expect("rebuild");
         assert_eq!(r.size, new.len() as u64);
         assert_eq!(r.sha256, sha(&new));
         assert_eq!(std::fs::read(&out).expect("read"), new);
@@ -162,7 +236,7 @@ mod tests {
         std::fs::write(dir.path().join("patch"), patch(&base, &new, 22)).expect("write");
         let out = dir.path().join("out");
         match rebuild(
-            &other,
+            &on_disk(dir.path(), "base", &other),
             &dir.path().join("patch"),
             &out,
             22,
@@ -180,7 +254,7 @@ mod tests {
         let p = patch(&base, &new, 22);
         std::fs::write(dir.path().join("patch"), &p[..p.len() / 2]).expect("write");
         let e = rebuild(
-            &base,
+            &on_disk(dir.path(), "base", &base),
             &dir.path().join("patch"),
             &dir.path().join("out"),
             22,
@@ -196,7 +270,7 @@ mod tests {
         let (base, new) = pair(1 << 20);
         std::fs::write(dir.path().join("patch"), patch(&base, &new, 22)).expect("write");
         let e = rebuild(
-            &base,
+            &on_disk(dir.path(), "base", &base),
             &dir.path().join("patch"),
             &dir.path().join("out"),
             22,
@@ -212,14 +286,36 @@ mod tests {
         let (base, new) = pair(4 << 20);
         std::fs::write(dir.path().join("patch"), patch(&base, &new, 24)).expect("write");
         let e = rebuild(
-            &base,
+            &on_disk(dir.path(), "base", &base),
             &dir.path().join("patch"),
             &dir.path().join("out"),
             20,
             new.len() as u64,
         )
         .expect_err("window above the cap");
-        assert!(matches!(e, RebuildError::Decode(_)), "{e}");
+        assert!(
+            matches!(
+                e,
+                RebuildError::Window {
+                    window_log: 24,
+                    max: 20
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    use fleet_proto::delta::frame_window_log;
+
+    #[test]
+    fn the_declared_window_is_read_from_the_frame_header() {
+        let (base, new) = pair(1 << 20);
+        for log in [20u32, 22, 23] {
+            assert_eq!(frame_window_log(&patch(&base, &new, log)), Some(log));
+        }
+        assert_eq!(frame_window_log(b"not a frame"), None);
+        let small = zstd::bulk::compress(b"tiny", 3).expect("compress");
+        assert!(frame_window_log(&small).is_some_and(|l| l <= 10));
     }
 
     #[test]
@@ -230,7 +326,7 @@ mod tests {
         p.extend_from_slice(&patch(&base, &new, 22));
         std::fs::write(dir.path().join("patch"), &p).expect("write");
         let e = rebuild(
-            &base,
+            &on_disk(dir.path(), "base", &base),
             &dir.path().join("patch"),
             &dir.path().join("out"),
             22,

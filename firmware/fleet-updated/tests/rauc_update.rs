@@ -202,6 +202,17 @@ impl Bench {
         version: &str,
         downgrade: bool,
     ) -> fleetctl::publish::PushReport {
+        self.push_with_deltas(bundle, version, downgrade, &[]).await
+    }
+
+    /// Pushes `bundle` with a delta from each of `bases` (bundle files).
+    async fn push_with_deltas(
+        &self,
+        bundle: &Path,
+        version: &str,
+        downgrade: bool,
+        bases: &[PathBuf],
+    ) -> fleetctl::publish::PushReport {
         // fleetctl reads the bundle from where it is; copy so each push names its own file.
         let path = self.files.path().join(bundle.file_name().expect("name"));
         std::fs::copy(bundle, &path).expect("copy bundle");
@@ -219,6 +230,7 @@ impl Bench {
         if downgrade {
             req.downgrade = fleet_core::update::Downgrade::Allow;
         }
+        req.delta_from = bases.to_vec();
         fleetctl::publish::push(&addr, self.op.key(), &req, &mut |_| {})
             .await
             .expect("fleetctl push")
@@ -598,5 +610,140 @@ async fn a_slot_that_never_boots_gets_the_boot_loaders_three_boots_and_no_more()
         "{env:?}"
     );
     assert_eq!(b.rauc.backend("get-primary"), "A");
+    b.daemon.stop().await;
+}
+
+/// Waits for the daemon's reboot after installing `version`, boots the other slot with that
+/// version and waits for the commit.
+async fn install_and_commit(b: &mut Bench, version: &str) {
+    let into = b.daemon.reboot_requested().await;
+    assert_eq!(b.rauc.slot_version(into), version);
+    std::fs::write(b.daemon.path("version"), format!("{version}\n")).expect("version file");
+    assert_eq!(b.boot(), into);
+    let want = v(version);
+    b.watch
+        .wait_state(b.id, WAIT, |s| {
+            s.phase == PhaseName::Idle
+                && matches!(&s.last_outcome, Some(Outcome::Committed { version, .. }) if *version == want)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{version} not committed: {e}; rauc log:\n{}", b.rauc.log()));
+}
+
+/// The `transport-chosen` event of this station for `bundle`, the last one when there are
+/// several (a fallback).
+async fn transport_of(b: &mut Bench, bundle: fleet_core::update::BundleId) -> Report {
+    b.watch
+        .wait_event(b.id, WAIT, |e| {
+            matches!(&e.event, Report::TransportChosen { bundle_id, .. } if *bundle_id == bundle)
+        })
+        .await
+        .expect("transport-chosen event")
+        .event
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_station_updates_through_a_delta_from_its_kept_bundle_and_rauc_installs_the_rebuilt_bundle()
+ {
+    use fleet_core::update::delta::{DeliveryKind, FullReason};
+    let f = rauc_fixtures_or_skip!();
+    let _serial = SERIAL.lock().await;
+    let mut b = bench("stn-delta").await;
+    let (v30, v31, v32) = (
+        rauc::bundle(f, "delta-3.0.0"),
+        rauc::bundle(f, "delta-3.1.0"),
+        rauc::bundle(f, "delta-3.2.0"),
+    );
+
+    // A fresh station keeps no base: 3.0.0 comes whole (a delta from 2.0.0 is published, but
+    // the station has nothing to apply it to), is installed, committed and kept.
+    let first = b
+        .push_with_deltas(&v30, "3.0.0", false, &[rauc::bundle(f, "good-2.0.0")])
+        .await;
+    assert!(matches!(
+        transport_of(&mut b, first.bundle_id).await,
+        Report::TransportChosen {
+            transport: DeliveryKind::Full,
+            reason: Some(FullReason::NoBase),
+            ..
+        }
+    ));
+    install_and_commit(&mut b, "3.0.0").await;
+    let s = b
+        .watch
+        .wait_state(b.id, WAIT, |s| s.kept_base == Some(first.bundle_id))
+        .await
+        .expect("3.0.0 is the kept base");
+    assert_eq!(s.version, v("3.0.0"));
+
+    // 3.1.0 with a delta from 3.0.0: only the patch crosses the broker; the station rebuilds
+    // the bundle and RAUC installs it (checking its signature as for any bundle).
+    let second = b
+        .push_with_deltas(&v31, "3.1.0", false, std::slice::from_ref(&v30))
+        .await;
+    assert_eq!(second.deltas.len(), 1);
+    let patch = second.deltas[0].patch_size;
+    assert!(
+        transport_of(&mut b, second.bundle_id).await
+            == Report::TransportChosen {
+                bundle_id: second.bundle_id,
+                transport: DeliveryKind::Delta,
+                reason: None,
+                expected_bytes: patch,
+                bundle_bytes: second.size,
+            }
+    );
+    let delivered = b
+        .watch
+        .wait_event(b.id, WAIT, |e| {
+            matches!(&e.event, Report::Delivered { bundle_id, .. } if *bundle_id == second.bundle_id)
+        })
+        .await
+        .expect("delivered");
+    let Report::Delivered {
+        transport,
+        received_bytes,
+        ..
+    } = delivered.event
+    else {
+        unreachable!("matched above")
+    };
+    eprintln!(
+        "delta 3.0.0 -> 3.1.0: {received_bytes} bytes received for a bundle of {} ({:.1}%)",
+        second.size,
+        received_bytes as f64 * 100.0 / second.size as f64
+    );
+    assert_eq!(transport, DeliveryKind::Delta);
+    assert_eq!(received_bytes, patch);
+    assert!(
+        received_bytes * 5 < second.size,
+        "{received_bytes} bytes received for a bundle of {}",
+        second.size
+    );
+    install_and_commit(&mut b, "3.1.0").await;
+    b.watch
+        .wait_state(b.id, WAIT, |s| s.kept_base == Some(second.bundle_id))
+        .await
+        .expect("3.1.0 is the kept base");
+
+    // A damaged kept base: 3.2.0 comes whole, and the station says why.
+    let kept = fleet_updated::base::BaseStore::under(&b.daemon.config.data_dir)
+        .bundle_path(&second.bundle_id);
+    let mut bytes = std::fs::read(&kept).expect("kept base");
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x55;
+    std::fs::write(&kept, bytes).expect("damage the kept base");
+    let third = b
+        .push_with_deltas(&v32, "3.2.0", false, std::slice::from_ref(&v31))
+        .await;
+    assert!(matches!(
+        transport_of(&mut b, third.bundle_id).await,
+        Report::TransportChosen {
+            transport: DeliveryKind::Full,
+            reason: Some(FullReason::BaseCorrupt { .. }),
+            ..
+        }
+    ));
+    install_and_commit(&mut b, "3.2.0").await;
     b.daemon.stop().await;
 }

@@ -7,6 +7,7 @@
 pub mod clock;
 pub mod config_push;
 pub mod connection;
+pub mod delta;
 pub mod demo;
 pub mod embedded;
 pub mod exporter;

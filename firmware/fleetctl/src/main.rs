@@ -267,6 +267,45 @@ struct PushArgs {
     /// Chunk size in bytes.
     #[arg(long, default_value_t = fleet_proto::DEFAULT_CHUNK_SIZE)]
     chunk_size: u32,
+    #[command(flatten)]
+    deltas: DeltaArgs,
+}
+
+/// Deltas published next to the bundle (ADR 0012).
+#[derive(Debug, Args)]
+struct DeltaArgs {
+    /// Also publish a delta from this bundle file (repeat for more bases).
+    #[arg(long = "delta-from", value_name = "BUNDLE")]
+    delta_from: Vec<PathBuf>,
+    /// Also publish a delta from every base the stations keep (the `kept-base` of their
+    /// retained states) whose bundle file is in this directory.
+    #[arg(long, value_name = "DIR")]
+    delta_dir: Option<PathBuf>,
+}
+
+impl DeltaArgs {
+    fn apply(self, req: &mut PushRequest) {
+        req.delta_from = self.delta_from;
+        req.delta_dir = self.delta_dir;
+    }
+}
+
+/// What a push says about its deltas.
+fn print_deltas(report: &fleetctl::publish::PushReport) {
+    for d in &report.deltas {
+        println!(
+            "delta:    from {} ({} bytes, {:.1}% of the bundle) on {}",
+            d.base_id,
+            d.patch_size,
+            d.patch_size as f64 * 100.0 / d.bundle_size.max(1) as f64,
+            d.topic
+        );
+    }
+    for b in &report.bases_without_file {
+        println!(
+            "no delta: stations keep base {b}, which is not in --delta-dir: they fetch the full bundle"
+        );
+    }
 }
 
 #[derive(Debug, Args)]
@@ -614,6 +653,7 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
     };
     req.update_id = args.update_id;
     req.chunk_size = args.chunk_size;
+    args.deltas.apply(&mut req);
 
     let bar = if std::io::stderr().is_terminal() {
         ProgressBar::new(0)
@@ -640,6 +680,9 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
             ));
         }
         PushProgress::Chunks { acked_bytes, .. } => bar.set_position(acked_bytes),
+        PushProgress::Delta { base_id, .. } => {
+            bar.println(format!("delta from {base_id} published"))
+        }
         PushProgress::Offer { .. } => {}
     };
     let result = fleetctl::publish::push(&args.broker.broker, &key, &req, &mut on_progress).await;
@@ -650,6 +693,7 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
         "chunks:   {} ({} bytes) under fleet/v1/bundles/{}/chunks/",
         report.chunks, report.size, report.bundle_id
     );
+    print_deltas(&report);
     if report.offer_kept {
         println!(
             "offer:    {} unchanged (update {}, sequence {}): this bundle is already offered",

@@ -25,7 +25,9 @@ use sha2::{Digest as _, Sha256};
 
 use crate::clock::unix_now;
 use crate::connection::{BrokerAddr, Connection, ConnectionError, Message, collect_retained};
+use crate::delta::{DeltaError, DeltaReport, Published, bases_in_dir, make_patch};
 use crate::target::Target;
+use fleet_proto::delta::{DeltaDescription, DeltaFormat, delta_topic};
 
 /// Chunks published but not yet acknowledged, at most (bounds memory to a few MiB).
 const PUBLISH_WINDOW: u64 = 16;
@@ -73,6 +75,9 @@ pub enum PublishError {
     SequenceTooLow { requested: u64, highest: u64 },
     #[error("unable to pick a sequence: the highest seen is {0}, nothing is above it")]
     SequenceExhausted(u64),
+    /// A base could not be read or its patch made (`--delta-from`, `--delta-dir`).
+    #[error(transparent)]
+    Delta(#[from] DeltaError),
     #[error("unable to compute the expiry: {0}")]
     Expiry(String),
     #[error("unable to clear bundle {bundle_id}: offers on {topics:?} still use it (add --force)")]
@@ -112,6 +117,11 @@ pub struct PushRequest {
     pub update_id: Option<UpdateId>,
     pub chunk_size: u32,
     pub limits: Limits,
+    /// Publish a delta from each of these bundle files (`--delta-from`).
+    pub delta_from: Vec<PathBuf>,
+    /// Publish a delta from every base the fleet's stations keep (their retained states'
+    /// `kept-base`) whose bundle file is in this directory (`--delta-dir`).
+    pub delta_dir: Option<PathBuf>,
 }
 
 impl PushRequest {
@@ -131,6 +141,8 @@ impl PushRequest {
             update_id: None,
             chunk_size: fleet_proto::DEFAULT_CHUNK_SIZE,
             limits: Limits::DEFAULT,
+            delta_from: Vec::new(),
+            delta_dir: None,
         }
     }
 }
@@ -146,6 +158,12 @@ pub enum PushProgress {
     },
     /// Bytes of chunks the broker acknowledged.
     Chunks { acked_bytes: u64, total_bytes: u64 },
+    /// A delta from `base_id` is on the broker (its patch's chunks included).
+    Delta {
+        base_id: BundleId,
+        patch_size: u64,
+        bundle_size: u64,
+    },
     /// The offer went out (or the identical current one was kept).
     Offer {
         topic: String,
@@ -166,6 +184,11 @@ pub struct PushReport {
     pub sequence: u64,
     /// True when the identical offer was already current and was left in place.
     pub offer_kept: bool,
+    /// The deltas published next to the bundle.
+    pub deltas: Vec<DeltaReport>,
+    /// Bases stations keep (from their retained states) with no file in `--delta-dir`: those
+    /// stations fetch the full bundle.
+    pub bases_without_file: Vec<BundleId>,
 }
 
 /// Reads an offer envelope's payload without verifying it (the operator side only reads its
@@ -222,6 +245,8 @@ pub struct OfferBook {
     pub envelopes: BTreeMap<String, Vec<u8>>,
     /// The highest sequence in any retained offer or any station's `last-sequence`.
     pub highest_sequence: Option<u64>,
+    /// Bundle id -> how many stations keep it as their delta base (`kept-base`).
+    pub kept_bases: BTreeMap<BundleId, usize>,
 }
 
 impl OfferBook {
@@ -243,6 +268,7 @@ impl OfferBook {
         };
         let mut offers = BTreeMap::new();
         let mut envelopes = BTreeMap::new();
+        let mut kept_bases: BTreeMap<BundleId, usize> = BTreeMap::new();
         for m in msgs {
             match Topic::parse(&m.topic) {
                 Ok(Topic::DeviceOffer(_) | Topic::GroupOffer(_)) => {
@@ -253,10 +279,13 @@ impl OfferBook {
                     }
                 }
                 Ok(Topic::DeviceState(_)) => {
-                    if let Ok(s) = fleet_proto::payload::decode_state(&m.payload, limits)
-                        && let Some(seq) = s.last_sequence
-                    {
-                        bump(seq);
+                    if let Ok(s) = fleet_proto::payload::decode_state(&m.payload, limits) {
+                        if let Some(seq) = s.last_sequence {
+                            bump(seq);
+                        }
+                        if let Some(base) = s.kept_base {
+                            *kept_bases.entry(base).or_default() += 1;
+                        }
                     }
                 }
                 _ => {}
@@ -264,6 +293,7 @@ impl OfferBook {
         }
         book.offers = offers;
         book.envelopes = envelopes;
+        book.kept_bases = kept_bases;
         book
     }
 
@@ -445,61 +475,11 @@ pub async fn push(
     conn.publish(&manifest_topic, sealed, true).await?;
     conn.flush(ACK_TIMEOUT).await?;
 
-    // Chunks: re-read the file, re-check each chunk against the manifest (the file must not
-    // change between hashing and publishing), keep a bounded window in flight.
-    let mut file = File::open(&req.bundle).map_err(|source| PublishError::ReadBundle {
-        path: req.bundle.clone(),
-        source,
-    })?;
-    let base = conn.acked();
-    let mut sizes: Vec<u64> = Vec::with_capacity(manifest.chunks.len());
-    for index in 0..manifest.chunk_count() {
-        let (_, len) = manifest
-            .chunk_range(index)
-            .expect("index below the chunk count");
-        let mut buf = vec![0u8; len as usize];
-        file.read_exact(&mut buf)
-            .map_err(|source| PublishError::ReadBundle {
-                path: req.bundle.clone(),
-                source,
-            })?;
-        if fleet_proto::chunk::verify_chunk(&manifest, index, &buf).is_err() {
-            return Err(PublishError::BundleChanged {
-                path: req.bundle.clone(),
-                index,
-            });
-        }
-        sizes.push(u64::from(len));
-        let in_flight_limit = (conn.published() - base).saturating_sub(PUBLISH_WINDOW);
-        conn.wait_acked(base + in_flight_limit, ACK_TIMEOUT).await?;
-        report_chunks(&conn, base, &sizes, manifest.size, progress);
-        conn.publish(&topic::bundle_chunk(&bundle_id, index), buf, true)
-            .await?;
-    }
-    let mut extra = [0u8; 1];
-    if file
-        .read(&mut extra)
-        .map_err(|source| PublishError::ReadBundle {
-            path: req.bundle.clone(),
-            source,
-        })?
-        != 0
-    {
-        return Err(PublishError::BundleChanged {
-            path: req.bundle.clone(),
-            index: manifest.chunk_count(),
-        });
-    }
-    // Wait for every chunk, reporting as acknowledgements arrive.
-    loop {
-        let target = conn.published();
-        let step = (conn.acked() + 4).min(target);
-        conn.wait_acked(step, ACK_TIMEOUT).await?;
-        report_chunks(&conn, base, &sizes, manifest.size, progress);
-        if step >= target {
-            break;
-        }
-    }
+    publish_chunks(&mut conn, &req.bundle, &manifest, progress).await?;
+
+    // Deltas from the bases asked for, each complete on the broker before the offer names
+    // the bundle (ADR 0012).
+    let deltas = publish_deltas(&mut conn, key, req, &manifest, &book, progress).await?;
 
     let kept = keep.is_some();
     if !kept {
@@ -525,7 +505,187 @@ pub async fn push(
         update_id,
         sequence: offer.sequence,
         offer_kept: kept,
+        deltas: deltas.published,
+        bases_without_file: deltas.bases_without_file,
     })
+}
+
+/// Makes (`crate::delta`) and publishes the deltas `req` asks for (none when it asks for none).
+///
+/// # Errors
+/// A base cannot be read, a patch cannot be made, or the broker fails.
+async fn publish_deltas(
+    conn: &mut Connection,
+    key: &SigningKey,
+    req: &PushRequest,
+    bundle: &BundleManifest,
+    book: &OfferBook,
+    progress: &mut dyn FnMut(PushProgress),
+) -> Result<Published, PublishError> {
+    let mut out = Published::default();
+    let mut bases: BTreeMap<BundleId, PathBuf> = BTreeMap::new();
+    for path in &req.delta_from {
+        let id = sha256_file(path)
+            .map_err(|source| DeltaError::Read {
+                path: path.clone(),
+                source,
+            })?
+            .parse::<BundleId>()
+            .map_err(|e| DeltaError::MakePatch {
+                path: path.clone(),
+                reason: format!("{e:?}"),
+            })?;
+        bases.insert(id, path.clone());
+    }
+    if let Some(dir) = &req.delta_dir {
+        let wanted: BTreeSet<BundleId> = book.kept_bases.keys().copied().collect();
+        let found = bases_in_dir(dir, &wanted)?;
+        out.bases_without_file = wanted
+            .iter()
+            .filter(|id| !found.contains_key(id) && **id != bundle.bundle_id)
+            .copied()
+            .collect();
+        bases.extend(found);
+    }
+    // A station that keeps the pushed bundle already needs nothing.
+    bases.remove(&bundle.bundle_id);
+    if bases.is_empty() {
+        return Ok(out);
+    }
+    let work = tempfile::tempdir().map_err(|source| DeltaError::Read {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    for (_, base) in bases {
+        let made = make_patch(&base, &req.bundle, work.path())?;
+        let patch_req = PushRequest {
+            bundle: made.path.clone(),
+            ..req.clone()
+        };
+        let manifest = describe_bundle(&patch_req)?;
+        if manifest.bundle_id != made.patch_id {
+            return Err(PublishError::BundleChanged {
+                path: made.path.clone(),
+                index: 0,
+            });
+        }
+        let description = DeltaDescription {
+            bundle_id: bundle.bundle_id,
+            bundle_size: bundle.size,
+            base_id: made.base_id,
+            base_size: made.base_size,
+            patch_id: made.patch_id,
+            patch_size: made.patch_size,
+            format: DeltaFormat::ZstdPatchFrom,
+            window_log: made.window_log,
+        };
+        description
+            .validate(&req.limits)
+            .map_err(|e| DeltaError::MakePatch {
+                path: base.clone(),
+                reason: e.to_string(),
+            })?;
+        let sealed = envelope::seal_json(Kind::Manifest, &manifest, key).map_err(|e| {
+            PublishError::Manifest {
+                path: made.path.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        conn.publish(&topic::bundle_manifest(&made.patch_id), sealed, true)
+            .await?;
+        publish_chunks(conn, &made.path, &manifest, &mut |_| {}).await?;
+        let topic = delta_topic(&bundle.bundle_id, &made.base_id);
+        let sealed = envelope::seal_json(Kind::Delta, &description, key).map_err(|e| {
+            PublishError::Manifest {
+                path: made.path.clone(),
+                reason: e.to_string(),
+            }
+        })?;
+        conn.publish(&topic, sealed, true).await?;
+        conn.flush(ACK_TIMEOUT).await?;
+        progress(PushProgress::Delta {
+            base_id: made.base_id,
+            patch_size: made.patch_size,
+            bundle_size: bundle.size,
+        });
+        out.published.push(DeltaReport {
+            base_id: made.base_id,
+            patch_id: made.patch_id,
+            patch_size: made.patch_size,
+            bundle_size: bundle.size,
+            topic,
+        });
+    }
+    Ok(out)
+}
+
+/// Publishes the chunks of `path` (described by `manifest`, already on the broker), each
+/// checked against the manifest again, with a bounded window in flight; returns once the
+/// broker acknowledged every one.
+pub(crate) async fn publish_chunks(
+    conn: &mut Connection,
+    path: &Path,
+    manifest: &BundleManifest,
+    progress: &mut dyn FnMut(PushProgress),
+) -> Result<(), PublishError> {
+    let bundle_id = manifest.bundle_id;
+    // Chunks: re-read the file, re-check each chunk against the manifest (the file must not
+    // change between hashing and publishing), keep a bounded window in flight.
+    let mut file = File::open(path).map_err(|source| PublishError::ReadBundle {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let base = conn.acked();
+    let mut sizes: Vec<u64> = Vec::with_capacity(manifest.chunks.len());
+    for index in 0..manifest.chunk_count() {
+        let (_, len) = manifest
+            .chunk_range(index)
+            .expect("index below the chunk count");
+        let mut buf = vec![0u8; len as usize];
+        file.read_exact(&mut buf)
+            .map_err(|source| PublishError::ReadBundle {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if fleet_proto::chunk::verify_chunk(manifest, index, &buf).is_err() {
+            return Err(PublishError::BundleChanged {
+                path: path.to_path_buf(),
+                index,
+            });
+        }
+        sizes.push(u64::from(len));
+        let in_flight_limit = (conn.published() - base).saturating_sub(PUBLISH_WINDOW);
+        conn.wait_acked(base + in_flight_limit, ACK_TIMEOUT).await?;
+        report_chunks(conn, base, &sizes, manifest.size, progress);
+        conn.publish(&topic::bundle_chunk(&bundle_id, index), buf, true)
+            .await?;
+    }
+    let mut extra = [0u8; 1];
+    if file
+        .read(&mut extra)
+        .map_err(|source| PublishError::ReadBundle {
+            path: path.to_path_buf(),
+            source,
+        })?
+        != 0
+    {
+        return Err(PublishError::BundleChanged {
+            path: path.to_path_buf(),
+            index: manifest.chunk_count(),
+        });
+    }
+    // Wait for every chunk, reporting as acknowledgements arrive.
+    loop {
+        let target = conn.published();
+        let step = (conn.acked() + 4).min(target);
+        conn.wait_acked(step, ACK_TIMEOUT).await?;
+        report_chunks(conn, base, &sizes, manifest.size, progress);
+        if step >= target {
+            break;
+        }
+    }
+
+    Ok(())
 }
 
 fn report_chunks(
@@ -622,6 +782,29 @@ pub async fn clear(addr: &BrokerAddr, req: &ClearRequest) -> Result<ClearReport,
             on_broker.insert(id, count);
         }
     }
+    // Deltas: bundle id -> its delta topics, and patch id -> the bundle it rebuilds.
+    let delta_msgs = collect_retained(
+        addr,
+        &["fleet/v1/bundles/+/deltas/+".to_owned()],
+        RETAINED_QUIET,
+        MAX_DISCOVERED,
+    )
+    .await?;
+    let mut deltas: BTreeMap<BundleId, Vec<String>> = BTreeMap::new();
+    let mut patch_of: BTreeMap<BundleId, BundleId> = BTreeMap::new();
+    for m in &delta_msgs {
+        if let Some((bundle, _)) = fleet_proto::delta::parse_delta_topic(&m.topic) {
+            deltas.entry(bundle).or_default().push(m.topic.clone());
+            if let Ok(d) = envelope::read_unverified_json::<fleet_proto::delta::DeltaDescription>(
+                &m.payload,
+                Kind::Delta,
+                limits,
+            ) && d.bundle_id == bundle
+            {
+                patch_of.insert(d.patch_id, bundle);
+            }
+        }
+    }
     let mut report = ClearReport {
         retracted,
         ..ClearReport::default()
@@ -642,7 +825,9 @@ pub async fn clear(addr: &BrokerAddr, req: &ClearRequest) -> Result<ClearReport,
         ClearScope::Unreferenced => {
             let mut out = Vec::new();
             for id in on_broker.keys() {
-                if referenced.contains_key(id) {
+                // A patch stays while the bundle it rebuilds is offered.
+                let offered_patch = patch_of.get(id).is_some_and(|b| referenced.contains_key(b));
+                if referenced.contains_key(id) || offered_patch {
                     report.kept.insert(*id);
                 } else {
                     out.push(*id);
@@ -661,13 +846,25 @@ pub async fn clear(addr: &BrokerAddr, req: &ClearRequest) -> Result<ClearReport,
             c.publish(t, Vec::new(), true).await?;
         }
     }
+    // A cleared bundle takes its deltas along: their descriptions and their patches.
+    let mut chosen = chosen;
+    let patches: Vec<BundleId> = patch_of
+        .iter()
+        .filter(|(p, b)| chosen.contains(b) && !chosen.contains(p))
+        .map(|(p, _)| *p)
+        .collect();
+    for p in patches {
+        on_broker.entry(p).or_insert(None);
+        chosen.push(p);
+    }
     for id in chosen {
         let count = match on_broker.get(&id).copied().flatten() {
             Some(n) => n,
             // No readable manifest: find the chunks by reading them.
             None => discover_chunk_count(addr, &id).await?,
         };
-        let mut topics = vec![topic::bundle_manifest(&id)];
+        let mut topics = deltas.remove(&id).unwrap_or_default();
+        topics.push(topic::bundle_manifest(&id));
         topics.extend((0..count).map(|i| topic::bundle_chunk(&id, i)));
         if let Some(c) = conn.as_mut() {
             for t in &topics {

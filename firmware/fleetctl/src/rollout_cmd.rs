@@ -48,6 +48,13 @@ pub enum RolloutCommand {
         compatible: String,
         #[arg(long, default_value_t = fleet_proto::DEFAULT_CHUNK_SIZE)]
         chunk_size: u32,
+        /// Also publish a delta from this bundle file (repeat for more bases; ADR 0012).
+        #[arg(long = "delta-from", value_name = "BUNDLE")]
+        delta_from: Vec<PathBuf>,
+        /// Also publish a delta from every base the stations keep (their retained states'
+        /// `kept-base`) whose bundle file is in this directory.
+        #[arg(long, value_name = "DIR")]
+        delta_dir: Option<PathBuf>,
     },
     /// Offer the next wave (only when the current one met the plan, unless --force).
     Advance {
@@ -206,12 +213,16 @@ pub async fn rollout(cmd: RolloutCommand) -> anyhow::Result<ExitCode> {
             version,
             compatible,
             chunk_size,
+            delta_from,
+            delta_dir,
         } => {
             let key = load_key(&key.key)?;
             let plan = ro::read_plan(&plan).map_err(classify)?;
             let target = Target::Group(plan.group.clone());
             let mut req = PushRequest::new(bundle, target, version, compatible);
             req.chunk_size = chunk_size;
+            req.delta_from = delta_from;
+            req.delta_dir = delta_dir;
             let rec = ro::start(&broker.broker, &key, plan, req)
                 .await
                 .map_err(classify)?;

@@ -349,6 +349,8 @@ mod tests {
             install_percent: None,
             held: None,
             trust: None,
+            delivery: None,
+            kept_base: None,
         }
     }
 

@@ -9,6 +9,7 @@ use std::io::IsTerminal as _;
 use std::time::Duration;
 
 use fleet_core::ids::{DeviceId, UpdateId, Version};
+use fleet_core::update::delta::{DeliveryKind, FullReason};
 use fleet_core::update::{Outcome, PhaseName, RejectReason, Report};
 use fleet_proto::payload::{decode_event, decode_state};
 use fleet_proto::topic::{self, Topic};
@@ -261,8 +262,57 @@ pub fn describe_event(r: &Report) -> Option<String> {
         Report::RollbackStuck { slot } => {
             format!("STUCK on bad slot {slot}: a person must act")
         }
+        Report::TransportChosen {
+            transport: DeliveryKind::Delta,
+            expected_bytes,
+            bundle_bytes,
+            ..
+        } => format!(
+            "fetching a delta: {expected_bytes} of {bundle_bytes} bytes ({} saved)",
+            saved(*expected_bytes, *bundle_bytes)
+        ),
+        Report::TransportChosen {
+            transport: DeliveryKind::Full,
+            reason,
+            bundle_bytes,
+            ..
+        } => format!(
+            "fetching the full bundle ({bundle_bytes} bytes): {}",
+            reason.as_ref().map_or("no reason given", FullReason::code)
+        ),
+        Report::Delivered {
+            transport,
+            received_bytes,
+            bundle_bytes,
+            ..
+        } => match transport {
+            DeliveryKind::Delta => format!(
+                "bundle rebuilt from a delta: {received_bytes} bytes received for {bundle_bytes} ({} saved)",
+                saved(*received_bytes, *bundle_bytes)
+            ),
+            DeliveryKind::Full => format!("full bundle received: {received_bytes} bytes"),
+        },
         other => format!("{other:?}"),
     })
+}
+
+/// `delta` or `full (reason)`, for progress lines.
+fn delivery_word(d: &fleet_proto::payload::Delivery) -> String {
+    match (d.transport, &d.reason) {
+        (DeliveryKind::Delta, _) => "delta".into(),
+        (DeliveryKind::Full, Some(r)) => format!("full, {}", r.code()),
+        (DeliveryKind::Full, None) => "full".into(),
+    }
+}
+
+/// Bytes and share a delta saved against the full bundle.
+#[must_use]
+pub fn saved(received: u64, bundle: u64) -> String {
+    let saved = bundle.saturating_sub(received);
+    format!(
+        "{saved} bytes, {:.1}%",
+        saved as f64 * 100.0 / bundle.max(1) as f64
+    )
 }
 
 fn reason_text(r: &fleet_core::update::RejectReason) -> String {
@@ -354,9 +404,12 @@ impl Ui {
                     } else if s.phase != PhaseName::Idle {
                         bar.set_position(bar.length().unwrap_or(100));
                     }
-                    let detail = match s.attempt {
-                        Some(a) => format!("{phase} (attempt {a})"),
-                        None => phase,
+                    let detail = match (s.attempt, &s.delivery) {
+                        (Some(a), _) => format!("{phase} (attempt {a})"),
+                        (None, Some(d)) if s.progress.is_some() => {
+                            format!("{phase} ({})", delivery_word(d))
+                        }
+                        (None, _) => phase,
                     };
                     bar.set_message(detail);
                 }
@@ -369,7 +422,8 @@ impl Ui {
                     let prev = self.quarter.get(id).copied();
                     if prev.is_none_or(|prev| q > prev) && q > 0 {
                         self.quarter.insert(id.clone(), q);
-                        println!("{id:>10}  downloading {:>3}%", q * 25);
+                        let how = s.delivery.as_ref().map(delivery_word).unwrap_or_default();
+                        println!("{id:>10}  downloading {:>3}% {how}", q * 25);
                     }
                 }
             }
@@ -796,5 +850,29 @@ mod tests {
             end_from_refusal(&replay),
             Some(StationEnd::Refused { reason }) if reason.contains("replayed")
         ));
+    }
+
+    #[test]
+    fn a_delta_shows_its_bytes_saved_and_a_full_bundle_its_reason() {
+        use fleet_core::update::BundleId;
+        let b = BundleId::from_bytes([1; 32]);
+        let delta = describe_event(&Report::Delivered {
+            bundle_id: b,
+            transport: DeliveryKind::Delta,
+            received_bytes: 100,
+            expected_bytes: 100,
+            bundle_bytes: 1000,
+        })
+        .expect("described");
+        assert!(delta.contains("900 bytes, 90.0%"), "{delta}");
+        let full = describe_event(&Report::TransportChosen {
+            bundle_id: b,
+            transport: DeliveryKind::Full,
+            reason: Some(FullReason::NoBase),
+            expected_bytes: 1000,
+            bundle_bytes: 1000,
+        })
+        .expect("described");
+        assert!(full.ends_with("no-base"), "{full}");
     }
 }

@@ -379,3 +379,90 @@ async fn status_json_from_the_binary_lists_every_station_with_its_state() {
     assert_eq!(json[0]["state"]["version"], "1.0.3");
     assert_eq!(json[0]["state"]["seq"], 9);
 }
+
+/// A station's retained state that says which base it keeps (the only field a delta push
+/// reads from it).
+fn state_keeping(device: &str, base: BundleId) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "device-id": device, "seq": 1, "updated-at": {"monotonic-ms": 1},
+        "time-trusted": false, "booted": "A", "committed": "A", "version": "1.0.0",
+        "phase": "idle", "kept-base": base.to_string(),
+    }))
+    .expect("state")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_publishes_deltas_from_the_bases_stations_keep_and_clear_takes_them_along() {
+    let f = fixture();
+    let old = f.bundle("old.bin", 400_000, 3);
+    let mut new_bytes = std::fs::read(&old).expect("read");
+    new_bytes[200_000..200_100].fill(0xaa);
+    let new = f.dir.path().join("new.bin");
+    std::fs::write(&new, &new_bytes).expect("write");
+    let old_id = BundleId::from_bytes(sha2_of(&old));
+    // The bases directory holds the old bundle and an unrelated file; one station keeps the
+    // old bundle, another one a bundle nobody has a file of.
+    let bases = f.dir.path().join("bases");
+    std::fs::create_dir_all(&bases).expect("dir");
+    std::fs::copy(&old, bases.join("old.bin")).expect("copy");
+    std::fs::write(bases.join("notes.txt"), b"not a bundle").expect("notes");
+    let stranger = BundleId::from_bytes([9; 32]);
+    let mut conn = Connection::open(&f.addr, "states", Duration::from_secs(5))
+        .await
+        .expect("connect");
+    for (d, base) in [("stn-1", old_id), ("stn-2", stranger)] {
+        conn.publish(
+            &format!("fleet/v1/devices/{d}/state"),
+            state_keeping(d, base),
+            true,
+        )
+        .await
+        .expect("state");
+    }
+    conn.close(Duration::from_secs(5)).await.expect("close");
+
+    let mut req = f.request(&new, "group:g");
+    req.version = semver::Version::new(1, 2, 0);
+    req.delta_dir = Some(bases);
+    let report = f.push(&req).await.expect("push");
+    assert_eq!(report.deltas.len(), 1, "{report:?}");
+    assert_eq!(report.bases_without_file, vec![stranger]);
+    let d = &report.deltas[0];
+    assert_eq!(d.base_id, old_id);
+    assert!(d.patch_size < 2_000, "patch of {} bytes", d.patch_size);
+    let left = f.retained().await;
+    let description: fleet_proto::delta::DeltaDescription =
+        open_json(&left[&d.topic], Kind::Delta, &f.trusted, &Limits::DEFAULT)
+            .expect("signed description")
+            .value;
+    assert_eq!(
+        (description.bundle_id, description.patch_id),
+        (report.bundle_id, d.patch_id)
+    );
+    let patch_manifest = format!("fleet/v1/bundles/{}/manifest", d.patch_id);
+    assert!(left.contains_key(&patch_manifest));
+
+    // The patch of an offered bundle stays when unoffered bundles go ...
+    let kept = clear(&f.addr, &ClearRequest::new(ClearScope::Unreferenced))
+        .await
+        .expect("clear");
+    assert!(kept.kept.contains(&d.patch_id), "{kept:?}");
+    assert!(f.retained().await.contains_key(&patch_manifest));
+    // ... and goes with its bundle, description included.
+    let mut forced = ClearRequest::new(ClearScope::Bundle(report.bundle_id));
+    forced.force = true;
+    let cleared = clear(&f.addr, &forced).await.expect("clear");
+    assert!(cleared.cleared.contains_key(&d.patch_id), "{cleared:?}");
+    let left = f.retained().await;
+    assert!(
+        left.keys()
+            .all(|t| !t.contains(&d.patch_id.to_string()) && !t.contains("/deltas/")),
+        "{:?}",
+        left.keys().collect::<Vec<_>>()
+    );
+}
+
+fn sha2_of(path: &Path) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(std::fs::read(path).expect("read")).into()
+}

@@ -31,7 +31,10 @@ fuzz_target!(|data: &[u8]| {
             Ok(()) => {
                 assert!(last.is_none_or(|l| push.sequence > l));
                 for k in push.set.keys().chain(push.unset.iter()) {
-                    assert!(kind_of(push.daemon, k).is_some(), "accepted an undocumented key {k}");
+                    assert!(
+                        kind_of(push.daemon, k).is_some(),
+                        "accepted an undocumented key {k}"
+                    );
                 }
                 let layer = apply_push(&BTreeMap::new(), &push);
                 assert!(layer.len() <= push.set.len());

@@ -46,7 +46,11 @@ impl DeltaFacts {
 
 /// How the offered bundle travels to this station.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "transport")]
+#[serde(
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    tag = "transport"
+)]
 pub enum Transport {
     /// The patch `patch_id` from the kept base `base_id`.
     Delta {
@@ -58,12 +62,40 @@ pub enum Transport {
     Full { reason: FullReason },
 }
 
+/// How a bundle reaches the station, as its reports say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryKind {
+    /// The whole bundle, in the chunk transport.
+    Full,
+    /// A patch from the kept base, rebuilt on the station.
+    Delta,
+}
+
+impl Transport {
+    /// `full` or `delta`.
+    #[must_use]
+    pub fn kind(&self) -> DeliveryKind {
+        match self {
+            Transport::Delta { .. } => DeliveryKind::Delta,
+            Transport::Full { .. } => DeliveryKind::Full,
+        }
+    }
+}
+
 /// Why a station fetches the whole bundle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "code")]
+#[serde(
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case",
+    tag = "code"
+)]
 pub enum FullReason {
     /// The station keeps no base bundle (fresh flash, factory reset, kept bundle missing).
     NoBase,
+    /// The station's kept base is damaged: its bytes no longer hash to the id it was kept
+    /// under, or its file is gone or unreadable. The station drops it.
+    BaseCorrupt { detail: String },
     /// The operator published no delta from the station's base for this bundle.
     NoDelta,
     /// The published delta applies to another base than the one the station keeps, or it
@@ -85,6 +117,7 @@ impl FullReason {
     pub fn code(&self) -> &'static str {
         match self {
             FullReason::NoBase => "no-base",
+            FullReason::BaseCorrupt { .. } => "base-corrupt",
             FullReason::NoDelta => "no-delta",
             FullReason::BaseMismatch { .. } => "base-mismatch",
             FullReason::WindowTooLarge { .. } => "window-too-large",
@@ -101,6 +134,9 @@ pub struct TransportContext<'a> {
     pub bundle_size: u64,
     /// The base the station keeps, if any.
     pub kept: Option<KeptBase>,
+    /// Why the kept base cannot be used, when the shell found it damaged (its hash or its
+    /// file): then it counts as no base, with this reason.
+    pub base_fault: Option<&'a str>,
     /// The delta published for this bundle and the station's base, if any.
     pub delta: Option<DeltaFacts>,
     /// The memory the station allows the patch decoder's window.
@@ -110,7 +146,8 @@ pub struct TransportContext<'a> {
 }
 
 /// Chooses how the offered bundle travels. Rules, first that fails decides `Full`:
-/// no earlier delta failure of this update (`delta-failed`); a kept base (`no-base`); a
+/// no earlier delta failure of this update (`delta-failed`); an undamaged kept base
+/// (`base-corrupt`); a kept base (`no-base`); a
 /// published delta (`no-delta`); the delta rebuilds the offered bundle, id and size, from the
 /// kept base, id and size, and is not the bundle itself (`base-mismatch`); its window fits the
 /// budget (`window-too-large`).
@@ -119,6 +156,11 @@ pub fn decide_transport(cx: &TransportContext<'_>) -> Transport {
     let full = |reason| Transport::Full { reason };
     if let Some(detail) = cx.failed {
         return full(FullReason::DeltaFailed {
+            detail: detail.to_owned(),
+        });
+    }
+    if let Some(detail) = cx.base_fault {
+        return full(FullReason::BaseCorrupt {
             detail: detail.to_owned(),
         });
     }
@@ -220,6 +262,7 @@ mod tests {
             delta,
             budget_bytes: 256 * MIB,
             failed: None,
+            base_fault: None,
         }
     }
 
@@ -272,10 +315,48 @@ mod tests {
                 "delta-failed",
             ),
             (cx(None, None), "no-base"),
+            (
+                TransportContext {
+                    base_fault: Some("sha256 differs"),
+                    ..cx(kept(), Some(delta()))
+                },
+                "base-corrupt",
+            ),
+            (
+                TransportContext {
+                    base_fault: Some("sha256 differs"),
+                    failed: Some("patch truncated"),
+                    ..cx(kept(), Some(delta()))
+                },
+                "delta-failed",
+            ),
         ];
         for (c, want) in table {
             assert_eq!(code(decide_transport(&c)), want, "{c:?}");
         }
+    }
+
+    #[test]
+    fn reasons_serialize_with_kebab_case_fields() {
+        let t = Transport::Full {
+            reason: FullReason::WindowTooLarge {
+                window_bytes: 2,
+                budget_bytes: 1,
+            },
+        };
+        let v = serde_json::to_value(&t).expect("serialize");
+        assert_eq!(v["transport"], "full");
+        assert_eq!(v["reason"]["code"], "window-too-large");
+        assert_eq!(v["reason"]["window-bytes"], 2);
+        let d = Transport::Delta {
+            base_id: id(1),
+            patch_id: id(2),
+            patch_size: 3,
+        };
+        assert_eq!(
+            serde_json::to_value(&d).expect("serialize")["patch-size"],
+            3
+        );
     }
 
     #[test]
@@ -332,7 +413,7 @@ mod tests {
             offered in any_id(), size in 1u64..4,
             kept in proptest::option::of((any_id(), 1u64..4)),
             delta in proptest::option::of(any_delta()),
-            budget_log in 0u32..64, failed in any::<bool>(),
+            budget_log in 0u32..64, failed in any::<bool>(), fault in any::<bool>(),
             rebuilt in any_id(), rebuilt_size in 1u64..4,
         ) {
             let c = TransportContext {
@@ -342,12 +423,14 @@ mod tests {
                 delta,
                 budget_bytes: 1u64 << budget_log,
                 failed: failed.then_some("earlier failure"),
+                base_fault: fault.then_some("damaged base"),
             };
             match decide_transport(&c) {
                 Transport::Delta { base_id, patch_id, .. } => {
                     let d = delta.expect("a delta was published");
                     let k = c.kept.expect("a base is kept");
                     prop_assert!(!failed);
+                    prop_assert!(!fault);
                     prop_assert_eq!(base_id, k.id);
                     prop_assert_eq!(d.base_size, k.size);
                     prop_assert_eq!(patch_id, d.patch_id);

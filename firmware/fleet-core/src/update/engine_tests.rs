@@ -285,9 +285,20 @@ fn a_healthy_update_goes_from_offer_to_commit() {
         s.last_outcome,
         Some(Outcome::Committed { slot: Slot::B, .. })
     ));
-    assert!(a.contains(&Action::DiscardDownload {
-        bundle_id: bundle(1)
-    }));
+    // The committed bundle becomes the base of the next delta before its download goes.
+    let keep = a
+        .iter()
+        .position(|x| matches!(x, Action::KeepBase { bundle_id, .. } if *bundle_id == bundle(1)))
+        .expect("the committed bundle is kept as the base");
+    let discard = a
+        .iter()
+        .position(|x| {
+            *x == Action::DiscardDownload {
+                bundle_id: bundle(1),
+            }
+        })
+        .expect("its download is discarded");
+    assert!(keep < discard, "{a:?}");
 }
 
 /// Drives an idle station to the trial boot of attempt 1 on slot B.

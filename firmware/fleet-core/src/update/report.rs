@@ -7,6 +7,7 @@ use crate::ids::{UpdateId, Version};
 use crate::rollout::Scope;
 use crate::slot::Slot;
 use crate::trust::RotationReject;
+use crate::update::delta::{DeliveryKind, FullReason};
 use crate::update::digest::{BundleId, KeyId, Sha256Digest};
 use crate::update::offer::RejectReason;
 
@@ -271,6 +272,29 @@ pub enum Report {
         slot: Slot,
     },
     // --- reported by the station's shell, not the engine ---
+    /// How the bundle of the download travels (ADR 0012): `full`, with the `reason`, or
+    /// `delta`. `expected-bytes` is what crosses the link (the patch or the whole bundle),
+    /// `bundle-bytes` the offered bundle's size. Reported again when a delta fails and the
+    /// station falls back to the full bundle.
+    TransportChosen {
+        bundle_id: BundleId,
+        transport: DeliveryKind,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<FullReason>,
+        expected_bytes: u64,
+        bundle_bytes: u64,
+    },
+    /// The bundle is on the station, received whole or rebuilt from a delta, before its
+    /// whole-file check. `received-bytes`: the bytes of the fetched file (patch or bundle) the
+    /// station holds, each verified chunk counted once (chunks held from before a restart
+    /// included, duplicates not).
+    Delivered {
+        bundle_id: BundleId,
+        transport: DeliveryKind,
+        received_bytes: u64,
+        expected_bytes: u64,
+        bundle_bytes: u64,
+    },
     /// An offer (or a verified bundle about to be installed) is held back by an operator
     /// control (`frozen`, `halted`, `pinned`) or because its signing key was revoked since.
     /// The station takes it up again when the controls change.

@@ -137,7 +137,29 @@ where
                 size,
                 version,
                 resume,
-            } => self.start_download(bundle_id, size, version, resume).await,
+            } => {
+                self.start_download(bundle_id, size, version, resume)
+                    .await?;
+            }
+            update::Action::KeepBase { bundle_id, size } => {
+                let data = self.cfg.data_dir.clone();
+                let from = download::bundle_path(&data, &bundle_id.to_string());
+                let store = crate::base::BaseStore::under(&data);
+                match tokio::task::spawn_blocking(move || store.keep(&from, bundle_id, size))
+                    .await?
+                {
+                    Ok(true) => {
+                        tracing::info!(bundle = %bundle_id, size, "kept as the base of the next delta")
+                    }
+                    Ok(false) => {
+                        tracing::warn!(bundle = %bundle_id, "no committed bundle file to keep as the base")
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "unable to keep the committed bundle as the base")
+                    }
+                }
+                self.refresh_kept_base().await;
+            }
             update::Action::DiscardDownload { bundle_id } => {
                 self.stop_download(Some(bundle_id)).await;
                 let data = self.cfg.data_dir.clone();
@@ -307,6 +329,8 @@ where
                 self.retry_chunk(bundle_id, index).await;
                 Ok(())
             }
+            Internal::BaseChecked(bundle_id, found) => self.on_base_checked(bundle_id, found).await,
+            Internal::Rebuilt(bundle_id, outcome) => self.on_rebuilt(bundle_id, outcome).await,
         }
     }
 }

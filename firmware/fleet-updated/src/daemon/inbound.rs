@@ -45,6 +45,11 @@ where
                 None => Ok(()),
             };
         }
+        if let Some((bundle_id, base_id)) = fleet_proto::delta::parse_delta_topic(&m.topic) {
+            return self
+                .on_delta_description(bundle_id, base_id, &m.payload)
+                .await;
+        }
         let Ok(topic) = Topic::parse(&m.topic) else {
             tracing::debug!(topic = %m.topic, "message on a topic this station does not read");
             return Ok(());

@@ -9,6 +9,7 @@
 //!   version floor;
 //! - [`inbound`]: MQTT messages to inputs (envelopes opened here, with `fleet-proto`);
 //! - [`transfer`]: the chunk transfer of one bundle (manifest, chunk window, stall timer);
+//! - [`delta`]: how the bundle travels (full or a delta from the kept base) and the rebuild;
 //! - [`space`]: the download's space reservation in retentiond's index;
 //! - [`execute`]: feeding the station and carrying out its actions;
 //! - [`publish`]: the retained state, events, presence and the goodbye.
@@ -40,6 +41,7 @@ use fleet_proto::config_push::ConfigOutcome;
 
 pub use crate::ports::{Deps, HealthCheck, HealthFailure};
 
+mod delta;
 mod execute;
 mod inbound;
 mod publish;
@@ -100,6 +102,10 @@ enum Internal {
     Verified(BundleId, Result<(), VerifyFailure>),
     Health(Result<(), HealthFailure>),
     ChunkRetry(BundleId, u32),
+    /// The kept base's hash check, for the download of this bundle.
+    BaseChecked(BundleId, crate::base::Found),
+    /// The rebuild of this bundle from its delta.
+    Rebuilt(BundleId, delta::RebuildOutcome),
 }
 
 struct Shell<B, I, H> {
@@ -129,6 +135,11 @@ struct Shell<B, I, H> {
     install_percent_published: Option<u8>,
     /// The applier of signed configuration pushes (`[config-push]`), fed from `on_message`.
     config_push: Option<Applier>,
+    /// How the bundle of the update in progress travels (reported in the state).
+    delivery: Option<fleet_proto::payload::Delivery>,
+    /// The kept base as its record names it (reported in the state; refreshed when kept or
+    /// dropped).
+    kept_base: Option<BundleId>,
 }
 
 /// Runs the station daemon until `shutdown` resolves or the engine asks for a reboot.
@@ -254,7 +265,10 @@ where
         install_percent: None,
         install_percent_published: None,
         config_push,
+        delivery: None,
+        kept_base: None,
     };
+    shell.refresh_kept_base().await;
     shell.persist_journal().await?;
     shell.raise_floor().await;
     shell.feed(Input::Started(boot_status)).await?;

@@ -31,11 +31,25 @@ where
             self.counters.state_seq,
             self.now(),
         );
-        if let (Some(t), Some(progress)) = (&self.transfer, state.progress.as_mut())
-            && let Some(store) = &t.store
-        {
-            progress.done_bytes = store.held_bytes();
+        // While downloading, the bytes of the file that crosses the link (the bundle, or a
+        // delta's patch); `delivery` says which.
+        if let (Some(t), Some(progress)) = (&self.transfer, state.progress.as_mut()) {
+            progress.total_bytes = t.fetch_size;
+            progress.done_bytes = t.store.as_ref().map_or(0, |s| s.held_bytes());
+            if let Some(d) = &mut self.delivery
+                && d.bundle_id == t.bundle_id
+                && let Some(store) = &t.store
+            {
+                d.received_bytes = store.held_bytes();
+            }
         }
+        state.kept_base = self.kept_base;
+        state.delivery = self.delivery.clone().filter(|d| {
+            engine
+                .phase
+                .job()
+                .is_some_and(|j| j.bundle_id == d.bundle_id)
+        });
         if matches!(engine.phase, Phase::Installing { .. }) {
             state.install_percent = self.install_percent;
             self.install_percent_published = self.install_percent;

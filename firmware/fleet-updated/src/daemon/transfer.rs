@@ -1,7 +1,8 @@
 //! The chunk transfer of one bundle: subscribe its manifest, check the manifest against the
 //! job, keep a window of chunk subscriptions, store each chunk checked against the manifest,
 //! retry refused chunks, and give up on a stall. Progress, completion and failure go to the
-//! station as inputs.
+//! station as inputs. What is fetched, the bundle or a delta's patch, is [`super::delta`]'s
+//! business: this room moves the chunks of `fetch_id`.
 use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
@@ -13,6 +14,7 @@ use fleet_proto::envelope::{self, Kind};
 use fleet_proto::payload::BundleManifest;
 use fleet_proto::topic;
 
+use crate::daemon::delta::{Choosing, Route};
 use crate::daemon::{HealthCheck, Internal, RunError, Shell};
 use crate::download::{self, ChunkOutcome, ChunkPlan, Download};
 
@@ -27,17 +29,25 @@ const PROGRESS_MIN_INTERVAL: Duration = Duration::from_millis(500);
 
 /// One download in flight, owned by the loop.
 pub(super) struct Transfer {
+    /// The offered bundle.
     pub(super) bundle_id: BundleId,
-    size: u64,
+    pub(super) size: u64,
     version: fleet_core::ids::Version,
-    manifest_topic: String,
-    manifest: Option<BundleManifest>,
+    /// The file the chunk transport fetches: the bundle, or the patch of a delta.
+    pub(super) fetch_id: BundleId,
+    pub(super) fetch_size: u64,
+    /// How the bundle travels (chosen at the start, see [`super::delta`]).
+    pub(super) route: Route,
+    /// Why a delta of this transfer failed: never tried again in this transfer.
+    pub(super) delta_failed: Option<String>,
+    pub(super) manifest_topic: String,
+    pub(super) manifest: Option<BundleManifest>,
     pub(super) store: Option<Download>,
     /// Chunk indexes subscribed now.
-    window: BTreeSet<u32>,
-    failures: HashMap<u32, u32>,
+    pub(super) window: BTreeSet<u32>,
+    pub(super) failures: HashMap<u32, u32>,
     pub(super) last_activity: Instant,
-    last_percent: u64,
+    pub(super) last_percent: u64,
     /// When progress last went to the station, and whether a step is held back since.
     last_progress: Instant,
     progress_pending: bool,
@@ -57,26 +67,18 @@ where
         size: u64,
         version: fleet_core::ids::Version,
         resume: bool,
-    ) {
+    ) -> Result<(), RunError> {
         self.stop_download(None).await;
-        // Only one download at a time: whatever else sits in the download area goes.
-        let data = self.cfg.data_dir.clone();
-        let keep = bundle_id.to_string();
-        match tokio::task::spawn_blocking(move || download::remove_all_except(&data, Some(&keep)))
-            .await
-        {
-            Ok(Ok(freed)) if freed > 0 => tracing::info!(freed, "removed stale downloads"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "unable to clean the download area"),
-            _ => {}
-        }
-        let manifest_topic = topic::bundle_manifest(&bundle_id);
         tracing::info!(bundle = %bundle_id, size, resume, "download starts");
-        self.space.hold(size);
         self.transfer = Some(Transfer {
             bundle_id,
             size,
             version,
-            manifest_topic: manifest_topic.clone(),
+            fetch_id: bundle_id,
+            fetch_size: size,
+            route: Route::Choosing(Choosing::default()),
+            delta_failed: None,
+            manifest_topic: topic::bundle_manifest(&bundle_id),
             manifest: None,
             store: None,
             window: BTreeSet::new(),
@@ -87,9 +89,7 @@ where
             progress_pending: false,
             resent_bytes: 0,
         });
-        if let Err(e) = self.session.subscribe(&manifest_topic).await {
-            tracing::warn!(error = %e, "unable to subscribe the manifest");
-        }
+        self.begin_choice().await
     }
 
     pub(super) async fn stop_download(&mut self, only: Option<BundleId>) {
@@ -103,10 +103,15 @@ where
         self.space.release();
         self.stats.resent_chunk_bytes += t.resent_bytes;
         let _ = self.session.unsubscribe(&t.manifest_topic).await;
+        if let Route::Choosing(c) = &t.route
+            && let Some(delta) = c.delta_topic()
+        {
+            let _ = self.session.unsubscribe(delta).await;
+        }
         for i in &t.window {
             let _ = self
                 .session
-                .unsubscribe(&topic::bundle_chunk(&t.bundle_id, *i))
+                .unsubscribe(&topic::bundle_chunk(&t.fetch_id, *i))
                 .await;
         }
     }
@@ -116,6 +121,9 @@ where
             return Ok(());
         };
         let bundle_id = t.bundle_id;
+        if self.delta_fell_back(&format!("{failure:?}")).await {
+            return Ok(());
+        }
         tracing::warn!(bundle = %bundle_id, ?failure, "download failed");
         self.stop_download(None).await;
         self.feed(Input::Event(Event::DownloadFailed { bundle_id, failure }))
@@ -132,7 +140,7 @@ where
         let Some(t) = &self.transfer else {
             return Ok(());
         };
-        if t.bundle_id != id || t.manifest.is_some() {
+        if t.fetch_id != id || t.manifest.is_some() || matches!(t.route, Route::Choosing(_)) {
             return Ok(());
         }
         let limit = self.limits.max_envelope_bytes(Kind::Manifest) as u64;
@@ -143,10 +151,13 @@ where
     }
 
     pub(super) async fn on_manifest(&mut self, id: BundleId, bytes: &[u8]) -> Result<(), RunError> {
+        if self.hold_full_manifest(id, bytes).await? {
+            return Ok(());
+        }
         let Some(t) = &self.transfer else {
             return Ok(());
         };
-        if t.bundle_id != id || t.manifest.is_some() || bytes.is_empty() {
+        if t.fetch_id != id || t.manifest.is_some() || bytes.is_empty() {
             return Ok(());
         }
         let opened = match envelope::open_json::<BundleManifest>(
@@ -173,8 +184,8 @@ where
         }
         let mismatch = manifest_mismatch(
             ManifestFacts {
-                bundle_id: t.bundle_id,
-                size: t.size,
+                bundle_id: t.fetch_id,
+                size: t.fetch_size,
                 version: &t.version,
                 compatible: &self.cfg.compatible,
             },
@@ -185,27 +196,45 @@ where
                 compatible: &opened.compatible,
             },
         );
+        let mismatch = mismatch.or_else(|| match &t.route {
+            Route::Delta { description, .. } => description
+                .matches_patch_manifest(&opened)
+                .err()
+                .map(|e| e.to_string()),
+            _ => None,
+        });
         if let Some(detail) = mismatch {
             return self
                 .fail_download(DownloadFailure::ManifestMismatch { detail })
                 .await;
         }
-        // The allowed space, and what the file system really has left.
+        // What this transfer writes: the file fetched, and for a delta the rebuilt bundle.
+        let needed = match &t.route {
+            Route::Delta { .. } => opened.size.saturating_add(t.size),
+            _ => opened.size,
+        };
+        // The allowed space (less the kept base, which counts against it), and what the file
+        // system really has left.
         let data = self.cfg.data_dir.clone();
         let id = opened.bundle_id.to_string();
-        let fs_free = tokio::task::spawn_blocking(move || download::free_bytes_for(&data, &id))
-            .await?
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "unable to read free space; relying on the configured limit");
-                u64::MAX
-            });
-        let available = self.cfg.update.download_space_bytes.min(fs_free);
-        if opened.size > available {
+        let (fs_free, base_bytes) = tokio::task::spawn_blocking(move || {
+            let base = crate::base::BaseStore::under(&data).used_bytes();
+            (download::free_bytes_for(&data, &id), base)
+        })
+        .await?;
+        let fs_free = fs_free.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "unable to read free space; relying on the configured limit");
+            u64::MAX
+        });
+        let available = self
+            .cfg
+            .update
+            .download_space_bytes
+            .saturating_sub(base_bytes)
+            .min(fs_free);
+        if needed > available {
             return self
-                .fail_download(DownloadFailure::NoSpace {
-                    needed: opened.size,
-                    available,
-                })
+                .fail_download(DownloadFailure::NoSpace { needed, available })
                 .await;
         }
         let plan = ChunkPlan {
@@ -260,7 +289,7 @@ where
         t.window.extend(next.iter().copied());
         let topics: Vec<String> = next
             .iter()
-            .map(|i| topic::bundle_chunk(&t.bundle_id, *i))
+            .map(|i| topic::bundle_chunk(&t.fetch_id, *i))
             .collect();
         if let Err(e) = self.session.subscribe_many(&topics).await {
             tracing::warn!(error = %e, "unable to subscribe chunks");
@@ -276,7 +305,7 @@ where
         let Some(t) = &mut self.transfer else {
             return Ok(());
         };
-        if t.bundle_id != bundle_id || bytes.is_empty() {
+        if t.fetch_id != bundle_id || bytes.is_empty() {
             return Ok(());
         }
         let Some(mut store) = t.store.take() else {
@@ -343,7 +372,7 @@ where
     /// Subscribes a refused chunk again after its pause.
     pub(super) async fn retry_chunk(&mut self, bundle_id: BundleId, index: u32) {
         if let Some(t) = &mut self.transfer
-            && t.bundle_id == bundle_id
+            && t.fetch_id == bundle_id
             && !t.window.contains(&index)
         {
             t.window.insert(index);
@@ -361,7 +390,7 @@ where
         };
         let Some(store) = &t.store else { return Ok(()) };
         let held = store.held_bytes();
-        let percent = (held * 100).checked_div(t.size).unwrap_or(100);
+        let percent = (held * 100).checked_div(t.fetch_size).unwrap_or(100);
         let complete = store.is_complete();
         let bundle_id = t.bundle_id;
         if complete {
@@ -375,15 +404,16 @@ where
                         .await;
                 }
             }
-            self.stop_download(None).await;
-            self.feed(Input::Event(Event::DownloadProgress {
-                bundle_id,
-                held_bytes: held,
-            }))
-            .await?;
-            return self
-                .feed(Input::Event(Event::DownloadComplete { bundle_id }))
-                .await;
+            if let Some(d) = &mut self.delivery {
+                d.received_bytes = held;
+            }
+            return match &t.route {
+                Route::Delta { .. } => self.start_rebuild().await,
+                _ => {
+                    let size = t.size;
+                    self.finish_download(bundle_id, size).await
+                }
+            };
         }
         if percent >= t.last_percent + PROGRESS_STEP_PERCENT {
             t.last_percent = percent;
@@ -393,9 +423,10 @@ where
             }
             t.progress_pending = false;
             t.last_progress = Instant::now();
+            let held_bytes = t.bundle_share(held);
             self.feed(Input::Event(Event::DownloadProgress {
                 bundle_id,
-                held_bytes: held,
+                held_bytes,
             }))
             .await?;
         }
@@ -413,7 +444,7 @@ where
         }
         t.progress_pending = false;
         t.last_progress = Instant::now();
-        let (bundle_id, held_bytes) = (t.bundle_id, store.held_bytes());
+        let (bundle_id, held_bytes) = (t.bundle_id, t.bundle_share(store.held_bytes()));
         self.feed(Input::Event(Event::DownloadProgress {
             bundle_id,
             held_bytes,
@@ -430,7 +461,7 @@ where
         let Some(t) = &mut self.transfer else {
             return Ok(());
         };
-        if !connected {
+        if !connected || t.route.is_rebuilding() {
             // Transport trouble is not a failure: the clock restarts at the next connect.
             t.last_activity = Instant::now();
             return Ok(());
@@ -452,5 +483,17 @@ where
             },
         };
         self.fail_download(failure).await
+    }
+}
+
+impl Transfer {
+    /// `held` bytes of the fetched file as the share of the offered bundle the station's
+    /// progress counts in (the same share of a patch is the same share of the work).
+    fn bundle_share(&self, held: u64) -> u64 {
+        if self.fetch_size == self.size || self.fetch_size == 0 {
+            return held.min(self.size);
+        }
+        let share = u128::from(held) * u128::from(self.size) / u128::from(self.fetch_size);
+        u64::try_from(share).unwrap_or(self.size).min(self.size)
     }
 }

@@ -415,6 +415,10 @@ pub enum Action {
     },
     /// Delete the partial or complete download of `bundle_id`.
     DiscardDownload { bundle_id: BundleId },
+    /// Keep the committed bundle `bundle_id` (`size` bytes, in the download area) as the
+    /// base of future deltas, replacing the base kept before (ADR 0012). Comes before the
+    /// `DiscardDownload` of the same bundle; without the file, nothing is kept.
+    KeepBase { bundle_id: BundleId, size: u64 },
     /// Hash the whole file; it must be `size` bytes with SHA-256 `bundle_id`.
     VerifyBundle { bundle_id: BundleId, size: u64 },
     /// Install the verified bundle into `slot` (the inactive one).
@@ -835,6 +839,10 @@ fn step_consistent(state: &State, event: Event, now: Now) -> Result<Transition, 
                 slot: *slot,
                 version: job.version.clone(),
             }));
+            actions.push(Action::KeepBase {
+                bundle_id: job.bundle_id,
+                size: job.bundle_size,
+            });
             actions.push(Action::DiscardDownload {
                 bundle_id: job.bundle_id,
             });

@@ -1,0 +1,342 @@
+//! The kept base (ADR 0012): the committed bundle, kept on `/data` as the base of the next
+//! delta. One base at a time, under `<data>/fleet/base/`:
+//! - `<bundle-id>.bundle`: the bundle's bytes, moved there (renamed, never copied) from the
+//!   download area when the engine commits the update (`Action::KeepBase`);
+//! - `kept.json`: `{"bundle-id": "...", "size": N}`, written with temp file, fsync, rename,
+//!   fsync directory once the bytes are in place. It names the base; any other file in the
+//!   directory is a leftover of an interrupted replacement and is removed.
+//!
+//! After a power cut at any point, `kept.json` names the old base (whose file is still there)
+//! or the new one. A base whose file is missing, has another size or hashes to another id is
+//! damaged: the daemon drops it and fetches the full bundle (`base-corrupt`).
+//!
+//! Space: the base counts against the updater's download budget (`[update]
+//! download-space-bytes`, the figure retentiond keeps free as `update-reserve-mib`): a delta
+//! download needs base + patch + rebuilt bundle within it, a full one base + bundle.
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use fleet_core::update::BundleId;
+use fleet_core::update::delta::KeptBase;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::durable;
+
+/// Largest `kept.json` read, in bytes.
+const MAX_RECORD_BYTES: u64 = 4096;
+/// The record's file name.
+const RECORD: &str = "kept.json";
+
+/// A base store operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BaseError {
+    #[error("unable to read the kept base record {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unable to keep {bundle_id} as the base in {path}: {source}")]
+    Keep {
+        bundle_id: BundleId,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unable to drop the kept base in {path}: {source}")]
+    Drop {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What `kept.json` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct KeptRecord {
+    pub bundle_id: BundleId,
+    pub size: u64,
+}
+
+impl KeptRecord {
+    #[must_use]
+    pub fn facts(&self) -> KeptBase {
+        KeptBase {
+            id: self.bundle_id,
+            size: self.size,
+        }
+    }
+}
+
+/// What the store holds, as read (blocking: it may hash the whole base).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// No base is kept.
+    None,
+    /// A base is kept and its bytes are what the record says.
+    Intact(KeptRecord),
+    /// A record exists but its base is unusable: why.
+    Damaged(String),
+}
+
+/// The kept base's directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseStore {
+    dir: PathBuf,
+}
+
+impl BaseStore {
+    /// `<data>/fleet/base`.
+    #[must_use]
+    pub fn under(data_dir: &Path) -> Self {
+        Self {
+            dir: data_dir.join("fleet").join("base"),
+        }
+    }
+
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the base `id` lives.
+    #[must_use]
+    pub fn bundle_path(&self, id: &BundleId) -> PathBuf {
+        self.dir.join(format!("{id}.bundle"))
+    }
+
+    /// The record, without looking at the bytes. `Ok(None)`: no base kept.
+    ///
+    /// # Errors
+    /// The record cannot be read (an unparsable record is `Ok(Some(Err(why)))`).
+    pub fn record(&self) -> Result<Option<Result<KeptRecord, String>>, BaseError> {
+        let path = self.dir.join(RECORD);
+        let err = |source| BaseError::Read {
+            path: path.clone(),
+            source,
+        };
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(e)),
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_RECORD_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(err)?;
+        if bytes.len() as u64 > MAX_RECORD_BYTES {
+            return Ok(Some(Err(format!(
+                "{} is above {MAX_RECORD_BYTES} bytes",
+                path.display()
+            ))));
+        }
+        Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
+            format!("{} is not a kept base record: {e}", path.display())
+        })))
+    }
+
+    /// Reads the record and checks the base's size and SHA-256 against it.
+    ///
+    /// # Errors
+    /// The record cannot be read.
+    pub fn find(&self) -> Result<Found, BaseError> {
+        let record = match self.record()? {
+            None => return Ok(Found::None),
+            Some(Err(why)) => return Ok(Found::Damaged(why)),
+            Some(Ok(r)) => r,
+        };
+        let path = self.bundle_path(&record.bundle_id);
+        let file = match std::fs::File::open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                return Ok(Found::Damaged(format!(
+                    "unable to open {}: {e}",
+                    path.display()
+                )));
+            }
+        };
+        match fleet_proto::chunk::verify_bundle(
+            std::io::BufReader::with_capacity(1 << 20, file),
+            &record.bundle_id,
+            record.size,
+        ) {
+            Ok(()) => Ok(Found::Intact(record)),
+            Err(f) => Ok(Found::Damaged(format!("{}: {f:?}", path.display()))),
+        }
+    }
+
+    /// Keeps the bundle file `from` (`size` bytes, SHA-256 `id`, on the same file system) as
+    /// the base, replacing the one kept before. Returns false, changing nothing, when `from`
+    /// does not exist. The file is moved, not copied.
+    ///
+    /// # Errors
+    /// A rename, the record write or a directory sync failed (the old base stays named).
+    pub fn keep(&self, from: &Path, id: BundleId, size: u64) -> Result<bool, BaseError> {
+        let err = |source| BaseError::Keep {
+            bundle_id: id,
+            path: self.dir.clone(),
+            source,
+        };
+        match std::fs::metadata(from) {
+            Ok(m) if m.len() == size => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(err(e)),
+        }
+        std::fs::create_dir_all(&self.dir).map_err(err)?;
+        let to = self.bundle_path(&id);
+        std::fs::rename(from, &to).map_err(err)?;
+        durable::sync_dir(&self.dir).map_err(err)?;
+        if let Some(parent) = from.parent() {
+            durable::sync_dir(parent).map_err(err)?;
+        }
+        let record = KeptRecord {
+            bundle_id: id,
+            size,
+        };
+        let bytes = serde_json::to_vec(&record).expect("a record always serializes");
+        durable::write_atomic(&self.dir.join(RECORD), &bytes).map_err(err)?;
+        self.tidy(Some(&id)).map_err(err)?;
+        Ok(true)
+    }
+
+    /// Drops the kept base: the record first (then nothing names the bytes), then every file.
+    ///
+    /// # Errors
+    /// A file could not be removed.
+    pub fn drop_all(&self) -> Result<(), BaseError> {
+        let err = |source| BaseError::Drop {
+            path: self.dir.clone(),
+            source,
+        };
+        match std::fs::remove_file(self.dir.join(RECORD)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(err(e)),
+        }
+        self.tidy(None).map_err(err)
+    }
+
+    /// Removes every file but the record and the base `keep`.
+    fn tidy(&self, keep: Option<&BundleId>) -> std::io::Result<()> {
+        let keep = keep.map(|id| format!("{id}.bundle"));
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        for entry in entries {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name == RECORD || keep.as_deref() == Some(&*name) {
+                continue;
+            }
+            std::fs::remove_file(entry.path())?;
+        }
+        durable::sync_dir(&self.dir)
+    }
+
+    /// Bytes the kept base occupies (0 without one).
+    #[must_use]
+    pub fn used_bytes(&self) -> u64 {
+        match self.record() {
+            Ok(Some(Ok(r))) => std::fs::metadata(self.bundle_path(&r.bundle_id))
+                .map(|m| m.len())
+                .unwrap_or(0),
+            _ => 0,
+        }
+    }
+}
+
+/// SHA-256 of `bytes` as a bundle id (tests and tools).
+#[must_use]
+pub fn id_of(bytes: &[u8]) -> BundleId {
+    BundleId::from_bytes(Sha256::digest(bytes).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle_in(dir: &Path, bytes: &[u8]) -> (PathBuf, BundleId) {
+        let id = id_of(bytes);
+        let p = dir.join(format!("{id}.bundle"));
+        std::fs::write(&p, bytes).expect("write");
+        (p, id)
+    }
+
+    #[test]
+    fn a_committed_bundle_replaces_the_kept_base_and_nothing_else_stays() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let downloads = data.path().join("dl");
+        std::fs::create_dir_all(&downloads).expect("dir");
+        let store = BaseStore::under(data.path());
+        assert_eq!(store.find().expect("find"), Found::None);
+        let (p1, id1) = bundle_in(&downloads, b"version one");
+        assert!(store.keep(&p1, id1, 11).expect("keep"));
+        assert!(!p1.exists(), "moved, not copied");
+        assert!(matches!(store.find().expect("find"), Found::Intact(r) if r.bundle_id == id1));
+        let (p2, id2) = bundle_in(&downloads, b"version two!");
+        assert!(store.keep(&p2, id2, 12).expect("keep"));
+        assert!(matches!(store.find().expect("find"), Found::Intact(r) if r.bundle_id == id2));
+        let mut names: Vec<String> = std::fs::read_dir(store.dir())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![format!("{id2}.bundle"), RECORD.to_owned()]);
+        assert_eq!(store.used_bytes(), 12);
+    }
+
+    #[test]
+    fn a_missing_file_keeps_nothing_and_the_old_base_stays() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let store = BaseStore::under(data.path());
+        let (p1, id1) = bundle_in(data.path(), b"one");
+        assert!(store.keep(&p1, id1, 3).expect("keep"));
+        let gone = data.path().join("gone.bundle");
+        assert!(!store.keep(&gone, id_of(b"x"), 1).expect("nothing to keep"));
+        let (p3, id3) = bundle_in(data.path(), b"three");
+        assert!(
+            !store.keep(&p3, id3, 99).expect("wrong size"),
+            "a file of another size is not the committed bundle"
+        );
+        assert!(matches!(store.find().expect("find"), Found::Intact(r) if r.bundle_id == id1));
+    }
+
+    #[test]
+    fn a_damaged_base_is_found_by_its_hash_size_or_absence() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let store = BaseStore::under(data.path());
+        let (p, id) = bundle_in(data.path(), b"the base bytes");
+        assert!(store.keep(&p, id, 14).expect("keep"));
+        let kept = store.bundle_path(&id);
+        std::fs::write(&kept, b"the base bytez").expect("flip");
+        assert!(matches!(store.find().expect("find"), Found::Damaged(_)));
+        std::fs::write(&kept, b"short").expect("truncate");
+        assert!(matches!(store.find().expect("find"), Found::Damaged(_)));
+        std::fs::remove_file(&kept).expect("remove");
+        assert!(matches!(store.find().expect("find"), Found::Damaged(_)));
+        std::fs::write(store.dir().join(RECORD), b"{garbage").expect("garbage");
+        assert!(matches!(store.find().expect("find"), Found::Damaged(_)));
+        store.drop_all().expect("drop");
+        assert_eq!(store.find().expect("find"), Found::None);
+    }
+
+    #[test]
+    fn a_leftover_of_an_interrupted_replacement_goes_with_the_next_keep() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let store = BaseStore::under(data.path());
+        let (p, id) = bundle_in(data.path(), b"first");
+        assert!(store.keep(&p, id, 5).expect("keep"));
+        // A power cut after the rename, before the record: an unnamed file in the directory.
+        std::fs::write(store.dir().join("orphan.bundle"), b"orphan").expect("orphan");
+        assert!(matches!(store.find().expect("find"), Found::Intact(r) if r.bundle_id == id));
+        let (p2, id2) = bundle_in(data.path(), b"second");
+        assert!(store.keep(&p2, id2, 6).expect("keep"));
+        assert!(!store.dir().join("orphan.bundle").exists());
+    }
+}

@@ -1,0 +1,583 @@
+//! The delta path of a download (ADR 0012): how the offered bundle travels, and the rebuild.
+//!
+//! A download starts by gathering what the choice needs: the kept base (its record, then its
+//! hash, checked off the loop), and either the signed delta description from that base or the
+//! offered bundle's own manifest. The broker sends the retained messages of the two topics in
+//! subscription order (the delta topic first), so a manifest with no description before it
+//! means none is published. `fleet_core::update::delta::decide_transport` then chooses; this
+//! room carries the choice out:
+//! - `delta`: the patch is fetched through the same chunk transport (its own signed manifest,
+//!   every chunk checked, resume by hashing what is held), hashed whole against the patch id,
+//!   applied to the mapped base (`crate::rebuild`) into the bundle's `.part` file, and judged
+//!   (`judge_result`) against the offer before the station hears `DownloadComplete`; it then
+//!   verifies and installs the file as it would a full download;
+//! - `full`: the ordinary transfer of the bundle.
+//!
+//! Any failure on the delta path (a refused description or patch manifest, a corrupt chunk, a
+//! stall, a patch that does not rebuild the offered bundle) falls back to the full bundle with
+//! reason `delta-failed`: the station never fails an update over its delta. Each choice is
+//! reported (`transport-chosen`) and kept in the state (`delivery`).
+use std::path::{Path, PathBuf};
+
+use fleet_core::ports::{BootControl, Installer};
+use fleet_core::station::Input;
+use fleet_core::update::delta::{
+    DeliveryKind, FullReason, ResultVerdict, Transport, TransportContext, decide_transport,
+    judge_result,
+};
+use fleet_core::update::{BundleId, Event, Report};
+use fleet_proto::delta::{DeltaDescription, delta_topic};
+use fleet_proto::envelope::{self, Kind};
+use fleet_proto::payload::Delivery;
+use fleet_proto::topic;
+
+use crate::base::{BaseStore, Found, KeptRecord};
+use crate::daemon::{HealthCheck, Internal, RunError, Shell};
+use crate::download;
+
+/// How the bundle of a transfer travels.
+pub(super) enum Route {
+    /// Gathering what the choice needs.
+    Choosing(Choosing),
+    /// The whole bundle.
+    Full,
+    /// The patch from the kept base `base`.
+    Delta {
+        description: DeltaDescription,
+        base: KeptRecord,
+    },
+    /// The patch is held; the bundle is being rebuilt off the loop.
+    Rebuilding,
+}
+
+/// What the choice waits for.
+#[derive(Default)]
+pub(super) struct Choosing {
+    /// The delta topic subscribed for the kept base.
+    delta_topic: Option<String>,
+    /// The kept base as checked (`None` while its hash is being checked).
+    base: Option<Found>,
+    /// The delta description from the kept base, opened (or why it is unusable).
+    description: Option<Result<DeltaDescription, String>>,
+    /// The offered bundle's manifest, when it came before the choice.
+    full_manifest: Option<Vec<u8>>,
+}
+
+impl Route {
+    pub(super) fn is_rebuilding(&self) -> bool {
+        matches!(self, Route::Rebuilding)
+    }
+}
+
+impl Choosing {
+    pub(super) fn delta_topic(&self) -> Option<&str> {
+        self.delta_topic.as_deref()
+    }
+}
+
+/// The rebuild's verdict, back into the loop.
+pub(super) type RebuildOutcome = Result<(), String>;
+
+impl<B, I, H> Shell<B, I, H>
+where
+    B: BootControl + 'static,
+    I: Installer + 'static,
+    H: HealthCheck,
+{
+    /// Starts gathering for the transfer just created: the kept base's record decides
+    /// whether a delta topic is worth reading.
+    pub(super) async fn begin_choice(&mut self) -> Result<(), RunError> {
+        let Some(t) = &self.transfer else {
+            return Ok(());
+        };
+        let bundle_id = t.bundle_id;
+        let store = BaseStore::under(&self.cfg.data_dir);
+        let s = store.clone();
+        let record = tokio::task::spawn_blocking(move || s.record()).await?;
+        let found = match record {
+            Ok(None) => Some(Found::None),
+            Ok(Some(Err(why))) => Some(Found::Damaged(why)),
+            Err(e) => Some(Found::Damaged(e.to_string())),
+            Ok(Some(Ok(record))) => {
+                let delta = delta_topic(&bundle_id, &record.bundle_id);
+                if let Some(t) = &mut self.transfer
+                    && let super::delta::Route::Choosing(c) = &mut t.route
+                {
+                    c.delta_topic = Some(delta.clone());
+                }
+                // The delta topic before the manifest: its retained message arrives first.
+                if let Err(e) = self.session.subscribe(&delta).await {
+                    tracing::warn!(error = %e, "unable to subscribe the delta topic");
+                }
+                let tx = self.internal_tx.clone();
+                tokio::spawn(async move {
+                    let found = tokio::task::spawn_blocking(move || store.find())
+                        .await
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| r.map_err(|e| e.to_string()))
+                        .unwrap_or_else(Found::Damaged);
+                    let _ = tx.send(Internal::BaseChecked(bundle_id, found)).await;
+                });
+                None
+            }
+        };
+        if let Some(Found::Damaged(why)) = &found {
+            tracing::warn!(why, "kept base unusable");
+        }
+        if let Some(t) = &mut self.transfer
+            && let Route::Choosing(c) = &mut t.route
+        {
+            c.base = found;
+        }
+        let manifest_topic = self.transfer.as_ref().map(|t| t.manifest_topic.clone());
+        if let Some(m) = manifest_topic
+            && let Err(e) = self.session.subscribe(&m).await
+        {
+            tracing::warn!(error = %e, "unable to subscribe the manifest");
+        }
+        self.try_choose().await
+    }
+
+    /// Reads which base the record names (for the state).
+    pub(super) async fn refresh_kept_base(&mut self) {
+        let store = BaseStore::under(&self.cfg.data_dir);
+        self.kept_base = match tokio::task::spawn_blocking(move || store.record()).await {
+            Ok(Ok(Some(Ok(r)))) => Some(r.bundle_id),
+            _ => None,
+        };
+    }
+
+    /// The kept base's hash check finished.
+    pub(super) async fn on_base_checked(
+        &mut self,
+        bundle_id: BundleId,
+        found: Found,
+    ) -> Result<(), RunError> {
+        if let Some(t) = &mut self.transfer
+            && t.bundle_id == bundle_id
+            && let Route::Choosing(c) = &mut t.route
+        {
+            if let Found::Damaged(why) = &found {
+                tracing::warn!(why, "kept base damaged");
+            }
+            c.base = Some(found);
+            return self.try_choose().await;
+        }
+        Ok(())
+    }
+
+    /// A message on a delta topic: the description, if it is the one being waited for.
+    pub(super) async fn on_delta_description(
+        &mut self,
+        bundle_id: BundleId,
+        base_id: BundleId,
+        bytes: &[u8],
+    ) -> Result<(), RunError> {
+        let Some(t) = &mut self.transfer else {
+            return Ok(());
+        };
+        let Route::Choosing(c) = &mut t.route else {
+            return Ok(());
+        };
+        if t.bundle_id != bundle_id
+            || c.delta_topic.as_deref() != Some(&delta_topic(&bundle_id, &base_id))
+            || bytes.is_empty()
+            || c.description.is_some()
+        {
+            return Ok(());
+        }
+        let opened = envelope::open_json::<DeltaDescription>(
+            bytes,
+            Kind::Delta,
+            &self.trusted,
+            &self.limits,
+        )
+        .map_err(|e| format!("delta description refused: {e}"))
+        .and_then(|o| {
+            o.value
+                .validate(&self.limits)
+                .map_err(|e| e.to_string())
+                .map(|()| o.value)
+        });
+        if let Err(why) = &opened {
+            tracing::warn!(why, "delta description unusable");
+        }
+        c.description = Some(opened);
+        self.try_choose().await
+    }
+
+    /// The offered bundle's manifest came while the choice is open: kept for after it.
+    /// Returns true when it was taken here.
+    pub(super) async fn hold_full_manifest(
+        &mut self,
+        id: BundleId,
+        bytes: &[u8],
+    ) -> Result<bool, RunError> {
+        let Some(t) = &mut self.transfer else {
+            return Ok(false);
+        };
+        let Route::Choosing(c) = &mut t.route else {
+            return Ok(false);
+        };
+        if t.bundle_id != id || bytes.is_empty() {
+            return Ok(true);
+        }
+        c.full_manifest = Some(bytes.to_vec());
+        self.try_choose().await?;
+        Ok(true)
+    }
+
+    /// Chooses once the base is checked and either the description or the bundle's manifest
+    /// came; then carries the choice out.
+    async fn try_choose(&mut self) -> Result<(), RunError> {
+        let Some(t) = &mut self.transfer else {
+            return Ok(());
+        };
+        let Route::Choosing(c) = &mut t.route else {
+            return Ok(());
+        };
+        let Some(found) = &c.base else {
+            return Ok(());
+        };
+        let ready = matches!(found, Found::None | Found::Damaged(_))
+            || c.description.is_some()
+            || c.full_manifest.is_some();
+        if !ready {
+            return Ok(());
+        }
+        let (kept, base_fault) = match found {
+            Found::None => (None, None),
+            Found::Damaged(why) => (None, Some(why.clone())),
+            Found::Intact(r) => (Some(*r), None),
+        };
+        let (description, refused) = match &c.description {
+            Some(Ok(d)) => (Some(d.clone()), None),
+            Some(Err(why)) => (None, Some(why.clone())),
+            None => (None, None),
+        };
+        let failed = t.delta_failed.clone().or(refused);
+        let cx = TransportContext {
+            bundle_id: t.bundle_id,
+            bundle_size: t.size,
+            kept: kept.map(|r| r.facts()),
+            base_fault: base_fault.as_deref(),
+            delta: description.as_ref().map(DeltaDescription::facts),
+            budget_bytes: 1u64 << self.cfg.update.delta_window_log_max,
+            failed: failed.as_deref(),
+        };
+        let transport = decide_transport(&cx);
+        let Route::Choosing(c) = std::mem::replace(&mut t.route, Route::Full) else {
+            return Ok(());
+        };
+        if let Some(topic) = &c.delta_topic {
+            let _ = self.session.unsubscribe(topic).await;
+        }
+        if base_fault.is_some() {
+            let store = BaseStore::under(&self.cfg.data_dir);
+            match tokio::task::spawn_blocking(move || store.drop_all()).await? {
+                Ok(()) => tracing::warn!("dropped the damaged kept base"),
+                Err(e) => tracing::warn!(error = %e, "unable to drop the damaged kept base"),
+            }
+            self.refresh_kept_base().await;
+        }
+        match transport {
+            Transport::Delta { .. } => {
+                let (Some(description), Some(base)) = (description, kept) else {
+                    return Ok(());
+                };
+                self.take_delta(description, base).await;
+                Ok(())
+            }
+            Transport::Full { reason } => {
+                self.take_full(reason).await;
+                match c.full_manifest {
+                    Some(bytes) => {
+                        let id = self.transfer.as_ref().map(|t| t.bundle_id);
+                        match id {
+                            // Boxed: `on_manifest` leads here while a choice is open.
+                            Some(id) => Box::pin(self.on_manifest(id, &bytes)).await,
+                            None => Ok(()),
+                        }
+                    }
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+
+    /// Fetches the patch instead of the bundle.
+    async fn take_delta(&mut self, description: DeltaDescription, base: KeptRecord) {
+        let Some(t) = &mut self.transfer else { return };
+        let bundle_topic = topic::bundle_manifest(&t.bundle_id);
+        let patch_topic = topic::bundle_manifest(&description.patch_id);
+        t.fetch_id = description.patch_id;
+        t.fetch_size = description.patch_size;
+        t.manifest_topic = patch_topic.clone();
+        let keep = [t.bundle_id.to_string(), description.patch_id.to_string()];
+        let delivery = Delivery {
+            bundle_id: t.bundle_id,
+            transport: DeliveryKind::Delta,
+            reason: None,
+            expected_bytes: description.patch_size,
+            received_bytes: 0,
+            bundle_bytes: t.size,
+        };
+        tracing::info!(
+            bundle = %t.bundle_id,
+            base = %base.bundle_id,
+            patch = %description.patch_id,
+            patch_size = description.patch_size,
+            "delta chosen"
+        );
+        t.route = Route::Delta { description, base };
+        // The patch and the rebuilt bundle are written; the base is already on disk.
+        self.space
+            .hold(delivery.expected_bytes + delivery.bundle_bytes);
+        let _ = self.session.unsubscribe(&bundle_topic).await;
+        self.clean_downloads(&keep).await;
+        self.announce(delivery).await;
+        if let Err(e) = self.session.subscribe(&patch_topic).await {
+            tracing::warn!(error = %e, "unable to subscribe the patch manifest");
+        }
+    }
+
+    /// Fetches the whole bundle (its manifest topic is subscribed already).
+    async fn take_full(&mut self, reason: FullReason) {
+        let Some(t) = &mut self.transfer else { return };
+        t.route = Route::Full;
+        let keep = [t.bundle_id.to_string()];
+        let delivery = Delivery {
+            bundle_id: t.bundle_id,
+            transport: DeliveryKind::Full,
+            reason: Some(reason),
+            expected_bytes: t.size,
+            received_bytes: 0,
+            bundle_bytes: t.size,
+        };
+        tracing::info!(bundle = %t.bundle_id, reason = delivery.reason.as_ref().map(FullReason::code), "full bundle chosen");
+        self.space.hold(t.size);
+        self.clean_downloads(&keep).await;
+        self.announce(delivery).await;
+    }
+
+    /// Only one download at a time: whatever else sits in the download area goes.
+    async fn clean_downloads(&mut self, keep: &[String]) {
+        let data = self.cfg.data_dir.clone();
+        let keep = keep.to_vec();
+        match tokio::task::spawn_blocking(move || {
+            let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+            download::remove_all_except(&data, &keep)
+        })
+        .await
+        {
+            Ok(Ok(freed)) if freed > 0 => tracing::info!(freed, "removed stale downloads"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "unable to clean the download area"),
+            _ => {}
+        }
+    }
+
+    /// Reports a choice and keeps it for the state.
+    async fn announce(&mut self, delivery: Delivery) {
+        let update_id = self
+            .station
+            .engine()
+            .phase
+            .job()
+            .map(|j| j.update_id.clone());
+        self.delivery = Some(delivery.clone());
+        self.publish_event(
+            update_id,
+            Report::TransportChosen {
+                bundle_id: delivery.bundle_id,
+                transport: delivery.transport,
+                reason: delivery.reason,
+                expected_bytes: delivery.expected_bytes,
+                bundle_bytes: delivery.bundle_bytes,
+            },
+        )
+        .await;
+        self.publish_state().await;
+    }
+
+    /// True when the transfer fetches a patch: a failure there falls back to the full bundle
+    /// (done here) instead of failing the update.
+    pub(super) async fn delta_fell_back(&mut self, detail: &str) -> bool {
+        let Some(t) = &mut self.transfer else {
+            return false;
+        };
+        if !matches!(t.route, Route::Delta { .. } | Route::Rebuilding) {
+            return false;
+        }
+        tracing::warn!(detail, bundle = %t.bundle_id, "delta failed; fetching the full bundle");
+        let old_manifest =
+            std::mem::replace(&mut t.manifest_topic, topic::bundle_manifest(&t.bundle_id));
+        let patch = t.fetch_id;
+        let window: Vec<u32> = std::mem::take(&mut t.window).into_iter().collect();
+        t.fetch_id = t.bundle_id;
+        t.fetch_size = t.size;
+        t.manifest = None;
+        t.store = None;
+        t.failures.clear();
+        t.last_activity = std::time::Instant::now();
+        t.last_percent = 0;
+        t.delta_failed = Some(fleet_core::update::offer::truncate(detail, 200));
+        let failed = t.delta_failed.clone().unwrap_or_default();
+        let manifest_topic = t.manifest_topic.clone();
+        let _ = self.session.unsubscribe(&old_manifest).await;
+        for i in window {
+            let _ = self
+                .session
+                .unsubscribe(&topic::bundle_chunk(&patch, i))
+                .await;
+        }
+        let Some(t) = &mut self.transfer else {
+            return true;
+        };
+        // The choice again, as the rule says: an earlier delta failure means the full bundle.
+        let cx = TransportContext {
+            bundle_id: t.bundle_id,
+            bundle_size: t.size,
+            kept: None,
+            base_fault: None,
+            delta: None,
+            budget_bytes: 0,
+            failed: Some(&failed),
+        };
+        let Transport::Full { reason } = decide_transport(&cx) else {
+            return true;
+        };
+        self.take_full(reason).await;
+        if let Err(e) = self.session.subscribe(&manifest_topic).await {
+            tracing::warn!(error = %e, "unable to subscribe the manifest");
+        }
+        true
+    }
+
+    /// The patch is held: rebuild the bundle off the loop.
+    pub(super) async fn start_rebuild(&mut self) -> Result<(), RunError> {
+        let Some(t) = &mut self.transfer else {
+            return Ok(());
+        };
+        let Route::Delta { description, base } = std::mem::replace(&mut t.route, Route::Rebuilding)
+        else {
+            return Ok(());
+        };
+        let data = self.cfg.data_dir.clone();
+        let window = u32::from(self.cfg.update.delta_window_log_max);
+        let tx = self.internal_tx.clone();
+        let bundle_id = t.bundle_id;
+        let size = t.size;
+        tracing::info!(bundle = %bundle_id, "patch complete; rebuilding");
+        tokio::spawn(async move {
+            let outcome = tokio::task::spawn_blocking(move || {
+                apply(&data, &description, &base, bundle_id, size, window)
+            })
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+            let _ = tx.send(Internal::Rebuilt(bundle_id, outcome)).await;
+        });
+        Ok(())
+    }
+
+    /// The rebuild's verdict.
+    pub(super) async fn on_rebuilt(
+        &mut self,
+        bundle_id: BundleId,
+        outcome: RebuildOutcome,
+    ) -> Result<(), RunError> {
+        let Some(t) = &self.transfer else {
+            return Ok(());
+        };
+        if t.bundle_id != bundle_id || !t.route.is_rebuilding() {
+            return Ok(());
+        }
+        match outcome {
+            Ok(()) => {
+                let size = t.size;
+                tracing::info!(bundle = %bundle_id, "rebuilt from the delta");
+                self.finish_download(bundle_id, size).await
+            }
+            Err(detail) => {
+                self.delta_fell_back(&detail).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Every byte of the bundle is on disk (received or rebuilt): tell the station.
+    pub(super) async fn finish_download(
+        &mut self,
+        bundle_id: BundleId,
+        size: u64,
+    ) -> Result<(), RunError> {
+        self.stop_download(None).await;
+        if let Some(d) = &mut self.delivery
+            && d.bundle_id == bundle_id
+        {
+            d.received_bytes = d.expected_bytes;
+            let update_id = self
+                .station
+                .engine()
+                .phase
+                .job()
+                .map(|j| j.update_id.clone());
+            let report = Report::Delivered {
+                bundle_id,
+                transport: d.transport,
+                received_bytes: d.received_bytes,
+                expected_bytes: d.expected_bytes,
+                bundle_bytes: d.bundle_bytes,
+            };
+            self.publish_event(update_id, report).await;
+        }
+        self.feed(Input::Event(Event::DownloadProgress {
+            bundle_id,
+            held_bytes: size,
+        }))
+        .await?;
+        self.feed(Input::Event(Event::DownloadComplete { bundle_id }))
+            .await
+    }
+}
+
+/// Checks the patch whole, rebuilds the bundle into its `.part` file and judges it; the patch
+/// goes either way, the output only when it is not the offered bundle.
+fn apply(
+    data: &Path,
+    description: &DeltaDescription,
+    base: &KeptRecord,
+    bundle_id: BundleId,
+    size: u64,
+    window_log_max: u32,
+) -> RebuildOutcome {
+    let dir = download::downloads_dir(data);
+    let patch: PathBuf = dir.join(format!("{}.part", description.patch_id));
+    let out: PathBuf = dir.join(format!("{bundle_id}.part"));
+    let result = (|| {
+        let file = std::fs::File::open(&patch)
+            .map_err(|e| format!("unable to open the patch {}: {e}", patch.display()))?;
+        fleet_proto::chunk::verify_bundle(
+            std::io::BufReader::with_capacity(1 << 20, file),
+            &description.patch_id,
+            description.patch_size,
+        )
+        .map_err(|f| format!("the patch is not the described one: {f:?}"))?;
+        let base_path = BaseStore::under(data).bundle_path(&base.bundle_id);
+        let rebuilt = crate::rebuild::rebuild(&base_path, &patch, &out, window_log_max, size)
+            .map_err(|e| e.to_string())?;
+        match judge_result(
+            bundle_id,
+            size,
+            BundleId::from_bytes(rebuilt.sha256),
+            rebuilt.size,
+        ) {
+            ResultVerdict::Install => Ok(()),
+            ResultVerdict::Refuse { detail } => Err(detail),
+        }
+    })();
+    let _ = std::fs::remove_file(&patch);
+    if result.is_err() {
+        let _ = std::fs::remove_file(&out);
+    }
+    result
+}

@@ -1,0 +1,215 @@
+//! Deltas next to a pushed bundle (ADR 0012).
+//!
+//! For each base (a bundle file named with `--delta-from`, or a bundle in `--delta-dir` that a
+//! station keeps as its base, by the `kept-base` of its retained state) a push makes a zstd
+//! patch with the base as its reference prefix (`zstd --patch-from`), and publishes, all
+//! retained (`crate::publish::push` publishes them): the patch's signed manifest and chunks under the patch's id (the ordinary chunk
+//! transport), then the signed description on `fleet/v1/bundles/{bundle-id}/deltas/{base-id}`.
+//! All of it is on the broker before the offer names the bundle. A station whose base has no
+//! delta fetches the full bundle, which is always published.
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use fleet_core::update::BundleId;
+use fleet_proto::delta::{MAX_WINDOW_LOG, MIN_WINDOW_LOG, frame_window_log};
+use sha2::{Digest as _, Sha256};
+
+/// Making a delta failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DeltaError {
+    #[error("unable to read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("unable to make the delta from {path}: {reason}")]
+    MakePatch { path: PathBuf, reason: String },
+}
+
+/// zstd level of the patches (ADR 0012's measurement: level 19 with long-distance matching).
+pub const PATCH_LEVEL: i32 = 19;
+
+/// One delta a push published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeltaReport {
+    pub base_id: BundleId,
+    pub patch_id: BundleId,
+    pub patch_size: u64,
+    pub bundle_size: u64,
+    pub topic: String,
+}
+
+/// What [`publish_deltas`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Published {
+    pub published: Vec<DeltaReport>,
+    /// Bases stations keep with no file in `--delta-dir`.
+    pub bases_without_file: Vec<BundleId>,
+}
+
+/// A patch made on disk.
+#[derive(Debug)]
+pub struct MadePatch {
+    pub base_id: BundleId,
+    pub base_size: u64,
+    pub path: PathBuf,
+    pub patch_id: BundleId,
+    pub patch_size: u64,
+    pub window_log: u8,
+}
+
+fn sha256_of(path: &Path) -> Result<(BundleId, u64), DeltaError> {
+    let err = |source| DeltaError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(err)?;
+    let mut h = Sha256::new();
+    let n = std::io::copy(&mut f, &mut h).map_err(err)?;
+    Ok((BundleId::from_bytes(h.finalize().into()), n))
+}
+
+/// The window a patch of `new_len` bytes against `base_len` needs: every byte of the base
+/// within reach from the end of the output.
+#[must_use]
+pub fn window_log_for(base_len: u64, new_len: u64) -> u8 {
+    let reach = base_len.saturating_add(new_len).max(1);
+    let log = 64 - reach.leading_zeros();
+    u8::try_from(log)
+        .unwrap_or(MAX_WINDOW_LOG)
+        .clamp(MIN_WINDOW_LOG, MAX_WINDOW_LOG)
+}
+
+/// Makes the patch from `base` to `bundle` in `dir`.
+///
+/// # Errors
+/// A file cannot be read or written, or zstd refuses (a base above its 2 GiB window).
+pub fn make_patch(base: &Path, bundle: &Path, dir: &Path) -> Result<MadePatch, DeltaError> {
+    let base_bytes = std::fs::read(base).map_err(|source| DeltaError::Read {
+        path: base.to_owned(),
+        source,
+    })?;
+    let new = std::fs::read(bundle).map_err(|source| DeltaError::Read {
+        path: bundle.to_owned(),
+        source,
+    })?;
+    let base_id = BundleId::from_bytes(Sha256::digest(&base_bytes).into());
+    let make = |reason: String| DeltaError::MakePatch {
+        path: base.to_owned(),
+        reason,
+    };
+    let window_log = window_log_for(base_bytes.len() as u64, new.len() as u64);
+    let path = dir.join(format!("patch-{}.zst", &base_id.to_string()[..16]));
+    let file = std::fs::File::create(&path).map_err(|e| make(e.to_string()))?;
+    let mut enc = zstd::stream::write::Encoder::with_ref_prefix(
+        std::io::BufWriter::new(file),
+        PATCH_LEVEL,
+        &base_bytes,
+    )
+    .map_err(|e| make(e.to_string()))?;
+    enc.window_log(u32::from(window_log))
+        .map_err(|e| make(e.to_string()))?;
+    enc.long_distance_matching(true)
+        .map_err(|e| make(e.to_string()))?;
+    enc.include_contentsize(true)
+        .map_err(|e| make(e.to_string()))?;
+    enc.set_pledged_src_size(Some(new.len() as u64))
+        .map_err(|e| make(e.to_string()))?;
+    enc.write_all(&new).map_err(|e| make(e.to_string()))?;
+    let mut w = enc.finish().map_err(|e| make(e.to_string()))?;
+    w.flush().map_err(|e| make(e.to_string()))?;
+    drop(w);
+    let (patch_id, patch_size) = sha256_of(&path)?;
+    // What the frame declares is what the station checks: describe exactly that.
+    let mut head = [0u8; 18];
+    let n = std::io::Read::read(
+        &mut std::fs::File::open(&path).map_err(|e| make(e.to_string()))?,
+        &mut head,
+    )
+    .map_err(|e| make(e.to_string()))?;
+    let declared =
+        frame_window_log(&head[..n]).ok_or_else(|| make("zstd wrote no frame header".into()))?;
+    let window_log = u8::try_from(declared)
+        .map_err(|_| make(format!("window log {declared}")))?
+        .max(MIN_WINDOW_LOG);
+    Ok(MadePatch {
+        base_id,
+        base_size: base_bytes.len() as u64,
+        path,
+        patch_id,
+        patch_size,
+        window_log,
+    })
+}
+
+/// Bundle files in `dir` whose SHA-256 is one of `wanted`.
+///
+/// # Errors
+/// The directory cannot be read.
+pub fn bases_in_dir(
+    dir: &Path,
+    wanted: &BTreeSet<BundleId>,
+) -> Result<BTreeMap<BundleId, PathBuf>, DeltaError> {
+    let err = |source| DeltaError::Read {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut found = BTreeMap::new();
+    if wanted.is_empty() {
+        return Ok(found);
+    }
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let entry = entry.map_err(err)?;
+        if !entry.file_type().map_err(err)?.is_file() {
+            continue;
+        }
+        let (id, _) = sha256_of(&entry.path())?;
+        if wanted.contains(&id) {
+            found.insert(id, entry.path());
+        }
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_made_patch_rebuilds_the_bundle_from_its_base_and_declares_its_window() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let base: Vec<u8> = (0..300_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let mut new = base.clone();
+        new[1000..1100].fill(7);
+        new.extend_from_slice(b"appended");
+        std::fs::write(dir.path().join("base"), &base).expect("base");
+        std::fs::write(dir.path().join("new"), &new).expect("new");
+        let made = make_patch(
+            &dir.path().join("base"),
+            &dir.path().join("new"),
+            dir.path(),
+        )
+        .expect("patch");
+        assert!(made.patch_size < 2_000, "{} bytes", made.patch_size);
+        let patch = std::fs::read(&made.path).expect("read");
+        // zstd may declare less than asked for when the content is smaller; the description
+        // says what the frame declares.
+        assert!(made.window_log <= window_log_for(300_000, new.len() as u64));
+        assert_eq!(frame_window_log(&patch), Some(u32::from(made.window_log)));
+        let mut d = zstd::stream::read::Decoder::with_ref_prefix(&patch[..], &base).expect("d");
+        let mut out = Vec::new();
+        std::io::Read::read_to_end(&mut d, &mut out).expect("decode");
+        assert_eq!(out, new);
+    }
+
+    #[test]
+    fn the_window_covers_base_and_bundle_within_zstds_bounds() {
+        assert_eq!(window_log_for(0, 0), MIN_WINDOW_LOG);
+        assert_eq!(window_log_for(1 << 20, 1 << 20), 22);
+        assert_eq!(window_log_for(u64::MAX, 1), MAX_WINDOW_LOG);
+    }
+}
