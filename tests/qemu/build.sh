@@ -218,6 +218,8 @@ bundle reboot 2.0.1 reboot
 bundle panic 2.0.2 panic
 bundle hang 2.0.3 hang
 bundle unhealthy 2.0.4 unhealthy
+# The next release after good: the same tree with another version, pushed as a delta from good.
+bundle good2 2.1.0 healthy
 
 # ---- 7. boot partition: boot.scr from meta-fleet's source, a fresh uboot.env ------------------
 sed -e 's/@@BOOT_DEVTYPE@@/virtio/g' -e 's/@@BOOT_DEVNUM@@/0/g' \
@@ -286,7 +288,7 @@ truncate -s 64M "$out/envflash.img"
 
 cat >"$out/info.json" <<EOJ
 {"kernel": "$kver", "compatible": "$compatible", "factory-version": "1.0.0",
- "bundles": {"good": "2.0.0", "reboot": "2.0.1", "panic": "2.0.2", "hang": "2.0.3", "unhealthy": "2.0.4"},
+ "bundles": {"good": "2.0.0", "reboot": "2.0.1", "panic": "2.0.2", "hang": "2.0.3", "unhealthy": "2.0.4", "good2": "2.1.0"},
  "slot-mib": $slot_mib}
 EOJ
 rm -rf "$w"

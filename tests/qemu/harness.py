@@ -407,14 +407,17 @@ class Context:
     def bundle(self, name):
         return os.path.join(self.image, "bundles", f"{name}.raucb")
 
-    def push(self, st, name, update_id=None):
+    def push(self, st, name, update_id=None, delta_from=None):
         """`fleetctl push` of a test bundle to one station, as an operator does: chunks, signed
-        manifest and signed offer, retained on the broker. Returns (update id, sequence)."""
+        manifest and signed offer, retained on the broker, and with `delta_from` a signed delta
+        from that test bundle. Returns (update id, sequence)."""
         cmd = [self.fleetctl, "push", self.bundle(name), "--to", f"device:{st.device}",
                "--version", self.info["bundles"][name], "--compatible", self.info["compatible"],
                "--broker", f"127.0.0.1:{self.broker.port}"]
         if update_id is not None:
             cmd += ["--update-id", update_id]
+        if delta_from is not None:
+            cmd += ["--delta-from", self.bundle(delta_from)]
         t0 = time.monotonic()
         # The signing key by its environment variable (what `--key` would name).
         env = dict(os.environ, FLEET_SIGNING_KEY=os.path.join(self.image, "pki", "offer.key.pem"))
@@ -604,6 +607,58 @@ def scenario_good_update(ctx):
     check(env_is(st.envs[-1], "B A", 3, 3), f"B stays committed: got {fmt_env(st.envs[-1])}")
     ctx.final_disks["good-update"] = st.disk
     return st, ["A", "B", "B"]
+
+
+def scenario_delta_update(ctx):
+    """Issue 18 on a booted station: the good bundle arrives whole (a fresh station keeps no
+    base) and, once committed, is kept on /data as the base; the next release (good2, the same
+    tree with another version) is pushed with a delta from it, and the station fetches only the
+    patch, rebuilds the bundle, and RAUC installs it into A, which commits."""
+    st = ctx.station("delta-update")
+    uid, _ = ctx.push(st, "good")
+    since = mark(st)
+    update_boot(st, ctx, uid, "2.0.0")
+    first = find_event(station_msgs(st, since), "transport-chosen")
+    check(first and first.get("transport") == "full" and (first.get("reason") or {}).get("code") == "no-base",
+          f"the first update travels whole: a fresh station keeps no base: {first}")
+    trial_commits(st, uid, "2.0.0")
+    full_bytes = os.path.getsize(ctx.bundle("good2"))
+    uid2, _ = ctx.push(st, "good2", delta_from="good")
+    since = mark(st)
+    boot = st.power_on(timeout=420)
+    failed = wait_mqtt(st, boot, ended_without_commit(uid2), 420, since)
+    if failed:
+        power_off(boot)
+    boot.wait()
+    st.settle(boot)
+    msgs = station_msgs(st, since)
+    seen = kinds(msgs)
+    check(not failed, f"the delta update is not given up: {(failed or {}).get('last-outcome')}; events {seen}")
+    check(boot.slot == "B" and boot.version == "2.0.0", f"the update boot is on B 2.0.0, got {boot.slot} {boot.version}")
+    chosen = find_event(msgs, "transport-chosen")
+    check(chosen and chosen.get("transport") == "delta",
+          f"the station takes the delta from its kept base: {chosen}; events {seen}")
+    got = find_event(msgs, "delivered")
+    check(got and got.get("transport") == "delta" and got.get("bundle-bytes") == full_bytes,
+          f"the rebuilt bundle is delivered: {got}")
+    received = got.get("received-bytes", full_bytes)
+    check(received * 20 <= full_bytes,
+          f"the delta is at most 5% of the {full_bytes}-byte bundle: {received} bytes received")
+    inst = find_event(msgs, "installed")
+    check(inst and inst.get("slot") == "A" and inst.get("version") == "2.1.0", f"installed into A 2.1.0: {inst}")
+    check(env_is(st.envs[-1], "A B", 3, 3, "A"), f"after install: A armed for a trial, got {fmt_env(st.envs[-1])}")
+    say(f"  [{scope_name()}] delta: {received} of {full_bytes} bytes received "
+        f"({100.0 * received / full_bytes:.1f}%)")
+    since = mark(st)
+    trial = st.power_on(timeout=180)
+    done = wait_mqtt(st, trial, outcome_is("committed", uid2), 150, since)
+    power_off(trial)
+    st.settle(trial)
+    check(trial.slot == "A" and trial.version == "2.1.0", f"trial boot on A 2.1.0, got {trial.slot} {trial.version}")
+    check(done and (done.get("last-outcome") or {}).get("slot") == "A",
+          f"the station reports committed A 2.1.0: {kinds(station_msgs(st, since))}")
+    check(env_is(st.envs[-1], "A B", 3, 3), f"committed A: got {fmt_env(st.envs[-1])}")
+    return st, ["A", "B", "B", "A"]
 
 
 def back_on_a_rolled_back(st, update_id, code, check_name=None):
@@ -934,6 +989,7 @@ SCENARIOS = [
     ("console-recovery", scenario_console_recovery),
     ("nvme-wear", scenario_nvme_wear),
     ("tryboot-fat", scenario_tryboot_fat),
+    ("delta-update", scenario_delta_update),
 ]
 # The Pi 5 tryboot flow on the systemd station (tests/qemu/pi5/flow.py, issue 15): the harness
 # plays the firmware; needs --pi5-image (tests/qemu/build-pi5.sh).
@@ -945,9 +1001,10 @@ SCENARIOS += pi5_flow.register(sys.modules[__name__])
 
 # Longest first, so that the lanes end together (seconds, measured on 2 busy cores).
 LANE_ORDER = ["power-cuts", "pi5-good-update", "fallback-panic", "fallback-hang", "good-update", "fallback-reboot",
-              "unhealthy", "console-recovery", "nvme-wear", "tryboot-fat"]
+              "delta-update", "unhealthy", "console-recovery", "nvme-wear", "tryboot-fat"]
 COST = {"power-cuts": 420, "good-update": 45, "fallback-panic": 120, "fallback-hang": 120,
         "fallback-reboot": 75, "unhealthy": 120, "console-recovery": 45, "nvme-wear": 40, "tryboot-fat": 40,
+        "delta-update": 110,
         "pi5-good-update": 300}
 
 _print_lock = threading.Lock()
