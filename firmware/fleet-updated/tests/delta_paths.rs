@@ -4,7 +4,7 @@
 //! a station keeps its committed bundle as the base, takes only the patch of the next one and
 //! says so; a station without a usable base, or with a patch that does not make the offered
 //! bundle, takes the full bundle and says why; a patch cut by a broker restart resumes with
-//! nothing received twice. The same path with RAUC installing: `rauc_update.rs`.
+//! nothing received twice, and one cut by a power cut keeps the half it held. The same path with RAUC installing: `rauc_update.rs`.
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -319,10 +319,20 @@ async fn a_signed_patch_that_does_not_make_the_offered_bundle_falls_back_to_the_
     stn.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_delta_cut_by_a_broker_restart_resumes_without_receiving_a_chunk_twice() {
-    let mut b = bench(34).await;
-    let stn = b.station_on_one("stn-cut").await;
+/// A station on 1.1.0 (its kept base) that holds exactly the first half of the 1.2.0 patch: only
+/// that half is on the broker when it starts on the delta.
+struct HalfDelta {
+    stn: common::Station,
+    pm: fleet_proto::payload::BundleManifest,
+    patch: Vec<u8>,
+    patch_size: u64,
+    chunks: u32,
+    half: u32,
+    one_len: u64,
+}
+
+async fn half_a_delta(b: &mut Bench, device: &str) -> HalfDelta {
+    let stn = b.station_on_one(device).await;
     let one_bytes = std::fs::read(&b.one).expect("read");
     let two_bytes = std::fs::read(&b.two).expect("read");
     let (one, two) = (id_of(&one_bytes), id_of(&two_bytes));
@@ -338,7 +348,6 @@ async fn a_delta_cut_by_a_broker_restart_resumes_without_receiving_a_chunk_twice
     let chunks = pm.chunk_count();
     assert!(chunks >= 50, "the patch is cut into {chunks} chunks");
     let half = chunks / 2;
-    // Only the first half of the patch is on the broker when the station starts on it.
     b.op.publish_chunks(&pm, &patch, 0..half)
         .await
         .expect("first half");
@@ -360,7 +369,7 @@ async fn a_delta_cut_by_a_broker_restart_resumes_without_receiving_a_chunk_twice
         .await
         .expect("description");
     b.op.publish_offer(
-        &offer_to_device("stn-cut", "rel-120", 60, &m).expect("offer"),
+        &offer_to_device(device, "rel-120", 60, &m).expect("offer"),
         None,
         None,
     )
@@ -368,7 +377,7 @@ async fn a_delta_cut_by_a_broker_restart_resumes_without_receiving_a_chunk_twice
     .expect("offer");
     let half_bytes = u64::from(half) * u64::from(CHUNK);
     b.watch
-        .wait_state("stn-cut", WAIT, |s| {
+        .wait_state(device, WAIT, |s| {
             s.phase == PhaseName::Downloading
                 && s.delivery
                     .as_ref()
@@ -377,38 +386,105 @@ async fn a_delta_cut_by_a_broker_restart_resumes_without_receiving_a_chunk_twice
         })
         .await
         .expect("half of the patch held");
+    HalfDelta {
+        stn,
+        pm,
+        patch,
+        patch_size: made.patch_size,
+        chunks,
+        half,
+        one_len: one_bytes.len() as u64,
+    }
+}
 
-    // The broker goes down mid-delta and comes back with its retained messages; the rest of
-    // the patch is published after the restart.
-    b.broker.restart().expect("restart");
-    let op = Operator::connect(&b.broker, "operator-2", test_key(34))
+/// The rest of the patch goes out; the station commits 1.2.0.
+async fn finish_the_delta(broker: &Mosquitto, device: &str, h: &HalfDelta) {
+    let op = Operator::connect(broker, "operator-2", test_key(34))
         .await
         .expect("operator again");
-    op.publish_chunks(&pm, &patch, half..chunks)
+    op.publish_chunks(&h.pm, &h.patch, h.half..h.chunks)
         .await
         .expect("second half");
-    let mut watch = Watcher::connect(&b.broker, "watcher-2")
+    let mut watch = Watcher::connect(broker, "watcher-2")
         .await
         .expect("watcher again");
     watch
-        .wait_state("stn-cut", WAIT, |s| {
+        .wait_state(device, WAIT, |s| {
             s.phase == PhaseName::Idle
                 && matches!(&s.last_outcome, Some(Outcome::Committed { version, .. }) if *version == v("1.2.0"))
         })
         .await
-        .expect("committed after the restart");
+        .expect("committed after the cut");
+}
+
+fn at_most_two_percent_again(resent: u64, patch_size: u64) {
+    assert!(
+        resent * 50 <= patch_size,
+        "{resent} bytes sent again: more than 2% of the {patch_size}-byte patch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_cut_by_a_broker_restart_resumes_without_receiving_a_chunk_twice() {
+    let mut b = bench(34).await;
+    let h = half_a_delta(&mut b, "stn-cut").await;
+    // The broker goes down mid-delta and comes back with its retained messages; the rest of
+    // the patch is published after the restart.
+    b.broker.restart().expect("restart");
+    finish_the_delta(&b.broker, "stn-cut", &h).await;
+    let HalfDelta {
+        stn,
+        patch_size,
+        chunks,
+        one_len,
+        ..
+    } = h;
     let summary = stn.stop().await;
-    let one_len = one_bytes.len() as u64;
     let patch_bytes = summary.stats.stored_chunk_bytes - one_len;
     eprintln!(
-        "patch {} bytes in {chunks} chunks; received {patch_bytes} bytes, {} bytes again",
-        made.patch_size, summary.stats.resent_chunk_bytes
+        "patch {patch_size} bytes in {chunks} chunks; received {patch_bytes} bytes, {} bytes again",
+        summary.stats.resent_chunk_bytes
     );
-    assert_eq!(patch_bytes, made.patch_size, "every patch byte stored once");
-    assert!(
-        summary.stats.resent_chunk_bytes * 50 <= made.patch_size,
-        "{} bytes sent again: more than 2% of the {}-byte patch",
-        summary.stats.resent_chunk_bytes,
-        made.patch_size
+    assert_eq!(patch_bytes, patch_size, "every patch byte stored once");
+    at_most_two_percent_again(summary.stats.resent_chunk_bytes, patch_size);
+}
+
+/// A power cut mid-delta (the daemon killed without a goodbye or a flush, then started again on
+/// the same files): the new process keeps the half it held and fetches only the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_cut_by_a_power_cut_resumes_with_the_half_it_held() {
+    let mut b = bench(35).await;
+    let h = half_a_delta(&mut b, "stn-power").await;
+    let HalfDelta {
+        stn,
+        pm,
+        patch,
+        patch_size,
+        chunks,
+        half,
+        ..
+    } = h;
+    let (dir, config) = stn.power_cut();
+    let stn = common::start("stn-power", dir, config);
+    let h = HalfDelta {
+        stn,
+        pm,
+        patch,
+        patch_size,
+        chunks,
+        half,
+        one_len: 0,
+    };
+    finish_the_delta(&b.broker, "stn-power", &h).await;
+    let summary = h.stn.stop().await;
+    let rest = patch_size - u64::from(half) * u64::from(CHUNK);
+    eprintln!(
+        "patch {patch_size} bytes in {chunks} chunks; after the cut stored {} bytes (the rest is {rest}), {} bytes again",
+        summary.stats.stored_chunk_bytes, summary.stats.resent_chunk_bytes
     );
+    assert_eq!(
+        summary.stats.stored_chunk_bytes, rest,
+        "after the cut only the missing half of the patch is stored"
+    );
+    at_most_two_percent_again(summary.stats.resent_chunk_bytes, patch_size);
 }
