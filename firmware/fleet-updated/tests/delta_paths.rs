@@ -4,7 +4,8 @@
 //! a station keeps its committed bundle as the base, takes only the patch of the next one and
 //! says so; a station without a usable base, or with a patch that does not make the offered
 //! bundle, takes the full bundle and says why; a patch cut by a broker restart resumes with
-//! nothing received twice, and one cut by a power cut keeps the half it held. The same path with RAUC installing: `rauc_update.rs`.
+//! nothing received twice, and one cut by a power cut keeps the half it held. The same path
+//! with RAUC installing: `rauc_update.rs`.
 mod common;
 
 use std::path::{Path, PathBuf};
