@@ -273,8 +273,7 @@ class Pi5Station:
         else:
             cmd += ["-drive", f"if=none,id=nvm0,format=raw,file={self.disk},cache=unsafe",
                     "-device", "nvme,id=nvme0,serial=fleet-nvme0,drive=nvm0"]
-        fwd = f"guestfwd=tcp:{h.BROKER_GUEST_ADDR}:{h.BROKER_GUEST_PORT}-tcp:127.0.0.1:{self.broker.port}"
-        cmd += ["-netdev", f"user,id=net0,restrict=on,{fwd}", "-device", "virtio-net-pci,netdev=net0"]
+        cmd += ["-netdev", h.broker_netdev(self.broker.port, self.dir), "-device", "virtio-net-pci,netdev=net0"]
         return cmd
 
     def power_on(self, timeout):
