@@ -107,6 +107,23 @@ sh "$scratch/libexec/fleet/fleet-request-reboot" "0 tryboot"; reboot_with
 [ "$(called)" = "reboot|0 tryboot|" ] && [ ! -e "$req" ] \
   && ok a_trial_reboot_request_reaches_systemctl_with_the_tryboot_argument \
   || ko a_trial_reboot_request_reaches_systemctl_with_the_tryboot_argument "$(called)"
+# As on the station: the updater writes its request as its own user under its unit's UMask=0077
+# into /run/fleet (tmpfiles: 0770 root, the updater's group); fleet-reboot is root with only its
+# unit's CapabilityBoundingSet (CAP_SYS_BOOT, no CAP_DAC_OVERRIDE), so it reads the request as
+# "others" may. (Seen in the Pi 5 guest: "head: cannot open ... Permission denied", and a plain
+# reboot instead of "0 tryboot".)
+caps=$(sed -n 's/^CapabilityBoundingSet=//p' "$scratch/fleet-reboot.service" | tr 'A-Z ' 'a-z,' | sed 's/cap_/+/g')
+umask_updater=$(sed -n 's/^UMask=//p' "$scratch/fleet-updated.service")
+chmod 0755 "$scratch" "$scratch/libexec" "$scratch/libexec/fleet"
+chown root:nogroup "$scratch/run"; chmod 0770 "$scratch/run"
+setpriv --reuid=nobody --regid=nogroup --clear-groups --inh-caps=-all \
+  sh -c "umask $umask_updater; FLEET_RUN_DIR=$scratch/run sh $scratch/libexec/fleet/fleet-request-reboot '0 tryboot'"
+rm -f "$scratch/systemctl.called" "$scratch/run/reboot-taken"
+out=$(setpriv --bounding-set=-all,$caps --inh-caps=-all sh "$scratch/libexec/fleet/fleet-reboot" 2>&1)
+[ -n "$caps" ] && [ "$(called)" = "reboot|0 tryboot|" ] && [ ! -e "$req" ] \
+  && ok the_updaters_trial_request_is_read_by_the_reboot_service_without_dac_override \
+  || ko the_updaters_trial_request_is_read_by_the_reboot_service_without_dac_override "caps=$caps called=$(called) $out"
+chown root:root "$scratch/run"
 # fleet-updated exits 10 after its trial request was taken: its ExecStopPost (--keep) must not
 # queue a plain reboot that would drop "0 tryboot", and a plain request meanwhile is dropped.
 sh "$scratch/libexec/fleet/fleet-request-reboot" --keep; [ ! -e "$req" ] && kept_quiet=1 || kept_quiet=0

@@ -16,7 +16,8 @@
 #   - fleet-retentiond.service and fleet-updated.service come up (Type=notify) and survive three
 #     watchdog periods; fleet-updated reads RAUC over D-Bus through the narrowed policy (no
 #     broker is reachable: it keeps retrying MQTT, which is fine here);
-#   - a process running as fleet-updated requests a trial reboot ("0 tryboot"); fleet-reboot.path
+#   - a process running as fleet-updated (with its unit's UMask=0077) requests a trial reboot
+#     ("0 tryboot"); fleet-reboot.path
 #     starts fleet-reboot.service (root), the container reboots (systemd-nspawn exits 133) and
 #     systemd holds "0 tryboot" as its reboot argument.
 # Not here: recording itself (no sound device in the container). Needs root, systemd-nspawn
@@ -279,6 +280,7 @@ cat > "$root/etc/systemd/system/fleet-proof-request.service" <<'UNIT'
 Type=oneshot
 User=fleet-updated
 Group=fleet-updated
+UMask=0077
 ExecStart=/usr/libexec/fleet/fleet-request-reboot "0 tryboot"
 UNIT
 

@@ -14,7 +14,8 @@
 # SYSTEMD_SERVICE enabled; fleet-rpi-boot's autoboot.txt, cmdline.txt and bootfs-post-install.
 # The disk follows the layer's fleet-rpi5-sd.wks.in and fleet-rpi5-nvme.wks.in (read by layer.py).
 # Outputs: disk-mmcblk0.img, disk-nvme0n1.img (slot A 1.0.0, B empty), layout-<disk>.json,
-# bundles/good.raucb (2.0.0, rootfs + bootfs), pki/, virt.dtb, info.json.
+# bundles/good.raucb (2.0.0, rootfs + bootfs), bundles/panic.raucb (2.0.2, its slot panics at
+# boot), pki/, virt.dtb, info.json.
 # What stands in for what: docs/reference/qemu-harness.md ("The Pi 5 station").
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -27,7 +28,7 @@ machine=raspberrypi5
 suite=bookworm
 mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)
 mirror=${mirror:-http://deb.debian.org/debian}
-packages=systemd,systemd-sysv,udev,dbus,rauc,rauc-service,linux-image-arm64,kmod,util-linux,fdisk,mount,e2fsprogs,dosfstools,coreutils,dash,bash,sed,grep,findutils,procps,base-files,base-passwd,login,passwd,libasound2,alsa-utils,systemd-timesyncd,libc-bin,debianutils,tar,gzip,iproute2,busybox-static
+packages=systemd,systemd-sysv,udev,dbus,rauc,rauc-service,linux-image-arm64,kmod,util-linux,fdisk,mount,e2fsprogs,dosfstools,coreutils,dash,bash,sed,grep,findutils,procps,base-files,base-passwd,login,passwd,libasound2,libflac12,alsa-utils,mawk,systemd-timesyncd,libc-bin,debianutils,tar,gzip,iproute2,busybox-static
 daemons="fleet fleet-bootctl fleet-updated fleet-recorderd fleet-retentiond fleet-reporterd fleet-uploaderd"
 L() { python3 "$here/pi5/layer.py" "$@"; }
 log() { echo "qemu-build-pi5: $*" >&2; }
@@ -67,7 +68,10 @@ for b in $daemons; do
   [ -x "$fw/$b" ] || { log "missing $fw/$b: run tests/qemu/build-firmware.sh"; exit 2; }
 done
 "$root/keys/gen-dev-pki.sh" "$cache/pki" >/dev/null
-key=$( (echo "$ukey $kver"; cd "$root" && find meta-fleet bundles tests/qemu/build-pi5.sh tests/qemu/pi5 keys/gen-dev-pki.sh -type f -print0 |
+# (tests/qemu/pi5 without the harness's own files, flow.py and wic-compare.sh, and without the
+# __pycache__ the harness leaves there: changing a scenario does not rebuild the image)
+key=$( (echo "$ukey $kver"; cd "$root" && find meta-fleet bundles tests/qemu/build-pi5.sh tests/qemu/pi5 keys/gen-dev-pki.sh \
+  -type f -not -path '*/__pycache__/*' -not -name flow.py -not -name wic-compare.sh -print0 |
   sort -z | xargs -0 sha256sum; sha256sum "$cache/pki/ca.cert.pem" "$cache/pki/offer.pub.pem";
   for b in $daemons; do sha256sum "$fw/$b"; done) | sha256sum | cut -c1-16)
 out=$cache/pi5-image-$key
@@ -187,8 +191,23 @@ mkdir -p "$base/etc/systemd/system/serial-getty@ttyAMA0.service.d"
 # (a root shell straight away: without maintainer scripts PAM has no common-* files for login)
 printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty -n -l /bin/bash --noclear --keep-baud 115200 %%I $TERM\n' \
   >"$base/etc/systemd/system/serial-getty@ttyAMA0.service.d/autologin.conf"
-# Console markers for the harness (test only): the version and the units, once the boot is done.
+# Console markers for the harness (test only): the slot and version as soon as the root is up
+# (and a test bundle's failing mode, /etc/fleet-qemu-failing), the units once the boot is done.
+install -m 0755 "$here/pi5/fleet-qemu-booted" "$base/usr/libexec/fleet-qemu-booted"
+cat >"$base/usr/lib/systemd/system/fleet-qemu-booted.service" <<'EOF'
+[Unit]
+Description=test station: report the slot on the console (tests/qemu/pi5)
+DefaultDependencies=no
+Before=sysinit.target
+[Service]
+Type=oneshot
+ExecStart=/usr/libexec/fleet-qemu-booted
+[Install]
+WantedBy=sysinit.target
+EOF
 install -m 0755 "$here/pi5/fleet-qemu-report" "$base/usr/libexec/fleet-qemu-report"
+# and, just before the kernel reboots, the reboot argument and the reboot path's journal
+install -D -m 0755 "$here/pi5/fleet-qemu-shutdown" "$base/usr/lib/systemd/system-shutdown/fleet-qemu-shutdown"
 cat >"$base/usr/lib/systemd/system/fleet-qemu-report.service" <<'EOF'
 [Unit]
 Description=test station: report the boot on the console (tests/qemu/pi5)
@@ -204,9 +223,9 @@ units=$(L units "$layer" "$machine" recipes-fleet/fleet-firmware/fleet-firmware_
   recipes-core/fleet-rootfs/fleet-rootfs.bb recipes-connectivity/fleet-network/fleet-network.bb)
 log "enabling the layer's units: $units"
 # shellcheck disable=SC2086
-systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service \
+systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service \
   systemd-networkd.service systemd-timesyncd.service dbus.socket >&2 2>/dev/null ||
-  systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service \
+  systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service \
     systemd-networkd.service systemd-timesyncd.service dbus.socket >&2
 systemctl --root="$base" set-default multi-user.target >&2
 # check the shipped configs with the very binaries of the image (qemu-user)
@@ -238,8 +257,11 @@ bootfs() { # cmdline.txt -> image (fleet-rpi-boot's do_deploy: 128 MiB FAT, the 
   mcopy -i "$img" "$w/kernel_2712.img" "$w/initrd.img" "$w/config.txt" ::/
   mcopy -i "$img" "$1" ::/cmdline.txt
 }
-slot_image() { # version image: the root with fleet-rootfs's /etc/fleet-version for that version
+slot_image() { # version image [failing mode]: the root with fleet-rootfs's /etc/fleet-version
   printf '%s\n' "$1" >"$base/etc/fleet-version"
+  # a test bundle's slot that fails its trial (fleet-qemu-booted reads it): panic
+  rm -f "$base/etc/fleet-qemu-failing"
+  [ -z "${3:-}" ] || printf '%s\n' "$3" >"$base/etc/fleet-qemu-failing"
   local kib
   kib=$(du -sk "$base" | cut -f1)
   mkfs.ext4 "${ext4opts[@]}" -L root -U 6d0c4a63-6c2f-4c0b-9a52-0f1ee7000001 -d "$base" "$2" "$((kib * 12 / 10 + 16384))K"
@@ -256,10 +278,10 @@ bootloader=noop
 path=$out/pki/ca.cert.pem
 check-purpose=codesign
 EOC
-bundle() { # name version
+bundle() { # name version [failing mode]
   local d=$w/bundle-$1
   mkdir -p "$d"
-  slot_image "$2" "$d/rootfs.ext4"
+  slot_image "$2" "$d/rootfs.ext4" "${3:-}"
   bootfs "$w/rpi-mmcblk0/cmdline-a.txt" "$d/boot.vfat"
   sed -e "s,@COMPATIBLE@,fleet-$machine,g" -e "s,@VERSION@,$2,g" -e "s,@BUILD@,qemu-$1,g" \
     "$root/bundles/station/rpi5.raucm.in" >"$d/manifest.raucm"
@@ -270,6 +292,8 @@ bundle() { # name version
   rm -rf "$d"
 }
 bundle good 2.0.0
+bundle panic 2.0.2 panic
+rm -f "$base/etc/fleet-qemu-failing"
 
 # ---- 7. the disks, from the layer's wks files --------------------------------------------------
 mkfs.vfat -n CONFIG -i F1EE0001 -C "$w/config.vfat" $((64 * 1024)) >/dev/null
@@ -290,7 +314,7 @@ qemu-system-aarch64 -M virt,dumpdtb="$out/virt.dtb" -cpu cortex-a76 -smp 1 -m 10
 
 cat >"$out/info.json" <<EOJ
 {"kernel": "$kver", "compatible": "fleet-$machine", "factory-version": "1.0.0",
- "bundles": {"good": "2.0.0"}, "cmdline": "$qemu_cmdline"}
+ "bundles": {"good": "2.0.0", "panic": "2.0.2"}, "cmdline": "$qemu_cmdline"}
 EOJ
 rm -rf "$w"
 touch "$out/.done"

@@ -20,6 +20,7 @@ import os
 import queue
 import random
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -42,6 +43,21 @@ class ScenarioFailed(Exception):
 def check(cond, what):
     if not cond:
         raise ScenarioFailed(what)
+
+
+RELAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "broker-relay")
+
+
+def broker_netdev(port, log_dir):
+    """QEMU's restricted user networking whose only way out is the broker: every connection the
+    guest opens to BROKER_GUEST_ADDR:BROKER_GUEST_PORT starts its own `broker-relay` to
+    127.0.0.1:port (guestfwd with `cmd:`). A character-device forward (`-tcp:127.0.0.1:port`)
+    would put every guest connection into one host connection: two MQTT clients in one guest
+    would share a TLS stream. One line per connection goes to <log_dir>/relay.log."""
+    cmd = " ".join(shlex.quote(a) for a in (sys.executable, RELAY, "127.0.0.1", str(port),
+                                             os.path.join(log_dir, "relay.log")))
+    fwd = f"guestfwd=tcp:{BROKER_GUEST_ADDR}:{BROKER_GUEST_PORT}-cmd:{cmd}".replace(",", ",,")
+    return f"user,id=net0,restrict=on,{fwd}"
 
 
 def free_loopback_port():
@@ -262,9 +278,7 @@ class Station:
                "-device", "virtio-rng-pci"]
         if self.broker:
             # Restricted user networking: the guest can reach nothing but this one forward.
-            fwd = (f"guestfwd=tcp:{BROKER_GUEST_ADDR}:{BROKER_GUEST_PORT}"
-                   f"-tcp:127.0.0.1:{self.broker.port}")
-            cmd += ["-netdev", f"user,id=net0,restrict=on,{fwd}",
+            cmd += ["-netdev", broker_netdev(self.broker.port, self.dir),
                     "-device", "virtio-net-pci,netdev=net0"]
         if self.watchdog:
             cmd += ["-device", "i6300esb", "-action", "watchdog=reset"]
@@ -979,6 +993,89 @@ def scenario_tryboot_fat(ctx):
     return st, [boot.slot]
 
 
+class ConnectionRecorder:
+    """Stands in for the broker in broker-forward: a listener on the host's loopback that keeps
+    what arrived on each connection it accepted, and answers each line `hello-<token>` with
+    `back-<token>` on the connection that brought it."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns = []  # bytes received, one entry per accepted connection
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.conns.append(b"")
+                index = len(self.conns) - 1
+            threading.Thread(target=self._serve, args=(conn, index), daemon=True).start()
+
+    def _serve(self, conn, index):
+        pending = b""
+        with conn:
+            while True:
+                try:
+                    data = conn.recv(4096)
+                except OSError:
+                    return
+                if not data:
+                    return
+                with self.lock:
+                    self.conns[index] += data
+                pending += data
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    m = re.search(rb"hello-(\w+)", line)
+                    if m:
+                        conn.sendall(b"back-" + m.group(1) + b"\n")
+
+    def tokens(self):
+        """The hello tokens of each connection, in the order the connections came."""
+        with self.lock:
+            return [re.findall(rb"hello-(\w+)", c) for c in self.conns]
+
+    def stop(self):
+        self.sock.close()
+
+
+def scenario_broker_forward(ctx):
+    """The guest's way to the broker (broker_netdev): two connections open at once in one guest
+    reach the host as two connections, and each gets its own answers. A character-device
+    forward fails this: it writes both into one host connection and answers one guest socket."""
+    rec = ConnectionRecorder()
+    try:
+        st = Station(ctx.image, os.path.join(ctx.work, "broker-forward"), broker=rec)
+        st.set_identity("broker-forward")
+        boot = st.power_on(timeout=120)
+        check(boot.expect(r"^ready "), "the station comes up with a console")
+        rc, said = console_run(
+            boot, f"for t in one two; do (echo hello-$t; sleep 3) | nc {BROKER_GUEST_ADDR} "
+            f"{BROKER_GUEST_PORT} > /tmp/fwd-$t & done; wait; "
+            "echo \"FLEET-QEMU fwd one=[$(cat /tmp/fwd-one)] two=[$(cat /tmp/fwd-two)]\"", "fwd")
+        power_off(boot)
+        st.settle(boot, note=" (broker forward)")
+        got = rec.tokens()
+    finally:
+        rec.stop()
+    # (the console echoes the typed command too: its line still holds the `$(cat ...)`)
+    m = boot.first(r"^fwd one=\[([^$\]]*)\] two=\[([^$\]]*)\]")
+    check(rc == 0 and m, f"two connections from the console: {said}")
+    hello = [t for t in got if t]
+    check(sorted(hello) == [[b"one"], [b"two"]],
+          f"the host sees one connection per guest connection, each with its own bytes: {got}")
+    check(m.group(1) == "back-one" and m.group(2) == "back-two",
+          f"each guest connection gets its own answer: one=[{m.group(1)}] two=[{m.group(2)}]")
+    return st, [boot.slot]
+
+
 SCENARIOS = [
     ("good-update", scenario_good_update),
     ("fallback-reboot", lambda c: scenario_fallback(c, "reboot")),
@@ -990,6 +1087,7 @@ SCENARIOS = [
     ("nvme-wear", scenario_nvme_wear),
     ("tryboot-fat", scenario_tryboot_fat),
     ("delta-update", scenario_delta_update),
+    ("broker-forward", scenario_broker_forward),
 ]
 # The Pi 5 tryboot flow on the systemd station (tests/qemu/pi5/flow.py, issue 15): the harness
 # plays the firmware; needs --pi5-image (tests/qemu/build-pi5.sh).
@@ -1000,12 +1098,13 @@ SCENARIOS += pi5_flow.register(sys.modules[__name__])
 
 
 # Longest first, so that the lanes end together (seconds, measured on 2 busy cores).
-LANE_ORDER = ["power-cuts", "pi5-good-update", "fallback-panic", "fallback-hang", "good-update", "fallback-reboot",
-              "delta-update", "unhealthy", "console-recovery", "nvme-wear", "tryboot-fat"]
+LANE_ORDER = ["pi5-trial-panics", "pi5-good-update", "pi5-good-update-nvme", "power-cuts", "fallback-panic",
+              "fallback-hang", "delta-update", "good-update", "fallback-reboot", "unhealthy", "console-recovery",
+              "nvme-wear", "tryboot-fat", "broker-forward"]
 COST = {"power-cuts": 420, "good-update": 45, "fallback-panic": 120, "fallback-hang": 120,
         "fallback-reboot": 75, "unhealthy": 120, "console-recovery": 45, "nvme-wear": 40, "tryboot-fat": 40,
-        "delta-update": 110,
-        "pi5-good-update": 300}
+        "delta-update": 110, "broker-forward": 30, "pi5-good-update": 550, "pi5-good-update-nvme": 550,
+        "pi5-trial-panics": 900}
 
 _print_lock = threading.Lock()
 

@@ -267,3 +267,89 @@ async fn a_password_is_read_from_its_file_at_every_connect() {
     std::fs::write(&file, "right horse\n").expect("password");
     connected(&mut rx).await;
 }
+
+/// fleet-updated and fleet-reporterd of one station connect with the station's one certificate
+/// (the ACL keys every topic on its CN) and their own client ids, `fleet-updated-<id>` and
+/// `fleet-reporterd-<id>` (docs/adr/0006-health-reporter.md): both stay connected side by side.
+/// With one client id for both, the broker would drop the older session at every connect of
+/// the other (`same_client_id_displaces_the_older_session` shows it does).
+#[tokio::test]
+async fn two_daemons_of_one_station_share_its_certificate_with_their_own_client_ids() {
+    let pki = TestPki::generate().expect("pki");
+    let broker = Mosquitto::start_tls(&pki).expect("broker");
+    let operator_tls = pki.tls_config("operator").expect("operator");
+    let (operator, mut orx) =
+        Session::start(config("operator", "127.0.0.1", &broker, operator_tls));
+    connected(&mut orx).await;
+    operator
+        .subscribe("fleet/v1/devices/stn-0001/+")
+        .await
+        .expect("subscribe");
+    operator
+        .publish("fleet/v1/devices/stn-0001/probe", "probe", false)
+        .await
+        .expect("probe");
+    assert_eq!(&next_message(&mut orx).await.payload[..], b"probe");
+
+    let tls = || pki.tls_config("stn-0001").expect("station");
+    let (updated, mut urx) = Session::start(config(
+        "fleet-updated-stn-0001",
+        "127.0.0.1",
+        &broker,
+        tls(),
+    ));
+    connected(&mut urx).await;
+    let (reporter, mut rrx) = Session::start(config(
+        "fleet-reporterd-stn-0001",
+        "127.0.0.1",
+        &broker,
+        tls(),
+    ));
+    connected(&mut rrx).await;
+    // The updater's first connection is still the one it has: its publish goes out on it.
+    updated
+        .publish("fleet/v1/devices/stn-0001/events", "from-updated", false)
+        .await
+        .expect("publish");
+    reporter
+        .publish("fleet/v1/devices/stn-0001/health", "from-reporter", false)
+        .await
+        .expect("publish");
+    let mut got = [next_message(&mut orx).await, next_message(&mut orx).await];
+    got.sort_by(|a, b| a.topic.cmp(&b.topic));
+    assert_eq!(
+        got.iter()
+            .map(|m| (m.topic.as_str(), &m.payload[..]))
+            .collect::<Vec<_>>(),
+        vec![
+            ("fleet/v1/devices/stn-0001/events", &b"from-updated"[..]),
+            ("fleet/v1/devices/stn-0001/health", &b"from-reporter"[..]),
+        ]
+    );
+    let connects = |s: &Session| {
+        s.stats()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    assert_eq!(
+        (connects(&updated), connects(&reporter)),
+        (1, 1),
+        "a session was displaced and connected again"
+    );
+}
+
+/// What the distinct client ids avoid: a second connection with the same client id makes the
+/// broker close the first session (MQTT 3.1.1, 3.1.4), which then reconnects and displaces the
+/// other in turn.
+#[tokio::test]
+async fn same_client_id_displaces_the_older_session() {
+    let pki = TestPki::generate().expect("pki");
+    let broker = Mosquitto::start_tls(&pki).expect("broker");
+    let tls = || pki.tls_config("stn-0001").expect("station");
+    let (_first, mut frx) = Session::start(config("stn-0001", "127.0.0.1", &broker, tls()));
+    connected(&mut frx).await;
+    let (_second, mut srx) = Session::start(config("stn-0001", "127.0.0.1", &broker, tls()));
+    connected(&mut srx).await;
+    let reason = refused(&mut frx).await;
+    assert!(!reason.is_empty(), "the first session is dropped");
+}

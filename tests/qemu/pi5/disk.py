@@ -4,9 +4,11 @@
     disk.py WKS.json DISK.img LAYOUT.json LABEL=IMAGE...
 
 msdos table with the wks's disk id; each partition starts on its --align (KiB) boundary; with more
-than four partitions the fourth is an extended one and the rest are logical (p5...), each after a
-gap for its EBR, as wic does. Partition types: vfat 0x0c, ext4 0x83, the first --active one
-bootable. Each IMAGE is written at its partition's start (sparse); a partition without one stays
+than four partitions the fourth is an extended one and the rest are logical (p5...), as wic does:
+two sectors kept for each logical partition's EBR before it is aligned, the extended partition
+(type 0x0f, as parted makes it) from two sectors before the first logical partition to the end of
+the last. Partition types: vfat 0x0c, ext4 0x83, the first --active one bootable.
+tests/qemu/pi5/wic-compare.sh checks the table against wic's. Each IMAGE is written at its partition's start (sparse); a partition without one stays
 empty. The image is sized to a power of two (QEMU's sd-card requires it for SD; NVMe takes any).
 LAYOUT.json records each partition's number, label, start and size in bytes.
 """
@@ -30,12 +32,11 @@ def main(argv):
     for i, p in enumerate(parts):
         align = int(p.get("align", "1024")) * 1024 // SECTOR
         size = int(p["mib"] * 1024 * 1024) // SECTOR
-        if logical and i == 3:
-            ext_start = -(-max(pos, 1) // align) * align
-            pos = ext_start + 1  # the first EBR
-        elif logical and i > 3:
-            pos += 1  # the next EBR
+        if logical and i >= 3:
+            pos += 2  # the logical partition's EBR, before the alignment
         start = -(-max(pos, 2048) // align) * align
+        if logical and i == 3:
+            ext_start = start - 2
         pos = start + size
         ptype = {"vfat": "c", "ext4": "83"}[p["fstype"]]
         boot = ", bootable" if p.get("active") else ""
@@ -49,7 +50,7 @@ def main(argv):
     lines = ["label: dos", f"label-id: {wks['table']['diskid']}", "unit: sectors", ""]
     for n, start, size, ptype, boot in rows:
         if logical and n == 5:
-            lines.append(f"start={ext_start}, size={total - 2048 - ext_start}, type=5")
+            lines.append(f"start={ext_start}, size={pos - ext_start}, type=f")
         lines.append(f"start={start}, size={size}, type={ptype}{boot}")
     subprocess.run(["sfdisk", "-q", "--no-reread", "--no-tell-kernel", disk], input="\n".join(lines) + "\n",
                    text=True, check=True)

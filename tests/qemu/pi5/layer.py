@@ -8,6 +8,8 @@
     layer.py units   LAYER MACHINE                           SYSTEMD_SERVICE of the image's recipes
     layer.py wks     LAYER MACHINE WKS [NAME=VALUE...]       the disk layout of a .wks.in as JSON
                                                              (variables from fleet-image.bb)
+    layer.py expand  LAYER MACHINE FILE [NAME=VALUE...]      the file with its ${NAME}s filled
+                                                             in, as wic gets it (fleet-image.bb)
 
 Only the BitBake syntax the layer uses: `NAME[:override] (=|?=|??=|:=|+=) "value"` with
 backslash continuations, `${NAME}` expansion (a name BitBake does not know stays for the
@@ -187,6 +189,14 @@ def cmd_units(layer_dir, machine, recipes):
     return 0
 
 
+def cmd_expand(layer_dir, machine, path, extra):
+    lay = Layer(layer_dir, machine, extra)
+    lay.read(os.path.join(layer_dir, "recipes-core/images/fleet-image.bb"))
+    for line in logical_lines(path):
+        print(line if line.lstrip().startswith("#") else lay.expand(line))
+    return 0
+
+
 def cmd_wks(layer_dir, machine, wks, extra):
     # The variables wic gets (WICVARS) come from the image recipe.
     lay = Layer(layer_dir, machine, extra)
@@ -248,6 +258,8 @@ def main(argv):
         return cmd_units(argv[2], argv[3], argv[4:])
     if cmd == "wks":
         return cmd_wks(argv[2], argv[3], argv[4], argv[5:])
+    if cmd == "expand":
+        return cmd_expand(argv[2], argv[3], argv[4], argv[5:])
     raise SystemExit(__doc__)
 
 
