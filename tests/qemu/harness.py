@@ -538,9 +538,9 @@ def uptime_mark(boot, pattern):
     return float(m.group(1)) if m else None
 
 
-def update_boot(st, ctx, update_id, version):
-    """Boot of the factory slot with an offer on the broker: fleet-updated downloads the bundle,
-    verifies it, installs it through RAUC, arms the trial and asks for the reboot."""
+def boot_with_offer(st, update_id):
+    """A boot with an offer on the broker, until the reboot the daemon asks for (or the station
+    gives the update up). Returns (boot, messages since the power-on, event kinds)."""
     since = mark(st)
     boot = st.power_on(timeout=420)
     # Ends in the reboot the daemon asks for; an update the station gives up ends the wait early.
@@ -552,6 +552,13 @@ def update_boot(st, ctx, update_id, version):
     msgs = station_msgs(st, since)
     seen = kinds(msgs)
     check(not failed, f"the update is not given up: {(failed or {}).get('last-outcome')}; events {seen}")
+    return boot, msgs, seen
+
+
+def update_boot(st, ctx, update_id, version):
+    """Boot of the factory slot with an offer on the broker: fleet-updated downloads the bundle,
+    verifies it, installs it through RAUC, arms the trial and asks for the reboot."""
+    boot, msgs, seen = boot_with_offer(st, update_id)
     check(boot.slot == "A" and boot.version == "1.0.0", f"boot 1 on A 1.0.0, got {boot.slot} {boot.version}")
     check(boot.end == "exit", f"boot 1 ends in the reboot fleet-updated asks for, got {boot.end}; events {seen}")
     for kind in ("offer-accepted", "download-started", "downloaded", "verified", "install-started",
@@ -586,21 +593,23 @@ def find_event_at(msgs, kind):
     return None
 
 
-def trial_commits(st, update_id, version):
-    """The trial boot of B: fleet-updated's health gate passes and it commits B."""
+def trial_commits(st, update_id, version, slot="B"):
+    """The trial boot of `slot`: fleet-updated's health gate passes and it commits the slot."""
     since = mark(st)
     boot = st.power_on(timeout=180)
     done = wait_mqtt(st, boot, outcome_is("committed", update_id), 150, since)
     power_off(boot)
     st.settle(boot)
     msgs = station_msgs(st, since)
-    check(boot.slot == "B" and boot.version == version, f"trial boot on B {version}, got {boot.slot} {boot.version}")
+    check(boot.slot == slot and boot.version == version,
+          f"trial boot on {slot} {version}, got {boot.slot} {boot.version}")
     check(done, f"the station reports committed for {update_id}: events {kinds(msgs)}")
     out = done["last-outcome"]
-    check(out.get("slot") == "B" and out.get("version") == version, f"committed B {version}: {out}")
+    check(out.get("slot") == slot and out.get("version") == version, f"committed {slot} {version}: {out}")
     for kind in ("trial-booted", "health-passed", "committed"):
         check(kind in kinds(msgs), f"the station reports {kind}: got {kinds(msgs)}")
-    check(env_is(st.envs[-1], "B A", 3, 3), f"committed B: got {fmt_env(st.envs[-1])}")
+    order = "B A" if slot == "B" else "A B"
+    check(env_is(st.envs[-1], order, 3, 3), f"committed {slot}: got {fmt_env(st.envs[-1])}")
     return boot
 
 
@@ -638,16 +647,7 @@ def scenario_delta_update(ctx):
     trial_commits(st, uid, "2.0.0")
     full_bytes = os.path.getsize(ctx.bundle("good2"))
     uid2, _ = ctx.push(st, "good2", delta_from="good")
-    since = mark(st)
-    boot = st.power_on(timeout=420)
-    failed = wait_mqtt(st, boot, ended_without_commit(uid2), 420, since)
-    if failed:
-        power_off(boot)
-    boot.wait()
-    st.settle(boot)
-    msgs = station_msgs(st, since)
-    seen = kinds(msgs)
-    check(not failed, f"the delta update is not given up: {(failed or {}).get('last-outcome')}; events {seen}")
+    boot, msgs, seen = boot_with_offer(st, uid2)
     check(boot.slot == "B" and boot.version == "2.0.0", f"the update boot is on B 2.0.0, got {boot.slot} {boot.version}")
     chosen = find_event(msgs, "transport-chosen")
     check(chosen and chosen.get("transport") == "delta",
@@ -663,15 +663,7 @@ def scenario_delta_update(ctx):
     check(env_is(st.envs[-1], "A B", 3, 3, "A"), f"after install: A armed for a trial, got {fmt_env(st.envs[-1])}")
     say(f"  [{scope_name()}] delta: {received} of {full_bytes} bytes received "
         f"({100.0 * received / full_bytes:.1f}%)")
-    since = mark(st)
-    trial = st.power_on(timeout=180)
-    done = wait_mqtt(st, trial, outcome_is("committed", uid2), 150, since)
-    power_off(trial)
-    st.settle(trial)
-    check(trial.slot == "A" and trial.version == "2.1.0", f"trial boot on A 2.1.0, got {trial.slot} {trial.version}")
-    check(done and (done.get("last-outcome") or {}).get("slot") == "A",
-          f"the station reports committed A 2.1.0: {kinds(station_msgs(st, since))}")
-    check(env_is(st.envs[-1], "A B", 3, 3), f"committed A: got {fmt_env(st.envs[-1])}")
+    trial_commits(st, uid2, "2.1.0", slot="A")
     return st, ["A", "B", "B", "A"]
 
 
