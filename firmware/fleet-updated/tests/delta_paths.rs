@@ -258,13 +258,41 @@ async fn a_corrupt_kept_base_falls_back_to_the_full_bundle_and_says_so() {
     stn.stop().await;
 }
 
+/// Publishes the operator's signed description of `made` as the delta from `base` to `bundle`.
+async fn describe_delta(
+    op: &Operator,
+    made: &fleetctl::delta::MadePatch,
+    base: &[u8],
+    bundle: &[u8],
+) {
+    let (base_id, bundle_id) = (id_of(base), id_of(bundle));
+    let description = fleet_proto::delta::DeltaDescription {
+        bundle_id,
+        bundle_size: bundle.len() as u64,
+        base_id,
+        base_size: base.len() as u64,
+        patch_id: made.patch_id,
+        patch_size: made.patch_size,
+        format: fleet_proto::delta::DeltaFormat::ZstdPatchFrom,
+        window_log: made.window_log,
+    };
+    let sealed = envelope::seal_json(Kind::Delta, &description, op.key()).expect("seal");
+    op.publish_raw(
+        &fleet_proto::delta::delta_topic(&bundle_id, &base_id),
+        sealed,
+        true,
+    )
+    .await
+    .expect("description");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_patch_that_does_not_make_the_offered_bundle_falls_back_to_the_full_bundle() {
     let mut b = bench(33).await;
     let stn = b.station_on_one("stn-hostile").await;
     let one_bytes = std::fs::read(&b.one).expect("read");
     let two_bytes = std::fs::read(&b.two).expect("read");
-    let (one, two) = (id_of(&one_bytes), id_of(&two_bytes));
+    let two = id_of(&two_bytes);
     // The full bundle is published; the delta's patch makes another file than the offered one
     // (signed by the operator all the same: only the rebuilt hash can tell).
     let m =
@@ -286,20 +314,7 @@ async fn a_signed_patch_that_does_not_make_the_offered_bundle_falls_back_to_the_
     b.op.publish_manifest(&pm, None)
         .await
         .expect("patch manifest");
-    let description = fleet_proto::delta::DeltaDescription {
-        bundle_id: two,
-        bundle_size: two_bytes.len() as u64,
-        base_id: one,
-        base_size: one_bytes.len() as u64,
-        patch_id: made.patch_id,
-        patch_size: made.patch_size,
-        format: fleet_proto::delta::DeltaFormat::ZstdPatchFrom,
-        window_log: made.window_log,
-    };
-    let sealed = envelope::seal_json(Kind::Delta, &description, b.op.key()).expect("seal");
-    b.op.publish_raw(&fleet_proto::delta::delta_topic(&two, &one), sealed, true)
-        .await
-        .expect("description");
+    describe_delta(&b.op, &made, &one_bytes, &two_bytes).await;
     b.op.publish_offer(
         &offer_to_device("stn-hostile", "rel-120", 50, &m).expect("offer"),
         None,
@@ -336,7 +351,6 @@ async fn half_a_delta(b: &mut Bench, device: &str) -> HalfDelta {
     let stn = b.station_on_one(device).await;
     let one_bytes = std::fs::read(&b.one).expect("read");
     let two_bytes = std::fs::read(&b.two).expect("read");
-    let (one, two) = (id_of(&one_bytes), id_of(&two_bytes));
     let m =
         b.op.publish_bundle(&two_bytes, COMPATIBLE, &v("1.2.0"), CHUNK)
             .await
@@ -355,20 +369,7 @@ async fn half_a_delta(b: &mut Bench, device: &str) -> HalfDelta {
     b.op.publish_manifest(&pm, None)
         .await
         .expect("patch manifest");
-    let description = fleet_proto::delta::DeltaDescription {
-        bundle_id: two,
-        bundle_size: two_bytes.len() as u64,
-        base_id: one,
-        base_size: one_bytes.len() as u64,
-        patch_id: made.patch_id,
-        patch_size: made.patch_size,
-        format: fleet_proto::delta::DeltaFormat::ZstdPatchFrom,
-        window_log: made.window_log,
-    };
-    let sealed = envelope::seal_json(Kind::Delta, &description, b.op.key()).expect("seal");
-    b.op.publish_raw(&fleet_proto::delta::delta_topic(&two, &one), sealed, true)
-        .await
-        .expect("description");
+    describe_delta(&b.op, &made, &one_bytes, &two_bytes).await;
     b.op.publish_offer(
         &offer_to_device(device, "rel-120", 60, &m).expect("offer"),
         None,
