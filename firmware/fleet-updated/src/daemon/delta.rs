@@ -19,6 +19,7 @@
 //! reported (`transport-chosen`) and kept in the state (`delivery`).
 use std::path::{Path, PathBuf};
 
+use fleet_core::ids::UpdateId;
 use fleet_core::ports::{BootControl, Installer};
 use fleet_core::station::Input;
 use fleet_core::update::delta::{
@@ -376,14 +377,18 @@ where
         }
     }
 
-    /// Reports a choice and keeps it for the state.
-    async fn announce(&mut self, delivery: Delivery) {
-        let update_id = self
-            .station
+    /// The update the engine is working on, which the delivery's events belong to.
+    fn update_in_progress(&self) -> Option<UpdateId> {
+        self.station
             .engine()
             .phase
             .job()
-            .map(|j| j.update_id.clone());
+            .map(|j| j.update_id.clone())
+    }
+
+    /// Reports a choice and keeps it for the state.
+    async fn announce(&mut self, delivery: Delivery) {
+        let update_id = self.update_in_progress();
         self.delivery = Some(delivery.clone());
         self.publish_event(
             update_id,
@@ -511,16 +516,11 @@ where
         size: u64,
     ) -> Result<(), RunError> {
         self.stop_download(None).await;
+        let update_id = self.update_in_progress();
         if let Some(d) = &mut self.delivery
             && d.bundle_id == bundle_id
         {
             d.received_bytes = d.expected_bytes;
-            let update_id = self
-                .station
-                .engine()
-                .phase
-                .job()
-                .map(|j| j.update_id.clone());
             let report = Report::Delivered {
                 bundle_id,
                 transport: d.transport,
