@@ -205,6 +205,22 @@ ExecStart=/usr/libexec/fleet-qemu-booted
 [Install]
 WantedBy=sysinit.target
 EOF
+# The microphone (test only): snd-aloop fed with a known signal, see fleet-qemu-signal.
+install -m 0755 "$here/pi5/fleet-qemu-signal" "$base/usr/libexec/fleet-qemu-signal"
+mkdir -p "$base/usr/share/fleet-qemu"
+python3 -c 'import math, struct, sys; sys.stdout.buffer.write(b"".join(struct.pack("<h", round(10000 * math.sin(2 * math.pi * i / 48))) for i in range(48000)))' \
+  >"$base/usr/share/fleet-qemu/signal-1khz.s16"
+cat >"$base/usr/lib/systemd/system/fleet-qemu-signal.service" <<'EOF'
+[Unit]
+Description=test station: a known signal into the loopback sound card (tests/qemu/pi5)
+Before=fleet-recorderd.service
+[Service]
+ExecStart=/usr/libexec/fleet-qemu-signal
+Restart=always
+RestartSec=2
+[Install]
+WantedBy=multi-user.target
+EOF
 install -m 0755 "$here/pi5/fleet-qemu-report" "$base/usr/libexec/fleet-qemu-report"
 # and, just before the kernel reboots, the reboot argument and the reboot path's journal
 install -D -m 0755 "$here/pi5/fleet-qemu-shutdown" "$base/usr/lib/systemd/system-shutdown/fleet-qemu-shutdown"
@@ -223,9 +239,9 @@ units=$(L units "$layer" "$machine" recipes-fleet/fleet-firmware/fleet-firmware_
   recipes-core/fleet-rootfs/fleet-rootfs.bb recipes-connectivity/fleet-network/fleet-network.bb)
 log "enabling the layer's units: $units"
 # shellcheck disable=SC2086
-systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service \
+systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service fleet-qemu-signal.service \
   systemd-networkd.service systemd-timesyncd.service dbus.socket >&2 2>/dev/null ||
-  systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service \
+  systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service fleet-qemu-signal.service \
     systemd-networkd.service systemd-timesyncd.service dbus.socket >&2
 systemctl --root="$base" set-default multi-user.target >&2
 # check the shipped configs with the very binaries of the image (qemu-user)
@@ -293,6 +309,7 @@ bundle() { # name version [failing mode]
 }
 bundle good 2.0.0
 bundle panic 2.0.2 panic
+bundle mute 2.0.3 mute
 rm -f "$base/etc/fleet-qemu-failing"
 
 # ---- 7. the disks, from the layer's wks files --------------------------------------------------
@@ -314,7 +331,7 @@ qemu-system-aarch64 -M virt,dumpdtb="$out/virt.dtb" -cpu cortex-a76 -smp 1 -m 10
 
 cat >"$out/info.json" <<EOJ
 {"kernel": "$kver", "compatible": "fleet-$machine", "factory-version": "1.0.0",
- "bundles": {"good": "2.0.0", "panic": "2.0.2"}, "cmdline": "$qemu_cmdline"}
+ "bundles": {"good": "2.0.0", "panic": "2.0.2", "mute": "2.0.3"}, "cmdline": "$qemu_cmdline"}
 EOJ
 rm -rf "$w"
 touch "$out/.done"

@@ -40,7 +40,8 @@ def register(harness):
     TlsBroker = make_tls_broker_class()
     return [("pi5-good-update", scenario_good_update),
             ("pi5-good-update-nvme", lambda c: scenario_good_update(c, "nvme")),
-            ("pi5-trial-panics", scenario_trial_panics)]
+            ("pi5-trial-panics", scenario_trial_panics),
+            ("pi5-recorder-gate", scenario_recorder_gate)]
 
 
 # -- the fleet's broker, keys and provisioning -------------------------------------------------
@@ -70,12 +71,19 @@ class Fleet:
                             FLEETCTL_TLS_CERT=os.path.join(pki, "operator.crt"),
                             FLEETCTL_TLS_KEY=os.path.join(pki, "operator.key"))
 
-    def provision(self, station):
-        """`fleetctl provision --out <card>`, `--check`, then onto the card's first partition."""
+    def provision(self, station, args=(), defaults=""):
+        """`fleetctl provision --out <card>`, `--check`, then onto the card's first partition.
+        `args` go to `fleetctl provision`; `defaults` (TOML tables under `[defaults.<daemon>]`)
+        are added to this station's copy of fleet.toml."""
         card = tempfile.mkdtemp(dir=self.dir)
         fleet_toml = os.path.join(self.dir, "fleet.toml")
+        if defaults:
+            own = os.path.join(self.dir, f"fleet-{station.device}.toml")
+            with open(fleet_toml) as src, open(own, "w") as dst:
+                dst.write(src.read() + "\n" + defaults)
+            fleet_toml = own
         run([self.ctx.fleetctl, "provision", "--fleet", fleet_toml, "--station", station.device,
-             "--group", "canary", "--out", card])
+             "--group", "canary", "--out", card, *args])
         run([self.ctx.fleetctl, "provision", "--check", card, "--fleet", fleet_toml])
         off = station.layout["config"]["start"]
         run(["mcopy", "-s", "-i", f"{station.disk}@@{off}", os.path.join(card, "fleet-provision"), "::/"])
@@ -541,3 +549,133 @@ def scenario_trial_panics(ctx, medium="sd"):
             f"the record names B bad: {fmt_attempts(env['attempts'])}")
     units_active(back, DAEMONS)
     return st, ["A"] + ["B", "A"] * (trials + after_bad)
+
+
+# The recorder's station settings and the update's health gate for pi5-recorder-gate, as a fleet
+# would provision a station with a microphone (docs/getting-started.md): segments of 20 s, so the
+# gate (which needs one closed segment, docs/reference/updated.md) decides within 90 s; one trial.
+RECORDER_DEFAULTS = """[defaults.updated.health]
+deadline-secs = 90
+
+[defaults.updated.update]
+max-trial-attempts = 1
+
+[defaults.recorderd.profiles.audible]
+segment-seconds = 20
+"""
+SIGNAL_PERIOD = 48       # tests/qemu/pi5/fleet-qemu-signal: 1 kHz at 48 kHz
+SIGNAL_PEAK = 10000
+
+
+def signal_of(path):
+    """A segment as the harness hears it: format, GUANO, and how much of it is the known signal
+    (the share of samples equal to the sample one period earlier: snd-aloop copies bit for bit,
+    so only a gap or silence breaks it) and its peak."""
+    import array
+    import wave
+    raw = open(path, "rb").read()
+    with wave.open(path) as w:
+        fmt = (w.getframerate(), w.getnchannels(), w.getsampwidth())
+        data = array.array("h", w.readframes(w.getnframes()))
+    n = len(data) - SIGNAL_PERIOD
+    same = sum(1 for i in range(SIGNAL_PERIOD, len(data)) if data[i] == data[i - SIGNAL_PERIOD])
+    return {"format": fmt, "guano": b"GUANO|Version" in raw, "samples": len(data),
+            "periodic": same / n if n > 0 else 0.0, "peak": max((abs(x) for x in data), default=0)}
+
+
+def scenario_recorder_gate(ctx, medium="sd"):
+    """The station does its job, and the update's health gate checks it as shipped (issue 15,
+    item 5). The station is provisioned with a microphone (`--microphone alsa:...`: the loopback
+    card's capture side, fed with a known 1 kHz signal by fleet-qemu-signal), so its
+    `updated.toml` gets `[health.recorder]`. Slot A records; fleet-retentiond indexes the
+    segments. The `mute` bundle's slot has no sound card: its trial's recorder cannot record,
+    the gate fails on the recorder, B is marked bad and the station returns to A by itself and
+    reports the rollback with the recorder as its cause. On the disk afterwards: the segments
+    carry the known signal and GUANO, and every one is in retentiond's index."""
+    fleet = fleet_of(ctx)
+    st = Pi5Station(fleet, "pi5-recorder-gate" if medium == "sd" else f"pi5-recorder-gate-{medium}", medium)
+    fleet.provision(st, ["--microphone", "alsa:hw:CARD=Loopback,DEV=1"], RECORDER_DEFAULTS)
+    uid = fleet.push(st, "mute")
+    version = fleet.info["bundles"]["mute"]
+    disk = st.disk_name
+    boot = install_boot(st, uid, version)
+    h.check(boot.first(r"^signal 1kHz"), "boot 1: the known signal plays into the loopback card")
+
+    # boot 2: [tryboot] (p3, B) without a sound card; the gate fails on the recorder, B is
+    # marked bad and the station reboots off it by itself
+    since = h.mark(st)
+    trial = st.power_on(timeout=600)
+    failed = h.wait_mqtt(st, trial, lambda m: h.find_event(m, "health-failed"), 540, since)
+    if failed is None and trial.proc.poll() is None:
+        console_dump(trial, "fleet-updated fleet-recorderd fleet-qemu-signal")
+    trial.wait()
+    env = st.settle(trial)
+    msgs = h.station_msgs(st, since)
+    h.check(trial.fw["partition"] == 3 and trial.fw["tryboot"], "boot 2: the firmware boots p3 from [tryboot]")
+    h.check(trial.slot == "B" and trial.version == version and trial.first(r"^failing mode=mute"),
+            f"boot 2 on B {version}, the slot without a sound card: {trial.slot} {trial.version}")
+    h.check(trial.first(rf"^booted .* root=/dev/{disk}p6$"), f"boot 2: root=/dev/{disk}p6")
+    h.check("trial-booted" in h.kinds(msgs), f"the station reports trial-booted: {h.kinds(msgs)}")
+    h.check(failed and "recorder" in (failed.get("check") or "") and failed.get("will-retry") is False,
+            f"the health gate fails on the recorder, no retry (max-trial-attempts 1): {failed}")
+    h.check("marked-bad" in h.kinds(msgs), f"B is marked bad on the trial boot: {h.kinds(msgs)}")
+    h.check(trial.end == "exit" and not st.tryboot_flag,
+            f"boot 2 ends in a plain reboot off the bad slot (end={trial.end}, tryboot={st.tryboot_flag})")
+    h.check(autoboot_is(env, 2, 3), f"A stays committed: {fmt_autoboot(env['autoboot'])}")
+
+    # boot 3: [all] (p2, A): the rollback is reported; A records on
+    since = h.mark(st)
+    back = st.power_on(timeout=420)
+    done = h.wait_mqtt(st, back, h.outcome_is("rolled-back", uid), 400, since)
+    back.expect(r"^ready ", timeout=120)
+    time.sleep(45)  # two more segments of 20 s on A
+    units = units_active(back, DAEMONS)
+    console_poweroff(back)
+    env = st.settle(back)
+    msgs = h.station_msgs(st, since)
+    h.check(back.fw["partition"] == 2 and not back.fw["tryboot"] and back.slot == "A" and back.version == "1.0.0",
+            f"boot 3: the firmware boots A from [all]: p{back.fw['partition']} {back.slot} {back.version}")
+    h.check(done, f"the station reports rolled-back for {uid}: events {h.kinds(msgs)}")
+    cause = done["last-outcome"].get("cause") or {}
+    h.check(cause.get("code") == "health-check-failed" and "recorder" in (cause.get("check") or ""),
+            f"the rollback's cause names the recorder: {cause}")
+    rb = h.find_event(msgs, "rolled-back")
+    h.check(rb and rb.get("from") == "B" and rb.get("to") == "A", f"rolled-back event from B to A: {rb}")
+    h.check(autoboot_is(env, 2, 3), f"A committed: {fmt_autoboot(env['autoboot'])}")
+    h.check(env["attempts"].get("slot") == "B" and env["attempts"].get("state") == "bad",
+            f"the record names B bad: {fmt_attempts(env['attempts'])}")
+
+    # the station's work, read from /data on the disk (debugfs, no mount)
+    got = os.path.join(st.dir, "data-read")
+    shutil.rmtree(got, ignore_errors=True)
+    os.makedirs(got)
+    off = st.layout["data"]["start"]
+    run(["debugfs", "-R", f"rdump /fleet/recordings/data /fleet/retention {got}", f"{st.disk}?offset={off}"])
+    wavs = {}
+    for d, _, files in os.walk(os.path.join(got, "data")):
+        for f in files:
+            if f.endswith(".wav"):
+                wavs[f] = os.path.join(d, f)
+    h.check(len(wavs) >= 3, f"the recorder closed segments on A (boots 1 and 3): {sorted(wavs)}")
+    import sqlite3
+    db = sqlite3.connect(os.path.join(got, "retention", "index.sqlite"))
+    rows = {os.path.basename(p): size for p, size in
+            db.execute("SELECT path, size_bytes FROM recordings WHERE local_deleted = 0")}
+    db.close()
+    missing = [f for f in wavs if rows.get(f) != os.path.getsize(wavs[f])]
+    h.check(not missing, f"fleet-retentiond indexes every segment with its size: not indexed {missing}; "
+            f"index {sorted(rows)}")
+    heard = {f: signal_of(p) for f, p in sorted(wavs.items())}
+    for f, s in heard.items():
+        h.say(f"  [{h.scope_name()}] {f}: {s['samples']} samples, {s['periodic']:.4f} of them the "
+              f"1 kHz signal, peak {s['peak']}, GUANO {s['guano']}")
+        h.check(s["format"] == (48000, 1, 2) and s["guano"], f"{f}: 48 kHz mono 16-bit with GUANO: {s}")
+    # A segment cut short by a stop may hold only the silence before the signal started or
+    # after it stopped; every segment of a second or more is the signal, bit for bit.
+    long_ones = {f: x for f, x in heard.items() if x["samples"] >= 48000}
+    bad = {f: x for f, x in long_ones.items()
+           if x["periodic"] < 0.95 or abs(x["peak"] - SIGNAL_PEAK) > 2}
+    h.check(len(long_ones) >= 3 and not bad,
+            f"every segment of a second or more holds the known signal ({len(long_ones)}): not {bad}")
+    h.check(units.get("fleet-recorderd") == "active", f"A's recorder is active: {units}")
+    return st, ["A", "B", "A"]
