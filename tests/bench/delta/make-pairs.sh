@@ -7,7 +7,8 @@
 # (mmdebstrap --variant=extract, so no arm64 emulation is needed), made reproducible with
 # SOURCE_DATE_EPOCH, a fixed ext4 UUID and hash seed:
 #   base      a station-like package set from bookworm
-#   one       the same set with openssl and libssl3 from bookworm-security (one security update)
+#   one       the same set with openssl and libssl3 from bookworm-security (one security update of
+#             one source package; libc6 stays the base's)
 #   many      the same set with every bookworm-security and bookworm-updates upgrade plus ten
 #             more packages (tens of packages changed)
 # Each becomes an ext4 slot image and a signed RAUC verity bundle (development PKI of keys/),
@@ -40,8 +41,10 @@ rootfs() { # NAME EXTRA-MMDEBSTRAP-ARGS...
   fi
 }
 rootfs base --aptopt='APT::Default-Release "bookworm"' --include="$pkgs"
+# `pkg/suite` makes apt take the package's dependencies from that suite too: without libc6 named
+# from bookworm, "one" got bookworm-security's older libc6 (a glibc change no station would see).
 rootfs one --aptopt='APT::Default-Release "bookworm"' \
-  --include="$pkgs,openssl/bookworm-security,libssl3/bookworm-security"
+  --include="$pkgs,openssl/bookworm-security,libssl3/bookworm-security,libc6/bookworm"
 rootfs many --include="$pkgs,$more"
 
 # Which packages differ from base, for the record: an extracted root has no dpkg status, so a
