@@ -387,16 +387,29 @@ impl Installer for StationInstaller {
 pub type StationDeps = Deps<StationBoot, StationInstaller, StationHealth>;
 
 /// Reboots a station after [`crate::Exit::Reboot`]: on the tryboot flow into a trial with
-/// the firmware's one-shot flag (`fleet-bootctl`'s trial reboot, which spends an attempt),
-/// otherwise with `command`. Simulated flows do nothing (their runner boots them).
+/// the firmware's one-shot flag (`fleet-bootctl`'s trial reboot, which spends an attempt from
+/// the record), otherwise with `command`. When the record has no attempt left, the trial
+/// reboot marks the slot bad instead and the station reboots plainly onto its committed slot,
+/// where the engine finds the slot given up. Simulated flows do nothing (their runner boots
+/// them).
 pub fn reboot(boot: &StationBoot, into: Slot, command: &[String]) -> Result<(), RebootError> {
     match &boot.flow {
         BootFlow::Sim(_) => return Ok(()),
         BootFlow::Tryboot(t) => {
             let committed = t.read_state().map_err(RebootError::Flow)?.committed();
             if tryboot_reboot_kind(into, committed) == RebootKind::Trial {
-                t.reboot_into_trial().map_err(RebootError::Flow)?;
-                return Ok(());
+                match t.reboot_into_trial() {
+                    Ok(true) => return Ok(()),
+                    Ok(false) => {
+                        tracing::warn!(slot = %into, "the trial's attempts have run out and the slot is marked bad; rebooting onto the committed slot")
+                    }
+                    // The record does not hold the trial (given up, or never armed): the slot
+                    // is not booted on trial.
+                    Err(BootctlError::Rejected { source, .. }) => {
+                        tracing::warn!(slot = %into, reason = %source, "no trial reboot; rebooting onto the committed slot")
+                    }
+                    Err(e) => return Err(RebootError::Flow(e)),
+                }
             }
         }
         BootFlow::Uboot(_) => {}

@@ -464,17 +464,25 @@ def scenario_good_update(ctx, medium="sd"):
     return st, ["A", "B", "B"]
 
 
+ATTEMPTS = 3  # bootctl-tryboot.toml's attempts (FLEET_BOOT_ATTEMPTS) and max-trial-attempts
+
+
+def trial_events(msgs, kind):
+    return [e for k, e in ((k, p.get("event") or {}) for k, p in msgs if k == "events" and isinstance(p, dict))
+            if e.get("kind") == kind]
+
+
 def scenario_trial_panics(ctx, medium="sd"):
     """A slot whose kernel panics at boot (the `panic` bundle): the panic's reset drops the
     one-shot flag, so the firmware boots [all] (A) again without anyone doing anything; on A the
-    trial is retried with "0 tryboot" while attempts are left, then B is given up and the station
-    reports the rollback with its cause.
+    boot check alone retries the trial with "0 tryboot" while the record has attempts left, then
+    marks B bad, and fleet-updated reports the rollback with its cause.
 
-    Two deciders retry on A (see docs/reference/qemu-harness.md, the faults): the boot check
-    (`plan_boot`: spends one of the record's attempts and reboots) and fleet-updated, when it
-    starts before that reboot happens (it arms the trial again, which resets the record, and
-    counts its own `max-trial-attempts`). Which one acts on a boot is a race, so the record's
-    count is printed, not asserted, and the trials are bounded by both counts (3 + 1)."""
+    One decider (ADR 0001, amendment 1): the attempt record counts and the boot check retries;
+    fleet-updated, whether or not it starts on A before the boot check's reboot, never arms the
+    trial again (no `trial-armed` after boot 1) and only reports `trial-fell-back` with
+    `will-retry` as long as the record holds the trial. So exactly ATTEMPTS trial boots of B,
+    the record's count going down by one on every boot of A, and none after B is bad."""
     fleet = fleet_of(ctx)
     st = Pi5Station(fleet, "pi5-trial-panics" if medium == "sd" else f"pi5-trial-panics-{medium}", medium)
     fleet.provision(st)
@@ -482,8 +490,8 @@ def scenario_trial_panics(ctx, medium="sd"):
     version = fleet.info["bundles"]["panic"]
     disk = st.disk_name
     install_boot(st, uid, version)
-    trials, done, armed = 0, None, []
-    while not done and trials < 4:
+    trials, done, armed, fell_back, msgs = 0, None, [], [], []
+    while not done and trials < ATTEMPTS:
         # the trial boot of B: it panics (panic=10 on cmdline.txt), QEMU's reset ends the process
         trial = st.power_on(timeout=300)
         trial.wait()
@@ -497,58 +505,58 @@ def scenario_trial_panics(ctx, medium="sd"):
         h.check(trial.end == "exit" and not st.tryboot_flag,
                 f"trial {trials} ends in the panic's reset, which leaves no tryboot flag (end={trial.end})")
         h.check(autoboot_is(env, 2, 3), f"trial {trials}: A stays committed: {fmt_autoboot(env['autoboot'])}")
-        # back on A from [all]: the trial is retried with "0 tryboot", or B is given up
+        # each attempt is spent before its trial reboot; nothing ran on B to change the record
+        h.check(env["attempts"].get("slot") == "B" and env["attempts"].get("state") == "trial"
+                and env["attempts"].get("attempts-left") == str(ATTEMPTS - trials),
+                f"trial {trials}: the record spent its attempt before the reboot: {fmt_attempts(env['attempts'])}")
+        # back on A from [all]: the boot check retries the trial with "0 tryboot", or gives B up
         since = h.mark(st)
         back = st.power_on(timeout=420)
-        done = h.wait_mqtt(st, back, h.outcome_is("rolled-back", uid), 400, since)
-        if done:
-            back.expect(r"^ready ", timeout=120)
+        last = trials == ATTEMPTS
+        if last:
+            done = h.wait_mqtt(st, back, h.outcome_is("rolled-back", uid), 400, since)
+            if done:
+                back.expect(r"^ready ", timeout=120)
+            else:
+                console_dump(back, "fleet-updated fleet-boot-check fleet-reboot")
             console_poweroff(back)
         else:
             back.wait()
         env = st.settle(back)
         msgs = h.station_msgs(st, since)
-        armed += [e.get("attempt") for k, e in ((k, p.get("event") or {}) for k, p in msgs
-                                               if k == "events" and isinstance(p, dict))
-                  if e.get("kind") == "trial-armed"]
+        armed += [e.get("attempt") for e in trial_events(msgs, "trial-armed")]
+        fell_back += [(trials, e.get("attempt"), e.get("will-retry")) for e in trial_events(msgs, "trial-fell-back")]
         h.check(back.fw["partition"] == 2 and not back.fw["tryboot"] and back.slot == "A"
                 and back.version == "1.0.0", f"after trial {trials}: the firmware boots A from [all]: "
                 f"p{back.fw['partition']} {back.slot} {back.version}")
-        if not done:
+        if not last:
             h.check(back.end == "exit" and st.tryboot_flag,
-                    f"after trial {trials}: A retries the trial with '0 tryboot' (end={back.end})")
-            h.check(env["attempts"].get("slot") == "B" and env["attempts"].get("state") == "trial",
-                    f"after trial {trials}: B still on trial: {fmt_attempts(env['attempts'])}")
+                    f"after trial {trials}: the boot check retries the trial with '0 tryboot' (end={back.end})")
+            h.check(env["attempts"].get("slot") == "B" and env["attempts"].get("state") == "trial"
+                    and env["attempts"].get("attempts-left") == str(ATTEMPTS - trials - 1),
+                    f"after trial {trials}: B on trial with {ATTEMPTS - trials - 1} attempts left: "
+                    f"{fmt_attempts(env['attempts'])}")
+            h.check(not done, f"after trial {trials}: no outcome yet: {h.kinds(msgs)}")
+    h.check(trials == ATTEMPTS, f"exactly {ATTEMPTS} trials (the record's attempts), got {trials}")
     h.check(done, f"the station reports rolled-back for {uid} after {trials} trials: events {h.kinds(msgs)}")
-    h.check(3 <= trials <= 4, f"three trials (the attempts), a fourth at most by the race, got {trials}")
-    # The boot check may have queued its retry before fleet-updated gave B up on the same boot:
-    # the firmware then boots B once more (it panics again), and A stays after that.
-    after_bad = 0
-    if st.tryboot_flag:
-        extra = st.power_on(timeout=300)
-        extra.wait()
-        st.settle(extra)
-        after_bad += 1
-        h.check(extra.fw["tryboot"] and extra.slot == "B" and extra.first(r"^failing mode=panic"),
-                f"the queued retry boots B once more: {extra.slot}")
-        back = st.power_on(timeout=420)
-        back.expect(r"^ready ", timeout=400)
-        console_poweroff(back)
-        env = st.settle(back)
-        h.check(back.slot == "A" and not st.tryboot_flag, f"then A stays: {back.slot} tryboot={st.tryboot_flag}")
-    out = done["last-outcome"]
+    h.check(not st.tryboot_flag, "after the last trial A stays: no tryboot flag queued")
+    h.check(not armed, f"fleet-updated never arms the trial again on A: trial-armed attempts {armed}")
+    h.check(all(w for t, a, w in fell_back if t < ATTEMPTS) and all(not w for t, a, w in fell_back if t == ATTEMPTS),
+            f"trial-fell-back will-retry while the record holds the trial, then not: {fell_back}")
+    h.check(any(t == ATTEMPTS for t, a, w in fell_back), f"fleet-updated reports the last fallback: {fell_back}")
+    out = (done or {}).get("last-outcome") or {}
     cause = out.get("cause") or {}
     h.check(out.get("bad-slot") == "B" and cause.get("code") == "trial-did-not-boot",
             f"rolled back from B because the trial did not boot: {out}")
     rb = h.find_event(msgs, "rolled-back")
     h.check(rb and rb.get("from") == "B" and rb.get("to") == "A", f"rolled-back event from B to A: {rb}")
     h.say(f"  [{h.scope_name()}] reported: rolled-back {json.dumps(cause)} after {trials} trials; "
-          f"fleet-updated armed on A: attempts {armed}; boots of B after it was marked bad: {after_bad}")
+          f"fleet-updated on A: trial-fell-back (trial, attempt, will-retry) {fell_back}")
     h.check(autoboot_is(env, 2, 3), f"A committed: {fmt_autoboot(env['autoboot'])}")
     h.check(env["attempts"].get("slot") == "B" and env["attempts"].get("state") == "bad",
             f"the record names B bad: {fmt_attempts(env['attempts'])}")
     units_active(back, DAEMONS)
-    return st, ["A"] + ["B", "A"] * (trials + after_bad)
+    return st, ["A"] + ["B", "A"] * trials
 
 
 # The recorder's station settings and the update's health gate for pi5-recorder-gate, as a fleet

@@ -78,6 +78,27 @@ fn tryboot_transitions_follow_the_table() {
             })]),
         ),
         (
+            "arm B again while it is on trial: the record keeps its count",
+            st(Slot::A, record(Slot::B, Trial { attempts_left: 1 })),
+            |s| tryboot::plan_arm_trial(s, Slot::B, N),
+            Ok(vec![]),
+        ),
+        (
+            "arm B again after its last attempt was spent",
+            st(Slot::A, record(Slot::B, Trial { attempts_left: 0 })),
+            |s| tryboot::plan_arm_trial(s, Slot::B, N),
+            Ok(vec![]),
+        ),
+        (
+            "arm B after it was marked bad (a fresh install): the full count",
+            st(Slot::A, record(Slot::B, Bad)),
+            |s| tryboot::plan_arm_trial(s, Slot::B, N),
+            Ok(vec![tryboot::Write::Record(Record {
+                slot: Slot::B,
+                health: Trial { attempts_left: 3 },
+            })]),
+        ),
+        (
             "arm the committed slot",
             st(Slot::A, None),
             |s| tryboot::plan_arm_trial(s, Slot::A, N),

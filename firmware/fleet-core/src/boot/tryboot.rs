@@ -14,6 +14,12 @@
 //! a trial that gave no verdict, [`plan_boot`] retries the trial while attempts are left and
 //! marks the slot bad when they have run out.
 //!
+//! One owner (ADR 0001, amendment 1): the record counts the trial's boots and the boot check
+//! alone retries a trial that came back on the committed slot. The updater only makes the
+//! first trial reboot and the retry after a failed health check, both through
+//! [`plan_trial_reboot`], which spends from the same count and refuses a slot that is not on
+//! trial; it never arms the count again ([`plan_arm_trial`] leaves a running trial alone).
+//!
 //! Commit order: `autoboot.txt` first (the commit point), then the record. A record about the
 //! committed slot itself is stale (a power cut fell between the two writes) and is read as
 //! "the other slot is not known to be good".
@@ -219,6 +225,11 @@ pub fn firmware_boot(autoboot: Option<Autoboot>, tryboot_flag: bool) -> Option<(
 }
 
 /// Arms a trial of `slot`: the next trial reboot boots it, `attempts` times at most.
+///
+/// The record owns the trial's count: arming a slot that is already on trial changes nothing,
+/// so nobody (the updater retrying an unhealthy trial, a restarted daemon, an operator) can
+/// give a failing slot its attempts back. A fresh install starts from a slot marked bad (RAUC
+/// marks its target bad before writing it), so it always gets the full count.
 pub fn plan_arm_trial(
     state: &TrybootState,
     slot: Slot,
@@ -226,6 +237,9 @@ pub fn plan_arm_trial(
 ) -> Result<Vec<Write>, Rejected> {
     if slot == state.committed() {
         return Err(Rejected::AlreadyCommitted { slot });
+    }
+    if matches!(state.other(), OtherHealth::Trial { .. }) {
+        return Ok(Vec::new());
     }
     Ok(vec![Write::Record(Record {
         slot,

@@ -1,5 +1,6 @@
 //! Table-driven tests of the update engine, continued: installs, trials, restarts and rollbacks.
-use crate::slot::Slot;
+use crate::ports::BootStatus;
+use crate::slot::{Slot, SlotHealth};
 use crate::time::Now;
 use crate::update::digest::KeyId;
 use crate::update::engine::{Action, Event, Phase, PhaseName, State, step};
@@ -264,7 +265,7 @@ fn an_offer_with_a_bad_signature_is_refused_by_the_engine() {
 #[test]
 fn an_idle_station_found_on_a_good_other_slot_adopts_it_as_committed() {
     let mut status = boot(Slot::B);
-    status.slots[1].health = crate::slot::SlotHealth::Good;
+    status.slots[1].health = SlotHealth::Good;
     status.slots[1].version = Some(v("1.5.0"));
     let (n, a) = go(&idle(), Event::Started(status));
     assert!(a.is_empty());
@@ -380,7 +381,7 @@ fn a_station_found_on_another_slot_mid_download_gives_the_update_up() {
         held_bytes: 10,
     });
     let mut status = boot(Slot::B);
-    status.slots[1].health = crate::slot::SlotHealth::Good;
+    status.slots[1].health = SlotHealth::Good;
     let (n, a) = go(&s, Event::Started(status));
     assert_eq!(n.phase, Phase::Idle);
     assert_eq!(n.committed, Slot::B, "a good running slot is adopted");
@@ -460,12 +461,21 @@ fn with_boot_loader_counting(mut s: State) -> State {
     s
 }
 
+/// The flow's status on `booted` with slot B in `b` (A good).
+fn boot_with_b(booted: Slot, b: crate::slot::SlotHealth, attempts_left: u8) -> BootStatus {
+    let mut status = boot(booted);
+    status.slots[1].health = b;
+    status.slots[1].attempts_left = attempts_left;
+    status
+}
+
 #[test]
 fn a_boot_loader_that_gave_up_on_the_trial_rolls_back_at_once() {
-    // U-Boot booted the armed slot until BOOT_B_LEFT ran out and came back on A by itself:
-    // re-arming would give the dead slot three more boots per remaining attempt.
+    // U-Boot booted the armed slot until BOOT_B_LEFT ran out and came back on A by itself
+    // (the boot check then shows B bad): re-arming would give the dead slot three more boots
+    // per remaining attempt.
     let s = with_boot_loader_counting(rebooting_into_trial());
-    let (s, a) = go(&s, Event::Started(boot(Slot::A)));
+    let (s, a) = go(&s, Event::Started(boot_with_b(Slot::A, SlotHealth::Bad, 0)));
     assert!(reports(&a).contains(&&Report::TrialFellBack {
         from: Slot::B,
         to: Slot::A,
@@ -540,4 +550,75 @@ fn an_install_that_failed_after_arming_its_slot_gives_the_slot_up() {
     );
     assert_eq!(n.phase.name(), PhaseName::Idle);
     assert!(!a.iter().any(|x| matches!(x, Action::MarkBad { .. })));
+}
+
+#[test]
+fn on_the_tryboot_flow_a_trial_the_boot_check_retries_is_waited_out_not_rearmed() {
+    // Back on A after a trial boot of B that panicked, the boot check has spent the next
+    // attempt and asked for the trial reboot: the record still holds B on trial. Arming again
+    // would reset the record's count and make a second decider.
+    let s = with_boot_loader_counting(rebooting_into_trial());
+    let (s, a) = go(
+        &s,
+        Event::Started(boot_with_b(Slot::A, SlotHealth::Trial, 1)),
+    );
+    assert_eq!(
+        reports(&a),
+        vec![&Report::TrialFellBack {
+            from: Slot::B,
+            to: Slot::A,
+            attempt: 1,
+            will_retry: true
+        }]
+    );
+    assert!(non_reports(&a).is_empty(), "{a:?}");
+    assert!(matches!(
+        s.phase,
+        Phase::Rebooting {
+            slot: Slot::B,
+            attempt: 2,
+            ..
+        }
+    ));
+    // The boot check's trial reboot comes up on B: an ordinary trial boot.
+    let (s, a) = go(
+        &s,
+        Event::Started(boot_with_b(Slot::B, SlotHealth::Trial, 1)),
+    );
+    assert_eq!(
+        non_reports(&a),
+        vec![&Action::RunHealthChecks { slot: Slot::B }]
+    );
+    assert!(matches!(s.phase, Phase::HealthChecking { attempt: 2, .. }));
+}
+
+#[test]
+fn on_the_tryboot_flow_a_trial_the_boot_check_gave_up_is_rolled_back_as_not_booted() {
+    let s = with_boot_loader_counting(rebooting_into_trial());
+    let (s, _) = go(
+        &s,
+        Event::Started(boot_with_b(Slot::A, SlotHealth::Trial, 1)),
+    );
+    let (s, _) = go(
+        &s,
+        Event::Started(boot_with_b(Slot::A, SlotHealth::Trial, 0)),
+    );
+    let (s, a) = go(&s, Event::Started(boot_with_b(Slot::A, SlotHealth::Bad, 0)));
+    assert!(reports(&a).contains(&&Report::TrialFellBack {
+        from: Slot::B,
+        to: Slot::A,
+        attempt: 3,
+        will_retry: false
+    }));
+    assert_eq!(non_reports(&a), vec![&Action::MarkBad { slot: Slot::B }]);
+    let (s, a) = go(&s, Event::MarkedBad { slot: Slot::B });
+    assert!(!a.iter().any(|x| matches!(x, Action::Reboot { .. })));
+    assert!(matches!(
+        &s.last_outcome,
+        Some(Outcome::RolledBack {
+            bad_slot: Slot::B,
+            cause: FallbackCause::TrialDidNotBoot { attempts: 3 },
+            ..
+        })
+    ));
 }

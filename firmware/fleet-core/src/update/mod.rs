@@ -16,6 +16,8 @@ mod engine_tests;
 #[cfg(test)]
 mod engine_trial_tests;
 #[cfg(test)]
+mod engine_tryboot_tests;
+#[cfg(test)]
 mod fixtures;
 #[cfg(test)]
 mod offer_tests;

@@ -347,15 +347,17 @@ async fn next_outcome(rx: &mut Option<mpsc::Receiver<ConfigOutcome>>) -> Option<
     }
 }
 
-/// U-Boot boots an armed slot `BOOT_x_LEFT` times and falls back by itself: its fallback is
-/// final. The Pi firmware's tryboot flag is one boot per arming, so the updater counts; the
-/// simulated boot loader is judged like tryboot (each arming one round).
+/// On both real flows the boot side counts a trial's boots and retries it by itself: U-Boot's
+/// script (`BOOT_x_LEFT`), and on the Pi the attempt record with the boot check, which spends
+/// the next attempt and reboots into the trial from the committed slot (ADR 0001, amendment
+/// 1). The engine then never re-arms after a fallback, so one party alone retries. Only the
+/// simulated boot loader leaves the counting to the updater (each arming one round).
 fn trial_boot_counting(flow: crate::adapters::BootFlowKind) -> TrialBootCounting {
     match flow {
-        crate::adapters::BootFlowKind::Uboot => TrialBootCounting::BootLoader,
-        crate::adapters::BootFlowKind::Tryboot | crate::adapters::BootFlowKind::Sim => {
-            TrialBootCounting::Updater
+        crate::adapters::BootFlowKind::Uboot | crate::adapters::BootFlowKind::Tryboot => {
+            TrialBootCounting::BootLoader
         }
+        crate::adapters::BootFlowKind::Sim => TrialBootCounting::Updater,
     }
 }
 

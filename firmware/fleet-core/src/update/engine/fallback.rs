@@ -62,9 +62,33 @@ pub(super) fn trial_failed_to_boot(
     why: NoTrial,
     actions: &mut Vec<Action>,
 ) {
-    let boot_loader_gave_up = why == NoTrial::CameBack
-        && next.policy.trial_boot_counting == TrialBootCounting::BootLoader;
-    let will_retry = !boot_loader_gave_up && attempt < next.policy.max_trial_attempts;
+    let boot_side_counts = next.policy.trial_boot_counting == TrialBootCounting::BootLoader;
+    if boot_side_counts && let NoTrial::CameBack { flow_trial_left } = why {
+        // The boot side owns the retry of a trial that came back: it either still holds the
+        // trial (the boot check spent the next attempt and reboots into it by itself) or gave
+        // it up. The engine neither arms nor reboots.
+        actions.push(Action::Report(Report::TrialFellBack {
+            from: slot,
+            to: next.booted,
+            attempt,
+            will_retry: flow_trial_left.is_some(),
+        }));
+        if let Some(left) = flow_trial_left {
+            // The trial on its way is the flow's (attempts - left)th when the two counts are
+            // configured equal; a daemon that missed a boot of the committed slot catches up.
+            let pending = next.policy.max_trial_attempts.saturating_sub(left);
+            next.phase = Phase::Rebooting {
+                job: job.clone(),
+                slot,
+                attempt: attempt.saturating_add(1).max(pending),
+            };
+        } else {
+            let cause = FallbackCause::TrialDidNotBoot { attempts: attempt };
+            start_rollback(next, job, slot, cause, actions);
+        }
+        return;
+    }
+    let will_retry = attempt < next.policy.max_trial_attempts;
     actions.push(Action::Report(Report::TrialFellBack {
         from: slot,
         to: next.booted,

@@ -37,8 +37,12 @@
 //! U-Boot flow the boot loader counts its own boots per arming (`BOOT_x_LEFT`) and falls back by
 //! itself when they run out: with [`TrialBootCounting::BootLoader`] such a fallback is final
 //! (the slot already had all its boots), while a failed health check is still retried up to
-//! `max_trial_attempts`. With [`TrialBootCounting::Updater`] (tryboot's one-shot flag, where
-//! every arming is one boot) each fallback consumes one attempt.
+//! `max_trial_attempts`. The Pi's tryboot flow counts on the boot side too (its attempt
+//! record, spent by every trial reboot and never reset by re-arming), and its boot check
+//! retries a trial that came back: with [`TrialBootCounting::BootLoader`] the engine waits
+//! while the flow holds the trial and concludes when the flow marked it bad, so exactly one
+//! party retries (ADR 0001, amendment 1). With [`TrialBootCounting::Updater`] (the simulated
+//! boot loader, where every arming is one boot) each fallback consumes one attempt.
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{UpdateId, Version};
@@ -89,20 +93,27 @@ pub struct Policy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum TrialBootCounting {
-    /// Every arming is one boot (the Pi firmware's one-shot tryboot flag): the engine re-arms
-    /// after a fallback while attempts remain.
+    /// Every arming is one boot and nothing on the boot side counts (the simulated boot
+    /// loader): the engine re-arms after a fallback while attempts remain.
     #[default]
     Updater,
-    /// The boot loader boots the armed slot several times and falls back by itself when its
-    /// counter runs out (U-Boot's `BOOT_x_LEFT`): that fallback is final.
+    /// The boot side counts the trial's boots and retries by itself; the engine never re-arms
+    /// after a fallback, it reads the flow's verdict. U-Boot's script boots the armed slot
+    /// `BOOT_x_LEFT` times and falls back when they run out (the boot check then shows the
+    /// slot bad). On the Pi's tryboot flow the attempt record counts and the boot check, on
+    /// the committed slot, spends the next attempt and reboots into the trial, or marks the
+    /// slot bad when none are left. A fallback while the flow still holds the trial is
+    /// reported `will-retry` and waited out; a fallback the flow gave up is final.
     BootLoader,
 }
 
 /// Why a trial did not run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum NoTrial {
-    /// The station came back on the committed slot: the boot flow gave up on the trial.
-    CameBack,
+    /// The station came back on the committed slot. `flow_trial_left`: the boot flow still has
+    /// the slot on trial (its status says `Trial`), with this many attempts left: on the
+    /// tryboot flow the boot check has spent the next attempt and is rebooting into it.
+    CameBack { flow_trial_left: Option<u8> },
     /// Asking for the reboot failed: the boot loader never tried the slot.
     RebootFailed,
 }

@@ -1,5 +1,6 @@
 //! A daemon start: the engine resumes whatever it was doing, judging what booted.
 use crate::ports::BootStatus;
+use crate::slot::Slot;
 use crate::slot::SlotHealth;
 use crate::update::engine::fallback::{
     fail, leave_bad_slot, start_rollback, trial_failed_to_boot, unhealthy,
@@ -126,7 +127,7 @@ pub(super) fn on_started(next: &mut State, status: &BootStatus, actions: &mut Ve
                 actions.push(Action::RunHealthChecks { slot });
                 next.phase = Phase::HealthChecking { job, slot, attempt };
             } else {
-                trial_failed_to_boot(next, &job, slot, attempt, NoTrial::CameBack, actions);
+                trial_failed_to_boot(next, &job, slot, attempt, came_back(status, slot), actions);
             }
         }
         Phase::HealthChecking { job, slot, attempt } => {
@@ -153,14 +154,14 @@ pub(super) fn on_started(next: &mut State, status: &BootStatus, actions: &mut Ve
                     unhealthy(next, &job, slot, attempt, check, actions);
                 }
             } else {
-                trial_failed_to_boot(next, &job, slot, attempt, NoTrial::CameBack, actions);
+                trial_failed_to_boot(next, &job, slot, attempt, came_back(status, slot), actions);
             }
         }
         Phase::Committing { job, slot, attempt } => {
             if status.booted == slot {
                 actions.push(Action::MarkGood { slot });
             } else {
-                trial_failed_to_boot(next, &job, slot, attempt, NoTrial::CameBack, actions);
+                trial_failed_to_boot(next, &job, slot, attempt, came_back(status, slot), actions);
             }
         }
         Phase::RollingBack {
@@ -172,5 +173,14 @@ pub(super) fn on_started(next: &mut State, status: &BootStatus, actions: &mut Ve
                 actions.push(Action::MarkBad { slot: bad_slot });
             }
         }
+    }
+}
+
+/// The station came back on the committed slot instead of the trial `slot`; whether the boot
+/// flow still holds the trial (tryboot: the boot check spent the next attempt and reboots).
+fn came_back(status: &BootStatus, slot: Slot) -> NoTrial {
+    let status = status.slot(slot);
+    NoTrial::CameBack {
+        flow_trial_left: (status.health == SlotHealth::Trial).then_some(status.attempts_left),
     }
 }
