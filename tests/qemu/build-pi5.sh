@@ -310,6 +310,7 @@ bundle() { # name version [failing mode]
 bundle good 2.0.0
 bundle panic 2.0.2 panic
 bundle mute 2.0.3 mute
+bundle hang 2.0.4 hang
 rm -f "$base/etc/fleet-qemu-failing"
 
 # ---- 7. the disks, from the layer's wks files --------------------------------------------------
@@ -331,7 +332,7 @@ qemu-system-aarch64 -M virt,dumpdtb="$out/virt.dtb" -cpu cortex-a76 -smp 1 -m 10
 
 cat >"$out/info.json" <<EOJ
 {"kernel": "$kver", "compatible": "fleet-$machine", "factory-version": "1.0.0",
- "bundles": {"good": "2.0.0", "panic": "2.0.2", "mute": "2.0.3"}, "cmdline": "$qemu_cmdline"}
+ "bundles": {"good": "2.0.0", "panic": "2.0.2", "mute": "2.0.3", "hang": "2.0.4"}, "cmdline": "$qemu_cmdline"}
 EOJ
 rm -rf "$w"
 touch "$out/.done"

@@ -41,6 +41,7 @@ def register(harness):
     return [("pi5-good-update", scenario_good_update),
             ("pi5-good-update-nvme", lambda c: scenario_good_update(c, "nvme")),
             ("pi5-trial-panics", scenario_trial_panics),
+            ("pi5-trial-hangs", lambda c: scenario_trial_panics(c, mode="hang")),
             ("pi5-recorder-gate", scenario_recorder_gate)]
 
 
@@ -472,8 +473,10 @@ def trial_events(msgs, kind):
             if e.get("kind") == kind]
 
 
-def scenario_trial_panics(ctx, medium="sd"):
-    """A slot whose kernel panics at boot (the `panic` bundle): the panic's reset drops the
+def scenario_trial_panics(ctx, medium="sd", mode="panic"):
+    """A slot whose kernel panics at boot (the `panic` bundle), or that hangs once its boot is
+    under way (`hang`: a real-time spinner starves everything, systemd's watchdog pings too, and
+    the emulated i6300esb resets the machine): the reset drops the
     one-shot flag, so the firmware boots [all] (A) again without anyone doing anything; on A the
     boot check alone retries the trial with "0 tryboot" while the record has attempts left, then
     marks B bad, and fleet-updated reports the rollback with its cause.
@@ -484,26 +487,29 @@ def scenario_trial_panics(ctx, medium="sd"):
     `will-retry` as long as the record holds the trial. So exactly ATTEMPTS trial boots of B,
     the record's count going down by one on every boot of A, and none after B is bad."""
     fleet = fleet_of(ctx)
-    st = Pi5Station(fleet, "pi5-trial-panics" if medium == "sd" else f"pi5-trial-panics-{medium}", medium)
+    name = "pi5-trial-panics" if mode == "panic" else "pi5-trial-hangs"
+    st = Pi5Station(fleet, name if medium == "sd" else f"{name}-{medium}", medium)
     fleet.provision(st)
-    uid = fleet.push(st, "panic")
-    version = fleet.info["bundles"]["panic"]
+    uid = fleet.push(st, mode)
+    version = fleet.info["bundles"][mode]
     disk = st.disk_name
     install_boot(st, uid, version)
     trials, done, armed, fell_back, msgs = 0, None, [], [], []
     while not done and trials < ATTEMPTS:
-        # the trial boot of B: it panics (panic=10 on cmdline.txt), QEMU's reset ends the process
+        # the trial boot of B: it panics (panic=10 on cmdline.txt) or hangs until the watchdog
+        # fires; QEMU's reset ends the process
         trial = st.power_on(timeout=300)
         trial.wait()
         env = st.settle(trial)
         trials += 1
         h.check(trial.fw["partition"] == 3 and trial.fw["tryboot"],
                 f"trial {trials}: the firmware boots p3 from [tryboot]")
-        h.check(trial.slot == "B" and trial.version == version and trial.first(r"^failing mode=panic"),
-                f"trial {trials} on B {version} panics: {trial.slot} {trial.version}")
+        h.check(trial.slot == "B" and trial.version == version and trial.first(rf"^failing mode={mode}"),
+                f"trial {trials} on B {version} fails by {mode}: {trial.slot} {trial.version}")
+        h.check(mode != "hang" or trial.first(r"^hanging now"), f"trial {trials}: B hangs")
         h.check(trial.first(rf"^booted .* root=/dev/{disk}p6$"), f"trial {trials}: root=/dev/{disk}p6")
         h.check(trial.end == "exit" and not st.tryboot_flag,
-                f"trial {trials} ends in the panic's reset, which leaves no tryboot flag (end={trial.end})")
+                f"trial {trials} ends in the {mode}'s reset, which leaves no tryboot flag (end={trial.end})")
         h.check(autoboot_is(env, 2, 3), f"trial {trials}: A stays committed: {fmt_autoboot(env['autoboot'])}")
         # each attempt is spent before its trial reboot; nothing ran on B to change the record
         h.check(env["attempts"].get("slot") == "B" and env["attempts"].get("state") == "trial"
