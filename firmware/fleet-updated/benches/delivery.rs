@@ -1,13 +1,19 @@
 //! Bundle delivery over a loopback mosquitto, printed next to `sha256sum` of the same file.
 //!
-//! `cargo bench -p fleet-updated --bench delivery` (FLEET_BENCH_MIB=32 sets the bundle size).
+//! `cargo bench -p fleet-updated --bench delivery` (FLEET_BENCH_MIB=32 sets the bundle size,
+//! FLEET_BENCH_WINDOW the station's `chunk-window`, default the configuration's default).
 //!
 //! 1. Throughput: a simulated station receives the bundle as retained 256 KiB chunks, checks
 //!    each chunk, writes it, fsyncs, and hashes the whole file; timed by the station itself
-//!    from accepting the offer to its `verified` event.
+//!    from accepting the offer to its `verified` event, printed next to `sha256sum` of the
+//!    same file and as their ratio, with where the station's time went.
 //! 2. Resume: only the first half of the chunks is on the broker when the station starts; the
 //!    broker is restarted once the station holds them, then the rest is published; the bench
 //!    prints how many chunk bytes the broker had to send again.
+//! 3. Delta: a station that committed the bundle (it came whole) is offered the next version,
+//!    256 KiB changed, pushed by `fleetctl` with a delta from the first; timed from accepting
+//!    the offer to `verified` (the base check, the patch's chunks, the rebuild and the
+//!    verification), printed as the bundle's bytes per second next to `sha256sum`.
 #[path = "../tests/common/mod.rs"]
 mod common;
 
@@ -63,8 +69,12 @@ async fn main() -> anyhow::Result<()> {
         .publish_bundle(&bundle, COMPATIBLE, &version, DEFAULT_CHUNK_SIZE)
         .await?;
     let publish_time = t.elapsed();
+    let window: usize = std::env::var("FLEET_BENCH_WINDOW")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(fleet_updated::config::DEFAULT_CHUNK_WINDOW);
     let opts = || StationOptions {
-        chunk_window: 8,
+        chunk_window: window,
         download_space_bytes: 4 * size,
         ..Default::default()
     };
@@ -79,12 +89,18 @@ async fn main() -> anyhow::Result<()> {
             matches!(e.event, Report::OfferAccepted { .. })
         })
         .await?;
+    let delivered = watch
+        .wait_event("bench-1", WAIT, |e| {
+            matches!(e.event, Report::Delivered { .. })
+        })
+        .await?;
     let verified = watch
         .wait_event("bench-1", WAIT, |e| {
             matches!(e.event, Report::Verified { .. })
         })
         .await?;
     let delivery = Duration::from_millis(verified.at.monotonic_ms - accepted.at.monotonic_ms);
+    let verify_time = Duration::from_millis(verified.at.monotonic_ms - delivered.at.monotonic_ms);
     let summary = stn.stop().await;
     drop(watch);
     drop(op);
@@ -123,9 +139,95 @@ async fn main() -> anyhow::Result<()> {
         })
         .await?;
     let resumed = stn.stop().await;
+    drop(watch);
+    drop(op);
+    drop(broker);
+
+    // 3. Delta.
+    let mut payload: Vec<u8> = (0..size_mib * 1024 * 1024)
+        .map(|i| (i * 7 % 251) as u8)
+        .collect();
+    let third = payload.len() / 3;
+    for (j, b) in payload[third..third + (256 << 10)].iter_mut().enumerate() {
+        *b = (j * 13 % 241) as u8;
+    }
+    let next = semver::Version::new(9, 1, 0);
+    let two = fleet_sim::bundle::build(&next, COMPATIBLE, Behaviour::Normal, &payload);
+    let two_file = dir.path().join("next.bundle");
+    std::fs::write(&two_file, &two)?;
+    let broker = Mosquitto::start()?;
+    let op = Operator::connect(&broker, "bench-op", test_key(7)).await?;
+    let mut watch = Watcher::connect(&broker, "bench-watch").await?;
+    let stn = spawn("bench-3", &broker, &op.public_hex(), opts());
+    watch
+        .wait_state("bench-3", WAIT, |s| s.phase == PhaseName::Idle)
+        .await?;
+    let addr = fleetctl::connection::BrokerAddr {
+        host: broker.host().to_owned(),
+        port: broker.port(),
+    };
+    let request = |file: &std::path::Path, v: &semver::Version, from: Vec<std::path::PathBuf>| {
+        let mut req = fleetctl::publish::PushRequest::new(
+            file.to_path_buf(),
+            "device:bench-3".parse().expect("target"),
+            v.clone(),
+            COMPATIBLE.to_owned(),
+        );
+        req.delta_from = from;
+        req
+    };
+    fleetctl::publish::push(
+        &addr,
+        op.key(),
+        &request(&file, &version, vec![]),
+        &mut |_| {},
+    )
+    .await?;
+    watch
+        .wait_state("bench-3", WAIT, |s| {
+            s.phase == PhaseName::Idle && s.kept_base.is_some()
+        })
+        .await?;
+    let pushed = fleetctl::publish::push(
+        &addr,
+        op.key(),
+        &request(&two_file, &next, vec![file.clone()]),
+        &mut |_| {},
+    )
+    .await?;
+    let patch_size = pushed.deltas.first().map_or(0, |d| d.patch_size);
+    let accepted = watch
+        .wait_event(
+            "bench-3",
+            WAIT,
+            |e| matches!(&e.event, Report::OfferAccepted { version, .. } if *version == next),
+        )
+        .await?;
+    let two_id = fleet_updated::base::id_of(&two);
+    let delivered3 = watch
+        .wait_event(
+            "bench-3",
+            WAIT,
+            |e| matches!(e.event, Report::Delivered { bundle_id, .. } if bundle_id == two_id),
+        )
+        .await?;
+    let verified = watch
+        .wait_event(
+            "bench-3",
+            WAIT,
+            |e| matches!(e.event, Report::Verified { bundle_id } if bundle_id == two_id),
+        )
+        .await?;
+    let delta_time = Duration::from_millis(verified.at.monotonic_ms - accepted.at.monotonic_ms);
+    let delta_verify = Duration::from_millis(verified.at.monotonic_ms - delivered3.at.monotonic_ms);
+    let delta_kind = match delivered3.event {
+        Report::Delivered { transport, .. } => format!("{transport:?}"),
+        _ => String::new(),
+    };
+    let before_delta = stn.stop().await.stats.transfer;
 
     println!(
-        "bundle: {size} bytes ({size_mib} MiB), chunks of {} KiB, window 8",
+        "bundle: {size} bytes ({size_mib} MiB), chunks of {} KiB, window {window}",
         DEFAULT_CHUNK_SIZE / 1024
     );
     println!(
@@ -137,6 +239,24 @@ async fn main() -> anyhow::Result<()> {
         "delivery (received, chunk-verified, written, fsynced, whole-file verified): {:>8.1} MiB/s ({:.3} s)",
         mib(size, delivery),
         delivery.as_secs_f64()
+    );
+    println!(
+        "ratio delivery / sha256sum:           {:>8.2}",
+        sha_time.as_secs_f64() / delivery.as_secs_f64()
+    );
+    let tt = summary.stats.transfer;
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    let accounted = tt.store + tt.window + tt.progress + tt.finish + verify_time;
+    println!(
+        "station time: store (check, write, whole hash) {:.0} ms, window requests {:.0} ms, progress {:.0} ms, finish (last flush, whole check) {:.0} ms, verify step {:.0} ms, waiting and the rest {:.0} ms; {} chunks, {} read back",
+        ms(tt.store),
+        ms(tt.window),
+        ms(tt.progress),
+        ms(tt.finish),
+        ms(verify_time),
+        ms(delivery.saturating_sub(accounted)),
+        tt.chunks,
+        tt.read_back_chunks,
     );
     println!(
         "operator publish into mosquitto:      {:>8.1} MiB/s ({:.3} s)",
@@ -152,6 +272,17 @@ async fn main() -> anyhow::Result<()> {
         held_at_cut as f64 * 100.0 / size as f64,
         resumed.stats.stored_chunk_bytes.saturating_sub(held_at_cut),
         resumed.stats.resent_chunk_bytes
+    );
+    let two_size = two.len() as u64;
+    println!(
+        "delta ({delta_kind}, patch {patch_size} bytes) accepted to verified: {:>8.1} MiB/s of the bundle ({:.3} s), ratio to sha256sum {:.2}; verify step {:.0} ms; the station's chunk times over both updates: store {:.0} ms, window {:.0} ms, finish {:.0} ms",
+        mib(two_size, delta_time),
+        delta_time.as_secs_f64(),
+        sha_time.as_secs_f64() / delta_time.as_secs_f64() * two_size as f64 / size as f64,
+        ms(delta_verify),
+        ms(before_delta.store),
+        ms(before_delta.window),
+        ms(before_delta.finish),
     );
     Ok(())
 }

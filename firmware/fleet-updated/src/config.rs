@@ -109,6 +109,9 @@ struct RawConfig {
     config_push: Option<crate::config_apply::RawApplier>,
 }
 
+/// Default `[update] chunk-window`: chunk topics subscribed at once.
+pub const DEFAULT_CHUNK_WINDOW: usize = 8;
+
 /// Default `[update] delta-window-log-max`: patches of bundles up to 1 GiB.
 pub const DEFAULT_DELTA_WINDOW_LOG_MAX: u8 = 30;
 
@@ -128,7 +131,7 @@ impl Default for RawUpdate {
     fn default() -> Self {
         Self {
             download_space_bytes: 2 * 1024 * 1024 * 1024,
-            chunk_window: 8,
+            chunk_window: DEFAULT_CHUNK_WINDOW,
             chunk_retries: 3,
             chunk_retry_ms: 2000,
             stall_timeout_secs: 600,

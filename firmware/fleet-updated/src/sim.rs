@@ -132,6 +132,7 @@ pub async fn run_sim_station(
         let (exit, stats) = daemon::run(cfg.clone(), deps.clone(), stop).await?;
         summary.stats.resent_chunk_bytes += stats.resent_chunk_bytes;
         summary.stats.stored_chunk_bytes += stats.stored_chunk_bytes;
+        summary.stats.transfer.add(&stats.transfer);
         match exit {
             Exit::Shutdown => return Ok(summary),
             Exit::Reboot { into } => {

@@ -350,8 +350,10 @@ fn discard(data: &Path, bundle_id: &BundleId) {
     }
 }
 
-/// Verifies the downloaded bundle (`.part` or an already verified `.bundle`) and leaves it as
-/// `<bundle-id>.bundle`.
+/// Verifies the downloaded bundle and leaves it as `<bundle-id>.bundle`. A `.bundle` was
+/// verified whole before it got that name ([`download::Download::finish`], or here): only its
+/// size is checked again. A `.part` (a rebuilt bundle, or a download whose hash did not match
+/// on arrival) is read and hashed whole.
 fn verify(data: &Path, bundle_id: &BundleId, size: u64) -> Result<(), VerifyFailure> {
     let id = bundle_id.to_string();
     let done = download::bundle_path(data, &id);
@@ -372,6 +374,9 @@ fn verify(data: &Path, bundle_id: &BundleId, size: u64) -> Result<(), VerifyFail
             expected: size,
             actual,
         });
+    }
+    if path == done {
+        return Ok(());
     }
     let r = fleet_proto::chunk::verify_bundle(std::io::BufReader::new(file), bundle_id, size);
     if r.is_err() {

@@ -48,6 +48,7 @@ mod publish;
 mod space;
 mod store;
 mod transfer;
+pub use transfer::TransferTimes;
 
 use execute::BootCallError;
 use space::Space;
@@ -93,6 +94,8 @@ pub struct RunStats {
     pub resent_chunk_bytes: u64,
     /// Chunk payload bytes stored.
     pub stored_chunk_bytes: u64,
+    /// Where the chunk transfers' time went.
+    pub transfer: transfer::TransferTimes,
 }
 
 /// Results of background work, back into the loop.
