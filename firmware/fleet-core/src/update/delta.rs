@@ -195,8 +195,8 @@ pub struct TransportContext<'a> {
     pub failed: Option<&'a str>,
     /// The compressed bundle published for this bundle, if any.
     pub compressed: Option<CompressedFacts>,
-    /// Why the compressed bundle of this update failed (or its description was refused), if
-    /// it did: never tried twice.
+    /// Why the compressed bundle of this update failed, or why its published description was
+    /// refused, if so: never tried (again).
     pub compressed_failed: Option<&'a str>,
 }
 
@@ -211,15 +211,15 @@ pub fn decide_transport(cx: &TransportContext<'_>) -> Transport {
         Ok(delta) => return delta,
         Err(reason) => reason,
     };
-    let Some(c) = cx.compressed else {
-        return Transport::Full { reason };
-    };
     let refused = |detail: String| Transport::Full {
         reason: FullReason::CompressedFailed { detail },
     };
     if let Some(detail) = cx.compressed_failed {
         return refused(detail.to_owned());
     }
+    let Some(c) = cx.compressed else {
+        return Transport::Full { reason };
+    };
     if c.bundle_id != cx.bundle_id || c.bundle_size != cx.bundle_size {
         return refused(
             "the compressed file decodes to another bundle than the offered one".into(),
@@ -630,7 +630,7 @@ mod tests {
                 }
                 Transport::Full { reason } => {
                     // The raw bundle after a compressed one was published says why not that.
-                    if compressed.is_some() {
+                    if compressed.is_some() || compressed_failed {
                         prop_assert_eq!(reason.code(), "compressed-failed");
                     } else {
                         prop_assert_eq!(without_compressed, Transport::Full { reason });

@@ -376,20 +376,6 @@ where
             Some(Err(why)) => (None, Some(why.clone())),
             None => (None, None),
         };
-        // A refused description counts as a published compressed bundle that failed.
-        let compressed_facts =
-            compressed
-                .as_ref()
-                .map(CompressedDescription::facts)
-                .or(compressed_refused.as_ref().map(|_| {
-                    fleet_core::update::delta::CompressedFacts {
-                        bundle_id: t.bundle_id,
-                        bundle_size: t.size,
-                        file_id: t.bundle_id,
-                        file_size: 0,
-                        window_log: 0,
-                    }
-                }));
         let cx = TransportContext {
             bundle_id: t.bundle_id,
             bundle_size: t.size,
@@ -398,7 +384,8 @@ where
             delta: description.as_ref().map(DeltaDescription::facts),
             budget_bytes: 1u64 << self.cfg.update.delta_window_log_max,
             failed: failed.as_deref(),
-            compressed: compressed_facts,
+            compressed: compressed.as_ref().map(CompressedDescription::facts),
+            // A refused description counts as a compressed bundle that failed.
             compressed_failed: compressed_refused.as_deref(),
         };
         let transport = decide_transport(&cx);
