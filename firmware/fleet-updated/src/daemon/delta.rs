@@ -163,6 +163,9 @@ where
             return Ok(());
         };
         let bundle_id = t.bundle_id;
+        // While choosing, the bundle's size (what every transport writes at least); the
+        // choice holds what its transport writes.
+        self.space.hold(t.size);
         let store = BaseStore::under(&self.cfg.data_dir);
         let s = store.clone();
         let record = tokio::task::spawn_blocking(move || s.record()).await?;
