@@ -221,6 +221,14 @@ def check_hygiene(layer):
     bundle = open(os.path.join(layer, "recipes-core", "bundles", "fleet-bundle.bb")).read()
     if not re.search(r'^RAUC_BUNDLE_FORMAT = "verity"', bundle, re.M):
         fail("hygiene: fleet-bundle must build verity bundles")
+    # Uncompressed squashfs, as the test bundles (ADR 0012): the same arguments, passed on.
+    want = open(os.path.join(os.path.dirname(layer), "bundles", "mksquashfs-args")).read().strip()
+    m = re.search(r'^FLEET_MKSQUASHFS_ARGS = "([^"]*)"$', bundle, re.M)
+    if not m or m.group(1) != want:
+        fail("hygiene: fleet-bundle's FLEET_MKSQUASHFS_ARGS must be bundles/mksquashfs-args (%r)" % want)
+    passed = "BUNDLE_ARGS += ' --mksquashfs-args=\"${FLEET_MKSQUASHFS_ARGS}\" '"
+    if passed not in bundle.splitlines():
+        fail("hygiene: fleet-bundle must pass FLEET_MKSQUASHFS_ARGS to rauc bundle: %s" % passed)
     for wks in glob.glob(os.path.join(layer, "files", "wic", "*")):
         if not wks.endswith((".wks", ".wks.in")):
             fail("hygiene: %s in files/wic is not a wks file" % os.path.relpath(wks, layer))

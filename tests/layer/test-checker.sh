@@ -9,9 +9,10 @@ pass=0; fail=0
 scratch=$(mktemp -d /tmp/layer-test.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 
-fresh() { # a pristine copy of the layer, Cargo.lock and kas files
-  rm -rf "$scratch/case"; mkdir -p "$scratch/case"
+fresh() { # a pristine copy of the layer, Cargo.lock, kas files and the bundles' squashfs args
+  rm -rf "$scratch/case"; mkdir -p "$scratch/case/bundles"
   cp -r "$root/meta-fleet" "$root/kas" "$root/Cargo.lock" "$root/Cargo.toml" "$scratch/case/"
+  cp "$root/bundles/mksquashfs-args" "$scratch/case/bundles/"
 }
 check() { # expect-status, description, failing check's name
   local want=$1 name=$2 pattern=$3 out status
@@ -51,6 +52,15 @@ s = re.sub(r'(\[\[package\]\]\nname = "[^"]+"\nversion = ")([^"]+)(")', lambda m
 open(p, "w").write(s)
 PY
 check fail "a_cargo_lock_change_without_regenerating_the_crate_list_fails" "crate list"
+
+fresh
+# the recipe's squashfs arguments drift from the test bundles' (compressed squashfs again)
+sed -i 's,^FLEET_MKSQUASHFS_ARGS = .*,FLEET_MKSQUASHFS_ARGS = "-comp xz",' "$l/recipes-core/bundles/fleet-bundle.bb"
+check fail "a_bundle_recipe_whose_squashfs_args_drift_from_the_test_bundles_fails" "layer hygiene"
+
+fresh
+sed -i "/^BUNDLE_ARGS += /d" "$l/recipes-core/bundles/fleet-bundle.bb"
+check fail "a_bundle_recipe_that_does_not_pass_its_squashfs_args_fails" "layer hygiene"
 
 fresh
 sed -i 's,^device=/dev/mmcblk0p6$,device=/dev/mmcblk0p4,' "$l/recipes-core/rauc/files/system-mmcblk0.conf"

@@ -7,10 +7,15 @@
 //! `version` and `compatible` are the offered bundle's) and its chunks on
 //! `fleet/v1/bundles/{patch-id}/chunks/{index}`, each checked against that manifest. The
 //! rebuilt file is then checked against the offer's `bundle-id` like a full download.
+//!
+//! The compressed bundle is the same thing with an empty base: a signed description (envelope
+//! kind `compressed`) retained on `fleet/v1/bundles/{bundle-id}/compressed` names a zstd file
+//! (`file-id`, its SHA-256) that decodes to the bundle; the file travels in the chunk
+//! transport under its own id, with the offered bundle's `version` and `compatible`.
 use serde::{Deserialize, Serialize};
 
 use fleet_core::update::BundleId;
-use fleet_core::update::delta::DeltaFacts;
+use fleet_core::update::delta::{CompressedFacts, DeltaFacts};
 
 use crate::limits::Limits;
 use crate::payload::BundleManifest;
@@ -114,6 +119,101 @@ impl DeltaDescription {
         }
         Ok(())
     }
+}
+
+/// The formats a compressed bundle may travel in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CompressedFormat {
+    /// One zstd frame with no reference (`zstd --long`), decoded with a window of
+    /// `2^window-log` bytes.
+    Zstd,
+}
+
+/// The signed description of a bundle's compressed transfer (envelope kind `compressed`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct CompressedDescription {
+    /// The bundle the file decodes to: the offer's `bundle-id`.
+    pub bundle_id: BundleId,
+    /// Its size: the offer's `bundle-size`.
+    pub bundle_size: u64,
+    /// SHA-256 of the compressed file: its manifest and chunks are published under this id.
+    pub file_id: BundleId,
+    pub file_size: u64,
+    pub format: CompressedFormat,
+    /// log2 of the decoder window the file's frame declares.
+    pub window_log: u8,
+}
+
+impl CompressedDescription {
+    /// Checks the description against itself and `limits`.
+    pub fn validate(&self, limits: &Limits) -> Result<(), DeltaError> {
+        for (what, size) in [
+            ("bundle-size", self.bundle_size),
+            ("file-size", self.file_size),
+        ] {
+            if size == 0 || size > limits.max_bundle_bytes {
+                return Err(DeltaError(format!(
+                    "{what} {size} is outside 1..={}",
+                    limits.max_bundle_bytes
+                )));
+            }
+        }
+        if self.file_id == self.bundle_id {
+            return Err(DeltaError("file-id is the bundle-id".into()));
+        }
+        if !(MIN_WINDOW_LOG..=MAX_WINDOW_LOG).contains(&self.window_log) {
+            return Err(DeltaError(format!(
+                "window-log {} is outside {MIN_WINDOW_LOG}..={MAX_WINDOW_LOG}",
+                self.window_log
+            )));
+        }
+        Ok(())
+    }
+
+    /// What the station's transport decision reads.
+    #[must_use]
+    pub fn facts(&self) -> CompressedFacts {
+        CompressedFacts {
+            bundle_id: self.bundle_id,
+            bundle_size: self.bundle_size,
+            file_id: self.file_id,
+            file_size: self.file_size,
+            window_log: self.window_log,
+        }
+    }
+
+    /// Checks the compressed file's manifest against this description: its id and size.
+    pub fn matches_file_manifest(&self, m: &BundleManifest) -> Result<(), DeltaError> {
+        if m.bundle_id != self.file_id {
+            return Err(DeltaError(
+                "the compressed file's manifest bundle-id is not the file-id".into(),
+            ));
+        }
+        if m.size != self.file_size {
+            return Err(DeltaError(format!(
+                "the compressed file's manifest size {} is not the file-size {}",
+                m.size, self.file_size
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `fleet/v1/bundles/{bundle-id}/compressed`: the compressed transfer of `bundle`.
+#[must_use]
+pub fn compressed_topic(bundle: &BundleId) -> String {
+    format!("{PREFIX}/bundles/{bundle}/compressed")
+}
+
+/// The bundle a compressed topic names, `None` for any other topic.
+#[must_use]
+pub fn parse_compressed_topic(topic: &str) -> Option<BundleId> {
+    let rest = topic.strip_prefix(PREFIX)?.strip_prefix("/bundles/")?;
+    let bundle = rest.strip_suffix("/compressed")?;
+    let bundle: BundleId = bundle.parse().ok()?;
+    (compressed_topic(&bundle) == topic).then_some(bundle)
 }
 
 /// log2 of the window a zstd frame declares (`window-log` of a description is this of its
@@ -233,6 +333,63 @@ mod tests {
             t.to_uppercase(),
         ] {
             assert_eq!(parse_delta_topic(&other), None, "{other}");
+        }
+    }
+
+    fn good_compressed() -> CompressedDescription {
+        CompressedDescription {
+            bundle_id: id(2),
+            bundle_size: 1000,
+            file_id: id(4),
+            file_size: 700,
+            format: CompressedFormat::Zstd,
+            window_log: 10,
+        }
+    }
+
+    #[test]
+    fn a_compressed_description_that_contradicts_itself_is_refused() {
+        let l = Limits::DEFAULT;
+        assert_eq!(good_compressed().validate(&l), Ok(()));
+        let bad = [
+            CompressedDescription {
+                file_id: id(2),
+                ..good_compressed()
+            },
+            CompressedDescription {
+                file_size: 0,
+                ..good_compressed()
+            },
+            CompressedDescription {
+                bundle_size: l.max_bundle_bytes + 1,
+                ..good_compressed()
+            },
+            CompressedDescription {
+                window_log: 32,
+                ..good_compressed()
+            },
+        ];
+        for d in bad {
+            assert!(d.validate(&l).is_err(), "{d:?}");
+        }
+        let mut v = serde_json::to_value(good_compressed()).expect("serialize");
+        assert_eq!(v["format"], "zstd");
+        v["base-id"] = serde_json::json!(id(1).to_string());
+        assert!(serde_json::from_value::<CompressedDescription>(v).is_err());
+    }
+
+    #[test]
+    fn compressed_topics_round_trip_and_nothing_else_parses() {
+        let t = compressed_topic(&id(2));
+        assert_eq!(parse_compressed_topic(&t), Some(id(2)));
+        for other in [
+            format!("fleet/v1/bundles/{}/manifest", id(2)),
+            format!("fleet/v1/bundles/{}/compressed/x", id(2)),
+            "fleet/v1/bundles/+/compressed".to_owned(),
+            delta_topic(&id(2), &id(1)),
+            t.to_uppercase(),
+        ] {
+            assert_eq!(parse_compressed_topic(&other), None, "{other}");
         }
     }
 

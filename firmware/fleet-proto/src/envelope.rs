@@ -51,6 +51,9 @@ pub enum Kind {
     /// A patch from a base bundle to an offered bundle
     /// ([`DeltaDescription`](crate::delta::DeltaDescription)).
     Delta,
+    /// The zstd-compressed transfer of a bundle
+    /// ([`CompressedDescription`](crate::delta::CompressedDescription)).
+    Compressed,
 }
 
 impl Kind {
@@ -65,6 +68,7 @@ impl Kind {
             Kind::Config => "config",
             Kind::LogRequest => "log-request",
             Kind::Delta => "delta",
+            Kind::Compressed => "compressed",
         }
     }
 }
@@ -88,7 +92,8 @@ impl Limits {
             | Kind::KeyRotation
             | Kind::Config
             | Kind::LogRequest
-            | Kind::Delta => self.max_offer_bytes,
+            | Kind::Delta
+            | Kind::Compressed => self.max_offer_bytes,
         }
     }
 }

@@ -231,7 +231,7 @@ fn documented_topics(doc: &str) -> Vec<String> {
 #[test]
 fn topic_parse_accepts_the_update_path_health_and_log_topics_and_no_other_documented_one() {
     let topics = documented_topics(&doc());
-    assert_eq!(topics.len(), 19, "{topics:?}");
+    assert_eq!(topics.len(), 20, "{topics:?}");
     let parsed: Vec<&String> = topics
         .iter()
         .filter(|t| fleet_proto::Topic::parse(t).is_ok())
@@ -295,6 +295,27 @@ fn the_documented_config_events_parse_and_are_no_update_events() {
             "{name} is not in the protocol document"
         );
     }
+}
+
+#[test]
+fn the_documented_compressed_bundle_decodes_to_the_documented_offer() {
+    use fleet_proto::delta::{CompressedDescription, compressed_topic, parse_compressed_topic};
+    let d = doc();
+    let samples = blocks(&d, "compressed");
+    assert_eq!(samples.len(), 1);
+    let c: CompressedDescription = fleet_proto::json::parse_signed(samples[0].as_bytes())
+        .expect("documented compressed description parses");
+    c.validate(&Limits::DEFAULT)
+        .expect("documented description is valid");
+    let o: Offer = serde_json::from_str(&blocks(&d, "offer")[0]).expect("documented offer parses");
+    assert_eq!((c.bundle_id, c.bundle_size), (o.bundle_id, o.bundle_size));
+    let topic = compressed_topic(&c.bundle_id);
+    assert_eq!(parse_compressed_topic(&topic), Some(c.bundle_id));
+    assert!(fleet_proto::Topic::parse(&topic).is_err());
+    assert!(d.contains(&format!(
+        "| `{}` |",
+        "fleet/v1/bundles/{bundle-id}/compressed"
+    )));
 }
 
 #[test]

@@ -81,7 +81,7 @@ fn child(dir: &Path) -> anyhow::Result<()> {
     let cpu0 = cpu_seconds();
     let t = Instant::now();
     let r = fleet_updated::rebuild::rebuild(
-        &dir.join("base"),
+        Some(&dir.join("base")),
         &dir.join("patch"),
         &dir.join("out"),
         31,

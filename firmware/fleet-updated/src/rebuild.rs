@@ -1,4 +1,5 @@
-//! Rebuilding a bundle from the kept base and a verified zstd patch (ADR 0012) into
+//! Rebuilding a bundle from the kept base and a verified zstd patch, or decoding the
+//! compressed bundle (the same with no base) (ADR 0012), into
 //! `<data>/fleet/downloads/<bundle-id>.part`, output bounded by the offered size.
 //!
 //! Memory: the base, the patch and the output are memory-mapped, and the patch is decoded in
@@ -75,18 +76,19 @@ fn map_mut(file: &File) -> std::io::Result<memmap2::MmapMut> {
     unsafe { memmap2::MmapMut::map_mut(file) }
 }
 
-/// Rebuilds `out` from the base bundle file `base` and the zstd patch file `patch`. The patch
+/// Rebuilds `out` from the base bundle file `base` (`None`: no reference, the compressed
+/// bundle) and the zstd patch file `patch`. The patch
 /// must be one frame whose window is at most `2^window_log_max` bytes; at most `limit` bytes
 /// are written (more is [`RebuildError::TooLong`]). `out` is fsynced before this returns.
 pub fn rebuild(
-    base: &Path,
+    base: Option<&Path>,
     patch: &Path,
     out: &Path,
     window_log_max: u32,
     limit: u64,
 ) -> Result<Rebuilt, RebuildError> {
     let base_err = |source| RebuildError::Base {
-        path: base.to_path_buf(),
+        path: base.map(Path::to_path_buf).unwrap_or_default(),
         source,
     };
     let patch_err = |source| RebuildError::Patch {
@@ -113,8 +115,10 @@ pub fn rebuild(
     if frame_len != patch_map.len() {
         return Err(RebuildError::Trailing);
     }
-    let base_file = File::open(base).map_err(base_err)?;
-    let base_map = map(&base_file).map_err(base_err)?;
+    let base_map = match base {
+        Some(base) => Some(map(&File::open(base).map_err(base_err)?).map_err(base_err)?),
+        None => None,
+    };
     let len = usize::try_from(limit).map_err(|_| RebuildError::TooLong { limit })?;
     let file = OpenOptions::new()
         .read(true)
@@ -129,8 +133,10 @@ pub fn rebuild(
     } else {
         let mut output = map_mut(&file).map_err(write_err)?;
         let mut dctx = zstd::zstd_safe::DCtx::create();
-        dctx.ref_prefix(&base_map[..])
-            .map_err(|c| RebuildError::Decode(zstd::zstd_safe::get_error_name(c).to_owned()))?;
+        if let Some(base_map) = &base_map {
+            dctx.ref_prefix(&base_map[..])
+                .map_err(|c| RebuildError::Decode(zstd::zstd_safe::get_error_name(c).to_owned()))?;
+        }
         let made = match dctx.decompress(&mut output[..], &patch_map) {
             Ok(n) => n,
             Err(c) => {
@@ -216,7 +222,7 @@ mod tests {
         std::fs::write(dir.path().join("patch"), &p).expect("write patch");
         let out = dir.path().join("out");
         let r = rebuild(
-            &on_disk(dir.path(), "base", &base),
+            Some(&on_disk(dir.path(), "base", &base)),
             &dir.path().join("patch"),
             &out,
             23,
@@ -236,7 +242,7 @@ mod tests {
         std::fs::write(dir.path().join("patch"), patch(&base, &new, 22)).expect("write");
         let out = dir.path().join("out");
         match rebuild(
-            &on_disk(dir.path(), "base", &other),
+            Some(&on_disk(dir.path(), "base", &other)),
             &dir.path().join("patch"),
             &out,
             22,
@@ -254,7 +260,7 @@ mod tests {
         let p = patch(&base, &new, 22);
         std::fs::write(dir.path().join("patch"), &p[..p.len() / 2]).expect("write");
         let e = rebuild(
-            &on_disk(dir.path(), "base", &base),
+            Some(&on_disk(dir.path(), "base", &base)),
             &dir.path().join("patch"),
             &dir.path().join("out"),
             22,
@@ -270,7 +276,7 @@ mod tests {
         let (base, new) = pair(1 << 20);
         std::fs::write(dir.path().join("patch"), patch(&base, &new, 22)).expect("write");
         let e = rebuild(
-            &on_disk(dir.path(), "base", &base),
+            Some(&on_disk(dir.path(), "base", &base)),
             &dir.path().join("patch"),
             &dir.path().join("out"),
             22,
@@ -286,7 +292,7 @@ mod tests {
         let (base, new) = pair(4 << 20);
         std::fs::write(dir.path().join("patch"), patch(&base, &new, 24)).expect("write");
         let e = rebuild(
-            &on_disk(dir.path(), "base", &base),
+            Some(&on_disk(dir.path(), "base", &base)),
             &dir.path().join("patch"),
             &dir.path().join("out"),
             20,
@@ -307,6 +313,34 @@ mod tests {
 
     use fleet_proto::delta::frame_window_log;
 
+    fn compressed(new: &[u8], window_log: u32) -> Vec<u8> {
+        let mut e = zstd::stream::write::Encoder::new(Vec::new(), 3).expect("encoder");
+        e.window_log(window_log).expect("window log");
+        e.long_distance_matching(true).expect("ldm");
+        e.write_all(new).expect("compress");
+        e.finish().expect("finish")
+    }
+
+    #[test]
+    fn a_compressed_bundle_decodes_with_no_base_and_hostile_ones_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (_, new) = pair(1 << 20);
+        let c = compressed(&new, 21);
+        let file = on_disk(dir.path(), "file", &c);
+        let out = dir.path().join("out");
+        let r = rebuild(None, &file, &out, 21, new.len() as u64).expect("decode");
+        assert_eq!((r.size, r.sha256), (new.len() as u64, sha(&new)));
+        assert_eq!(std::fs::read(&out).expect("read"), new);
+        // Truncated, oversized, a window above the cap.
+        let cut = on_disk(dir.path(), "cut", &c[..c.len() / 2]);
+        let e = rebuild(None, &cut, &out, 21, new.len() as u64).expect_err("truncated");
+        assert!(matches!(e, RebuildError::Decode(_)), "{e}");
+        let e = rebuild(None, &file, &out, 21, new.len() as u64 - 1).expect_err("too long");
+        assert!(matches!(e, RebuildError::TooLong { .. }), "{e}");
+        let e = rebuild(None, &file, &out, 20, new.len() as u64).expect_err("window");
+        assert!(matches!(e, RebuildError::Window { .. }), "{e}");
+    }
+
     #[test]
     fn the_declared_window_is_read_from_the_frame_header() {
         let (base, new) = pair(1 << 20);
@@ -326,7 +360,7 @@ mod tests {
         p.extend_from_slice(&patch(&base, &new, 22));
         std::fs::write(dir.path().join("patch"), &p).expect("write");
         let e = rebuild(
-            &on_disk(dir.path(), "base", &base),
+            Some(&on_disk(dir.path(), "base", &base)),
             &dir.path().join("patch"),
             &dir.path().join("out"),
             22,

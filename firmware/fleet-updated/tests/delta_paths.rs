@@ -490,3 +490,235 @@ async fn a_delta_cut_by_a_power_cut_resumes_with_the_half_it_held() {
     );
     at_most_two_percent_again(summary.stats.resent_chunk_bytes, patch_size);
 }
+
+/// A 4 MiB simulated bundle that compresses to about an eighth (512 KiB of noise, eight
+/// times), of `version`.
+fn compressible(version: &str) -> Vec<u8> {
+    let part = noise(512 << 10, 11);
+    let payload: Vec<u8> = (0..8).flat_map(|_| part.iter().copied()).collect();
+    fleet_sim::bundle::build(&v(version), COMPATIBLE, Behaviour::Normal, &payload)
+}
+
+/// Publishes the operator's signed description of `made` as the compressed transfer of
+/// `bundle`.
+async fn describe_compressed(op: &Operator, made: &fleetctl::delta::MadeCompressed, bundle: &[u8]) {
+    let bundle_id = id_of(bundle);
+    let description = fleet_proto::delta::CompressedDescription {
+        bundle_id,
+        bundle_size: bundle.len() as u64,
+        file_id: made.file_id,
+        file_size: made.file_size,
+        format: fleet_proto::delta::CompressedFormat::Zstd,
+        window_log: made.window_log,
+    };
+    let sealed = envelope::seal_json(Kind::Compressed, &description, op.key()).expect("seal");
+    op.publish_raw(
+        &fleet_proto::delta::compressed_topic(&bundle_id),
+        sealed,
+        true,
+    )
+    .await
+    .expect("description");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_station_without_a_base_fetches_the_compressed_bundle_and_a_cut_transfer_resumes() {
+    let mut b = bench(36).await;
+    let mut watch = Watcher::connect(&b.broker, "watcher-c")
+        .await
+        .expect("watcher");
+    let device = "stn-compressed";
+    let stn = spawn(device, &b.broker, &b.op.public_hex(), options());
+    let bytes = compressible("1.1.0");
+    let path = b.files.path().join("compressible.raucb");
+    std::fs::write(&path, &bytes).expect("write");
+    let made =
+        fleetctl::delta::make_compressed(&path, b.files.path(), &mut |_, _| {}).expect("compress");
+    let file = std::fs::read(&made.path).expect("file");
+    let m =
+        b.op.publish_bundle(&bytes, COMPATIBLE, &v("1.1.0"), CHUNK)
+            .await
+            .expect("raw bundle");
+    let fm =
+        b.op.manifest(&file, COMPATIBLE, &v("1.1.0"), CHUNK)
+            .expect("file manifest");
+    let chunks = fm.chunk_count();
+    assert!(chunks >= 50, "the file is cut into {chunks} chunks");
+    let half = chunks / 2;
+    b.op.publish_chunks(&fm, &file, 0..half)
+        .await
+        .expect("first half");
+    b.op.publish_manifest(&fm, None)
+        .await
+        .expect("file manifest");
+    describe_compressed(&b.op, &made, &bytes).await;
+    b.op.publish_offer(
+        &offer_to_device(device, "rel-110", 70, &m).expect("offer"),
+        None,
+        None,
+    )
+    .await
+    .expect("offer");
+    let half_bytes = u64::from(half) * u64::from(CHUNK);
+    watch
+        .wait_state(device, WAIT, |s| {
+            s.phase == PhaseName::Downloading
+                && s.delivery.as_ref().is_some_and(|d| {
+                    d.transport == DeliveryKind::Compressed
+                        && d.reason == Some(FullReason::NoBase)
+                        && d.expected_bytes == made.file_size
+                })
+                && s.progress.is_some_and(|p| p.done_bytes == half_bytes)
+        })
+        .await
+        .expect("half of the compressed file held");
+    // The broker goes down mid-transfer and comes back with its retained messages.
+    b.broker.restart().expect("restart");
+    let op = Operator::connect(&b.broker, "operator-2", test_key(36))
+        .await
+        .expect("operator again");
+    op.publish_chunks(&fm, &file, half..chunks)
+        .await
+        .expect("second half");
+    let mut watch = Watcher::connect(&b.broker, "watcher-c2")
+        .await
+        .expect("watcher again");
+    watch
+        .wait_state(device, WAIT, |s| {
+            s.phase == PhaseName::Idle
+                && matches!(&s.last_outcome, Some(Outcome::Committed { version, .. }) if *version == v("1.1.0"))
+        })
+        .await
+        .expect("committed after the cut");
+    let summary = stn.stop().await;
+    eprintln!(
+        "compressed transfer: {} of {} bytes ({:.1}%) in {chunks} chunks; stored {} bytes, {} again",
+        made.file_size,
+        bytes.len(),
+        made.file_size as f64 * 100.0 / bytes.len() as f64,
+        summary.stats.stored_chunk_bytes,
+        summary.stats.resent_chunk_bytes
+    );
+    assert_eq!(
+        summary.stats.stored_chunk_bytes, made.file_size,
+        "only the compressed file crossed, every byte stored once"
+    );
+    at_most_two_percent_again(summary.stats.resent_chunk_bytes, made.file_size);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compressed_file_that_does_not_decode_to_the_offered_bundle_falls_back_to_the_raw_bundle()
+{
+    let mut b = bench(37).await;
+    let device = "stn-broken-c";
+    let stn = spawn(device, &b.broker, &b.op.public_hex(), options());
+    let bytes = compressible("1.1.0");
+    let id = id_of(&bytes);
+    // Signed by the operator all the same, but the file decodes to another bundle.
+    let mut other = bytes.clone();
+    other[100_000] ^= 1;
+    let other_path = b.files.path().join("other.raucb");
+    std::fs::write(&other_path, &other).expect("write");
+    let made = fleetctl::delta::make_compressed(&other_path, b.files.path(), &mut |_, _| {})
+        .expect("compress");
+    let file = std::fs::read(&made.path).expect("file");
+    let m =
+        b.op.publish_bundle(&bytes, COMPATIBLE, &v("1.1.0"), CHUNK)
+            .await
+            .expect("raw bundle");
+    let fm =
+        b.op.manifest(&file, COMPATIBLE, &v("1.1.0"), CHUNK)
+            .expect("file manifest");
+    b.op.publish_chunks(&fm, &file, 0..fm.chunk_count())
+        .await
+        .expect("file chunks");
+    b.op.publish_manifest(&fm, None)
+        .await
+        .expect("file manifest");
+    describe_compressed(&b.op, &made, &bytes).await;
+    b.op.publish_offer(
+        &offer_to_device(device, "rel-110", 80, &m).expect("offer"),
+        None,
+        None,
+    )
+    .await
+    .expect("offer");
+    b.committed(device, "1.1.0").await;
+    b.chosen(device, id, |t, r| {
+        t == DeliveryKind::Compressed && r == Some(&FullReason::NoBase)
+    })
+    .await;
+    let fallback = b
+        .chosen(device, id, |t, r| {
+            t == DeliveryKind::Full && r.is_some_and(|r| r.code() == "compressed-failed")
+        })
+        .await;
+    assert!(format!("{fallback:?}").contains("sha256"), "{fallback:?}");
+    stn.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delta_falls_back_to_the_compressed_bundle_when_one_is_published() {
+    let mut b = bench(38).await;
+    let device = "stn-d2c";
+    let stn = b.station_on_one(device).await;
+    let one_bytes = std::fs::read(&b.one).expect("read");
+    let two_bytes = compressible("1.2.0");
+    let two = id_of(&two_bytes);
+    let two_path = b.files.path().join("two.raucb");
+    std::fs::write(&two_path, &two_bytes).expect("write");
+    // The raw bundle, its compressed transfer, and a signed patch that rebuilds another file.
+    let m =
+        b.op.publish_bundle(&two_bytes, COMPATIBLE, &v("1.2.0"), CHUNK)
+            .await
+            .expect("raw bundle");
+    let made = fleetctl::delta::make_compressed(&two_path, b.files.path(), &mut |_, _| {})
+        .expect("compress");
+    let file = std::fs::read(&made.path).expect("file");
+    let fm =
+        b.op.manifest(&file, COMPATIBLE, &v("1.2.0"), CHUNK)
+            .expect("file manifest");
+    b.op.publish_chunks(&fm, &file, 0..fm.chunk_count())
+        .await
+        .expect("file chunks");
+    b.op.publish_manifest(&fm, None)
+        .await
+        .expect("file manifest");
+    describe_compressed(&b.op, &made, &two_bytes).await;
+    let mut other = two_bytes.clone();
+    other[10_000] ^= 1;
+    let other_path = b.files.path().join("other");
+    std::fs::write(&other_path, &other).expect("other");
+    let patch = fleetctl::delta::make_patch(&b.one, &other_path, b.files.path()).expect("patch");
+    let bytes = std::fs::read(&patch.path).expect("patch");
+    let pm =
+        b.op.manifest(&bytes, COMPATIBLE, &v("1.2.0"), CHUNK)
+            .expect("patch manifest");
+    b.op.publish_chunks(&pm, &bytes, 0..pm.chunk_count())
+        .await
+        .expect("patch chunks");
+    b.op.publish_manifest(&pm, None)
+        .await
+        .expect("patch manifest");
+    describe_delta(&b.op, &patch, &one_bytes, &two_bytes).await;
+    b.op.publish_offer(
+        &offer_to_device(device, "rel-120", 90, &m).expect("offer"),
+        None,
+        None,
+    )
+    .await
+    .expect("offer");
+
+    b.committed(device, "1.2.0").await;
+    b.chosen(device, two, |t, _| t == DeliveryKind::Delta).await;
+    let fallback = b
+        .chosen(device, two, |t, r| {
+            t == DeliveryKind::Compressed && r.is_some_and(|r| r.code() == "delta-failed")
+        })
+        .await;
+    assert!(
+        matches!(fallback, Report::TransportChosen { expected_bytes, .. } if expected_bytes == made.file_size),
+        "{fallback:?}"
+    );
+    stn.stop().await;
+}

@@ -655,19 +655,48 @@ async fn a_station_updates_through_a_delta_from_its_kept_bundle_and_rauc_install
         rauc::bundle(f, "delta-3.2.0"),
     );
 
-    // A fresh station keeps no base: 3.0.0 comes whole (a delta from 2.0.0 is published, but
-    // the station has nothing to apply it to), is installed, committed and kept.
+    // A fresh station keeps no base: 3.0.0 comes whole, zstd-compressed (a delta from 2.0.0
+    // is published, but the station has nothing to apply it to); the station decodes it, and
+    // RAUC installs it; it is committed and kept.
     let first = b
         .push_with_deltas(&v30, "3.0.0", false, &[rauc::bundle(f, "good-2.0.0")])
         .await;
-    assert!(matches!(
-        transport_of(&mut b, first.bundle_id).await,
-        Report::TransportChosen {
-            transport: DeliveryKind::Full,
-            reason: Some(FullReason::NoBase),
-            ..
-        }
-    ));
+    let compressed = first.compressed.clone().expect("a compressed transfer");
+    assert!(
+        transport_of(&mut b, first.bundle_id).await
+            == Report::TransportChosen {
+                bundle_id: first.bundle_id,
+                transport: DeliveryKind::Compressed,
+                reason: Some(FullReason::NoBase),
+                expected_bytes: compressed.file_size,
+                bundle_bytes: first.size,
+            }
+    );
+    let delivered = b
+        .watch
+        .wait_event(b.id, WAIT, |e| {
+            matches!(&e.event, Report::Delivered { bundle_id, .. } if *bundle_id == first.bundle_id)
+        })
+        .await
+        .expect("delivered");
+    let Report::Delivered {
+        transport,
+        received_bytes,
+        ..
+    } = delivered.event
+    else {
+        unreachable!("matched above")
+    };
+    eprintln!(
+        "compressed 3.0.0: {received_bytes} bytes received for a bundle of {} ({:.1}%)",
+        first.size,
+        received_bytes as f64 * 100.0 / first.size as f64
+    );
+    assert_eq!(
+        (transport, received_bytes),
+        (DeliveryKind::Compressed, compressed.file_size)
+    );
+    assert!(received_bytes < first.size);
     install_and_commit(&mut b, "3.0.0").await;
     let s = b
         .watch
@@ -726,7 +755,7 @@ async fn a_station_updates_through_a_delta_from_its_kept_bundle_and_rauc_install
         .await
         .expect("3.1.0 is the kept base");
 
-    // A damaged kept base: 3.2.0 comes whole, and the station says why.
+    // A damaged kept base: 3.2.0 comes whole (compressed), and the station says why.
     let kept = fleet_updated::base::BaseStore::under(&b.daemon.config.data_dir)
         .bundle_path(&second.bundle_id);
     let mut bytes = std::fs::read(&kept).expect("kept base");
@@ -739,7 +768,7 @@ async fn a_station_updates_through_a_delta_from_its_kept_bundle_and_rauc_install
     assert!(matches!(
         transport_of(&mut b, third.bundle_id).await,
         Report::TransportChosen {
-            transport: DeliveryKind::Full,
+            transport: DeliveryKind::Compressed,
             reason: Some(FullReason::BaseCorrupt { .. }),
             ..
         }

@@ -7,6 +7,13 @@
 //! transport), then the signed description on `fleet/v1/bundles/{bundle-id}/deltas/{base-id}`.
 //! All of it is on the broker before the offer names the bundle. A station whose base has no
 //! delta fetches the full bundle, which is always published.
+//!
+//! Next to the raw bundle a push also publishes it zstd-compressed (unless `--no-compress`):
+//! the compressed file under its own id in the chunk transport, then its signed description on
+//! `fleet/v1/bundles/{bundle-id}/compressed`. A station without a delta fetches that and
+//! decodes it; older stations and any failure take the raw bundle, which stays published.
+//!
+//! Patches and compressed files share one encoder setting ([`encoder`]).
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,8 +35,50 @@ pub enum DeltaError {
     MakePatch { path: PathBuf, reason: String },
 }
 
-/// zstd level of the patches (ADR 0012's measurement: level 19 with long-distance matching).
+/// zstd level of patches and compressed bundles (ADR 0012's measurement: level 19 with
+/// long-distance matching).
 pub const PATCH_LEVEL: i32 = 19;
+
+/// The largest window of a compressed bundle: `zstd --long`'s default, as measured in ADR
+/// 0012 (a window covering a whole bundle costs the encoder that much memory and gains
+/// little). A smaller bundle declares its own size (a single-segment frame).
+pub const COMPRESSED_WINDOW_LOG_MAX: u8 = 27;
+
+/// A compressed transfer is published only when it saves at least this share of the bundle:
+/// below it, decoding on the station buys nothing worth the second copy on the broker.
+pub const MIN_COMPRESSED_SAVING_PERCENT: u64 = 1;
+
+/// Whether a compressed file of `file_size` bytes is worth publishing for a bundle of
+/// `bundle_size` bytes ([`MIN_COMPRESSED_SAVING_PERCENT`]).
+#[must_use]
+pub fn compression_pays(file_size: u64, bundle_size: u64) -> bool {
+    u128::from(file_size) * 100
+        <= u128::from(bundle_size) * u128::from(100 - MIN_COMPRESSED_SAVING_PERCENT)
+}
+
+/// The one place the encoder is configured, for patches (`reference`: the base) and
+/// compressed bundles (`reference` empty): level, window, long-distance matching, and the
+/// content size in the frame header.
+///
+/// # Errors
+/// zstd refuses a parameter.
+pub fn encoder<W: Write>(
+    out: W,
+    reference: &[u8],
+    window_log: u8,
+    content_size: u64,
+) -> std::io::Result<zstd::stream::write::Encoder<'_, W>> {
+    let mut enc = if reference.is_empty() {
+        zstd::stream::write::Encoder::new(out, PATCH_LEVEL)?
+    } else {
+        zstd::stream::write::Encoder::with_ref_prefix(out, PATCH_LEVEL, reference)?
+    };
+    enc.window_log(u32::from(window_log))?;
+    enc.long_distance_matching(true)?;
+    enc.include_contentsize(true)?;
+    enc.set_pledged_src_size(Some(content_size))?;
+    Ok(enc)
+}
 
 /// One delta a push published.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,43 +152,101 @@ pub fn make_patch(base: &Path, bundle: &Path, dir: &Path) -> Result<MadePatch, D
     let window_log = window_log_for(base_bytes.len() as u64, new.len() as u64);
     let path = dir.join(format!("patch-{}.zst", &base_id.to_string()[..16]));
     let file = std::fs::File::create(&path).map_err(|e| make(e.to_string()))?;
-    let mut enc = zstd::stream::write::Encoder::with_ref_prefix(
+    let mut enc = encoder(
         std::io::BufWriter::new(file),
-        PATCH_LEVEL,
         &base_bytes,
+        window_log,
+        new.len() as u64,
     )
     .map_err(|e| make(e.to_string()))?;
-    enc.window_log(u32::from(window_log))
-        .map_err(|e| make(e.to_string()))?;
-    enc.long_distance_matching(true)
-        .map_err(|e| make(e.to_string()))?;
-    enc.include_contentsize(true)
-        .map_err(|e| make(e.to_string()))?;
-    enc.set_pledged_src_size(Some(new.len() as u64))
-        .map_err(|e| make(e.to_string()))?;
     enc.write_all(&new).map_err(|e| make(e.to_string()))?;
     let mut w = enc.finish().map_err(|e| make(e.to_string()))?;
     w.flush().map_err(|e| make(e.to_string()))?;
     drop(w);
     let (patch_id, patch_size) = sha256_of(&path)?;
-    // What the frame declares is what the station checks: describe exactly that.
-    let mut head = [0u8; 18];
-    let n = std::io::Read::read(
-        &mut std::fs::File::open(&path).map_err(|e| make(e.to_string()))?,
-        &mut head,
-    )
-    .map_err(|e| make(e.to_string()))?;
-    let declared =
-        frame_window_log(&head[..n]).ok_or_else(|| make("zstd wrote no frame header".into()))?;
-    let window_log = u8::try_from(declared)
-        .map_err(|_| make(format!("window log {declared}")))?
-        .max(MIN_WINDOW_LOG);
+    let window_log = declared_window(&path).map_err(make)?;
     Ok(MadePatch {
         base_id,
         base_size: base_bytes.len() as u64,
         path,
         patch_id,
         patch_size,
+        window_log,
+    })
+}
+
+/// What the frame in `path` declares is what the station checks: a description says exactly
+/// that.
+fn declared_window(path: &Path) -> Result<u8, String> {
+    let mut head = [0u8; 18];
+    let n = std::io::Read::read(
+        &mut std::fs::File::open(path).map_err(|e| e.to_string())?,
+        &mut head,
+    )
+    .map_err(|e| e.to_string())?;
+    let declared = frame_window_log(&head[..n]).ok_or("zstd wrote no frame header")?;
+    Ok(u8::try_from(declared)
+        .map_err(|_| format!("window log {declared}"))?
+        .max(MIN_WINDOW_LOG))
+}
+
+/// A compressed bundle made on disk.
+#[derive(Debug)]
+pub struct MadeCompressed {
+    pub path: PathBuf,
+    pub file_id: BundleId,
+    pub file_size: u64,
+    pub window_log: u8,
+}
+
+/// Compresses `bundle` into `dir`, streaming (the bundle is never whole in memory), calling
+/// `progress(read, total)` as it goes.
+///
+/// # Errors
+/// A file cannot be read or written, or zstd refuses.
+pub fn make_compressed(
+    bundle: &Path,
+    dir: &Path,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<MadeCompressed, DeltaError> {
+    let make = |reason: String| DeltaError::MakePatch {
+        path: bundle.to_owned(),
+        reason,
+    };
+    let read_err = |source| DeltaError::Read {
+        path: bundle.to_owned(),
+        source,
+    };
+    let mut input = std::fs::File::open(bundle).map_err(read_err)?;
+    let total = input.metadata().map_err(read_err)?.len();
+    let window_log = window_log_for(0, total).min(COMPRESSED_WINDOW_LOG_MAX);
+    let path = dir.join("compressed.zst");
+    let file = std::fs::File::create(&path).map_err(|e| make(e.to_string()))?;
+    let mut enc = encoder(std::io::BufWriter::new(file), &[], window_log, total)
+        .map_err(|e| make(e.to_string()))?;
+    let mut buf = vec![0u8; 4 << 20];
+    let mut read = 0u64;
+    loop {
+        let n = std::io::Read::read(&mut input, &mut buf).map_err(read_err)?;
+        if n == 0 {
+            break;
+        }
+        enc.write_all(&buf[..n]).map_err(|e| make(e.to_string()))?;
+        read += n as u64;
+        progress(read, total);
+    }
+    if read != total {
+        return Err(make(format!("read {read} bytes, the file had {total}")));
+    }
+    let mut w = enc.finish().map_err(|e| make(e.to_string()))?;
+    w.flush().map_err(|e| make(e.to_string()))?;
+    drop(w);
+    let (file_id, file_size) = sha256_of(&path)?;
+    let window_log = declared_window(&path).map_err(make)?;
+    Ok(MadeCompressed {
+        path,
+        file_id,
+        file_size,
         window_log,
     })
 }
@@ -204,6 +311,34 @@ mod tests {
         let mut out = Vec::new();
         std::io::Read::read_to_end(&mut d, &mut out).expect("decode");
         assert_eq!(out, new);
+    }
+
+    #[test]
+    fn a_compressed_bundle_decodes_to_the_bundle_and_declares_its_window() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let bundle: Vec<u8> = (0..400_000u32)
+            .map(|i| (i % 251) as u8 ^ (i >> 12) as u8)
+            .collect();
+        std::fs::write(dir.path().join("bundle"), &bundle).expect("bundle");
+        let mut seen = Vec::new();
+        let made = make_compressed(&dir.path().join("bundle"), dir.path(), &mut |r, t| {
+            seen.push((r, t));
+        })
+        .expect("compress");
+        assert_eq!(seen.last(), Some(&(400_000, 400_000)));
+        assert!(made.file_size < 40_000, "{} bytes", made.file_size);
+        let file = std::fs::read(&made.path).expect("read");
+        assert_eq!(frame_window_log(&file), Some(u32::from(made.window_log)));
+        assert!(made.window_log <= COMPRESSED_WINDOW_LOG_MAX);
+        assert_eq!(zstd::stream::decode_all(&file[..]).expect("decode"), bundle);
+    }
+
+    #[test]
+    fn a_compressed_file_is_worth_publishing_only_when_it_saves_a_percent() {
+        assert!(compression_pays(99, 100));
+        assert!(!compression_pays(100, 100));
+        assert!(!compression_pays(9_950, 10_000));
+        assert!(compression_pays(1, u64::MAX));
     }
 
     #[test]

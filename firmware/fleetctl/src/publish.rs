@@ -25,9 +25,12 @@ use sha2::{Digest as _, Sha256};
 
 use crate::clock::unix_now;
 use crate::connection::{BrokerAddr, Connection, ConnectionError, Message, collect_retained};
-use crate::delta::{DeltaError, DeltaReport, Published, bases_in_dir, make_patch};
+use crate::delta::{DeltaError, DeltaReport, Published, bases_in_dir, make_compressed, make_patch};
 use crate::target::Target;
-use fleet_proto::delta::{DeltaDescription, DeltaFormat, delta_topic};
+use fleet_proto::delta::{
+    CompressedDescription, CompressedFormat, DeltaDescription, DeltaFormat, compressed_topic,
+    delta_topic,
+};
 
 /// Chunks published but not yet acknowledged, at most (bounds memory to a few MiB).
 const PUBLISH_WINDOW: u64 = 16;
@@ -122,6 +125,9 @@ pub struct PushRequest {
     /// Publish a delta from every base the fleet's stations keep (their retained states'
     /// `kept-base`) whose bundle file is in this directory (`--delta-dir`).
     pub delta_dir: Option<PathBuf>,
+    /// Also publish the bundle zstd-compressed (ADR 0012; `--no-compress` turns it off). The
+    /// raw bundle is published either way.
+    pub compress: bool,
 }
 
 impl PushRequest {
@@ -143,6 +149,7 @@ impl PushRequest {
             limits: Limits::DEFAULT,
             delta_from: Vec::new(),
             delta_dir: None,
+            compress: true,
         }
     }
 }
@@ -158,6 +165,10 @@ pub enum PushProgress {
     },
     /// Bytes of chunks the broker acknowledged.
     Chunks { acked_bytes: u64, total_bytes: u64 },
+    /// Bytes of the bundle compressed so far.
+    Compressing { read_bytes: u64, total_bytes: u64 },
+    /// The compressed bundle is on the broker (its chunks included).
+    Compressed { file_size: u64, bundle_size: u64 },
     /// A delta from `base_id` is on the broker (its patch's chunks included).
     Delta {
         base_id: BundleId,
@@ -184,11 +195,23 @@ pub struct PushReport {
     pub sequence: u64,
     /// True when the identical offer was already current and was left in place.
     pub offer_kept: bool,
+    /// The compressed bundle published next to the raw one (none with `--no-compress`).
+    pub compressed: Option<CompressedReport>,
     /// The deltas published next to the bundle.
     pub deltas: Vec<DeltaReport>,
     /// Bases stations keep (from their retained states) with no file in `--delta-dir`: those
     /// stations fetch the full bundle.
     pub bases_without_file: Vec<BundleId>,
+}
+
+/// The compressed bundle a push published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompressedReport {
+    pub file_id: BundleId,
+    pub file_size: u64,
+    pub bundle_size: u64,
+    /// Where its description is: `fleet/v1/bundles/{bundle-id}/compressed`.
+    pub topic: String,
 }
 
 /// Reads an offer envelope's payload without verifying it (the operator side only reads its
@@ -477,6 +500,13 @@ pub async fn push(
 
     publish_chunks(&mut conn, &req.bundle, &manifest, progress).await?;
 
+    // The compressed bundle, complete on the broker before the offer names the bundle.
+    let compressed = if req.compress {
+        publish_compressed(&mut conn, key, req, &manifest, progress).await?
+    } else {
+        None
+    };
+
     // Deltas from the bases asked for, each complete on the broker before the offer names
     // the bundle (ADR 0012).
     let deltas = publish_deltas(&mut conn, key, req, &manifest, &book, progress).await?;
@@ -505,9 +535,86 @@ pub async fn push(
         update_id,
         sequence: offer.sequence,
         offer_kept: kept,
+        compressed,
         deltas: deltas.published,
         bases_without_file: deltas.bases_without_file,
     })
+}
+
+/// Compresses the bundle (`crate::delta::make_compressed`) and publishes the file's signed
+/// manifest, its chunks and then its signed description; publishes nothing when the file
+/// saves less than [`crate::delta::MIN_COMPRESSED_SAVING_PERCENT`] of the bundle (a bundle of
+/// compressed squashfs, or of incompressible data).
+///
+/// # Errors
+/// The bundle cannot be read or compressed, or the broker fails.
+async fn publish_compressed(
+    conn: &mut Connection,
+    key: &SigningKey,
+    req: &PushRequest,
+    bundle: &BundleManifest,
+    progress: &mut dyn FnMut(PushProgress),
+) -> Result<Option<CompressedReport>, PublishError> {
+    let work = tempfile::tempdir().map_err(|source| DeltaError::Read {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let made = make_compressed(&req.bundle, work.path(), &mut |read_bytes, total_bytes| {
+        progress(PushProgress::Compressing {
+            read_bytes,
+            total_bytes,
+        });
+    })?;
+    if !crate::delta::compression_pays(made.file_size, bundle.size) {
+        return Ok(None);
+    }
+    let file_req = PushRequest {
+        bundle: made.path.clone(),
+        ..req.clone()
+    };
+    let manifest = describe_bundle(&file_req)?;
+    if manifest.bundle_id != made.file_id {
+        return Err(PublishError::BundleChanged {
+            path: made.path.clone(),
+            index: 0,
+        });
+    }
+    let description = CompressedDescription {
+        bundle_id: bundle.bundle_id,
+        bundle_size: bundle.size,
+        file_id: made.file_id,
+        file_size: made.file_size,
+        format: CompressedFormat::Zstd,
+        window_log: made.window_log,
+    };
+    description
+        .validate(&req.limits)
+        .map_err(|e| DeltaError::MakePatch {
+            path: req.bundle.clone(),
+            reason: e.to_string(),
+        })?;
+    let seal_err = |e: serde_json::Error| PublishError::Manifest {
+        path: made.path.clone(),
+        reason: e.to_string(),
+    };
+    let sealed = envelope::seal_json(Kind::Manifest, &manifest, key).map_err(seal_err)?;
+    conn.publish(&topic::bundle_manifest(&made.file_id), sealed, true)
+        .await?;
+    publish_chunks(conn, &made.path, &manifest, &mut |_| {}).await?;
+    let topic = compressed_topic(&bundle.bundle_id);
+    let sealed = envelope::seal_json(Kind::Compressed, &description, key).map_err(seal_err)?;
+    conn.publish(&topic, sealed, true).await?;
+    conn.flush(ACK_TIMEOUT).await?;
+    progress(PushProgress::Compressed {
+        file_size: made.file_size,
+        bundle_size: bundle.size,
+    });
+    Ok(Some(CompressedReport {
+        file_id: made.file_id,
+        file_size: made.file_size,
+        bundle_size: bundle.size,
+        topic,
+    }))
 }
 
 /// Makes (`crate::delta`) and publishes the deltas `req` asks for (none when it asks for none).
@@ -782,10 +889,14 @@ pub async fn clear(addr: &BrokerAddr, req: &ClearRequest) -> Result<ClearReport,
             on_broker.insert(id, count);
         }
     }
-    // Deltas: bundle id -> its delta topics, and patch id -> the bundle it rebuilds.
+    // Deltas and compressed bundles: bundle id -> their description topics, and patch or
+    // compressed file id -> the bundle it decodes to.
     let delta_msgs = collect_retained(
         addr,
-        &["fleet/v1/bundles/+/deltas/+".to_owned()],
+        &[
+            "fleet/v1/bundles/+/deltas/+".to_owned(),
+            "fleet/v1/bundles/+/compressed".to_owned(),
+        ],
         RETAINED_QUIET,
         MAX_DISCOVERED,
     )
@@ -802,6 +913,17 @@ pub async fn clear(addr: &BrokerAddr, req: &ClearRequest) -> Result<ClearReport,
             ) && d.bundle_id == bundle
             {
                 patch_of.insert(d.patch_id, bundle);
+            }
+        }
+        if let Some(bundle) = fleet_proto::delta::parse_compressed_topic(&m.topic) {
+            deltas.entry(bundle).or_default().push(m.topic.clone());
+            if let Ok(d) = envelope::read_unverified_json::<CompressedDescription>(
+                &m.payload,
+                Kind::Compressed,
+                limits,
+            ) && d.bundle_id == bundle
+            {
+                patch_of.insert(d.file_id, bundle);
             }
         }
     }
@@ -846,7 +968,8 @@ pub async fn clear(addr: &BrokerAddr, req: &ClearRequest) -> Result<ClearReport,
             c.publish(t, Vec::new(), true).await?;
         }
     }
-    // A cleared bundle takes its deltas along: their descriptions and their patches.
+    // A cleared bundle takes its deltas and its compressed transfer along: their descriptions
+    // and their files.
     let mut chosen = chosen;
     let patches: Vec<BundleId> = patch_of
         .iter()

@@ -55,6 +55,9 @@ pub enum RolloutCommand {
         /// `kept-base`) whose bundle file is in this directory.
         #[arg(long, value_name = "DIR")]
         delta_dir: Option<PathBuf>,
+        /// Do not publish the zstd-compressed bundle next to the raw one (ADR 0012).
+        #[arg(long)]
+        no_compress: bool,
     },
     /// Offer the next wave (only when the current one met the plan, unless --force).
     Advance {
@@ -215,6 +218,7 @@ pub async fn rollout(cmd: RolloutCommand) -> anyhow::Result<ExitCode> {
             chunk_size,
             delta_from,
             delta_dir,
+            no_compress,
         } => {
             let key = load_key(&key.key)?;
             let plan = ro::read_plan(&plan).map_err(classify)?;
@@ -223,6 +227,10 @@ pub async fn rollout(cmd: RolloutCommand) -> anyhow::Result<ExitCode> {
             req.chunk_size = chunk_size;
             req.delta_from = delta_from;
             req.delta_dir = delta_dir;
+            req.compress = !no_compress;
+            if req.compress {
+                eprintln!("compressing the bundle (zstd level 19; --no-compress skips it)");
+            }
             let rec = ro::start(&broker.broker, &key, plan, req)
                 .await
                 .map_err(classify)?;

@@ -272,6 +272,17 @@ pub fn describe_event(r: &Report) -> Option<String> {
             saved(*expected_bytes, *bundle_bytes)
         ),
         Report::TransportChosen {
+            transport: DeliveryKind::Compressed,
+            reason,
+            expected_bytes,
+            bundle_bytes,
+            ..
+        } => format!(
+            "fetching the compressed bundle: {expected_bytes} of {bundle_bytes} bytes ({} saved): {}",
+            saved(*expected_bytes, *bundle_bytes),
+            reason.as_ref().map_or("no reason given", FullReason::code)
+        ),
+        Report::TransportChosen {
             transport: DeliveryKind::Full,
             reason,
             bundle_bytes,
@@ -290,16 +301,22 @@ pub fn describe_event(r: &Report) -> Option<String> {
                 "bundle rebuilt from a delta: {received_bytes} bytes received for {bundle_bytes} ({} saved)",
                 saved(*received_bytes, *bundle_bytes)
             ),
+            DeliveryKind::Compressed => format!(
+                "bundle decoded from its compressed transfer: {received_bytes} bytes received for {bundle_bytes} ({} saved)",
+                saved(*received_bytes, *bundle_bytes)
+            ),
             DeliveryKind::Full => format!("full bundle received: {received_bytes} bytes"),
         },
         other => format!("{other:?}"),
     })
 }
 
-/// `delta` or `full (reason)`, for progress lines.
+/// `delta`, `compressed, reason` or `full, reason`, for progress lines.
 fn delivery_word(d: &fleet_proto::payload::Delivery) -> String {
     match (d.transport, &d.reason) {
         (DeliveryKind::Delta, _) => "delta".into(),
+        (DeliveryKind::Compressed, Some(r)) => format!("compressed, {}", r.code()),
+        (DeliveryKind::Compressed, None) => "compressed".into(),
         (DeliveryKind::Full, Some(r)) => format!("full, {}", r.code()),
         (DeliveryKind::Full, None) => "full".into(),
     }
@@ -874,5 +891,17 @@ mod tests {
         })
         .expect("described");
         assert!(full.ends_with("no-base"), "{full}");
+        let compressed = describe_event(&Report::TransportChosen {
+            bundle_id: b,
+            transport: DeliveryKind::Compressed,
+            reason: Some(FullReason::NoBase),
+            expected_bytes: 730,
+            bundle_bytes: 1000,
+        })
+        .expect("described");
+        assert!(
+            compressed.contains("compressed") && compressed.contains("270 bytes, 27.0%"),
+            "{compressed}"
+        );
     }
 }

@@ -63,6 +63,8 @@ impl Fixture {
             "fleet-sim".into(),
         );
         r.chunk_size = CHUNK;
+        // The raw transfer only; the compressed one has a test of its own.
+        r.compress = false;
         r
     }
 
@@ -460,6 +462,104 @@ async fn a_push_publishes_deltas_from_the_bases_stations_keep_and_clear_takes_th
         "{:?}",
         left.keys().collect::<Vec<_>>()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_publishes_the_compressed_bundle_next_to_the_raw_one_and_clear_takes_it_along() {
+    let f = fixture();
+    let path = f.bundle("update.bin", 300_000, 5);
+    let mut req = f.request(&path, "group:g");
+    req.compress = true;
+    let mut compressing = 0;
+    let report = push(&f.addr, &f.key, &req, &mut |p| {
+        if let fleetctl::publish::PushProgress::Compressing { .. } = p {
+            compressing += 1;
+        }
+    })
+    .await
+    .expect("push");
+    assert!(compressing > 0, "compression shows progress");
+    let c = report
+        .compressed
+        .clone()
+        .expect("a compressed bundle published");
+    assert!(c.file_size * 10 < c.bundle_size, "{c:?}");
+    let left = f.retained().await;
+    let description: fleet_proto::delta::CompressedDescription = open_json(
+        &left[&c.topic],
+        Kind::Compressed,
+        &f.trusted,
+        &Limits::DEFAULT,
+    )
+    .expect("signed description")
+    .value;
+    description.validate(&Limits::DEFAULT).expect("valid");
+    assert_eq!(
+        (
+            description.bundle_id,
+            description.bundle_size,
+            description.file_id
+        ),
+        (report.bundle_id, 300_000, c.file_id)
+    );
+    assert_eq!(
+        c.topic,
+        format!("fleet/v1/bundles/{}/compressed", report.bundle_id)
+    );
+    // The file travels in the chunk transport under its own id and decodes to the bundle.
+    let manifest: BundleManifest = open_json(
+        &left[&format!("fleet/v1/bundles/{}/manifest", c.file_id)],
+        Kind::Manifest,
+        &f.trusted,
+        &Limits::DEFAULT,
+    )
+    .expect("file manifest")
+    .value;
+    description
+        .matches_file_manifest(&manifest)
+        .expect("matches");
+    let mut file = Vec::new();
+    for i in 0..manifest.chunk_count() {
+        file.extend_from_slice(&left[&format!("fleet/v1/bundles/{}/chunks/{i}", c.file_id)]);
+    }
+    assert_eq!(
+        zstd::stream::decode_all(&file[..]).expect("decode"),
+        std::fs::read(&path).expect("bundle")
+    );
+    // The raw bundle stays published for older stations and every fallback.
+    assert!(left.contains_key(&report.manifest_topic));
+
+    // Kept while its bundle is offered, gone with it.
+    let kept = clear(&f.addr, &ClearRequest::new(ClearScope::Unreferenced))
+        .await
+        .expect("clear");
+    assert!(kept.kept.contains(&c.file_id), "{kept:?}");
+    let mut forced = ClearRequest::new(ClearScope::Bundle(report.bundle_id));
+    forced.force = true;
+    let cleared = clear(&f.addr, &forced).await.expect("clear");
+    assert!(cleared.cleared.contains_key(&c.file_id), "{cleared:?}");
+    let left = f.retained().await;
+    assert_eq!(
+        left.keys().cloned().collect::<Vec<_>>(),
+        vec!["fleet/v1/groups/g/offer".to_owned()]
+    );
+
+    // A bundle that does not compress gets no compressed transfer.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let noise: Vec<u8> = (0..200_000)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let noisy = f.dir.path().join("noise.bin");
+    std::fs::write(&noisy, &noise).expect("write");
+    let mut req = f.request(&noisy, "group:h");
+    req.compress = true;
+    let report = f.push(&req).await.expect("push");
+    assert_eq!(report.compressed, None);
 }
 
 fn sha2_of(path: &Path) -> [u8; 32] {

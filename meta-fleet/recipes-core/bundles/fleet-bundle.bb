@@ -10,6 +10,12 @@ RAUC_BUNDLE_VERSION = "${FLEET_VERSION}"
 RAUC_BUNDLE_DESCRIPTION = "${DISTRO_NAME} ${FLEET_VERSION} for ${MACHINE}"
 # verity: the payload is checked block by block as it is read; stations refuse plain bundles.
 RAUC_BUNDLE_FORMAT = "verity"
+# Uncompressed squashfs (ADR 0012): a delta between two bundles stays small only when their
+# bytes are not scrambled by compression; the transfer is zstd-compressed instead (fleetctl).
+# The arguments are those of bundles/mksquashfs-args (the test bundles'; tests/layer checks
+# that they agree). BUNDLE_ARGS is meta-rauc's bundle class's extra `rauc bundle` arguments.
+FLEET_MKSQUASHFS_ARGS = "-noI -noD -noF -noX"
+BUNDLE_ARGS += ' --mksquashfs-args="${FLEET_MKSQUASHFS_ARGS}" '
 # The build stamp must not make identical content differ.
 RAUC_BUNDLE_BUILD = "${SOURCE_DATE_EPOCH}"
 

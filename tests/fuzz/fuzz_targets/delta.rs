@@ -1,10 +1,11 @@
-//! The delta path's readers (ADR 0012): a signed delta description, a patch rebuilt against a
-//! fixed base through the real `fleet_updated::rebuild::rebuild` (mapped files, window cap,
+//! The delta path's readers (ADR 0012): a signed delta description and a signed compressed
+//! bundle's description, a patch rebuilt against a fixed base and a compressed file decoded
+//! with none through the real `fleet_updated::rebuild::rebuild` (mapped files, window cap,
 //! output bounded), and the kept base's record read back from disk.
 #![no_main]
 use std::sync::OnceLock;
 
-use fleet_proto::delta::{DeltaDescription, frame_window_log};
+use fleet_proto::delta::{CompressedDescription, DeltaDescription, frame_window_log};
 use fleet_proto::{Kind, Limits, envelope};
 use fleet_updated::base::BaseStore;
 use libfuzzer_sys::fuzz_target;
@@ -33,18 +34,31 @@ fuzz_target!(|data: &[u8]| {
     {
         let _ = o.value.facts();
     }
-    // As a patch: never more than the limit, never a panic.
+    let sealed = envelope::seal(Kind::Compressed, data, &fleet_fuzz::signing_key());
+    if let Ok(o) = envelope::open_json::<CompressedDescription>(
+        &sealed,
+        Kind::Compressed,
+        &fleet_fuzz::trusted(),
+        &Limits::DEFAULT,
+    ) && o.value.validate(&Limits::DEFAULT).is_ok()
+    {
+        let _ = o.value.facts();
+    }
+    // As a patch, and as a compressed file: never more than the limit, never a panic.
     let _ = frame_window_log(data);
     if !data.is_empty() {
         std::fs::write(dir.join("patch"), data).expect("patch");
-        if let Ok(r) = fleet_updated::rebuild::rebuild(
-            &dir.join("base"),
-            &dir.join("patch"),
-            &dir.join("out"),
-            20,
-            LIMIT,
-        ) {
-            assert!(r.size <= LIMIT);
+        let base = dir.join("base");
+        for reference in [Some(base.as_path()), None] {
+            if let Ok(r) = fleet_updated::rebuild::rebuild(
+                reference,
+                &dir.join("patch"),
+                &dir.join("out"),
+                20,
+                LIMIT,
+            ) {
+                assert!(r.size <= LIMIT);
+            }
         }
     }
     // As the kept base's record.

@@ -1,5 +1,6 @@
-//! Whether a station fetches the offered bundle as a delta from the bundle it keeps, or whole
-//! (ADR 0012): one pure rule for the daemon and the simulator.
+//! Whether a station fetches the offered bundle as a delta from the bundle it keeps, as the
+//! zstd-compressed bundle, or as the raw bundle (ADR 0012): one pure rule for the daemon and
+//! the simulator. Delta before compressed before raw; each step down says why.
 //!
 //! A delta is a patch from a base bundle (named by its SHA-256) to the offered bundle, published
 //! by the operator next to the full bundle. The station takes it only when the base it keeps is
@@ -44,6 +45,30 @@ impl DeltaFacts {
     }
 }
 
+/// The zstd-compressed bundle the operator published for the offered bundle, as the shell
+/// read it from its signed description (`fleet_proto::delta::CompressedDescription`): a
+/// delta with an empty base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressedFacts {
+    /// The bundle the file decodes to: must be the offer's.
+    pub bundle_id: BundleId,
+    pub bundle_size: u64,
+    /// The compressed file (fetched through the chunk transport under this id).
+    pub file_id: BundleId,
+    pub file_size: u64,
+    /// log2 of the decoder window the file declares.
+    pub window_log: u8,
+}
+
+impl CompressedFacts {
+    /// Bytes of the window the file declares: `2^window-log` (saturating).
+    #[must_use]
+    pub fn window_bytes(&self) -> u64 {
+        1u64.checked_shl(u32::from(self.window_log))
+            .unwrap_or(u64::MAX)
+    }
+}
+
 /// How the offered bundle travels to this station.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
@@ -58,7 +83,14 @@ pub enum Transport {
         patch_id: BundleId,
         patch_size: u64,
     },
-    /// The whole bundle, for `reason`.
+    /// The whole bundle zstd-compressed (the file `file_id`), decoded on the station; `reason`
+    /// says why no delta.
+    Compressed {
+        file_id: BundleId,
+        file_size: u64,
+        reason: FullReason,
+    },
+    /// The whole bundle as it is, for `reason`.
     Full { reason: FullReason },
 }
 
@@ -70,20 +102,33 @@ pub enum DeliveryKind {
     Full,
     /// A patch from the kept base, rebuilt on the station.
     Delta,
+    /// The whole bundle zstd-compressed, decoded on the station.
+    Compressed,
 }
 
 impl Transport {
-    /// `full` or `delta`.
+    /// `full`, `compressed` or `delta`.
     #[must_use]
     pub fn kind(&self) -> DeliveryKind {
         match self {
             Transport::Delta { .. } => DeliveryKind::Delta,
+            Transport::Compressed { .. } => DeliveryKind::Compressed,
             Transport::Full { .. } => DeliveryKind::Full,
+        }
+    }
+
+    /// Why no delta (`None` for a delta).
+    #[must_use]
+    pub fn reason(&self) -> Option<&FullReason> {
+        match self {
+            Transport::Delta { .. } => None,
+            Transport::Compressed { reason, .. } | Transport::Full { reason } => Some(reason),
         }
     }
 }
 
-/// Why a station fetches the whole bundle.
+/// Why a station fetches the whole bundle (compressed or raw): why no delta, or for the raw
+/// bundle after a compressed one was published, why not that (`compressed-failed`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
     rename_all = "kebab-case",
@@ -109,6 +154,10 @@ pub enum FullReason {
     /// A delta of this update was tried and failed (a hostile or broken patch, a rebuilt file
     /// that is not the offered bundle, an unreadable base).
     DeltaFailed { detail: String },
+    /// The published compressed bundle was refused (its description does not describe the
+    /// offered bundle, or its window is above the budget) or tried and failed (a broken file,
+    /// a decoded file that is not the offered bundle): the raw bundle travels.
+    CompressedFailed { detail: String },
 }
 
 impl FullReason {
@@ -122,6 +171,7 @@ impl FullReason {
             FullReason::BaseMismatch { .. } => "base-mismatch",
             FullReason::WindowTooLarge { .. } => "window-too-large",
             FullReason::DeltaFailed { .. } => "delta-failed",
+            FullReason::CompressedFailed { .. } => "compressed-failed",
         }
     }
 }
@@ -143,35 +193,80 @@ pub struct TransportContext<'a> {
     pub budget_bytes: u64,
     /// Why the last delta attempt of this update failed, if one did: never tried twice.
     pub failed: Option<&'a str>,
+    /// The compressed bundle published for this bundle, if any.
+    pub compressed: Option<CompressedFacts>,
+    /// Why the compressed bundle of this update failed, or why its published description was
+    /// refused, if so: never tried (again).
+    pub compressed_failed: Option<&'a str>,
 }
 
-/// Chooses how the offered bundle travels. Rules, first that fails decides `Full`:
+/// Chooses how the offered bundle travels: a delta when [`delta_or_reason`] allows one, else
+/// the compressed bundle when one is published for exactly the offered bundle (id and size),
+/// under its own id, within the window budget, and not failed in this update; else the raw
+/// bundle. The raw bundle's reason is `compressed-failed` when a compressed bundle was
+/// published but refused or failed, and otherwise why no delta.
+#[must_use]
+pub fn decide_transport(cx: &TransportContext<'_>) -> Transport {
+    let reason = match delta_or_reason(cx) {
+        Ok(delta) => return delta,
+        Err(reason) => reason,
+    };
+    let refused = |detail: String| Transport::Full {
+        reason: FullReason::CompressedFailed { detail },
+    };
+    if let Some(detail) = cx.compressed_failed {
+        return refused(detail.to_owned());
+    }
+    let Some(c) = cx.compressed else {
+        return Transport::Full { reason };
+    };
+    if c.bundle_id != cx.bundle_id || c.bundle_size != cx.bundle_size {
+        return refused(
+            "the compressed file decodes to another bundle than the offered one".into(),
+        );
+    }
+    if c.file_id == cx.bundle_id || c.file_size == 0 {
+        return refused("the compressed file is empty or named as the bundle".into());
+    }
+    if c.window_bytes() > cx.budget_bytes {
+        return refused(format!(
+            "its window of {} bytes is above the budget of {}",
+            c.window_bytes(),
+            cx.budget_bytes
+        ));
+    }
+    Transport::Compressed {
+        file_id: c.file_id,
+        file_size: c.file_size,
+        reason,
+    }
+}
+
+/// The delta rules, first that fails gives the reason:
 /// no earlier delta failure of this update (`delta-failed`); an undamaged kept base
 /// (`base-corrupt`); a kept base (`no-base`); a
 /// published delta (`no-delta`); the delta rebuilds the offered bundle, id and size, from the
 /// kept base, id and size, and is not the bundle itself (`base-mismatch`); its window fits the
 /// budget (`window-too-large`).
-#[must_use]
-pub fn decide_transport(cx: &TransportContext<'_>) -> Transport {
-    let full = |reason| Transport::Full { reason };
+fn delta_or_reason(cx: &TransportContext<'_>) -> Result<Transport, FullReason> {
     if let Some(detail) = cx.failed {
-        return full(FullReason::DeltaFailed {
+        return Err(FullReason::DeltaFailed {
             detail: detail.to_owned(),
         });
     }
     if let Some(detail) = cx.base_fault {
-        return full(FullReason::BaseCorrupt {
+        return Err(FullReason::BaseCorrupt {
             detail: detail.to_owned(),
         });
     }
     let Some(kept) = cx.kept else {
-        return full(FullReason::NoBase);
+        return Err(FullReason::NoBase);
     };
     let Some(delta) = cx.delta else {
-        return full(FullReason::NoDelta);
+        return Err(FullReason::NoDelta);
     };
     let mismatch = |detail: &str| {
-        full(FullReason::BaseMismatch {
+        Err(FullReason::BaseMismatch {
             detail: detail.to_owned(),
         })
     };
@@ -188,16 +283,16 @@ pub fn decide_transport(cx: &TransportContext<'_>) -> Transport {
         return mismatch("the patch is empty");
     }
     if delta.window_bytes() > cx.budget_bytes {
-        return full(FullReason::WindowTooLarge {
+        return Err(FullReason::WindowTooLarge {
             window_bytes: delta.window_bytes(),
             budget_bytes: cx.budget_bytes,
         });
     }
-    Transport::Delta {
+    Ok(Transport::Delta {
         base_id: delta.base_id,
         patch_id: delta.patch_id,
         patch_size: delta.patch_size,
-    }
+    })
 }
 
 /// The verdict on a file the station rebuilt from a patch or received whole.
@@ -263,6 +358,8 @@ mod tests {
             budget_bytes: 256 * MIB,
             failed: None,
             base_fault: None,
+            compressed: None,
+            compressed_failed: None,
         }
     }
 
@@ -277,6 +374,7 @@ mod tests {
     fn each_rule_names_its_reason_first_failure_first() {
         let code = |t: Transport| match t {
             Transport::Full { reason } => reason.code(),
+            Transport::Compressed { .. } => "compressed",
             Transport::Delta { .. } => "delta",
         };
         let other_base = DeltaFacts {
@@ -333,6 +431,71 @@ mod tests {
         ];
         for (c, want) in table {
             assert_eq!(code(decide_transport(&c)), want, "{c:?}");
+        }
+    }
+
+    fn compressed() -> CompressedFacts {
+        CompressedFacts {
+            bundle_id: id(2),
+            bundle_size: 300 * MIB,
+            file_id: id(4),
+            file_size: 200 * MIB,
+            window_log: 28,
+        }
+    }
+
+    #[test]
+    fn a_delta_comes_before_the_compressed_bundle_and_that_before_the_raw_one() {
+        let with = |c: TransportContext<'static>, failed: Option<&'static str>| TransportContext {
+            compressed: Some(compressed()),
+            compressed_failed: failed,
+            ..c
+        };
+        let show = |t: Transport| match t {
+            Transport::Delta { .. } => "delta".to_owned(),
+            Transport::Compressed {
+                reason, file_id, ..
+            } => {
+                assert_eq!(file_id, id(4));
+                format!("compressed {}", reason.code())
+            }
+            Transport::Full { reason } => format!("full {}", reason.code()),
+        };
+        let other = |f: fn(&mut CompressedFacts)| {
+            let mut c = compressed();
+            f(&mut c);
+            TransportContext {
+                compressed: Some(c),
+                ..cx(None, None)
+            }
+        };
+        let table: Vec<(TransportContext<'static>, &str)> = vec![
+            (with(cx(kept(), Some(delta())), None), "delta"),
+            (with(cx(None, None), None), "compressed no-base"),
+            (with(cx(kept(), None), None), "compressed no-delta"),
+            (
+                with(
+                    TransportContext {
+                        failed: Some("patch truncated"),
+                        ..cx(kept(), Some(delta()))
+                    },
+                    None,
+                ),
+                "compressed delta-failed",
+            ),
+            (
+                with(cx(None, None), Some("broken")),
+                "full compressed-failed",
+            ),
+            (cx(None, None), "full no-base"),
+            (other(|c| c.bundle_id = id(9)), "full compressed-failed"),
+            (other(|c| c.bundle_size = 1), "full compressed-failed"),
+            (other(|c| c.file_id = id(2)), "full compressed-failed"),
+            (other(|c| c.file_size = 0), "full compressed-failed"),
+            (other(|c| c.window_log = 29), "full compressed-failed"),
+        ];
+        for (c, want) in table {
+            assert_eq!(show(decide_transport(&c)), want, "{c:?}");
         }
     }
 
@@ -404,6 +567,13 @@ mod tests {
         }
     }
 
+    prop_compose! {
+        fn any_compressed()(bundle_id in any_id(), bundle_size in 1u64..4, file_id in any_id(),
+                            file_size in 0u64..3, window_log in 0u8..70) -> CompressedFacts {
+            CompressedFacts { bundle_id, bundle_size, file_id, file_size, window_log }
+        }
+    }
+
     proptest! {
         /// A delta is chosen only from the exact kept base to the exact offered bundle, within
         /// the budget; and whatever is chosen, a file is installed only when it is the
@@ -415,6 +585,8 @@ mod tests {
             delta in proptest::option::of(any_delta()),
             budget_log in 0u32..64, failed in any::<bool>(), fault in any::<bool>(),
             rebuilt in any_id(), rebuilt_size in 1u64..4,
+            compressed in proptest::option::of(any_compressed()),
+            compressed_failed in any::<bool>(),
         ) {
             let c = TransportContext {
                 bundle_id: offered,
@@ -424,7 +596,10 @@ mod tests {
                 budget_bytes: 1u64 << budget_log,
                 failed: failed.then_some("earlier failure"),
                 base_fault: fault.then_some("damaged base"),
+                compressed,
+                compressed_failed: compressed_failed.then_some("earlier failure"),
             };
+            let without_compressed = decide_transport(&TransportContext { compressed: None, ..c });
             match decide_transport(&c) {
                 Transport::Delta { base_id, patch_id, .. } => {
                     let d = delta.expect("a delta was published");
@@ -438,8 +613,29 @@ mod tests {
                     prop_assert_eq!(d.bundle_size, size);
                     prop_assert!(k.id != offered);
                     prop_assert!(d.window_bytes() <= c.budget_bytes);
+                    // A compressed bundle never stands in the way of a delta.
+                    prop_assert_eq!(&without_compressed, &decide_transport(&c));
                 }
-                Transport::Full { .. } => {}
+                Transport::Compressed { file_id, file_size, reason } => {
+                    let f = compressed.expect("a compressed bundle was published");
+                    prop_assert!(!compressed_failed);
+                    prop_assert_eq!(f.bundle_id, offered);
+                    prop_assert_eq!(f.bundle_size, size);
+                    prop_assert_eq!(file_id, f.file_id);
+                    prop_assert_eq!(file_size, f.file_size);
+                    prop_assert!(file_id != offered && file_size > 0);
+                    prop_assert!(f.window_bytes() <= c.budget_bytes);
+                    // Only when no delta: with the same reason the raw bundle would give.
+                    prop_assert_eq!(without_compressed, Transport::Full { reason });
+                }
+                Transport::Full { reason } => {
+                    // The raw bundle after a compressed one was published says why not that.
+                    if compressed.is_some() || compressed_failed {
+                        prop_assert_eq!(reason.code(), "compressed-failed");
+                    } else {
+                        prop_assert_eq!(without_compressed, Transport::Full { reason });
+                    }
+                }
             }
             let installs = judge_result(offered, size, rebuilt, rebuilt_size) == ResultVerdict::Install;
             prop_assert_eq!(installs, rebuilt == offered && rebuilt_size == size);

@@ -1,22 +1,27 @@
-//! The delta path of a download (ADR 0012): how the offered bundle travels, and the rebuild.
+//! The delta and compressed paths of a download (ADR 0012): how the offered bundle travels,
+//! and the decoding.
 //!
 //! A download starts by gathering what the choice needs: the kept base (its record, then its
-//! hash, checked off the loop), and either the signed delta description from that base or the
-//! offered bundle's own manifest. The broker sends the retained messages of the two topics in
-//! subscription order (the delta topic first), so a manifest with no description before it
-//! means none is published. `fleet_core::update::delta::decide_transport` then chooses; this
-//! room carries the choice out:
-//! - `delta`: the patch is fetched through the same chunk transport (its own signed manifest,
-//!   every chunk checked, resume by hashing what is held), hashed whole against the patch id,
-//!   applied to the mapped base (`crate::rebuild`) into the bundle's `.part` file, and judged
-//!   (`judge_result`) against the offer before the station hears `DownloadComplete`; it then
-//!   verifies and installs the file as it would a full download;
-//! - `full`: the ordinary transfer of the bundle.
+//! hash, checked off the loop), the signed delta description from that base, the signed
+//! description of the compressed bundle, and the offered bundle's own manifest. The broker
+//! sends the retained messages of the topics in subscription order (delta, compressed,
+//! manifest), so a manifest with no description before it means none is published.
+//! `fleet_core::update::delta::decide_transport` then chooses; this room carries the choice
+//! out:
+//! - `delta` and `compressed`: a zstd file (the patch, or the compressed bundle) is fetched
+//!   through the same chunk transport (its own signed manifest, every chunk checked, resume by
+//!   hashing what is held), hashed whole against its id, decoded (`crate::rebuild`; a patch
+//!   with the mapped base as reference, the compressed bundle with none) into the bundle's
+//!   `.part` file, and judged (`judge_result`) against the offer before the station hears
+//!   `DownloadComplete`; it then verifies and installs the file as it would a full download;
+//! - `full`: the ordinary transfer of the raw bundle.
 //!
 //! Any failure on the delta path (a refused description or patch manifest, a corrupt chunk, a
-//! stall, a patch that does not rebuild the offered bundle) falls back to the full bundle with
-//! reason `delta-failed`: the station never fails an update over its delta. Each choice is
-//! reported (`transport-chosen`) and kept in the state (`delivery`).
+//! stall, a patch that does not rebuild the offered bundle) falls back with reason
+//! `delta-failed` to the compressed bundle if one is published, else the raw one; any failure
+//! on the compressed path falls back to the raw bundle with `compressed-failed`: the station
+//! never fails an update over its delta or its compressed transfer. Each choice is reported
+//! (`transport-chosen`) and kept in the state (`delivery`).
 use std::path::{Path, PathBuf};
 
 use fleet_core::ids::UpdateId;
@@ -27,7 +32,7 @@ use fleet_core::update::delta::{
     judge_result,
 };
 use fleet_core::update::{BundleId, Event, Report};
-use fleet_proto::delta::{DeltaDescription, delta_topic};
+use fleet_proto::delta::{CompressedDescription, DeltaDescription, compressed_topic, delta_topic};
 use fleet_proto::envelope::{self, Kind};
 use fleet_proto::payload::Delivery;
 use fleet_proto::topic;
@@ -40,15 +45,55 @@ use crate::download;
 pub(super) enum Route {
     /// Gathering what the choice needs.
     Choosing(Choosing),
-    /// The whole bundle.
+    /// The whole raw bundle.
     Full,
-    /// The patch from the kept base `base`.
+    /// A zstd file that decodes to the bundle: a patch or the compressed bundle.
+    Decode(Decode),
+    /// The file is held; the bundle is being decoded off the loop.
+    Rebuilding(Decode),
+}
+
+/// What a zstd file that decodes to the bundle is.
+#[derive(Clone)]
+pub(super) enum Described {
+    /// A patch from the kept base.
     Delta {
         description: DeltaDescription,
         base: KeptRecord,
     },
-    /// The patch is held; the bundle is being rebuilt off the loop.
-    Rebuilding,
+    /// The compressed bundle.
+    Compressed(CompressedDescription),
+}
+
+/// The file fetched instead of the raw bundle.
+#[derive(Clone)]
+pub(super) struct Decode {
+    pub(super) described: Described,
+    /// For a delta: the compressed bundle to fall back to when it fails.
+    then: Option<CompressedDescription>,
+}
+
+impl Decode {
+    fn kind(&self) -> DeliveryKind {
+        match self.described {
+            Described::Delta { .. } => DeliveryKind::Delta,
+            Described::Compressed(_) => DeliveryKind::Compressed,
+        }
+    }
+
+    fn file(&self) -> (BundleId, u64) {
+        match &self.described {
+            Described::Delta { description, .. } => (description.patch_id, description.patch_size),
+            Described::Compressed(c) => (c.file_id, c.file_size),
+        }
+    }
+
+    fn base(&self) -> Option<KeptRecord> {
+        match &self.described {
+            Described::Delta { base, .. } => Some(*base),
+            Described::Compressed(_) => None,
+        }
+    }
 }
 
 /// What the choice waits for.
@@ -60,19 +105,45 @@ pub(super) struct Choosing {
     base: Option<Found>,
     /// The delta description from the kept base, opened (or why it is unusable).
     description: Option<Result<DeltaDescription, String>>,
+    /// The compressed bundle's topic, subscribed after the delta topic.
+    compressed_topic: Option<String>,
+    /// The compressed bundle's description, opened (or why it is unusable).
+    compressed: Option<Result<CompressedDescription, String>>,
     /// The offered bundle's manifest, when it came before the choice.
     full_manifest: Option<Vec<u8>>,
 }
 
 impl Route {
     pub(super) fn is_rebuilding(&self) -> bool {
-        matches!(self, Route::Rebuilding)
+        matches!(self, Route::Rebuilding(_))
+    }
+
+    /// True when the fetched file decodes to the bundle (both are written).
+    pub(super) fn decodes(&self) -> bool {
+        matches!(self, Route::Decode(_))
+    }
+
+    /// Why the fetched file's manifest is not the one the description names, if it is not.
+    pub(super) fn file_manifest_mismatch(
+        &self,
+        m: &fleet_proto::payload::BundleManifest,
+    ) -> Option<String> {
+        let Route::Decode(d) = self else { return None };
+        match &d.described {
+            Described::Delta { description, .. } => description.matches_patch_manifest(m),
+            Described::Compressed(c) => c.matches_file_manifest(m),
+        }
+        .err()
+        .map(|e| e.to_string())
     }
 }
 
 impl Choosing {
-    pub(super) fn delta_topic(&self) -> Option<&str> {
-        self.delta_topic.as_deref()
+    /// The description topics subscribed while choosing.
+    pub(super) fn topics(&self) -> impl Iterator<Item = &str> {
+        [&self.delta_topic, &self.compressed_topic]
+            .into_iter()
+            .filter_map(|t| t.as_deref())
     }
 }
 
@@ -92,6 +163,9 @@ where
             return Ok(());
         };
         let bundle_id = t.bundle_id;
+        // While choosing, the bundle's size (what every transport writes at least); the
+        // choice holds what its transport writes.
+        self.space.hold(t.size);
         let store = BaseStore::under(&self.cfg.data_dir);
         let s = store.clone();
         let record = tokio::task::spawn_blocking(move || s.record()).await?;
@@ -125,10 +199,16 @@ where
         if let Some(Found::Damaged(why)) = &found {
             tracing::warn!(why, "kept base unusable");
         }
+        let compressed = compressed_topic(&bundle_id);
         if let Some(t) = &mut self.transfer
             && let Route::Choosing(c) = &mut t.route
         {
             c.base = found;
+            c.compressed_topic = Some(compressed.clone());
+        }
+        // After the delta topic, before the manifest: retained messages come in this order.
+        if let Err(e) = self.session.subscribe(&compressed).await {
+            tracing::warn!(error = %e, "unable to subscribe the compressed topic");
         }
         let manifest_topic = self.transfer.as_ref().map(|t| t.manifest_topic.clone());
         if let Some(m) = manifest_topic
@@ -207,6 +287,41 @@ where
         self.try_choose().await
     }
 
+    /// A message on a compressed topic: the description, if it is the one being waited for.
+    pub(super) async fn on_compressed_description(
+        &mut self,
+        bundle_id: BundleId,
+        bytes: &[u8],
+    ) -> Result<(), RunError> {
+        let Some(t) = &mut self.transfer else {
+            return Ok(());
+        };
+        let Route::Choosing(c) = &mut t.route else {
+            return Ok(());
+        };
+        if t.bundle_id != bundle_id || bytes.is_empty() || c.compressed.is_some() {
+            return Ok(());
+        }
+        let opened = envelope::open_json::<CompressedDescription>(
+            bytes,
+            Kind::Compressed,
+            &self.trusted,
+            &self.limits,
+        )
+        .map_err(|e| format!("compressed description refused: {e}"))
+        .and_then(|o| {
+            o.value
+                .validate(&self.limits)
+                .map_err(|e| e.to_string())
+                .map(|()| o.value)
+        });
+        if let Err(why) = &opened {
+            tracing::warn!(why, "compressed description unusable");
+        }
+        c.compressed = Some(opened);
+        self.try_choose().await
+    }
+
     /// The offered bundle's manifest came while the choice is open: kept for after it.
     /// Returns true when it was taken here.
     pub(super) async fn hold_full_manifest(
@@ -228,8 +343,9 @@ where
         Ok(true)
     }
 
-    /// Chooses once the base is checked and either the description or the bundle's manifest
-    /// came; then carries the choice out.
+    /// Chooses once the base is checked and either every description or the bundle's
+    /// manifest came (retained messages come in subscription order: a manifest means every
+    /// description there is came before it); then carries the choice out.
     async fn try_choose(&mut self) -> Result<(), RunError> {
         let Some(t) = &mut self.transfer else {
             return Ok(());
@@ -240,9 +356,10 @@ where
         let Some(found) = &c.base else {
             return Ok(());
         };
-        let ready = matches!(found, Found::None | Found::Damaged(_))
-            || c.description.is_some()
-            || c.full_manifest.is_some();
+        let delta_known = matches!(found, Found::None | Found::Damaged(_))
+            || c.delta_topic.is_none()
+            || c.description.is_some();
+        let ready = c.full_manifest.is_some() || (delta_known && c.compressed.is_some());
         if !ready {
             return Ok(());
         }
@@ -257,6 +374,11 @@ where
             None => (None, None),
         };
         let failed = t.delta_failed.clone().or(refused);
+        let (compressed, compressed_refused) = match &c.compressed {
+            Some(Ok(d)) => (Some(d.clone()), None),
+            Some(Err(why)) => (None, Some(why.clone())),
+            None => (None, None),
+        };
         let cx = TransportContext {
             bundle_id: t.bundle_id,
             bundle_size: t.size,
@@ -265,12 +387,15 @@ where
             delta: description.as_ref().map(DeltaDescription::facts),
             budget_bytes: 1u64 << self.cfg.update.delta_window_log_max,
             failed: failed.as_deref(),
+            compressed: compressed.as_ref().map(CompressedDescription::facts),
+            // A refused description counts as a compressed bundle that failed.
+            compressed_failed: compressed_refused.as_deref(),
         };
         let transport = decide_transport(&cx);
         let Route::Choosing(c) = std::mem::replace(&mut t.route, Route::Full) else {
             return Ok(());
         };
-        if let Some(topic) = &c.delta_topic {
+        for topic in c.topics() {
             let _ = self.session.unsubscribe(topic).await;
         }
         if base_fault.is_some() {
@@ -286,7 +411,22 @@ where
                 let (Some(description), Some(base)) = (description, kept) else {
                     return Ok(());
                 };
-                self.take_delta(description, base).await;
+                let decode = Decode {
+                    described: Described::Delta { description, base },
+                    then: compressed,
+                };
+                self.take_decode(decode, None).await;
+                Ok(())
+            }
+            Transport::Compressed { reason, .. } => {
+                let Some(compressed) = compressed else {
+                    return Ok(());
+                };
+                let decode = Decode {
+                    described: Described::Compressed(compressed),
+                    then: None,
+                };
+                self.take_decode(decode, Some(reason)).await;
                 Ok(())
             }
             Transport::Full { reason } => {
@@ -306,39 +446,42 @@ where
         }
     }
 
-    /// Fetches the patch instead of the bundle.
-    async fn take_delta(&mut self, description: DeltaDescription, base: KeptRecord) {
+    /// Fetches the patch or the compressed bundle instead of the bundle; `reason` says why
+    /// no delta.
+    async fn take_decode(&mut self, decode: Decode, reason: Option<FullReason>) {
         let Some(t) = &mut self.transfer else { return };
+        let (file_id, file_size) = decode.file();
         let bundle_topic = topic::bundle_manifest(&t.bundle_id);
-        let patch_topic = topic::bundle_manifest(&description.patch_id);
-        t.fetch_id = description.patch_id;
-        t.fetch_size = description.patch_size;
-        t.manifest_topic = patch_topic.clone();
-        let keep = [t.bundle_id.to_string(), description.patch_id.to_string()];
+        let file_topic = topic::bundle_manifest(&file_id);
+        t.fetch_id = file_id;
+        t.fetch_size = file_size;
+        t.manifest_topic = file_topic.clone();
+        let keep = [t.bundle_id.to_string(), file_id.to_string()];
         let delivery = Delivery {
             bundle_id: t.bundle_id,
-            transport: DeliveryKind::Delta,
-            reason: None,
-            expected_bytes: description.patch_size,
+            transport: decode.kind(),
+            reason,
+            expected_bytes: file_size,
             received_bytes: 0,
             bundle_bytes: t.size,
         };
         tracing::info!(
             bundle = %t.bundle_id,
-            base = %base.bundle_id,
-            patch = %description.patch_id,
-            patch_size = description.patch_size,
-            "delta chosen"
+            transport = ?delivery.transport,
+            base = ?decode.base().map(|b| b.bundle_id.to_string()),
+            file = %file_id,
+            file_size,
+            "decoded transfer chosen"
         );
-        t.route = Route::Delta { description, base };
-        // The patch and the rebuilt bundle are written; the base is already on disk.
+        t.route = Route::Decode(decode);
+        // The fetched file and the decoded bundle are written; a base is already on disk.
         self.space
             .hold(delivery.expected_bytes + delivery.bundle_bytes);
         let _ = self.session.unsubscribe(&bundle_topic).await;
         self.clean_downloads(&keep).await;
         self.announce(delivery).await;
-        if let Err(e) = self.session.subscribe(&patch_topic).await {
-            tracing::warn!(error = %e, "unable to subscribe the patch manifest");
+        if let Err(e) = self.session.subscribe(&file_topic).await {
+            tracing::warn!(error = %e, "unable to subscribe the file's manifest");
         }
     }
 
@@ -404,19 +547,22 @@ where
         self.publish_state().await;
     }
 
-    /// True when the transfer fetches a patch: a failure there falls back to the full bundle
-    /// (done here) instead of failing the update.
+    /// True when the transfer fetches a patch or the compressed bundle: a failure there falls
+    /// back (done here) instead of failing the update: a delta to the compressed bundle when
+    /// one is published, else to the raw bundle; the compressed bundle to the raw one.
     pub(super) async fn delta_fell_back(&mut self, detail: &str) -> bool {
         let Some(t) = &mut self.transfer else {
             return false;
         };
-        if !matches!(t.route, Route::Delta { .. } | Route::Rebuilding) {
-            return false;
-        }
-        tracing::warn!(detail, bundle = %t.bundle_id, "delta failed; fetching the full bundle");
+        let decode = match &t.route {
+            Route::Decode(d) | Route::Rebuilding(d) => d.clone(),
+            _ => return false,
+        };
+        let kind = decode.kind();
+        tracing::warn!(detail, bundle = %t.bundle_id, ?kind, "decoded transfer failed; falling back");
         let old_manifest =
             std::mem::replace(&mut t.manifest_topic, topic::bundle_manifest(&t.bundle_id));
-        let patch = t.fetch_id;
+        let file = t.fetch_id;
         let window: Vec<u32> = std::mem::take(&mut t.window).into_iter().collect();
         t.fetch_id = t.bundle_id;
         t.fetch_size = t.size;
@@ -425,57 +571,88 @@ where
         t.failures.clear();
         t.last_activity = std::time::Instant::now();
         t.last_percent = 0;
-        t.delta_failed = Some(fleet_core::update::offer::truncate(detail, 200));
-        let failed = t.delta_failed.clone().unwrap_or_default();
+        let detail = fleet_core::update::offer::truncate(detail, 200);
+        let (compressed, compressed_failed) = match &decode.described {
+            Described::Delta { .. } => {
+                t.delta_failed = Some(detail);
+                (decode.then.clone(), None)
+            }
+            Described::Compressed(c) => (Some(c.clone()), Some(detail)),
+        };
+        let failed = t.delta_failed.clone();
         let manifest_topic = t.manifest_topic.clone();
         let _ = self.session.unsubscribe(&old_manifest).await;
         for i in window {
             let _ = self
                 .session
-                .unsubscribe(&topic::bundle_chunk(&patch, i))
+                .unsubscribe(&topic::bundle_chunk(&file, i))
                 .await;
         }
         let Some(t) = &mut self.transfer else {
             return true;
         };
-        // The choice again, as the rule says: an earlier delta failure means the full bundle.
+        // The choice again, as the rule says: never the failed path twice.
         let cx = TransportContext {
             bundle_id: t.bundle_id,
             bundle_size: t.size,
             kept: None,
             base_fault: None,
             delta: None,
-            budget_bytes: 0,
-            failed: Some(&failed),
+            budget_bytes: 1u64 << self.cfg.update.delta_window_log_max,
+            failed: Some(failed.as_deref().unwrap_or("the delta failed")),
+            compressed: compressed.as_ref().map(CompressedDescription::facts),
+            compressed_failed: compressed_failed.as_deref(),
         };
-        let Transport::Full { reason } = decide_transport(&cx) else {
-            return true;
-        };
-        self.take_full(reason).await;
-        if let Err(e) = self.session.subscribe(&manifest_topic).await {
-            tracing::warn!(error = %e, "unable to subscribe the manifest");
+        match decide_transport(&cx) {
+            Transport::Compressed { reason, .. } => {
+                let Some(compressed) = compressed else {
+                    return true;
+                };
+                let decode = Decode {
+                    described: Described::Compressed(compressed),
+                    then: None,
+                };
+                self.take_decode(decode, Some(reason)).await;
+            }
+            Transport::Full { reason } => {
+                self.take_full(reason).await;
+                if let Err(e) = self.session.subscribe(&manifest_topic).await {
+                    tracing::warn!(error = %e, "unable to subscribe the manifest");
+                }
+            }
+            Transport::Delta { .. } => {}
         }
         true
     }
 
-    /// The patch is held: rebuild the bundle off the loop.
+    /// The patch or compressed file is held: decode the bundle off the loop.
     pub(super) async fn start_rebuild(&mut self) -> Result<(), RunError> {
         let Some(t) = &mut self.transfer else {
             return Ok(());
         };
-        let Route::Delta { description, base } = std::mem::replace(&mut t.route, Route::Rebuilding)
-        else {
+        let Route::Decode(decode) = &t.route else {
             return Ok(());
         };
+        let decode = decode.clone();
+        t.route = Route::Rebuilding(decode.clone());
+        let (file_id, file_size) = decode.file();
+        let base = decode.base();
         let data = self.cfg.data_dir.clone();
         let window = u32::from(self.cfg.update.delta_window_log_max);
         let tx = self.internal_tx.clone();
         let bundle_id = t.bundle_id;
         let size = t.size;
-        tracing::info!(bundle = %bundle_id, "patch complete; rebuilding");
+        tracing::info!(bundle = %bundle_id, file = %file_id, "file complete; decoding");
         tokio::spawn(async move {
             let outcome = tokio::task::spawn_blocking(move || {
-                apply(&data, &description, &base, bundle_id, size, window)
+                apply(
+                    &data,
+                    (file_id, file_size),
+                    base.as_ref(),
+                    bundle_id,
+                    size,
+                    window,
+                )
             })
             .await
             .unwrap_or_else(|e| Err(e.to_string()));
@@ -499,7 +676,7 @@ where
         match outcome {
             Ok(()) => {
                 let size = t.size;
-                tracing::info!(bundle = %bundle_id, "rebuilt from the delta");
+                tracing::info!(bundle = %bundle_id, "decoded from the fetched file");
                 self.finish_download(bundle_id, size).await
             }
             Err(detail) => {
@@ -540,31 +717,35 @@ where
     }
 }
 
-/// Checks the patch whole, rebuilds the bundle into its `.part` file and judges it; the patch
-/// goes either way, the output only when it is not the offered bundle.
+/// Checks the fetched file (`file`: its id and size) whole, decodes the bundle into its
+/// `.part` file (against the kept `base` for a patch, against nothing for the compressed
+/// bundle) and judges it; the fetched file goes either way, the output only when it is not the
+/// offered bundle.
 fn apply(
     data: &Path,
-    description: &DeltaDescription,
-    base: &KeptRecord,
+    file: (BundleId, u64),
+    base: Option<&KeptRecord>,
     bundle_id: BundleId,
     size: u64,
     window_log_max: u32,
 ) -> RebuildOutcome {
     let dir = download::downloads_dir(data);
-    let patch: PathBuf = dir.join(format!("{}.part", description.patch_id));
+    let (file_id, file_size) = file;
+    let patch: PathBuf = dir.join(format!("{file_id}.part"));
     let out: PathBuf = dir.join(format!("{bundle_id}.part"));
     let result = (|| {
         let file = std::fs::File::open(&patch)
-            .map_err(|e| format!("unable to open the patch {}: {e}", patch.display()))?;
+            .map_err(|e| format!("unable to open {}: {e}", patch.display()))?;
         fleet_proto::chunk::verify_bundle(
             std::io::BufReader::with_capacity(1 << 20, file),
-            &description.patch_id,
-            description.patch_size,
+            &file_id,
+            file_size,
         )
-        .map_err(|f| format!("the patch is not the described one: {f:?}"))?;
-        let base_path = BaseStore::under(data).bundle_path(&base.bundle_id);
-        let rebuilt = crate::rebuild::rebuild(&base_path, &patch, &out, window_log_max, size)
-            .map_err(|e| e.to_string())?;
+        .map_err(|f| format!("the fetched file is not the described one: {f:?}"))?;
+        let base_path = base.map(|b| BaseStore::under(data).bundle_path(&b.bundle_id));
+        let rebuilt =
+            crate::rebuild::rebuild(base_path.as_deref(), &patch, &out, window_log_max, size)
+                .map_err(|e| e.to_string())?;
         match judge_result(
             bundle_id,
             size,

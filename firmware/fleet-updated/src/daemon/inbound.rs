@@ -50,6 +50,9 @@ where
                 .on_delta_description(bundle_id, base_id, &m.payload)
                 .await;
         }
+        if let Some(bundle_id) = fleet_proto::delta::parse_compressed_topic(&m.topic) {
+            return self.on_compressed_description(bundle_id, &m.payload).await;
+        }
         let Ok(topic) = Topic::parse(&m.topic) else {
             tracing::debug!(topic = %m.topic, "message on a topic this station does not read");
             return Ok(());

@@ -137,10 +137,10 @@ where
         self.space.release();
         self.stats.resent_chunk_bytes += t.resent_bytes;
         let _ = self.session.unsubscribe(&t.manifest_topic).await;
-        if let Route::Choosing(c) = &t.route
-            && let Some(delta) = c.delta_topic()
-        {
-            let _ = self.session.unsubscribe(delta).await;
+        if let Route::Choosing(c) = &t.route {
+            for topic in c.topics() {
+                let _ = self.session.unsubscribe(topic).await;
+            }
         }
         for i in &t.window {
             let _ = self
@@ -230,22 +230,17 @@ where
                 compatible: &opened.compatible,
             },
         );
-        let mismatch = mismatch.or_else(|| match &t.route {
-            Route::Delta { description, .. } => description
-                .matches_patch_manifest(&opened)
-                .err()
-                .map(|e| e.to_string()),
-            _ => None,
-        });
+        let mismatch = mismatch.or_else(|| t.route.file_manifest_mismatch(&opened));
         if let Some(detail) = mismatch {
             return self
                 .fail_download(DownloadFailure::ManifestMismatch { detail })
                 .await;
         }
         // What this transfer writes: the file fetched, and for a delta the rebuilt bundle.
-        let needed = match &t.route {
-            Route::Delta { .. } => opened.size.saturating_add(t.size),
-            _ => opened.size,
+        let needed = if t.route.decodes() {
+            opened.size.saturating_add(t.size)
+        } else {
+            opened.size
         };
         // The allowed space (less the kept base, which counts against it), and what the file
         // system really has left.
@@ -478,13 +473,11 @@ where
             if let Some(d) = &mut self.delivery {
                 d.received_bytes = held;
             }
-            return match &t.route {
-                Route::Delta { .. } => self.start_rebuild().await,
-                _ => {
-                    let size = t.size;
-                    self.finish_download(bundle_id, size).await
-                }
-            };
+            if t.route.decodes() {
+                return self.start_rebuild().await;
+            }
+            let size = t.size;
+            return self.finish_download(bundle_id, size).await;
         }
         if percent >= t.last_percent + PROGRESS_STEP_PERCENT {
             t.last_percent = percent;
