@@ -35,9 +35,18 @@ pub enum DeltaError {
     MakePatch { path: PathBuf, reason: String },
 }
 
-/// zstd level of patches and compressed bundles (ADR 0012's measurement: level 19 with
-/// long-distance matching).
-pub const PATCH_LEVEL: i32 = 19;
+/// zstd level of patches (ADR 0012's measurement: level 22, the optimal parser's longest
+/// search, with long-distance matching and [`PATCH_TARGET_LENGTH`]: 14% smaller than xdelta3 -9
+/// on the one-package pair).
+pub const PATCH_LEVEL: i32 = 22;
+
+/// How long a match the optimal parser looks for in a patch (zstd's own advice for
+/// `--patch-from`: the default of level 22 stops early on long matches against the base).
+pub const PATCH_TARGET_LENGTH: u32 = 4096;
+
+/// zstd level of compressed bundles (ADR 0012: level 19 with long-distance matching; 22 would
+/// cost the operator twice the time for about 1% fewer bytes).
+pub const COMPRESS_LEVEL: i32 = 19;
 
 /// The largest window of a compressed bundle: `zstd --long`'s default, as measured in ADR
 /// 0012 (a window covering a whole bundle costs the encoder that much memory and gains
@@ -69,9 +78,13 @@ pub fn encoder<W: Write>(
     content_size: u64,
 ) -> std::io::Result<zstd::stream::write::Encoder<'_, W>> {
     let mut enc = if reference.is_empty() {
-        zstd::stream::write::Encoder::new(out, PATCH_LEVEL)?
+        zstd::stream::write::Encoder::new(out, COMPRESS_LEVEL)?
     } else {
-        zstd::stream::write::Encoder::with_ref_prefix(out, PATCH_LEVEL, reference)?
+        let mut enc = zstd::stream::write::Encoder::with_ref_prefix(out, PATCH_LEVEL, reference)?;
+        enc.set_parameter(zstd::zstd_safe::CParameter::TargetLength(
+            PATCH_TARGET_LENGTH,
+        ))?;
+        enc
     };
     enc.window_log(u32::from(window_log))?;
     enc.long_distance_matching(true)?;
