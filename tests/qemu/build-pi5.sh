@@ -221,6 +221,19 @@ RestartSec=2
 [Install]
 WantedBy=multi-user.target
 EOF
+# A test bundle's slot with failing mode "hang" hangs 10 s after basic.target (before the health
+# gate can commit it; PID 1 has armed the i6300esb by then): a real-time spinner on the one CPU,
+# with the kernel's real-time throttling off, starves everything, systemd's watchdog pings too;
+# only the hardware watchdog ends this.
+cat >"$base/usr/lib/systemd/system/fleet-qemu-hang.service" <<'EOF'
+[Unit]
+Description=test station: hang when the slot's failing mode says so (tests/qemu/pi5)
+[Service]
+ExecCondition=/bin/sh -c 'test "$(cat /etc/fleet-qemu-failing 2>/dev/null)" = hang'
+ExecStart=/bin/sh -c 'sleep 10; echo "FLEET-QEMU hanging now" >/dev/console; echo -1 >/proc/sys/kernel/sched_rt_runtime_us; exec chrt -f 99 /bin/sh -c "while :; do :; done"'
+[Install]
+WantedBy=multi-user.target
+EOF
 install -m 0755 "$here/pi5/fleet-qemu-report" "$base/usr/libexec/fleet-qemu-report"
 # and, just before the kernel reboots, the reboot argument and the reboot path's journal
 install -D -m 0755 "$here/pi5/fleet-qemu-shutdown" "$base/usr/lib/systemd/system-shutdown/fleet-qemu-shutdown"
@@ -239,9 +252,9 @@ units=$(L units "$layer" "$machine" recipes-fleet/fleet-firmware/fleet-firmware_
   recipes-core/fleet-rootfs/fleet-rootfs.bb recipes-connectivity/fleet-network/fleet-network.bb)
 log "enabling the layer's units: $units"
 # shellcheck disable=SC2086
-systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service fleet-qemu-signal.service \
+systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service fleet-qemu-signal.service fleet-qemu-hang.service \
   systemd-networkd.service systemd-timesyncd.service dbus.socket >&2 2>/dev/null ||
-  systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service fleet-qemu-signal.service \
+  systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service fleet-qemu-signal.service fleet-qemu-hang.service \
     systemd-networkd.service systemd-timesyncd.service dbus.socket >&2
 systemctl --root="$base" set-default multi-user.target >&2
 # check the shipped configs with the very binaries of the image (qemu-user)
