@@ -234,6 +234,18 @@ ExecStart=/bin/sh -c 'sleep 10; echo "FLEET-QEMU hanging now" >/dev/console; ech
 [Install]
 WantedBy=multi-user.target
 EOF
+# ... and with failing mode "reboot" the slot reboots itself (a plain reboot, no tryboot flag)
+# 1 s after basic.target, before fleet-updated can start its health gate (at 10 s the gate
+# committed B while the reboot was under way: see the faults in docs/reference/qemu-harness.md).
+cat >"$base/usr/lib/systemd/system/fleet-qemu-reboot.service" <<'EOF'
+[Unit]
+Description=test station: reboot when the slot's failing mode says so (tests/qemu/pi5)
+[Service]
+ExecCondition=/bin/sh -c 'test "$(cat /etc/fleet-qemu-failing 2>/dev/null)" = reboot'
+ExecStart=/bin/sh -c 'sleep 1; echo "FLEET-QEMU rebooting now" >/dev/console; exec systemctl reboot'
+[Install]
+WantedBy=multi-user.target
+EOF
 install -m 0755 "$here/pi5/fleet-qemu-report" "$base/usr/libexec/fleet-qemu-report"
 # and, just before the kernel reboots, the reboot argument and the reboot path's journal
 install -D -m 0755 "$here/pi5/fleet-qemu-shutdown" "$base/usr/lib/systemd/system-shutdown/fleet-qemu-shutdown"
@@ -252,9 +264,9 @@ units=$(L units "$layer" "$machine" recipes-fleet/fleet-firmware/fleet-firmware_
   recipes-core/fleet-rootfs/fleet-rootfs.bb recipes-connectivity/fleet-network/fleet-network.bb)
 log "enabling the layer's units: $units"
 # shellcheck disable=SC2086
-systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service fleet-qemu-signal.service fleet-qemu-hang.service \
+systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service fleet-qemu-signal.service fleet-qemu-hang.service fleet-qemu-reboot.service \
   systemd-networkd.service systemd-timesyncd.service dbus.socket >&2 2>/dev/null ||
-  systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service fleet-qemu-signal.service fleet-qemu-hang.service \
+  systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service fleet-qemu-signal.service fleet-qemu-hang.service fleet-qemu-reboot.service \
     systemd-networkd.service systemd-timesyncd.service dbus.socket >&2
 systemctl --root="$base" set-default multi-user.target >&2
 # check the shipped configs with the very binaries of the image (qemu-user)
@@ -324,6 +336,7 @@ bundle good 2.0.0
 bundle panic 2.0.2 panic
 bundle mute 2.0.3 mute
 bundle hang 2.0.4 hang
+bundle reboot 2.0.5 reboot
 rm -f "$base/etc/fleet-qemu-failing"
 
 # ---- 7. the disks, from the layer's wks files --------------------------------------------------
@@ -345,7 +358,7 @@ qemu-system-aarch64 -M virt,dumpdtb="$out/virt.dtb" -cpu cortex-a76 -smp 1 -m 10
 
 cat >"$out/info.json" <<EOJ
 {"kernel": "$kver", "compatible": "fleet-$machine", "factory-version": "1.0.0",
- "bundles": {"good": "2.0.0", "panic": "2.0.2", "mute": "2.0.3", "hang": "2.0.4"}, "cmdline": "$qemu_cmdline"}
+ "bundles": {"good": "2.0.0", "panic": "2.0.2", "mute": "2.0.3", "hang": "2.0.4", "reboot": "2.0.5"}, "cmdline": "$qemu_cmdline"}
 EOJ
 rm -rf "$w"
 touch "$out/.done"

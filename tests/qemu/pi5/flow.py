@@ -42,6 +42,7 @@ def register(harness):
             ("pi5-good-update-nvme", lambda c: scenario_good_update(c, "nvme")),
             ("pi5-trial-panics", scenario_trial_panics),
             ("pi5-trial-hangs", lambda c: scenario_trial_panics(c, mode="hang")),
+            ("pi5-trial-reboots", lambda c: scenario_trial_panics(c, mode="reboot")),
             ("pi5-recorder-gate", scenario_recorder_gate)]
 
 
@@ -487,7 +488,7 @@ def scenario_trial_panics(ctx, medium="sd", mode="panic"):
     `will-retry` as long as the record holds the trial. So exactly ATTEMPTS trial boots of B,
     the record's count going down by one on every boot of A, and none after B is bad."""
     fleet = fleet_of(ctx)
-    name = "pi5-trial-panics" if mode == "panic" else "pi5-trial-hangs"
+    name = {"panic": "pi5-trial-panics", "hang": "pi5-trial-hangs", "reboot": "pi5-trial-reboots"}[mode]
     st = Pi5Station(fleet, name if medium == "sd" else f"{name}-{medium}", medium)
     fleet.provision(st)
     uid = fleet.push(st, mode)
@@ -507,6 +508,7 @@ def scenario_trial_panics(ctx, medium="sd", mode="panic"):
         h.check(trial.slot == "B" and trial.version == version and trial.first(rf"^failing mode={mode}"),
                 f"trial {trials} on B {version} fails by {mode}: {trial.slot} {trial.version}")
         h.check(mode != "hang" or trial.first(r"^hanging now"), f"trial {trials}: B hangs")
+        h.check(mode != "reboot" or trial.first(r"^rebooting now"), f"trial {trials}: B reboots itself")
         h.check(trial.first(rf"^booted .* root=/dev/{disk}p6$"), f"trial {trials}: root=/dev/{disk}p6")
         h.check(trial.end == "exit" and not st.tryboot_flag,
                 f"trial {trials} ends in the {mode}'s reset, which leaves no tryboot flag (end={trial.end})")
