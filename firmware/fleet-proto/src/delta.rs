@@ -106,18 +106,13 @@ impl DeltaDescription {
     /// Checks the patch's manifest against this description: the patch's id and size, and the
     /// offered bundle's version and compatible (the station compares those with the offer).
     pub fn matches_patch_manifest(&self, m: &BundleManifest) -> Result<(), DeltaError> {
-        if m.bundle_id != self.patch_id {
-            return Err(DeltaError(
-                "the patch manifest's bundle-id is not the patch-id".into(),
-            ));
-        }
-        if m.size != self.patch_size {
-            return Err(DeltaError(format!(
-                "the patch manifest's size {} is not the patch-size {}",
-                m.size, self.patch_size
-            )));
-        }
-        Ok(())
+        manifest_names(
+            m,
+            self.patch_id,
+            self.patch_size,
+            "the patch manifest's",
+            "patch",
+        )
     }
 }
 
@@ -186,19 +181,37 @@ impl CompressedDescription {
 
     /// Checks the compressed file's manifest against this description: its id and size.
     pub fn matches_file_manifest(&self, m: &BundleManifest) -> Result<(), DeltaError> {
-        if m.bundle_id != self.file_id {
-            return Err(DeltaError(
-                "the compressed file's manifest bundle-id is not the file-id".into(),
-            ));
-        }
-        if m.size != self.file_size {
-            return Err(DeltaError(format!(
-                "the compressed file's manifest size {} is not the file-size {}",
-                m.size, self.file_size
-            )));
-        }
-        Ok(())
+        manifest_names(
+            m,
+            self.file_id,
+            self.file_size,
+            "the compressed file's manifest",
+            "file",
+        )
     }
+}
+
+/// The one check of a fetched file's manifest against what its description says: `whose`
+/// names the manifest, `field` the description's id/size fields (`<field>-id`, `<field>-size`).
+fn manifest_names(
+    m: &BundleManifest,
+    id: BundleId,
+    size: u64,
+    whose: &str,
+    field: &str,
+) -> Result<(), DeltaError> {
+    if m.bundle_id != id {
+        return Err(DeltaError(format!(
+            "{whose} bundle-id is not the {field}-id"
+        )));
+    }
+    if m.size != size {
+        return Err(DeltaError(format!(
+            "{whose} size {} is not the {field}-size {size}",
+            m.size
+        )));
+    }
+    Ok(())
 }
 
 /// `fleet/v1/bundles/{bundle-id}/compressed`: the compressed transfer of `bundle`.

@@ -267,23 +267,14 @@ where
         {
             return Ok(());
         }
-        let opened = envelope::open_json::<DeltaDescription>(
+        c.description = Some(open_description(
             bytes,
             Kind::Delta,
+            "delta",
             &self.trusted,
             &self.limits,
-        )
-        .map_err(|e| format!("delta description refused: {e}"))
-        .and_then(|o| {
-            o.value
-                .validate(&self.limits)
-                .map_err(|e| e.to_string())
-                .map(|()| o.value)
-        });
-        if let Err(why) = &opened {
-            tracing::warn!(why, "delta description unusable");
-        }
-        c.description = Some(opened);
+            DeltaDescription::validate,
+        ));
         self.try_choose().await
     }
 
@@ -302,23 +293,14 @@ where
         if t.bundle_id != bundle_id || bytes.is_empty() || c.compressed.is_some() {
             return Ok(());
         }
-        let opened = envelope::open_json::<CompressedDescription>(
+        c.compressed = Some(open_description(
             bytes,
             Kind::Compressed,
+            "compressed",
             &self.trusted,
             &self.limits,
-        )
-        .map_err(|e| format!("compressed description refused: {e}"))
-        .and_then(|o| {
-            o.value
-                .validate(&self.limits)
-                .map_err(|e| e.to_string())
-                .map(|()| o.value)
-        });
-        if let Err(why) = &opened {
-            tracing::warn!(why, "compressed description unusable");
-        }
-        c.compressed = Some(opened);
+            CompressedDescription::validate,
+        ));
         self.try_choose().await
     }
 
@@ -761,4 +743,27 @@ fn apply(
         let _ = std::fs::remove_file(&out);
     }
     result
+}
+
+/// Opens a signed description (delta or compressed) and checks it against the limits; what is
+/// wrong with it is logged and kept as the reason.
+fn open_description<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    kind: Kind,
+    what: &str,
+    trusted: &envelope::TrustedKeys,
+    limits: &fleet_proto::limits::Limits,
+    validate: fn(&T, &fleet_proto::limits::Limits) -> Result<(), fleet_proto::delta::DeltaError>,
+) -> Result<T, String> {
+    let opened = envelope::open_json::<T>(bytes, kind, trusted, limits)
+        .map_err(|e| format!("{what} description refused: {e}"))
+        .and_then(|o| {
+            validate(&o.value, limits)
+                .map_err(|e| e.to_string())
+                .map(|()| o.value)
+        });
+    if let Err(why) = &opened {
+        tracing::warn!(why, what, "description unusable");
+    }
+    opened
 }
