@@ -16,6 +16,9 @@
 #   - fleet-retentiond.service and fleet-updated.service come up (Type=notify) and survive three
 #     watchdog periods; fleet-updated reads RAUC over D-Bus through the narrowed policy (no
 #     broker is reachable: it keeps retrying MQTT, which is fine here);
+#   - fleet-updated's probe of systemd's system state (`--system-state`, what its health gate
+#     reads), in its unit's sandbox, reads `starting` during the boot and `stopping` as the
+#     container reboots;
 #   - a process running as fleet-updated (with its unit's UMask=0077) requests a trial reboot
 #     ("0 tryboot"); fleet-reboot.path
 #     starts fleet-reboot.service (root), the container reboots (systemd-nspawn exits 133) and
@@ -258,6 +261,14 @@ echo "rc=$?" >> /out/updater-mark
 setpriv --reuid=nobody --regid=nogroup --clear-groups \
   busctl call de.pengutronix.rauc / de.pengutronix.rauc.Installer Mark ss good booted > /out/other-mark 2>&1
 echo "rc=$?" >> /out/other-mark
+# fleet-updated's probe of the service manager's state (its health gate commits a trial only on
+# a system that is up, never on one that is stopping), in its unit's sandbox: now, while this
+# one-shot holds the boot (starting), and as the container reboots (its ExecStop: stopping).
+probe="/usr/bin/fleet-updated --config /etc/fleet/updated.toml --station-config /data/fleet/identity/updated.toml --system-state"
+systemd-run --unit=fleet-updated-state-probe "$@" -p StandardOutput=append:/out/system-state \
+  -p StandardError=append:/out/system-state-errors -p "ExecStop=$probe" \
+  /bin/sh -c "$probe; exec sleep infinity" > /out/state-probe-start 2>&1
+sleep 2
 journalctl -b --no-pager -u fleet-provision -u fleet-boot-check -u fleet-retentiond -u fleet-updated \
   -u rauc -u fleet-reboot -u fleet-recorderd > /out/journal 2>&1
 systemctl start fleet-proof-request.service
@@ -363,6 +374,12 @@ if [ "$status" = 133 ] && [ ! -e "$scratch/out/no-reboot" ]; then
 else
   ko an_unprivileged_reboot_request_reboots_through_fleet_reboot_service "nspawn exit $status"
 fi
+# The state probe: one line at its start, one at its stop.
+states=$(tr '\n' ' ' < "$scratch/out/system-state" 2>/dev/null)
+[ "$states" = "starting stopping " ] \
+  && ok the_updaters_state_probe_reads_starting_then_stopping_from_systemd_in_its_sandbox \
+  || ko the_updaters_state_probe_reads_starting_then_stopping_from_systemd_in_its_sandbox \
+       "read: $states; $(cat "$scratch/out/state-probe-start" "$scratch/out/system-state-errors" 2>/dev/null)"
 if [ "$fail" != 0 ]; then
   echo "--- units"; cat "$scratch/out/units" 2>/dev/null
   echo "--- journal"; tail -40 "$scratch/out/journal" 2>/dev/null

@@ -246,6 +246,23 @@ ExecStart=/bin/sh -c 'sleep 1; echo "FLEET-QEMU rebooting now" >/dev/console; ex
 [Install]
 WantedBy=multi-user.target
 EOF
+# ... and with failing mode "reboot-at-gate" it reboots itself (plainly) as soon as fleet-updated's
+# health gate has started, while its boot is still under way: a one-shot that multi-user.target
+# waits for, so systemd stays `starting` until the reboot makes it `stopping`. The gate commits
+# only a system that is up and never one that is stopping (fleet_core::health::gate), so B is
+# never committed; before that rule the gate committed whatever its checks saw pass in time.
+cat >"$base/usr/lib/systemd/system/fleet-qemu-reboot-at-gate.service" <<'EOF'
+[Unit]
+Description=test station: reboot as the health gate runs when the slot's failing mode says so (tests/qemu/pi5)
+After=fleet-updated.service
+[Service]
+Type=oneshot
+TimeoutStartSec=600
+ExecCondition=/bin/sh -c 'test "$(cat /etc/fleet-qemu-failing 2>/dev/null)" = reboot-at-gate'
+ExecStart=/bin/sh -c 'until journalctl -b --no-pager -o cat -u fleet-updated | grep -q "health gate starts"; do sleep 0.5; done; echo "FLEET-QEMU rebooting now at the gate" >/dev/console; exec systemctl reboot'
+[Install]
+WantedBy=multi-user.target
+EOF
 install -m 0755 "$here/pi5/fleet-qemu-report" "$base/usr/libexec/fleet-qemu-report"
 # and, just before the kernel reboots, the reboot argument and the reboot path's journal
 install -D -m 0755 "$here/pi5/fleet-qemu-shutdown" "$base/usr/lib/systemd/system-shutdown/fleet-qemu-shutdown"
@@ -264,9 +281,9 @@ units=$(L units "$layer" "$machine" recipes-fleet/fleet-firmware/fleet-firmware_
   recipes-core/fleet-rootfs/fleet-rootfs.bb recipes-connectivity/fleet-network/fleet-network.bb)
 log "enabling the layer's units: $units"
 # shellcheck disable=SC2086
-systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service fleet-qemu-signal.service fleet-qemu-hang.service fleet-qemu-reboot.service \
+systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service fleet-qemu-signal.service fleet-qemu-hang.service fleet-qemu-reboot.service fleet-qemu-reboot-at-gate.service \
   systemd-networkd.service systemd-timesyncd.service dbus.socket >&2 2>/dev/null ||
-  systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service fleet-qemu-signal.service fleet-qemu-hang.service fleet-qemu-reboot.service \
+  systemctl --root="$base" enable $units fleet-qemu-var-lib.service fleet-qemu-report.service fleet-qemu-booted.service fleet-qemu-signal.service fleet-qemu-hang.service fleet-qemu-reboot.service fleet-qemu-reboot-at-gate.service \
     systemd-networkd.service systemd-timesyncd.service dbus.socket >&2
 systemctl --root="$base" set-default multi-user.target >&2
 # check the shipped configs with the very binaries of the image (qemu-user)
@@ -337,6 +354,7 @@ bundle panic 2.0.2 panic
 bundle mute 2.0.3 mute
 bundle hang 2.0.4 hang
 bundle reboot 2.0.5 reboot
+bundle reboot-at-gate 2.0.6 reboot-at-gate
 rm -f "$base/etc/fleet-qemu-failing"
 
 # ---- 7. the disks, from the layer's wks files --------------------------------------------------
@@ -358,7 +376,7 @@ qemu-system-aarch64 -M virt,dumpdtb="$out/virt.dtb" -cpu cortex-a76 -smp 1 -m 10
 
 cat >"$out/info.json" <<EOJ
 {"kernel": "$kver", "compatible": "fleet-$machine", "factory-version": "1.0.0",
- "bundles": {"good": "2.0.0", "panic": "2.0.2", "mute": "2.0.3", "hang": "2.0.4", "reboot": "2.0.5"}, "cmdline": "$qemu_cmdline"}
+ "bundles": {"good": "2.0.0", "panic": "2.0.2", "mute": "2.0.3", "hang": "2.0.4", "reboot": "2.0.5", "reboot-at-gate": "2.0.6"}, "cmdline": "$qemu_cmdline"}
 EOJ
 rm -rf "$w"
 touch "$out/.done"

@@ -5,6 +5,8 @@
 //! and calls [`decide_problems`]; nothing else judges a report.
 use serde::{Deserialize, Serialize};
 
+pub mod gate;
+
 /// The recorder's state as the health message names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -3,7 +3,7 @@
 //! **fleet-core does not know about files, clocks or sockets.** Every decision that can brick a
 //! station or delete a recording is a pure function here: the update state machine (`update`), the offer-signing
 //! key set and its rotation (`trust`),
-//! offer admission (`offer`), wave membership (`wave`), boot-slot models (`boot`), signed
+//! offer admission (`offer`), wave membership (`wave`), boot-slot models (`boot`), the trial's health gate (`health::gate`), signed
 //! configuration changes (`config_push`), the retention plan (`retention`) and the upload
 //! decisions (`upload`). Time enters as a value ([`time::Now`]); wall-clock time is
 //! `None` until the shell knows the clock is trusted.

@@ -28,8 +28,8 @@
 //! `fleet-core` has one. [`wiring::from_config`] builds them from the configuration
 //! (`installer = "rauc" | "sim"`, `boot-flow = "tryboot" | "uboot" | "sim"`): RAUC over D-Bus
 //! (`fleet-rauc`), `fleet-bootctl`'s boot flows, and [`health::StationHealth`] (systemd units,
-//! the recorder's status file, the MQTT session, commands; judged by the pure
-//! [`health::verdict`]). The committed version goes to the version floor ([`floor`]) that the
+//! the recorder's status file, the MQTT session, commands, and systemd's system state; judged by
+//! the pure `fleet_core::health::gate`). The committed version goes to the version floor ([`floor`]) that the
 //! bundles' install-check hook reads. Keys: `docs/reference/updated.md`. The reboot itself is not a port: [`run`] returns [`Exit::Reboot`]
 //! after the journal holds the intent, and its caller reboots (the binary exits 10 so the
 //! unit's `ExecStopPost=`/`OnFailure=` or the simulated runner does it).
@@ -84,7 +84,7 @@ pub mod wiring;
 
 pub use config::Config;
 pub use daemon::{Exit, RunError, RunStats, run};
-pub use ports::{Deps, HealthCheck, HealthFailure};
+pub use ports::{Deps, HealthCheck};
 
 /// Exit code of the binary when the engine asks for a reboot.
 pub const EXIT_REBOOT: i32 = 10;

@@ -24,6 +24,10 @@ struct Args {
     /// Validate the merged configuration and exit (2 invalid, 3 incomplete).
     #[arg(long)]
     check_config: bool,
+    /// Print systemd's system state as the health gate reads it (`[health]`'s `systemctl` and
+    /// `systemd-run-dir`: `starting`, `running`, `stopping`, ..., or `unavailable`) and exit.
+    #[arg(long, conflicts_with_all = ["check_config", "sim_boot", "sim"])]
+    system_state: bool,
     /// Simulated stations: run one simulated power-on (bootloader) and exit.
     #[arg(long, conflicts_with = "sim")]
     sim_boot: bool,
@@ -71,6 +75,22 @@ fn main() -> ExitCode {
     // `trusted` skips the clock rule: meant for simulations and tests, allowed (the operator
     // may know better) but never silent on a station with real ports.
     let clock_overridden = config.wall_clock.is_overridden_on_a_real_station(simulated);
+    if args.system_state {
+        return match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => {
+                let manager = rt.block_on(fleet_updated::health::system_state(&config.health));
+                println!("{}", manager.as_str());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("fleet-updated: unable to start the async runtime: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.check_config {
         if clock_overridden {
             eprintln!(

@@ -4,20 +4,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use fleet_core::health::gate::Verdict;
 use fleet_core::slot::Slot;
 
-/// A failed health check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthFailure {
-    /// Which check failed.
-    pub check: String,
-    pub detail: String,
-}
-
 /// The health checks a trial slot must pass before it is committed. (Not a `fleet-core` port
-/// yet; see the crate docs.)
+/// yet; see the crate docs.) The verdict is `fleet_core::health::gate`'s: healthy, unhealthy
+/// (naming the check), or none because the system is going down.
 pub trait HealthCheck: Send + Sync + 'static {
-    fn check(&self, booted: Slot) -> impl Future<Output = Result<(), HealthFailure>> + Send;
+    fn check(&self, booted: Slot) -> impl Future<Output = Verdict> + Send;
 
     /// The daemon's MQTT session came up (`true`) or went down; the broker check reads it.
     fn mqtt_connected(&self, connected: bool) {

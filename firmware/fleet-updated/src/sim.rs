@@ -9,7 +9,8 @@ use tokio::sync::watch;
 
 use crate::config::{Config, SimConfig};
 use crate::daemon::{self, Exit, RunError, RunStats};
-use crate::ports::{Deps, HealthCheck, HealthFailure};
+use crate::ports::{Deps, HealthCheck};
+use fleet_core::health::gate::Verdict;
 
 /// Most boots one [`run_sim_station`] call goes through (bounds a station that keeps
 /// rebooting).
@@ -23,26 +24,26 @@ pub struct SimHealthCheck {
 }
 
 impl HealthCheck for SimHealthCheck {
-    fn check(&self, booted: Slot) -> impl Future<Output = Result<(), HealthFailure>> + Send {
+    fn check(&self, booted: Slot) -> impl Future<Output = Verdict> + Send {
         let h = self.health.clone();
         let delay = self.delay;
         async move {
             tokio::time::sleep(delay).await;
             let r = tokio::task::spawn_blocking(move || h.check(booted)).await;
             match r {
-                Ok(Ok(Ok(()))) => Ok(()),
-                Ok(Ok(Err(f))) => Err(HealthFailure {
+                Ok(Ok(Ok(()))) => Verdict::Healthy,
+                Ok(Ok(Err(f))) => Verdict::Unhealthy {
                     check: f.check,
                     detail: f.detail,
-                }),
-                Ok(Err(e)) => Err(HealthFailure {
+                },
+                Ok(Err(e)) => Verdict::Unhealthy {
                     check: "sim-read".into(),
                     detail: e.to_string(),
-                }),
-                Err(e) => Err(HealthFailure {
+                },
+                Err(e) => Verdict::Unhealthy {
                     check: "sim-panic".into(),
                     detail: e.to_string(),
-                }),
+                },
             }
         }
     }

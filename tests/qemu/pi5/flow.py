@@ -43,6 +43,7 @@ def register(harness):
             ("pi5-trial-panics", scenario_trial_panics),
             ("pi5-trial-hangs", lambda c: scenario_trial_panics(c, mode="hang")),
             ("pi5-trial-reboots", lambda c: scenario_trial_panics(c, mode="reboot")),
+            ("pi5-trial-reboots-at-gate", scenario_trial_reboots_at_gate),
             ("pi5-recorder-gate", scenario_recorder_gate)]
 
 
@@ -488,7 +489,8 @@ def scenario_trial_panics(ctx, medium="sd", mode="panic"):
     `will-retry` as long as the record holds the trial. So exactly ATTEMPTS trial boots of B,
     the record's count going down by one on every boot of A, and none after B is bad."""
     fleet = fleet_of(ctx)
-    name = {"panic": "pi5-trial-panics", "hang": "pi5-trial-hangs", "reboot": "pi5-trial-reboots"}[mode]
+    name = {"panic": "pi5-trial-panics", "hang": "pi5-trial-hangs", "reboot": "pi5-trial-reboots",
+            "reboot-at-gate": "pi5-trial-reboots-at-gate"}[mode]
     st = Pi5Station(fleet, name if medium == "sd" else f"{name}-{medium}", medium)
     fleet.provision(st)
     uid = fleet.push(st, mode)
@@ -508,7 +510,8 @@ def scenario_trial_panics(ctx, medium="sd", mode="panic"):
         h.check(trial.slot == "B" and trial.version == version and trial.first(rf"^failing mode={mode}"),
                 f"trial {trials} on B {version} fails by {mode}: {trial.slot} {trial.version}")
         h.check(mode != "hang" or trial.first(r"^hanging now"), f"trial {trials}: B hangs")
-        h.check(mode != "reboot" or trial.first(r"^rebooting now"), f"trial {trials}: B reboots itself")
+        h.check(mode not in ("reboot", "reboot-at-gate") or trial.first(r"^rebooting now"),
+                f"trial {trials}: B reboots itself")
         h.check(trial.first(rf"^booted .* root=/dev/{disk}p6$"), f"trial {trials}: root=/dev/{disk}p6")
         h.check(trial.end == "exit" and not st.tryboot_flag,
                 f"trial {trials} ends in the {mode}'s reset, which leaves no tryboot flag (end={trial.end})")
@@ -565,6 +568,17 @@ def scenario_trial_panics(ctx, medium="sd", mode="panic"):
             f"the record names B bad: {fmt_attempts(env['attempts'])}")
     units_active(back, DAEMONS)
     return st, ["A"] + ["B", "A"] * trials
+
+
+def scenario_trial_reboots_at_gate(ctx):
+    """A slot that reboots itself as fleet-updated's health gate runs (the `reboot-at-gate`
+    bundle: a one-shot in its boot waits for the gate's first log line, then `systemctl
+    reboot`), so the boot never finishes and the gate sees the system `starting`, then
+    `stopping`: it must never commit B (the fault of docs/reference/qemu-harness.md). As
+    `pi5-trial-reboots` from there: every trial boot of B ends in a plain reboot, A stays
+    committed (`autoboot.txt` `[all]=2 [tryboot]=3` after every trial), the boot check spends
+    the record's attempts and the station reports `rolled-back` (`trial-did-not-boot`)."""
+    return scenario_trial_panics(ctx, mode="reboot-at-gate")
 
 
 # The recorder's station settings and the update's health gate for pi5-recorder-gate, as a fleet

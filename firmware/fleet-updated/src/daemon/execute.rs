@@ -5,12 +5,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleet_core::health::gate;
 use fleet_core::ports::{BootControl, InstallRequest, Installer, PortError};
 use fleet_core::station::{self, Action, Input, Store};
 use fleet_core::update::{self, BootOp, BundleId, Event, VerifyFailure};
 
 use crate::daemon::{Exit, HealthCheck, Internal, RunError, Shell};
 use crate::download;
+
+/// How long after a gate without a verdict (the system was going down) a daemon that is still
+/// running runs the gate again.
+pub(super) const NO_VERDICT_RETRY: Duration = Duration::from_secs(60);
 
 /// Attempts of a retryable boot-control call before its failure is fed to the station.
 const BOOT_CONTROL_TRIES: u32 = 3;
@@ -271,6 +276,40 @@ where
         Ok(())
     }
 
+    /// The health gate's verdict, carried out as `fleet_core::health::gate::conclude` says:
+    /// nothing at all once the daemon was asked to stop (`stop_requested`) or when the system
+    /// is going down. Without a verdict the trial stays in its checks (the journal says so), and
+    /// the next start judges it; a daemon that is not stopped after all runs the gate again in
+    /// [`NO_VERDICT_RETRY`].
+    pub(super) async fn on_health(
+        &mut self,
+        verdict: gate::Verdict,
+        stop_requested: bool,
+    ) -> Result<(), RunError> {
+        match gate::conclude(verdict, stop_requested) {
+            gate::Conclusion::Pass => self.feed(Input::Event(Event::HealthPassed)).await,
+            gate::Conclusion::Fail { check, detail } => {
+                tracing::warn!(check = %check, detail = %detail, "health check failed");
+                self.feed(Input::Event(Event::HealthFailed { check })).await
+            }
+            gate::Conclusion::NoVerdict { why } => {
+                tracing::warn!(why = %why, "no health verdict: the trial is neither committed nor failed");
+                if !stop_requested
+                    && let update::Phase::HealthChecking { slot, .. } = self.station.engine().phase
+                {
+                    let health = self.deps.health.clone();
+                    let tx = self.internal_tx.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(NO_VERDICT_RETRY).await;
+                        let r = health.check(slot).await;
+                        let _ = tx.send(Internal::Health(r)).await;
+                    });
+                }
+                Ok(())
+            }
+        }
+    }
+
     pub(super) async fn refresh_boot_status(&mut self) {
         match boot_call(&self.deps.boot, |b| b.status()).await {
             Ok(s) => self.boot_status = Some(s),
@@ -319,12 +358,7 @@ where
                 }))
                 .await
             }
-            Internal::Health(Ok(())) => self.feed(Input::Event(Event::HealthPassed)).await,
-            Internal::Health(Err(f)) => {
-                tracing::warn!(check = %f.check, detail = %f.detail, "health check failed");
-                self.feed(Input::Event(Event::HealthFailed { check: f.check }))
-                    .await
-            }
+            Internal::Health(verdict) => self.on_health(verdict, false).await,
             Internal::ChunkRetry(bundle_id, index) => {
                 self.retry_chunk(bundle_id, index).await;
                 Ok(())

@@ -39,7 +39,7 @@ use crate::journal::JournalError;
 use crate::trust_store::TrustStoreError;
 use fleet_proto::config_push::ConfigOutcome;
 
-pub use crate::ports::{Deps, HealthCheck, HealthFailure};
+pub use crate::ports::{Deps, HealthCheck};
 
 mod delta;
 mod execute;
@@ -103,7 +103,7 @@ enum Internal {
     InstallProgress(u8),
     Installed(Result<fleet_core::ports::Installed, execute::InstallFailure>),
     Verified(BundleId, Result<(), VerifyFailure>),
-    Health(Result<(), HealthFailure>),
+    Health(fleet_core::health::gate::Verdict),
     ChunkRetry(BundleId, u32),
     /// The kept base's hash check, for the download of this bundle.
     BaseChecked(BundleId, crate::base::Found),
@@ -290,6 +290,9 @@ where
             return Ok((exit, shell.stats));
         }
         tokio::select! {
+            // The stop first: a result of background work (a health verdict) that is ready
+            // at the same time is not carried out.
+            biased;
             () = &mut shutdown => {
                 shell.leave(Exit::Shutdown, &mut events).await;
                 return Ok((Exit::Shutdown, shell.stats));
@@ -312,7 +315,25 @@ where
                     return Ok((Exit::Shutdown, shell.stats));
                 }
             },
-            Some(msg) = internal_rx.recv() => shell.on_internal(msg).await?,
+            Some(msg) = internal_rx.recv() => {
+                if let Internal::Health(verdict) = msg {
+                    // A verdict is never carried out once the daemon was asked to stop
+                    // (SIGTERM): a stop during the gate commits nothing (fleet_core's
+                    // `health::gate::conclude`). The stop, if asked for, is taken here.
+                    let stop_requested = tokio::select! {
+                        biased;
+                        () = &mut shutdown => true,
+                        () = std::future::ready(()) => false,
+                    };
+                    shell.on_health(verdict, stop_requested).await?;
+                    if stop_requested {
+                        shell.leave(Exit::Shutdown, &mut events).await;
+                        return Ok((Exit::Shutdown, shell.stats));
+                    }
+                } else {
+                    shell.on_internal(msg).await?;
+                }
+            }
             Some(outcome) = next_outcome(&mut config_outcomes) => {
                 shell.publish_config_event(outcome).await;
             }

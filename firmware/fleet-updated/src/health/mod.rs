@@ -1,5 +1,6 @@
 //! The health gate of a trial boot: the configured checks, run concurrently within one
-//! deadline, then judged by the pure [`verdict::decide`].
+//! deadline, and systemd's system state, then judged by the pure
+//! `fleet_core::health::gate::decide` (the rule, and why, are documented there).
 //!
 //! Checks (the `[health]` section, see `docs/reference/updated.md`):
 //! - `systemd:<unit>`: `systemctl is-active <unit>` says `active`. Without systemd (no
@@ -13,6 +14,16 @@
 //!
 //! A check that says no is asked again every `retry-interval-ms` until the deadline (units
 //! and the recorder need a moment after boot); its last answer counts.
+//!
+//! Always, and not configurable: the service manager's state, `systemctl is-system-running`
+//! (the same `systemctl` and `systemd-run-dir`; its output is the state, its exit status,
+//! non-zero for every state but `running`, is ignored). It is asked every retry interval while
+//! the checks run: a system that is `stopping` ends the gate at once without a verdict. Once
+//! every check has answered it is asked until the system is up (`running`, `degraded`) or the
+//! deadline, and that last reading goes to the verdict. systemctl rather than the D-Bus
+//! property: the unit checks already depend on it and its bus access under the unit's
+//! sandbox (`tests/layer/test-unit-hardening.sh` runs it there), and no D-Bus client crate is
+//! needed.
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -23,18 +34,19 @@ use serde::Deserialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::ports::{HealthCheck, HealthFailure};
+use crate::ports::HealthCheck;
+use fleet_core::health::gate::{self, Stance};
 use fleet_core::update::offer::truncate as clip;
 
-pub mod verdict;
-
-pub use verdict::{CheckOutcome, CheckResult, Unavailable, Verdict};
+pub use fleet_core::health::gate::{
+    CheckOutcome, CheckResult, Manager, SystemState, Unavailable, Verdict,
+};
 
 /// Largest `status.json` read, in bytes.
 pub const MAX_STATUS_BYTES: u64 = 1024 * 1024;
 /// Longest text of a failure passed to the engine (it keeps 256 bytes).
 const MAX_FAILURE_TEXT: usize = 200;
-/// Longest a `systemctl is-active` call may take.
+/// Longest a `systemctl is-active` or `is-system-running` call may take.
 const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most commands configured.
 pub const MAX_COMMANDS: usize = 16;
@@ -286,6 +298,38 @@ impl StationHealth {
     /// Runs every check concurrently until each has passed, or the deadline.
     pub async fn run_checks(&self) -> Vec<CheckResult> {
         let deadline = Instant::now() + self.cfg.deadline;
+        let (checks, _aborts) = self.spawn_checks(deadline);
+        checks.await
+    }
+
+    /// The whole gate: [`Self::run_checks`] while systemd's state is watched (a system going
+    /// down ends the gate at once, without the checks' results), then the state read until the
+    /// system is up or the deadline. Returns the results and the manager's last reading,
+    /// taken after every check answered: the reading the verdict uses.
+    pub async fn run_gate(&self) -> (Vec<CheckResult>, Manager) {
+        let deadline = Instant::now() + self.cfg.deadline;
+        let (checks, aborts) = self.spawn_checks(deadline);
+        let results = tokio::select! {
+            results = checks => results,
+            manager = until_going_down(&self.cfg, deadline) => {
+                for a in &aborts {
+                    a.abort();
+                }
+                return (Vec::new(), manager);
+            }
+        };
+        let manager = until_up(&self.cfg, deadline).await;
+        (results, manager)
+    }
+
+    /// Starts every check; the future collects their results in configured order.
+    fn spawn_checks(
+        &self,
+        deadline: Instant,
+    ) -> (
+        impl std::future::Future<Output = Vec<CheckResult>> + use<>,
+        Vec<tokio::task::AbortHandle>,
+    ) {
         let mut handles = Vec::new();
         for check in self.checks() {
             let cfg = self.cfg.clone();
@@ -295,40 +339,46 @@ impl StationHealth {
                 tokio::spawn(run_until(check, cfg, connected, deadline)),
             ));
         }
-        let mut results = Vec::new();
-        for (name, h) in handles {
-            results.push(h.await.unwrap_or_else(|e| CheckResult {
-                name,
-                outcome: CheckOutcome::Failed {
-                    detail: format!("check panicked: {e}"),
-                },
-                if_unavailable: Unavailable::Fail,
-            }));
-        }
-        results
+        let aborts = handles.iter().map(|(_, h)| h.abort_handle()).collect();
+        let results = async move {
+            let mut results = Vec::new();
+            for (name, h) in handles {
+                results.push(h.await.unwrap_or_else(|e| CheckResult {
+                    name,
+                    outcome: CheckOutcome::Failed {
+                        detail: format!("check panicked: {e}"),
+                    },
+                    if_unavailable: Unavailable::Fail,
+                }));
+            }
+            results
+        };
+        (results, aborts)
     }
 }
 
 impl HealthCheck for StationHealth {
-    fn check(
-        &self,
-        booted: Slot,
-    ) -> impl std::future::Future<Output = Result<(), HealthFailure>> + Send {
+    fn check(&self, booted: Slot) -> impl std::future::Future<Output = Verdict> + Send {
         let me = self.clone();
         async move {
-            let results = me.run_checks().await;
-            let summary = verdict::summary(&results);
-            match verdict::decide(&results) {
+            tracing::info!(slot = %booted, deadline_s = me.cfg.deadline.as_secs(), "health gate starts");
+            let (results, manager) = me.run_gate().await;
+            let summary = gate::summary(&results, &manager);
+            match gate::decide(&results, &manager, me.cfg.systemd_unavailable) {
                 Verdict::Healthy => {
                     tracing::info!(slot = %booted, checks = %summary, "health checks passed");
-                    Ok(())
+                    Verdict::Healthy
                 }
                 Verdict::Unhealthy { check, detail } => {
                     tracing::warn!(slot = %booted, check = %check, detail = %detail, checks = %summary, "health checks failed");
-                    Err(HealthFailure {
+                    Verdict::Unhealthy {
                         check: clip(&format!("{check}: {detail}"), MAX_FAILURE_TEXT),
                         detail,
-                    })
+                    }
+                }
+                Verdict::NoVerdict { why } => {
+                    tracing::warn!(slot = %booted, why = %why, checks = %summary, "health gate ended without a verdict: the trial is neither committed nor failed, the next boot decides");
+                    Verdict::NoVerdict { why }
                 }
             }
         }
@@ -336,6 +386,82 @@ impl HealthCheck for StationHealth {
 
     fn mqtt_connected(&self, connected: bool) {
         self.set_mqtt_connected(connected);
+    }
+}
+
+/// Reads systemd's state every retry interval until it says the system is going down; never
+/// returns otherwise (nor without systemd).
+async fn until_going_down(cfg: &HealthConfig, deadline: Instant) -> Manager {
+    loop {
+        let manager = system_state(cfg).await;
+        match &manager {
+            Manager::State(s) if s.stance() == Stance::GoingDown => return manager,
+            Manager::Unavailable { .. } => return std::future::pending().await,
+            Manager::State(_) => {}
+        }
+        if Instant::now() >= deadline {
+            return std::future::pending().await;
+        }
+        tokio::time::sleep(cfg.retry_interval).await;
+    }
+}
+
+/// Reads systemd's state until the system is up or going down, or the deadline: the last
+/// reading.
+async fn until_up(cfg: &HealthConfig, deadline: Instant) -> Manager {
+    loop {
+        let manager = system_state(cfg).await;
+        if manager.stance(cfg.systemd_unavailable) != Stance::NotUp
+            || matches!(manager, Manager::Unavailable { .. })
+            || Instant::now() + cfg.retry_interval >= deadline
+        {
+            return manager;
+        }
+        tracing::debug!(state = manager.as_str(), "the system is not up yet");
+        tokio::time::sleep(cfg.retry_interval).await;
+    }
+}
+
+/// systemd's system state: `systemctl is-system-running`'s output. Unavailable without
+/// systemd (no `systemd-run-dir`) or without `systemctl`; `unknown` when it cannot be run or
+/// does not answer in time.
+pub async fn system_state(cfg: &HealthConfig) -> Manager {
+    if !cfg.systemd_run_dir.is_dir() {
+        return Manager::Unavailable {
+            detail: format!(
+                "systemd is not running ({} missing)",
+                cfg.systemd_run_dir.display()
+            ),
+        };
+    }
+    let mut cmd = tokio::process::Command::new(&cfg.systemctl);
+    cmd.arg("is-system-running")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Manager::Unavailable {
+                detail: format!("{} not found", cfg.systemctl.display()),
+            };
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "unable to run systemctl is-system-running");
+            return Manager::State(SystemState::Unknown);
+        }
+    };
+    match tokio::time::timeout(SYSTEMCTL_TIMEOUT, child.wait_with_output()).await {
+        Ok(Ok(out)) => Manager::State(SystemState::parse(&String::from_utf8_lossy(&out.stdout))),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "unable to run systemctl is-system-running");
+            Manager::State(SystemState::Unknown)
+        }
+        Err(_) => {
+            tracing::warn!("systemctl is-system-running did not answer");
+            Manager::State(SystemState::Unknown)
+        }
     }
 }
 
@@ -608,14 +734,137 @@ async fn run_command(c: &CommandCheck) -> CheckOutcome {
 mod tests {
     use super::*;
 
+    /// Without systemd unless a test gives one: the host's own manager does not judge these.
     fn cfg(f: impl FnOnce(&mut HealthConfig)) -> HealthConfig {
         let mut c = HealthConfig {
             deadline: Duration::from_secs(5),
             retry_interval: Duration::from_millis(50),
+            systemd_run_dir: PathBuf::from("/nonexistent/fleet-test-no-systemd"),
             ..HealthConfig::default()
         };
         f(&mut c);
         c
+    }
+
+    fn failed_check(v: Verdict) -> String {
+        match v {
+            Verdict::Unhealthy { check, .. } => check,
+            other => panic!("not unhealthy: {other:?}"),
+        }
+    }
+
+    /// A `systemctl` that answers `is-system-running` with the lines of `states` in turn (the
+    /// last one from then on) and exits 1 as systemctl does for every state but `running`;
+    /// `is-active` says `active` (and, when `dir/stop-at-is-active` exists, makes every later
+    /// answer `stopping`: a reboot asked for as the unit checks run). With a systemd run
+    /// directory, in `dir`.
+    fn systemctl_saying(dir: &Path, states: &[&str]) -> (PathBuf, PathBuf) {
+        let run_dir = dir.join("run-systemd-system");
+        std::fs::create_dir(&run_dir).expect("run dir");
+        let list = dir.join("states");
+        std::fs::write(&list, states.join("\n") + "\n").expect("states");
+        let count = dir.join("count");
+        let script = dir.join("systemctl");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\ncase \"$1\" in\n\
+                 is-active) [ -e {stop} ] && echo stopping > {list}; echo active; exit 0;;\n\
+                 is-system-running)\n\
+                 n=$(cat {count} 2>/dev/null || echo 0); n=$((n + 1)); echo $n > {count}\n\
+                 s=$(sed -n \"${{n}}p\" {list}); [ -n \"$s\" ] || s=$(tail -n 1 {list})\n\
+                 echo \"$s\"; [ \"$s\" = running ];;\n\
+                 *) exit 2;;\nesac\n",
+                count = count.display(),
+                list = list.display(),
+                stop = dir.join("stop-at-is-active").display()
+            ),
+        )
+        .expect("script");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        (script, run_dir)
+    }
+
+    #[tokio::test]
+    async fn the_gate_ends_without_a_verdict_when_systemctl_says_the_system_is_stopping() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (systemctl, run_dir) =
+            systemctl_saying(dir.path(), &["running", "running", "stopping"]);
+        let health = StationHealth::new(cfg(|c| {
+            c.deadline = Duration::from_secs(30);
+            c.systemctl = systemctl;
+            c.systemd_run_dir = run_dir;
+            // a check that never passes: only the stop ends the gate before its deadline
+            c.broker = true;
+        }));
+        let v = health.check(Slot::B).await;
+        assert_eq!(
+            v,
+            Verdict::NoVerdict {
+                why: "the system is stopping".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn checks_that_passed_are_not_healthy_when_the_last_reading_says_stopping() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // running until the unit check has answered, stopping from then on
+        let (systemctl, run_dir) = systemctl_saying(dir.path(), &["running"]);
+        std::fs::write(dir.path().join("stop-at-is-active"), b"").expect("marker");
+        let health = StationHealth::new(cfg(|c| {
+            c.retry_interval = Duration::from_secs(60);
+            c.systemctl = systemctl;
+            c.systemd_run_dir = run_dir;
+            c.systemd_units = vec!["fleet-recorderd.service".into()];
+        }));
+        let (results, manager) = health.run_gate().await;
+        // (the watch during the checks may have seen the stop first: then no results at all)
+        assert!(results.iter().all(CheckResult::acceptable), "{results:?}");
+        assert_eq!(manager, Manager::State(SystemState::Stopping));
+        assert_eq!(
+            gate::decide(&results, &manager, Unavailable::Pass),
+            Verdict::NoVerdict {
+                why: "the system is stopping".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_system_still_starting_is_waited_for_and_then_the_trial_passes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (systemctl, run_dir) = systemctl_saying(
+            dir.path(),
+            &["starting", "starting", "starting", "degraded"],
+        );
+        let health = StationHealth::new(cfg(|c| {
+            c.systemctl = systemctl;
+            c.systemd_run_dir = run_dir;
+        }));
+        assert_eq!(health.check(Slot::B).await, Verdict::Healthy);
+        let asked: u32 = std::fs::read_to_string(dir.path().join("count"))
+            .expect("count")
+            .trim()
+            .parse()
+            .expect("number");
+        assert!(asked >= 4, "asked {asked} times");
+    }
+
+    #[tokio::test]
+    async fn a_system_that_never_finishes_booting_fails_the_trial_at_the_deadline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (systemctl, run_dir) = systemctl_saying(dir.path(), &["starting"]);
+        let health = StationHealth::new(cfg(|c| {
+            c.deadline = Duration::from_secs(1);
+            c.systemctl = systemctl;
+            c.systemd_run_dir = run_dir;
+        }));
+        let check = failed_check(health.check(Slot::B).await);
+        assert!(
+            check.starts_with("system: failed: the system is starting"),
+            "{check}"
+        );
     }
 
     fn sh(name: &str, script: &str, timeout_ms: u64) -> CommandCheck {
@@ -665,9 +914,9 @@ mod tests {
                 sh("probe", "echo 'mic missing' >&2; exit 3", 1000),
             ];
         }));
-        let err = health.check(Slot::B).await.expect_err("unhealthy");
-        assert!(err.check.starts_with("command:probe: failed"), "{err:?}");
-        assert!(err.check.contains("mic missing"), "{err:?}");
+        let check = failed_check(health.check(Slot::B).await);
+        assert!(check.starts_with("command:probe: failed"), "{check}");
+        assert!(check.contains("mic missing"), "{check}");
     }
 
     #[tokio::test]
@@ -686,7 +935,7 @@ mod tests {
             std::fs::write(&f2, b"").expect("flag");
             h2.set_mqtt_connected(true);
         });
-        health.check(Slot::B).await.expect("healthy once ready");
+        assert_eq!(health.check(Slot::B).await, Verdict::Healthy);
     }
 
     #[tokio::test]
@@ -702,17 +951,16 @@ mod tests {
             matches!(results[0].outcome, CheckOutcome::Unavailable { .. }),
             "{results:?}"
         );
-        pass.check(Slot::A).await.expect("unavailable passes");
+        assert_eq!(pass.check(Slot::A).await, Verdict::Healthy);
         let fail = StationHealth::new(cfg(|c| {
             c.systemd_units = vec!["fleet-recorderd.service".into()];
             c.systemd_run_dir = absent.clone();
             c.systemd_unavailable = Unavailable::Fail;
         }));
-        let err = fail.check(Slot::A).await.expect_err("unavailable fails");
+        let check = failed_check(fail.check(Slot::A).await);
         assert!(
-            err.check
-                .starts_with("systemd:fleet-recorderd.service: unavailable"),
-            "{err:?}"
+            check.starts_with("systemd:fleet-recorderd.service: unavailable"),
+            "{check}"
         );
     }
 
@@ -722,8 +970,8 @@ mod tests {
             c.deadline = Duration::from_millis(500);
             c.broker = true;
         }));
-        let err = health.check(Slot::A).await.expect_err("not connected");
-        assert!(err.check.starts_with("broker: failed"), "{err:?}");
+        let check = failed_check(health.check(Slot::A).await);
+        assert!(check.starts_with("broker: failed"), "{check}");
     }
 
     fn status(written: u64, healthy: bool, segments: u64) -> String {
