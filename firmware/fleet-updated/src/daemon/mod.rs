@@ -290,9 +290,6 @@ where
             return Ok((exit, shell.stats));
         }
         tokio::select! {
-            // The stop first: a result of background work (a health verdict) that is ready
-            // at the same time is not carried out.
-            biased;
             () = &mut shutdown => {
                 shell.leave(Exit::Shutdown, &mut events).await;
                 return Ok((Exit::Shutdown, shell.stats));
@@ -318,8 +315,9 @@ where
             Some(msg) = internal_rx.recv() => {
                 if let Internal::Health(verdict) = msg {
                     // A verdict is never carried out once the daemon was asked to stop
-                    // (SIGTERM): a stop during the gate commits nothing (fleet_core's
-                    // `health::gate::conclude`). The stop, if asked for, is taken here.
+                    // (SIGTERM), even when this branch won the select over the stop: a stop
+                    // during the gate commits nothing (fleet_core's `health::gate::conclude`).
+                    // The stop, if asked for, is taken here.
                     let stop_requested = tokio::select! {
                         biased;
                         () = &mut shutdown => true,
