@@ -31,7 +31,7 @@ h = None  # tests/qemu/harness.py, set by register()
 TlsBroker = None
 
 TRYBOOT_LINE = "reboot: Restarting system with command '0 tryboot'"
-DISKS = {"sd": "mmcblk0", "nvme": "nvme0n1"}
+DISKS = {"sd": "mmcblk0", "nvme": "nvme0n1", "virtio": "vda"}
 
 
 def register(harness):
@@ -51,12 +51,14 @@ def register(harness):
 class Fleet:
     """fleet/ of docs/getting-started.md: PKI, fleet.toml, the TLS broker on loopback."""
 
-    def __init__(self, ctx, image):
+    def __init__(self, ctx, image, name="pi5-fleet"):
         self.ctx = ctx
         self.image = image
-        self.dir = os.path.join(ctx.work, "pi5-fleet")
+        self.dir = os.path.join(ctx.work, name)
         os.makedirs(self.dir, exist_ok=True)
         self.info = json.load(open(os.path.join(image, "info.json")))
+        # the machine's boot flow (meta-fleet's fleet.conf: qemuarm64 has U-Boot, the Pi 5 tryboot)
+        boot_flow = "uboot" if self.info.get("machine") == "qemuarm64" else "tryboot"
         pki = os.path.join(self.dir, "pki")
         run([ctx.fleetctl, "pki", "init", "--out", pki, "--broker-host", h.BROKER_GUEST_ADDR,
              "--broker-host", "127.0.0.1"])
@@ -64,7 +66,7 @@ class Fleet:
         offer_pub = os.path.join(image, "pki", "offer.pub.pem")
         with open(os.path.join(self.dir, "fleet.toml"), "w") as f:
             f.write(f'trusted-key-files = ["{offer_pub}"]\n\n[image]\ncompatible = "{self.info["compatible"]}"\n'
-                    f'boot-flow = "tryboot"\n\n[broker]\nhost = "{h.BROKER_GUEST_ADDR}"\n'
+                    f'boot-flow = "{boot_flow}"\n\n[broker]\nhost = "{h.BROKER_GUEST_ADDR}"\n'
                     f'port = {h.BROKER_GUEST_PORT}\nca-file = "pki/ca.crt"\n\n[station-ca]\n'
                     f'cert-file = "pki/ca.crt"\nkey-file = "pki/ca.key"\nvalid-days = 825\n\n'
                     f'[defaults.updated]\ngroups = ["all"]\n')
@@ -87,7 +89,7 @@ class Fleet:
         run([self.ctx.fleetctl, "provision", "--fleet", fleet_toml, "--station", station.device,
              "--group", "canary", "--out", card, *args])
         run([self.ctx.fleetctl, "provision", "--check", card, "--fleet", fleet_toml])
-        off = station.layout["config"]["start"]
+        off = station.layout[station.provision_label]["start"]
         run(["mcopy", "-s", "-i", f"{station.disk}@@{off}", os.path.join(card, "fleet-provision"), "::/"])
         shutil.rmtree(card)
 
@@ -186,6 +188,8 @@ def fmt_autoboot(ab):
 
 class Pi5Station:
     """A card (or NVMe drive) and the power switch of one emulated Pi 5, with its firmware."""
+
+    provision_label = "config"  # the partition fleetctl provision's output is copied onto (p1)
 
     def __init__(self, fleet, name, medium="sd"):
         self.fleet = fleet
