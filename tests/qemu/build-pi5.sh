@@ -210,7 +210,9 @@ echo fleet-station >"$base/etc/hostname"
 # on the console. The image's console is ttyAMA10 on a Pi 5, ttyAMA0 on QEMU's virt machine.
 mkdir -p "$base/etc/systemd/system/serial-getty@ttyAMA0.service.d"
 # (a root shell straight away: without maintainer scripts PAM has no common-* files for login)
-printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty -n -l /bin/bash --noclear --keep-baud 115200 %%I $TERM\n' \
+# (a shell that has not finished starting when a reboot comes holds the stop for systemd's 90 s
+# default: the harness's stand-in, not login's session, so it gets 5 s)
+printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty -n -l /bin/bash --noclear --keep-baud 115200 %%I $TERM\nTimeoutStopSec=5s\n' \
   >"$base/etc/systemd/system/serial-getty@ttyAMA0.service.d/autologin.conf"
 # Console markers for the harness (test only): the slot and version as soon as the root is up
 # (and a test bundle's failing mode, /etc/fleet-qemu-failing), the units once the boot is done.

@@ -1099,14 +1099,15 @@ SCENARIOS += qemuarm64_flow.register(sys.modules[__name__])
 
 
 # Longest first, so that the lanes end together (seconds, measured on 2 busy cores).
-LANE_ORDER = ["qemuarm64-fallback-panic", "qemuarm64-good-update", "pi5-trial-panics", "pi5-trial-hangs", "pi5-trial-reboots", "pi5-recorder-gate", "pi5-good-update", "pi5-good-update-nvme", "power-cuts", "fallback-panic",
+LANE_ORDER = ["qemuarm64-fallback-hang", "qemuarm64-fallback-panic", "qemuarm64-fallback-reboot", "qemuarm64-unhealthy", "qemuarm64-good-update", "pi5-trial-panics", "pi5-trial-hangs", "pi5-trial-reboots", "pi5-recorder-gate", "pi5-good-update", "pi5-good-update-nvme", "power-cuts", "fallback-panic",
               "fallback-hang", "delta-update", "good-update", "fallback-reboot", "unhealthy", "console-recovery",
               "nvme-wear", "tryboot-fat", "broker-forward"]
 COST = {"power-cuts": 420, "good-update": 45, "fallback-panic": 120, "fallback-hang": 120,
         "fallback-reboot": 75, "unhealthy": 120, "console-recovery": 45, "nvme-wear": 40, "tryboot-fat": 40,
         "delta-update": 110, "broker-forward": 30, "pi5-good-update": 550, "pi5-good-update-nvme": 550,
         "pi5-trial-panics": 900, "pi5-recorder-gate": 700, "pi5-trial-hangs": 1000, "pi5-trial-reboots": 800,
-        "qemuarm64-good-update": 400, "qemuarm64-fallback-panic": 500}
+        "qemuarm64-good-update": 400, "qemuarm64-fallback-panic": 380, "qemuarm64-fallback-hang": 450,
+        "qemuarm64-fallback-reboot": 400, "qemuarm64-unhealthy": 600}
 
 _print_lock = threading.Lock()
 

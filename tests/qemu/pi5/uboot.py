@@ -25,7 +25,10 @@ def register(harness):
     global h
     h = harness
     return [("qemuarm64-good-update", scenario_good_update),
-            ("qemuarm64-fallback-panic", scenario_fallback_panic)]
+            ("qemuarm64-fallback-panic", lambda c: scenario_fallback(c, "panic")),
+            ("qemuarm64-fallback-hang", lambda c: scenario_fallback(c, "hang")),
+            ("qemuarm64-fallback-reboot", lambda c: scenario_fallback(c, "reboot")),
+            ("qemuarm64-unhealthy", scenario_unhealthy)]
 
 
 class UbootStation(flow.Pi5Station):
@@ -160,23 +163,28 @@ def scenario_good_update(ctx):
     return st, ["A", "B", "B"]
 
 
-def scenario_fallback_panic(ctx):
-    """A slot whose kernel panics at boot: boot.scr spends B's boots (BOOT_B_LEFT 2, 1, 0), each
-    panic resets the machine (panic=5 of boot.scr), then U-Boot boots A again; fleet-updated on A
-    reports the rollback with the cause, and the env ends with A first."""
+def scenario_fallback(ctx, mode):
+    """A slot that never completes a boot: its kernel panics before the boot check (`panic`:
+    boot.scr's panic=5 resets the machine), it hangs 10 s after basic.target (`hang`: a
+    real-time spinner starves PID 1, the i6300esb systemd armed resets the machine) or it
+    reboots itself 1 s after basic.target (`reboot`, a plain `systemctl reboot`). boot.scr
+    spends B's boots (BOOT_B_LEFT 2, 1, 0), then boots A; fleet-updated on A reports the
+    rollback with its cause, and the env ends with A first and B without boots."""
     fleet = fleet_of(ctx)
-    st = UbootStation(fleet, "qemuarm64-fallback-panic")
+    st = UbootStation(fleet, f"qemuarm64-fallback-{mode}")
     fleet.provision(st)
-    uid = fleet.push(st, "panic")
-    version = fleet.info["bundles"]["panic"]
+    uid = fleet.push(st, mode)
+    version = fleet.info["bundles"][mode]
     install_boot(st, uid, version)
     for n in range(3):
+        since = h.mark(st)
         boot = st.power_on(timeout=300)
         boot.wait()
         env = st.settle(boot)
-        h.check(boot.slot == "B" and boot.first(r"^failing mode=panic"),
-                f"trial boot {n + 1} is B and panics, got {boot.slot}")
-        h.check(boot.end == "exit", f"the panic resets the machine (end={boot.end})")
+        h.check(boot.slot == "B" and boot.first(rf"^failing mode={mode}"),
+                f"trial boot {n + 1} is B and fails by {mode}, got {boot.slot}")
+        h.check(boot.end == "exit", f"the {mode} ends the boot by a reset, not the harness timeout (end={boot.end})")
+        h.check(not h.find_event(h.station_msgs(st, since), "committed"), "a trial that never completes a boot is not committed")
         h.check(h.env_is(env, "B A", 3, 2 - n, "B"), f"boot.scr spent one of B's boots: {h.fmt_env(env)}")
     since = h.mark(st)
     boot = st.power_on(timeout=420)
@@ -197,4 +205,55 @@ def scenario_fallback_panic(ctx):
             f"trial-fell-back from B, not retried: {fell}")
     flow.units_active(boot, flow.DAEMONS)
     h.check(h.env_is(env, "A B", 3, 0), f"A first, B marked bad: {h.fmt_env(env)}")
+    return st, ["A", "B", "B", "B", "A"]
+
+
+def scenario_unhealthy(ctx):
+    """A slot that boots but fails fleet-updated's health gate as shipped: the station is
+    provisioned with a microphone (the loopback card fed with a known signal, as in
+    pi5-recorder-gate), so its gate checks the recorder; the `mute` bundle's slot has no sound
+    card. With max-trial-attempts = 3 (the boot script's boots) the gate fails on the recorder on
+    three boots of B (boot.scr spends one of B's boots each time), then fleet-updated marks B bad
+    and the station returns to A and reports the rollback naming the recorder."""
+    fleet = fleet_of(ctx)
+    st = UbootStation(fleet, "qemuarm64-unhealthy")
+    defaults = flow.RECORDER_DEFAULTS.replace("max-trial-attempts = 1", "max-trial-attempts = 3")
+    h.check(defaults != flow.RECORDER_DEFAULTS, "the recorder defaults name max-trial-attempts")
+    fleet.provision(st, ["--microphone", "alsa:hw:CARD=Loopback,DEV=1"], defaults)
+    uid = fleet.push(st, "mute")
+    boot = install_boot(st, uid, fleet.info["bundles"]["mute"])
+    h.check(boot.first(r"^signal 1kHz"), "boot 1: the known signal plays into the loopback card")
+    for attempt, left in ((1, 2), (2, 1), (3, 0)):
+        last = attempt == 3
+        since = h.mark(st)
+        trial = st.power_on(timeout=420)
+        trial.wait()
+        env = st.settle(trial)
+        msgs = h.station_msgs(st, since)
+        failed = h.find_event(msgs, "health-failed")
+        h.check(trial.slot == "B" and trial.end == "exit" and trial.first(r"^failing mode=mute"),
+                f"trial boot {attempt} of B (no sound card) ends in a reboot: {trial.slot} {trial.end}")
+        h.check(failed and str(failed.get("check")).startswith("recorder")
+                and failed.get("attempt") == attempt and failed.get("will-retry") is (not last),
+                f"attempt {attempt}: the health gate fails on the recorder: {failed}; events {h.kinds(msgs)}")
+        if last:
+            h.check((h.find_event(msgs, "marked-bad") or {}).get("slot") == "B", f"B marked bad: {h.kinds(msgs)}")
+            h.check(h.env_is(env, "A B", 3, 0), f"B bad, A first: {h.fmt_env(env)}")
+        else:
+            h.check(h.env_is(env, "B A", 3, left, "B"), f"B still on trial with {left} boots left: {h.fmt_env(env)}")
+    since = h.mark(st)
+    boot = st.power_on(timeout=420)
+    back = h.wait_mqtt(st, boot, h.outcome_is("rolled-back", uid), 400, since)
+    if back:
+        boot.expect(r"^ready ", timeout=120)
+    flow.console_poweroff(boot)
+    env = st.settle(boot)
+    h.check(boot.slot == "A" and back, f"back on A, rolled back: {boot.slot} {h.kinds(h.station_msgs(st, since))}")
+    out = back["last-outcome"]
+    cause = out.get("cause") or {}
+    h.check(out.get("bad-slot") == "B" and cause.get("code") == "health-check-failed"
+            and str(cause.get("check")).startswith("recorder"),
+            f"rolled back from B because the gate failed on the recorder: {out}")
+    flow.units_active(boot, flow.DAEMONS)
+    h.check(h.env_is(env, "A B", 3, 0), f"A first, B without boots: {h.fmt_env(env)}")
     return st, ["A", "B", "B", "B", "A"]
