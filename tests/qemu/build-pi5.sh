@@ -2,7 +2,13 @@
 # Builds the systemd test station of the Raspberry Pi 5 tryboot flow (issue 15) without Yocto, and
 # caches it under target/qemu-cache/pi5-<hash of every input>/. Prints that directory last.
 #
-#   tests/qemu/build-pi5.sh [--firmware-dir DIR]
+#   tests/qemu/build-pi5.sh [--firmware-dir DIR] [--machine raspberrypi5|qemuarm64]
+#
+# --machine qemuarm64 builds the same systemd station for the layer's other machine, whose boot
+# flow is U-Boot (BOOT_ORDER and BOOT_x_LEFT in uboot.env): the layer's fleet-qemuarm64.wks.in,
+# boot.scr and uboot.env of fleet-uboot-script.bb, system-vda.conf, bootctl-uboot.toml, the kernel
+# and an initrd in /boot of each slot (qemuarm64's kernel-image); Debian's U-Boot for QEMU boots it
+# (tests/qemu/pi5/uboot.py). Cached as uboot-image-<hash>/.
 #
 # PID 1 is Debian 12's systemd (arm64, extracted with mmdebstrap: the closest honest substitute for
 # the image's). Everything fleet adds comes from meta-fleet at build time, by its recipes' own
@@ -23,15 +29,28 @@ root=$(cd "$here/../.." && pwd)
 layer=$root/meta-fleet
 cache=${FLEET_QEMU_CACHE:-$root/target/qemu-cache}
 fw=${FLEET_QEMU_FIRMWARE_DIR:-${FLEET_QEMU_TARGET_DIR:-$root/target/qemu-arm64}/aarch64-unknown-linux-gnu/release}
-[ "${1:-}" = --firmware-dir ] && fw=$2
 machine=raspberrypi5
+while [ $# -gt 0 ]; do
+  case $1 in
+    --firmware-dir) fw=$2; shift 2 ;;
+    --machine) machine=$2; shift 2 ;;
+    *) echo "qemu-build-pi5: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+case $machine in
+  raspberrypi5) kind=pi5 ;;
+  qemuarm64) kind=uboot ;;
+  *) echo "qemu-build-pi5: no systemd station for machine $machine" >&2; exit 2 ;;
+esac
 suite=bookworm
 mirror=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -n1)
 mirror=${mirror:-http://deb.debian.org/debian}
 packages=systemd,systemd-sysv,udev,dbus,rauc,rauc-service,linux-image-arm64,kmod,util-linux,fdisk,mount,e2fsprogs,dosfstools,coreutils,dash,bash,sed,grep,findutils,procps,base-files,base-passwd,login,passwd,libasound2,libflac12,alsa-utils,mawk,systemd-timesyncd,libc-bin,debianutils,tar,gzip,iproute2,busybox-static
+# fleet-image.bb's FLEET_BOOT_FLOW_PACKAGES: the U-Boot flow's machine has fw_printenv/fw_setenv
+[ $kind = pi5 ] || packages+=,libubootenv-tool
 daemons="fleet fleet-bootctl fleet-updated fleet-recorderd fleet-retentiond fleet-reporterd fleet-uploaderd"
 L() { python3 "$here/pi5/layer.py" "$@"; }
-log() { echo "qemu-build-pi5: $*" >&2; }
+log() { echo "qemu-build-pi5 ($machine): $*" >&2; }
 mkdir -p "$cache"
 
 # ---- 1. Debian arm64 userland with systemd (cached by package list) --------------------------
@@ -70,11 +89,12 @@ done
 "$root/keys/gen-dev-pki.sh" "$cache/pki" >/dev/null
 # (tests/qemu/pi5 without the harness's own files, flow.py and wic-compare.sh, and without the
 # __pycache__ the harness leaves there: changing a scenario does not rebuild the image)
-key=$( (echo "$ukey $kver"; cd "$root" && find meta-fleet bundles tests/qemu/build-pi5.sh tests/qemu/pi5 keys/gen-dev-pki.sh \
-  -type f -not -path '*/__pycache__/*' -not -name flow.py -not -name wic-compare.sh -print0 |
+key=$( (echo "$ukey $kver"; cd "$root" && find meta-fleet bundles tests/qemu/build-pi5.sh tests/qemu/uboot-envflash.py tests/qemu/pi5 keys/gen-dev-pki.sh \
+  -type f -not -path '*/__pycache__/*' -not -name flow.py -not -name uboot.py -not -name wic-compare.sh -print0 |
   sort -z | xargs -0 sha256sum; sha256sum "$cache/pki/ca.cert.pem" "$cache/pki/offer.pub.pem";
   for b in $daemons; do sha256sum "$fw/$b"; done) | sha256sum | cut -c1-16)
-out=$cache/pi5-image-$key
+key=$(echo "$key $machine" | sha256sum | cut -c1-16)
+out=$cache/$kind-image-$key
 if [ -f "$out/.done" ]; then
   log "cached: $out"
   echo "$out"
@@ -89,9 +109,10 @@ cp -a "$cache/pki" "$out/pki"
 
 # ---- 3. kernel modules: what the Yocto kernel of the Pi builds in or the station loads -------
 # (the Debian kernel has them as modules; the initrd loads the disk and file-system ones).
-mods="sdhci sdhci_pci mmc_block nvme virtio_pci virtio_net virtio_rng ext4 vfat nls_cp437 nls_iso8859_1 nls_ascii
+mods="sdhci sdhci_pci mmc_block nvme virtio_pci virtio_blk virtio_net virtio_rng ext4 vfat nls_cp437 nls_iso8859_1 nls_ascii
   loop squashfs dm_mod dm_verity overlay i6300esb af_packet rtc_pl031 snd_aloop"
 initrd_mods="sdhci sdhci_pci mmc_block nvme ext4 vfat nls_cp437 nls_iso8859_1"
+[ $kind = pi5 ] || initrd_mods="virtio_pci virtio_blk ext4 vfat nls_cp437 nls_iso8859_1"
 ird=$w/initrd
 mkdir -p "$ird"/{bin,dev,proc,sys,etc,lib/modules,newroot}
 cp "$userland/usr/bin/busybox" "$ird/bin/"
@@ -189,7 +210,9 @@ echo fleet-station >"$base/etc/hostname"
 # on the console. The image's console is ttyAMA10 on a Pi 5, ttyAMA0 on QEMU's virt machine.
 mkdir -p "$base/etc/systemd/system/serial-getty@ttyAMA0.service.d"
 # (a root shell straight away: without maintainer scripts PAM has no common-* files for login)
-printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty -n -l /bin/bash --noclear --keep-baud 115200 %%I $TERM\n' \
+# (a shell that has not finished starting when a reboot comes holds the stop for systemd's 90 s
+# default: the harness's stand-in, not login's session, so it gets 5 s)
+printf '[Service]\nExecStart=\nExecStart=-/sbin/agetty -n -l /bin/bash --noclear --keep-baud 115200 %%I $TERM\nTimeoutStopSec=5s\n' \
   >"$base/etc/systemd/system/serial-getty@ttyAMA0.service.d/autologin.conf"
 # Console markers for the harness (test only): the slot and version as soon as the root is up
 # (and a test bundle's failing mode, /etc/fleet-qemu-failing), the units once the boot is done.
@@ -290,9 +313,81 @@ systemctl --root="$base" set-default multi-user.target >&2
 check=$(qemu-aarch64-static -L "$base" "$base/usr/bin/fleet-updated" --config "$base/etc/fleet/updated.toml" --check-config 2>&1) ||
   log "fleet-updated --check-config on the image defaults alone: $check"
 
-# ---- 5. slot images and the boot partitions ----------------------------------------------------
+# ---- 5. slot images, bundles and the disk ---------------------------------------------------------
 ext4opts=(-q -F -O ^metadata_csum_seed,^orphan_file -E root_owner=0:0 -T default)
 export E2FSPROGS_FAKE_TIME=1700000000
+slot_image() { # version image [failing mode]: the root with fleet-rootfs's /etc/fleet-version
+  printf '%s\n' "$1" >"$base/etc/fleet-version"
+  # a test bundle's slot that fails its trial (fleet-qemu-booted reads it): panic
+  rm -f "$base/etc/fleet-qemu-failing"
+  [ -z "${3:-}" ] || printf '%s\n' "$3" >"$base/etc/fleet-qemu-failing"
+  local kib
+  kib=$(du -sk "$base" | cut -f1)
+  mkfs.ext4 "${ext4opts[@]}" -L root -U 6d0c4a63-6c2f-4c0b-9a52-0f1ee7000001 -d "$base" "$2" "$((kib * 12 / 10 + 16384))K"
+}
+cat >"$w/sign.conf" <<EOC
+[system]
+compatible=fleet-$machine
+bootloader=noop
+
+[keyring]
+path=$out/pki/ca.cert.pem
+check-purpose=codesign
+EOC
+finish() {
+  rm -rf "$w"
+  touch "$out/.done"
+  log "built in $(($(date +%s) - started)) s"
+  for old in "$cache/$kind"-image-*; do [ "$old" = "$out" ] || rm -rf "$old"; done
+  echo "$out"
+  exit 0
+}
+
+if [ $kind = uboot ]; then
+  # qemuarm64's kernel-image: the kernel in /boot of each slot, where boot.scr loads it (with the
+  # initrd beside it: the Debian kernel has virtio-blk and ext4 as modules, qemuarm64's Yocto
+  # kernel builds them in). Uncompressed, as KERNEL_IMAGETYPE = "Image".
+  cp "$userland/boot/vmlinuz-$kver" "$base/boot/Image"
+  cp "$w/initrd.img" "$base/boot/initrd.img"
+  slot_image 1.0.0 "$w/factory.ext4"
+  # fleet-uboot-script's do_compile: boot.scr from boot.cmd.in and the initial uboot.env
+  mkdir -p "$w/uboot"
+  L install "$layer" "$machine" recipes-bsp/u-boot/fleet-uboot-script.bb "$w/uboot" FUNCS=do_compile "B=$w/uboot" \
+    UBOOT_ARCH=arm64 KERNEL_IMAGETYPE=Image FLEET_UBOOT_CONSOLE=ttyAMA0 >&2 || { log "fleet-uboot-script's do_compile failed"; exit 1; }
+  log "boot.scr: $(grep -c . "$w/uboot/boot.cmd") lines; uboot.env: $(tail -c +5 "$w/uboot/uboot.env" | tr '\0' '\n' | grep -a '=' | tr '\n' ' ')"
+  bundle() { # name version [failing mode]
+    local d=$w/bundle-$1
+    mkdir -p "$d"
+    slot_image "$2" "$d/rootfs.ext4" "${3:-}"
+    sed -e "s,@COMPATIBLE@,fleet-$machine,g" -e "s,@VERSION@,$2,g" -e "s,@BUILD@,qemu-$1,g" \
+      "$root/bundles/station/qemuarm64.raucm.in" >"$d/manifest.raucm"
+    install -m 0755 "$root/bundles/hooks/install-check" "$d/install-check"
+    rauc --conf="$w/sign.conf" bundle --cert="$out/pki/dev.cert.pem" --key="$out/pki/dev.key.pem" \
+      "$d" "$out/bundles/$1.raucb" >"$w/bundle-$1.log" 2>&1 || { cat "$w/bundle-$1.log" >&2; exit 1; }
+    rm -rf "$d"
+  }
+  bundle good 2.0.0
+  bundle panic 2.0.2 panic
+  bundle mute 2.0.3 mute
+  bundle hang 2.0.4 hang
+  bundle reboot 2.0.5 reboot
+  # the disk from fleet-qemuarm64.wks.in: p1 boot (FAT: IMAGE_BOOT_FILES = boot.scr uboot.env)
+  mkfs.vfat -n BOOT -i F1EE0001 -C "$w/boot.vfat" $((64 * 1024)) >/dev/null
+  mcopy -i "$w/boot.vfat" "$w/uboot/boot.scr" "$w/uboot/uboot.env" ::/
+  mkfs.ext4 "${ext4opts[@]}" -L data -U 6d0c4a63-6c2f-4c0b-9a52-0f1ee7000007 "$w/data.ext4" 256M
+  L wks "$layer" "$machine" "$layer/files/wic/fleet-qemuarm64.wks.in" >"$w/wks-vda.json"
+  python3 "$here/pi5/disk.py" "$w/wks-vda.json" "$out/disk-vda.img" "$out/layout-vda.json" \
+    boot="$w/boot.vfat" root-a="$w/factory.ext4" data="$w/data.ext4" >&2
+  # U-Boot's own environment (pflash): Debian's qemu_arm64 defaults with the layer's fleet.cfg
+  # (CONFIG_BOOTDELAY=0); its distro boot finds boot.scr on the bootable p1.
+  python3 "$here/uboot-envflash.py" "$out/envflash.img" >&2
+  cat >"$out/info.json" <<EOJ
+{"kernel": "$kver", "compatible": "fleet-$machine", "factory-version": "1.0.0", "machine": "$machine",
+ "bundles": {"good": "2.0.0", "panic": "2.0.2", "mute": "2.0.3", "hang": "2.0.4", "reboot": "2.0.5"}}
+EOJ
+  finish
+fi
+
 # fleet-rpi-boot's do_compile: cmdline.txt of each slot (QEMU's console is ttyAMA0, not ttyAMA10)
 rpi=$layer/dynamic-layers/raspberrypi/recipes-bsp/fleet-rpi-boot
 vars_cmdline=$(sed -n 's/^FLEET_RPI_CMDLINE ??= "\(.*\)"$/\1/p' "$rpi/fleet-rpi-boot.bb")
@@ -315,27 +410,9 @@ bootfs() { # cmdline.txt -> image (fleet-rpi-boot's do_deploy: 128 MiB FAT, the 
   mcopy -i "$img" "$w/kernel_2712.img" "$w/initrd.img" "$w/config.txt" ::/
   mcopy -i "$img" "$1" ::/cmdline.txt
 }
-slot_image() { # version image [failing mode]: the root with fleet-rootfs's /etc/fleet-version
-  printf '%s\n' "$1" >"$base/etc/fleet-version"
-  # a test bundle's slot that fails its trial (fleet-qemu-booted reads it): panic
-  rm -f "$base/etc/fleet-qemu-failing"
-  [ -z "${3:-}" ] || printf '%s\n' "$3" >"$base/etc/fleet-qemu-failing"
-  local kib
-  kib=$(du -sk "$base" | cut -f1)
-  mkfs.ext4 "${ext4opts[@]}" -L root -U 6d0c4a63-6c2f-4c0b-9a52-0f1ee7000001 -d "$base" "$2" "$((kib * 12 / 10 + 16384))K"
-}
 slot_image 1.0.0 "$w/factory.ext4"
 
 # ---- 6. bundles: rootfs + bootfs, the layer's bootfs-post-install, the repository's hook --------
-cat >"$w/sign.conf" <<EOC
-[system]
-compatible=fleet-$machine
-bootloader=noop
-
-[keyring]
-path=$out/pki/ca.cert.pem
-check-purpose=codesign
-EOC
 bundle() { # name version [failing mode]
   local d=$w/bundle-$1
   mkdir -p "$d"
@@ -378,8 +455,4 @@ cat >"$out/info.json" <<EOJ
 {"kernel": "$kver", "compatible": "fleet-$machine", "factory-version": "1.0.0",
  "bundles": {"good": "2.0.0", "panic": "2.0.2", "mute": "2.0.3", "hang": "2.0.4", "reboot": "2.0.5", "reboot-at-gate": "2.0.6"}, "cmdline": "$qemu_cmdline"}
 EOJ
-rm -rf "$w"
-touch "$out/.done"
-log "built in $(($(date +%s) - started)) s"
-for old in "$cache"/pi5-image-*; do [ "$old" = "$out" ] || rm -rf "$old"; done
-echo "$out"
+finish

@@ -52,7 +52,7 @@ done
 # go into the image, so they are inputs too.
 "$root/keys/gen-dev-pki.sh" "$cache/pki" >/dev/null
 inputs=(
-  "$here/build.sh" "$here"/guest/* "$cache/pki/ca.cert.pem" "$cache/pki/offer.pub.pem"
+  "$here/build.sh" "$here/uboot-envflash.py" "$here"/guest/* "$cache/pki/ca.cert.pem" "$cache/pki/offer.pub.pem"
   "$root/meta-fleet/recipes-bsp/u-boot/files/boot.cmd.in"
   "$root/meta-fleet/recipes-core/rauc/files/system-vda.conf"
   "$root/meta-fleet/recipes-fleet/fleet-firmware/files/bootctl-uboot.toml"
@@ -265,26 +265,7 @@ put 4 "$w/data.ext4"
 # ---- 9. U-Boot's own environment (pflash): no delay, straight to boot.scr ----------------------
 # Debian's qemu_arm64 U-Boot keeps its env in the second pflash; the station's A/B state is not
 # there but in uboot.env on p1, which boot.scr loads and saves itself.
-python3 - "$w/uboot-default-env.txt" <<'EOP'
-import sys
-blob = open('/usr/lib/u-boot/qemu_arm64/u-boot.bin', 'rb').read()
-start = blob.find(b'bootcmd=run distro_bootcmd')
-end = blob.find(b'\0\0', start)
-out = []
-for var in blob[start:end].split(b'\0'):
-    var = var.decode()
-    name = var.split('=', 1)[0]
-    if name == 'bootcmd':
-        var = 'bootcmd=pci enum; virtio scan; load virtio 0:1 ${scriptaddr} boot.scr; source ${scriptaddr}; reset'
-    elif name == 'bootdelay':
-        var = 'bootdelay=0'
-    out.append(var)
-# Room to inflate a gzipped Image: load it at kernel_addr_r, booti moves it here and unpacks.
-out += ['kernel_comp_addr_r=0x50000000', 'kernel_comp_size=0x4000000']
-open(sys.argv[1], 'w').write('\n'.join(out) + '\n')
-EOP
-mkenvimage -s 0x40000 -o "$out/envflash.img" "$w/uboot-default-env.txt"
-truncate -s 64M "$out/envflash.img"
+python3 "$here/uboot-envflash.py" "$out/envflash.img" --script-at-once
 
 cat >"$out/info.json" <<EOJ
 {"kernel": "$kver", "compatible": "$compatible", "factory-version": "1.0.0",

@@ -402,6 +402,7 @@ class Context:
         self.work = args.work
         self.fleetctl = args.fleetctl
         self.pi5_image = os.path.abspath(args.pi5_image) if args.pi5_image else None
+        self.qemuarm64_image = os.path.abspath(args.qemuarm64_image) if args.qemuarm64_image else None
         self.info = json.load(open(os.path.join(args.image, "info.json")))
         self.cuts = args.cuts
         self.rng = random.Random(args.seed)
@@ -1090,17 +1091,25 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "pi5
 import flow as pi5_flow  # noqa: E402
 
 SCENARIOS += pi5_flow.register(sys.modules[__name__])
+# The U-Boot flow on the same systemd station, built for qemuarm64 (tests/qemu/pi5/uboot.py):
+# Debian's U-Boot runs the layer's boot.scr; needs --qemuarm64-image.
+import uboot as qemuarm64_flow  # noqa: E402
+
+SCENARIOS += qemuarm64_flow.register(sys.modules[__name__])
 
 
 # Longest first, so that the lanes end together (seconds, measured on 2 busy cores).
-LANE_ORDER = ["pi5-trial-panics", "pi5-trial-hangs", "pi5-trial-reboots", "pi5-trial-reboots-at-gate", "pi5-recorder-gate", "pi5-good-update", "pi5-good-update-nvme", "power-cuts", "fallback-panic",
+LANE_ORDER = ["qemuarm64-fallback-hang", "qemuarm64-fallback-panic", "qemuarm64-fallback-reboot", "qemuarm64-unhealthy", "qemuarm64-good-update",
+              "pi5-trial-panics", "pi5-trial-hangs", "pi5-trial-reboots", "pi5-trial-reboots-at-gate", "pi5-recorder-gate", "pi5-good-update", "pi5-good-update-nvme", "power-cuts", "fallback-panic",
               "fallback-hang", "delta-update", "good-update", "fallback-reboot", "unhealthy", "console-recovery",
               "nvme-wear", "tryboot-fat", "broker-forward"]
 COST = {"power-cuts": 420, "good-update": 45, "fallback-panic": 120, "fallback-hang": 120,
         "fallback-reboot": 75, "unhealthy": 120, "console-recovery": 45, "nvme-wear": 40, "tryboot-fat": 40,
         "delta-update": 110, "broker-forward": 30, "pi5-good-update": 550, "pi5-good-update-nvme": 550,
         "pi5-trial-panics": 900, "pi5-recorder-gate": 700, "pi5-trial-hangs": 1000, "pi5-trial-reboots": 800,
-        "pi5-trial-reboots-at-gate": 800}
+        "pi5-trial-reboots-at-gate": 800,
+        "qemuarm64-good-update": 400, "qemuarm64-fallback-panic": 380, "qemuarm64-fallback-hang": 450,
+        "qemuarm64-fallback-reboot": 400, "qemuarm64-unhealthy": 600}
 
 _print_lock = threading.Lock()
 
@@ -1114,6 +1123,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--image", required=True, help="directory printed by tests/qemu/build.sh")
     ap.add_argument("--pi5-image", default=None, help="directory printed by tests/qemu/build-pi5.sh")
+    ap.add_argument("--qemuarm64-image", default=None,
+                    help="directory printed by tests/qemu/build-pi5.sh --machine qemuarm64")
     ap.add_argument("--fleetctl", required=True, help="the host's fleetctl binary (pushes the bundles)")
     ap.add_argument("--work", default=None, help="where disks and logs go (default: a temp dir)")
     ap.add_argument("--only", default="", help="comma-separated scenario names")
@@ -1136,8 +1147,9 @@ def main():
         return run_all(ctx, args)
     finally:
         ctx.broker.stop()
-        if hasattr(ctx, "pi5_fleet"):
-            ctx.pi5_fleet.broker.stop()
+        for fleet in ("pi5_fleet", "qemuarm64_fleet"):
+            if hasattr(ctx, fleet):
+                getattr(ctx, fleet).broker.stop()
 
 
 def run_one(ctx, name, fn):
@@ -1169,9 +1181,10 @@ def run_one(ctx, name, fn):
 
 def run_all(ctx, args):
     only = [s for s in args.only.split(",") if s]
-    # The Pi 5 scenarios run when their image is given (or when named).
+    # The systemd station's scenarios run when their image is given (or when named).
     chosen = [(n, f) for n, f in SCENARIOS
-              if n in only or (not only and (ctx.pi5_image or not n.startswith("pi5-")))]
+              if n in only or (not only and (ctx.pi5_image or not n.startswith("pi5-"))
+                               and (ctx.qemuarm64_image or not n.startswith("qemuarm64-")))]
     summary = {"seed": args.seed, "work": args.work, "jobs": args.jobs, "scenarios": {}}
     say(f"qemu harness: image {args.image}, work {args.work}, seed {args.seed}, {args.jobs} at a time")
     t0 = time.monotonic()

@@ -6,7 +6,8 @@
 # builds the host's fleetctl (debug, as the cargo tests do: usually already built), then runs
 # every scenario.
 #   FLEET_QEMU_ONLY=a,b    run only these scenarios (tests/qemu/harness.py --only); naming a pi5-*
-#                          one builds the Pi 5 systemd station (tests/qemu/build-pi5.sh) and runs it
+#                          one builds the Pi 5 systemd station (tests/qemu/build-pi5.sh) and runs it;
+#                          a qemuarm64-* one the same station on the U-Boot flow (--machine qemuarm64)
 #   FLEET_QEMU_CUTS=N      power cuts (default 20)
 #   FLEET_QEMU_SEED=N      seed of the cut moments (default: random, printed)
 #   FLEET_QEMU_FLEETCTL=P  the host fleetctl to push with (default: cargo build -p fleetctl)
@@ -17,9 +18,11 @@ started=$(date +%s)
 fail() { echo "qemu: $*"; echo "0 passed, 1 failed"; exit 1; }
 
 # The Pi 5 tryboot flow's systemd station (issue 15) runs when a pi5-* scenario is named.
-pi5_wanted=0
+pi5_wanted=0 qemuarm64_wanted=0
 [[ ,${FLEET_QEMU_ONLY:-}, == *,pi5-* ]] && pi5_wanted=1
-fw=$(FLEET_QEMU_ALL_DAEMONS=${FLEET_QEMU_ALL_DAEMONS:-$pi5_wanted} "$root/tests/qemu/build-firmware.sh") || fail "cross build of the firmware failed"
+# ... and its U-Boot flow on the layer's qemuarm64 machine when a qemuarm64-* scenario is named.
+[[ ,${FLEET_QEMU_ONLY:-}, == *,qemuarm64-* ]] && qemuarm64_wanted=1
+fw=$(FLEET_QEMU_ALL_DAEMONS=${FLEET_QEMU_ALL_DAEMONS:-$((pi5_wanted | qemuarm64_wanted))} "$root/tests/qemu/build-firmware.sh") || fail "cross build of the firmware failed"
 echo "qemu: firmware built ($(($(date +%s) - started)) s)"
 image=$("$root/tests/qemu/build.sh" --firmware-dir "$fw" | tail -n1) || fail "image build failed"
 [ -f "$image/.done" ] || fail "image build failed"
@@ -30,6 +33,13 @@ if [ $pi5_wanted = 1 ]; then
   [ -f "$pi5_image/.done" ] || fail "Pi 5 image build failed"
   pi5=(--pi5-image "$pi5_image")
   echo "qemu: Pi 5 image $pi5_image ($(($(date +%s) - started)) s)"
+fi
+if [ $qemuarm64_wanted = 1 ]; then
+  arm_image=$("$root/tests/qemu/build-pi5.sh" --firmware-dir "$fw" --machine qemuarm64 | tail -n1) ||
+    fail "qemuarm64 systemd image build failed"
+  [ -f "$arm_image/.done" ] || fail "qemuarm64 systemd image build failed"
+  pi5+=(--qemuarm64-image "$arm_image")
+  echo "qemu: qemuarm64 systemd image $arm_image ($(($(date +%s) - started)) s)"
 fi
 fleetctl=${FLEET_QEMU_FLEETCTL:-}
 if [ -z "$fleetctl" ]; then
