@@ -89,8 +89,10 @@ cp -a "$cache/pki" "$out/pki"
 
 # ---- 3. kernel modules: what the Yocto kernel of the Pi builds in or the station loads -------
 # (the Debian kernel has them as modules; the initrd loads the disk and file-system ones).
+# (xhci_pci, usb_storage, sd_mod: a USB stick on the Pi 5's USB 3 ports, docs/recovery-guide.md
+# section 5; udev loads them when QEMU's qemu-xhci and usb-storage are there)
 mods="sdhci sdhci_pci mmc_block nvme virtio_pci virtio_net virtio_rng ext4 vfat nls_cp437 nls_iso8859_1 nls_ascii
-  loop squashfs dm_mod dm_verity overlay i6300esb af_packet rtc_pl031 snd_aloop"
+  loop squashfs dm_mod dm_verity overlay i6300esb af_packet rtc_pl031 snd_aloop xhci_pci usb_storage sd_mod"
 initrd_mods="sdhci sdhci_pci mmc_block nvme ext4 vfat nls_cp437 nls_iso8859_1"
 ird=$w/initrd
 mkdir -p "$ird"/{bin,dev,proc,sys,etc,lib/modules,newroot}
