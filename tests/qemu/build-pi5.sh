@@ -302,6 +302,11 @@ bootfs() { # cmdline.txt -> image (fleet-rpi-boot's do_deploy: 128 MiB FAT, the 
 }
 slot_image() { # version image [failing mode]: the root with fleet-rootfs's /etc/fleet-version
   printf '%s\n' "$1" >"$base/etc/fleet-version"
+  # Stand-in: oe-core's os-release with meta-fleet's distro (conf/distro/fleet.conf:
+  # DISTRO_VERSION = FLEET_VERSION), not Debian's; `fleet status` reads VERSION_ID from it.
+  rm -f "$base/usr/lib/os-release"
+  printf 'ID=fleet\nNAME="Fleet station OS"\nVERSION="%s (wrynose)"\nVERSION_ID=%s\nVERSION_CODENAME="wrynose"\nPRETTY_NAME="Fleet station OS %s (wrynose)"\n' \
+    "$1" "$1" "$1" >"$base/usr/lib/os-release"
   # a test bundle's slot that fails its trial (fleet-qemu-booted reads it): panic
   rm -f "$base/etc/fleet-qemu-failing"
   [ -z "${3:-}" ] || printf '%s\n' "$3" >"$base/etc/fleet-qemu-failing"
