@@ -848,6 +848,9 @@ def scenario_console_recovery(ctx, medium="nvme"):
     console_ok(boot, f"fleet install /run/usb/{STICK_BUNDLE}", "install-on-trial",
                r"the running slot B is on trial", rc_wanted=3)
     console_ok(boot, "umount /run/usb", "umount")
+    # Nothing but the technician commits a console install (recovery guide, section 5).
+    gated = [k for k in h.kinds(h.station_msgs(st, since)) if k in ("health-passed", "committed", "marked-bad")]
+    h.check(not gated, f"no update verdict for a console install: {gated}")
     console_ok(boot, "fleet mark-good", "mark-good", r"slot B is good and boots next")
     console_ok(boot, "fleet status", "status-committed", r"running B, next boot B",
                rf"slot B\s+good\s+{re.escape(version)}\s+running", r"slot A\s+good\b")
