@@ -109,8 +109,10 @@ cp -a "$cache/pki" "$out/pki"
 
 # ---- 3. kernel modules: what the Yocto kernel of the Pi builds in or the station loads -------
 # (the Debian kernel has them as modules; the initrd loads the disk and file-system ones).
+# (xhci_pci, usb_storage, sd_mod: a USB stick on the Pi 5's USB 3 ports, docs/recovery-guide.md
+# section 5; udev loads them when QEMU's qemu-xhci and usb-storage are there)
 mods="sdhci sdhci_pci mmc_block nvme virtio_pci virtio_blk virtio_net virtio_rng ext4 vfat nls_cp437 nls_iso8859_1 nls_ascii
-  loop squashfs dm_mod dm_verity overlay i6300esb af_packet rtc_pl031 snd_aloop"
+  loop squashfs dm_mod dm_verity overlay i6300esb af_packet rtc_pl031 snd_aloop xhci_pci usb_storage sd_mod"
 initrd_mods="sdhci sdhci_pci mmc_block nvme ext4 vfat nls_cp437 nls_iso8859_1"
 [ $kind = pi5 ] || initrd_mods="virtio_pci virtio_blk ext4 vfat nls_cp437 nls_iso8859_1"
 ird=$w/initrd
@@ -318,6 +320,11 @@ ext4opts=(-q -F -O ^metadata_csum_seed,^orphan_file -E root_owner=0:0 -T default
 export E2FSPROGS_FAKE_TIME=1700000000
 slot_image() { # version image [failing mode]: the root with fleet-rootfs's /etc/fleet-version
   printf '%s\n' "$1" >"$base/etc/fleet-version"
+  # Stand-in: oe-core's os-release with meta-fleet's distro (conf/distro/fleet.conf:
+  # DISTRO_VERSION = FLEET_VERSION), not Debian's; `fleet status` reads VERSION_ID from it.
+  rm -f "$base/usr/lib/os-release"
+  printf 'ID=fleet\nNAME="Fleet station OS"\nVERSION="%s (wrynose)"\nVERSION_ID=%s\nVERSION_CODENAME="wrynose"\nPRETTY_NAME="Fleet station OS %s (wrynose)"\n' \
+    "$1" "$1" "$1" >"$base/usr/lib/os-release"
   # a test bundle's slot that fails its trial (fleet-qemu-booted reads it): panic
   rm -f "$base/etc/fleet-qemu-failing"
   [ -z "${3:-}" ] || printf '%s\n' "$3" >"$base/etc/fleet-qemu-failing"

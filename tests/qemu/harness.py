@@ -1191,11 +1191,12 @@ def run_all(ctx, args):
     # Scenarios run in parallel lanes, one QEMU (-smp 1) each. console-recovery starts from the
     # disk good-update leaves, so it queues behind it in the same lane.
     lanes = [[] for _ in range(max(1, args.jobs))]
-    for i, item in enumerate(sorted(chosen, key=lambda x: LANE_ORDER.index(x[0]))):
+    # A scenario not in LANE_ORDER/COST (a new one) runs last, at a Pi 5 scenario's cost.
+    for i, item in enumerate(sorted(chosen, key=lambda x: LANE_ORDER.index(x[0]) if x[0] in LANE_ORDER else len(LANE_ORDER))):
         if item[0] == "console-recovery" and any(n == "good-update" for n, _ in chosen):
             lane = next(la for la in lanes if any(n == "good-update" for n, _ in la))
         else:
-            lane = min(lanes, key=lambda la: sum(COST[n] for n, _ in la))
+            lane = min(lanes, key=lambda la: sum(COST.get(n, 900) for n, _ in la))
         lane.append(item)
     results = {}
 

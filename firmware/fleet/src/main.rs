@@ -647,8 +647,10 @@ fn install(cfg: &Config, path: &Path) -> Outcome {
             say(
                 "next",
                 &format!(
-                    "slot {} boots on trial at the next boot: {next}. If it fails its checks \
-                     the station returns to slot {} by itself.",
+                    "slot {} boots on trial at the next boot: {next}. If it does not come \
+                     up the station returns to slot {} by itself. If it does, check it and \
+                     commit it: fleet mark-good. Nothing else commits a console install; \
+                     uncommitted, it is given up after its attempts.",
                     installed.slot, s.booted
                 ),
             );

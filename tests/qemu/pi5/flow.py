@@ -44,7 +44,8 @@ def register(harness):
             ("pi5-trial-hangs", lambda c: scenario_trial_panics(c, mode="hang")),
             ("pi5-trial-reboots", lambda c: scenario_trial_panics(c, mode="reboot")),
             ("pi5-trial-reboots-at-gate", scenario_trial_reboots_at_gate),
-            ("pi5-recorder-gate", scenario_recorder_gate)]
+            ("pi5-recorder-gate", scenario_recorder_gate),
+            ("pi5-console-recovery", scenario_console_recovery)]
 
 
 # -- the fleet's broker, keys and provisioning -------------------------------------------------
@@ -288,6 +289,10 @@ class Pi5Station:
                "-device", "i6300esb", "-action", "watchdog=reset"]
         if fw["initrd"]:
             cmd += ["-initrd", fw["initrd"]]
+        stick = getattr(self, "usb_stick", None)  # a USB stick in one of the Pi's USB ports
+        if stick:
+            cmd += ["-device", "qemu-xhci,id=xhci0", "-drive", f"if=none,id=usb0,format=raw,file={stick}",
+                    "-device", "usb-storage,bus=xhci0.0,drive=usb0"]
         if self.medium == "sd":
             cmd += ["-drive", f"if=none,id=sd0,format=raw,file={self.disk},cache=unsafe",
                     "-device", "sdhci-pci,id=sdhci0", "-device", "sd-card,drive=sd0"]
@@ -724,3 +729,189 @@ def scenario_recorder_gate(ctx, medium="sd"):
             f"every segment of a second or more holds the known signal ({len(long_ones)}): not {bad}")
     h.check(units.get("fleet-recorderd") == "active", f"A's recorder is active: {units}")
     return st, ["A", "B", "A"]
+
+
+# -- console recovery with `fleet` (docs/recovery-guide.md) -----------------------------------
+
+STICK_BUNDLE = "fleet-bundle-raspberrypi5.raucb"  # the release bundle's name (recovery guide, section 5)
+
+
+def make_usb_stick(st, bundle):
+    """A USB stick as a technician prepares one: an msdos partition table with one FAT
+    partition holding the release bundle under its release name."""
+    stick = os.path.join(st.dir, "usb-stick.img")
+    part = os.path.join(st.dir, "usb-stick-p1.img")
+    size_mib = os.path.getsize(bundle) // (1 << 20) + 32
+    for f in (stick, part):
+        if os.path.exists(f):
+            os.unlink(f)
+    run(["mkfs.vfat", "-n", "FLEETUSB", "-C", part, str(size_mib * 1024)])
+    run(["mcopy", "-i", part, bundle, f"::/{STICK_BUNDLE}"])
+    with open(stick, "wb") as f:
+        f.truncate((size_mib + 1) << 20)
+    subprocess.run(["sfdisk", "-q", stick], input="label: dos\nstart=2048, type=c\n", text=True,
+                   check=True, capture_output=True)
+    run(["dd", f"if={part}", f"of={stick}", "bs=1M", "seek=1", "conv=notrunc,sparse", "status=none"])
+    os.unlink(part)
+    return stick
+
+
+def console_ready(boot):
+    """Waits for the boot's `ready` and for the root shell of the serial autologin to answer."""
+    h.check(boot.expect(r"^ready ", timeout=300), f"boot {boot.number} comes up (ready)")
+    for attempt in range(6):
+        rc, _ = h.console_run(boot, "true", f"hello{attempt}", timeout=20)
+        if rc == 0:
+            return
+    h.check(False, f"boot {boot.number}: the serial console's root shell answers")
+
+
+def console_ok(boot, command, tag, *shows, answer="", timeout=60, rc_wanted=0):
+    """Types a recovery command; checks its exit status and that its output matches `shows`."""
+    rc, said = h.console_run(boot, command, tag, answer=answer, timeout=timeout)
+    h.check(rc == rc_wanted, f"`{command}` exits {rc_wanted}, got {rc}: {said[-1500:]}")
+    flat = " ".join(said.split())  # a line wrapped at 80 columns reads as one
+    missing = [rx for rx in shows if not (re.search(rx, said) or re.search(rx, flat))]
+    h.check(not missing, f"`{command}` shows {missing}: {said[-1500:]}")
+    return said
+
+
+def state_where(pred):
+    """A wait_mqtt predicate: the newest state report, when pred holds for it."""
+    return lambda m: (lambda s: s if s and pred(s) else None)(h.last_state(m))
+
+
+def slot_health(state, slot):
+    return next((s.get("health") for s in state.get("slots") or [] if s.get("slot") == slot), None)
+
+
+def scenario_console_recovery(ctx, medium="nvme"):
+    """A technician at the serial console follows docs/recovery-guide.md with `fleet` on the Pi 5
+    tryboot flow: on a station that committed B over the air, `fleet status`, `fleet rollback`
+    (answering its prompt) and `reboot` bring A back from `[all]`; `fleet install` from a USB
+    stick (section 5) writes B again, `fleet-bootctl reboot-trial` boots it from `[tryboot]`,
+    `fleet mark-good` commits it after the technician checked it (section 3); `fleet logs`,
+    and `fleet mark-bad` with the rollback it then refuses."""
+    fleet = fleet_of(ctx)
+    name = "pi5-console-recovery"
+    st = Pi5Station(fleet, name, medium)
+    fleet.provision(st)
+    uid = fleet.push(st, "good")
+    version = fleet.info["bundles"]["good"]
+    disk = st.disk_name
+    install_boot(st, uid, version)
+
+    # boot 2: the trial of B from [tryboot], committed by the health gate; then at the console
+    since = h.mark(st)
+    boot = st.power_on(timeout=900)
+    done = h.wait_mqtt(st, boot, h.outcome_is("committed", uid), 400, since)
+    if not done:
+        console_dump(boot, "rauc fleet-updated fleet-boot-check")
+        console_poweroff(boot)
+    h.check(done, f"boot 2: the station commits B over the air: {h.kinds(h.station_msgs(st, since))}")
+    h.check(boot.fw["partition"] == 3 and boot.fw["tryboot"] and boot.slot == "B",
+            f"boot 2: the firmware boots p3 (B) from [tryboot]: {boot.slot}")
+    console_ready(boot)
+    console_ok(boot, "fleet status", "status-b", rf"station\s+{name}\b",
+               r"tryboot flow, running B, next boot B", r"slot A\s+good\b",
+               rf"slot B\s+good\s+{re.escape(version)}\s+running", r"daemon\s+fleet-updated\s+active")
+    # Section 4: `fleet rollback`, `yes` at its question, then `reboot`.
+    console_ok(boot, "fleet rollback", "rollback", r"now\s+slot B runs " + re.escape(version),
+               r"rollback\s+slot A \(.*\) boots next", r"Make slot A primary\? Type yes to continue",
+               r"slot A is primary\. Reboot to start it: reboot", answer="yes\n")
+    boot.send("reboot\n")
+    boot.wait()
+    env = st.settle(boot)
+    h.check(boot.end == "exit" and not st.tryboot_flag, f"`reboot` is a plain reboot (end={boot.end})")
+    h.check(autoboot_is(env, 2, 3), f"after the rollback: autoboot.txt [all]=2 [tryboot]=3, got "
+                                    f"{fmt_autoboot(env['autoboot'])}")
+    h.check(env["attempts"].get("slot") == "B" and env["attempts"].get("state") == "good",
+            f"after the rollback: the record keeps B good (roll forward possible): {fmt_attempts(env['attempts'])}")
+
+    # boot 3: A from [all]; the technician plugs in the stick and installs from it (section 5)
+    st.usb_stick = make_usb_stick(st, os.path.join(st.image, "bundles", "good.raucb"))
+    since = h.mark(st)
+    boot = st.power_on(timeout=1200)
+    on_a = h.wait_mqtt(st, boot, state_where(lambda s: s.get("booted") == "A" and s.get("committed") == "A"
+                                             and s.get("phase") == "idle"), 300, since)
+    h.check(boot.fw["partition"] == 2 and not boot.fw["tryboot"], "boot 3: the firmware boots p2 from [all]")
+    h.check(boot.slot == "A" and boot.version == "1.0.0", f"boot 3 on A 1.0.0: {boot.slot} {boot.version}")
+    h.check(boot.first(rf"^booted .* root=/dev/{disk}p5$"), f"boot 3: root=/dev/{disk}p5")
+    h.check(on_a and on_a.get("version") == "1.0.0",
+            f"the station reports A 1.0.0 booted and committed: {on_a}")
+    console_ready(boot)
+    console_ok(boot, "fleet status", "status-a", r"running A, next boot A",
+               r"slot A\s+good\s+1\.0\.0 \(image\)\s+running", rf"slot B\s+good\s+{re.escape(version)}")
+    console_ok(boot, "mkdir -p /run/usb && mount -o ro /dev/sda1 /run/usb", "mount")
+    said = console_ok(boot, f"fleet install /run/usb/{STICK_BUNDLE}", "install",
+                      rf"bundle\s+/run/usb/{STICK_BUNDLE}", r"format\s+verity", r"target\s+slot B \(running A\)",
+                      r"100%\s+Installing done", rf"installed\s+{re.escape(version)} in slot B",
+                      r"next\s+slot B boots on trial at the next boot:\s+fleet-bootctl\s+reboot-trial",
+                      timeout=900)
+    console_ok(boot, "fleet status", "status-installed", r"running A, next boot B",
+               rf"slot B\s+trial\s+{re.escape(version)}\s+next boot, 3 attempts left")
+    boot.send("fleet-bootctl reboot-trial\n")
+    boot.wait()
+    env = st.settle(boot)
+    h.check(boot.end == "exit" and st.tryboot_flag,
+            f"`fleet-bootctl reboot-trial` reboots with '0 tryboot' (end={boot.end}): {said[-300:]}")
+    h.check(autoboot_is(env, 2, 3), f"before the trial: A committed, {fmt_autoboot(env['autoboot'])}")
+    h.check(env["attempts"] == {"slot": "B", "state": "trial", "attempts-left": str(ATTEMPTS - 1)},
+            f"the trial reboot spent one attempt: {fmt_attempts(env['attempts'])}")
+
+    # boot 4: the console-installed B from [tryboot]; the technician checks it and commits it
+    since = h.mark(st)
+    boot = st.power_on(timeout=900)
+    on_b = h.wait_mqtt(st, boot, state_where(lambda s: s.get("booted") == "B"), 300, since)
+    h.check(boot.fw["partition"] == 3 and boot.fw["tryboot"], "boot 4: the firmware boots p3 from [tryboot]")
+    h.check(boot.slot == "B" and boot.version == version, f"boot 4 on B {version}: {boot.slot} {boot.version}")
+    h.check(boot.first(rf"^booted .* root=/dev/{disk}p6$"), f"boot 4: root=/dev/{disk}p6")
+    h.check(on_b and on_b.get("committed") == "A" and slot_health(on_b, "B") == "trial",
+            f"the station reports B booted on trial, A committed: {on_b}")
+    console_ready(boot)
+    units_active(boot, DAEMONS)
+    console_ok(boot, "fleet status", "status-trial", r"running B, next boot B",
+               rf"slot B\s+trial\s+{re.escape(version)}\s+running")
+    # Section 5: no install while the running slot is on trial.
+    console_ok(boot, "mkdir -p /run/usb && mount -o ro /dev/sda1 /run/usb", "mount-trial")
+    console_ok(boot, f"fleet install /run/usb/{STICK_BUNDLE}", "install-on-trial",
+               r"the running slot B is on trial", rc_wanted=3)
+    console_ok(boot, "umount /run/usb", "umount")
+    # Nothing but the technician commits a console install (recovery guide, section 5).
+    gated = [k for k in h.kinds(h.station_msgs(st, since)) if k in ("health-passed", "committed", "marked-bad")]
+    h.check(not gated, f"no update verdict for a console install: {gated}")
+    console_ok(boot, "fleet mark-good", "mark-good", r"slot B is good and boots next")
+    console_ok(boot, "fleet status", "status-committed", r"running B, next boot B",
+               rf"slot B\s+good\s+{re.escape(version)}\s+running", r"slot A\s+good\b")
+    msgs = h.station_msgs(st, since)
+    boot.send("reboot\n")
+    boot.wait()
+    env = st.settle(boot)
+    h.check(boot.end == "exit" and not st.tryboot_flag, f"`reboot` is a plain reboot (end={boot.end})")
+    h.check(autoboot_is(env, 3, 2), f"mark-good committed B: autoboot.txt [all]=3 [tryboot]=2, got "
+                                    f"{fmt_autoboot(env['autoboot'])}")
+    h.check(env["attempts"].get("slot") == "A" and env["attempts"].get("state") == "good",
+            f"mark-good: the record names A good: {fmt_attempts(env['attempts'])}")
+    h.say(f"  [{h.scope_name()}] boot 4 events: {h.kinds(msgs)}")
+
+    # boot 5: B from [all], committed; logs, and mark-bad
+    st.usb_stick = None  # unplugged
+    since = h.mark(st)
+    boot = st.power_on(timeout=600)
+    on_b = h.wait_mqtt(st, boot, state_where(lambda s: s.get("booted") == "B" and s.get("committed") == "B"
+                                             and s.get("phase") == "idle"), 300, since)
+    h.check(boot.fw["partition"] == 3 and not boot.fw["tryboot"] and boot.slot == "B",
+            f"boot 5: the firmware boots p3 (B) from [all]: {boot.slot}")
+    h.check(on_b and on_b.get("version") == version,
+            f"the station reports B {version} booted and committed: {on_b}")
+    console_ready(boot)
+    console_ok(boot, "fleet logs", "logs", r"fleet-updated\[\d+\]:")
+    console_ok(boot, "fleet mark-bad A", "mark-bad", r"Mark slot A bad\? It will not boot until a new install",
+               r"slot A is bad; slot B boots next", answer="yes\n")
+    console_ok(boot, "fleet rollback", "rollback-refused", r"slot A is marked bad", rc_wanted=3)
+    console_poweroff(boot)
+    env = st.settle(boot)
+    h.check(autoboot_is(env, 3, 2), f"B stays committed: {fmt_autoboot(env['autoboot'])}")
+    h.check(env["attempts"].get("slot") == "A" and env["attempts"].get("state") == "bad",
+            f"mark-bad: the record names A bad: {fmt_attempts(env['attempts'])}")
+    return st, ["A", "B", "A", "B", "B"]
