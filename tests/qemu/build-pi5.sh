@@ -341,6 +341,23 @@ bootloader=noop
 path=$out/pki/ca.cert.pem
 check-purpose=codesign
 EOC
+bundle() { # name version [failing mode]: the slot (on the Pi 5 with its boot partition), signed
+  local d=$w/bundle-$1 manifest=qemuarm64
+  mkdir -p "$d"
+  slot_image "$2" "$d/rootfs.ext4" "${3:-}"
+  install -m 0755 "$root/bundles/hooks/install-check" "$d/install-check"
+  if [ $kind = pi5 ]; then
+    # rootfs + bootfs, the layer's bootfs-post-install (fleet-rpi-boot)
+    manifest=rpi5
+    bootfs "$w/rpi-mmcblk0/cmdline-a.txt" "$d/boot.vfat"
+    install -m 0755 "$rpi/files/bootfs-post-install" "$d/bootfs-post-install"
+  fi
+  sed -e "s,@COMPATIBLE@,fleet-$machine,g" -e "s,@VERSION@,$2,g" -e "s,@BUILD@,qemu-$1,g" \
+    "$root/bundles/station/$manifest.raucm.in" >"$d/manifest.raucm"
+  rauc --conf="$w/sign.conf" bundle --cert="$out/pki/dev.cert.pem" --key="$out/pki/dev.key.pem" \
+    "$d" "$out/bundles/$1.raucb" >"$w/bundle-$1.log" 2>&1 || { cat "$w/bundle-$1.log" >&2; exit 1; }
+  rm -rf "$d"
+}
 finish() {
   rm -rf "$w"
   touch "$out/.done"
@@ -362,17 +379,6 @@ if [ $kind = uboot ]; then
   L install "$layer" "$machine" recipes-bsp/u-boot/fleet-uboot-script.bb "$w/uboot" FUNCS=do_compile "B=$w/uboot" \
     UBOOT_ARCH=arm64 KERNEL_IMAGETYPE=Image FLEET_UBOOT_CONSOLE=ttyAMA0 >&2 || { log "fleet-uboot-script's do_compile failed"; exit 1; }
   log "boot.scr: $(grep -c . "$w/uboot/boot.cmd") lines; uboot.env: $(tail -c +5 "$w/uboot/uboot.env" | tr '\0' '\n' | grep -a '=' | tr '\n' ' ')"
-  bundle() { # name version [failing mode]
-    local d=$w/bundle-$1
-    mkdir -p "$d"
-    slot_image "$2" "$d/rootfs.ext4" "${3:-}"
-    sed -e "s,@COMPATIBLE@,fleet-$machine,g" -e "s,@VERSION@,$2,g" -e "s,@BUILD@,qemu-$1,g" \
-      "$root/bundles/station/qemuarm64.raucm.in" >"$d/manifest.raucm"
-    install -m 0755 "$root/bundles/hooks/install-check" "$d/install-check"
-    rauc --conf="$w/sign.conf" bundle --cert="$out/pki/dev.cert.pem" --key="$out/pki/dev.key.pem" \
-      "$d" "$out/bundles/$1.raucb" >"$w/bundle-$1.log" 2>&1 || { cat "$w/bundle-$1.log" >&2; exit 1; }
-    rm -rf "$d"
-  }
   bundle good 2.0.0
   bundle panic 2.0.2 panic
   bundle mute 2.0.3 mute
@@ -420,19 +426,6 @@ bootfs() { # cmdline.txt -> image (fleet-rpi-boot's do_deploy: 128 MiB FAT, the 
 slot_image 1.0.0 "$w/factory.ext4"
 
 # ---- 6. bundles: rootfs + bootfs, the layer's bootfs-post-install, the repository's hook --------
-bundle() { # name version [failing mode]
-  local d=$w/bundle-$1
-  mkdir -p "$d"
-  slot_image "$2" "$d/rootfs.ext4" "${3:-}"
-  bootfs "$w/rpi-mmcblk0/cmdline-a.txt" "$d/boot.vfat"
-  sed -e "s,@COMPATIBLE@,fleet-$machine,g" -e "s,@VERSION@,$2,g" -e "s,@BUILD@,qemu-$1,g" \
-    "$root/bundles/station/rpi5.raucm.in" >"$d/manifest.raucm"
-  install -m 0755 "$root/bundles/hooks/install-check" "$d/install-check"
-  install -m 0755 "$rpi/files/bootfs-post-install" "$d/bootfs-post-install"
-  rauc --conf="$w/sign.conf" bundle --cert="$out/pki/dev.cert.pem" --key="$out/pki/dev.key.pem" \
-    "$d" "$out/bundles/$1.raucb" >"$w/bundle-$1.log" 2>&1 || { cat "$w/bundle-$1.log" >&2; exit 1; }
-  rm -rf "$d"
-}
 bundle good 2.0.0
 bundle panic 2.0.2 panic
 bundle mute 2.0.3 mute

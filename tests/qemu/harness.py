@@ -21,7 +21,6 @@ import queue
 import random
 import re
 import shlex
-import shutil
 import signal
 import socket
 import subprocess

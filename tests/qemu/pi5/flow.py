@@ -393,10 +393,10 @@ def health_reports(msgs):
     return [p for k, p in msgs if k == "health"]
 
 
-def install_boot(st, uid, version):
-    """Boot 1 from [all] (p2, A): first boot (grow /data, provisioning), the offer, download,
-    install into B and the trial reboot with "0 tryboot"."""
-    disk = st.disk_name
+def install_boot(st, uid, version, flow_checks=None):
+    """Boot 1 on A (first boot: grow /data, provisioning): the offer, download, install into B
+    and the trial reboot. `flow_checks(st, boot, env)` asserts what the boot flow shows of it
+    (default: the Pi 5 firmware's, `tryboot_install_checks`)."""
     since = h.mark(st)
     boot = st.power_on(timeout=900)
     failed = h.wait_mqtt(st, boot, h.ended_without_commit(uid), 900, since)
@@ -407,9 +407,7 @@ def install_boot(st, uid, version):
     env = st.settle(boot)
     msgs = h.station_msgs(st, since)
     seen = h.kinds(msgs)
-    h.check(boot.fw["partition"] == 2 and not boot.fw["tryboot"], "boot 1: the firmware boots p2 from [all]")
     h.check(boot.slot == "A" and boot.version == "1.0.0", f"boot 1 on A 1.0.0, got {boot.slot} {boot.version}")
-    h.check(boot.first(rf"^booted .* root=/dev/{disk}p5$"), f"boot 1: root=/dev/{disk}p5 from cmdline.txt of p2")
     units_active(boot, DAEMONS)
     h.check(not failed, f"the update is not given up: {(failed or {}).get('last-outcome')}; events {seen}")
     for kind in ("offer-accepted", "download-started", "downloaded", "verified", "install-started",
@@ -418,11 +416,20 @@ def install_boot(st, uid, version):
     inst = h.find_event(msgs, "installed")
     h.check(inst.get("slot") == "B" and inst.get("version") == version, f"installed into B {version}: {inst}")
     h.check(health_reports(msgs), "fleet-reporterd reports the station's health over its own session")
+    (flow_checks or tryboot_install_checks)(st, boot, env)
+    return boot
+
+
+def tryboot_install_checks(st, boot, env):
+    """Boot 1 on the Pi 5 flow: p2 from [all], its root, the reboot with "0 tryboot", A still
+    committed in autoboot.txt and B's trial in the attempt record."""
+    disk = st.disk_name
+    h.check(boot.fw["partition"] == 2 and not boot.fw["tryboot"], "boot 1: the firmware boots p2 from [all]")
+    h.check(boot.first(rf"^booted .* root=/dev/{disk}p5$"), f"boot 1: root=/dev/{disk}p5 from cmdline.txt of p2")
     h.check(boot.end == "exit" and st.tryboot_flag, f"boot 1 ends in a reboot with '0 tryboot' (end={boot.end})")
     h.check(autoboot_is(env, 2, 3), f"after install: A still committed in autoboot.txt: {fmt_autoboot(env['autoboot'])}")
     h.check(env["attempts"].get("slot") == "B" and env["attempts"].get("state") == "trial",
             f"after install: the attempt record holds B's trial: {fmt_attempts(env['attempts'])}")
-    return boot
 
 
 def scenario_good_update(ctx, medium="sd"):

@@ -91,31 +91,15 @@ def boot_line(boot, slot):
 
 
 def install_boot(st, uid, version):
-    """Boot 1 on A (first boot: grow /data, provisioning): the offer, download, install into B,
-    the trial armed in uboot.env and the reboot."""
-    since = h.mark(st)
-    boot = st.power_on(timeout=900)
-    failed = h.wait_mqtt(st, boot, h.ended_without_commit(uid), 900, since)
-    if failed or boot.proc.poll() is None:
-        flow.console_dump(boot, "rauc dbus fleet-updated fleet-reporterd")
-        flow.console_poweroff(boot)
-    boot.wait()
-    env = st.settle(boot)
-    msgs = h.station_msgs(st, since)
-    seen = h.kinds(msgs)
-    h.check(boot.slot == "A" and boot.version == "1.0.0", f"boot 1 on A 1.0.0, got {boot.slot} {boot.version}")
+    """Boot 1 on A: flow.py's, with what the U-Boot flow shows of it."""
+    return flow.install_boot(st, uid, version, uboot_install_checks)
+
+
+def uboot_install_checks(st, boot, env):
+    """boot.scr chose A; the reboot fleet-updated asked for; B armed for a trial in uboot.env."""
     h.check(boot_line(boot, "A"), "boot 1: boot.scr booted root=/dev/vda2")
-    flow.units_active(boot, flow.DAEMONS)
-    h.check(not failed, f"the update is not given up: {(failed or {}).get('last-outcome')}; events {seen}")
-    for kind in ("offer-accepted", "download-started", "downloaded", "verified", "install-started",
-                 "installed", "trial-armed", "rebooting"):
-        h.check(kind in seen, f"the station reports {kind}: got {seen}")
-    inst = h.find_event(msgs, "installed")
-    h.check(inst.get("slot") == "B" and inst.get("version") == version, f"installed into B {version}: {inst}")
-    h.check(flow.health_reports(msgs), "fleet-reporterd reports the station's health over its own session")
     h.check(boot.end == "exit", f"boot 1 ends in the reboot fleet-updated asks for (end={boot.end})")
     h.check(h.env_is(env, "B A", 3, 3, "B"), f"after install: B armed for a trial, got {h.fmt_env(env)}")
-    return boot
 
 
 def scenario_good_update(ctx):
@@ -186,6 +170,17 @@ def scenario_fallback(ctx, mode):
         h.check(boot.end == "exit", f"the {mode} ends the boot by a reset, not the harness timeout (end={boot.end})")
         h.check(not h.find_event(h.station_msgs(st, since), "committed"), "a trial that never completes a boot is not committed")
         h.check(h.env_is(env, "B A", 3, 2 - n, "B"), f"boot.scr spent one of B's boots: {h.fmt_env(env)}")
+    msgs = back_on_a(st, uid, "trial-did-not-boot")
+    fell = h.find_event(msgs, "trial-fell-back")
+    h.check(fell and fell.get("from") == "B" and fell.get("will-retry") is False,
+            f"trial-fell-back from B, not retried: {fell}")
+    return st, ["A", "B", "B", "B", "A"]
+
+
+def back_on_a(st, uid, code, check_prefix=None):
+    """The boot of A after B's trial ended badly: the station reports rolled-back from B with
+    `code` (and the check it names), its units are active, uboot.env has A first and B without
+    boots. Returns the boot's messages."""
     since = h.mark(st)
     boot = st.power_on(timeout=420)
     back = h.wait_mqtt(st, boot, h.outcome_is("rolled-back", uid), 400, since)
@@ -195,17 +190,17 @@ def scenario_fallback(ctx, mode):
         flow.console_dump(boot, "fleet-updated fleet-boot-check")
     flow.console_poweroff(boot)
     env = st.settle(boot)
+    msgs = h.station_msgs(st, since)
     h.check(boot.slot == "A" and boot.version == "1.0.0", f"after B's boots, A 1.0.0: {boot.slot} {boot.version}")
-    h.check(back, f"the station reports rolled-back for {uid}: {h.kinds(h.station_msgs(st, since))}")
+    h.check(back, f"the station reports rolled-back for {uid}: {h.kinds(msgs)}")
     out = back["last-outcome"]
-    h.check(out.get("bad-slot") == "B" and (out.get("cause") or {}).get("code") == "trial-did-not-boot",
-            f"rolled back from B because the trial did not boot: {out}")
-    fell = h.find_event(h.station_msgs(st, since), "trial-fell-back")
-    h.check(fell and fell.get("from") == "B" and fell.get("will-retry") is False,
-            f"trial-fell-back from B, not retried: {fell}")
+    cause = out.get("cause") or {}
+    h.check(out.get("bad-slot") == "B" and cause.get("code") == code
+            and (check_prefix is None or str(cause.get("check")).startswith(check_prefix)),
+            f"rolled back from B because of {code} {check_prefix or ''}: {out}")
     flow.units_active(boot, flow.DAEMONS)
-    h.check(h.env_is(env, "A B", 3, 0), f"A first, B marked bad: {h.fmt_env(env)}")
-    return st, ["A", "B", "B", "B", "A"]
+    h.check(h.env_is(env, "A B", 3, 0), f"A first, B without boots: {h.fmt_env(env)}")
+    return msgs
 
 
 def scenario_unhealthy(ctx):
@@ -241,19 +236,5 @@ def scenario_unhealthy(ctx):
             h.check(h.env_is(env, "A B", 3, 0), f"B bad, A first: {h.fmt_env(env)}")
         else:
             h.check(h.env_is(env, "B A", 3, left, "B"), f"B still on trial with {left} boots left: {h.fmt_env(env)}")
-    since = h.mark(st)
-    boot = st.power_on(timeout=420)
-    back = h.wait_mqtt(st, boot, h.outcome_is("rolled-back", uid), 400, since)
-    if back:
-        boot.expect(r"^ready ", timeout=120)
-    flow.console_poweroff(boot)
-    env = st.settle(boot)
-    h.check(boot.slot == "A" and back, f"back on A, rolled back: {boot.slot} {h.kinds(h.station_msgs(st, since))}")
-    out = back["last-outcome"]
-    cause = out.get("cause") or {}
-    h.check(out.get("bad-slot") == "B" and cause.get("code") == "health-check-failed"
-            and str(cause.get("check")).startswith("recorder"),
-            f"rolled back from B because the gate failed on the recorder: {out}")
-    flow.units_active(boot, flow.DAEMONS)
-    h.check(h.env_is(env, "A B", 3, 0), f"A first, B without boots: {h.fmt_env(env)}")
+    back_on_a(st, uid, "health-check-failed", "recorder")
     return st, ["A", "B", "B", "B", "A"]
