@@ -1093,13 +1093,14 @@ SCENARIOS += pi5_flow.register(sys.modules[__name__])
 
 
 # Longest first, so that the lanes end together (seconds, measured on 2 busy cores).
-LANE_ORDER = ["pi5-trial-panics", "pi5-trial-hangs", "pi5-trial-reboots", "pi5-recorder-gate", "pi5-good-update", "pi5-good-update-nvme", "power-cuts", "fallback-panic",
+LANE_ORDER = ["pi5-trial-panics", "pi5-trial-hangs", "pi5-trial-reboots", "pi5-recorder-gate", "pi5-good-update", "pi5-good-update-nvme", "pi5-power-cuts", "pi5-power-cuts-sd", "power-cuts", "fallback-panic",
               "fallback-hang", "delta-update", "good-update", "fallback-reboot", "unhealthy", "console-recovery",
               "nvme-wear", "tryboot-fat", "broker-forward"]
 COST = {"power-cuts": 420, "good-update": 45, "fallback-panic": 120, "fallback-hang": 120,
         "fallback-reboot": 75, "unhealthy": 120, "console-recovery": 45, "nvme-wear": 40, "tryboot-fat": 40,
         "delta-update": 110, "broker-forward": 30, "pi5-good-update": 550, "pi5-good-update-nvme": 550,
-        "pi5-trial-panics": 900, "pi5-recorder-gate": 700, "pi5-trial-hangs": 1000, "pi5-trial-reboots": 800}
+        "pi5-trial-panics": 900, "pi5-recorder-gate": 700, "pi5-trial-hangs": 1000, "pi5-trial-reboots": 800,
+        "pi5-power-cuts": 1800, "pi5-power-cuts-sd": 3000}
 
 _print_lock = threading.Lock()
 
@@ -1210,6 +1211,8 @@ def run_all(ctx, args):
             f"retried {r['installs-retried']}, offers repeated {r['offers-repeated']}")
         say("power cuts at (fleet-updated+s, phase): " + " ".join(f"{c['at-s']}/{c['phase']}" for c in r["cuts"]))
         summary["power-cuts"] = r
+    if hasattr(ctx, "pi5_power_cut_report"):
+        summary["pi5-power-cuts"] = ctx.pi5_power_cut_report
     summary["wall-s"] = round(time.monotonic() - t0, 1)
     say(f"all scenarios: {summary['wall-s']:.0f} s")
     if args.summary:
