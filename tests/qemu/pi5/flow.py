@@ -758,6 +758,24 @@ def ready_to_cut(st, boot, since, pending, limit=300):
     return True
 
 
+def power_off_when_ready(boot):
+    """A clean power-off from the serial console once the boot is up (`ready`, after
+    multi-user.target): a command typed before the autologin shell reads the console is lost
+    (agetty flushes the line as it starts), and the boot would run on to its timeout."""
+    boot.expect(r"^ready ", timeout=180)
+    for _ in range(3):
+        if boot.proc.poll() is not None:
+            break
+        try:
+            boot.send("\nsystemctl poweroff\n")
+            boot.proc.wait(60)
+        except OSError:  # it reset by itself meanwhile
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    boot.wait()
+
+
 def scenario_power_cuts(ctx, medium="nvme"):
     """Power cuts at random moments on the Pi 5 tryboot flow, on fresh stations with the good
     bundle pushed (`ctx.cuts` in all, seeded by `ctx.rng`). On boots of A with the update under
@@ -838,7 +856,7 @@ def scenario_power_cuts(ctx, medium="nvme"):
                     if boot.proc.poll() is None:  # gave the update up (idle on A), or stuck
                         if not r:
                             console_dump(boot, "rauc fleet-updated fleet-boot-check fleet-reboot")
-                        console_poweroff(boot)
+                        power_off_when_ready(boot)
                     t_done = time.monotonic() - t0
             elif kind == "trial":
                 left_after = int(rec.get("attempts-left", "0") or 0)
@@ -862,11 +880,11 @@ def scenario_power_cuts(ctx, medium="nvme"):
                         h.wait_mqtt(st, boot, lambda m: reported(m) or None, 120, since)
                     else:
                         console_dump(boot, "rauc fleet-updated fleet-boot-check fleet-reporterd")
-                    console_poweroff(boot)
+                    power_off_when_ready(boot)
             else:
                 h.wait_mqtt(st, boot, lambda m: (lambda s: s if s and s.get("booted") == "B" and s.get("phase") == "idle"
                                                  and health_reports(m) else None)(h.last_state(m)), 420, since)
-                console_poweroff(boot)
+                power_off_when_ready(boot)
             if boot.end is None:
                 boot.wait()
             env = st.settle(boot)
