@@ -858,6 +858,8 @@ def scenario_power_cuts(ctx, medium="nvme"):
                             console_dump(boot, "rauc fleet-updated fleet-boot-check fleet-reboot")
                         power_off_when_ready(boot)
                     t_done = time.monotonic() - t0
+                elif cut is None:  # ended by itself before its cut moment (wait_mqtt polls 4 times a second)
+                    t_done = time.monotonic() - t0
             elif kind == "trial":
                 left_after = int(rec.get("attempts-left", "0") or 0)
                 if quota_t > 0 and left_after > 0 and len(cuts) < ctx.cuts \
