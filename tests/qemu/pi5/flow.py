@@ -45,7 +45,9 @@ def register(harness):
             ("pi5-trial-reboots", lambda c: scenario_trial_panics(c, mode="reboot")),
             ("pi5-trial-reboots-at-gate", scenario_trial_reboots_at_gate),
             ("pi5-recorder-gate", scenario_recorder_gate),
-            ("pi5-console-recovery", scenario_console_recovery)]
+            ("pi5-console-recovery", scenario_console_recovery),
+            ("pi5-power-cuts", scenario_power_cuts),
+            ("pi5-power-cuts-sd", lambda c: scenario_power_cuts(c, "sd"))]
 
 
 # -- the fleet's broker, keys and provisioning -------------------------------------------------
@@ -95,14 +97,18 @@ class Fleet:
         run(["mcopy", "-s", "-i", f"{station.disk}@@{off}", os.path.join(card, "fleet-provision"), "::/"])
         shutil.rmtree(card)
 
-    def push(self, station, name, compress=False):
-        """`fleetctl push` as the operator. The test bundles' squashfs is compressed already, so
-        fleetctl's zstd envelope (its default) gains nothing here and costs minutes on 2 cores:
-        only the scenario that proves the compressed transfer on the station asks for it."""
+    def push(self, station, name, update_id=None, args=(), compress=False):
+        """`fleetctl push` as the operator (`update_id` and `args` go to it). The test bundles'
+        squashfs is compressed already, so fleetctl's zstd envelope (its default) gains nothing
+        here and costs minutes on 2 cores: only the scenario that proves the compressed transfer
+        on the station asks for it."""
         bundle = os.path.join(self.image, "bundles", f"{name}.raucb")
         cmd = [self.ctx.fleetctl, "push", bundle, "--to", f"device:{station.device}",
                "--version", self.info["bundles"][name], "--compatible", self.info["compatible"],
                "--broker", f"127.0.0.1:{self.broker.port}"] + ([] if compress else ["--no-compress"])
+        if update_id is not None:
+            cmd += ["--update-id", update_id]
+        cmd += list(args)
         env = dict(self.tls_env, FLEET_SIGNING_KEY=os.path.join(self.image, "pki", "offer.key.pem"))
         t0 = time.monotonic()
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
@@ -922,3 +928,319 @@ def scenario_console_recovery(ctx, medium="nvme"):
     h.check(env["attempts"].get("slot") == "A" and env["attempts"].get("state") == "bad",
             f"mark-bad: the record names A bad: {fmt_attempts(env['attempts'])}")
     return st, ["A", "B", "A", "B", "B"]
+
+
+# -- power cuts on the tryboot flow (issue 15, item 4) --------------------------------------------
+
+# Seconds, refined by the run's own uncut boots: W, fleet-updated's first state message to the
+# trial reboot on a boot of A that downloads and installs the whole bundle; D, the same boot's
+# download (offer accepted to bundle downloaded); T, power-on to the `committed` report on a
+# trial boot of B.
+# The defaults are what a first run measured on 2 busy cores (load 10): NVMe boot 1 took 211 s,
+# fleet-updated started 62 s into it; its trial committed within 75 s of power-on.
+CUT_WINDOWS = {"nvme": {"W": 140.0, "D": 50.0, "T": 68.0}, "sd": {"W": 300.0, "D": 120.0, "T": 90.0}}
+CUTS_ON_A, CUTS_ON_TRIAL = 4, 2  # per round, at most (the record allows two retried trials)
+VALID_RECORDS = ({"slot", "state"}, {"slot", "state", "attempts-left"})
+
+
+def boot_check_ran(boot):
+    """systemd's console line for the finished fleet-boot-check (or the report's units line)."""
+    return any(re.search(r"Finished fleet-boot-check\b|fleet-boot-check=active", line) for _, line in boot.lines)
+
+
+def reported(msgs):
+    """The station reports: a state message (fleet-updated) and a health report (fleet-reporterd)."""
+    return any(k == "state" for k, _ in msgs) and bool(health_reports(msgs))
+
+
+def trial_phase(msgs, uid):
+    """Where a trial boot of B was, from what it reported before the cut."""
+    if h.outcome_is("committed", uid)(msgs):
+        return "after-commit"
+    seen = h.kinds(msgs)
+    if "health-passed" in seen:
+        return "commit"
+    return "gate" if "trial-booted" in seen else "trial-boot"
+
+
+def committed_slot(ab):
+    return {"2": "A", "3": "B"}.get(ab.get("all", {}).get("boot_partition"))
+
+
+def ready_to_cut(st, boot, since, pending, limit=300):
+    """Before a cut: the boot check has run, and on the boot after an earlier cut the station
+    has reported (so every cut is followed by a boot that was seen to report). False when the
+    boot ended by itself meanwhile."""
+    deadline = time.monotonic() + limit
+    while boot.proc.poll() is None and not boot_check_ran(boot) and time.monotonic() < deadline:
+        time.sleep(0.25)
+    if pending is not None:
+        h.wait_mqtt(st, boot, lambda m: reported(m) or None, max(deadline - time.monotonic(), 1), since)
+    if boot.proc.poll() is not None:
+        return False
+    h.check(boot_check_ran(boot), f"boot {boot.number}: fleet-boot-check ran within {limit} s")
+    h.check(pending is None or reported(h.station_msgs(st, since)),
+            f"boot {boot.number}, after the cut on boot {(pending or {}).get('boot')}: the station reports "
+            f"(state and health) within {limit} s: {h.kinds(h.station_msgs(st, since))}")
+    return True
+
+
+def power_off_when_ready(boot):
+    """A clean power-off from the serial console once the boot is up (`ready`, after
+    multi-user.target): a command typed before the autologin shell reads the console is lost
+    (agetty flushes the line as it starts), and the boot would run on to its timeout."""
+    boot.expect(r"^ready ", timeout=180)
+    for _ in range(3):
+        if boot.proc.poll() is not None:
+            break
+        try:
+            boot.send("\nsystemctl poweroff\n")
+            boot.proc.wait(60)
+        except OSError:  # it reset by itself meanwhile
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    boot.wait()
+
+
+def scenario_power_cuts(ctx, medium="nvme"):
+    """Power cuts at random moments on the Pi 5 tryboot flow, on fresh stations with the good
+    bundle pushed (`ctx.cuts` in all, seeded by `ctx.rng`). On boots of A with the update under
+    way: uniform over 0..1.1 x fleet-updated's window from its first state message to the
+    trial reboot (what is left of it once the bundle is downloaded), so cuts land in the
+    download, the verification and RAUC's install into B. On trial boots of B (only while the
+    record leaves another attempt): once uniform over the boot up to T+3 s, once over T-6..T+1 s
+    (T: power-on to `committed` on an uncut trial), so that cuts land in the health gate and
+    around the commit, fleet-bootctl's rewrite of autoboot.txt on the FAT. The windows start
+    from measured defaults and follow the run's uncut boots. After every boot: a good slot (A 1.0.0, or B only
+    on its trial or once committed), the boot check ran, autoboot.txt names p2/p3 with
+    tryboot_a_b=1 and the firmware can boot its [all]; after a clean end, the attempt record is
+    well formed, never a trial of the committed slot, and its count never goes up within one
+    install; the boot after a cut (or the next that stays up) reports on MQTT. Each round ends
+    committed on B ([all]=3 [tryboot]=2, record slot=A state=good) or, when the station gives
+    the update up, it is offered again (as in the U-Boot `power-cuts`)."""
+    fleet = fleet_of(ctx)
+    win = dict(CUT_WINDOWS[medium])
+    measured = {"W": [], "D": [], "T": []}
+    base = "pi5-power-cuts" if medium == "nvme" else f"pi5-power-cuts-{medium}"
+    cuts, faults, sequence = [], [], []
+    after = {"boots": 0, "good-slot": 0, "boot-check": 0, "reported": 0}
+    resumed = retried = reoffers = trial_retries = boots = 0
+    rounds = 0
+    st = None
+    t_start = time.monotonic()
+    while len(cuts) < ctx.cuts:
+        rounds += 1
+        st = Pi5Station(fleet, f"{base}-{rounds}", medium)
+        fleet.provision(st)
+        # The bundle's squashfs is compressed already: a zstd copy beside it saves nothing and
+        # costs a level-19 pass of 87 MiB per push (166 s under load, debug fleetctl; ADR 0012).
+        uid = first_uid = fleet.push(st, "good")
+        version = fleet.info["bundles"]["good"]
+        h.say(f"  [{h.scope_name()}] round {rounds}: fresh {medium} station {st.device}")
+        quota_a = CUTS_ON_A
+        quota_t = CUTS_ON_TRIAL
+        offer_since = h.mark(st)
+        pending = None  # the last cut, until a boot after it has reported
+        after_cut = False
+        last_left = None
+        while True:
+            h.check(len(st.boots) < 30, f"round {rounds} ends within 30 boots")
+            before = st.envs[-1] if st.envs else {"autoboot": st.autoboot(), "attempts": st.attempts()}
+            rec = before["attempts"]
+            since = h.mark(st)
+            boot = st.power_on(timeout=900)
+            boots += 1
+            part, on_trial = boot.fw["partition"], boot.fw["tryboot"]
+            if part == 2 and rec.get("slot") == "B" and rec.get("state") == "trial":
+                kind = "retry"  # the boot check retries the trial that came back, or gives it up
+            elif part == 2:
+                kind = "update"
+            else:
+                kind = "trial" if on_trial else "committed"
+            cut = None
+            t_done = None
+            if kind in ("update", "retry"):
+                first = h.wait_mqtt(st, boot, h.last_state, 600, since)
+                t0 = time.monotonic()
+                if kind == "update" and first and quota_a > 0 and len(cuts) < ctx.cuts \
+                        and ready_to_cut(st, boot, since, pending):
+                    window = win["W"]
+                    if "downloaded" in h.kinds(h.station_msgs(st, offer_since)):
+                        window = max(win["W"] - win["D"], 5.0)
+                    at = ctx.rng.uniform(0.0, window * 1.1)
+                    left = t0 + at - time.monotonic()
+                    r = h.wait_mqtt(st, boot, h.ended_without_commit(uid), max(left, 0.0), since)
+                    if r is None and boot.proc.poll() is None:
+                        phase = h.phase_now(h.station_msgs(st, since))
+                        boot.cut()
+                        quota_a -= 1
+                        cut = {"round": rounds, "boot": boot.number, "on": "A", "at-s": round(at, 1),
+                               "boot-s": round(boot.elapsed(), 1),
+                               "from": "fleet-updated", "phase": phase}
+                if cut is None and boot.proc.poll() is None:
+                    r = h.wait_mqtt(st, boot, h.ended_without_commit(uid), 900, since)
+                    if boot.proc.poll() is None:  # gave the update up (idle on A), or stuck
+                        if not r:
+                            console_dump(boot, "rauc fleet-updated fleet-boot-check fleet-reboot")
+                        power_off_when_ready(boot)
+                    t_done = time.monotonic() - t0
+                elif cut is None:  # ended by itself before its cut moment (wait_mqtt polls 4 times a second)
+                    t_done = time.monotonic() - t0
+            elif kind == "trial":
+                left_after = int(rec.get("attempts-left", "0") or 0)
+                if quota_t > 0 and left_after > 0 and len(cuts) < ctx.cuts \
+                        and ready_to_cut(st, boot, since, pending):
+                    mode = ("trial", "commit")[CUTS_ON_TRIAL - quota_t]
+                    at = (ctx.rng.uniform(0.0, win["T"] + 3.0) if mode == "trial"
+                          else ctx.rng.uniform(max(win["T"] - 6.0, 0.0), win["T"] + 1.0))
+                    h.wait_mqtt(st, boot, lambda m: None, max(boot.started + at - time.monotonic(), 0.0), since)
+                    if boot.proc.poll() is None:
+                        phase = trial_phase(h.station_msgs(st, since), uid)
+                        boot.cut()
+                        quota_t -= 1
+                        cut = {"round": rounds, "boot": boot.number, "on": "B trial", "at-s": round(at, 1),
+                               "boot-s": round(boot.elapsed(), 1),
+                               "from": "power-on", "mode": mode, "phase": phase}
+                if cut is None and boot.proc.poll() is None:
+                    done = h.wait_mqtt(st, boot, h.outcome_is("committed", uid), 420, since)
+                    if done:
+                        t_done = time.monotonic() - boot.started
+                        h.wait_mqtt(st, boot, lambda m: reported(m) or None, 120, since)
+                    else:
+                        console_dump(boot, "rauc fleet-updated fleet-boot-check fleet-reporterd")
+                    power_off_when_ready(boot)
+            else:
+                h.wait_mqtt(st, boot, lambda m: (lambda s: s if s and s.get("booted") == "B" and s.get("phase") == "idle"
+                                                 and health_reports(m) else None)(h.last_state(m)), 420, since)
+                power_off_when_ready(boot)
+            if boot.end is None:
+                boot.wait()
+            env = st.settle(boot)
+            msgs = h.station_msgs(st, since)
+            seen = h.kinds(msgs)
+            sequence.append(boot.slot)
+            ab, record = env["autoboot"], env["attempts"]
+            where = f"round {rounds} boot {boot.number} ({kind}{', cut' if cut else ''})"
+
+            # the slot, the boot check
+            good = (boot.slot, boot.version) in (("A", "1.0.0"), ("B", version))
+            h.check(good, f"{where}: on a good slot: {boot.slot} {boot.version}")
+            h.check(boot.slot != "B" or on_trial or committed_slot(before["autoboot"]) == "B",
+                    f"{where}: B boots only on its trial or once committed: tryboot={on_trial} "
+                    f"autoboot before [{fmt_autoboot(before['autoboot'])}]")
+            h.check(not on_trial or (rec.get("slot") == "B" and rec.get("state") == "trial"),
+                    f"{where}: a trial boot of B only with B on trial in the record: {fmt_attempts(rec)}")
+            h.check(boot_check_ran(boot), f"{where}: fleet-boot-check ran")
+            if after_cut:
+                after["boots"] += 1
+                after["good-slot"] += good
+                after["boot-check"] += 1
+            # autoboot.txt, after a cut too: what the firmware reads at the next power-on
+            h.check(autoboot_is(env, 2, 3) or autoboot_is(env, 3, 2),
+                    f"{where}: autoboot.txt names p2 or p3 with tryboot_a_b=1: "
+                    f"{st.fat_read('config', 'autoboot.txt')!r}")
+            label = "boot-a" if committed_slot(ab) == "A" else "boot-b"
+            h.check(st.fat_read(label, "config.txt") is not None,
+                    f"{where}: [all]'s partition ({label}) holds config.txt")
+            # the record, after a clean end (after a cut the host reads /data without the
+            # journal's replay: the next boot's check counts)
+            installed_now = "installed" in seen
+            if not cut:
+                if record:
+                    ok = (set(record) in VALID_RECORDS and record.get("slot") in ("A", "B")
+                          and record.get("state") in ("good", "bad", "trial")
+                          and (record.get("state") == "trial") == ("attempts-left" in record))
+                    h.check(ok, f"{where}: the attempt record is well formed: {fmt_attempts(record)}")
+                    if record.get("state") == "trial" and record.get("slot") == committed_slot(ab):
+                        faults.append(f"{where}: the record holds a trial of the committed slot "
+                                      f"{record['slot']}: {fmt_attempts(record)}, autoboot [{fmt_autoboot(ab)}]")
+                    if record.get("state") == "trial":
+                        n = int(record["attempts-left"])
+                        if last_left is not None and n > last_left and not installed_now:
+                            faults.append(f"{where}: the trial's attempts went up {last_left} -> {n}")
+                        last_left = n
+                    else:
+                        last_left = None
+            # the station reports after a cut (a boot the boot check reboots at once may not:
+            # then the next one)
+            if pending is not None:
+                if reported(msgs):
+                    after["reported"] += 1
+                    pending["reported-on-boot"] = boot.number
+                    pending = None
+                elif not (boot.end == "exit" and (kind in ("retry", "update") or st.tryboot_flag)):
+                    h.check(False, f"{where}: the station reports after the cut on boot {pending['boot']}: "
+                            f"events {seen}")
+            started = h.find_event(msgs, "download-started")
+            if started and started.get("resumed") and started.get("held-bytes", 0) > 0:
+                resumed += 1
+            retried += sum(1 for e in trial_events(msgs, "install-failed") if e.get("will-retry"))
+            if kind == "retry" and boot.end == "exit" and st.tryboot_flag:
+                trial_retries += 1
+            # the windows, from uncut boots
+            if kind == "update" and not cut and t_done and boot.end == "exit" and installed_now \
+                    and started and not started.get("held-bytes"):
+                measured["W"].append(t_done)
+                a, d = h.find_event_at(msgs, "offer-accepted"), h.find_event_at(msgs, "downloaded")
+                if a is not None and d is not None:
+                    measured["D"].append(d - a)
+            if kind == "trial" and not cut and t_done:
+                measured["T"].append(t_done)
+            for k, v in measured.items():
+                if v:
+                    win[k] = sum(v) / len(v)
+            after_cut = bool(cut)
+            if cut:
+                if cut["on"] == "B trial":
+                    cut["autoboot-after"] = fmt_autoboot(ab)
+                    if committed_slot(ab) == "B" and cut["phase"] != "after-commit":
+                        cut["phase"] = "commit"  # written, not yet reported
+                cuts.append(cut)
+                pending = cut
+                h.say(f"  [{h.scope_name()}]   CUT {len(cuts)} on {cut['on']} at {cut['from']}+{cut['at-s']}s "
+                      f"(boot +{cut['boot-s']}s) "
+                      f"during {cut['phase']}{' (' + cut['mode'] + ' window)' if 'mode' in cut else ''}")
+                continue
+            all_msgs = h.station_msgs(st, offer_since)
+            if h.outcome_is("committed", uid)(all_msgs) and pending is None:
+                break
+            if kind in ("update", "retry") and h.ended_without_commit(uid)(h.station_msgs(st, since)):
+                # given up cleanly: the operator offers the bundle again under a new update id
+                reoffers += 1
+                out = (h.last_state(msgs) or {}).get("last-outcome")
+                h.say(f"  [{h.scope_name()}]   the station gave {uid} up: {json.dumps(out)}; offered again")
+                offer_since = h.mark(st)
+                uid = fleet.push(st, "good", update_id=f"{first_uid}-again-{reoffers}")
+        env = st.envs[-1]
+        if not (autoboot_is(env, 3, 2) and env["attempts"].get("slot") == "A"
+                and env["attempts"].get("state") == "good"):
+            faults.append(f"round {rounds}: the update ends committed on B with A good: autoboot "
+                          f"[{fmt_autoboot(env['autoboot'])}] record [{fmt_attempts(env['attempts'])}]")
+        h.say(f"  [{h.scope_name()}] round {rounds}: committed on B after {len(st.boots)} boots; "
+              f"autoboot [{fmt_autoboot(env['autoboot'])}] record [{fmt_attempts(env['attempts'])}]; so far "
+              f"{len(cuts)} cuts, {after['good-slot']} of {after['boots']} boots after a cut on a good slot, "
+              f"{after['reported']} reported, {resumed} resumed, {retried} installs retried, {reoffers} re-offers, "
+              f"{len(faults)} faults, {time.monotonic() - t_start:.0f} s")
+    by_phase = {}
+    for c in cuts:
+        by_phase[c["phase"]] = by_phase.get(c["phase"], 0) + 1
+    report = {"medium": medium, "cuts": cuts, "rounds": rounds, "boots": boots, "by-phase": by_phase,
+              "boots-after-a-cut": after["boots"], "on-a-good-slot": after["good-slot"],
+              "boot-check-ran": after["boot-check"], "reported-after-cut": after["reported"],
+              "downloads-resumed": resumed, "installs-retried": retried, "trials-retried": trial_retries,
+              "offers-repeated": reoffers, "seed": ctx.seed, "faults": faults,
+              "windows-s": {k: round(v, 1) for k, v in win.items()},
+              "wall-s": round(time.monotonic() - t_start)}
+    ctx.pi5_power_cut_report = report
+    phases = ", ".join(f"{n} {p}" for p, n in sorted(by_phase.items()))
+    h.say(f"pi5 power cuts ({medium}): {len(cuts)} cuts in {rounds} rounds, {boots} boots (seed {ctx.seed}, "
+          f"windows W/D/T {report['windows-s']['W']}/{report['windows-s']['D']}/{report['windows-s']['T']} s): "
+          f"{phases}; {after['good-slot']} of {after['boots']} boots after a cut on a good slot with the boot "
+          f"check run, {after['reported']} cuts followed by a boot that reported; downloads resumed {resumed}, "
+          f"installs retried {retried}, trials retried by the boot check {trial_retries}, offers repeated "
+          f"{reoffers}; faults {len(faults)}")
+    h.say("pi5 power cuts at (on, from+s, phase): " + " ".join(
+        f"{c['on'].replace(' ', '-')}/{c['from']}+{c['at-s']}/{c['phase']}" for c in cuts))
+    h.check(not faults, "power cuts left the station inconsistent: " + "; ".join(faults))
+    return st, None
