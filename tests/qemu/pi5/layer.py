@@ -176,12 +176,10 @@ def cmd_users(layer_dir, machine):
 
 
 def cmd_units(layer_dir, machine, recipes):
-    lay = Layer(layer_dir, machine)
     units = []
     for r in recipes:
         one = Layer(layer_dir, machine)
         one.read(os.path.join(layer_dir, r))
-        pkgs = one.get("SYSTEMD_PACKAGES").split() or ["${PN}"]
         for key, value in one.vars.items():
             if key.startswith("SYSTEMD_SERVICE:"):
                 units += one.expand(value).replace("\\\\", "\\").split()
