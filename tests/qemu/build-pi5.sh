@@ -432,6 +432,8 @@ bundle mute 2.0.3 mute
 bundle hang 2.0.4 hang
 bundle reboot 2.0.5 reboot
 bundle reboot-at-gate 2.0.6 reboot-at-gate
+# the next release for pi5-delta-update: good's tree with another version, pushed as a delta
+bundle good2 2.1.0
 rm -f "$base/etc/fleet-qemu-failing"
 
 # ---- 7. the disks, from the layer's wks files --------------------------------------------------
@@ -453,6 +455,6 @@ qemu-system-aarch64 -M virt,dumpdtb="$out/virt.dtb" -cpu cortex-a76 -smp 1 -m 10
 
 cat >"$out/info.json" <<EOJ
 {"kernel": "$kver", "compatible": "fleet-$machine", "factory-version": "1.0.0",
- "bundles": {"good": "2.0.0", "panic": "2.0.2", "mute": "2.0.3", "hang": "2.0.4", "reboot": "2.0.5", "reboot-at-gate": "2.0.6"}, "cmdline": "$qemu_cmdline"}
+ "bundles": {"good": "2.0.0", "panic": "2.0.2", "mute": "2.0.3", "hang": "2.0.4", "reboot": "2.0.5", "reboot-at-gate": "2.0.6", "good2": "2.1.0"}, "cmdline": "$qemu_cmdline"}
 EOJ
 finish
