@@ -87,10 +87,10 @@ for b in $daemons; do
   [ -x "$fw/$b" ] || { log "missing $fw/$b: run tests/qemu/build-firmware.sh"; exit 2; }
 done
 "$root/keys/gen-dev-pki.sh" "$cache/pki" >/dev/null
-# (tests/qemu/pi5 without the harness's own files, flow.py and wic-compare.sh, and without the
+# (tests/qemu/pi5 without the harness's own files, flow.py, uboot.py, upkeep.py and wic-compare.sh, and without the
 # __pycache__ the harness leaves there: changing a scenario does not rebuild the image)
 key=$( (echo "$ukey $kver"; cd "$root" && find meta-fleet bundles tests/qemu/build-pi5.sh tests/qemu/uboot-envflash.py tests/qemu/pi5 keys/gen-dev-pki.sh \
-  -type f -not -path '*/__pycache__/*' -not -name flow.py -not -name uboot.py -not -name wic-compare.sh -print0 |
+  -type f -not -path '*/__pycache__/*' -not -name flow.py -not -name uboot.py -not -name upkeep.py -not -name wic-compare.sh -print0 |
   sort -z | xargs -0 sha256sum; sha256sum "$cache/pki/ca.cert.pem" "$cache/pki/offer.pub.pem";
   for b in $daemons; do sha256sum "$fw/$b"; done) | sha256sum | cut -c1-16)
 key=$(echo "$key $machine" | sha256sum | cut -c1-16)

@@ -1095,11 +1095,16 @@ SCENARIOS += pi5_flow.register(sys.modules[__name__])
 import uboot as qemuarm64_flow  # noqa: E402
 
 SCENARIOS += qemuarm64_flow.register(sys.modules[__name__])
+# A station's upkeep on the Pi 5 systemd station (tests/qemu/pi5/upkeep.py): the delta
+# transport and the NVMe wear report as the image ships them; needs --pi5-image.
+import upkeep as pi5_upkeep  # noqa: E402
+
+SCENARIOS += pi5_upkeep.register(sys.modules[__name__])
 
 
 # Longest first, so that the lanes end together (seconds, measured on 2 busy cores).
 LANE_ORDER = ["qemuarm64-fallback-hang", "qemuarm64-fallback-panic", "qemuarm64-fallback-reboot", "qemuarm64-unhealthy", "qemuarm64-good-update",
-              "pi5-trial-panics", "pi5-trial-hangs", "pi5-trial-reboots", "pi5-trial-reboots-at-gate", "pi5-recorder-gate", "pi5-good-update", "pi5-good-update-nvme", "pi5-power-cuts", "pi5-power-cuts-sd", "power-cuts", "fallback-panic",
+              "pi5-trial-panics", "pi5-trial-hangs", "pi5-trial-reboots", "pi5-trial-reboots-at-gate", "pi5-recorder-gate", "pi5-good-update", "pi5-good-update-nvme", "pi5-power-cuts", "pi5-power-cuts-sd", "pi5-delta-update", "pi5-nvme-wear", "power-cuts", "fallback-panic",
               "fallback-hang", "delta-update", "good-update", "fallback-reboot", "unhealthy", "console-recovery",
               "nvme-wear", "tryboot-fat", "broker-forward"]
 COST = {"power-cuts": 420, "good-update": 45, "fallback-panic": 120, "fallback-hang": 120,
@@ -1109,7 +1114,7 @@ COST = {"power-cuts": 420, "good-update": 45, "fallback-panic": 120, "fallback-h
         "pi5-trial-reboots-at-gate": 800,
         "qemuarm64-good-update": 400, "qemuarm64-fallback-panic": 380, "qemuarm64-fallback-hang": 450,
         "qemuarm64-fallback-reboot": 400, "qemuarm64-unhealthy": 600,
-        "pi5-power-cuts": 1800, "pi5-power-cuts-sd": 3000}
+        "pi5-power-cuts": 1800, "pi5-power-cuts-sd": 3000, "pi5-delta-update": 700, "pi5-nvme-wear": 300}
 
 _print_lock = threading.Lock()
 

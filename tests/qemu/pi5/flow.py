@@ -399,10 +399,21 @@ def health_reports(msgs):
     return [p for k, p in msgs if k == "health"]
 
 
-def install_boot(st, uid, version, flow_checks=None):
-    """Boot 1 on A (first boot: grow /data, provisioning): the offer, download, install into B
-    and the trial reboot. `flow_checks(st, boot, env)` asserts what the boot flow shows of it
+# Each slot's boot partition (what autoboot.txt names) and root partition (fleet-rpi5-*.wks.in).
+SLOT_PARTS = {"A": (2, 5), "B": (3, 6)}
+
+
+def other_slot(slot):
+    return "B" if slot == "A" else "A"
+
+
+def install_boot(st, uid, version, flow_checks=None, running=("A", "1.0.0")):
+    """A boot of the committed slot (`running`: slot and version; by default boot 1 on A, the
+    first boot: grow /data, provisioning): the offer, download, install into the other slot and
+    the trial reboot. `flow_checks(st, boot, env)` asserts what the boot flow shows of it
     (default: the Pi 5 firmware's, `tryboot_install_checks`)."""
+    slot, running_version = running
+    target = other_slot(slot)
     since = h.mark(st)
     boot = st.power_on(timeout=900)
     failed = h.wait_mqtt(st, boot, h.ended_without_commit(uid), 900, since)
@@ -413,29 +424,74 @@ def install_boot(st, uid, version, flow_checks=None):
     env = st.settle(boot)
     msgs = h.station_msgs(st, since)
     seen = h.kinds(msgs)
-    h.check(boot.slot == "A" and boot.version == "1.0.0", f"boot 1 on A 1.0.0, got {boot.slot} {boot.version}")
+    n = boot.number
+    h.check(boot.slot == slot and boot.version == running_version,
+            f"boot {n} on {slot} {running_version}, got {boot.slot} {boot.version}")
     units_active(boot, DAEMONS)
     h.check(not failed, f"the update is not given up: {(failed or {}).get('last-outcome')}; events {seen}")
     for kind in ("offer-accepted", "download-started", "downloaded", "verified", "install-started",
                  "installed", "trial-armed", "rebooting"):
         h.check(kind in seen, f"the station reports {kind}: got {seen}")
     inst = h.find_event(msgs, "installed")
-    h.check(inst.get("slot") == "B" and inst.get("version") == version, f"installed into B {version}: {inst}")
+    h.check(inst.get("slot") == target and inst.get("version") == version,
+            f"installed into {target} {version}: {inst}")
     h.check(health_reports(msgs), "fleet-reporterd reports the station's health over its own session")
     (flow_checks or tryboot_install_checks)(st, boot, env)
     return boot
 
 
 def tryboot_install_checks(st, boot, env):
-    """Boot 1 on the Pi 5 flow: p2 from [all], its root, the reboot with "0 tryboot", A still
-    committed in autoboot.txt and B's trial in the attempt record."""
+    """An install boot on the Pi 5 flow: the committed slot's partition from [all], its root,
+    the reboot with "0 tryboot", the slot still committed in autoboot.txt and the other slot's
+    trial in the attempt record."""
+    disk, n = st.disk_name, boot.number
+    slot = boot.slot
+    (part, root), (other_part, _) = SLOT_PARTS[slot], SLOT_PARTS[other_slot(slot)]
+    h.check(boot.fw["partition"] == part and not boot.fw["tryboot"], f"boot {n}: the firmware boots p{part} from [all]")
+    h.check(boot.first(rf"^booted .* root=/dev/{disk}p{root}$"),
+            f"boot {n}: root=/dev/{disk}p{root} from cmdline.txt of p{part}")
+    h.check(boot.end == "exit" and st.tryboot_flag, f"boot {n} ends in a reboot with '0 tryboot' (end={boot.end})")
+    h.check(autoboot_is(env, part, other_part),
+            f"after install: {slot} still committed in autoboot.txt: {fmt_autoboot(env['autoboot'])}")
+    h.check(env["attempts"].get("slot") == other_slot(slot) and env["attempts"].get("state") == "trial",
+            f"after install: the attempt record holds {other_slot(slot)}'s trial: {fmt_attempts(env['attempts'])}")
+
+
+def trial_boot_commits(st, uid, version, slot="B"):
+    """The trial boot of `slot` after its install: the firmware boots it from [tryboot] (the
+    flag the install's reboot set), and fleet-updated's health gate commits it. Asserts the
+    partition, the root bootfs-post-install wrote into its cmdline.txt, the reports, the units,
+    autoboot.txt naming it in [all] and the record naming the other slot good (the rollback
+    target). Returns the boot and its messages."""
+    other = other_slot(slot)
+    (part, root), (other_part, _) = SLOT_PARTS[slot], SLOT_PARTS[other]
     disk = st.disk_name
-    h.check(boot.fw["partition"] == 2 and not boot.fw["tryboot"], "boot 1: the firmware boots p2 from [all]")
-    h.check(boot.first(rf"^booted .* root=/dev/{disk}p5$"), f"boot 1: root=/dev/{disk}p5 from cmdline.txt of p2")
-    h.check(boot.end == "exit" and st.tryboot_flag, f"boot 1 ends in a reboot with '0 tryboot' (end={boot.end})")
-    h.check(autoboot_is(env, 2, 3), f"after install: A still committed in autoboot.txt: {fmt_autoboot(env['autoboot'])}")
-    h.check(env["attempts"].get("slot") == "B" and env["attempts"].get("state") == "trial",
-            f"after install: the attempt record holds B's trial: {fmt_attempts(env['attempts'])}")
+    since = h.mark(st)
+    boot = st.power_on(timeout=420)
+    done = h.wait_mqtt(st, boot, h.outcome_is("committed", uid), 400, since)
+    if done:
+        boot.expect(r"^ready ", timeout=120)
+    else:
+        console_dump(boot, "rauc dbus fleet-updated fleet-reporterd fleet-boot-check")
+    console_poweroff(boot)
+    env = st.settle(boot)
+    msgs = h.station_msgs(st, since)
+    n = boot.number
+    h.check(boot.fw["partition"] == part and boot.fw["tryboot"], f"boot {n}: the firmware boots p{part} from [tryboot]")
+    h.check(boot.slot == slot and boot.version == version, f"boot {n} on {slot} {version}, got {boot.slot} {boot.version}")
+    h.check(boot.first(rf"^booted .* root=/dev/{disk}p{root}$"),
+            f"boot {n}: root=/dev/{disk}p{root} (bootfs-post-install rewrote {slot}'s cmdline.txt)")
+    h.check(done, f"the station reports committed for {uid}: events {h.kinds(msgs)}")
+    for kind in ("trial-booted", "health-passed", "committed"):
+        h.check(kind in h.kinds(msgs), f"the station reports {kind}: got {h.kinds(msgs)}")
+    units_active(boot, DAEMONS)
+    h.check(health_reports(msgs), f"fleet-reporterd reports from {slot}")
+    h.check(autoboot_is(env, part, other_part),
+            f"committed: autoboot.txt [all]={part} [tryboot]={other_part}, got {fmt_autoboot(env['autoboot'])}")
+    h.check(env["attempts"].get("slot") == other and env["attempts"].get("state") == "good",
+            f"committed: the record names {other} good (the rollback target): {fmt_attempts(env['attempts'])}")
+    h.check(not st.tryboot_flag, "a power-off leaves no tryboot flag")
+    return boot, msgs
 
 
 def scenario_good_update(ctx, medium="sd"):
@@ -448,7 +504,6 @@ def scenario_good_update(ctx, medium="sd"):
     # the full transfer as fleetctl makes it by default: the zstd envelope (ADR 0012)
     uid = fleet.push(st, "good", compress=True)
     version = fleet.info["bundles"]["good"]
-    disk = st.disk_name
 
     boot = install_boot(st, uid, version)
     msgs = h.station_msgs(st, 0)
@@ -460,29 +515,7 @@ def scenario_good_update(ctx, medium="sd"):
             f"station: {chosen} {got}")
 
     # boot 2: the flag is set, so [tryboot]: p3 (B); the health gate commits B
-    since = h.mark(st)
-    boot = st.power_on(timeout=420)
-    done = h.wait_mqtt(st, boot, h.outcome_is("committed", uid), 400, since)
-    if done:
-        boot.expect(r"^ready ", timeout=120)
-    else:
-        console_dump(boot, "rauc dbus fleet-updated fleet-reporterd fleet-boot-check")
-    console_poweroff(boot)
-    env = st.settle(boot)
-    msgs = h.station_msgs(st, since)
-    h.check(boot.fw["partition"] == 3 and boot.fw["tryboot"], "boot 2: the firmware boots p3 from [tryboot]")
-    h.check(boot.slot == "B" and boot.version == version, f"boot 2 on B {version}, got {boot.slot} {boot.version}")
-    h.check(boot.first(rf"^booted .* root=/dev/{disk}p6$"),
-            f"boot 2: root=/dev/{disk}p6 (bootfs-post-install rewrote B's cmdline.txt)")
-    h.check(done, f"the station reports committed for {uid}: events {h.kinds(msgs)}")
-    for kind in ("trial-booted", "health-passed", "committed"):
-        h.check(kind in h.kinds(msgs), f"the station reports {kind}: got {h.kinds(msgs)}")
-    units_active(boot, DAEMONS)
-    h.check(health_reports(msgs), "fleet-reporterd reports from B")
-    h.check(autoboot_is(env, 3, 2), f"committed: autoboot.txt [all]=3 [tryboot]=2, got {fmt_autoboot(env['autoboot'])}")
-    h.check(env["attempts"].get("slot") == "A" and env["attempts"].get("state") == "good",
-            f"committed: the record names A good (the rollback target): {fmt_attempts(env['attempts'])}")
-    h.check(not st.tryboot_flag, "a power-off leaves no tryboot flag")
+    trial_boot_commits(st, uid, version)
 
     # boot 3: a normal boot of B from [all]
     since = h.mark(st)
