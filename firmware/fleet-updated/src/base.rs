@@ -1,7 +1,10 @@
 //! The kept base (ADR 0012): the committed bundle, kept on `/data` as the base of the next
 //! delta. One base at a time, under `<data>/fleet/base/`:
-//! - `<bundle-id>.bundle`: the bundle's bytes, moved there (renamed, never copied) from the
-//!   download area when the engine commits the update (`Action::KeepBase`);
+//! - `<bundle-id>.bundle`: the bundle's bytes, moved there from the download area when the
+//!   engine commits the update (`Action::KeepBase`): renamed where the two directories are one
+//!   mount; copied (temp file, fsync, rename) and the download removed where they are not, as
+//!   under `fleet-updated.service`, whose `ReadWritePaths=` makes each directory a mount of its
+//!   own (rename(2) between them fails with `EXDEV`);
 //! - `kept.json`: `{"bundle-id": "...", "size": N}`, written with temp file, fsync, rename,
 //!   fsync directory once the bytes are in place. It names the base; any other file in the
 //!   directory is a leftover of an interrupted replacement and is removed.
@@ -167,12 +170,14 @@ impl BaseStore {
         }
     }
 
-    /// Keeps the bundle file `from` (`size` bytes, SHA-256 `id`, on the same file system) as
-    /// the base, replacing the one kept before. Returns false, changing nothing, when `from`
-    /// does not exist. The file is moved, not copied.
+    /// Keeps the bundle file `from` (`size` bytes, SHA-256 `id`) as the base, replacing the one
+    /// kept before. Returns false, changing nothing, when `from` does not exist. The file is
+    /// renamed into the store; where `from` is on another mount, it is copied (see
+    /// [`Self::copy_in`]) and then removed.
     ///
     /// # Errors
-    /// A rename, the record write or a directory sync failed (the old base stays named).
+    /// A rename, the copy, the record write or a directory sync failed (the base named before
+    /// stays named, unless the copy had begun: then none is, and the next update is whole).
     pub fn keep(&self, from: &Path, id: BundleId, size: u64) -> Result<bool, BaseError> {
         let err = |source| BaseError::Keep {
             bundle_id: id,
@@ -187,7 +192,16 @@ impl BaseStore {
         }
         std::fs::create_dir_all(&self.dir).map_err(err)?;
         let to = self.bundle_path(&id);
-        std::fs::rename(from, &to).map_err(err)?;
+        match std::fs::rename(from, &to) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                tracing::info!(from = %from.display(), to = %to.display(), bytes = size,
+                    "the download area is another mount: copying the bundle into the base store");
+                self.copy_in(from, &to).map_err(err)?;
+                std::fs::remove_file(from).map_err(err)?;
+            }
+            Err(e) => return Err(err(e)),
+        }
         durable::sync_dir(&self.dir).map_err(err)?;
         if let Some(parent) = from.parent() {
             durable::sync_dir(parent).map_err(err)?;
@@ -200,6 +214,27 @@ impl BaseStore {
         durable::write_atomic(&self.dir.join(RECORD), &bytes).map_err(err)?;
         self.tidy(Some(&id)).map_err(err)?;
         Ok(true)
+    }
+
+    /// Copies `from` to `to` in the store when a rename cannot move it. The base kept before is
+    /// dropped first (its record, then its bytes), so the copy needs no more room than the
+    /// download budget allows for a base and a bundle; the bytes go to a temporary file beside
+    /// `to`, synced, then renamed to `to`. A power cut leaves no record, or the old one without
+    /// its file (read as damaged and dropped): either way the next update is whole.
+    fn copy_in(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        match std::fs::remove_file(self.dir.join(RECORD)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.tidy(None)?;
+        let tmp = self.dir.join(format!(
+            ".{}.copy",
+            to.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        std::fs::copy(from, &tmp)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, to)
     }
 
     /// Drops the kept base: the record first (then nothing names the bytes), then every file.
@@ -289,6 +324,52 @@ mod tests {
         names.sort();
         assert_eq!(names, vec![format!("{id2}.bundle"), RECORD.to_owned()]);
         assert_eq!(store.used_bytes(), 12);
+    }
+
+    fn device_of(p: &Path) -> u64 {
+        std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(p).expect("metadata"))
+    }
+
+    /// As under fleet-updated.service, where the download area and the store are two mounts
+    /// (here a tmpfs and the temporary directory's file system).
+    #[test]
+    fn a_bundle_on_another_mount_is_copied_into_the_store_and_its_download_removed() {
+        let data = tempfile::tempdir().expect("tempdir");
+        let shm = tempfile::Builder::new()
+            .prefix("fleet-base-test")
+            .tempdir_in("/dev/shm")
+            .expect("a directory on /dev/shm");
+        assert_ne!(
+            device_of(data.path()),
+            device_of(shm.path()),
+            "this test needs /dev/shm and the temporary directory on two file systems"
+        );
+        let store = BaseStore::under(data.path());
+        let (p1, id1) = bundle_in(data.path(), b"the old base");
+        assert!(store.keep(&p1, id1, 12).expect("keep the old base"));
+        let bytes = vec![7u8; 3 << 20];
+        let (p2, id2) = bundle_in(shm.path(), &bytes);
+        let rename = std::fs::rename(&p2, store.bundle_path(&id2));
+        assert_eq!(
+            rename.expect_err("a rename across mounts fails").kind(),
+            std::io::ErrorKind::CrossesDevices
+        );
+        assert!(
+            store
+                .keep(&p2, id2, bytes.len() as u64)
+                .expect("keep across mounts")
+        );
+        assert!(
+            !p2.exists(),
+            "the download is removed once the copy is in place"
+        );
+        assert!(matches!(store.find().expect("find"), Found::Intact(r) if r.bundle_id == id2));
+        let mut names: Vec<String> = std::fs::read_dir(store.dir())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, vec![format!("{id2}.bundle"), RECORD.to_owned()]);
     }
 
     #[test]
