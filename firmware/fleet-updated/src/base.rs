@@ -303,6 +303,16 @@ mod tests {
         (p, id)
     }
 
+    /// The file names in `dir`, sorted.
+    fn names_in(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn a_committed_bundle_replaces_the_kept_base_and_nothing_else_stays() {
         let data = tempfile::tempdir().expect("tempdir");
@@ -317,12 +327,10 @@ mod tests {
         let (p2, id2) = bundle_in(&downloads, b"version two!");
         assert!(store.keep(&p2, id2, 12).expect("keep"));
         assert!(matches!(store.find().expect("find"), Found::Intact(r) if r.bundle_id == id2));
-        let mut names: Vec<String> = std::fs::read_dir(store.dir())
-            .expect("dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(names, vec![format!("{id2}.bundle"), RECORD.to_owned()]);
+        assert_eq!(
+            names_in(store.dir()),
+            vec![format!("{id2}.bundle"), RECORD.to_owned()]
+        );
         assert_eq!(store.used_bytes(), 12);
     }
 
@@ -364,12 +372,10 @@ mod tests {
             "the download is removed once the copy is in place"
         );
         assert!(matches!(store.find().expect("find"), Found::Intact(r) if r.bundle_id == id2));
-        let mut names: Vec<String> = std::fs::read_dir(store.dir())
-            .expect("dir")
-            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        assert_eq!(names, vec![format!("{id2}.bundle"), RECORD.to_owned()]);
+        assert_eq!(
+            names_in(store.dir()),
+            vec![format!("{id2}.bundle"), RECORD.to_owned()]
+        );
     }
 
     #[test]
