@@ -422,20 +422,28 @@ async fn until_up(cfg: &HealthConfig, deadline: Instant) -> Manager {
     }
 }
 
-/// systemd's system state: `systemctl is-system-running`'s output. Unavailable without
-/// systemd (no `systemd-run-dir`) or without `systemctl`; `unknown` when it cannot be run or
-/// does not answer in time.
-pub async fn system_state(cfg: &HealthConfig) -> Manager {
+/// What one `systemctl` call came to.
+enum Systemctl {
+    /// No systemd (no `systemd-run-dir`) or no `systemctl` binary: why.
+    Unavailable(String),
+    /// It could not be run: why.
+    Error(String),
+    /// It did not answer within `SYSTEMCTL_TIMEOUT`.
+    TimedOut,
+    /// It ran: its exit status and output.
+    Answered(std::process::Output),
+}
+
+/// Runs `systemctl args` (stdout captured, killed if dropped), once systemd is known to run.
+async fn systemctl(cfg: &HealthConfig, args: &[&str]) -> Systemctl {
     if !cfg.systemd_run_dir.is_dir() {
-        return Manager::Unavailable {
-            detail: format!(
-                "systemd is not running ({} missing)",
-                cfg.systemd_run_dir.display()
-            ),
-        };
+        return Systemctl::Unavailable(format!(
+            "systemd is not running ({} missing)",
+            cfg.systemd_run_dir.display()
+        ));
     }
     let mut cmd = tokio::process::Command::new(&cfg.systemctl);
-    cmd.arg("is-system-running")
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -443,22 +451,33 @@ pub async fn system_state(cfg: &HealthConfig) -> Manager {
     let child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Manager::Unavailable {
-                detail: format!("{} not found", cfg.systemctl.display()),
-            };
+            return Systemctl::Unavailable(format!("{} not found", cfg.systemctl.display()));
         }
         Err(e) => {
-            tracing::warn!(error = %e, "unable to run systemctl is-system-running");
-            return Manager::State(SystemState::Unknown);
+            return Systemctl::Error(format!("unable to run {}: {e}", cfg.systemctl.display()));
         }
     };
     match tokio::time::timeout(SYSTEMCTL_TIMEOUT, child.wait_with_output()).await {
-        Ok(Ok(out)) => Manager::State(SystemState::parse(&String::from_utf8_lossy(&out.stdout))),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, "unable to run systemctl is-system-running");
+        Ok(Ok(out)) => Systemctl::Answered(out),
+        Ok(Err(e)) => Systemctl::Error(format!("unable to run {}: {e}", cfg.systemctl.display())),
+        Err(_) => Systemctl::TimedOut,
+    }
+}
+
+/// systemd's system state: `systemctl is-system-running`'s output. Unavailable without
+/// systemd (no `systemd-run-dir`) or without `systemctl`; `unknown` when it cannot be run or
+/// does not answer in time.
+pub async fn system_state(cfg: &HealthConfig) -> Manager {
+    match systemctl(cfg, &["is-system-running"]).await {
+        Systemctl::Unavailable(detail) => Manager::Unavailable { detail },
+        Systemctl::Answered(out) => {
+            Manager::State(SystemState::parse(&String::from_utf8_lossy(&out.stdout)))
+        }
+        Systemctl::Error(error) => {
+            tracing::warn!(%error, "systemctl is-system-running failed");
             Manager::State(SystemState::Unknown)
         }
-        Err(_) => {
+        Systemctl::TimedOut => {
             tracing::warn!("systemctl is-system-running did not answer");
             Manager::State(SystemState::Unknown)
         }
@@ -545,41 +564,13 @@ async fn once(
 }
 
 async fn systemd_active(cfg: &HealthConfig, unit: &str) -> CheckOutcome {
-    if !cfg.systemd_run_dir.is_dir() {
-        return CheckOutcome::Unavailable {
-            detail: format!(
-                "systemd is not running ({} missing)",
-                cfg.systemd_run_dir.display()
-            ),
-        };
-    }
-    let mut cmd = tokio::process::Command::new(&cfg.systemctl);
-    cmd.args(["is-active", "--", unit])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    let child = match cmd.spawn() {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return CheckOutcome::Unavailable {
-                detail: format!("{} not found", cfg.systemctl.display()),
-            };
-        }
-        Err(e) => {
-            return CheckOutcome::Failed {
-                detail: format!("unable to run {}: {e}", cfg.systemctl.display()),
-            };
-        }
-    };
-    match tokio::time::timeout(SYSTEMCTL_TIMEOUT, child.wait_with_output()).await {
-        Err(_) => CheckOutcome::TimedOut {
+    match systemctl(cfg, &["is-active", "--", unit]).await {
+        Systemctl::Unavailable(detail) => CheckOutcome::Unavailable { detail },
+        Systemctl::Error(detail) => CheckOutcome::Failed { detail },
+        Systemctl::TimedOut => CheckOutcome::TimedOut {
             detail: "systemctl is-active did not answer".into(),
         },
-        Ok(Err(e)) => CheckOutcome::Failed {
-            detail: format!("unable to run systemctl: {e}"),
-        },
-        Ok(Ok(out)) => {
+        Systemctl::Answered(out) => {
             let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
             if out.status.success() && state == "active" {
                 CheckOutcome::Passed
