@@ -295,10 +295,7 @@ class Pi5Station:
                "-device", "i6300esb", "-action", "watchdog=reset"]
         if fw["initrd"]:
             cmd += ["-initrd", fw["initrd"]]
-        stick = getattr(self, "usb_stick", None)  # a USB stick in one of the Pi's USB ports
-        if stick:
-            cmd += ["-device", "qemu-xhci,id=xhci0", "-drive", f"if=none,id=usb0,format=raw,file={stick}",
-                    "-device", "usb-storage,bus=xhci0.0,drive=usb0"]
+        cmd += usb_stick_devices(self)
         if self.medium == "sd":
             cmd += ["-drive", f"if=none,id=sd0,format=raw,file={self.disk},cache=unsafe",
                     "-device", "sdhci-pci,id=sdhci0", "-device", "sd-card,drive=sd0"]
@@ -332,6 +329,16 @@ class Pi5Station:
         if units:
             h.say(f"  [{h.scope_name()}]   units: {units.group(1)}")
         return env
+
+
+def usb_stick_devices(st):
+    """QEMU's devices for the station's USB stick (`st.usb_stick`, an image made by
+    make_usb_stick), plugged into a USB 3 port; none when it has none."""
+    stick = getattr(st, "usb_stick", None)
+    if not stick:
+        return []
+    return ["-device", "qemu-xhci,id=xhci0", "-drive", f"if=none,id=usb0,format=raw,file={stick}",
+            "-device", "usb-storage,bus=xhci0.0,drive=usb0"]
 
 
 def fmt_attempts(rec):
@@ -749,9 +756,9 @@ def scenario_recorder_gate(ctx, medium="sd"):
 STICK_BUNDLE = "fleet-bundle-raspberrypi5.raucb"  # the release bundle's name (recovery guide, section 5)
 
 
-def make_usb_stick(st, bundle):
+def make_usb_stick(st, bundle, name=STICK_BUNDLE):
     """A USB stick as a technician prepares one: an msdos partition table with one FAT
-    partition holding the release bundle under its release name."""
+    partition holding the release bundle under its release name (`name`)."""
     stick = os.path.join(st.dir, "usb-stick.img")
     part = os.path.join(st.dir, "usb-stick-p1.img")
     size_mib = os.path.getsize(bundle) // (1 << 20) + 32
@@ -759,7 +766,7 @@ def make_usb_stick(st, bundle):
         if os.path.exists(f):
             os.unlink(f)
     run(["mkfs.vfat", "-n", "FLEETUSB", "-C", part, str(size_mib * 1024)])
-    run(["mcopy", "-i", part, bundle, f"::/{STICK_BUNDLE}"])
+    run(["mcopy", "-i", part, bundle, f"::/{name}"])
     with open(stick, "wb") as f:
         f.truncate((size_mib + 1) << 20)
     subprocess.run(["sfdisk", "-q", stick], input="label: dos\nstart=2048, type=c\n", text=True,
