@@ -91,8 +91,9 @@ def fleet_of(ctx):
 
 
 def boot_line(boot, slot):
-    """The root the boot script chose for the slot (p2 A, p3 B on vda)."""
-    return boot.first(rf"^booted slot={slot} .* root=/dev/vda{2 if slot == 'A' else 3}$")
+    """The root the boot script chose for the slot (p2 A, p3 B on vda). The kernel's console
+    output can run on in the same line (seen: `... root=/dev/vda2[    8.08] systemd[1]: ...`)."""
+    return boot.first(rf"^booted slot={slot} .* root=/dev/vda{2 if slot == 'A' else 3}(?!\d)")
 
 
 def install_boot(st, uid, version):
