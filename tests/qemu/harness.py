@@ -1108,8 +1108,8 @@ COST = {"power-cuts": 420, "good-update": 45, "fallback-panic": 120, "fallback-h
         "pi5-trial-panics": 900, "pi5-recorder-gate": 700, "pi5-trial-hangs": 1000, "pi5-trial-reboots": 800,
         "pi5-trial-reboots-at-gate": 800,
         "qemuarm64-good-update": 400, "qemuarm64-fallback-panic": 380, "qemuarm64-fallback-hang": 450,
-        "qemuarm64-fallback-reboot": 400, "qemuarm64-unhealthy": 600, "qemuarm64-console-recovery": 700,
-        "qemuarm64-power-cuts": 2400,
+        "qemuarm64-fallback-reboot": 400, "qemuarm64-unhealthy": 600, "qemuarm64-console-recovery": 450,
+        "qemuarm64-power-cuts": 1800,
         "pi5-power-cuts": 1800, "pi5-power-cuts-sd": 3000}
 
 _print_lock = threading.Lock()
