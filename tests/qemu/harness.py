@@ -1103,7 +1103,7 @@ SCENARIOS += pi5_upkeep.register(sys.modules[__name__])
 
 
 # Longest first, so that the lanes end together (seconds, measured on 2 busy cores).
-LANE_ORDER = ["qemuarm64-fallback-hang", "qemuarm64-fallback-panic", "qemuarm64-fallback-reboot", "qemuarm64-unhealthy", "qemuarm64-good-update",
+LANE_ORDER = ["qemuarm64-power-cuts", "qemuarm64-console-recovery", "qemuarm64-fallback-hang", "qemuarm64-fallback-panic", "qemuarm64-fallback-reboot", "qemuarm64-unhealthy", "qemuarm64-good-update",
               "pi5-trial-panics", "pi5-trial-hangs", "pi5-trial-reboots", "pi5-trial-reboots-at-gate", "pi5-recorder-gate", "pi5-good-update", "pi5-good-update-nvme", "pi5-power-cuts", "pi5-power-cuts-sd", "pi5-delta-update", "pi5-nvme-wear", "power-cuts", "fallback-panic",
               "fallback-hang", "delta-update", "good-update", "fallback-reboot", "unhealthy", "console-recovery",
               "nvme-wear", "tryboot-fat", "broker-forward"]
@@ -1113,7 +1113,8 @@ COST = {"power-cuts": 420, "good-update": 45, "fallback-panic": 120, "fallback-h
         "pi5-trial-panics": 900, "pi5-recorder-gate": 700, "pi5-trial-hangs": 1000, "pi5-trial-reboots": 800,
         "pi5-trial-reboots-at-gate": 800,
         "qemuarm64-good-update": 400, "qemuarm64-fallback-panic": 380, "qemuarm64-fallback-hang": 450,
-        "qemuarm64-fallback-reboot": 400, "qemuarm64-unhealthy": 600,
+        "qemuarm64-fallback-reboot": 400, "qemuarm64-unhealthy": 600, "qemuarm64-console-recovery": 450,
+        "qemuarm64-power-cuts": 1800,
         "pi5-power-cuts": 1800, "pi5-power-cuts-sd": 3000, "pi5-delta-update": 700, "pi5-nvme-wear": 300}
 
 _print_lock = threading.Lock()
@@ -1232,6 +1233,8 @@ def run_all(ctx, args):
         summary["power-cuts"] = r
     if hasattr(ctx, "pi5_power_cut_report"):
         summary["pi5-power-cuts"] = ctx.pi5_power_cut_report
+    if hasattr(ctx, "qemuarm64_power_cut_report"):
+        summary["qemuarm64-power-cuts"] = ctx.qemuarm64_power_cut_report
     summary["wall-s"] = round(time.monotonic() - t0, 1)
     say(f"all scenarios: {summary['wall-s']:.0f} s")
     if args.summary:

@@ -295,10 +295,7 @@ class Pi5Station:
                "-device", "i6300esb", "-action", "watchdog=reset"]
         if fw["initrd"]:
             cmd += ["-initrd", fw["initrd"]]
-        stick = getattr(self, "usb_stick", None)  # a USB stick in one of the Pi's USB ports
-        if stick:
-            cmd += ["-device", "qemu-xhci,id=xhci0", "-drive", f"if=none,id=usb0,format=raw,file={stick}",
-                    "-device", "usb-storage,bus=xhci0.0,drive=usb0"]
+        cmd += usb_stick_devices(self)
         if self.medium == "sd":
             cmd += ["-drive", f"if=none,id=sd0,format=raw,file={self.disk},cache=unsafe",
                     "-device", "sdhci-pci,id=sdhci0", "-device", "sd-card,drive=sd0"]
@@ -332,6 +329,16 @@ class Pi5Station:
         if units:
             h.say(f"  [{h.scope_name()}]   units: {units.group(1)}")
         return env
+
+
+def usb_stick_devices(st):
+    """QEMU's devices for the station's USB stick (`st.usb_stick`, an image made by
+    make_usb_stick), plugged into a USB 3 port; none when it has none."""
+    stick = getattr(st, "usb_stick", None)
+    if not stick:
+        return []
+    return ["-device", "qemu-xhci,id=xhci0", "-drive", f"if=none,id=usb0,format=raw,file={stick}",
+            "-device", "usb-storage,bus=xhci0.0,drive=usb0"]
 
 
 def fmt_attempts(rec):
@@ -782,9 +789,9 @@ def scenario_recorder_gate(ctx, medium="sd"):
 STICK_BUNDLE = "fleet-bundle-raspberrypi5.raucb"  # the release bundle's name (recovery guide, section 5)
 
 
-def make_usb_stick(st, bundle):
+def make_usb_stick(st, bundle, name=STICK_BUNDLE):
     """A USB stick as a technician prepares one: an msdos partition table with one FAT
-    partition holding the release bundle under its release name."""
+    partition holding the release bundle under its release name (`name`)."""
     stick = os.path.join(st.dir, "usb-stick.img")
     part = os.path.join(st.dir, "usb-stick-p1.img")
     size_mib = os.path.getsize(bundle) // (1 << 20) + 32
@@ -792,7 +799,7 @@ def make_usb_stick(st, bundle):
         if os.path.exists(f):
             os.unlink(f)
     run(["mkfs.vfat", "-n", "FLEETUSB", "-C", part, str(size_mib * 1024)])
-    run(["mcopy", "-i", part, bundle, f"::/{STICK_BUNDLE}"])
+    run(["mcopy", "-i", part, bundle, f"::/{name}"])
     with open(stick, "wb") as f:
         f.truncate((size_mib + 1) << 20)
     subprocess.run(["sfdisk", "-q", stick], input="label: dos\nstart=2048, type=c\n", text=True,
@@ -1036,26 +1043,137 @@ def power_off_when_ready(boot):
     boot.wait()
 
 
+class TrybootCuts:
+    """What `power_cuts` needs to know of the Pi 5 tryboot flow: its station, how a boot is
+    told apart (the firmware's partition and flag, the attempt record on /data), what must
+    hold of autoboot.txt and the record, and what committed on B looks like. The U-Boot
+    flow's counterpart is uboot.UbootCuts."""
+
+    report = "pi5_power_cut_report"  # the ctx attribute harness.py writes into summary.json
+    after_key = "autoboot-after"  # the cut report's name for the boot flow after a trial cut
+
+    def __init__(self, ctx, medium):
+        self.fleet = fleet_of(ctx)
+        self.medium = medium
+        self.windows = dict(CUT_WINDOWS[medium])
+        self.base = "pi5-power-cuts" if medium == "nvme" else f"pi5-power-cuts-{medium}"
+        self.title = f"pi5 power cuts ({medium})"
+        self.last_left = None
+
+    def station(self, name):
+        return Pi5Station(self.fleet, name, self.medium)
+
+    def new_round(self):
+        self.last_left = None
+
+    def env_now(self, st):
+        return {"autoboot": st.autoboot(), "attempts": st.attempts()}
+
+    def kind(self, boot, before):
+        """`update` (A, the update under way), `retry` (A with B's trial in the record: the boot
+        check retries it or gives it up), `trial` (B from [tryboot]) or `committed` (B from [all])."""
+        rec = before["attempts"]
+        if boot.fw["partition"] == 2:
+            return "retry" if rec.get("slot") == "B" and rec.get("state") == "trial" else "update"
+        return "trial" if boot.fw["tryboot"] else "committed"
+
+    def trial_left_after(self, before):
+        """Attempts the record leaves after this trial boot (spent before its reboot)."""
+        return int(before["attempts"].get("attempts-left", "0") or 0)
+
+    def check_boot(self, where, st, boot, before, kind):
+        rec, on_trial = before["attempts"], boot.fw["tryboot"]
+        h.check(boot.slot != "B" or on_trial or committed_slot(before["autoboot"]) == "B",
+                f"{where}: B boots only on its trial or once committed: tryboot={on_trial} "
+                f"autoboot before [{fmt_autoboot(before['autoboot'])}]")
+        h.check(not on_trial or (rec.get("slot") == "B" and rec.get("state") == "trial"),
+                f"{where}: a trial boot of B only with B on trial in the record: {fmt_attempts(rec)}")
+
+    def check_env(self, where, st, env, faults):
+        """autoboot.txt, after a cut too: what the firmware reads at the next power-on."""
+        h.check(autoboot_is(env, 2, 3) or autoboot_is(env, 3, 2),
+                f"{where}: autoboot.txt names p2 or p3 with tryboot_a_b=1: "
+                f"{st.fat_read('config', 'autoboot.txt')!r}")
+        label = "boot-a" if committed_slot(env["autoboot"]) == "A" else "boot-b"
+        h.check(st.fat_read(label, "config.txt") is not None,
+                f"{where}: [all]'s partition ({label}) holds config.txt")
+
+    def clean_end(self, where, boot, env, installed_now, faults):
+        """The record, after a clean end (after a cut the host reads /data without the
+        journal's replay: the next boot's check counts)."""
+        record, ab = env["attempts"], env["autoboot"]
+        if not record:
+            return
+        ok = (set(record) in VALID_RECORDS and record.get("slot") in ("A", "B")
+              and record.get("state") in ("good", "bad", "trial")
+              and (record.get("state") == "trial") == ("attempts-left" in record))
+        h.check(ok, f"{where}: the attempt record is well formed: {fmt_attempts(record)}")
+        if record.get("state") == "trial" and record.get("slot") == committed_slot(ab):
+            faults.append(f"{where}: the record holds a trial of the committed slot "
+                          f"{record['slot']}: {fmt_attempts(record)}, autoboot [{fmt_autoboot(ab)}]")
+        if record.get("state") == "trial":
+            n = int(record["attempts-left"])
+            if self.last_left is not None and n > self.last_left and not installed_now:
+                faults.append(f"{where}: the trial's attempts went up {self.last_left} -> {n}")
+            self.last_left = n
+        else:
+            self.last_left = None
+
+    def may_end_unreported(self, st, boot, kind):
+        """A boot the boot check reboots at once (or fleet-updated's trial reboot) may end
+        before it reports."""
+        return boot.end == "exit" and (kind in ("retry", "update") or st.tryboot_flag)
+
+    def trial_retried(self, st, boot, kind, before):
+        """The boot check retried B's trial (a boot of A ending in "0 tryboot")."""
+        return kind == "retry" and boot.end == "exit" and st.tryboot_flag
+
+    def committed_slot(self, env):
+        return committed_slot(env["autoboot"])
+
+    def fmt(self, env):
+        return fmt_autoboot(env["autoboot"])
+
+    def fmt_end(self, env):
+        return f"autoboot [{fmt_autoboot(env['autoboot'])}] record [{fmt_attempts(env['attempts'])}]"
+
+    def round_fault(self, rounds, env):
+        if autoboot_is(env, 3, 2) and env["attempts"].get("slot") == "A" and env["attempts"].get("state") == "good":
+            return None
+        return (f"round {rounds}: the update ends committed on B with A good: autoboot "
+                f"[{fmt_autoboot(env['autoboot'])}] record [{fmt_attempts(env['attempts'])}]")
+
+
 def scenario_power_cuts(ctx, medium="nvme"):
-    """Power cuts at random moments on the Pi 5 tryboot flow, on fresh stations with the good
-    bundle pushed (`ctx.cuts` in all, seeded by `ctx.rng`). On boots of A with the update under
-    way: uniform over 0..1.1 x fleet-updated's window from its first state message to the
-    trial reboot (what is left of it once the bundle is downloaded), so cuts land in the
-    download, the verification and RAUC's install into B. On trial boots of B (only while the
-    record leaves another attempt): once uniform over the boot up to T+3 s, once over T-6..T+1 s
-    (T: power-on to `committed` on an uncut trial), so that cuts land in the health gate and
-    around the commit, fleet-bootctl's rewrite of autoboot.txt on the FAT. The windows start
-    from measured defaults and follow the run's uncut boots. After every boot: a good slot (A 1.0.0, or B only
-    on its trial or once committed), the boot check ran, autoboot.txt names p2/p3 with
-    tryboot_a_b=1 and the firmware can boot its [all]; after a clean end, the attempt record is
-    well formed, never a trial of the committed slot, and its count never goes up within one
-    install; the boot after a cut (or the next that stays up) reports on MQTT. Each round ends
-    committed on B ([all]=3 [tryboot]=2, record slot=A state=good) or, when the station gives
-    the update up, it is offered again (as in the U-Boot `power-cuts`)."""
-    fleet = fleet_of(ctx)
-    win = dict(CUT_WINDOWS[medium])
+    """Power cuts at random moments on the Pi 5 tryboot flow (`power_cuts` with TrybootCuts).
+    On trial boots of B only while the record leaves another attempt; the commit is
+    fleet-bootctl's rewrite of autoboot.txt on the FAT. After every boot: autoboot.txt names
+    p2/p3 with tryboot_a_b=1 and the firmware can boot its [all]; after a clean end, the attempt
+    record is well formed, never a trial of the committed slot, and its count never goes up
+    within one install. Each round ends committed on B ([all]=3 [tryboot]=2, record slot=A
+    state=good) or, when the station gives the update up, it is offered again (as in the U-Boot
+    `power-cuts`)."""
+    return power_cuts(ctx, TrybootCuts(ctx, medium))
+
+
+def power_cuts(ctx, bootflow):
+    """Power cuts at random moments on fresh stations with the good bundle pushed (`ctx.cuts`
+    in all, seeded by `ctx.rng`); `bootflow` (TrybootCuts, uboot.UbootCuts) says what the boot
+    flow shows. On boots of A with the update under way: uniform over 0..1.1 x fleet-updated's
+    window from its first state message to the trial reboot (what is left of it once the
+    bundle is downloaded), so cuts land in the download, the verification and RAUC's install
+    into B. On trial boots of B (only while the boot flow leaves B another boot): once uniform
+    over the boot up to T+3 s, once over T-6..T+1 s (T: power-on to `committed` on an uncut
+    trial), so that cuts land in the health gate and around the commit. The windows start
+    from measured defaults and follow the run's uncut boots. After every boot: a good slot (A
+    1.0.0, or B only on its trial or once committed), the boot check ran, the boot flow's
+    state is valid and bootable (bootflow.check_env), and after a clean end consistent
+    (bootflow.clean_end); the boot after a cut (or the next that stays up) reports on MQTT.
+    Each round ends committed on B or, when the station gives the update up, it is offered
+    again."""
+    fleet = bootflow.fleet
+    win = bootflow.windows
     measured = {"W": [], "D": [], "T": []}
-    base = "pi5-power-cuts" if medium == "nvme" else f"pi5-power-cuts-{medium}"
     cuts, faults, sequence = [], [], []
     after = {"boots": 0, "good-slot": 0, "boot-check": 0, "reported": 0}
     resumed = retried = reoffers = trial_retries = boots = 0
@@ -1064,33 +1182,26 @@ def scenario_power_cuts(ctx, medium="nvme"):
     t_start = time.monotonic()
     while len(cuts) < ctx.cuts:
         rounds += 1
-        st = Pi5Station(fleet, f"{base}-{rounds}", medium)
+        st = bootflow.station(f"{bootflow.base}-{rounds}")
         fleet.provision(st)
         # The bundle's squashfs is compressed already: a zstd copy beside it saves nothing and
         # costs a level-19 pass of 87 MiB per push (166 s under load, debug fleetctl; ADR 0012).
         uid = first_uid = fleet.push(st, "good")
         version = fleet.info["bundles"]["good"]
-        h.say(f"  [{h.scope_name()}] round {rounds}: fresh {medium} station {st.device}")
+        h.say(f"  [{h.scope_name()}] round {rounds}: fresh {bootflow.medium} station {st.device}")
         quota_a = CUTS_ON_A
         quota_t = CUTS_ON_TRIAL
         offer_since = h.mark(st)
         pending = None  # the last cut, until a boot after it has reported
         after_cut = False
-        last_left = None
+        bootflow.new_round()
         while True:
             h.check(len(st.boots) < 30, f"round {rounds} ends within 30 boots")
-            before = st.envs[-1] if st.envs else {"autoboot": st.autoboot(), "attempts": st.attempts()}
-            rec = before["attempts"]
+            before = st.envs[-1] if st.envs else bootflow.env_now(st)
             since = h.mark(st)
             boot = st.power_on(timeout=900)
             boots += 1
-            part, on_trial = boot.fw["partition"], boot.fw["tryboot"]
-            if part == 2 and rec.get("slot") == "B" and rec.get("state") == "trial":
-                kind = "retry"  # the boot check retries the trial that came back, or gives it up
-            elif part == 2:
-                kind = "update"
-            else:
-                kind = "trial" if on_trial else "committed"
+            kind = bootflow.kind(boot, before)
             cut = None
             t_done = None
             if kind in ("update", "retry"):
@@ -1121,8 +1232,7 @@ def scenario_power_cuts(ctx, medium="nvme"):
                 elif cut is None:  # ended by itself before its cut moment (wait_mqtt polls 4 times a second)
                     t_done = time.monotonic() - t0
             elif kind == "trial":
-                left_after = int(rec.get("attempts-left", "0") or 0)
-                if quota_t > 0 and left_after > 0 and len(cuts) < ctx.cuts \
+                if quota_t > 0 and bootflow.trial_left_after(before) > 0 and len(cuts) < ctx.cuts \
                         and ready_to_cut(st, boot, since, pending):
                     mode = ("trial", "commit")[CUTS_ON_TRIAL - quota_t]
                     at = (ctx.rng.uniform(0.0, win["T"] + 3.0) if mode == "trial"
@@ -1153,48 +1263,22 @@ def scenario_power_cuts(ctx, medium="nvme"):
             msgs = h.station_msgs(st, since)
             seen = h.kinds(msgs)
             sequence.append(boot.slot)
-            ab, record = env["autoboot"], env["attempts"]
             where = f"round {rounds} boot {boot.number} ({kind}{', cut' if cut else ''})"
 
             # the slot, the boot check
             good = (boot.slot, boot.version) in (("A", "1.0.0"), ("B", version))
             h.check(good, f"{where}: on a good slot: {boot.slot} {boot.version}")
-            h.check(boot.slot != "B" or on_trial or committed_slot(before["autoboot"]) == "B",
-                    f"{where}: B boots only on its trial or once committed: tryboot={on_trial} "
-                    f"autoboot before [{fmt_autoboot(before['autoboot'])}]")
-            h.check(not on_trial or (rec.get("slot") == "B" and rec.get("state") == "trial"),
-                    f"{where}: a trial boot of B only with B on trial in the record: {fmt_attempts(rec)}")
+            bootflow.check_boot(where, st, boot, before, kind)
             h.check(boot_check_ran(boot), f"{where}: fleet-boot-check ran")
             if after_cut:
                 after["boots"] += 1
                 after["good-slot"] += good
                 after["boot-check"] += 1
-            # autoboot.txt, after a cut too: what the firmware reads at the next power-on
-            h.check(autoboot_is(env, 2, 3) or autoboot_is(env, 3, 2),
-                    f"{where}: autoboot.txt names p2 or p3 with tryboot_a_b=1: "
-                    f"{st.fat_read('config', 'autoboot.txt')!r}")
-            label = "boot-a" if committed_slot(ab) == "A" else "boot-b"
-            h.check(st.fat_read(label, "config.txt") is not None,
-                    f"{where}: [all]'s partition ({label}) holds config.txt")
-            # the record, after a clean end (after a cut the host reads /data without the
-            # journal's replay: the next boot's check counts)
+            # the boot flow's state, after a cut too; after a clean end, its consistency
+            bootflow.check_env(where, st, env, faults)
             installed_now = "installed" in seen
             if not cut:
-                if record:
-                    ok = (set(record) in VALID_RECORDS and record.get("slot") in ("A", "B")
-                          and record.get("state") in ("good", "bad", "trial")
-                          and (record.get("state") == "trial") == ("attempts-left" in record))
-                    h.check(ok, f"{where}: the attempt record is well formed: {fmt_attempts(record)}")
-                    if record.get("state") == "trial" and record.get("slot") == committed_slot(ab):
-                        faults.append(f"{where}: the record holds a trial of the committed slot "
-                                      f"{record['slot']}: {fmt_attempts(record)}, autoboot [{fmt_autoboot(ab)}]")
-                    if record.get("state") == "trial":
-                        n = int(record["attempts-left"])
-                        if last_left is not None and n > last_left and not installed_now:
-                            faults.append(f"{where}: the trial's attempts went up {last_left} -> {n}")
-                        last_left = n
-                    else:
-                        last_left = None
+                bootflow.clean_end(where, boot, env, installed_now, faults)
             # the station reports after a cut (a boot the boot check reboots at once may not:
             # then the next one)
             if pending is not None:
@@ -1202,14 +1286,14 @@ def scenario_power_cuts(ctx, medium="nvme"):
                     after["reported"] += 1
                     pending["reported-on-boot"] = boot.number
                     pending = None
-                elif not (boot.end == "exit" and (kind in ("retry", "update") or st.tryboot_flag)):
+                elif not bootflow.may_end_unreported(st, boot, kind):
                     h.check(False, f"{where}: the station reports after the cut on boot {pending['boot']}: "
                             f"events {seen}")
             started = h.find_event(msgs, "download-started")
             if started and started.get("resumed") and started.get("held-bytes", 0) > 0:
                 resumed += 1
             retried += sum(1 for e in trial_events(msgs, "install-failed") if e.get("will-retry"))
-            if kind == "retry" and boot.end == "exit" and st.tryboot_flag:
+            if bootflow.trial_retried(st, boot, kind, before):
                 trial_retries += 1
             # the windows, from uncut boots
             if kind == "update" and not cut and t_done and boot.end == "exit" and installed_now \
@@ -1226,8 +1310,8 @@ def scenario_power_cuts(ctx, medium="nvme"):
             after_cut = bool(cut)
             if cut:
                 if cut["on"] == "B trial":
-                    cut["autoboot-after"] = fmt_autoboot(ab)
-                    if committed_slot(ab) == "B" and cut["phase"] != "after-commit":
+                    cut[bootflow.after_key] = bootflow.fmt(env)
+                    if bootflow.committed_slot(env) == "B" and cut["phase"] != "after-commit":
                         cut["phase"] = "commit"  # written, not yet reported
                 cuts.append(cut)
                 pending = cut
@@ -1246,34 +1330,33 @@ def scenario_power_cuts(ctx, medium="nvme"):
                 offer_since = h.mark(st)
                 uid = fleet.push(st, "good", update_id=f"{first_uid}-again-{reoffers}")
         env = st.envs[-1]
-        if not (autoboot_is(env, 3, 2) and env["attempts"].get("slot") == "A"
-                and env["attempts"].get("state") == "good"):
-            faults.append(f"round {rounds}: the update ends committed on B with A good: autoboot "
-                          f"[{fmt_autoboot(env['autoboot'])}] record [{fmt_attempts(env['attempts'])}]")
+        fault = bootflow.round_fault(rounds, env)
+        if fault:
+            faults.append(fault)
         h.say(f"  [{h.scope_name()}] round {rounds}: committed on B after {len(st.boots)} boots; "
-              f"autoboot [{fmt_autoboot(env['autoboot'])}] record [{fmt_attempts(env['attempts'])}]; so far "
+              f"{bootflow.fmt_end(env)}; so far "
               f"{len(cuts)} cuts, {after['good-slot']} of {after['boots']} boots after a cut on a good slot, "
               f"{after['reported']} reported, {resumed} resumed, {retried} installs retried, {reoffers} re-offers, "
               f"{len(faults)} faults, {time.monotonic() - t_start:.0f} s")
     by_phase = {}
     for c in cuts:
         by_phase[c["phase"]] = by_phase.get(c["phase"], 0) + 1
-    report = {"medium": medium, "cuts": cuts, "rounds": rounds, "boots": boots, "by-phase": by_phase,
+    report = {"medium": bootflow.medium, "cuts": cuts, "rounds": rounds, "boots": boots, "by-phase": by_phase,
               "boots-after-a-cut": after["boots"], "on-a-good-slot": after["good-slot"],
               "boot-check-ran": after["boot-check"], "reported-after-cut": after["reported"],
               "downloads-resumed": resumed, "installs-retried": retried, "trials-retried": trial_retries,
               "offers-repeated": reoffers, "seed": ctx.seed, "faults": faults,
               "windows-s": {k: round(v, 1) for k, v in win.items()},
               "wall-s": round(time.monotonic() - t_start)}
-    ctx.pi5_power_cut_report = report
+    setattr(ctx, bootflow.report, report)
     phases = ", ".join(f"{n} {p}" for p, n in sorted(by_phase.items()))
-    h.say(f"pi5 power cuts ({medium}): {len(cuts)} cuts in {rounds} rounds, {boots} boots (seed {ctx.seed}, "
+    h.say(f"{bootflow.title}: {len(cuts)} cuts in {rounds} rounds, {boots} boots (seed {ctx.seed}, "
           f"windows W/D/T {report['windows-s']['W']}/{report['windows-s']['D']}/{report['windows-s']['T']} s): "
           f"{phases}; {after['good-slot']} of {after['boots']} boots after a cut on a good slot with the boot "
           f"check run, {after['reported']} cuts followed by a boot that reported; downloads resumed {resumed}, "
-          f"installs retried {retried}, trials retried by the boot check {trial_retries}, offers repeated "
+          f"installs retried {retried}, trials retried {trial_retries}, offers repeated "
           f"{reoffers}; faults {len(faults)}")
-    h.say("pi5 power cuts at (on, from+s, phase): " + " ".join(
+    h.say(f"{bootflow.title} at (on, from+s, phase): " + " ".join(
         f"{c['on'].replace(' ', '-')}/{c['from']}+{c['at-s']}/{c['phase']}" for c in cuts))
     h.check(not faults, "power cuts left the station inconsistent: " + "; ".join(faults))
     return st, None
