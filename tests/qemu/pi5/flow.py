@@ -464,15 +464,11 @@ def tryboot_install_checks(st, boot, env):
             f"after install: the attempt record holds {other_slot(slot)}'s trial: {fmt_attempts(env['attempts'])}")
 
 
-def trial_boot_commits(st, uid, version, slot="B"):
-    """The trial boot of `slot` after its install: the firmware boots it from [tryboot] (the
-    flag the install's reboot set), and fleet-updated's health gate commits it. Asserts the
-    partition, the root bootfs-post-install wrote into its cmdline.txt, the reports, the units,
-    autoboot.txt naming it in [all] and the record naming the other slot good (the rollback
-    target). Returns the boot and its messages."""
-    other = other_slot(slot)
-    (part, root), (other_part, _) = SLOT_PARTS[slot], SLOT_PARTS[other]
-    disk = st.disk_name
+def trial_boot_commits(st, uid, version, slot="B", flow_checks=None):
+    """The trial boot of `slot` after its install: fleet-updated's health gate commits it.
+    Asserts the slot, the reports, the units; `flow_checks(st, boot, env, slot)` what the boot
+    flow shows of it (default: the Pi 5 firmware's, `tryboot_commit_checks`). Returns the boot
+    and its messages."""
     since = h.mark(st)
     boot = st.power_on(timeout=420)
     done = h.wait_mqtt(st, boot, h.outcome_is("committed", uid), 400, since)
@@ -484,21 +480,31 @@ def trial_boot_commits(st, uid, version, slot="B"):
     env = st.settle(boot)
     msgs = h.station_msgs(st, since)
     n = boot.number
-    h.check(boot.fw["partition"] == part and boot.fw["tryboot"], f"boot {n}: the firmware boots p{part} from [tryboot]")
     h.check(boot.slot == slot and boot.version == version, f"boot {n} on {slot} {version}, got {boot.slot} {boot.version}")
-    h.check(boot.first(rf"^booted .* root=/dev/{disk}p{root}$"),
-            f"boot {n}: root=/dev/{disk}p{root} (bootfs-post-install rewrote {slot}'s cmdline.txt)")
     h.check(done, f"the station reports committed for {uid}: events {h.kinds(msgs)}")
     for kind in ("trial-booted", "health-passed", "committed"):
         h.check(kind in h.kinds(msgs), f"the station reports {kind}: got {h.kinds(msgs)}")
     units_active(boot, DAEMONS)
     h.check(health_reports(msgs), f"fleet-reporterd reports from {slot}")
+    (flow_checks or tryboot_commit_checks)(st, boot, env, slot)
+    return boot, msgs
+
+
+def tryboot_commit_checks(st, boot, env, slot):
+    """A committed trial on the Pi 5 flow: the firmware booted the slot from [tryboot] (the flag
+    the install's reboot set), with the root bootfs-post-install wrote into its cmdline.txt;
+    autoboot.txt names it in [all], the record names the other slot good (the rollback target)."""
+    other = other_slot(slot)
+    (part, root), (other_part, _) = SLOT_PARTS[slot], SLOT_PARTS[other]
+    disk, n = st.disk_name, boot.number
+    h.check(boot.fw["partition"] == part and boot.fw["tryboot"], f"boot {n}: the firmware boots p{part} from [tryboot]")
+    h.check(boot.first(rf"^booted .* root=/dev/{disk}p{root}$"),
+            f"boot {n}: root=/dev/{disk}p{root} (bootfs-post-install rewrote {slot}'s cmdline.txt)")
     h.check(autoboot_is(env, part, other_part),
             f"committed: autoboot.txt [all]={part} [tryboot]={other_part}, got {fmt_autoboot(env['autoboot'])}")
     h.check(env["attempts"].get("slot") == other and env["attempts"].get("state") == "good",
             f"committed: the record names {other} good (the rollback target): {fmt_attempts(env['attempts'])}")
     h.check(not st.tryboot_flag, "a power-off leaves no tryboot flag")
-    return boot, msgs
 
 
 def scenario_good_update(ctx, medium="sd"):
@@ -1007,6 +1013,33 @@ def committed_slot(ab):
     return {"2": "A", "3": "B"}.get(ab.get("all", {}).get("boot_partition"))
 
 
+
+
+def event_arrives(st, boot, kind, timeout):
+    """Waits for the station's next event of `kind` (published from now on), reading the broker's
+    record as it grows every 10 ms, so that a cut can follow it closely. False when the boot
+    ends or `timeout` passes first."""
+    deadline = time.monotonic() + timeout
+    with open(st.broker.record_path, errors="replace") as f:
+        f.seek(0, os.SEEK_END)
+        pending = ""
+        while boot.proc.poll() is None and time.monotonic() < deadline:
+            pending += f.read()
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                topic, _, payload = line.partition(" ")
+                if topic.split("/")[3:5] != [st.device, "events"]:
+                    continue
+                try:
+                    event = (json.loads(payload).get("event") or {})
+                except (ValueError, AttributeError):
+                    continue
+                if event.get("kind") == kind:
+                    return True
+            time.sleep(0.01)
+    return False
+
+
 def ready_to_cut(st, boot, since, pending, limit=300):
     """Before a cut: the boot check has run, and on the boot after an earlier cut the station
     has reported (so every cut is followed by a boot that was seen to report). False when the
@@ -1050,6 +1083,11 @@ class TrybootCuts:
     flow's counterpart is uboot.UbootCuts."""
 
     report = "pi5_power_cut_report"  # the ctx attribute harness.py writes into summary.json
+    # Seconds after the harness sees `health-passed` in which the commit cut falls: fleet-updated
+    # publishes it, then commits; fleet-bootctl's two writes (autoboot.txt, the record) took
+    # about 0.15 s under emulation (pi5-delta-update's journal: the event at .040 s, "mark the
+    # slot good" at .048 s, Committing to Idle at .190 s); a cut at +0.21 s fell between them.
+    commit_aim_s = 0.25
     after_key = "autoboot-after"  # the cut report's name for the boot flow after a trial cut
 
     def __init__(self, ctx, medium):
@@ -1163,8 +1201,9 @@ def power_cuts(ctx, bootflow):
     window from its first state message to the trial reboot (what is left of it once the
     bundle is downloaded), so cuts land in the download, the verification and RAUC's install
     into B. On trial boots of B (only while the boot flow leaves B another boot): once uniform
-    over the boot up to T+3 s, once over T-6..T+1 s (T: power-on to `committed` on an uncut
-    trial), so that cuts land in the health gate and around the commit. The windows start
+    over the boot up to T+3 s (T: power-on to `committed` on an uncut trial), so that cuts land
+    in the boot and the health gate, and once uniform over 0..bootflow.commit_aim_s after the harness
+    sees fleet-updated's `health-passed`, so that cuts land in the commit's own writes. The windows start
     from measured defaults and follow the run's uncut boots. After every boot: a good slot (A
     1.0.0, or B only on its trial or once committed), the boot check ran, the boot flow's
     state is valid and bootable (bootflow.check_env), and after a clean end consistent
@@ -1234,17 +1273,28 @@ def power_cuts(ctx, bootflow):
             elif kind == "trial":
                 if quota_t > 0 and bootflow.trial_left_after(before) > 0 and len(cuts) < ctx.cuts \
                         and ready_to_cut(st, boot, since, pending):
-                    mode = ("trial", "commit")[CUTS_ON_TRIAL - quota_t]
-                    at = (ctx.rng.uniform(0.0, win["T"] + 3.0) if mode == "trial"
-                          else ctx.rng.uniform(max(win["T"] - 6.0, 0.0), win["T"] + 1.0))
-                    h.wait_mqtt(st, boot, lambda m: None, max(boot.started + at - time.monotonic(), 0.0), since)
-                    if boot.proc.poll() is None:
+                    # the first trial cut of odd rounds in the boot, of even rounds at the commit (a
+                    # cut after the commit leaves no trial for a second one)
+                    order = ("trial", "commit") if rounds % 2 else ("commit", "trial")
+                    mode = order[CUTS_ON_TRIAL - quota_t]
+                    if mode == "trial":
+                        at, start = ctx.rng.uniform(0.0, win["T"] + 3.0), "power-on"
+                        h.wait_mqtt(st, boot, lambda m: None, max(boot.started + at - time.monotonic(), 0.0), since)
+                    else:  # aimed at the commit's own write, which follows `health-passed` at once
+                        at, start = None, "health-passed"
+                        if event_arrives(st, boot, "health-passed", win["T"] + 120):
+                            at = ctx.rng.uniform(0.0, bootflow.commit_aim_s)
+                            time.sleep(at)
+                        else:
+                            h.say(f"  [{h.scope_name()}]   boot {boot.number}: no health-passed seen while "
+                                  f"waiting for it (it came before, or the gate failed): no commit cut")
+                    if boot.proc.poll() is None and at is not None:
                         phase = trial_phase(h.station_msgs(st, since), uid)
                         boot.cut()
                         quota_t -= 1
-                        cut = {"round": rounds, "boot": boot.number, "on": "B trial", "at-s": round(at, 1),
+                        cut = {"round": rounds, "boot": boot.number, "on": "B trial", "at-s": round(at, 2),
                                "boot-s": round(boot.elapsed(), 1),
-                               "from": "power-on", "mode": mode, "phase": phase}
+                               "from": start, "mode": mode, "phase": phase}
                 if cut is None and boot.proc.poll() is None:
                     done = h.wait_mqtt(st, boot, h.outcome_is("committed", uid), 420, since)
                     if done:

@@ -108,6 +108,14 @@ def uboot_install_checks(st, boot, env):
     h.check(h.env_is(env, "B A", 3, 3, "B"), f"after install: B armed for a trial, got {h.fmt_env(env)}")
 
 
+def uboot_commit_checks(st, boot, env, slot):
+    """A committed trial of B on the U-Boot flow: boot.scr booted its root; uboot.env has B
+    first with both slots' boots and no trial."""
+    h.check(slot == "B", "the U-Boot scenarios commit trials of B")
+    h.check(boot_line(boot, "B"), f"boot {boot.number}: boot.scr booted root=/dev/vda3")
+    h.check(h.env_is(env, "B A", 3, 3), f"committed B: got {h.fmt_env(env)}")
+
+
 def scenario_good_update(ctx):
     """Slot A boots under systemd with the layer's units on the U-Boot flow, provisioned from p1;
     a good update pushed with fleetctl is installed, trial-booted by boot.scr and committed."""
@@ -119,24 +127,7 @@ def scenario_good_update(ctx):
     install_boot(st, uid, version)
 
     # boot 2: boot.scr takes B (first in BOOT_ORDER, boots left); the health gate commits it
-    since = h.mark(st)
-    boot = st.power_on(timeout=420)
-    done = h.wait_mqtt(st, boot, h.outcome_is("committed", uid), 400, since)
-    if done:
-        boot.expect(r"^ready ", timeout=120)
-    else:
-        flow.console_dump(boot, "rauc dbus fleet-updated fleet-reporterd fleet-boot-check")
-    flow.console_poweroff(boot)
-    env = st.settle(boot)
-    msgs = h.station_msgs(st, since)
-    h.check(boot.slot == "B" and boot.version == version, f"boot 2 on B {version}, got {boot.slot} {boot.version}")
-    h.check(boot_line(boot, "B"), "boot 2: boot.scr booted root=/dev/vda3")
-    h.check(done, f"the station reports committed for {uid}: events {h.kinds(msgs)}")
-    for kind in ("trial-booted", "health-passed", "committed"):
-        h.check(kind in h.kinds(msgs), f"the station reports {kind}: got {h.kinds(msgs)}")
-    flow.units_active(boot, flow.DAEMONS)
-    h.check(flow.health_reports(msgs), "fleet-reporterd reports from B")
-    h.check(h.env_is(env, "B A", 3, 3), f"committed B: got {h.fmt_env(env)}")
+    flow.trial_boot_commits(st, uid, version, flow_checks=uboot_commit_checks)
 
     # boot 3: a normal boot of B
     since = h.mark(st)
@@ -406,6 +397,9 @@ class UbootCuts:
     and bootable, keep A's boots while B is not committed, and end `B A` 3/3."""
 
     report = "qemuarm64_power_cut_report"  # the ctx attribute harness.py writes into summary.json
+    # The commit here is one write of uboot.env: cuts at `health-passed` + 0.19 and 0.24 s both
+    # came after the `committed` report (20:03 UTC run), so the aim is narrower than the Pi 5's.
+    commit_aim_s = 0.1
     after_key = "env-after"
 
     def __init__(self, ctx):
