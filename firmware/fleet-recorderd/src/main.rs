@@ -263,7 +263,7 @@ fn run(config: &Config, duration: Option<f64>) -> anyhow::Result<()> {
         }
         // Woken early by a signal; after a stop request, tick fast until the devices are done.
         let wait = if stopping { IDLE_POLL } else { TICK };
-        let _ = wake_rx.recv_timeout(wait);
+        wait_for_wake(&wake_rx, wait);
     }
     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     for d in &mut devices {
@@ -277,6 +277,17 @@ fn run(config: &Config, duration: Option<f64>) -> anyhow::Result<()> {
         &status(config, &devices, repaired, &now),
     )?;
     Ok(())
+}
+
+/// Waits up to `wait` for the signal thread's wake-up. The signal thread ends once it has
+/// signalled, dropping its sender: from then on the channel answers at once, so the wait is a
+/// sleep. Without that, a device thread slow to stop (a capture blocked in the driver) made the
+/// loop spin and flood systemd's notify socket with watchdog pings until PID 1 could do nothing
+/// else, the stop included.
+fn wait_for_wake(wake_rx: &std::sync::mpsc::Receiver<()>, wait: Duration) {
+    if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) = wake_rx.recv_timeout(wait) {
+        std::thread::sleep(wait);
+    }
 }
 
 fn status(config: &Config, devices: &[Device], repaired: u64, now: &segment::Stamp) -> Status {
@@ -407,4 +418,27 @@ fn supervise(
         }
     }
     metrics.set_state(DeviceState::Stopped);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_loop_still_waits_its_tick_once_the_signal_thread_is_gone() {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        tx.try_send(()).expect("room for one wake-up");
+        drop(tx);
+        let wait = Duration::from_millis(50);
+        wait_for_wake(&rx, wait); // takes the signal's one wake-up
+        let gone = std::time::Instant::now();
+        for _ in 0..3 {
+            wait_for_wake(&rx, wait);
+        }
+        assert!(
+            gone.elapsed() >= wait * 3,
+            "with the sender gone each wait lasts its tick: {:?}",
+            gone.elapsed()
+        );
+    }
 }
