@@ -219,12 +219,20 @@ journalctl -b --no-pager -u fleet-updated -u fleet-recorderd -u fleet-config-res
 SH
 chmod 0755 "$root/usr/local/sbin/fleet-proof"
 
-timeout 300 systemd-nspawn -q -D "$root" --private-network --register=no --keep-unit --link-journal=no \
+# -k: a container that does not stop on the TERM (its PID 1 starved) is killed 30 s later
+timeout -k 30 300 systemd-nspawn -q -D "$root" --private-network --register=no --keep-unit --link-journal=no \
   --tmpfs=/data:mode=0755 --bind="$scratch/out:/out" -b systemd.unit=fleet-proof.target \
   systemd.mask=systemd-networkd-wait-online.service > "$scratch/boot.log" 2>&1
+status=$?
 [ "${FLEET_NSPAWN_DEBUG:-0}" = 1 ] && for f in "$scratch/out/"*; do echo "--- $f"; tail -40 "$f"; done
 
 o=$scratch/out
+# The proof ends with `systemctl poweroff`: the station stops by itself, the recorder (restarted by
+# every push, its capture perhaps blocked) included. A recorder whose stopping loop spun on
+# watchdog pings starved PID 1 here, and the container never stopped.
+[ "$status" = 0 ] \
+  && ok the_station_powers_off_by_itself_after_the_pushes \
+  || ko the_station_powers_off_by_itself_after_the_pushes "nspawn exit $status: $(tail -5 "$scratch/boot.log")"
 grep -q '"event":"config-accepted"' "$o/event-accepted" 2>/dev/null \
   && grep -q "lat = 48.25" "$o/layer-after-accepted" \
   && ok a_pushed_recorder_setting_is_accepted_written_and_reported \

@@ -295,7 +295,7 @@ UMask=0077
 ExecStart=/usr/libexec/fleet/fleet-request-reboot "0 tryboot"
 UNIT
 
-timeout 120 systemd-nspawn -q -D "$root" --private-network --register=no --keep-unit --link-journal=no \
+timeout -k 30 120 systemd-nspawn -q -D "$root" --private-network --register=no --keep-unit --link-journal=no \
   --tmpfs=/data:mode=0755 --bind="$scratch/out:/out" -b systemd.unit=fleet-proof.target systemd.mask=systemd-networkd-wait-online.service \
   > "$scratch/boot.log" 2>&1
 status=$?
