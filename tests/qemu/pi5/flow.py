@@ -232,9 +232,14 @@ class Pi5Station:
                              capture_output=True)
         return out.returncode == 0
 
+    def data_debugfs(self, request):
+        """One debugfs request on /data (p7, or p4 on qemuarm64) of the powered-off disk, without
+        a mount (and without the journal's replay)."""
+        return subprocess.run(["debugfs", "-R", request, f"{self.disk}?offset={self.layout['data']['start']}"],
+                              capture_output=True, text=True, errors="replace")
+
     def data_read(self, path):
-        out = subprocess.run(["debugfs", "-R", f"cat {path}", f"{self.disk}?offset={self.layout['data']['start']}"],
-                             capture_output=True, text=True, errors="replace")
+        out = self.data_debugfs(f"cat {path}")
         return out.stdout if out.returncode == 0 and "File not found" not in out.stderr else None
 
     def autoboot(self):
@@ -758,8 +763,8 @@ def scenario_recorder_gate(ctx, medium="sd"):
     got = os.path.join(st.dir, "data-read")
     shutil.rmtree(got, ignore_errors=True)
     os.makedirs(got)
-    off = st.layout["data"]["start"]
-    run(["debugfs", "-R", f"rdump /fleet/recordings/data /fleet/retention {got}", f"{st.disk}?offset={off}"])
+    out = st.data_debugfs(f"rdump /fleet/recordings/data /fleet/retention {got}")
+    h.check(out.returncode == 0, f"debugfs rdump of the recordings: {out.stderr[-400:]}")
     wavs = {}
     for d, _, files in os.walk(os.path.join(got, "data")):
         for f in files:

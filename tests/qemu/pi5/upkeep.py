@@ -33,9 +33,7 @@ def register(harness):
 def kept_bases(st):
     """{file name: size} of fleet-updated's kept bases under /data/fleet/base, read from the
     disk (debugfs, no mount) after a clean power-off."""
-    off = st.layout["data"]["start"]
-    out = subprocess.run(["debugfs", "-R", "ls -p /fleet/base", f"{st.disk}?offset={off}"],
-                         capture_output=True, text=True, errors="replace")
+    out = st.data_debugfs("ls -p /fleet/base")
     bases = {}
     for line in out.stdout.splitlines():
         # /inode/mode/uid/gid/name/size/
