@@ -7,7 +7,7 @@ use std::time::Duration;
 use comfy_table::{ContentArrangement, Table, presets};
 use fleet_core::health::{Problem, ProblemPolicy};
 use fleet_core::ids::DeviceId;
-use fleet_core::update::{FallbackCause, Outcome};
+use fleet_core::update::{FallbackCause, Outcome, PhaseName};
 use fleet_proto::health::Health;
 use fleet_proto::payload::decode_state;
 use fleet_proto::topic::{self, Topic};
@@ -269,10 +269,14 @@ pub fn render_table(rows: &[StationRow]) -> String {
                     (_, Some(a)) => format!(" #{a}"),
                     _ => String::new(),
                 };
-                (
-                    s.version.to_string(),
-                    format!("{}{progress}", name_of(&s.phase)),
-                )
+                // Idle on a slot that is not the committed one: a console install (or a
+                // rollback) not yet committed, which the next reboots give up (ADR 0013).
+                let update = if s.phase == PhaseName::Idle && s.booted != s.committed {
+                    format!("uncommitted {}", s.booted)
+                } else {
+                    format!("{}{progress}", name_of(&s.phase))
+                };
+                (s.version.to_string(), update)
             }
             None => (
                 String::new(),
@@ -323,7 +327,6 @@ pub fn render_table(rows: &[StationRow]) -> String {
 mod tests {
     use super::*;
     use fleet_core::slot::Slot;
-    use fleet_core::update::PhaseName;
     use fleet_proto::payload::Timestamp;
 
     fn state(id: &str, wall: Option<i64>) -> StationState {
@@ -411,5 +414,39 @@ mod tests {
         );
         // No health message anywhere: every station is flagged as not heard from.
         assert!(rows.iter().all(|r| r.problems == [Problem::NotHeardFrom]));
+    }
+
+    #[test]
+    fn a_station_idle_on_an_uncommitted_slot_says_so_in_the_update_column() {
+        let now = 1_000_000;
+        let mut console = state("console", Some(now));
+        console.booted = Slot::B;
+        let mut trial = state("trial", Some(now));
+        trial.booted = Slot::B;
+        trial.phase = PhaseName::HealthChecking;
+        let msgs: Vec<Message> = [&console, &trial, &state("settled", Some(now))]
+            .iter()
+            .map(|s| {
+                let topic = format!("fleet/v1/devices/{}/state", s.device_id.as_str());
+                msg(&topic, &serde_json::to_vec(s).expect("json"))
+            })
+            .collect();
+        let table = render_table(&rows(
+            &msgs,
+            Duration::from_secs(600),
+            now,
+            &Limits::DEFAULT,
+        ));
+        let line = |id: &str| {
+            table
+                .lines()
+                .find(|l| l.trim_start().starts_with(id))
+                .unwrap_or_default()
+                .to_owned()
+        };
+        assert!(line("console").contains("uncommitted B"), "{table}");
+        // An update's own trial shows its phase; a committed station shows idle.
+        assert!(!line("trial").contains("uncommitted"), "{table}");
+        assert!(line("settled").contains("idle"), "{table}");
     }
 }
