@@ -119,6 +119,20 @@ class Fleet:
               f"{m.group(1)} ({time.monotonic() - t0:.1f} s)")
         return m.group(1)
 
+    def status(self, *args):
+        """`fleetctl status` as the operator reads the broker: its output."""
+        out = subprocess.run([self.ctx.fleetctl, "status", *args, "--broker", f"127.0.0.1:{self.broker.port}"],
+                             capture_output=True, text=True, timeout=120, env=self.tls_env)
+        h.check(out.returncode == 0, f"fleetctl status {' '.join(args)}: {(out.stderr or out.stdout).strip()[-400:]}")
+        return out.stdout
+
+
+def operator_sees_uncommitted(fleet, st, slot):
+    """A station idle on a console install nobody committed: the operator's `fleetctl status`
+    says so in its row (ADR 0013)."""
+    row = next((line for line in fleet.status().splitlines() if line.split()[:1] == [st.device]), "")
+    h.check(f"uncommitted {slot}" in row, f"fleetctl status shows the console install uncommitted: {row!r}")
+
 
 def make_tls_broker_class():
     class TlsBroker(h.Broker):
@@ -359,6 +373,11 @@ def units_active(boot, names):
     ok = lambda n, v: v == "active" or (v == "activating" and n != "fleet-updated")  # noqa: E731
     bad = {n: states.get(n) for n in names if not ok(n, states.get(n))}
     h.check(not bad, f"boot {boot.number}: units not active under systemd: {bad}")
+    # No unit of the station as shipped has failed (Debian's or the layer's), whatever its role.
+    m = boot.first(r"^system (\S+) failed=\[([^\]]*)\]")
+    h.check(m, f"boot {boot.number} reports systemd's failed units on the console")
+    failed = m.group(2).split()
+    h.check(not failed, f"boot {boot.number}: failed units under systemd: {failed}")
     return states
 
 
@@ -944,6 +963,7 @@ def scenario_console_recovery(ctx, medium="nvme"):
     # Nothing but the technician commits a console install (recovery guide, section 5).
     gated = [k for k in h.kinds(h.station_msgs(st, since)) if k in ("health-passed", "committed", "marked-bad")]
     h.check(not gated, f"no update verdict for a console install: {gated}")
+    operator_sees_uncommitted(fleet, st, "B")
     console_ok(boot, "fleet mark-good", "mark-good", r"slot B is good and boots next")
     console_ok(boot, "fleet status", "status-committed", r"running B, next boot B",
                rf"slot B\s+good\s+{re.escape(version)}\s+running", r"slot A\s+good\b")

@@ -331,6 +331,7 @@ def scenario_console_recovery(ctx):
     # Nothing but the technician commits a console install (recovery guide, section 5).
     gated = [k for k in h.kinds(h.station_msgs(st, since)) if k in ("health-passed", "committed", "marked-bad")]
     h.check(not gated, f"no update verdict for a console install: {gated}")
+    flow.operator_sees_uncommitted(fleet, st, "B")
     flow.console_ok(boot, "fleet mark-good", "mark-good", r"slot B is good and boots next")
     flow.console_ok(boot, "fleet status", "status-committed", r"running B, next boot B",
                     rf"slot B\s+good\s+{v}\s+running", r"slot A\s+good\b")

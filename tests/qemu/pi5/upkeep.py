@@ -16,7 +16,6 @@ documented TLS mosquitto. What these two add to flow.py's scenarios:
 import json
 import os
 import re
-import subprocess
 
 import flow
 
@@ -121,10 +120,7 @@ def nvme_report(warning):
 
 def operator_row(fleet, st):
     """The station's row of `fleetctl status --json`, as the operator reads the broker."""
-    out = subprocess.run([fleet.ctx.fleetctl, "status", "--json", "--broker", f"127.0.0.1:{fleet.broker.port}"],
-                         capture_output=True, text=True, timeout=120, env=fleet.tls_env)
-    h.check(out.returncode == 0, f"fleetctl status --json: {(out.stderr or out.stdout).strip()[-400:]}")
-    rows = json.loads(out.stdout)
+    rows = json.loads(fleet.status("--json"))
     if isinstance(rows, dict):
         rows = rows.get("stations") or []
     return next((r for r in rows if r.get("device-id") == st.device), None)
