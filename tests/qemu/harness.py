@@ -1102,6 +1102,36 @@ import upkeep as pi5_upkeep  # noqa: E402
 SCENARIOS += pi5_upkeep.register(sys.modules[__name__])
 
 
+# The default tier (tests/run.sh, `--tier default`): on the systemd station as the layer
+# assembles it, one scenario per boot flow and medium: the tryboot flow's good update on NVMe,
+# its recorder gate on SD (an unhealthy trial rolled back) and the U-Boot flow's good update; on
+# the shell guest, the quick U-Boot proofs: good update, console recovery, the three fallbacks,
+# 20 power cuts and the broker forward. The full tier (`--tier full`, FLEET_QEMU_TIER=full) adds
+# every other scenario: the systemd station's fallbacks, power cuts, console recovery and upkeep
+# on both flows, and the shell guest's scenarios those superseded (docs/reference/
+# qemu-harness.md, "Tiers").
+DEFAULT_TIER = ["pi5-good-update-nvme", "pi5-recorder-gate", "qemuarm64-good-update", "good-update",
+                "console-recovery", "fallback-reboot", "fallback-panic", "fallback-hang", "power-cuts",
+                "broker-forward"]
+
+
+def tier_of(name):
+    return "default" if name in DEFAULT_TIER else "full"
+
+
+def choose(names, only, tier, pi5_image, qemuarm64_image):
+    """The scenarios a run takes, in registry order: those named (`--only`), or else those of the
+    tier whose station image was given. A named scenario that does not exist is an error."""
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise SystemExit(f"qemu harness: no such scenario: {', '.join(unknown)} (known: {', '.join(names)})")
+    if only:
+        return [n for n in names if n in only]
+    has_image = lambda n: ((pi5_image or not n.startswith("pi5-"))  # noqa: E731
+                           and (qemuarm64_image or not n.startswith("qemuarm64-")))
+    return [n for n in names if has_image(n) and (tier == "full" or tier_of(n) == "default")]
+
+
 # Longest first, so that the lanes end together (seconds, measured on 2 busy cores).
 LANE_ORDER = ["qemuarm64-power-cuts", "qemuarm64-console-recovery", "qemuarm64-fallback-hang", "qemuarm64-fallback-panic", "qemuarm64-fallback-reboot", "qemuarm64-unhealthy", "qemuarm64-good-update",
               "pi5-trial-panics", "pi5-trial-hangs", "pi5-trial-reboots", "pi5-trial-reboots-at-gate", "pi5-recorder-gate", "pi5-good-update", "pi5-good-update-nvme", "pi5-power-cuts", "pi5-power-cuts-sd", "pi5-delta-update", "pi5-nvme-wear", "power-cuts", "fallback-panic",
@@ -1109,10 +1139,10 @@ LANE_ORDER = ["qemuarm64-power-cuts", "qemuarm64-console-recovery", "qemuarm64-f
               "nvme-wear", "tryboot-fat", "broker-forward"]
 COST = {"power-cuts": 420, "good-update": 45, "fallback-panic": 120, "fallback-hang": 120,
         "fallback-reboot": 75, "unhealthy": 120, "console-recovery": 45, "nvme-wear": 40, "tryboot-fat": 40,
-        "delta-update": 110, "broker-forward": 30, "pi5-good-update": 550, "pi5-good-update-nvme": 550,
-        "pi5-trial-panics": 900, "pi5-recorder-gate": 700, "pi5-trial-hangs": 1000, "pi5-trial-reboots": 800,
+        "delta-update": 110, "broker-forward": 30, "pi5-good-update": 550, "pi5-good-update-nvme": 230,
+        "pi5-trial-panics": 900, "pi5-recorder-gate": 440, "pi5-trial-hangs": 1000, "pi5-trial-reboots": 800,
         "pi5-trial-reboots-at-gate": 800,
-        "qemuarm64-good-update": 400, "qemuarm64-fallback-panic": 380, "qemuarm64-fallback-hang": 450,
+        "qemuarm64-good-update": 150, "qemuarm64-fallback-panic": 380, "qemuarm64-fallback-hang": 450,
         "qemuarm64-fallback-reboot": 400, "qemuarm64-unhealthy": 600, "qemuarm64-console-recovery": 450,
         "qemuarm64-power-cuts": 1800,
         "pi5-power-cuts": 1800, "pi5-power-cuts-sd": 3000, "pi5-delta-update": 700, "pi5-nvme-wear": 300}
@@ -1134,6 +1164,8 @@ def main():
     ap.add_argument("--fleetctl", required=True, help="the host's fleetctl binary (pushes the bundles)")
     ap.add_argument("--work", default=None, help="where disks and logs go (default: a temp dir)")
     ap.add_argument("--only", default="", help="comma-separated scenario names")
+    ap.add_argument("--tier", choices=["default", "full"], default=os.environ.get("FLEET_QEMU_TIER", "default"),
+                    help="without --only: the default tier (DEFAULT_TIER), or every scenario")
     ap.add_argument("--cuts", type=int, default=20, help="power cuts in power-cuts")
     ap.add_argument("--seed", type=int, default=int(os.environ.get("FLEET_QEMU_SEED", "0")) or None)
     ap.add_argument("--summary", default=None, help="write a JSON summary here")
@@ -1188,11 +1220,11 @@ def run_one(ctx, name, fn):
 def run_all(ctx, args):
     only = [s for s in args.only.split(",") if s]
     # The systemd station's scenarios run when their image is given (or when named).
-    chosen = [(n, f) for n, f in SCENARIOS
-              if n in only or (not only and (ctx.pi5_image or not n.startswith("pi5-"))
-                               and (ctx.qemuarm64_image or not n.startswith("qemuarm64-")))]
-    summary = {"seed": args.seed, "work": args.work, "jobs": args.jobs, "scenarios": {}}
-    say(f"qemu harness: image {args.image}, work {args.work}, seed {args.seed}, {args.jobs} at a time")
+    names = choose([n for n, _ in SCENARIOS], only, args.tier, ctx.pi5_image, ctx.qemuarm64_image)
+    chosen = [(n, f) for n, f in SCENARIOS if n in names]
+    summary = {"seed": args.seed, "work": args.work, "jobs": args.jobs, "tier": args.tier, "scenarios": {}}
+    say(f"qemu harness: image {args.image}, work {args.work}, seed {args.seed}, {args.jobs} at a time, "
+        f"{'named scenarios' if only else args.tier + ' tier'}: {len(chosen)}")
     t0 = time.monotonic()
     # Scenarios run in parallel lanes, one QEMU (-smp 1) each. console-recovery starts from the
     # disk good-update leaves, so it queues behind it in the same lane.

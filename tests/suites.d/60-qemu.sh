@@ -4,10 +4,14 @@
 # panics and hangs, fleet-updated's health gate, power cuts during downloads and installs,
 # serial-console recovery. Builds (or takes from target/qemu-cache/) the firmware and the image,
 # builds the host's fleetctl (debug, as the cargo tests do: usually already built), then runs
-# every scenario.
-#   FLEET_QEMU_ONLY=a,b    run only these scenarios (tests/qemu/harness.py --only); naming a pi5-*
-#                          one builds the Pi 5 systemd station (tests/qemu/build-pi5.sh) and runs it;
-#                          a qemuarm64-* one the same station on the U-Boot flow (--machine qemuarm64)
+# the default tier (harness.py DEFAULT_TIER): three scenarios on the systemd station built from
+# the layer (tests/qemu/build-pi5.sh, both machines: the Pi 5 tryboot flow on NVMe and on SD, the
+# U-Boot flow) and the shell guest's quick U-Boot proofs, 20 power cuts among them.
+#   FLEET_QEMU_TIER=full   every scenario: the rest of the systemd station's (fallbacks, power
+#                          cuts, console recovery, upkeep on both flows; about 2 h on 2 cores)
+#   FLEET_QEMU_ONLY=a,b    run only these scenarios (tests/qemu/harness.py --only); the systemd
+#                          station is built only for the machines whose scenarios are named:
+#                          pi5-* (raspberrypi5), qemuarm64-* (--machine qemuarm64)
 #   FLEET_QEMU_CUTS=N      power cuts (default 20)
 #   FLEET_QEMU_SEED=N      seed of the cut moments (default: random, printed)
 #   FLEET_QEMU_FLEETCTL=P  the host fleetctl to push with (default: cargo build -p fleetctl)
@@ -17,30 +21,39 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 started=$(date +%s)
 fail() { echo "qemu: $*"; echo "0 passed, 1 failed"; exit 1; }
 
-# The Pi 5 tryboot flow's systemd station (issue 15) runs when a pi5-* scenario is named.
-pi5_wanted=0 qemuarm64_wanted=0
-[[ ,${FLEET_QEMU_ONLY:-}, == *,pi5-* ]] && pi5_wanted=1
-# ... and its U-Boot flow on the layer's qemuarm64 machine when a qemuarm64-* scenario is named.
-[[ ,${FLEET_QEMU_ONLY:-}, == *,qemuarm64-* ]] && qemuarm64_wanted=1
+# The systemd station (issue 15): the Pi 5 tryboot flow's and the U-Boot flow's, on the layer's
+# qemuarm64 machine; both for a tier, each only when one of its scenarios is named.
+pi5_wanted=1 qemuarm64_wanted=1
+if [ -n "${FLEET_QEMU_ONLY:-}" ]; then
+  pi5_wanted=0 qemuarm64_wanted=0
+  [[ ,${FLEET_QEMU_ONLY}, == *,pi5-* ]] && pi5_wanted=1
+  [[ ,${FLEET_QEMU_ONLY}, == *,qemuarm64-* ]] && qemuarm64_wanted=1
+fi
 fw=$(FLEET_QEMU_ALL_DAEMONS=${FLEET_QEMU_ALL_DAEMONS:-$((pi5_wanted | qemuarm64_wanted))} "$root/tests/qemu/build-firmware.sh") || fail "cross build of the firmware failed"
 echo "qemu: firmware built ($(($(date +%s) - started)) s)"
 image=$("$root/tests/qemu/build.sh" --firmware-dir "$fw" | tail -n1) || fail "image build failed"
 [ -f "$image/.done" ] || fail "image build failed"
 echo "qemu: image $image ($(($(date +%s) - started)) s)"
-pi5=()
-if [ $pi5_wanted = 1 ]; then
-  pi5_image=$("$root/tests/qemu/build-pi5.sh" --firmware-dir "$fw" | tail -n1) || fail "Pi 5 image build failed"
-  [ -f "$pi5_image/.done" ] || fail "Pi 5 image build failed"
-  pi5=(--pi5-image "$pi5_image")
-  echo "qemu: Pi 5 image $pi5_image ($(($(date +%s) - started)) s)"
-fi
-if [ $qemuarm64_wanted = 1 ]; then
-  arm_image=$("$root/tests/qemu/build-pi5.sh" --firmware-dir "$fw" --machine qemuarm64 | tail -n1) ||
-    fail "qemuarm64 systemd image build failed"
-  [ -f "$arm_image/.done" ] || fail "qemuarm64 systemd image build failed"
-  pi5+=(--qemuarm64-image "$arm_image")
-  echo "qemu: qemuarm64 systemd image $arm_image ($(($(date +%s) - started)) s)"
-fi
+# The two systemd stations build side by side: most of each build is one process at a time
+# (Debian's extraction, mke2fs, RAUC's signing), so two of them share the two cores well.
+pi5=() pids=() outs=()
+built=$(mktemp -d "${TMPDIR:-/tmp}/fleet-qemu-built.XXXXXX")
+trap 'rm -rf "$built"' EXIT
+for m in raspberrypi5 qemuarm64; do
+  [ $m = raspberrypi5 ] && [ $pi5_wanted = 0 ] && continue
+  [ $m = qemuarm64 ] && [ $qemuarm64_wanted = 0 ] && continue
+  "$root/tests/qemu/build-pi5.sh" --firmware-dir "$fw" --machine $m >"$built/$m" &
+  pids+=($!) outs+=("$m")
+done
+for i in "${!pids[@]}"; do
+  m=${outs[$i]}
+  wait "${pids[$i]}" || { wait; fail "$m systemd image build failed"; }
+  dir=$(tail -n1 "$built/$m")
+  [ -f "$dir/.done" ] || { wait; fail "$m systemd image build failed"; }
+  if [ $m = raspberrypi5 ]; then pi5+=(--pi5-image "$dir"); else pi5+=(--qemuarm64-image "$dir"); fi
+  echo "qemu: $m systemd image $dir ($(($(date +%s) - started)) s)"
+done
+rm -rf "$built"
 fleetctl=${FLEET_QEMU_FLEETCTL:-}
 if [ -z "$fleetctl" ]; then
   (cd "${FLEET_QEMU_SRC:-$root}" && cargo build --locked -p fleetctl >&2) || fail "host build of fleetctl failed"
@@ -51,7 +64,7 @@ echo "qemu: fleetctl $fleetctl ($(($(date +%s) - started)) s)"
 work=$(mktemp -d "${TMPDIR:-/tmp}/fleet-qemu.XXXXXX")
 keep=${FLEET_QEMU_KEEP:-0}
 trap '[ "$keep" = 1 ] || rm -rf "$work"' EXIT
-args=(--image "$image" "${pi5[@]}" --fleetctl "$fleetctl" --work "$work" --cuts "${FLEET_QEMU_CUTS:-20}" --summary "$work/summary.json")
+args=(--image "$image" "${pi5[@]}" --fleetctl "$fleetctl" --work "$work" --cuts "${FLEET_QEMU_CUTS:-20}" --summary "$work/summary.json" --tier "${FLEET_QEMU_TIER:-default}")
 [ -n "${FLEET_QEMU_ONLY:-}" ] && args+=(--only "$FLEET_QEMU_ONLY")
 [ -n "${FLEET_QEMU_SEED:-}" ] && args+=(--seed "$FLEET_QEMU_SEED")
 python3 "$root/tests/qemu/harness.py" "${args[@]}" | tee "$work/harness.out"
