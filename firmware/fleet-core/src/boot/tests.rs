@@ -132,6 +132,21 @@ fn tryboot_transitions_follow_the_table() {
             Ok(vec![]),
         ),
         (
+            "mark good the committed slot again after a cut between its commit's writes finishes the commit",
+            st(Slot::B, record(Slot::B, Trial { attempts_left: 1 })),
+            |s| tryboot::plan_mark_good(s, Slot::B, Slot::B),
+            Ok(vec![tryboot::Write::Record(Record {
+                slot: Slot::A,
+                health: Good,
+            })]),
+        ),
+        (
+            "mark good the committed slot with a stale good record changes nothing",
+            st(Slot::B, record(Slot::B, Good)),
+            |s| tryboot::plan_mark_good(s, Slot::B, Slot::B),
+            Ok(vec![]),
+        ),
+        (
             "mark bad the trial",
             st(Slot::A, record(Slot::B, Trial { attempts_left: 2 })),
             |s| tryboot::plan_mark_bad(s, Slot::B),
@@ -241,10 +256,15 @@ fn tryboot_boot_check_retries_then_gives_up_the_trial() {
         ),
         (record(Slot::B, Bad), Slot::A, vec![], false),
         (None, Slot::A, vec![], false),
+        // A commit of A cut between its writes (autoboot.txt commits A, the record still
+        // has A on trial): finished, B (committed until then) is the good fallback.
         (
             record(Slot::A, Trial { attempts_left: 2 }),
             Slot::A,
-            vec![],
+            vec![tryboot::Write::Record(Record {
+                slot: Slot::B,
+                health: OtherHealth::Good,
+            })],
             false,
         ),
     ];
@@ -455,6 +475,20 @@ fn tryboot_station_boots_a_good_slot_after_a_power_loss_between_any_two_writes()
                     slot,
                     "{name}: settles on the committed slot"
                 );
+                // No commit is left half done, and a commit keeps the slot it left as the
+                // good fallback, wherever the cut fell.
+                assert_eq!(
+                    tryboot::finish_commit(&state),
+                    None,
+                    "{name}: k={k} {trial_image:?}"
+                );
+                if name == "mark good" && slot == booted {
+                    assert_eq!(
+                        state.other(),
+                        OtherHealth::Good,
+                        "{name}: k={k}: the old slot is still the fallback"
+                    );
+                }
             }
         }
     }

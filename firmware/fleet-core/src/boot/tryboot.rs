@@ -22,7 +22,12 @@
 //!
 //! Commit order: `autoboot.txt` first (the commit point), then the record. A record about the
 //! committed slot itself is stale (a power cut fell between the two writes) and is read as
-//! "the other slot is not known to be good".
+//! "the other slot is not known to be good". One stale record is not ambiguous: a *trial* of
+//! the committed slot is left only by a commit cut between its writes ([`plan_mark_good`] is
+//! the one plan that moves `autoboot.txt` onto a slot on trial; a rollback and giving up the
+//! committed slot start from a good other slot). The other slot was then the committed one
+//! before: good. The boot check and a repeated commit finish that commit ([`finish_commit`]),
+//! so a cut there does not leave the station without its rollback target.
 use super::autoboot::Autoboot;
 use super::{Attempts, Rejected};
 use crate::ports::{BootStatus, SlotStatus};
@@ -274,19 +279,46 @@ pub fn plan_trial_reboot(state: &TrybootState) -> Result<Plan, Rejected> {
     }
 }
 
+/// The record's write that finishes a commit cut between its two writes: `autoboot.txt`
+/// already commits the slot the record still has on trial, so the other slot (committed
+/// until then) is the good fallback. `None` for every other state.
+#[must_use]
+pub fn finish_commit(state: &TrybootState) -> Option<Write> {
+    let committed = state.committed();
+    match state.record {
+        Some(Record {
+            slot,
+            health: OtherHealth::Trial { .. },
+        }) if slot == committed => Some(Write::Record(Record {
+            slot: committed.other(),
+            health: OtherHealth::Good,
+        })),
+        _ => None,
+    }
+}
+
 /// Early in every boot. On the committed slot with a trial still pending (the trial hung,
 /// reset, or rebooted without a verdict; or the station went down between arming and the
-/// trial reboot): retry it, or give it up when its attempts have run out. On the trial slot:
-/// nothing, the health gate decides.
+/// trial reboot): retry it, or give it up when its attempts have run out. A commit cut
+/// between its writes is finished ([`finish_commit`]). On the trial slot: nothing, the
+/// health gate decides.
 #[must_use]
 pub fn plan_boot(state: &TrybootState, booted: Slot) -> Plan {
     if booted != state.committed() {
         return Plan::default();
     }
+    if let Some(write) = finish_commit(state) {
+        return Plan {
+            writes: vec![write],
+            reboot_into_trial: false,
+        };
+    }
     plan_trial_reboot(state).unwrap_or_default()
 }
 
-/// Commits the booted slot. Only the booted slot can be marked good.
+/// Commits the booted slot. Only the booted slot can be marked good. Marking the committed
+/// slot good again finishes its commit if a cut left it half done (an updater that resumes
+/// its commit after the cut).
 pub fn plan_mark_good(
     state: &TrybootState,
     booted: Slot,
@@ -297,7 +329,7 @@ pub fn plan_mark_good(
     }
     let committed = state.committed();
     if slot == committed {
-        return Ok(Vec::new());
+        return Ok(finish_commit(state).into_iter().collect());
     }
     Ok(vec![
         Write::Autoboot(Autoboot { committed: slot }),
