@@ -246,14 +246,18 @@ RestartSec=2
 [Install]
 WantedBy=multi-user.target
 EOF
-# A test bundle's slot with failing mode "hang" hangs 10 s after basic.target (before the health
-# gate can commit it; PID 1 has armed the i6300esb by then): a real-time spinner on the one CPU,
-# with the kernel's real-time throttling off, starves everything, systemd's watchdog pings too;
-# only the hardware watchdog ends this.
+# A test bundle's slot with failing mode "hang" hangs in its boot, 10 s after basic.target (PID 1
+# has armed the i6300esb by then): a real-time spinner on the one CPU, with the kernel's real-time
+# throttling off, starves everything, systemd's watchdog pings too; only the hardware watchdog
+# ends this. A one-shot that multi-user.target waits for, so the boot is not up before the hang
+# and the health gate, which commits only a system that is up, cannot commit it first (as a
+# simple service it let the boot finish, and a quick gate committed B within the 10 s).
 cat >"$base/usr/lib/systemd/system/fleet-qemu-hang.service" <<'EOF'
 [Unit]
 Description=test station: hang when the slot's failing mode says so (tests/qemu/pi5)
 [Service]
+Type=oneshot
+TimeoutStartSec=infinity
 ExecCondition=/bin/sh -c 'test "$(cat /etc/fleet-qemu-failing 2>/dev/null)" = hang'
 ExecStart=/bin/sh -c 'sleep 10; echo "FLEET-QEMU hanging now" >/dev/console; echo -1 >/proc/sys/kernel/sched_rt_runtime_us; exec chrt -f 99 /bin/sh -c "while :; do :; done"'
 [Install]
