@@ -252,6 +252,21 @@ class Pi5Station:
         return subprocess.run(["debugfs", "-R", request, f"{self.disk}?offset={self.layout['data']['start']}"],
                               capture_output=True, text=True, errors="replace")
 
+    def data_write(self, path, text):
+        """Replaces a file on /data of the powered-off disk (debugfs -w, no mount): root's, mode
+        0644, as the boot check writes the attempt record."""
+        with tempfile.TemporaryDirectory() as tmp:
+            src = os.path.join(tmp, "file")
+            with open(src, "w") as f:
+                f.write(text)
+            os.chmod(src, 0o644)
+            script = os.path.join(tmp, "requests")
+            with open(script, "w") as f:
+                f.write(f"rm {path}\nwrite {src} {path}\n")
+            out = subprocess.run(["debugfs", "-w", "-f", script, f"{self.disk}?offset={self.layout['data']['start']}"],
+                                 capture_output=True, text=True, errors="replace")
+        h.check(out.returncode == 0 and self.data_read(path) == text, f"debugfs wrote {path}: {out.stderr[-300:]}")
+
     def data_read(self, path):
         out = self.data_debugfs(f"cat {path}")
         return out.stdout if out.returncode == 0 and "File not found" not in out.stderr else None
@@ -567,7 +582,24 @@ def scenario_good_update(ctx, medium="sd"):
     h.check(idle.get("version") == version and idle.get("committed") == "B",
             f"the station reports B {version} committed: {idle.get('committed')} {idle.get('version')}")
     h.check(autoboot_is(env, 3, 2), f"B stays committed: {fmt_autoboot(env['autoboot'])}")
-    return st, ["A", "B", "B"]
+
+    # boot 4: as if a power cut had fallen between the commit's two writes (autoboot.txt
+    # rewritten, the record not yet: pi5-power-cuts-sd, ADR 0001 amendment 3). The boot check
+    # finishes the commit: A is the fallback again.
+    st.data_write("/fleet/boot/attempts", f"slot=B\nstate=trial\nattempts-left={ATTEMPTS - 2}\n")
+    since = h.mark(st)
+    boot = st.power_on(timeout=300)
+    idle = h.wait_mqtt(st, boot, state_where(lambda s: s.get("booted") == "B" and s.get("phase") == "idle"
+                                             and slot_health(s, "A") == "good"), 240, since)
+    boot.expect(r"^ready ", timeout=120)
+    console_poweroff(boot)
+    env = st.settle(boot)
+    h.check(boot.slot == "B" and boot.fw["partition"] == 3, f"boot 4 on B from [all]: {boot.slot}")
+    h.check(autoboot_is(env, 3, 2) and env["attempts"] == {"slot": "A", "state": "good"},
+            f"the boot check finished the half-done commit: {fmt_autoboot(env['autoboot'])}, "
+            f"record {fmt_attempts(env['attempts'])}")
+    h.check(idle, "the station reports A good again, B committed and idle")
+    return st, ["A", "B", "B", "B"]
 
 
 ATTEMPTS = 3  # bootctl-tryboot.toml's attempts (FLEET_BOOT_ATTEMPTS) and max-trial-attempts
