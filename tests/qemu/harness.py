@@ -1115,10 +1115,6 @@ DEFAULT_TIER = ["pi5-good-update-nvme", "pi5-recorder-gate", "qemuarm64-good-upd
                 "broker-forward"]
 
 
-def tier_of(name):
-    return "default" if name in DEFAULT_TIER else "full"
-
-
 def choose(names, only, tier, pi5_image, qemuarm64_image):
     """The scenarios a run takes, in registry order: those named (`--only`), or else those of the
     tier whose station image was given. A named scenario that does not exist is an error."""
@@ -1129,7 +1125,7 @@ def choose(names, only, tier, pi5_image, qemuarm64_image):
         return [n for n in names if n in only]
     has_image = lambda n: ((pi5_image or not n.startswith("pi5-"))  # noqa: E731
                            and (qemuarm64_image or not n.startswith("qemuarm64-")))
-    return [n for n in names if has_image(n) and (tier == "full" or tier_of(n) == "default")]
+    return [n for n in names if has_image(n) and (tier == "full" or n in DEFAULT_TIER)]
 
 
 # Longest first, so that the lanes end together (seconds, measured on 2 busy cores).

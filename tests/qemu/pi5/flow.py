@@ -246,10 +246,11 @@ class Pi5Station:
                              capture_output=True)
         return out.returncode == 0
 
-    def data_debugfs(self, request):
-        """One debugfs request on /data (p7, or p4 on qemuarm64) of the powered-off disk, without
-        a mount (and without the journal's replay)."""
-        return subprocess.run(["debugfs", "-R", request, f"{self.disk}?offset={self.layout['data']['start']}"],
+    def data_debugfs(self, *args):
+        """debugfs on /data (p7, or p4 on qemuarm64) of the powered-off disk, without a mount (and
+        without the journal's replay): one request (`-R`), or the options given."""
+        args = args if args[0].startswith("-") else ("-R", args[0])
+        return subprocess.run(["debugfs", *args, f"{self.disk}?offset={self.layout['data']['start']}"],
                               capture_output=True, text=True, errors="replace")
 
     def data_write(self, path, text):
@@ -263,8 +264,7 @@ class Pi5Station:
             script = os.path.join(tmp, "requests")
             with open(script, "w") as f:
                 f.write(f"rm {path}\nwrite {src} {path}\n")
-            out = subprocess.run(["debugfs", "-w", "-f", script, f"{self.disk}?offset={self.layout['data']['start']}"],
-                                 capture_output=True, text=True, errors="replace")
+            out = self.data_debugfs("-w", "-f", script)
         h.check(out.returncode == 0 and self.data_read(path) == text, f"debugfs wrote {path}: {out.stderr[-300:]}")
 
     def data_read(self, path):
