@@ -89,7 +89,7 @@ done
 "$root/keys/gen-dev-pki.sh" "$cache/pki" >/dev/null
 # (tests/qemu/pi5 without the harness's own files, flow.py, uboot.py, upkeep.py and wic-compare.sh, and without the
 # __pycache__ the harness leaves there: changing a scenario does not rebuild the image)
-key=$( (echo "$ukey $kver"; cd "$root" && find meta-fleet bundles tests/qemu/build-pi5.sh tests/qemu/uboot-envflash.py tests/qemu/pi5 keys/gen-dev-pki.sh \
+key=$( (echo "$ukey $kver"; cd "$root" && find meta-fleet bundles tests/qemu/build-pi5.sh tests/qemu/uboot-envflash.py tests/qemu/mksquashfs-args tests/qemu/pi5 keys/gen-dev-pki.sh \
   -type f -not -path '*/__pycache__/*' -not -name flow.py -not -name uboot.py -not -name upkeep.py -not -name wic-compare.sh -print0 |
   sort -z | xargs -0 sha256sum; sha256sum "$cache/pki/ca.cert.pem" "$cache/pki/offer.pub.pem";
   for b in $daemons; do sha256sum "$fw/$b"; done) | sha256sum | cut -c1-16)
@@ -359,6 +359,7 @@ bundle() { # name version [failing mode]: the slot (on the Pi 5 with its boot pa
   sed -e "s,@COMPATIBLE@,fleet-$machine,g" -e "s,@VERSION@,$2,g" -e "s,@BUILD@,qemu-$1,g" \
     "$root/bundles/station/$manifest.raucm.in" >"$d/manifest.raucm"
   rauc --conf="$w/sign.conf" bundle --cert="$out/pki/dev.cert.pem" --key="$out/pki/dev.key.pem" \
+    "--mksquashfs-args=$(cat "$here/mksquashfs-args")" \
     "$d" "$out/bundles/$1.raucb" >"$w/bundle-$1.log" 2>&1 || { cat "$w/bundle-$1.log" >&2; exit 1; }
   rm -rf "$d"
 }

@@ -52,7 +52,7 @@ done
 # go into the image, so they are inputs too.
 "$root/keys/gen-dev-pki.sh" "$cache/pki" >/dev/null
 inputs=(
-  "$here/build.sh" "$here/uboot-envflash.py" "$here"/guest/* "$cache/pki/ca.cert.pem" "$cache/pki/offer.pub.pem"
+  "$here/build.sh" "$here/uboot-envflash.py" "$here/mksquashfs-args" "$here"/guest/* "$cache/pki/ca.cert.pem" "$cache/pki/offer.pub.pem"
   "$root/meta-fleet/recipes-bsp/u-boot/files/boot.cmd.in"
   "$root/meta-fleet/recipes-core/rauc/files/system-vda.conf"
   "$root/meta-fleet/recipes-fleet/fleet-firmware/files/bootctl-uboot.toml"
@@ -210,7 +210,7 @@ bundle() { # name version mode
     "$root/bundles/station/qemuarm64.raucm.in" >"$d/manifest.raucm"
   install -m 0755 "$root/bundles/hooks/install-check" "$d/install-check"
   rauc --conf="$w/sign.conf" bundle --cert="$out/pki/dev.cert.pem" --key="$out/pki/dev.key.pem" \
-    "$d" "$out/bundles/$1.raucb" >"$w/bundle-$1.log" 2>&1 || { cat "$w/bundle-$1.log" >&2; exit 1; }
+    "--mksquashfs-args=$(cat "$here/mksquashfs-args")" "$d" "$out/bundles/$1.raucb" >"$w/bundle-$1.log" 2>&1 || { cat "$w/bundle-$1.log" >&2; exit 1; }
   rm -rf "$d"
 }
 bundle good 2.0.0 healthy
