@@ -1128,20 +1128,34 @@ def choose(names, only, tier, pi5_image, qemuarm64_image):
     return [n for n in names if has_image(n) and (tier == "full" or n in DEFAULT_TIER)]
 
 
-# Longest first, so that the lanes end together (seconds, measured on 2 busy cores).
-LANE_ORDER = ["qemuarm64-power-cuts", "qemuarm64-console-recovery", "qemuarm64-fallback-hang", "qemuarm64-fallback-panic", "qemuarm64-fallback-reboot", "qemuarm64-unhealthy", "qemuarm64-good-update",
-              "pi5-trial-panics", "pi5-trial-hangs", "pi5-trial-reboots", "pi5-trial-reboots-at-gate", "pi5-recorder-gate", "pi5-good-update", "pi5-good-update-nvme", "pi5-power-cuts", "pi5-power-cuts-sd", "pi5-delta-update", "pi5-nvme-wear", "power-cuts", "fallback-panic",
-              "fallback-hang", "delta-update", "good-update", "fallback-reboot", "unhealthy", "console-recovery",
-              "nvme-wear", "tryboot-fat", "broker-forward"]
-COST = {"power-cuts": 420, "good-update": 45, "fallback-panic": 120, "fallback-hang": 120,
-        "fallback-reboot": 75, "unhealthy": 120, "console-recovery": 45, "nvme-wear": 40, "tryboot-fat": 40,
-        "delta-update": 110, "broker-forward": 30, "pi5-good-update": 550, "pi5-good-update-nvme": 230,
-        "pi5-trial-panics": 900, "pi5-recorder-gate": 440, "pi5-trial-hangs": 1000, "pi5-trial-reboots": 800,
-        "pi5-trial-reboots-at-gate": 800,
-        "qemuarm64-good-update": 150, "qemuarm64-fallback-panic": 380, "qemuarm64-fallback-hang": 450,
-        "qemuarm64-fallback-reboot": 400, "qemuarm64-unhealthy": 600, "qemuarm64-console-recovery": 450,
-        "qemuarm64-power-cuts": 1800,
-        "pi5-power-cuts": 1800, "pi5-power-cuts-sd": 3000, "pi5-delta-update": 700, "pi5-nvme-wear": 300}
+# Each scenario's wall time in seconds, measured one or two at a time on this project's 2-core
+# machine (docs/reference/qemu-harness.md): the lanes take the longest first, each into the lane
+# with the least queued, so that they end together. A scenario not listed counts 900 s.
+COST = {"power-cuts": 320, "good-update": 25, "fallback-panic": 45, "fallback-hang": 71,
+        "fallback-reboot": 31, "unhealthy": 45, "console-recovery": 15, "nvme-wear": 40, "tryboot-fat": 40,
+        "delta-update": 110, "broker-forward": 8,
+        "pi5-good-update": 492, "pi5-good-update-nvme": 240, "pi5-trial-panics": 363, "pi5-trial-hangs": 533,
+        "pi5-trial-reboots": 414, "pi5-trial-reboots-at-gate": 800, "pi5-recorder-gate": 409,
+        "pi5-console-recovery": 276, "pi5-power-cuts": 2100, "pi5-power-cuts-sd": 3650,
+        "pi5-delta-update": 263, "pi5-nvme-wear": 128,
+        "qemuarm64-good-update": 138, "qemuarm64-fallback-panic": 144, "qemuarm64-fallback-hang": 243,
+        "qemuarm64-fallback-reboot": 203, "qemuarm64-unhealthy": 468, "qemuarm64-console-recovery": 254,
+        "qemuarm64-power-cuts": 1800}
+
+
+def plan_lanes(names, jobs):
+    """The scenarios of each lane, in the order the lane runs them: longest first into the lane
+    with the least queued. console-recovery starts from the disk good-update leaves, so it goes
+    last, into good-update's lane."""
+    lanes = [[] for _ in range(max(1, jobs))]
+    for name in sorted(names, key=lambda n: (n == "console-recovery", -COST.get(n, 900), n)):
+        if name == "console-recovery" and "good-update" in names:
+            lane = next(la for la in lanes if "good-update" in la)
+        else:
+            lane = min(lanes, key=lambda la: sum(COST.get(n, 900) for n in la))
+        lane.append(name)
+    return [la for la in lanes if la]
+
 
 _print_lock = threading.Lock()
 
@@ -1222,16 +1236,9 @@ def run_all(ctx, args):
     say(f"qemu harness: image {args.image}, work {args.work}, seed {args.seed}, {args.jobs} at a time, "
         f"{'named scenarios' if only else args.tier + ' tier'}: {len(chosen)}")
     t0 = time.monotonic()
-    # Scenarios run in parallel lanes, one QEMU (-smp 1) each. console-recovery starts from the
-    # disk good-update leaves, so it queues behind it in the same lane.
-    lanes = [[] for _ in range(max(1, args.jobs))]
-    # A scenario not in LANE_ORDER/COST (a new one) runs last, at a Pi 5 scenario's cost.
-    for i, item in enumerate(sorted(chosen, key=lambda x: LANE_ORDER.index(x[0]) if x[0] in LANE_ORDER else len(LANE_ORDER))):
-        if item[0] == "console-recovery" and any(n == "good-update" for n, _ in chosen):
-            lane = next(la for la in lanes if any(n == "good-update" for n, _ in la))
-        else:
-            lane = min(lanes, key=lambda la: sum(COST.get(n, 900) for n, _ in la))
-        lane.append(item)
+    # Scenarios run in parallel lanes, one QEMU (-smp 1) each.
+    by_name = dict(chosen)
+    lanes = [[(n, by_name[n]) for n in la] for la in plan_lanes([n for n, _ in chosen], args.jobs)]
     results = {}
 
     def run_lane(lane):
