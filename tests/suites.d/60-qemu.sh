@@ -21,39 +21,13 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 started=$(date +%s)
 fail() { echo "qemu: $*"; echo "0 passed, 1 failed"; exit 1; }
 
-# The systemd station (issue 15): the Pi 5 tryboot flow's and the U-Boot flow's, on the layer's
-# qemuarm64 machine; both for a tier, each only when one of its scenarios is named.
-pi5_wanted=1 qemuarm64_wanted=1
-if [ -n "${FLEET_QEMU_ONLY:-}" ]; then
-  pi5_wanted=0 qemuarm64_wanted=0
-  [[ ,${FLEET_QEMU_ONLY}, == *,pi5-* ]] && pi5_wanted=1
-  [[ ,${FLEET_QEMU_ONLY}, == *,qemuarm64-* ]] && qemuarm64_wanted=1
-fi
-fw=$(FLEET_QEMU_ALL_DAEMONS=${FLEET_QEMU_ALL_DAEMONS:-$((pi5_wanted | qemuarm64_wanted))} "$root/tests/qemu/build-firmware.sh") || fail "cross build of the firmware failed"
-echo "qemu: firmware built ($(($(date +%s) - started)) s)"
-image=$("$root/tests/qemu/build.sh" --firmware-dir "$fw" | tail -n1) || fail "image build failed"
-[ -f "$image/.done" ] || fail "image build failed"
-echo "qemu: image $image ($(($(date +%s) - started)) s)"
-# The two systemd stations build side by side: most of each build is one process at a time
-# (Debian's extraction, mke2fs, RAUC's signing), so two of them share the two cores well.
-pi5=() pids=() outs=()
-built=$(mktemp -d "${TMPDIR:-/tmp}/fleet-qemu-built.XXXXXX")
-trap 'rm -rf "$built"' EXIT
-for m in raspberrypi5 qemuarm64; do
-  [ $m = raspberrypi5 ] && [ $pi5_wanted = 0 ] && continue
-  [ $m = qemuarm64 ] && [ $qemuarm64_wanted = 0 ] && continue
-  "$root/tests/qemu/build-pi5.sh" --firmware-dir "$fw" --machine $m >"$built/$m" &
-  pids+=($!) outs+=("$m")
-done
-for i in "${!pids[@]}"; do
-  m=${outs[$i]}
-  wait "${pids[$i]}" || { wait; fail "$m systemd image build failed"; }
-  dir=$(tail -n1 "$built/$m")
-  [ -f "$dir/.done" ] || { wait; fail "$m systemd image build failed"; }
-  if [ $m = raspberrypi5 ]; then pi5+=(--pi5-image "$dir"); else pi5+=(--qemuarm64-image "$dir"); fi
-  echo "qemu: $m systemd image $dir ($(($(date +%s) - started)) s)"
-done
-rm -rf "$built"
+# The firmware, the shell guest's image and the systemd stations (issue 15: the Pi 5 tryboot
+# flow's and the U-Boot flow's, on the layer's qemuarm64 machine; each only when one of its
+# scenarios is named): built, or already built by tests/run.sh in the background.
+images=$("$root/tests/qemu/prepare.sh" | tail -n1)
+msg=${images#qemu: }
+[[ $images == --image\ * ]] || fail "${msg:-the builds printed nothing}"
+read -ra image_args <<<"$images"
 fleetctl=${FLEET_QEMU_FLEETCTL:-}
 if [ -z "$fleetctl" ]; then
   (cd "${FLEET_QEMU_SRC:-$root}" && cargo build --locked -p fleetctl >&2) || fail "host build of fleetctl failed"
@@ -64,7 +38,7 @@ echo "qemu: fleetctl $fleetctl ($(($(date +%s) - started)) s)"
 work=$(mktemp -d "${TMPDIR:-/tmp}/fleet-qemu.XXXXXX")
 keep=${FLEET_QEMU_KEEP:-0}
 trap '[ "$keep" = 1 ] || rm -rf "$work"' EXIT
-args=(--image "$image" "${pi5[@]}" --fleetctl "$fleetctl" --work "$work" --cuts "${FLEET_QEMU_CUTS:-20}" --summary "$work/summary.json" --tier "${FLEET_QEMU_TIER:-default}")
+args=("${image_args[@]}" --fleetctl "$fleetctl" --work "$work" --cuts "${FLEET_QEMU_CUTS:-20}" --summary "$work/summary.json" --tier "${FLEET_QEMU_TIER:-default}")
 [ -n "${FLEET_QEMU_ONLY:-}" ] && args+=(--only "$FLEET_QEMU_ONLY")
 [ -n "${FLEET_QEMU_SEED:-}" ] && args+=(--seed "$FLEET_QEMU_SEED")
 python3 "$root/tests/qemu/harness.py" "${args[@]}" | tee "$work/harness.out"
