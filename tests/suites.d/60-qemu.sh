@@ -3,7 +3,7 @@
 # and carried out by the station's fleet-updated, U-Boot boot counting, fallback after reboots,
 # panics and hangs, fleet-updated's health gate, power cuts during downloads and installs,
 # serial-console recovery. Builds (or takes from target/qemu-cache/) the firmware and the image,
-# builds the host's fleetctl (debug, as the cargo tests do: usually already built), then runs
+# takes the host's fleetctl the cargo tests built (debug; builds them if they are not), then runs
 # the default tier (harness.py DEFAULT_TIER): three scenarios on the systemd station built from
 # the layer (tests/qemu/build-pi5.sh, both machines: the Pi 5 tryboot flow on NVMe and on SD, the
 # U-Boot flow) and the shell guest's quick U-Boot proofs, 20 power cuts among them.
@@ -14,7 +14,8 @@
 #                          pi5-* (raspberrypi5), qemuarm64-* (--machine qemuarm64)
 #   FLEET_QEMU_CUTS=N      power cuts (default 20)
 #   FLEET_QEMU_SEED=N      seed of the cut moments (default: random, printed)
-#   FLEET_QEMU_FLEETCTL=P  the host fleetctl to push with (default: cargo build -p fleetctl)
+#   FLEET_QEMU_FLEETCTL=P  the host fleetctl to push with (default: target/debug/fleetctl of
+#                          cargo test --workspace --no-run)
 # Prints each scenario's slot sequence and a final "N passed, N failed". docs/reference/qemu-harness.md
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -30,7 +31,11 @@ msg=${images#qemu: }
 read -ra image_args <<<"$images"
 fleetctl=${FLEET_QEMU_FLEETCTL:-}
 if [ -z "$fleetctl" ]; then
-  (cd "${FLEET_QEMU_SRC:-$root}" && cargo build --locked -p fleetctl >&2) || fail "host build of fleetctl failed"
+  # The fleetctl the cargo tests built: `cargo test --workspace` builds the binaries its
+  # integration tests run, so the same command with --no-run is a no-op after it, where
+  # `cargo build -p fleetctl` resolves the features of fleetctl alone and builds again (49 s
+  # after a fresh checkout's tests).
+  (cd "${FLEET_QEMU_SRC:-$root}" && cargo test --workspace --locked --no-run >&2) || fail "host build of fleetctl failed"
   fleetctl=${CARGO_TARGET_DIR:-${FLEET_QEMU_SRC:-$root}/target}/debug/fleetctl
 fi
 [ -x "$fleetctl" ] || fail "no fleetctl at $fleetctl"
