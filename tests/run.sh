@@ -6,8 +6,8 @@
 #   FLEET_PRISTINE=1     run the pristine-root check of the install steps even when its cache
 #                        says they passed; FLEET_PRISTINE=0 skips it (tests/pristine/check.sh)
 #   FLEET_SUITES=a,b     run only the named suites from tests/suites.d (default: all)
-#   FLEET_QEMU_PREPARE=0 build the QEMU suite's firmware and images in its turn, not in the
-#                        background beside the cargo tests (tests/qemu/prepare.sh)
+#   FLEET_PREBUILD=0     build the QEMU suite's firmware and images and the fuzz targets in
+#                        their suites' turn, not in the background from the start (tests/prebuild.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -26,18 +26,25 @@ wanted() { # suite file name: run it?
   [ -z "${FLEET_SUITES:-}" ] || [[ ",${FLEET_SUITES}," == *",${name#*-},"* ]] || [[ ",${FLEET_SUITES}," == *",${name},"* ]]
 }
 
-# The QEMU suite's builds (the firmware's cross build, the station images) start now, at the
-# lowest priority, in the CPU time the lints, the cargo tests and the suites before it leave
-# idle; the suite waits for them and then finds them in their caches. Their log is
-# target/qemu-prepare.log; a failure there is the suite's to report (it builds again).
-prepare=
-if wanted 60-qemu && [ "${FLEET_QEMU_PREPARE:-1}" != 0 ]; then
+# The slow builds of the QEMU and fuzz suites start now, at the lowest priority, in the CPU time
+# the lints, the cargo tests and the suites before them leave idle (tests/prebuild.sh); each of
+# those suites waits for its build and then finds it done (logs: target/prebuild-*.log).
+prebuild=() prebuild_pid=
+wanted 60-qemu && prebuild+=(qemu)
+wanted 70-fuzz-smoke && prebuild+=(fuzz)
+if [ ${#prebuild[@]} -gt 0 ] && [ "${FLEET_PREBUILD:-1}" != 0 ]; then
   mkdir -p target
+  rm -f target/prebuild.done
   # (its own process group, so that a failed run stops its builds too)
-  setsid nice -n 19 tests/qemu/prepare.sh >target/qemu-prepare.log 2>&1 &
-  prepare=$!
-  trap '[ -z "$prepare" ] || kill -- "-$prepare" 2>/dev/null || true' EXIT
+  setsid nice -n 19 tests/prebuild.sh "${prebuild[@]}" &
+  prebuild_pid=$!
+  trap '[ -z "$prebuild_pid" ] || kill -- "-$prebuild_pid" 2>/dev/null || true' EXIT
 fi
+prebuilt() { # qemu|fuzz: wait until the background build of that name has ended
+  [ -n "$prebuild_pid" ] && [[ " ${prebuild[*]} " == *" $1 "* ]] || return 0
+  stamp "waiting for the $1 build started in the background (target/prebuild-$1.log)"
+  until grep -qs "^$1 " target/prebuild.done || ! kill -0 "$prebuild_pid" 2>/dev/null; do sleep 2; done
+}
 
 stamp "cargo fmt --check"
 cargo fmt --all --check
@@ -54,11 +61,10 @@ failed=0
 for suite in tests/suites.d/*.sh; do
   name=$(basename "$suite" .sh)
   wanted "$name" || continue
-  if [ "$name" = 60-qemu ] && [ -n "$prepare" ]; then
-    stamp "waiting for the QEMU builds started at the beginning (target/qemu-prepare.log)"
-    wait "$prepare" || true
-    prepare=
-  fi
+  case $name in
+    60-qemu) prebuilt qemu ;;
+    70-fuzz-smoke) prebuilt fuzz ;;
+  esac
   stamp "suite: $name"
   if ! bash "$suite"; then
     echo "suite FAILED: $name"

@@ -5,8 +5,8 @@
 #   --image DIR [--pi5-image DIR] [--qemuarm64-image DIR]
 # FLEET_QEMU_ONLY=a,b builds a systemd station only for the machines whose scenarios are named:
 # pi5-* (raspberrypi5), qemuarm64-* (--machine qemuarm64). Every build is keyed by a hash of its
-# inputs, so a second run after a finished one only checks the keys (tests/run.sh runs this in
-# the background while the cargo tests run, then tests/suites.d/60-qemu.sh runs it again).
+# inputs, so a second run after a finished one only checks the keys (tests/run.sh runs this, through
+# tests/prebuild.sh, in the background while the cargo tests run; tests/suites.d/60-qemu.sh runs it again).
 # On failure the last line says what failed and the exit status is 1.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
