@@ -246,11 +246,11 @@ class Pi5Station:
                              capture_output=True)
         return out.returncode == 0
 
-    def data_debugfs(self, *args):
-        """debugfs on /data (p7, or p4 on qemuarm64) of the powered-off disk, without a mount (and
-        without the journal's replay): one request (`-R`), or the options given."""
-        args = args if args[0].startswith("-") else ("-R", args[0])
-        return subprocess.run(["debugfs", *args, f"{self.disk}?offset={self.layout['data']['start']}"],
+    def data_debugfs(self, request, write=False):
+        """One debugfs request on /data (p7, or p4 on qemuarm64) of the powered-off disk, without
+        a mount (and without the journal's replay); `write` opens it read-write."""
+        return subprocess.run(["debugfs", *(["-w"] if write else []), "-R", request,
+                               f"{self.disk}?offset={self.layout['data']['start']}"],
                               capture_output=True, text=True, errors="replace")
 
     def data_write(self, path, text):
@@ -261,10 +261,8 @@ class Pi5Station:
             with open(src, "w") as f:
                 f.write(text)
             os.chmod(src, 0o644)
-            script = os.path.join(tmp, "requests")
-            with open(script, "w") as f:
-                f.write(f"rm {path}\nwrite {src} {path}\n")
-            out = self.data_debugfs("-w", "-f", script)
+            self.data_debugfs(f"rm {path}", write=True)  # (absent is fine: the read below decides)
+            out = self.data_debugfs(f"write {src} {path}", write=True)
         h.check(out.returncode == 0 and self.data_read(path) == text, f"debugfs wrote {path}: {out.stderr[-300:]}")
 
     def data_read(self, path):
