@@ -114,12 +114,6 @@ pub fn run(cfg: Config, once: bool) -> Result<Exit, DaemonError> {
             let ready = |f: &PollFd| f.revents().is_some_and(|r| r.contains(PollFlags::POLLIN));
             (ready(&fds[0]), fds.get(1).is_some_and(ready))
         };
-        if sig_ready {
-            if let Ok(Some(info)) = signals.read_signal() {
-                tracing::info!(signal = info.ssi_signo, "stopping");
-            }
-            break;
-        }
         if fs_ready && let Some(w) = watcher.as_mut() {
             let mut changes = Changes::default();
             if let Err(e) = w.drain(
@@ -136,6 +130,15 @@ pub fn run(cfg: Config, once: bool) -> Result<Exit, DaemonError> {
             && let Err(e) = d.flush()
         {
             tracing::warn!(error = %e, "unable to index new recordings; the catch-up retries");
+        }
+        // Stop only after indexing what the events brought: the unit stops after the recorder's
+        // (it is ordered before it), so the segment the recorder closed as it stopped is indexed
+        // in this boot, not by the next boot's reconciliation.
+        if sig_ready {
+            if let Ok(Some(info)) = signals.read_signal() {
+                tracing::info!(signal = info.ssi_signo, "stopping");
+            }
+            break;
         }
         if last_catch_up.elapsed() >= cfg.catch_up {
             last_catch_up = Instant::now();

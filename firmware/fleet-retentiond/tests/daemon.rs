@@ -154,3 +154,55 @@ fn promoted_segments_are_indexed_from_filesystem_events_and_systemd_is_notified(
     assert!(vanished);
     assert_eq!(daemon.stop(), Some(0));
 }
+
+#[test]
+fn a_segment_promoted_just_before_the_stop_is_indexed_before_the_daemon_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    // No catch-up and no cycle during the test: only the events can index the segment.
+    let cfg = config(
+        dir.path(),
+        "[policy]\nupdate-reserve-mib = 0\nhousekeeping-at-percent = 99.7\ndefensive-at-percent = 99.8\n\
+         panic-at-percent = 99.9\nhysteresis-percent = 0.1\nfloor-seconds = 0\nfloor-target-seconds = 0\n[daemon]\nballast-mib = 0\ncycle-seconds = 3600\ncatch-up-seconds = 3600\n",
+    );
+    let child = bin()
+        .arg("--config")
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).unwrap());
+    let mut daemon = DaemonGuard { child: Some(child) };
+    let recorder = dir.path().join("recorder");
+    let db = dir.path().join("state/index.sqlite");
+    let first = record_segment(&recorder, 1, 4096, false).unwrap();
+    let watching = wait_for(Duration::from_secs(10), || {
+        Index::open(&db)
+            .and_then(|i| i.snapshot())
+            .is_ok_and(|s| s.len() == 1)
+    });
+    assert!(watching, "{first} indexed: the daemon watches");
+
+    // As at a shutdown: the recorder closes its last segment and exits, then systemd sends
+    // SIGTERM. The daemon is held still meanwhile, so the event and the signal wait together.
+    use nix::sys::signal::{Signal, kill};
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let last = record_segment(&recorder, 2, 4096, false).unwrap();
+    kill(pid, Signal::SIGTERM).unwrap();
+    kill(pid, Signal::SIGCONT).unwrap();
+    let mut child = daemon.child.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let names = Index::open(&db).unwrap().present_paths().unwrap();
+    assert!(
+        names.iter().any(|n| n.ends_with(&last)),
+        "{last} indexed before the exit: {names:?}"
+    );
+}
