@@ -238,9 +238,12 @@ python3 -c 'import math, struct, sys; sys.stdout.buffer.write(b"".join(struct.pa
 cat >"$base/usr/lib/systemd/system/fleet-qemu-signal.service" <<'EOF'
 [Unit]
 Description=test station: a known signal into the loopback sound card (tests/qemu/pi5)
-Before=fleet-recorderd.service
+After=fleet-recorderd.service
 [Service]
-ExecStart=/usr/libexec/fleet-qemu-signal
+ExecStartPre=/usr/libexec/fleet-qemu-signal card
+ExecStart=/usr/libexec/fleet-qemu-signal play
+CPUSchedulingPolicy=fifo
+CPUSchedulingPriority=10
 Restart=always
 RestartSec=2
 [Install]

@@ -218,6 +218,12 @@ class Boot:
         self.reader.join(5)
         self.log.close()
 
+    def all(self, pattern):
+        """Every FLEET-QEMU marker of this boot matching pattern, in order: their matches."""
+        rx = re.compile(pattern)
+        found = (rx.search(line[line.find(MARK) + len(MARK):]) for _, line in self.lines if MARK in line)
+        return [m for m in found if m]
+
     def first(self, pattern):
         rx = re.compile(pattern)
         for _, line in self.lines:
@@ -1148,11 +1154,11 @@ COST = {"power-cuts": 340, "good-update": 25, "fallback-panic": 45, "fallback-ha
         "fallback-reboot": 31, "unhealthy": 45, "console-recovery": 15, "nvme-wear": 40, "tryboot-fat": 40,
         "delta-update": 110, "broker-forward": 8,
         "pi5-good-update": 492, "pi5-good-update-nvme": 240, "pi5-trial-panics": 363, "pi5-trial-hangs": 533,
-        "pi5-trial-reboots": 414, "pi5-trial-reboots-at-gate": 800, "pi5-recorder-gate": 409,
+        "pi5-trial-reboots": 414, "pi5-trial-reboots-at-gate": 800, "pi5-recorder-gate": 372,
         "pi5-console-recovery": 276, "pi5-power-cuts": 2100, "pi5-power-cuts-sd": 3650,
         "pi5-delta-update": 263, "pi5-nvme-wear": 128,
         "qemuarm64-good-update": 138, "qemuarm64-fallback-panic": 144, "qemuarm64-fallback-hang": 243,
-        "qemuarm64-fallback-reboot": 203, "qemuarm64-unhealthy": 468, "qemuarm64-console-recovery": 254,
+        "qemuarm64-fallback-reboot": 203, "qemuarm64-unhealthy": 335, "qemuarm64-console-recovery": 254,
         "qemuarm64-power-cuts": 1800}
 
 
