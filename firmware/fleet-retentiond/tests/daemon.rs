@@ -30,6 +30,18 @@ fn config(dir: &Path, extra: &str) -> std::path::PathBuf {
     path
 }
 
+/// Daemon settings under which the policy deletes nothing here and only filesystem events index
+/// (the catch-up is an hour away), with a retention cycle of `cycle_seconds`. The tiers sit at
+/// the top and the floor is off: the host's own disk usage (the temporary directory is on it)
+/// must not let the policy delete the segments a test looks for.
+fn keep_all_without_catch_up(cycle_seconds: &str) -> String {
+    format!(
+        "[policy]\nupdate-reserve-mib = 0\nhousekeeping-at-percent = 99.7\ndefensive-at-percent = 99.8\n\
+         panic-at-percent = 99.9\nhysteresis-percent = 0.1\nfloor-seconds = 0\nfloor-target-seconds = 0\n\
+         [daemon]\nballast-mib = 0\ncycle-seconds = {cycle_seconds}\ncatch-up-seconds = 3600\n"
+    )
+}
+
 fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fleet-retentiond"));
     c.env("RUST_LOG", "warn");
@@ -73,14 +85,8 @@ fn check_config_exits_2_on_an_invalid_file_and_0_on_a_valid_one() {
 #[test]
 fn promoted_segments_are_indexed_from_filesystem_events_and_systemd_is_notified() {
     let dir = tempfile::tempdir().unwrap();
-    // A catch-up far in the future: only inotify can index the new segments in time. The tiers
-    // sit at the top and the floor is off: the host's own disk usage (the temporary directory
-    // is on it) must not let the policy delete the segments this test looks for.
-    let cfg = config(
-        dir.path(),
-        "[policy]\nupdate-reserve-mib = 0\nhousekeeping-at-percent = 99.7\ndefensive-at-percent = 99.8\n\
-         panic-at-percent = 99.9\nhysteresis-percent = 0.1\nfloor-seconds = 0\nfloor-target-seconds = 0\n[daemon]\nballast-mib = 0\ncycle-seconds = 0.1\ncatch-up-seconds = 3600\n",
-    );
+    // A catch-up far in the future: only inotify can index the new segments in time.
+    let cfg = config(dir.path(), &keep_all_without_catch_up("0.1"));
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200)))
@@ -159,11 +165,7 @@ fn promoted_segments_are_indexed_from_filesystem_events_and_systemd_is_notified(
 fn a_segment_promoted_just_before_the_stop_is_indexed_before_the_daemon_exits() {
     let dir = tempfile::tempdir().unwrap();
     // No catch-up and no cycle during the test: only the events can index the segment.
-    let cfg = config(
-        dir.path(),
-        "[policy]\nupdate-reserve-mib = 0\nhousekeeping-at-percent = 99.7\ndefensive-at-percent = 99.8\n\
-         panic-at-percent = 99.9\nhysteresis-percent = 0.1\nfloor-seconds = 0\nfloor-target-seconds = 0\n[daemon]\nballast-mib = 0\ncycle-seconds = 3600\ncatch-up-seconds = 3600\n",
-    );
+    let cfg = config(dir.path(), &keep_all_without_catch_up("3600"));
     let child = bin()
         .arg("--config")
         .arg(&cfg)
