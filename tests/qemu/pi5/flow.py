@@ -716,7 +716,8 @@ def scenario_trial_reboots_at_gate(ctx):
 
 # The recorder's station settings and the update's health gate for pi5-recorder-gate, as a fleet
 # would provision a station with a microphone (docs/getting-started.md): segments of 20 s, so the
-# gate (which needs one closed segment, docs/reference/updated.md) decides within 90 s; one trial.
+# gate (which needs one closed segment, docs/reference/updated.md: give the deadline more than one
+# segment's length) decides within 45 s; one trial.
 RECORDER_DEFAULTS = """[defaults.updated.health]
 deadline-secs = 45
 
