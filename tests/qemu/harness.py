@@ -218,21 +218,17 @@ class Boot:
         self.reader.join(5)
         self.log.close()
 
-    def all(self, pattern):
-        """Every FLEET-QEMU marker of this boot matching pattern, in order: their matches."""
+    def matches(self, pattern):
+        """The matches of pattern in this boot's FLEET-QEMU markers so far, in order (lazily)."""
         rx = re.compile(pattern)
         found = (rx.search(line[line.find(MARK) + len(MARK):]) for _, line in self.lines if MARK in line)
-        return [m for m in found if m]
+        return (m for m in found if m)
+
+    def all(self, pattern):
+        return list(self.matches(pattern))
 
     def first(self, pattern):
-        rx = re.compile(pattern)
-        for _, line in self.lines:
-            at = line.find(MARK)
-            if at >= 0:
-                m = rx.search(line[at + len(MARK):])
-                if m:
-                    return m
-        return None
+        return next(self.matches(pattern), None)
 
     @property
     def slot(self):
