@@ -27,24 +27,25 @@ wanted() { # suite file name: run it?
 }
 
 # The slow builds of the QEMU and fuzz suites start now, at the lowest priority, in the CPU time
-# the lints, the cargo tests and the suites before them leave idle (tests/prebuild.sh); each of
-# those suites waits for its build and then finds it done (logs: target/prebuild-*.log).
+# the lints, the cargo tests and the suites before them leave idle (tests/prebuild.sh); the first
+# of those suites waits until they have all ended, and each then finds its build done (logs:
+# target/prebuild-*.log). All of them: the QEMU suite's figures (the 15-minute budget) are for a
+# machine running nothing else, and the fuzz targets' link beside a TCG guest slowed its boots.
 prebuild=() prebuild_pid=
 wanted 60-qemu && prebuild+=(qemu)
 wanted 70-fuzz-smoke && prebuild+=(fuzz)
 if [ ${#prebuild[@]} -gt 0 ] && [ "${FLEET_PREBUILD:-1}" != 0 ]; then
   mkdir -p target
-  rm -f target/prebuild.done
   # (its own process group, so that a failed run stops its builds too)
   setsid nice -n 19 tests/prebuild.sh "${prebuild[@]}" &
   prebuild_pid=$!
   trap '[ -z "$prebuild_pid" ] || kill -- "-$prebuild_pid" 2>/dev/null || true' EXIT
 fi
-prebuilt() { # qemu|fuzz: wait until the background build of that name has ended
-  [ -n "$prebuild_pid" ] && [[ " ${prebuild[*]} " == *" $1 "* ]] || return 0
-  grep -qs "^$1 " target/prebuild.done && return 0
-  stamp "waiting for the $1 build started in the background (target/prebuild-$1.log)"
-  until grep -qs "^$1 " target/prebuild.done || ! kill -0 "$prebuild_pid" 2>/dev/null; do sleep 2; done
+prebuilt() { # wait until the background builds have ended (a failure is the suite's to report)
+  [ -n "$prebuild_pid" ] || return 0
+  stamp "waiting for the builds started in the background (${prebuild[*]}: target/prebuild-*.log)"
+  wait "$prebuild_pid" || true
+  prebuild_pid=
 }
 
 stamp "cargo fmt --check"
@@ -62,12 +63,7 @@ failed=0
 for suite in tests/suites.d/*.sh; do
   name=$(basename "$suite" .sh)
   wanted "$name" || continue
-  case $name in
-    # The QEMU suite also waits for the fuzz build: its figures (the 15-minute budget) are
-    # for a machine running nothing else, and a link beside a TCG guest slowed its boots.
-    60-qemu) prebuilt qemu; prebuilt fuzz ;;
-    70-fuzz-smoke) prebuilt fuzz ;;
-  esac
+  case $name in 60-qemu | 70-fuzz-smoke) prebuilt ;; esac
   stamp "suite: $name"
   if ! bash "$suite"; then
     echo "suite FAILED: $name"
