@@ -8,12 +8,47 @@
 #   FLEET_SUITES=a,b     run only the named suites from tests/suites.d (default: all)
 #   FLEET_PREBUILD=0     build the QEMU suite's firmware and images and the fuzz targets in
 #                        their suites' turn, not in the background from the start (tests/prebuild.sh)
+#   FLEET_DISK_CHECK=0   skip the free-space check below
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+# No incremental compilation state: a test run builds each crate once, and the state took 3 to
+# 8 GB of target/debug.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 started=$(date +%s)
 stamp() { echo "==> [$(( $(date +%s) - started ))s] $*"; }
+
+# Free disk, checked before anything is built: a full disk would otherwise stop the run half-way
+# with "No space left on device" from whichever build hit it. A fresh clone's run grows target/
+# to about COLD_GIB and needs SCRATCH_GIB more in TMPDIR at the QEMU suite's peak (each
+# scenario's disk copies; the suite removes them).
+COLD_GIB=16 SCRATCH_GIB=6
+disk_check() {
+  [ "${FLEET_DISK_CHECK:-1}" != 0 ] || return 0
+  local target=${CARGO_TARGET_DIR:-$root/target} tmp=${TMPDIR:-/tmp} built_kib=0 need_kib dev
+  [ -d "$target" ] && built_kib=$(du -sk "$target" | cut -f1)
+  declare -A need=() where=()
+  dev=$(stat -c %d "$(dirname "$target")")
+  need_kib=$(( COLD_GIB * 1048576 - built_kib ))
+  need[$dev]=$(( need_kib > 0 ? need_kib : 0 )) where[$dev]=$(dirname "$target")
+  dev=$(stat -c %d "$tmp")
+  need[$dev]=$(( ${need[$dev]:-0} + SCRATCH_GIB * 1048576 )) where[$dev]=${where[$dev]:-$tmp}
+  for dev in "${!need[@]}"; do
+    local free_kib
+    free_kib=$(df -Pk "${where[$dev]}" | awk 'NR == 2 { print $4 }')
+    if [ "$free_kib" -lt "${need[$dev]}" ]; then
+      echo "tests: not enough free disk on the file system of ${where[$dev]}: $((free_kib / 1048576)) GiB free," \
+        "the run needs about $(( (need[$dev] + 1048575) / 1048576 )) GiB (a fresh clone's run builds about" \
+        "$COLD_GIB GiB in $target, which holds $((built_kib / 1048576)) GiB now; the QEMU suite needs" \
+        "$SCRATCH_GIB GiB in $tmp)." \
+        "Free space (failed QEMU runs' logs in $tmp/fleet-qemu.*, other clones' target/), point" \
+        "CARGO_TARGET_DIR or TMPDIR elsewhere, or skip this check with FLEET_DISK_CHECK=0." >&2
+      return 1
+    fi
+  done
+}
+disk_check || exit 1
 
 if [ "${FLEET_SKIP_SETUP:-0}" != 1 ]; then
   stamp "setup: tests/setup.d"
