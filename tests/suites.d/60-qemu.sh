@@ -16,6 +16,8 @@
 #   FLEET_QEMU_SEED=N      seed of the cut moments (default: random, printed)
 #   FLEET_QEMU_FLEETCTL=P  the host fleetctl to push with (default: target/debug/fleetctl of
 #                          cargo test --workspace --no-run)
+#   FLEET_QEMU_KEEP=1      keep the work directory (disks, logs) even when every scenario passed;
+#                          a failed run keeps its logs but not its disk images
 # Prints each scenario's slot sequence and a final "N passed, N failed". docs/reference/qemu-harness.md
 set -uo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -48,7 +50,15 @@ args=("${image_args[@]}" --fleetctl "$fleetctl" --work "$work" --cuts "${FLEET_Q
 [ -n "${FLEET_QEMU_SEED:-}" ] && args+=(--seed "$FLEET_QEMU_SEED")
 python3 "$root/tests/qemu/harness.py" "${args[@]}" | tee "$work/harness.out"
 rc=${PIPESTATUS[0]}
-[ $rc -eq 0 ] || { keep=1; echo "qemu: logs kept in $work"; }
+if [ $rc -ne 0 ] && [ "$keep" != 1 ]; then
+  # A failed run keeps its logs for reading, not its stations' disks: those are gigabytes a run,
+  # and failed runs on a CI machine would fill its disk. FLEET_QEMU_KEEP=1 keeps everything.
+  dropped=$(find "$work" -type f -name '*.img' -printf '%k\n' -delete | awk '{ k += $1 } END { printf "%d", k / 1024 }')
+  keep=1
+  echo "qemu: logs kept in $work (its disk images, ${dropped} MiB, removed; FLEET_QEMU_KEEP=1 keeps them)"
+elif [ "$keep" = 1 ]; then
+  echo "qemu: everything kept in $work"
+fi
 echo "qemu: suite took $(($(date +%s) - started)) s"
 last=$(tail -n1 "$work/harness.out")
 [[ $last =~ ^[0-9]+\ passed,\ [0-9]+\ failed$ ]] || { last="0 passed, 1 failed"; rc=1; }
