@@ -22,8 +22,9 @@ stamp() { echo "==> [$(( $(date +%s) - started ))s] $*"; }
 # Free disk, checked before anything is built: a full disk would otherwise stop the run half-way
 # with "No space left on device" from whichever build hit it. A fresh clone's run grows target/
 # to about COLD_GIB and needs SCRATCH_GIB more in TMPDIR at the QEMU suite's peak (each
-# scenario's disk copies; the suite removes them).
-COLD_GIB=16 SCRATCH_GIB=6
+# scenario's disk copies; the suite removes them). Measured 2026-12-07 (commit a112cb2, sampled
+# every 30 s): target/ 9.7 GiB, the QEMU suite's work directory 5.6 GiB.
+COLD_GIB=12 SCRATCH_GIB=7
 disk_check() {
   [ "${FLEET_DISK_CHECK:-1}" != 0 ] || return 0
   local target=${CARGO_TARGET_DIR:-$root/target} tmp=${TMPDIR:-/tmp} built_kib=0 need_kib dev
