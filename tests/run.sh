@@ -13,9 +13,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
-# No incremental compilation state: a test run builds each crate once, and the state took 3 to
-# 8 GB of target/debug.
-export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 started=$(date +%s)
 stamp() { echo "==> [$(( $(date +%s) - started ))s] $*"; }
 
