@@ -50,6 +50,8 @@ args=("${image_args[@]}" --fleetctl "$fleetctl" --work "$work" --cuts "${FLEET_Q
 [ -n "${FLEET_QEMU_SEED:-}" ] && args+=(--seed "$FLEET_QEMU_SEED")
 python3 "$root/tests/qemu/harness.py" "${args[@]}" | tee "$work/harness.out"
 rc=${PIPESTATUS[0]}
+last=$(tail -n1 "$work/harness.out")
+[[ $last =~ ^[0-9]+\ passed,\ [0-9]+\ failed$ ]] || { last="0 passed, 1 failed"; rc=1; }
 if [ $rc -ne 0 ] && [ "$keep" != 1 ]; then
   # A failed run keeps its logs for reading, not its stations' disks: those are gigabytes a run,
   # and failed runs on a CI machine would fill its disk. FLEET_QEMU_KEEP=1 keeps everything.
@@ -60,7 +62,5 @@ elif [ "$keep" = 1 ]; then
   echo "qemu: everything kept in $work"
 fi
 echo "qemu: suite took $(($(date +%s) - started)) s"
-last=$(tail -n1 "$work/harness.out")
-[[ $last =~ ^[0-9]+\ passed,\ [0-9]+\ failed$ ]] || { last="0 passed, 1 failed"; rc=1; }
 echo "$last"
 exit $rc
