@@ -24,14 +24,17 @@ stamp() { echo "==> [$(( $(date +%s) - started ))s] $*"; }
 COLD_GIB=12 SCRATCH_GIB=7
 disk_check() {
   [ "${FLEET_DISK_CHECK:-1}" != 0 ] || return 0
-  local target=${CARGO_TARGET_DIR:-$root/target} tmp=${TMPDIR:-/tmp} built_kib=0 need_kib dev
+  local target=${CARGO_TARGET_DIR:-$root/target} tmp=${TMPDIR:-/tmp} built_kib=0 need_kib dev at
   [ -d "$target" ] && built_kib=$(du -sk "$target" | cut -f1)
   declare -A need=() where=()
-  dev=$(stat -c %d "$(dirname "$target")")
+  # (the file system a directory is or will be made on: its nearest existing ancestor's)
+  at=$target; until [ -d "$at" ]; do at=$(dirname "$at"); done
+  dev=$(stat -c %d "$at")
   need_kib=$(( COLD_GIB * 1048576 - built_kib ))
-  need[$dev]=$(( need_kib > 0 ? need_kib : 0 )) where[$dev]=$(dirname "$target")
-  dev=$(stat -c %d "$tmp")
-  need[$dev]=$(( ${need[$dev]:-0} + SCRATCH_GIB * 1048576 )) where[$dev]=${where[$dev]:-$tmp}
+  need[$dev]=$(( need_kib > 0 ? need_kib : 0 )) where[$dev]=$at
+  at=$tmp; until [ -d "$at" ]; do at=$(dirname "$at"); done
+  dev=$(stat -c %d "$at")
+  need[$dev]=$(( ${need[$dev]:-0} + SCRATCH_GIB * 1048576 )) where[$dev]=${where[$dev]:-$at}
   for dev in "${!need[@]}"; do
     local free_kib
     free_kib=$(df -Pk "${where[$dev]}" | awk 'NR == 2 { print $4 }')
