@@ -10,7 +10,7 @@ const T: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn a_broker_that_is_not_there_fails_the_first_connection_at_once() {
-    let port = fleet_testkit::mosquitto::free_port().expect("port");
+    let port = fleet_testkit::listen::free_port().expect("port");
     let started = tokio::time::Instant::now();
     let err = Session::start_connected(SessionConfig::new("cli", "127.0.0.1", port), T)
         .await

@@ -3,13 +3,14 @@
 //! (`docs/mosquitto/`: TLS, client certificates, ACL) with a test PKI made by the `openssl` CLI
 //! ([`Mosquitto::start_tls`], [`TestPki`]), or a plain broker admitting only password users
 //! ([`Mosquitto::start_with_passwords`]).
-use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
+
+use crate::listen::{start_on_free_port, wait_until_listening};
 
 /// A private broker directory with its persistence directory `db` and the `extra`
 /// subdirectories. mosquitto started as root drops to the `mosquitto` user: it may write its
@@ -46,7 +47,6 @@ impl Mosquitto {
     /// from the documented configuration.
     pub fn start_tls(pki: &TestPki) -> anyhow::Result<Self> {
         let (dir, data) = broker_dir(&["conf"])?;
-        let port = free_port()?;
         let conf_dir = dir.path().join("conf");
         for (from, to) in [
             (pki.ca(), "ca.crt"),
@@ -67,22 +67,20 @@ impl Mosquitto {
         let rendered = template
             .replace("@CONF_DIR@", &conf_dir.display().to_string())
             .replace("@DATA_DIR@", &data.display().to_string())
-            .replace("@PORT@", &port.to_string())
             .replace("@BIND@", "127.0.0.1");
-        if rendered.contains('@') {
+        if rendered.replace("@PORT@", "").contains('@') {
             bail!(
                 "{} has a placeholder this harness does not know",
                 template_path.display()
             );
         }
-        Self::launch(dir, port, &rendered)
+        Self::launch(dir, |port| rendered.replace("@PORT@", &port.to_string()))
     }
 
     /// Starts a plain-TCP broker on loopback that admits only these users (name, password),
     /// from a `mosquitto_passwd` file: for clients that log in with a password.
     pub fn start_with_passwords(users: &[(&str, &str)]) -> anyhow::Result<Self> {
         let (dir, data) = broker_dir(&[])?;
-        let port = free_port()?;
         let passwords = dir.path().join("passwords");
         std::fs::write(&passwords, "").context("unable to create the password file")?;
         for (user, password) in users {
@@ -101,44 +99,54 @@ impl Mosquitto {
         }
         std::fs::set_permissions(&passwords, std::fs::Permissions::from_mode(0o644))
             .context("unable to open the password file to the broker user")?;
-        let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
-             persistence true\npersistence_location {}/",
-            passwords.display(),
-            data.display(),
-        );
-        Self::launch(dir, port, &conf)
+        Self::launch(dir, |port| {
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\n\
+                 persistence true\npersistence_location {}/",
+                passwords.display(),
+                data.display(),
+            )
+        })
     }
 
     /// Starts a broker on a free port of 127.0.0.1 and waits until it accepts connections.
     pub fn start() -> anyhow::Result<Self> {
         let (dir, data) = broker_dir(&[])?;
-        let port = free_port()?;
-        let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
-             persistence_location {}/\nautosave_interval 1\nmax_queued_messages 10000",
-            data.display(),
-        );
-        Self::launch(dir, port, &conf)
+        Self::launch(dir, |port| {
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\n\
+                 persistence_location {}/\nautosave_interval 1\nmax_queued_messages 10000",
+                data.display(),
+            )
+        })
     }
 
-    /// Writes `<dir>/mosquitto.conf` (`conf`, then logging to `<dir>/mosquitto.log`) and
-    /// starts the broker on it.
-    fn launch(dir: tempfile::TempDir, port: u16, conf: &str) -> anyhow::Result<Self> {
+    /// Starts the broker on a free port: writes `<dir>/mosquitto.conf` (`conf(port)`, then
+    /// logging to `<dir>/mosquitto.log`) and runs mosquitto on it, again on another port if
+    /// that one was taken before the broker bound it.
+    fn launch(dir: tempfile::TempDir, conf: impl Fn(u16) -> String) -> anyhow::Result<Self> {
         let log = dir.path().join("mosquitto.log");
-        let conf = format!(
-            "{conf}\nlog_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\n",
-            log.display()
-        );
-        std::fs::write(dir.path().join("mosquitto.conf"), conf)
-            .context("unable to write mosquitto.conf")?;
-        let mut broker = Self {
-            child: None,
+        let conf_path = dir.path().join("mosquitto.conf");
+        let (child, port) = start_on_free_port(
+            "mosquitto",
+            START_TIMEOUT,
+            |port| {
+                let conf = format!(
+                    "{}\nlog_dest file {}\nlog_type error\nlog_type warning\n\
+                     log_type notice\n",
+                    conf(port),
+                    log.display()
+                );
+                std::fs::write(&conf_path, conf).context("unable to write mosquitto.conf")?;
+                spawn_mosquitto(&conf_path)
+            },
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+        )?;
+        Ok(Self {
+            child: Some(child),
             port,
             dir,
-        };
-        broker.spawn()?;
-        Ok(broker)
+        })
     }
 
     /// The loopback port the broker listens on.
@@ -189,18 +197,34 @@ impl Mosquitto {
         self.spawn()
     }
 
+    /// Starts the broker again on its own port: fails if something else took the port.
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let child = Command::new(mosquitto_bin())
-            .arg("-c")
-            .arg(self.dir.path().join("mosquitto.conf"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("unable to start mosquitto (is it installed? tests/setup.d/00-apt.sh)")?;
+        let mut child = spawn_mosquitto(&self.dir.path().join("mosquitto.conf"))?;
+        let waited = wait_until_listening(&mut child, self.port, START_TIMEOUT)?;
+        if let Err(e) = waited {
+            // Nothing to report from a broker being given up on.
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "mosquitto on port {} {e}: {}",
+                self.port,
+                std::fs::read_to_string(self.log_path()).unwrap_or_default()
+            );
+        }
         self.child = Some(child);
-        wait_for_port(self.port, self.child.as_mut())
+        Ok(())
     }
+}
+
+fn spawn_mosquitto(conf: &Path) -> anyhow::Result<Child> {
+    Command::new(mosquitto_bin())
+        .arg("-c")
+        .arg(conf)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("unable to start mosquitto (is it installed? tests/setup.d/00-apt.sh)")
 }
 
 impl Drop for Mosquitto {
@@ -393,30 +417,4 @@ fn mosquitto_bin() -> PathBuf {
         }
     }
     PathBuf::from("mosquitto")
-}
-
-/// A port on 127.0.0.1 nothing listens on right now.
-pub fn free_port() -> anyhow::Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("unable to bind a loopback port")?;
-    Ok(l.local_addr()
-        .context("unable to read the bound port")?
-        .port())
-}
-
-fn wait_for_port(port: u16, mut child: Option<&mut Child>) -> anyhow::Result<()> {
-    let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok(());
-        }
-        if let Some(c) = child.as_deref_mut()
-            && let Ok(Some(status)) = c.try_wait()
-        {
-            bail!("mosquitto exited before listening on {port}: {status}");
-        }
-        if Instant::now() > deadline {
-            bail!("mosquitto did not listen on {port} within {START_TIMEOUT:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }

@@ -10,7 +10,6 @@
 //! the daemon (a cross-built one under qemu-user).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::cast_precision_loss)]
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -117,26 +116,23 @@ impl Drop for Server {
 
 fn s3s_fs(root: &Path) -> (Server, u16) {
     std::fs::create_dir_all(root.join("recordings")).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
     let bin = std::env::var("FLEET_S3S_FS")
         .unwrap_or_else(|_| "/opt/fleet-test/s3s-fs/bin/s3s-fs".into());
-    let child = Command::new(bin)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-        .args(["--access-key", ACCESS, "--secret-key", SECRET])
-        .arg(root)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("s3s-fs");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (child, port) = fleet_testkit::listen::start_on_free_port(
+        "s3s-fs",
+        Duration::from_secs(20),
+        |port| {
+            Ok(Command::new(&bin)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--access-key", ACCESS, "--secret-key", SECRET])
+                .arg(root)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()?)
+        },
+        || "(s3s-fs's output is not kept)".to_owned(),
+    )
+    .expect("s3s-fs");
     (Server(child), port)
 }
 

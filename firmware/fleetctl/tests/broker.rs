@@ -66,7 +66,7 @@ async fn retained_messages_round_trip_through_the_embedded_broker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_broker_is_reported_with_its_address() {
-    let port = fleet_testkit::mosquitto::free_port().expect("port");
+    let port = fleet_testkit::listen::free_port().expect("port");
     let addr = BrokerAddr {
         host: "127.0.0.1".into(),
         port,

@@ -68,7 +68,7 @@ async fn a_watch_survives_a_broker_restart_and_still_sees_the_station_finish() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_watch_on_an_unreachable_broker_fails_at_once_with_its_address() {
-    let port = fleet_testkit::mosquitto::free_port().expect("port");
+    let port = fleet_testkit::listen::free_port().expect("port");
     let addr = BrokerAddr {
         host: "127.0.0.1".into(),
         port,

@@ -29,14 +29,6 @@ fn s3s_fs() -> PathBuf {
     panic!("s3s-fs is not installed: run tests/setup.d/80-uploader.sh (or set FLEET_S3S_FS)");
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// s3s-fs serving `root` (one directory per bucket) with the test credentials.
 pub struct S3Server {
     child: Child,
@@ -47,20 +39,21 @@ pub struct S3Server {
 impl S3Server {
     pub fn start(root: &Path) -> Self {
         std::fs::create_dir_all(root.join(BUCKET)).unwrap();
-        let port = free_port();
-        let child = Command::new(s3s_fs())
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
-            .arg(root)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start s3s-fs");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "s3s-fs did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let (child, port) = fleet_testkit::listen::start_on_free_port(
+            "s3s-fs",
+            Duration::from_secs(20),
+            |port| {
+                Ok(Command::new(s3s_fs())
+                    .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                    .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
+                    .arg(root)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()?)
+            },
+            || "(s3s-fs's output is not kept)".to_owned(),
+        )
+        .expect("start s3s-fs");
         Self {
             child,
             port,

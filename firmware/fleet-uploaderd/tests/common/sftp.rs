@@ -4,12 +4,14 @@
 //! the user running the tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const SFTP_SERVER: &str = "/usr/lib/openssh/sftp-server";
+
+/// How long sshd may take to listen after it was started.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 fn sshd() -> PathBuf {
     for p in ["/usr/sbin/sshd", "/usr/bin/sshd"] {
@@ -30,14 +32,6 @@ pub fn keygen(path: &Path) {
         .expect("run ssh-keygen (openssh-client)")
         .success();
     assert!(ok, "ssh-keygen failed for {}", path.display());
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// How the server's SFTP subsystem runs.
@@ -89,9 +83,9 @@ impl SshServer {
     pub fn start_with(dir: &Path, mode: Mode, first: &str) -> Self {
         let root = dir.join("remote");
         std::fs::create_dir_all(&root).unwrap();
-        let server = Self {
+        let mut server = Self {
             child: None,
-            port: free_port(),
+            port: 0,
             dir: dir.to_owned(),
             root,
             user_key: dir.join("station_ed25519"),
@@ -109,15 +103,20 @@ impl SshServer {
             dir.join("authorized_keys"),
         )
         .unwrap();
-        server.restart()
+        let (child, port) = fleet_testkit::listen::start_on_free_port(
+            "sshd",
+            START_TIMEOUT,
+            |port| Ok(server.spawn(port)),
+            || server.log(),
+        )
+        .expect("start sshd");
+        server.child = Some(child);
+        server.port = port;
+        server
     }
 
-    fn restart(mut self) -> Self {
-        self.spawn();
-        self
-    }
-
-    fn spawn(&mut self) {
+    /// Starts sshd on `port` (not waiting for it to listen).
+    fn spawn(&self, port: u16) -> Child {
         // sshd refuses to start without its privilege-separation directory (systemd's
         // RuntimeDirectory on a real system).
         std::fs::create_dir_all("/run/sshd").expect("create /run/sshd (run the tests as root)");
@@ -192,24 +191,13 @@ impl SshServer {
             .append(true)
             .open(d.join("sshd.log"))
             .unwrap();
-        let child = Command::new(sshd())
-            .args(["-D", "-e", "-p", &self.port.to_string(), "-f"])
+        Command::new(sshd())
+            .args(["-D", "-e", "-p", &port.to_string(), "-f"])
             .arg(d.join("sshd_config"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start sshd");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not listen on {}: {}",
-                self.port,
-                std::fs::read_to_string(d.join("sshd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+            .expect("start sshd")
     }
 
     /// Kills sshd and every process it started (the session processes, their `sftp-server`s
@@ -250,7 +238,16 @@ impl SshServer {
     /// Starts sshd again on the same port with the same keys.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none());
-        self.spawn();
+        let mut child = self.spawn(self.port);
+        let waited =
+            fleet_testkit::listen::wait_until_listening(&mut child, self.port, START_TIMEOUT)
+                .expect("poll sshd");
+        if let Err(e) = waited {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("sshd on port {} {e}: {}", self.port, self.log());
+        }
+        self.child = Some(child);
     }
 
     /// The `known_hosts` line for this server's host key.
