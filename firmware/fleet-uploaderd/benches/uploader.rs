@@ -18,12 +18,13 @@ use fleet_retentiond::index::{Index, NewRecording};
 use fleet_uploaderd::flac::{self, PcmLayout};
 use nix::sys::resource::{UsageWho, getrusage};
 
-// The tests' sshd harness (it allows its own unused items).
+// The tests' sshd and S3 harnesses (they allow their own unused items).
+#[path = "../tests/common/s3.rs"]
+mod s3;
 #[path = "../tests/common/sftp.rs"]
 mod sshd;
 
-const ACCESS: &str = "bench-access";
-const SECRET: &str = "bench-secret-0123456789";
+use s3::{ACCESS_KEY as ACCESS, SECRET_KEY as SECRET};
 
 fn cpu(who: UsageWho) -> f64 {
     let u = getrusage(who).unwrap();
@@ -104,36 +105,6 @@ fn flac_section(dir: &Path, seconds: u32, repeat: usize) {
             e / k.max(1e-6),
         );
     }
-}
-
-struct Server(std::process::Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn s3s_fs(root: &Path) -> (Server, u16) {
-    std::fs::create_dir_all(root.join("recordings")).unwrap();
-    let bin = std::env::var("FLEET_S3S_FS")
-        .unwrap_or_else(|_| "/opt/fleet-test/s3s-fs/bin/s3s-fs".into());
-    let (child, port) = fleet_testkit::listen::start_on_free_port(
-        "s3s-fs",
-        Duration::from_secs(20),
-        |port| {
-            Ok(Command::new(&bin)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .args(["--access-key", ACCESS, "--secret-key", SECRET])
-                .arg(root)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?)
-        },
-        || "(s3s-fs's output is not kept)".to_owned(),
-    )
-    .expect("s3s-fs");
-    (Server(child), port)
 }
 
 /// A station directory with one indexed recording and a config for the binary.
@@ -223,7 +194,8 @@ fn upload_section(dir: &Path, mib: u64) {
     let secs = u32::try_from(mib * (1 << 20) / 96_000).unwrap();
     audio(&wav, 48_000, secs);
     let size = std::fs::metadata(&wav).unwrap().len() as f64;
-    let (_server, port) = s3s_fs(&dir.join("s3"));
+    let server = s3::S3Server::start(&dir.join("s3"));
+    let port = server.port;
     let cfg = station(&dir.join("wav"), &wav, &s3_destination(port), "wav");
     let (ours, rss_wav) = run_once(&cfg);
     // Peak RSS of the daemon encoding, verifying and uploading a 384 kHz recording as FLAC.

@@ -23,10 +23,7 @@ fn s3s_fs() -> PathBuf {
             return PathBuf::from(p);
         }
     }
-    if super::have("s3s-fs") {
-        return PathBuf::from("s3s-fs");
-    }
-    panic!("s3s-fs is not installed: run tests/setup.d/80-uploader.sh (or set FLEET_S3S_FS)");
+    PathBuf::from("s3s-fs")
 }
 
 /// s3s-fs serving `root` (one directory per bucket) with the test credentials.
@@ -43,13 +40,21 @@ impl S3Server {
             "s3s-fs",
             Duration::from_secs(20),
             |port| {
-                Ok(Command::new(s3s_fs())
+                let bin = s3s_fs();
+                Command::new(&bin)
                     .args(["--host", "127.0.0.1", "--port", &port.to_string()])
                     .args(["--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY])
                     .arg(root)
                     .stdout(Stdio::null())
                     .stderr(Stdio::null())
-                    .spawn()?)
+                    .spawn()
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "{}: {e} (is s3s-fs installed? tests/setup.d/80-uploader.sh, \
+                             or set FLEET_S3S_FS)",
+                            bin.display()
+                        )
+                    })
             },
             || "(s3s-fs's output is not kept)".to_owned(),
         )
