@@ -45,22 +45,38 @@ cert rogue-ca rogue-operator operator
 [ -s "$pki/operator.crt" ] && [ -s "$pki/rogue-operator.crt" ] && ok || { bad "test PKI"; finish; }
 
 # --- broker --------------------------------------------------------------------------------
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+# Whether process $1 itself holds the socket listening on 127.0.0.1:$2: a port that merely
+# accepts may be answered by another process that took it first (then this broker exits).
+own_listener() {
+  local inode
+  inode=$(awk -v a="$(printf '0100007F:%04X' "$2")" '$2 == a && $4 == "0A" { print $10 }' \
+    "/proc/$1/net/tcp" 2>/dev/null)
+  [ -n "$inode" ] && find "/proc/$1/fd" -lname "socket:\[$inode\]" 2>/dev/null | grep -q .
+}
 conf=$tmp/conf
 mkdir -p "$conf" "$tmp/data"
 cp "$pki/ca.crt" "$pki/server.crt" "$pki/server.key" "$conf/"
 cp "$root/docs/mosquitto/acl" "$conf/acl"
-sed -e "s|@CONF_DIR@|$conf|g" -e "s|@DATA_DIR@|$tmp/data|g" -e "s|@PORT@|$port|" \
-  -e "s|@BIND@|127.0.0.1|" "$root/docs/mosquitto/mosquitto.conf" >"$conf/mosquitto.conf"
-# mosquitto drops root privileges to its own user unless told to stay: the test files are ours.
-[ "$(id -u)" = 0 ] && echo "user root" >>"$conf/mosquitto.conf"
-mosquitto -c "$conf/mosquitto.conf" >"$tmp/broker.log" 2>&1 &
-broker_pid=$!
-for _ in $(seq 50); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.1
+# A free port can be taken before the broker binds it: then it exits, and starts on another.
+for _ in 1 2 3 4 5; do
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  sed -e "s|@CONF_DIR@|$conf|g" -e "s|@DATA_DIR@|$tmp/data|g" -e "s|@PORT@|$port|" \
+    -e "s|@BIND@|127.0.0.1|" "$root/docs/mosquitto/mosquitto.conf" >"$conf/mosquitto.conf"
+  # mosquitto drops root privileges to its own user unless told to stay: the test files are ours.
+  [ "$(id -u)" = 0 ] && echo "user root" >>"$conf/mosquitto.conf"
+  mosquitto -c "$conf/mosquitto.conf" >"$tmp/broker.log" 2>&1 &
+  broker_pid=$!
+  for _ in $(seq 100); do
+    own_listener "$broker_pid" "$port" && break
+    kill -0 "$broker_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -0 "$broker_pid" 2>/dev/null && break
+  wait "$broker_pid" 2>/dev/null
+  broker_pid=""
 done
-kill -0 "$broker_pid" 2>/dev/null && ok || { bad "broker did not start: $(cat "$tmp/broker.log")"; finish; }
+[ -n "$broker_pid" ] && own_listener "$broker_pid" "$port" && ok ||
+  { bad "broker did not start: $(cat "$tmp/broker.log")"; finish; }
 
 as() { # identity, then mosquitto_pub/sub arguments
   local id=$1; shift
