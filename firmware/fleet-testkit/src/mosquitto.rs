@@ -109,7 +109,7 @@ impl Mosquitto {
         })
     }
 
-    /// Starts a broker on a free port of 127.0.0.1 and waits until it accepts connections.
+    /// Starts an open broker on a free port of 127.0.0.1 and waits until it listens there.
     pub fn start() -> anyhow::Result<Self> {
         let (dir, data) = broker_dir(&[])?;
         Self::launch(dir, |port| {
