@@ -29,7 +29,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// How waiting for a server to listen ended, when it did not.
 #[derive(Debug)]
-pub enum NotListening {
+enum NotListening {
     /// The server exited first (on a taken port: "address already in use").
     Exited(ExitStatus),
     /// The server still runs but did not listen on its port in time.
@@ -73,7 +73,7 @@ pub fn listens_on(pid: u32, port: u16) -> anyhow::Result<bool> {
 }
 
 /// Waits until `child` itself listens on `port`: not merely until the port accepts.
-pub fn wait_until_listening(
+fn wait_until_listening(
     child: &mut Child,
     port: u16,
     timeout: Duration,
@@ -111,12 +111,7 @@ pub fn start_on_free_port(
         match wait_until_listening(&mut child, port, timeout)? {
             Ok(()) => return Ok((child, port)),
             Err(NotListening::Exited(status)) => tried.push(format!("{port} ({status})")),
-            Err(e @ NotListening::TimedOut) => {
-                // Nothing to report from a process being given up on.
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("{what} on port {port} {e}: {}", log());
-            }
+            Err(e @ NotListening::TimedOut) => return Err(give_up(child, what, port, &e, &log)),
         }
     }
     bail!(
@@ -124,6 +119,36 @@ pub fn start_on_free_port(
         tried.join(", "),
         log()
     )
+}
+
+/// Returns `child` once it listens on `port` itself: for a server started again on the port it
+/// had. Fails when it exits first (another process took the port meanwhile) or does not listen
+/// in time, naming `what`, the port and what `log` reads.
+pub fn started_on(
+    what: &str,
+    mut child: Child,
+    port: u16,
+    timeout: Duration,
+    log: impl Fn() -> String,
+) -> anyhow::Result<Child> {
+    match wait_until_listening(&mut child, port, timeout)? {
+        Ok(()) => Ok(child),
+        Err(e) => Err(give_up(child, what, port, &e, &log)),
+    }
+}
+
+/// Stops a server that did not listen and says why.
+fn give_up(
+    mut child: Child,
+    what: &str,
+    port: u16,
+    why: &NotListening,
+    log: &dyn Fn() -> String,
+) -> anyhow::Error {
+    // Nothing to report from a process being given up on.
+    let _ = child.kill();
+    let _ = child.wait();
+    anyhow::anyhow!("{what} on port {port} {why}: {}", log())
 }
 
 #[cfg(test)]
@@ -169,6 +194,27 @@ mod tests {
         assert!(!listens_on(std::process::id(), port).expect("read /proc"));
         child.kill().expect("kill");
         child.wait().expect("wait");
+    }
+
+    #[test]
+    fn a_server_restarted_on_a_port_another_process_took_fails_with_its_log() {
+        let other = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let taken = other.local_addr().expect("addr").port();
+        let child = python_server(taken).expect("spawn");
+        let err = started_on(
+            "a test server",
+            child,
+            taken,
+            Duration::from_secs(10),
+            || "its log".to_owned(),
+        )
+        .expect_err("the port is another process's");
+        let text = format!("{err:#}");
+        assert!(
+            text.contains(&format!("a test server on port {taken} exited")),
+            "{text}"
+        );
+        assert!(text.contains("its log"), "{text}");
     }
 
     #[test]

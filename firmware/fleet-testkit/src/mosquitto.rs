@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::listen::{start_on_free_port, wait_until_listening};
+use crate::listen::{start_on_free_port, started_on};
 
 /// A private broker directory with its persistence directory `db` and the `extra`
 /// subdirectories. mosquitto started as root drops to the `mosquitto` user: it may write its
@@ -199,19 +199,15 @@ impl Mosquitto {
 
     /// Starts the broker again on its own port: fails if something else took the port.
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let mut child = spawn_mosquitto(&self.dir.path().join("mosquitto.conf"))?;
-        let waited = wait_until_listening(&mut child, self.port, START_TIMEOUT)?;
-        if let Err(e) = waited {
-            // Nothing to report from a broker being given up on.
-            let _ = child.kill();
-            let _ = child.wait();
-            bail!(
-                "mosquitto on port {} {e}: {}",
-                self.port,
-                std::fs::read_to_string(self.log_path()).unwrap_or_default()
-            );
-        }
-        self.child = Some(child);
+        let child = spawn_mosquitto(&self.dir.path().join("mosquitto.conf"))?;
+        let log = self.log_path();
+        self.child = Some(started_on(
+            "mosquitto",
+            child,
+            self.port,
+            START_TIMEOUT,
+            || std::fs::read_to_string(&log).unwrap_or_default(),
+        )?);
         Ok(())
     }
 }

@@ -238,15 +238,12 @@ impl SshServer {
     /// Starts sshd again on the same port with the same keys.
     pub fn start_again(&mut self) {
         assert!(self.child.is_none());
-        let mut child = self.spawn(self.port);
-        let waited =
-            fleet_testkit::listen::wait_until_listening(&mut child, self.port, START_TIMEOUT)
-                .expect("poll sshd");
-        if let Err(e) = waited {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("sshd on port {} {e}: {}", self.port, self.log());
-        }
+        let child = self.spawn(self.port);
+        let child =
+            fleet_testkit::listen::started_on("sshd", child, self.port, START_TIMEOUT, || {
+                self.log()
+            })
+            .expect("start sshd again");
         self.child = Some(child);
     }
 
